@@ -1,0 +1,110 @@
+//! Write exporter plugins for [auditrelay], and build audit events.
+//!
+//! auditrelay takes audit events from applications after their database
+//! commit and delivers them to exporter plugins: sandboxed WebAssembly
+//! components that ship events to S3, Splunk, Datadog, a file, ... This
+//! crate is everything a plugin author needs:
+//!
+//! - [`envelope`]: the [`AuditEventEnvelope`] (who did what, when, why, with
+//!   what outcome), its validation, builder, canonical JSON and CloudEvents
+//!   mapping. Applications use it too.
+//! - [`Plugin`]: the one trait an exporter implements, and
+//!   [`export_plugin!`] to turn it into a component.
+//! - [`host`]: logging, secrets and metrics provided by the relay.
+//! - [`http`]: a blocking HTTP client over `wasi:http`; the relay lets it
+//!   reach only the hosts the operator allowed.
+//! - [`testing`]: a harness to unit-test a plugin natively with `cargo test`.
+//!
+//! # A minimal plugin
+//!
+//! ```
+//! use auditrelay_plugin_api::*;
+//!
+//! /// Counts events and logs the count of each batch.
+//! pub struct Counter {
+//!     seen: u64,
+//! }
+//!
+//! impl Plugin for Counter {
+//!     type Config = serde_json::Value; // accepts any config
+//!
+//!     fn info() -> PluginInfo {
+//!         PluginInfo::new("counter", env!("CARGO_PKG_VERSION"), "Counts events")
+//!     }
+//!
+//!     fn init(_config: Self::Config, _ctx: &InitContext) -> Result<Self, InitError> {
+//!         Ok(Counter { seen: 0 })
+//!     }
+//!
+//!     fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+//!         self.seen += events.len() as u64;
+//!         host::info(format!("{} events so far", self.seen));
+//!         Ok(Delivery::Accepted)
+//!     }
+//! }
+//!
+//! export_plugin!(Counter);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (the crate
+//! must be a `cdylib`), drop the `.wasm` into the relay's `plugin_dir` and
+//! enable it with a `[plugins.counter]` table.
+//!
+//! # Delivery contract
+//!
+//! - Batches arrive in the relay's order; calls never overlap.
+//! - Return [`Delivery::Accepted`] only once the destination holds the
+//!   events. The relay then forgets them.
+//! - Return [`DeliverError::Retryable`] for anything that may pass later:
+//!   the relay retries the whole batch with backoff, forever by default, so a
+//!   plugin may see an event more than once. `(source, id)` identifies it.
+//! - Return [`DeliverError::Permanent`] (or
+//!   [`Delivery::PartiallyRejected`] for single events) when retrying cannot
+//!   help; the relay sets those events aside as dead letters.
+//! - A panic is caught by the relay: the instance is replaced and the batch
+//!   retried.
+//!
+//! [auditrelay]: https://github.com/auditrelay/auditrelay
+
+// The generated wasm bindings name this crate by path, from inside it too.
+extern crate self as auditrelay_plugin_api;
+
+pub mod envelope;
+mod event;
+pub mod host;
+pub mod http;
+mod plugin;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+mod guest;
+
+pub use envelope::AuditEventEnvelope;
+pub use event::{DeliverError, Delivery, Event, RejectedEvent};
+pub use plugin::{ConfigKey, InitContext, InitError, Plugin, PluginInfo, parse_config};
+
+/// The WIT package version this crate implements.
+pub const WIT_VERSION: &str = "1.0.0";
+
+/// Exports a [`Plugin`] implementation as the plugin's entry point.
+///
+/// In a `wasm32` build this exports the `auditrelay:plugin/exporter`
+/// interface; in a native build it expands to nothing, so the crate still
+/// compiles for `cargo test`. Use it once, in the plugin crate's `lib.rs`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::__export_wasm_plugin!($plugin);
+    };
+}
+
+/// Implementation details used by [`export_plugin!`]; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::guest::{bindings, deliver, describe, flush, init, shutdown};
+    #[cfg(target_arch = "wasm32")]
+    pub use wit_bindgen;
+}

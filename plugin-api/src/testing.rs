@@ -1,0 +1,268 @@
+//! Unit-test a plugin natively, with fake secrets, HTTP and a temp directory.
+//!
+//! The harness runs the same code paths as the relay: the config goes
+//! through JSON exactly as the relay passes it, host services (log, secrets,
+//! metrics, HTTP) go to a fake host that records everything, and requests to
+//! hosts outside `allowed_hosts` fail as they would in the sandbox.
+//!
+//! ```
+//! use auditrelay_plugin_api::http::{Request, Response};
+//! use auditrelay_plugin_api::testing::{Harness, sample_events};
+//! use auditrelay_plugin_api::*;
+//!
+//! struct Ping { url: String }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { url: String }
+//!
+//! impl Plugin for Ping {
+//!     type Config = Config;
+//!     fn info() -> PluginInfo { PluginInfo::new("ping", "0.1.0", "posts a count") }
+//!     fn init(config: Config, _ctx: &InitContext) -> Result<Self, InitError> {
+//!         Ok(Ping { url: config.url })
+//!     }
+//!     fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+//!         let response = Request::post(&self.url).body(events.len().to_string()).send()?;
+//!         if !response.is_success() {
+//!             return Err(response.into_deliver_error("ping"));
+//!         }
+//!         Ok(Delivery::Accepted)
+//!     }
+//! }
+//!
+//! let mut harness = Harness::<Ping>::builder()
+//!     .config(serde_json::json!({"url": "http://collector.test/in"}))
+//!     .allowed_hosts(["collector.test"])
+//!     .http(|_request| Ok(Response::new(200, "ok")))
+//!     .init()
+//!     .unwrap();
+//! assert_eq!(harness.deliver(&sample_events(3)), Ok(Delivery::Accepted));
+//! assert_eq!(harness.requests()[0].body, b"3");
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::envelope::{Actor, AuditEventEnvelope, Outcome, Target};
+use crate::event::{DeliverError, Delivery, Event};
+use crate::host::{HostServices, Level, backend};
+use crate::http::{HttpError, HttpErrorKind, Request, Response};
+use crate::plugin::{InitContext, InitError, Plugin, parse_config};
+
+type HttpHandler = dyn Fn(&Request) -> Result<Response, HttpError> + Send + Sync;
+
+/// The fake host: records what the plugin did.
+struct FakeHost {
+    secrets: HashMap<String, String>,
+    allowed_hosts: Vec<String>,
+    http: Option<Box<HttpHandler>>,
+    logs: Mutex<Vec<(Level, String)>>,
+    requests: Mutex<Vec<Request>>,
+    counters: Mutex<BTreeMap<String, u64>>,
+    gauges: Mutex<BTreeMap<String, f64>>,
+}
+
+impl HostServices for FakeHost {
+    fn log(&self, level: Level, message: &str) {
+        self.logs.lock().unwrap().push((level, message.to_owned()));
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        self.secrets.get(name).cloned()
+    }
+
+    fn counter_add(&self, name: &str, delta: u64) {
+        *self.counters.lock().unwrap().entry(name.to_owned()).or_default() += delta;
+    }
+
+    fn gauge_set(&self, name: &str, value: f64) {
+        self.gauges.lock().unwrap().insert(name.to_owned(), value);
+    }
+
+    fn http(&self, request: &Request) -> Result<Response, HttpError> {
+        let uri: http::Uri = request.url.parse().map_err(|e| {
+            HttpError::new(HttpErrorKind::InvalidRequest, format!("bad URL {:?}: {e}", request.url))
+        })?;
+        let host = uri.host().unwrap_or_default();
+        if !self.allowed_hosts.iter().any(|allowed| allowed == host) {
+            return Err(HttpError::new(
+                HttpErrorKind::Denied,
+                "the relay denied this request: the destination host is not in this plugin's allowed_hosts",
+            ));
+        }
+        self.requests.lock().unwrap().push(request.clone());
+        match &self.http {
+            Some(handler) => handler(request),
+            None => Err(HttpError::new(
+                HttpErrorKind::Connect,
+                "no fake HTTP server installed: call HarnessBuilder::http",
+            )),
+        }
+    }
+}
+
+/// Configures a [`Harness`]; created by [`Harness::builder`].
+#[must_use = "call init() to create the plugin"]
+pub struct HarnessBuilder<P: Plugin> {
+    instance: String,
+    config: serde_json::Value,
+    granted_dir: Option<PathBuf>,
+    host: FakeHost,
+    _plugin: std::marker::PhantomData<P>,
+}
+
+impl<P: Plugin> HarnessBuilder<P> {
+    /// The plugin's `config` table, as JSON.
+    pub fn config(mut self, config: serde_json::Value) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The instance name (default `test`).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.instance = name.into();
+        self
+    }
+
+    /// Grants a secret.
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.host.secrets.insert(name.into(), value.into());
+        self
+    }
+
+    /// Hosts the plugin may reach (exact host names, as in `allowed_hosts`).
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.host.allowed_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The fake server answering every allowed request.
+    pub fn http(
+        mut self,
+        handler: impl Fn(&Request) -> Result<Response, HttpError> + Send + Sync + 'static,
+    ) -> Self {
+        self.host.http = Some(Box::new(handler));
+        self
+    }
+
+    /// Grants a directory (the relay's `grant_dir`).
+    pub fn granted_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.granted_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Runs `init` and returns the harness, or the plugin's init error.
+    pub fn init(self) -> Result<Harness<P>, InitError> {
+        let host = Arc::new(self.host);
+        let _guard = backend::install_for_thread(host.clone());
+        let config = parse_config::<P>(&self.config.to_string())?;
+        let ctx = InitContext {
+            instance: self.instance,
+            granted_dir: self.granted_dir,
+        };
+        let plugin = P::init(config, &ctx)?;
+        Ok(Harness { plugin, host })
+    }
+}
+
+/// A plugin instance running natively against a fake host.
+pub struct Harness<P: Plugin> {
+    plugin: P,
+    host: Arc<FakeHost>,
+}
+
+impl<P: Plugin> Harness<P> {
+    /// Starts configuring a harness for plugin `P`.
+    pub fn builder() -> HarnessBuilder<P> {
+        HarnessBuilder {
+            instance: "test".into(),
+            config: serde_json::json!({}),
+            granted_dir: None,
+            host: FakeHost {
+                secrets: HashMap::new(),
+                allowed_hosts: Vec::new(),
+                http: None,
+                logs: Mutex::default(),
+                requests: Mutex::default(),
+                counters: Mutex::default(),
+                gauges: Mutex::default(),
+            },
+            _plugin: std::marker::PhantomData,
+        }
+    }
+
+    fn with_host<R>(&mut self, f: impl FnOnce(&mut P) -> R) -> R {
+        let _guard = backend::install_for_thread(self.host.clone());
+        f(&mut self.plugin)
+    }
+
+    /// Calls `deliver`.
+    pub fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+        self.with_host(|plugin| plugin.deliver(events))
+    }
+
+    /// Calls `flush`.
+    pub fn flush(&mut self) -> Result<(), DeliverError> {
+        self.with_host(|plugin| plugin.flush())
+    }
+
+    /// Calls `shutdown`.
+    pub fn shutdown(&mut self) {
+        self.with_host(|plugin| plugin.shutdown())
+    }
+
+    /// The plugin itself.
+    pub fn plugin(&self) -> &P {
+        &self.plugin
+    }
+
+    /// Every HTTP request the plugin sent to an allowed host.
+    pub fn requests(&self) -> Vec<Request> {
+        self.host.requests.lock().unwrap().clone()
+    }
+
+    /// Every line the plugin logged.
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        self.host.logs.lock().unwrap().clone()
+    }
+
+    /// The current value of a plugin counter.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.host.counters.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+
+    /// The current value of a plugin gauge.
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.host.gauges.lock().unwrap().get(name).copied()
+    }
+}
+
+/// `n` valid, distinct events as the relay would deliver them.
+pub fn sample_events(n: usize) -> Vec<Event> {
+    (0..n).map(|i| Event::from_envelope(&sample_envelope(i))).collect()
+}
+
+/// A valid envelope numbered `i`, with a realistic spread of fields.
+pub fn sample_envelope(i: usize) -> AuditEventEnvelope {
+    let tenants = ["acme", "globex", "initech"];
+    AuditEventEnvelope::builder("access-api", "group.member_added")
+        .actor(
+            Actor::user(format!("u-{}", i % 97))
+                .email(format!("user{}@example.test", i % 97))
+                .ip("203.0.113.7"),
+        )
+        .outcome(Outcome::Success)
+        .action_name("add_member")
+        .target(Target::new("group", format!("g-{}", i % 13)).name("payments-oncall"))
+        .tenant(tenants[i % tenants.len()])
+        .reason("on-call rotation")
+        .request_id(format!("req-{i}"))
+        .payload(serde_json::json!({"member": format!("u-{}", (i * 7) % 101), "role": "member", "seq": i}))
+        .build()
+        .expect("sample envelopes are valid")
+}
