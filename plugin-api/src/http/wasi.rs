@@ -2,8 +2,8 @@
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
-    RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as WasiMethod,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -55,20 +55,24 @@ pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
     // Start the request before writing: the host streams the body as it
     // arrives, so writing first could wait on a body nobody reads yet.
     let pending = outgoing_handler::handle(outgoing, Some(options)).map_err(from_error_code)?;
-    {
-        let stream = body.write().map_err(|()| other("request body stream unavailable"))?;
-        write_all(&stream, &request.body)?;
-    }
-    OutgoingBody::finish(body, None).map_err(from_error_code)?;
-
-    let response = loop {
-        match pending.get() {
-            Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(code))) => return Err(from_error_code(code)),
-            Some(Err(())) => return Err(other("response was already taken")),
-            None => pending.subscribe().block(),
+    let written = match body.write() {
+        Ok(stream) => {
+            let written = write_all(&stream, &request.body);
+            drop(stream);
+            written
         }
+        Err(()) => Err(other("request body stream unavailable")),
     };
+    match written {
+        Ok(()) => OutgoingBody::finish(body, None).map_err(from_error_code)?,
+        // Dropping an unfinished body aborts the request, so the response
+        // below resolves (with the reason) instead of waiting for the rest.
+        Err(_) => drop(body),
+    }
+    // A refused or failed request closes the body stream early; the
+    // response says why, which is the useful error, and a server may
+    // answer (e.g. 413) before it read the whole body.
+    let response = wait_for_response(&pending)?;
     let status = response.status();
     let headers = response
         .headers()
@@ -91,6 +95,17 @@ pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
         headers,
         body,
     })
+}
+
+fn wait_for_response(pending: &FutureIncomingResponse) -> Result<IncomingResponse, HttpError> {
+    loop {
+        match pending.get() {
+            Some(Ok(Ok(response))) => return Ok(response),
+            Some(Ok(Err(code))) => return Err(from_error_code(code)),
+            Some(Err(())) => return Err(other("response was already taken")),
+            None => pending.subscribe().block(),
+        }
+    }
 }
 
 fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), HttpError> {
