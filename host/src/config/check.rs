@@ -1,0 +1,122 @@
+//! Checks that go beyond types: ranges, name syntax, combinations.
+
+use super::{AllowList, Config, ConfigError, PluginSettings};
+
+/// Smallest memory cap a Rust plugin can start in (stack + heap + data).
+const MIN_PLUGIN_MEMORY: u64 = 4 * 1024 * 1024;
+
+impl Config {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        let relay = &self.relay;
+        if relay.plugin_threads == 0 || relay.plugin_threads > 256 {
+            return Err(self.invalid("relay.plugin_threads", "must be between 1 and 256"));
+        }
+        if relay.max_event_bytes.as_u64() < 1024 {
+            return Err(self.invalid("relay.max_event_bytes", "must be at least 1KiB"));
+        }
+        if relay.max_buffered_bytes < relay.max_event_bytes {
+            return Err(self.invalid(
+                "relay.max_buffered_bytes",
+                "must be at least relay.max_event_bytes",
+            ));
+        }
+        let http = &self.ingest.http;
+        if http.enabled && http.auth_token.is_none() && !http.listen.ip().is_loopback() {
+            return Err(self.invalid(
+                "ingest.http.auth_token",
+                format!(
+                    "is required when listening on {} (a non-loopback address): set it, e.g. to \"${{AUDITRELAY_TOKEN}}\"",
+                    http.listen
+                ),
+            ));
+        }
+        if http.auth_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(self.invalid(
+                "ingest.http.auth_token",
+                "must be at least 16 characters (use a random token)",
+            ));
+        }
+
+        for (name, settings) in &self.plugins {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return Err(self.invalid(
+                    format!("plugins.{name}"),
+                    "instance names use lower-case letters, digits, '-' and '_' (at most 64)",
+                ));
+            }
+            self.check_plugin(name, settings)?;
+        }
+        if self.enabled_plugins().next().is_none() {
+            return Err(self.invalid(
+                "plugins",
+                "no plugin is enabled, so events would have nowhere to go: add a [plugins.<name>] table",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_plugin(&self, name: &str, p: &PluginSettings) -> Result<(), ConfigError> {
+        let key = |rest: &str| format!("plugins.{name}.{rest}");
+        if p.limits.memory.as_u64() < MIN_PLUGIN_MEMORY {
+            return Err(self.invalid(key("limits.memory"), "must be at least 4MiB"));
+        }
+        if p.limits.memory.as_u64() > 4 * 1024 * 1024 * 1024 {
+            return Err(self.invalid(
+                key("limits.memory"),
+                "must be at most 4GiB (the wasm32 address space)",
+            ));
+        }
+        if p.limits.timeout.as_millis() < 10 {
+            return Err(self.invalid(key("limits.timeout"), "must be at least 10ms"));
+        }
+        if !(1..=100_000).contains(&p.batch.max_events) {
+            return Err(self.invalid(key("batch.max_events"), "must be between 1 and 100000"));
+        }
+        if p.batch.max_bytes.as_u64() < 1024 {
+            return Err(self.invalid(key("batch.max_bytes"), "must be at least 1KiB"));
+        }
+        if p.retry.initial_backoff.is_zero() || p.retry.initial_backoff > p.retry.max_backoff {
+            return Err(self.invalid(
+                key("retry.initial_backoff"),
+                "must be greater than zero and at most retry.max_backoff",
+            ));
+        }
+        if p.retry.circuit_after == 0 {
+            return Err(self.invalid(key("retry.circuit_after"), "must be at least 1"));
+        }
+        AllowList::parse(&p.allowed_hosts)
+            .map_err(|(i, message)| self.invalid(key(&format!("allowed_hosts[{i}]")), message))?;
+        for secret in p.secrets.keys() {
+            if secret.is_empty() || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(self.invalid(
+                    key(&format!("secrets.{secret}")),
+                    "secret names use letters, digits, '-' and '_'",
+                ));
+            }
+        }
+        for (list, patterns) in [("filter.types", &p.filter.types), ("filter.tenants", &p.filter.tenants)] {
+            for (i, pattern) in patterns.iter().enumerate() {
+                if pattern.trim_end_matches('*').contains('*') {
+                    return Err(self.invalid(
+                        key(&format!("{list}[{i}]")),
+                        "'*' is only allowed at the end (e.g. \"group.*\")",
+                    ));
+                }
+            }
+        }
+        if let Some(plugin) = &p.plugin
+            && (plugin.contains('/') || plugin.ends_with(".wasm"))
+        {
+            return Err(self.invalid(
+                key("plugin"),
+                "names a plugin by its file stem (e.g. \"file\"); use `path` for a file path",
+            ));
+        }
+        Ok(())
+    }
+}

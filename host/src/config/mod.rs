@@ -1,0 +1,501 @@
+//! The relay's TOML configuration.
+//!
+//! Every key is documented in `docs/configuration.md`. Loading is strict:
+//! unknown keys and bad values are errors that name the file, line and key;
+//! `${ENV_VAR}` references are expanded in string values (see
+//! [`interpolate`]); secrets never appear in `Debug` output.
+
+mod allowed_hosts;
+mod check;
+mod interpolate;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+pub use allowed_hosts::AllowList;
+pub use interpolate::interpolate;
+
+/// The embedded default configuration used when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A configuration problem, naming where it is and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a wrongly typed value.
+    /// `message` holds the line, column and key.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file (or `<embedded default>`).
+        origin: String,
+        /// toml's report: line, column, excerpt and problem.
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// Dotted key, e.g. `plugins.file.batch.max_events`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Relay-wide settings (`[relay]`).
+    #[serde(default)]
+    pub relay: RelaySettings,
+    /// Ways events come in (`[ingest]`).
+    #[serde(default)]
+    pub ingest: IngestSettings,
+    /// Plugin instances by name (`[plugins.<name>]`).
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSettings>,
+    /// Where this configuration came from, for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Directory for the relay's own state (compiled-plugin cache).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Directory scanned for `*.wasm` plugins.
+    #[serde(default = "default_plugin_dir")]
+    pub plugin_dir: PathBuf,
+    /// Where compiled plugins are cached; defaults to `<data_dir>/cache`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Threads that run plugin code, separate from the application's.
+    #[serde(default = "default_plugin_threads")]
+    pub plugin_threads: usize,
+    /// Memory the relay may hold for events not yet delivered to every
+    /// plugin; beyond it `emit` refuses new events.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: ByteSize,
+    /// Largest accepted event (canonical JSON).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: ByteSize,
+    /// How long a graceful shutdown may take to deliver what is buffered.
+    #[serde(default = "default_shutdown_timeout", with = "units::duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every relay setting has a default")
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// `[ingest.http]`
+    #[serde(default)]
+    pub http: HttpIngestSettings,
+}
+
+/// `[ingest.http]`: the HTTP endpoint for applications in any language.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIngestSettings {
+    /// Whether `auditrelay run` serves HTTP.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token clients must send; none means no authentication (only
+    /// allowed on a loopback address).
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for HttpIngestSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every ingest setting has a default")
+    }
+}
+
+/// `[plugins.<name>]`: one plugin instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Which plugin: the `.wasm` file stem in `plugin_dir`. Defaults to the
+    /// instance name.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Explicit path to the `.wasm` file (relative to `plugin_dir`);
+    /// overrides `plugin`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Whether the instance runs.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Passed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Hosts the plugin may reach over HTTP (see [`AllowList`] for the
+    /// patterns). Empty: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Secrets by the name the plugin asks for.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    /// The one host directory the plugin may read and write.
+    #[serde(default)]
+    pub grant_dir: Option<PathBuf>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Batching.
+    #[serde(default)]
+    pub batch: BatchSettings,
+    /// Which events the instance receives.
+    #[serde(default)]
+    pub filter: FilterSettings,
+    /// Retries and the circuit breaker.
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+/// `[plugins.<name>.limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Linear memory cap for the plugin.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Wall-clock deadline for each call into the plugin.
+    #[serde(default = "default_call_timeout", with = "units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every limit has a default")
+    }
+}
+
+/// `[plugins.<name>.batch]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Most events per batch.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Most bytes (canonical JSON) per batch; a single larger event still
+    /// goes alone.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_bytes: ByteSize,
+    /// How long to wait for a batch to fill before sending what there is.
+    #[serde(default = "default_max_wait", with = "units::duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every batch setting has a default")
+    }
+}
+
+/// `[plugins.<name>.filter]`: an event is delivered if it matches every
+/// non-empty list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSettings {
+    /// Event types; a trailing `*` matches any suffix (`group.*`).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Tenants; `*` matches any suffix, and events without a tenant match
+    /// only `""`.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+/// `[plugins.<name>.retry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// First backoff after a failure.
+    #[serde(default = "default_initial_backoff", with = "units::duration")]
+    pub initial_backoff: Duration,
+    /// Longest backoff (also caps a destination's Retry-After).
+    #[serde(default = "default_max_backoff", with = "units::duration")]
+    pub max_backoff: Duration,
+    /// Consecutive failures that open the circuit.
+    #[serde(default = "default_circuit_after")]
+    pub circuit_after: u32,
+    /// How long an open circuit waits before one trial call.
+    #[serde(default = "default_circuit_open_for", with = "units::duration")]
+    pub circuit_open_for: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every retry setting has a default")
+    }
+}
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself; keep it out of logs and errors.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("auditrelay-data")
+}
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+fn default_plugin_threads() -> usize {
+    2
+}
+fn default_max_buffered_bytes() -> ByteSize {
+    ByteSize::mib(256)
+}
+fn default_max_event_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8686))
+}
+fn default_max_body_bytes() -> ByteSize {
+    ByteSize::mib(10)
+}
+fn default_memory() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_events() -> usize {
+    1000
+}
+fn default_max_batch_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_max_wait() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_circuit_after() -> u32 {
+    5
+}
+fn default_circuit_open_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Config {
+    /// Reads, expands and checks a configuration file. Relative paths in it
+    /// are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, &path.display().to_string(), &env_lookup)?;
+        if let Some(base) = path.parent() {
+            config.resolve_paths(base);
+        }
+        Ok(config)
+    }
+
+    /// The embedded default configuration (see [`DEFAULT_CONFIG`]).
+    pub fn embedded_default() -> Config {
+        Self::parse(DEFAULT_CONFIG, "<embedded default>", &env_lookup)
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Parses TOML text; `origin` names it in errors, `env` resolves
+    /// `${VAR}` references.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.origin = origin.to_owned();
+        config.expand_env(env)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The instances that will run, in name order.
+    pub fn enabled_plugins(&self) -> impl Iterator<Item = (&str, &PluginSettings)> {
+        self.plugins
+            .iter()
+            .filter(|(_, settings)| settings.enabled)
+            .map(|(name, settings)| (name.as_str(), settings))
+    }
+
+    /// The compiled-plugin cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.relay
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.relay.data_dir.join("cache"))
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Makes relative paths relative to `base` (the config file's directory).
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.relay.data_dir);
+        resolve(&mut self.relay.plugin_dir);
+        if let Some(dir) = &mut self.relay.cache_dir {
+            resolve(dir);
+        }
+        for settings in self.plugins.values_mut() {
+            if let Some(dir) = &mut settings.grant_dir {
+                resolve(dir);
+            }
+        }
+    }
+
+    /// Replaces `${VAR}` references in every string an operator is likely
+    /// to template: paths, tokens, secrets, hosts and plugin config.
+    fn expand_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let origin = self.origin.clone();
+        let expand = |key: &str, value: &str| {
+            interpolate(value, env).map_err(|message| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: key.to_owned(),
+                message,
+            })
+        };
+        let expand_path = |key: &str, path: &mut PathBuf| -> Result<(), ConfigError> {
+            if let Some(text) = path.to_str() {
+                *path = PathBuf::from(expand(key, text)?);
+            }
+            Ok(())
+        };
+        expand_path("relay.data_dir", &mut self.relay.data_dir)?;
+        expand_path("relay.plugin_dir", &mut self.relay.plugin_dir)?;
+        if let Some(dir) = &mut self.relay.cache_dir {
+            expand_path("relay.cache_dir", dir)?;
+        }
+        if let Some(token) = &mut self.ingest.http.auth_token {
+            *token = Secret(expand("ingest.http.auth_token", &token.0)?);
+        }
+        for (name, settings) in &mut self.plugins {
+            let key = |rest: &str| format!("plugins.{name}.{rest}");
+            for (i, host) in settings.allowed_hosts.iter_mut().enumerate() {
+                *host = expand(&key(&format!("allowed_hosts[{i}]")), host)?;
+            }
+            for (secret_name, secret) in &mut settings.secrets {
+                *secret = Secret(expand(&key(&format!("secrets.{secret_name}")), &secret.0)?);
+            }
+            if let Some(dir) = &mut settings.grant_dir {
+                expand_path(&key("grant_dir"), dir)?;
+            }
+            expand_table(&key("config"), &mut settings.config, &expand)?;
+        }
+        Ok(())
+    }
+}
+
+fn expand_table(
+    prefix: &str,
+    table: &mut toml::Table,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table.iter_mut() {
+        expand_value(&format!("{prefix}.{key}"), value, expand)?;
+    }
+    Ok(())
+}
+
+fn expand_value(
+    key: &str,
+    value: &mut toml::Value,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(text) => *text = expand(key, text)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(&format!("{key}[{i}]"), item, expand)?;
+            }
+        }
+        toml::Value::Table(table) => expand_table(key, table, expand)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    (name == "HEC_TOKEN").then(|| "0123456789abcdef-secret".to_owned())
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "relay.toml", &env)
+}
+
+const MINIMAL: &str = "[plugins.file]\ngrant_dir = \"out\"\n";
+
+#[test]
+fn embedded_default_is_valid_and_enables_the_file_plugin() {
+    let config = Config::embedded_default();
+    let enabled: Vec<&str> = config.enabled_plugins().map(|(name, _)| name).collect();
+    assert_eq!(enabled, ["file"]);
+    assert!(config.plugins["file"].grant_dir.is_some());
+}
+
+#[test]
+fn defaults_fill_every_table() {
+    let config = parse(MINIMAL).unwrap();
+    let file = &config.plugins["file"];
+    assert_eq!(file.batch.max_events, 1000);
+    assert_eq!(file.limits.memory, ByteSize::mib(64));
+    assert_eq!(file.retry.circuit_after, 5);
+    assert_eq!(config.ingest.http.listen.port(), 8686);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let err = parse("[plugins.file]\ngrant_dir = \"out\"\n[plugins.file.batch]\nmax_event = 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("relay.toml: "), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("unknown field `max_event`"), "{err}");
+    assert!(err.contains("max_events"), "suggests the valid keys: {err}");
+}
+
+#[test]
+fn bad_units_are_explained() {
+    let err = parse("[plugins.file.limits]\ntimeout = \"soon\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("\"soon\" is not a duration"), "{err}");
+
+    let err = parse("[plugins.file.limits]\nmemory = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn env_references_expand_and_missing_ones_are_named() {
+    let config = parse(
+        "[plugins.hec]\nallowed_hosts = [\"hec.example.com\"]\n[plugins.hec.secrets]\ntoken = \"${HEC_TOKEN}\"\n[plugins.hec.config]\nurl = \"https://${HOST:-hec.example.com}/x\"\n",
+    )
+    .unwrap();
+    let hec = &config.plugins["hec"];
+    assert_eq!(hec.secrets["token"].expose(), "0123456789abcdef-secret");
+    assert_eq!(hec.config["url"].as_str(), Some("https://hec.example.com/x"));
+
+    let err = parse("[plugins.hec.secrets]\ntoken = \"${NOPE}\"\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "relay.toml: plugins.hec.secrets.token: environment variable NOPE is not set (export it, or write ${NOPE:-default})"
+    );
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let config = parse(
+        "[ingest.http]\nauth_token = \"${HEC_TOKEN}\"\n[plugins.hec.secrets]\ntoken = \"${HEC_TOKEN}\"\n",
+    )
+    .unwrap();
+    let dump = format!("{config:?}");
+    assert!(!dump.contains("0123456789abcdef-secret"), "{dump}");
+    assert!(dump.contains("Secret(***)"));
+}
+
+#[test]
+fn public_listener_requires_a_token() {
+    let err = parse(&format!("[ingest.http]\nlisten = \"0.0.0.0:8686\"\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ingest.http.auth_token: is required"), "{err}");
+    let err = parse(&format!("[ingest.http]\nauth_token = \"short\"\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 16 characters"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let cases = [
+        ("[plugins.x]\nallowed_hosts = [\"https://a.com/x\"]\n", "plugins.x.allowed_hosts[0]"),
+        ("[plugins.x.batch]\nmax_events = 0\n", "plugins.x.batch.max_events"),
+        ("[plugins.x.limits]\nmemory = \"1MiB\"\n", "plugins.x.limits.memory"),
+        ("[plugins.x.filter]\ntypes = [\"a*b\"]\n", "plugins.x.filter.types[0]"),
+        ("[plugins.Bad]\n", "plugins.Bad"),
+        ("[plugins.x]\nplugin = \"x.wasm\"\n", "plugins.x.plugin"),
+        ("[plugins.x]\nenabled = false\n", "plugins: no plugin is enabled"),
+    ];
+    for (text, key) in cases {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("relay.toml: {key}")), "{text}: {err}");
+    }
+}
+
+#[test]
+fn host_patterns_accept_ports_and_wildcards() {
+    parse("[plugins.x]\nallowed_hosts = [\"a.example.com\", \"*.example.com\", \"127.0.0.1:9000\"]\n")
+        .unwrap();
+}
+
+#[test]
+fn relative_paths_follow_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.plugins["file"].grant_dir.as_deref(), Some(dir.path().join("out").as_path()));
+    assert_eq!(config.relay.plugin_dir, dir.path().join("plugins"));
+}
