@@ -1,0 +1,261 @@
+//! One running plugin instance: a store, its bindings, and recovery.
+//!
+//! Every call runs under the instance's deadline. A call that traps or
+//! overruns poisons the store, so it is dropped at once (its memory goes
+//! with it) and the next call instantiates afresh from the precompiled
+//! component and calls `init` again: a plugin never sees its own crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bindings::ExporterPlugin;
+use super::bindings::auditrelay::plugin::types as wit;
+use super::classify::{self, Evidence};
+use super::sandbox::{GUEST_GRANTED_DIR, PluginState, Sandbox};
+use super::{LoadedPlugin, new_store};
+use crate::runtime::{
+    CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo, RejectedEvent,
+};
+use crate::spool::Record;
+use auditrelay_plugin_api::ConfigKey;
+
+/// Why an instance could not be started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StartError {
+    /// The sandbox could not be set up (e.g. `grant_dir` cannot be opened).
+    #[error("{0}")]
+    Sandbox(String),
+    /// The plugin's `init` refused the configuration.
+    #[error("init refused the configuration: {0}")]
+    Init(String),
+    /// The plugin crashed while starting.
+    #[error("{0}")]
+    Fault(Fault),
+}
+
+struct Live {
+    store: wasmtime::Store<PluginState>,
+    plugin: ExporterPlugin,
+}
+
+/// A running WASM plugin instance; see the [module docs](self).
+pub struct WasmInstance {
+    plugin: Arc<LoadedPlugin>,
+    sandbox: Sandbox,
+    live: Option<Live>,
+}
+
+impl WasmInstance {
+    /// Instantiates `plugin` in `sandbox` and calls `init`.
+    pub async fn start(plugin: Arc<LoadedPlugin>, sandbox: Sandbox) -> Result<Self, StartError> {
+        let live = instantiate(&plugin, &sandbox).await?;
+        Ok(WasmInstance {
+            plugin,
+            sandbox,
+            live: Some(live),
+        })
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Bytes of linear memory the live instance uses (0 if none is live).
+    pub fn memory_used(&self) -> usize {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.store.data().limiter.used())
+    }
+
+    /// The live instance, restarting one after a fault.
+    async fn live(&mut self) -> Result<&mut Live, CallError> {
+        if self.live.is_none() {
+            if let Some(metrics) = &self.sandbox.metrics {
+                metrics.restart();
+            }
+            let live = instantiate(&self.plugin, &self.sandbox)
+                .await
+                .map_err(|error| match error {
+                    StartError::Fault(fault) => CallError::Fault(fault),
+                    other => CallError::Retryable {
+                        message: format!("restarting the plugin after a fault failed: {other}"),
+                        retry_after: None,
+                    },
+                })?;
+            self.live = Some(live);
+        }
+        Ok(self.live.as_mut().expect("set above"))
+    }
+
+    /// The value of a finished call; on a fault the store is dropped and
+    /// the fault returned.
+    fn settle<T>(&mut self, outcome: CallOutcome<T>) -> Result<T, Fault> {
+        let fault = match outcome {
+            CallOutcome::Done(value) => return Ok(value),
+            CallOutcome::TimedOut => classify::deadline(self.sandbox.call_timeout),
+            CallOutcome::Trapped(error) => {
+                let live = self.live.as_mut().expect("a call ran, so an instance is live");
+                let state = live.store.data_mut();
+                let evidence = Evidence {
+                    refused_memory: state.limiter.take_refused(),
+                    memory_limit: state.limiter.limit(),
+                    stderr_tail: state.stderr.take_tail(),
+                };
+                classify::classify(&error, evidence)
+            }
+        };
+        self.discard();
+        Err(fault)
+    }
+
+    fn discard(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.store.data().stdout.finish();
+            live.store.data().stderr.finish();
+        }
+    }
+}
+
+enum CallOutcome<T> {
+    Done(T),
+    TimedOut,
+    Trapped(wasmtime::Error),
+}
+
+async fn with_deadline<T>(
+    timeout: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> CallOutcome<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => CallOutcome::Done(value),
+        Ok(Err(error)) => CallOutcome::Trapped(error),
+        Err(_) => CallOutcome::TimedOut,
+    }
+}
+
+async fn instantiate(plugin: &LoadedPlugin, sandbox: &Sandbox) -> Result<Live, StartError> {
+    let mut store = new_store(plugin.pre.engine(), sandbox).map_err(StartError::Sandbox)?;
+    store.data_mut().limiter.take_refused();
+    let ctx = wit::InitContext {
+        instance: &sandbox.instance,
+        config_json: &sandbox.config_json,
+        granted_dir: sandbox.grant_dir.as_ref().map(|_| GUEST_GRANTED_DIR),
+    };
+    let call = async {
+        let bindings = plugin.pre.instantiate_async(&mut store).await?;
+        let init = bindings.auditrelay_plugin_exporter().call_init(&mut store, ctx).await?;
+        Ok((bindings, init))
+    };
+    match with_deadline(sandbox.call_timeout, call).await {
+        CallOutcome::Done((bindings, Ok(()))) => Ok(Live {
+            store,
+            plugin: bindings,
+        }),
+        CallOutcome::Done((_, Err(message))) => Err(StartError::Init(message)),
+        CallOutcome::TimedOut => Err(StartError::Fault(classify::deadline(sandbox.call_timeout))),
+        CallOutcome::Trapped(error) => {
+            let state = store.data_mut();
+            let evidence = Evidence {
+                refused_memory: state.limiter.take_refused(),
+                memory_limit: state.limiter.limit(),
+                stderr_tail: state.stderr.take_tail(),
+            };
+            let mut fault = classify::classify(&error, evidence);
+            if fault.kind == FaultKind::Other && error.downcast_ref::<wasmtime::Trap>().is_none() {
+                fault.message = format!("could not instantiate: {}", fault.message);
+            }
+            Err(StartError::Fault(fault))
+        }
+    }
+}
+
+impl Exporter for WasmInstance {
+    async fn deliver(&mut self, batch: &[Arc<Record>]) -> Result<Delivery, CallError> {
+        let timeout = self.sandbox.call_timeout;
+        let live = self.live().await?;
+        live.store.data_mut().limiter.take_refused();
+        live.store.data().stderr.take_tail();
+        let events: Vec<wit::Event<'_>> = batch
+            .iter()
+            .map(|record| wit::Event {
+                id: &record.id,
+                source: &record.source,
+                type_: &record.event_type,
+                time_unix_nanos: record.time_unix_nanos,
+                tenant: record.tenant.as_deref(),
+                envelope: &record.json,
+            })
+            .collect();
+        let exporter = live.plugin.auditrelay_plugin_exporter();
+        let outcome = with_deadline(timeout, exporter.call_deliver(&mut live.store, &events)).await;
+        drop(events);
+        match self.settle(outcome).map_err(CallError::Fault)? {
+            Ok(wit::Delivery::Accepted) => Ok(Delivery::Accepted),
+            Ok(wit::Delivery::PartiallyRejected(rejected)) => Ok(Delivery::PartiallyRejected(
+                rejected
+                    .into_iter()
+                    .map(|r| RejectedEvent {
+                        index: r.index,
+                        reason: r.reason,
+                    })
+                    .collect(),
+            )),
+            Err(error) => Err(call_error(error)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), CallError> {
+        let timeout = self.sandbox.call_timeout;
+        // A fresh instance holds nothing to flush.
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let exporter = live.plugin.auditrelay_plugin_exporter();
+        let outcome = with_deadline(timeout, exporter.call_flush(&mut live.store)).await;
+        self.settle(outcome)
+            .map_err(CallError::Fault)?
+            .map_err(call_error)
+    }
+
+    async fn shutdown(&mut self) {
+        let timeout = self.sandbox.call_timeout;
+        if let Some(live) = self.live.as_mut() {
+            let exporter = live.plugin.auditrelay_plugin_exporter();
+            let outcome = with_deadline(timeout, exporter.call_shutdown(&mut live.store)).await;
+            if let Err(fault) = self.settle(outcome) {
+                tracing::warn!(plugin = &*self.sandbox.instance, %fault, "plugin failed during shutdown");
+            }
+        }
+        self.discard();
+    }
+}
+
+fn call_error(error: wit::DeliveryError) -> CallError {
+    match error {
+        wit::DeliveryError::Retryable(retryable) => CallError::Retryable {
+            message: retryable.message,
+            retry_after: retryable.retry_after_ms.map(Duration::from_millis),
+        },
+        wit::DeliveryError::Permanent(message) => CallError::Permanent(message),
+    }
+}
+
+/// Converts the WIT description into the API's.
+pub(super) fn plugin_info(info: wit::PluginInfo) -> PluginInfo {
+    PluginInfo {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        config_keys: info
+            .config_keys
+            .into_iter()
+            .map(|key| ConfigKey {
+                name: key.name,
+                description: key.description,
+                required: key.required,
+                default_value: key.default_value,
+            })
+            .collect(),
+    }
+}

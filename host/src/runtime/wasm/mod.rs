@@ -1,0 +1,252 @@
+//! The WebAssembly runtime: sandboxed exporter plugins on wasmtime.
+//!
+//! One [`WasmRuntime`] holds the engine, the linker (WASI with nothing
+//! granted, `wasi:http` behind the [allow list](crate::config::AllowList),
+//! and the relay's `log`/`secrets`/`metrics`), the
+//! [compiled-plugin cache](cache) and the epoch ticker that drives call
+//! deadlines. [`WasmRuntime::load`] turns a `.wasm` file into a
+//! [`LoadedPlugin`]; [`WasmInstance::start`] runs it in a [`Sandbox`].
+//!
+//! Each instance has its own `Store`: its own memory (capped), its own
+//! WASI context and nothing shared with other instances. Calls are async
+//! and yield at every epoch tick, so a runaway plugin is cancelled at its
+//! deadline without holding a thread.
+
+mod bindings;
+pub mod cache;
+mod classify;
+mod host_api;
+mod http_gate;
+mod instance;
+mod output;
+mod sandbox;
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, OptLevel, Store};
+
+use self::bindings::ExporterPluginPre;
+use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
+use crate::runtime::PluginInfo;
+
+pub use self::http_gate::HttpGate;
+pub use self::instance::{StartError, WasmInstance};
+pub use self::sandbox::{GUEST_GRANTED_DIR, Sandbox};
+
+use self::sandbox::PluginState;
+
+/// How often the epoch advances: the granularity of call deadlines, and how
+/// often a busy plugin yields its thread.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A `.wasm` file that cannot be used, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct LoadError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong and what to do about it.
+    pub reason: String,
+}
+
+/// A compiled, checked plugin, ready to instantiate any number of times.
+pub struct LoadedPlugin {
+    /// The `.wasm` file.
+    pub path: PathBuf,
+    /// SHA-256 of the file, in hex.
+    pub sha256: String,
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+    /// Whether the compiled code came from the cache.
+    pub cache: CacheOutcome,
+    /// Time spent compiling or loading from the cache.
+    pub load_time: Duration,
+    pre: ExporterPluginPre<PluginState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The engine, linker, cache and epoch ticker shared by all WASM plugins.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache: ComponentCache,
+    _ticker: EpochTicker,
+}
+
+impl WasmRuntime {
+    /// A runtime caching compiled plugins in `cache_dir` (none: no cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .wasm_backtrace_max_frames(NonZeroUsize::new(64))
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        // Rust plugins import wasi:cli, wasi:filesystem, ... through std even
+        // when they do no I/O; every instance's WasiCtx grants nothing.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        use self::bindings::auditrelay::plugin::{log, metrics, secrets, types};
+        type Own = HasSelf<PluginState>;
+        types::add_to_linker::<_, Own>(&mut linker, |state| state)?;
+        log::add_to_linker::<_, Own>(&mut linker, |state| state)?;
+        secrets::add_to_linker::<_, Own>(&mut linker, |state| state)?;
+        metrics::add_to_linker::<_, Own>(&mut linker, |state| state)?;
+
+        Ok(WasmRuntime {
+            cache: ComponentCache::new(cache_dir, &engine),
+            _ticker: EpochTicker::start(&engine),
+            engine,
+            linker,
+        })
+    }
+
+    /// Compiles (or loads from the cache), links and describes a plugin.
+    ///
+    /// Compilation runs on a blocking thread. Every way a file can be
+    /// unusable gets its own [`LoadError`] message.
+    pub async fn load(self: &Arc<Self>, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        check_header(&bytes).map_err(fail)?;
+
+        let started = Instant::now();
+        let sha256 = sha256_hex(&bytes);
+        let runtime = self.clone();
+        let digest = sha256.clone();
+        let (component, cache) = tokio::task::spawn_blocking(move || {
+            runtime.cache.load_or_compile(&runtime.engine, &bytes, &digest)
+        })
+        .await
+        .map_err(|e| fail(format!("compilation crashed: {e}")))?
+        .map_err(|e| fail(format!("is not a valid WebAssembly component: {e:#}")))?;
+        let load_time = started.elapsed();
+
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            fail(format!(
+                "needs imports this relay does not provide ({e:#}); plugins may import auditrelay:plugin@1.x, wasi:http@0.2 and the WASI 0.2 interfaces Rust's std uses"
+            ))
+        })?;
+        let pre = ExporterPluginPre::new(instance_pre).map_err(|e| {
+            fail(format!(
+                "does not export the exporter interface auditrelay:plugin/exporter@1.0.0 ({e:#}); build it with auditrelay-plugin-api's export_plugin!"
+            ))
+        })?;
+        let info = describe(&self.engine, &pre)
+            .await
+            .map_err(|e| fail(format!("describe() failed: {e}")))?;
+        Ok(LoadedPlugin {
+            path: path.to_owned(),
+            sha256,
+            info,
+            cache,
+            load_time,
+            pre,
+        })
+    }
+
+    /// The engine (for tests and benchmarks).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Tells apart "not wasm at all", "a core module" and "a component".
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err("is not a WebAssembly file (no \\0asm header); was it truncated or overwritten?".into());
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(
+            "is a core WebAssembly module, not a component: build the plugin with `cargo build --target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A store for `sandbox`, with its memory cap and epoch yielding set up.
+fn new_store(engine: &Engine, sandbox: &Sandbox) -> Result<Store<PluginState>, String> {
+    let mut store = Store::new(engine, sandbox.state()?);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
+}
+
+async fn describe(engine: &Engine, pre: &ExporterPluginPre<PluginState>) -> Result<PluginInfo, String> {
+    let sandbox = Sandbox::describe_only();
+    let mut store = new_store(engine, &sandbox)?;
+    let call = async {
+        let plugin = pre.instantiate_async(&mut store).await?;
+        plugin.auditrelay_plugin_exporter().call_describe(&mut store).await
+    };
+    let info = tokio::time::timeout(sandbox.call_timeout, call)
+        .await
+        .map_err(|_| format!("did not answer within {:?}", sandbox.call_timeout))?
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(instance::plugin_info(info))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("auditrelay-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

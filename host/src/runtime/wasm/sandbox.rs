@@ -1,0 +1,211 @@
+//! What one plugin instance may touch, and the store state that enforces it.
+//!
+//! Deny by default: a plugin sees no environment variables, no arguments,
+//! no sockets, no stdin and no filesystem. The operator can grant exactly
+//! three things per instance: hosts to reach over HTTP (`allowed_hosts`),
+//! named secrets (`secrets`) and one directory (`grant_dir`), which the
+//! plugin sees as [`GUEST_GRANTED_DIR`] and cannot leave. Memory is capped
+//! per instance; CPU time per call is capped by the deadline.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::http_gate::HttpGate;
+use super::output::{OutputSink, Stream};
+use crate::config::{AllowList, PluginSettings, Secret};
+use crate::metrics::PluginMetrics;
+
+/// Where the granted directory appears inside the sandbox.
+pub const GUEST_GRANTED_DIR: &str = "/granted";
+
+/// The grants and limits of one plugin instance.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// The instance name, as in `[plugins.<name>]`.
+    pub instance: Arc<str>,
+    /// The instance's `config` table as JSON, handed to `init`.
+    pub config_json: String,
+    /// Destinations the plugin may reach over HTTP.
+    pub allowed_hosts: Arc<AllowList>,
+    /// Secrets the plugin may read, by name.
+    pub secrets: Arc<BTreeMap<String, Secret>>,
+    /// The one host directory the plugin may use.
+    pub grant_dir: Option<PathBuf>,
+    /// Linear memory cap, in bytes.
+    pub memory_limit: u64,
+    /// Wall-clock limit for each call into the plugin.
+    pub call_timeout: Duration,
+    /// Where the plugin's own metrics go (none when only describing it).
+    pub metrics: Option<PluginMetrics>,
+}
+
+impl Sandbox {
+    /// A sandbox with nothing granted, for calling `describe`.
+    pub fn describe_only() -> Self {
+        Sandbox {
+            instance: Arc::from("(describe)"),
+            config_json: "{}".into(),
+            allowed_hosts: Arc::default(),
+            secrets: Arc::default(),
+            grant_dir: None,
+            memory_limit: 64 * 1024 * 1024,
+            call_timeout: Duration::from_secs(10),
+            metrics: None,
+        }
+    }
+
+    /// The sandbox an instance's settings describe.
+    pub fn from_settings(instance: &str, settings: &PluginSettings, metrics: PluginMetrics) -> Self {
+        let config_json = serde_json::to_string(&settings.config)
+            .expect("a TOML table always converts to JSON");
+        let allowed_hosts = AllowList::parse(&settings.allowed_hosts)
+            .expect("allowed_hosts were checked when the config was loaded");
+        Sandbox {
+            instance: Arc::from(instance),
+            config_json,
+            allowed_hosts: Arc::new(allowed_hosts),
+            secrets: Arc::new(settings.secrets.clone()),
+            grant_dir: settings.grant_dir.clone(),
+            memory_limit: settings.limits.memory.as_u64(),
+            call_timeout: settings.limits.timeout,
+            metrics: Some(metrics),
+        }
+    }
+
+    /// Fresh store state for a new instance.
+    pub(super) fn state(&self) -> Result<PluginState, String> {
+        let stdout = OutputSink::new(self.instance.clone(), Stream::Stdout);
+        let stderr = OutputSink::new(self.instance.clone(), Stream::Stderr);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if let Some(dir) = &self.grant_dir {
+            wasi.preopened_dir(dir, GUEST_GRANTED_DIR, FsPerms::ReadWrite)
+                .map_err(|e| {
+                    format!(
+                        "cannot open grant_dir {} for plugin {}: {e} (create it, or fix its permissions)",
+                        dir.display(),
+                        self.instance
+                    )
+                })?;
+        }
+        Ok(PluginState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            gate: HttpGate::new(self.instance.clone(), self.allowed_hosts.clone()),
+            limiter: MemoryLimiter::new(self.memory_limit),
+            stdout,
+            stderr,
+            sandbox: self.clone(),
+        })
+    }
+}
+
+/// The `T` of each plugin's `Store<T>`.
+pub struct PluginState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    gate: HttpGate,
+    pub(super) limiter: MemoryLimiter,
+    pub(super) stdout: OutputSink,
+    pub(super) stderr: OutputSink,
+    pub(super) sandbox: Sandbox,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.gate,
+        }
+    }
+}
+
+/// Caps the linear memory of all of an instance's memories together, and
+/// remembers whether the cap was hit so a following trap is reported as
+/// out-of-memory rather than as the panic it turns into.
+pub struct MemoryLimiter {
+    limit: usize,
+    used: usize,
+    refused: Option<usize>,
+}
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> Self {
+        MemoryLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: 0,
+            refused: None,
+        }
+    }
+
+    /// The size a refused growth asked for, if any since the last call.
+    pub fn take_refused(&mut self) -> Option<usize> {
+        self.refused.take()
+    }
+
+    /// Bytes of linear memory in use.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The cap.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// Most table elements one instance may have (function tables of big
+/// plugins hold a few thousand).
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        if self.used.saturating_add(growth) > self.limit {
+            // Refuse rather than trap: a plugin may handle the failure
+            // (try_reserve). Most abort, which the caller then reports as
+            // out-of-memory thanks to `refused`.
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        self.used += growth;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
