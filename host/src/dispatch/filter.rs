@@ -1,0 +1,89 @@
+//! Which events a plugin instance receives (`[plugins.<name>.filter]`).
+
+use crate::config::FilterSettings;
+use crate::spool::Record;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Self {
+        match text.strip_suffix('*') {
+            Some(prefix) => Pattern::Prefix(prefix.to_owned()),
+            None => Pattern::Exact(text.to_owned()),
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Exact(exact) => value == exact,
+            Pattern::Prefix(prefix) => value.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// An event passes if it matches every non-empty list: its type one of
+/// `types`, its tenant one of `tenants` (an event without a tenant matches
+/// only `""`). A trailing `*` matches any suffix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    types: Vec<Pattern>,
+    tenants: Vec<Pattern>,
+}
+
+impl EventFilter {
+    /// The filter the settings describe.
+    pub fn new(settings: &FilterSettings) -> Self {
+        EventFilter {
+            types: settings.types.iter().map(|t| Pattern::parse(t)).collect(),
+            tenants: settings.tenants.iter().map(|t| Pattern::parse(t)).collect(),
+        }
+    }
+
+    /// Whether everything passes.
+    pub fn is_open(&self) -> bool {
+        self.types.is_empty() && self.tenants.is_empty()
+    }
+
+    /// Whether `record` passes.
+    pub fn matches(&self, record: &Record) -> bool {
+        let type_ok = self.types.is_empty() || self.types.iter().any(|p| p.matches(&record.event_type));
+        let tenant = record.tenant.as_deref().unwrap_or("");
+        let tenant_ok = self.tenants.is_empty() || self.tenants.iter().any(|p| p.matches(tenant));
+        type_ok && tenant_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event_type: &str, tenant: Option<&str>) -> Record {
+        Record {
+            seq: 0,
+            id: "e".into(),
+            source: "s".into(),
+            event_type: event_type.into(),
+            time_unix_nanos: 0,
+            tenant: tenant.map(Into::into),
+            json: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn matches_types_and_tenants_with_prefixes() {
+        let filter = EventFilter::new(&FilterSettings {
+            types: vec!["group.*".into(), "user.login".into()],
+            tenants: vec!["acme".into(), "".into()],
+        });
+        assert!(filter.matches(&record("group.member_added", Some("acme"))));
+        assert!(filter.matches(&record("user.login", None)));
+        assert!(!filter.matches(&record("user.logout", Some("acme"))));
+        assert!(!filter.matches(&record("group.deleted", Some("globex"))));
+        assert!(EventFilter::default().matches(&record("anything", Some("x"))));
+        assert!(EventFilter::default().is_open());
+    }
+}
