@@ -1,0 +1,271 @@
+//! Request bodies into validated records, one verdict per event.
+//!
+//! | `Content-Type` | body |
+//! |---|---|
+//! | `application/json` | one envelope, or a JSON array of envelopes |
+//! | `application/x-ndjson` | one envelope per line |
+//! | `application/cloudevents+json` | one CloudEvent (structured mode) |
+//! | `application/cloudevents-batch+json` | a JSON array of CloudEvents |
+//!
+//! A body that is not valid JSON (or not the expected shape) is refused as
+//! a whole; otherwise each event is checked on its own and a bad event
+//! never hides the good ones.
+
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeError, Limits, cloudevents};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::spool::Record;
+
+/// The body formats, by media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`
+    Json,
+    /// `application/x-ndjson`
+    Ndjson,
+    /// `application/cloudevents+json`
+    CloudEvent,
+    /// `application/cloudevents-batch+json`
+    CloudEventBatch,
+}
+
+impl Format {
+    /// The format of a `Content-Type` value (parameters ignored).
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, String> {
+        let essence = content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(Format::Json),
+            "application/x-ndjson" | "application/jsonl" => Ok(Format::Ndjson),
+            "application/cloudevents+json" => Ok(Format::CloudEvent),
+            "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
+            "" => Err(
+                "missing Content-Type: send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json"
+                    .into(),
+            ),
+            other => Err(format!(
+                "unsupported Content-Type {other:?}: send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json"
+            )),
+        }
+    }
+}
+
+/// One rule an event broke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Dotted path of the field (`(event)` for the whole event).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Why one event of a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Position in the body (array index or line number from 0).
+    pub index: usize,
+    /// The event's `id`, if it had a readable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Every broken rule.
+    pub errors: Vec<FieldError>,
+}
+
+/// A decoded body: the good events and why the others were refused.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Valid events, in body order.
+    pub records: Vec<Record>,
+    /// Refused events.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Decodes a body; `Err` means the body as a whole is unusable.
+pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, String> {
+    let mut decoded = Decoded::default();
+    match format {
+        Format::Json => {
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            if first == Some(&b'[') {
+                for (index, raw) in parse_array(body)?.into_iter().enumerate() {
+                    decoded.push(index, raw.get().as_bytes(), envelope(raw.get().as_bytes(), limits));
+                }
+            } else {
+                let raw: &RawValue = parse(body)?;
+                decoded.push(0, raw.get().as_bytes(), envelope(raw.get().as_bytes(), limits));
+            }
+        }
+        Format::Ndjson => {
+            let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+            for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+                decoded.push(index, line.as_bytes(), envelope(line.as_bytes(), limits));
+            }
+        }
+        Format::CloudEvent => {
+            let value: serde_json::Value = parse(body)?;
+            decoded.push(0, body, cloudevents::from_cloudevent(value, limits));
+        }
+        Format::CloudEventBatch => {
+            let events: Vec<serde_json::Value> = parse(body)
+                .map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
+            for (index, event) in events.into_iter().enumerate() {
+                let raw = serde_json::to_vec(&event).unwrap_or_default();
+                decoded.push(index, &raw, cloudevents::from_cloudevent(event, limits));
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+impl Decoded {
+    fn push(&mut self, index: usize, raw: &[u8], result: Result<AuditEventEnvelope, EnvelopeError>) {
+        match result {
+            // Parsing validated it against the relay's limits already.
+            Ok(event) => self.records.push(Record::from_validated(event)),
+            Err(error) => self.rejected.push(Rejection {
+                index,
+                id: readable_id(raw),
+                errors: field_errors(error, raw),
+            }),
+        }
+    }
+}
+
+fn envelope(raw: &[u8], limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeError> {
+    AuditEventEnvelope::from_json_with(raw, limits)
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "malformed JSON at line {} column {}: {}",
+            e.line(),
+            e.column(),
+            strip_position(&e.to_string())
+        )
+    })
+}
+
+fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, String> {
+    parse(body)
+}
+
+fn field_errors(error: EnvelopeError, raw: &[u8]) -> Vec<FieldError> {
+    let mut errors = match error {
+        EnvelopeError::Invalid(errors) => errors
+            .0
+            .into_iter()
+            .map(|e| FieldError {
+                field: e.field,
+                problem: e.problem,
+            })
+            .collect(),
+        other => vec![FieldError {
+            field: other.field().unwrap_or("(event)").to_owned(),
+            problem: match &other {
+                EnvelopeError::Shape { message, .. } => message.clone(),
+                other => other.to_string(),
+            },
+        }],
+    };
+    if looks_like_cloudevent(raw) && errors.iter().any(|e| e.problem.contains("unknown field")) {
+        errors.push(FieldError {
+            field: "(event)".into(),
+            problem: "this looks like a CloudEvent: send it with Content-Type: application/cloudevents+json".into(),
+        });
+    }
+    errors
+}
+
+fn looks_like_cloudevent(raw: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw)
+        .is_ok_and(|object| object.contains_key("specversion"))
+}
+
+/// The `id` of an event that failed validation, if it is a short string.
+fn readable_id(raw: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    let id = serde_json::from_slice::<IdOnly>(raw).ok()?.id?;
+    id.as_str().filter(|id| id.len() <= 128).map(str::to_owned)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditrelay_plugin_api::testing::sample_envelope;
+
+    fn json(i: usize) -> String {
+        String::from_utf8(sample_envelope(i).to_canonical_json()).unwrap()
+    }
+
+    #[test]
+    fn single_array_and_ndjson_bodies_decode() {
+        let limits = Limits::default();
+        let one = decode(json(0).as_bytes(), Format::Json, &limits).unwrap();
+        assert_eq!(one.records.len(), 1);
+        assert_eq!(one.records[0].json, json(0).as_bytes());
+
+        let array = format!("[{},\n {}]", json(1), json(2));
+        let many = decode(array.as_bytes(), Format::Json, &limits).unwrap();
+        assert_eq!(many.records.len(), 2);
+
+        let lines = format!("{}\n\n{}\n", json(3), json(4));
+        assert_eq!(decode(lines.as_bytes(), Format::Ndjson, &limits).unwrap().records.len(), 2);
+    }
+
+    #[test]
+    fn bad_events_are_named_and_good_ones_kept() {
+        let bad = json(1).replace("\"actor\":{", "\"actor\":{\"nick\":\"x\",");
+        let body = format!("[{}, {}, {{\"id\": \"broken\"}}]", json(0), bad);
+        let decoded = decode(body.as_bytes(), Format::Json, &Limits::default()).unwrap();
+        assert_eq!(decoded.records.len(), 1);
+        assert_eq!(decoded.rejected.len(), 2);
+        assert_eq!(decoded.rejected[0].index, 1);
+        assert_eq!(decoded.rejected[0].errors[0].field, "actor.nick");
+        assert_eq!(decoded.rejected[1].id.as_deref(), Some("broken"));
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused_with_a_position() {
+        let err = decode(b"[{\"id\": 1,,}]", Format::Json, &Limits::default()).unwrap_err();
+        assert!(err.starts_with("malformed JSON at line 1 column"), "{err}");
+        assert!(Format::from_content_type(Some("text/plain")).unwrap_err().contains("unsupported Content-Type"));
+        assert!(Format::from_content_type(None).unwrap_err().contains("missing Content-Type"));
+        assert_eq!(
+            Format::from_content_type(Some("application/json; charset=utf-8")),
+            Ok(Format::Json)
+        );
+    }
+
+    #[test]
+    fn cloudevents_map_to_envelopes() {
+        let event = cloudevents::to_cloudevent(&sample_envelope(5));
+        let body = serde_json::to_vec(&event).unwrap();
+        let decoded = decode(&body, Format::CloudEvent, &Limits::default()).unwrap();
+        assert_eq!(decoded.records[0].json, sample_envelope(5).to_canonical_json());
+
+        let batch = serde_json::to_vec(&vec![event.clone(), event]).unwrap();
+        let decoded = decode(&batch, Format::CloudEventBatch, &Limits::default()).unwrap();
+        assert_eq!(decoded.records.len(), 2);
+
+        let as_plain_json = decode(&body, Format::Json, &Limits::default()).unwrap();
+        let hint = &as_plain_json.rejected[0].errors;
+        assert!(hint.iter().any(|e| e.problem.contains("application/cloudevents+json")), "{hint:?}");
+    }
+}

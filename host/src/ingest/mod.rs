@@ -1,0 +1,7 @@
+//! Ways events come in besides [`Relay::emit`](crate::Relay::emit).
+//!
+//! Every source ends in the same place: validated, canonical
+//! [`Record`](crate::spool::Record)s appended to the spool.
+
+pub mod decode;
+pub mod http;
