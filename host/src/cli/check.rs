@@ -1,0 +1,57 @@
+//! `auditrelay check`
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::relay::start_instance;
+use crate::runtime::Exporter;
+use crate::runtime::catalog::{Catalog, CatalogEntry};
+use crate::runtime::wasm::WasmRuntime;
+
+/// Checks the config (already loaded, so valid), loads every plugin file
+/// and starts each enabled instance once, exactly as `run` would.
+pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
+    println!("config {}: valid", config.origin);
+    let runtime = Arc::new(WasmRuntime::new(Some(config.cache_dir()))?);
+    let spinner = super::spinner("loading plugins");
+    let catalog = Catalog::scan(&runtime, &config.relay.plugin_dir, |path| {
+        spinner.set_message(format!("compiling {}", path.display()))
+    })
+    .await;
+    spinner.finish_and_clear();
+    let catalog = catalog.map_err(anyhow::Error::msg)?;
+    for entry in &catalog.entries {
+        match entry {
+            CatalogEntry::Loaded(plugin) => println!(
+                "plugin file {}: {} {}",
+                plugin.path.display(),
+                plugin.info.name,
+                plugin.info.version
+            ),
+            CatalogEntry::Broken(error) => println!("plugin file {error} (skipped)"),
+        }
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let mut failures = 0;
+    for (instance, settings) in config.enabled_plugins() {
+        match start_instance(&catalog, instance, settings, metrics.plugin(instance)).await {
+            Ok((plugin, mut exporter)) => {
+                exporter.shutdown().await;
+                println!("ok   [plugins.{instance}]: {} {} starts", plugin.info.name, plugin.info.version);
+            }
+            Err(error) => {
+                failures += 1;
+                println!("FAIL [plugins.{instance}]: {error}");
+            }
+        }
+    }
+    if failures > 0 {
+        println!("{failures} enabled plugin instance(s) cannot start");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("everything checks out");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,135 @@
+//! The `auditrelay` command line.
+//!
+//! | command | does |
+//! |---|---|
+//! | `run` | runs the relay: HTTP ingest, plugins, until SIGINT/SIGTERM |
+//! | `check` | validates the config and starts every enabled plugin once |
+//! | `plugins` | lists the plugins found in `plugin_dir` |
+//! | `emit` | sends events from a file or stdin to a running relay |
+//! | `demo` | runs the relay on sample events and shows where they landed |
+//!
+//! Without `--config` every command uses the embedded default
+//! configuration: everything local, events written by the `file` plugin.
+
+mod check;
+mod demo;
+mod emit;
+mod plugins;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+
+/// Deliver audit events, without loss, to sandboxed WebAssembly exporter plugins.
+#[derive(Debug, Parser)]
+#[command(name = "auditrelay", version, about, long_about = None)]
+pub struct Cli {
+    /// The relay's TOML configuration (default: the embedded default:
+    /// plugins from ./plugins, events written under ./auditrelay-data)
+    #[arg(short, long, global = true, env = "AUDITRELAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log line format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AUDITRELAY_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines
+    Text,
+    /// One JSON object per line (for log shippers)
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay until SIGINT or SIGTERM (a second signal exits at once)
+    Run,
+    /// Validate the configuration and start every enabled plugin once;
+    /// exits non-zero with the reasons if anything is wrong
+    Check,
+    /// List the plugins found in plugin_dir, with what they describe
+    Plugins(plugins::Args),
+    /// Send events (JSON, a JSON array or NDJSON) from a file or stdin to a
+    /// running relay's HTTP endpoint
+    Emit(emit::Args),
+    /// Start the relay, send it sample events through the library API and
+    /// over HTTP, wait until they are delivered and show where they landed
+    Demo(demo::Args),
+}
+
+/// Runs the command line; the `auditrelay` binary's whole `main`.
+pub fn main() -> ExitCode {
+    // Errors (ours, wasmtime-wasi's) would capture a host backtrace each
+    // whenever RUST_BACKTRACE is set, which costs time and memory on every
+    // plugin trap. Panics still print backtraces as RUST_BACKTRACE says.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Emit(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run => run::run(load_config(&cli.config)?).await,
+            Command::Check => check::check(load_config(&cli.config)?).await,
+            Command::Plugins(args) => plugins::plugins(load_config(&cli.config)?, args).await,
+            Command::Emit(args) => emit::emit(args).await,
+            Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A spinner on stderr while something slow happens, if stderr is a
+/// terminal; nothing otherwise.
+fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}

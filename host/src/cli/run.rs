@@ -1,0 +1,86 @@
+//! `auditrelay run`
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingest::http::HttpIngest;
+use crate::relay::Relay;
+
+/// Runs until the first SIGINT/SIGTERM, then shuts down gracefully; a
+/// second signal exits at once.
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let relay = start(&config).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(watch_signals(stop.clone()));
+
+    if config.ingest.http.enabled {
+        let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
+        let addr = http.local_addr()?;
+        tracing::info!(
+            "accepting events at http://{addr}/v1/events (metrics at /metrics, status at /v1/status)"
+        );
+        http.serve(stop.clone().cancelled_owned())
+            .await
+            .context("the HTTP endpoint failed")?;
+    } else {
+        tracing::info!("HTTP ingest is disabled (ingest.http.enabled = false); waiting for a signal");
+        stop.cancelled().await;
+    }
+
+    tracing::info!("shutting down: delivering what is buffered (up to relay.shutdown_timeout)");
+    let report = relay.shutdown().await;
+    if report.undelivered.is_empty() {
+        tracing::info!("stopped; every accepted event was delivered");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Starts the relay with a spinner while plugins compile.
+pub async fn start(config: &Config) -> anyhow::Result<Relay> {
+    let spinner = super::spinner("loading plugins");
+    let relay = Relay::start(config.clone()).await;
+    spinner.finish_and_clear();
+    let relay = relay?;
+    for status in relay.status().plugins {
+        if let Some(error) = &status.error {
+            tracing::warn!(plugin = status.instance, "not running: {error}");
+        }
+    }
+    Ok(relay)
+}
+
+async fn watch_signals(stop: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("signal received; send it again to exit at once");
+    stop.cancel();
+    wait_for_signal().await;
+    tracing::warn!("second signal: exiting without waiting for deliveries");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
