@@ -247,7 +247,9 @@ pub fn sample_events(n: usize) -> Vec<Event> {
     (0..n).map(|i| Event::from_envelope(&sample_envelope(i))).collect()
 }
 
-/// A valid envelope numbered `i`, with a realistic spread of fields.
+/// A valid envelope numbered `i`, with a realistic spread of fields. Each
+/// call mints a fresh UUIDv7 id and takes the current time, so two calls
+/// with the same `i` give different events.
 pub fn sample_envelope(i: usize) -> AuditEventEnvelope {
     let tenants = ["acme", "globex", "initech"];
     AuditEventEnvelope::builder("access-api", "group.member_added")

@@ -29,7 +29,7 @@ use crate::config::{Config, ConfigError};
 #[command(name = "auditrelay", version, about, long_about = None)]
 pub struct Cli {
     /// The relay's TOML configuration (default: the embedded default:
-    /// plugins from ./plugins, events written under ./auditrelay-data)
+    /// plugins from ./target/plugins, events written under ./auditrelay-data)
     #[arg(short, long, global = true, env = "AUDITRELAY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 

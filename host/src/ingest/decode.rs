@@ -217,9 +217,10 @@ mod tests {
     #[test]
     fn single_array_and_ndjson_bodies_decode() {
         let limits = Limits::default();
-        let one = decode(json(0).as_bytes(), Format::Json, &limits).unwrap();
+        let event = json(0);
+        let one = decode(event.as_bytes(), Format::Json, &limits).unwrap();
         assert_eq!(one.records.len(), 1);
-        assert_eq!(one.records[0].json, json(0).as_bytes());
+        assert_eq!(one.records[0].json, event.as_bytes());
 
         let array = format!("[{},\n {}]", json(1), json(2));
         let many = decode(array.as_bytes(), Format::Json, &limits).unwrap();
@@ -255,10 +256,11 @@ mod tests {
 
     #[test]
     fn cloudevents_map_to_envelopes() {
-        let event = cloudevents::to_cloudevent(&sample_envelope(5));
+        let envelope = sample_envelope(5);
+        let event = cloudevents::to_cloudevent(&envelope);
         let body = serde_json::to_vec(&event).unwrap();
         let decoded = decode(&body, Format::CloudEvent, &Limits::default()).unwrap();
-        assert_eq!(decoded.records[0].json, sample_envelope(5).to_canonical_json());
+        assert_eq!(decoded.records[0].json, envelope.to_canonical_json());
 
         let batch = serde_json::to_vec(&vec![event.clone(), event]).unwrap();
         let decoded = decode(&batch, Format::CloudEventBatch, &Limits::default()).unwrap();

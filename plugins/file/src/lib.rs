@@ -3,7 +3,8 @@
 //!
 //! The plugin sees no other part of the filesystem: the relay opens the
 //! instance's `grant_dir` and hands it in as a sandboxed directory. Files are
-//! named `<prefix>-<UTC time>.ndjson`, so names sort by age; a new file is
+//! named `<prefix>-<UTC time>-<nn>.ndjson` (`nn` tells apart files started in
+//! the same millisecond), so names sort by age; a new file is
 //! started when the current one reaches `rotate_bytes` or `rotate_after`.
 //! A batch is written with one write and, by default, synced to disk before
 //! it is acknowledged; a failed write is cut back off, so files only ever
@@ -161,11 +162,8 @@ impl FileExporter {
             old.file.sync_all()?;
         }
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
-        for attempt in 0u32.. {
-            let name = match attempt {
-                0 => format!("{}-{stamp}.ndjson", self.prefix),
-                n => format!("{}-{stamp}-{n}.ndjson", self.prefix),
-            };
+        for attempt in 0u32..100 {
+            let name = format!("{}-{stamp}-{attempt:02}.ndjson", self.prefix);
             let path = self.dir.join(name);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
@@ -181,7 +179,10 @@ impl FileExporter {
                 Err(e) => return Err(e),
             }
         }
-        unreachable!("a free file name is always found")
+        Err(std::io::Error::other(format!(
+            "100 files named {}-{stamp}-*.ndjson exist already; is the clock stuck?",
+            self.prefix
+        )))
     }
 }
 

@@ -24,8 +24,6 @@ mod sandbox;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
@@ -85,7 +83,6 @@ pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
     cache: ComponentCache,
-    _ticker: EpochTicker,
 }
 
 impl WasmRuntime {
@@ -111,9 +108,9 @@ impl WasmRuntime {
         secrets::add_to_linker::<_, Own>(&mut linker, |state| state)?;
         metrics::add_to_linker::<_, Own>(&mut linker, |state| state)?;
 
+        spawn_epoch_ticker(&engine);
         Ok(WasmRuntime {
             cache: ComponentCache::new(cache_dir, &engine),
-            _ticker: EpochTicker::start(&engine),
             engine,
             linker,
         })
@@ -212,41 +209,22 @@ async fn describe(engine: &Engine, pre: &ExporterPluginPre<PluginState>) -> Resu
     Ok(instance::plugin_info(info))
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: &Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("auditrelay-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => return,
-                    }
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] for as long as the engine
+/// lives. The thread holds only a weak reference: stores and compiled
+/// plugins keep the engine (and so their deadlines) alive, not the
+/// [`WasmRuntime`] that created it.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("auditrelay-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
                 }
-            })
-            .expect("spawning the epoch ticker thread");
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+            }
+        })
+        .expect("spawning the epoch ticker thread");
 }
