@@ -1,4 +1,73 @@
-//! wip
+//! auditrelay delivers audit events, without loss and without slowing the
+//! application, to sandboxed WebAssembly exporter plugins.
+//!
+//! An application builds an [`AuditEventEnvelope`](envelope::AuditEventEnvelope)
+//! (who did what, when, why, with what outcome) **after its database
+//! commit** and hands it to the relay, in-process with [`Relay::emit`] or
+//! over HTTP ([`ingest::http`]). The relay validates it, encodes it once as
+//! canonical JSON and appends it to the [`spool`]; from there every enabled
+//! plugin instance reads at its own pace and delivers to its destination.
+//!
+//! # How data flows
+//!
+//! Strictly one way; no module reaches back up the chain:
+//!
+//! ```text
+//!  Relay::emit ─┐                                       ┌─ worker ─ batch ─ runtime::wasm ─ plugin "file"
+//!               ├─ validate, encode ─ spool ─ cursors ──┤
+//!  POST /v1/events ┘   (Record)                         └─ worker ─ batch ─ runtime::wasm ─ plugin "hec"
+//! ```
+//!
+//! | module | does |
+//! |---|---|
+//! | [`config`] | the TOML configuration, strict, with `${ENV}` secrets |
+//! | [`ingest`] | events from outside the process (HTTP) |
+//! | [`spool`] | the ordered log every plugin reads through its own cursor |
+//! | [`dispatch`] | one worker per plugin instance: batches, retries, circuit breaker, dead letters |
+//! | [`runtime`] | where plugin code runs: [`runtime::wasm`] sandboxes components |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`cli`] | the `auditrelay` command line |
+//!
+//! # In-process use
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use auditrelay::envelope::{Actor, AuditEventEnvelope, Outcome, Target};
+//! use auditrelay::{Config, Relay};
+//!
+//! let relay = Relay::start(Config::load("relay.toml".as_ref())?).await?;
+//!
+//! // After the transaction that added the member has committed:
+//! let event = AuditEventEnvelope::builder("access-api", "group.member_added")
+//!     .actor(Actor::user("u-42").email("ana@acme.test"))
+//!     .outcome(Outcome::Success)
+//!     .target(Target::new("group", "g-7"))
+//!     .tenant("acme")
+//!     .reason("on-call rotation")
+//!     .build()?;
+//! relay.emit(event)?; // never waits on a plugin
+//!
+//! relay.shutdown().await; // delivers what is buffered, flushes plugins
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees and limits today
+//!
+//! - A plugin that panics, loops, runs out of memory, overflows its stack
+//!   or calls a host it may not reach is caught and replaced; other plugins
+//!   and the application do not notice.
+//! - Each plugin gets its events in spool order; a failing batch is retried
+//!   (forever, by default) before anything after it; refused events go to
+//!   dead letters, never nowhere.
+//! - The spool is in memory in this version: events accepted but not yet
+//!   delivered when the process dies are lost. The durable on-disk spool
+//!   replaces it behind the same [`Relay::emit`].
+//!
+//! Set `RUST_LIB_BACKTRACE=0` when you embed the relay with
+//! `RUST_BACKTRACE=1` set: otherwise every error inside wasmtime-wasi
+//! captures a host backtrace, which is slow when plugins fail often. The
+//! `auditrelay` binary does this itself.
+
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -1,0 +1,258 @@
+//! How much does the sandbox cost? Delivery through the host into WASM
+//! plugins, next to the same plugin code called natively, in one run.
+//!
+//! ```text
+//! scripts/build-plugins && cargo bench -p auditrelay --bench delivery
+//! ```
+//!
+//! For each plugin and batch size (1, 64, 1024) it times `deliver` on one
+//! thread (a current-thread runtime: one core): the WASM path lowers the
+//! spool's records into the component and calls it; the native path builds
+//! the plugin API's `Event`s from the same records and calls the same
+//! `Plugin` implementation directly. Rounds alternate between the two so
+//! that machine noise hits both alike; the median round is reported. Then
+//! the whole pipeline (emit → spool → worker → WASM plugin) is timed, next
+//! to `emit` alone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auditrelay::metrics::Metrics;
+use auditrelay::runtime::Exporter;
+use auditrelay::runtime::wasm::{LoadedPlugin, Sandbox, WasmInstance, WasmRuntime};
+use auditrelay::spool::Record;
+use auditrelay::{Config, Relay};
+use auditrelay_plugin_api::testing::sample_envelope;
+use auditrelay_plugin_api::{Event, InitContext, Plugin, parse_config};
+
+/// Events delivered per round and path.
+const EVENTS_PER_ROUND: usize = 100_000;
+/// Rounds per path; the median is reported.
+const ROUNDS: usize = 5;
+/// Events through the whole pipeline.
+const PIPELINE_EVENTS: usize = 200_000;
+
+fn main() {
+    // A host backtrace per wasmtime error would distort the figures.
+    // SAFETY: no other thread exists yet.
+    unsafe {
+        std::env::remove_var("RUST_BACKTRACE");
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    let one_core = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    one_core.block_on(compare_paths(scratch.path()));
+
+    let pipeline = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    pipeline.block_on(whole_pipeline(scratch.path()));
+}
+
+fn plugin_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("plugins");
+    assert!(dir.join("blackhole.wasm").exists(), "run scripts/build-plugins first");
+    dir
+}
+
+fn records(n: usize) -> Vec<Arc<Record>> {
+    (0..n)
+        .map(|i| {
+            let mut record = Record::from_envelope(sample_envelope(i), &Default::default()).unwrap();
+            record.seq = i as u64;
+            Arc::new(record)
+        })
+        .collect()
+}
+
+/// The same plugin code, called the way a native host would: the plugin
+/// API's owned `Event`s built from the spool's records.
+struct Native<P: Plugin>(P);
+
+impl<P: Plugin> Native<P> {
+    fn new(config_json: &str, granted_dir: Option<PathBuf>) -> Self {
+        let config = parse_config::<P>(config_json).unwrap();
+        let ctx = InitContext {
+            instance: "bench".into(),
+            granted_dir,
+        };
+        Native(P::init(config, &ctx).unwrap())
+    }
+
+    fn deliver(&mut self, batch: &[Arc<Record>]) {
+        let events: Vec<Event> = batch
+            .iter()
+            .map(|r| Event {
+                id: r.id.clone(),
+                source: r.source.clone(),
+                event_type: r.event_type.clone(),
+                time_unix_nanos: r.time_unix_nanos,
+                tenant: r.tenant.clone(),
+                envelope: r.json.clone(),
+            })
+            .collect();
+        self.0.deliver(&events).unwrap();
+    }
+}
+
+trait NativeDeliver {
+    fn deliver(&mut self, batch: &[Arc<Record>]);
+}
+
+impl<P: Plugin> NativeDeliver for Native<P> {
+    fn deliver(&mut self, batch: &[Arc<Record>]) {
+        Native::deliver(self, batch)
+    }
+}
+
+struct Case {
+    label: &'static str,
+    wasm: &'static str,
+    config_json: &'static str,
+    native: fn(&str, Option<PathBuf>) -> Box<dyn NativeDeliver>,
+    needs_dir: bool,
+}
+
+fn ns_per_event(elapsed: Duration, events: usize) -> f64 {
+    elapsed.as_nanos() as f64 / events as f64
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn compare_paths(scratch: &Path) {
+    let runtime = Arc::new(WasmRuntime::new(Some(scratch.join("cache"))).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let cases = [
+        Case {
+            label: "blackhole (no-op)",
+            wasm: "blackhole",
+            config_json: "{}",
+            native: |c, d| Box::new(Native::<auditrelay_plugin_blackhole::Blackhole>::new(c, d)),
+            needs_dir: false,
+        },
+        Case {
+            label: "blackhole, decode each",
+            wasm: "blackhole",
+            config_json: r#"{"decode": true}"#,
+            native: |c, d| Box::new(Native::<auditrelay_plugin_blackhole::Blackhole>::new(c, d)),
+            needs_dir: false,
+        },
+        Case {
+            label: "file, no fsync",
+            wasm: "file",
+            config_json: r#"{"fsync": false, "rotate_bytes": "256MiB"}"#,
+            native: |c, d| Box::new(Native::<auditrelay_plugin_file::FileExporter>::new(c, d)),
+            needs_dir: true,
+        },
+    ];
+    println!("delivery into one plugin instance on one core (median of {ROUNDS} alternating rounds of {EVENTS_PER_ROUND} events)");
+    println!();
+    println!(
+        "{:<24} {:>6} {:>13} {:>15} {:>13} {:>14}",
+        "plugin", "batch", "wasm ns/event", "native ns/event", "wasm/native", "wasm events/s"
+    );
+    for case in &cases {
+        let loaded: Arc<LoadedPlugin> =
+            Arc::new(runtime.load(&plugin_dir().join(format!("{}.wasm", case.wasm))).await.unwrap());
+        for batch_size in [1usize, 64, 1024] {
+            let batch = records(batch_size);
+            let dir = |path: &str| {
+                case.needs_dir.then(|| {
+                    let dir = scratch.join(format!("{}-{batch_size}-{path}", case.wasm));
+                    std::fs::create_dir_all(&dir).unwrap();
+                    dir
+                })
+            };
+            let mut sandbox = Sandbox::from_settings(
+                "bench",
+                &Config::parse("[plugins.bench]\n", "bench", &|_| None).unwrap().plugins["bench"],
+                metrics.plugin("bench"),
+            );
+            sandbox.config_json = case.config_json.to_owned();
+            sandbox.grant_dir = dir("wasm");
+            let mut wasm = WasmInstance::start(loaded.clone(), sandbox).await.unwrap();
+            let mut native = (case.native)(case.config_json, dir("native"));
+            let calls = EVENTS_PER_ROUND.div_ceil(batch_size);
+            let (mut wasm_ns, mut native_ns) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                let started = Instant::now();
+                for _ in 0..calls {
+                    wasm.deliver(&batch).await.unwrap();
+                }
+                wasm_ns.push(ns_per_event(started.elapsed(), calls * batch_size));
+                let started = Instant::now();
+                for _ in 0..calls {
+                    native.deliver(&batch);
+                }
+                native_ns.push(ns_per_event(started.elapsed(), calls * batch_size));
+            }
+            wasm.shutdown().await;
+            let (wasm_ns, native_ns) = (median(wasm_ns), median(native_ns));
+            println!(
+                "{:<24} {:>6} {:>13.0} {:>15.0} {:>12.2}x {:>14.0}",
+                case.label,
+                batch_size,
+                wasm_ns,
+                native_ns,
+                wasm_ns / native_ns,
+                1e9 / wasm_ns
+            );
+        }
+    }
+}
+
+async fn whole_pipeline(scratch: &Path) {
+    let config = Config::parse(
+        &format!(
+            r#"
+[relay]
+plugin_dir = {:?}
+data_dir = {:?}
+plugin_threads = 1
+max_buffered_bytes = "1GiB"
+[ingest.http]
+enabled = false
+[plugins.blackhole]
+[plugins.blackhole.batch]
+max_events = 1024
+max_wait = "1ms"
+"#,
+            plugin_dir(),
+            scratch.join("pipeline"),
+        ),
+        "bench",
+        &|_| None,
+    )
+    .unwrap();
+    let envelopes: Vec<_> = (0..PIPELINE_EVENTS).map(sample_envelope).collect();
+    let relay = Relay::start(config).await.unwrap();
+    let started = Instant::now();
+    for envelope in envelopes {
+        relay.emit(envelope).unwrap();
+    }
+    let emitted = started.elapsed();
+    assert!(relay.idle(Duration::from_secs(120)).await);
+    let delivered = started.elapsed();
+    relay.shutdown().await;
+    println!();
+    println!("whole pipeline, {PIPELINE_EVENTS} events: emit (validate, encode, append) → spool → worker → WASM blackhole, plugin_threads = 1");
+    println!(
+        "  emit alone:        {:>8.0} ns/event  {:>10.0} events/s",
+        ns_per_event(emitted, PIPELINE_EVENTS),
+        PIPELINE_EVENTS as f64 / emitted.as_secs_f64()
+    );
+    println!(
+        "  emit to delivered: {:>8.0} ns/event  {:>10.0} events/s  ({:.2}x the time of emit alone)",
+        ns_per_event(delivered, PIPELINE_EVENTS),
+        PIPELINE_EVENTS as f64 / delivered.as_secs_f64(),
+        delivered.as_secs_f64() / emitted.as_secs_f64()
+    );
+}
