@@ -4,11 +4,64 @@ use std::time::Duration;
 
 use crate::envelope::{AuditEventEnvelope, EnvelopeError};
 
-/// One event in a batch: routing fields plus the canonical envelope JSON.
+/// One event of a batch: routing fields plus the canonical envelope JSON,
+/// all borrowed from the batch the relay handed over (no copies).
 ///
-/// Mirrors the WIT record `auditrelay:plugin/types.event`.
+/// Mirrors the WIT record `auditrelay:plugin/types.event`. To keep an
+/// event beyond the `deliver` call, copy it with [`to_owned`](Self::to_owned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The envelope's `id`.
+    pub id: &'a str,
+    /// The envelope's `source`.
+    pub source: &'a str,
+    /// The envelope's `type`.
+    pub event_type: &'a str,
+    /// The envelope's `time` in nanoseconds since the Unix epoch.
+    pub time_unix_nanos: i64,
+    /// The envelope's `tenant`.
+    pub tenant: Option<&'a str>,
+    /// The canonical JSON of the whole envelope.
+    pub envelope: &'a [u8],
+}
+
+impl<'a> Event<'a> {
+    /// The canonical envelope JSON as text.
+    ///
+    /// The relay only hands out UTF-8; invalid bytes (possible only from a
+    /// hand-built event) are replaced with U+FFFD.
+    pub fn envelope_str(&self) -> std::borrow::Cow<'a, str> {
+        String::from_utf8_lossy(self.envelope)
+    }
+
+    /// Decodes the full envelope (a few microseconds per event; route on
+    /// the other fields when you can).
+    pub fn parse_envelope(&self) -> Result<AuditEventEnvelope, EnvelopeError> {
+        AuditEventEnvelope::from_json(self.envelope)
+    }
+
+    /// The event time.
+    pub fn time(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_nanosecond(self.time_unix_nanos as i128)
+            .expect("an i64 of nanoseconds is always a valid timestamp")
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> EventBuf {
+        EventBuf {
+            id: self.id.to_owned(),
+            source: self.source.to_owned(),
+            event_type: self.event_type.to_owned(),
+            time_unix_nanos: self.time_unix_nanos,
+            tenant: self.tenant.map(str::to_owned),
+            envelope: self.envelope.to_vec(),
+        }
+    }
+}
+
+/// An owned [`Event`], for building batches in tests and keeping events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct EventBuf {
     /// The envelope's `id`.
     pub id: String,
     /// The envelope's `source`.
@@ -23,10 +76,10 @@ pub struct Event {
     pub envelope: Vec<u8>,
 }
 
-impl Event {
+impl EventBuf {
     /// The event as the relay would hand it to a plugin.
     pub fn from_envelope(envelope: &AuditEventEnvelope) -> Self {
-        Event {
+        EventBuf {
             id: envelope.id.clone(),
             source: envelope.source.clone(),
             event_type: envelope.event_type.clone(),
@@ -36,24 +89,16 @@ impl Event {
         }
     }
 
-    /// The canonical envelope JSON as text.
-    ///
-    /// The relay only hands out UTF-8; invalid bytes (possible only from a
-    /// hand-built `Event`) are replaced with U+FFFD.
-    pub fn envelope_str(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.envelope)
-    }
-
-    /// Decodes the full envelope (costs about a microsecond per event; route
-    /// on the other fields when you can).
-    pub fn parse_envelope(&self) -> Result<AuditEventEnvelope, EnvelopeError> {
-        AuditEventEnvelope::from_json(&self.envelope)
-    }
-
-    /// The event time.
-    pub fn time(&self) -> jiff::Timestamp {
-        jiff::Timestamp::from_nanosecond(self.time_unix_nanos as i128)
-            .expect("an i64 of nanoseconds is always a valid timestamp")
+    /// A borrowed view, as plugins receive it.
+    pub fn as_event(&self) -> Event<'_> {
+        Event {
+            id: &self.id,
+            source: &self.source,
+            event_type: &self.event_type,
+            time_unix_nanos: self.time_unix_nanos,
+            tenant: self.tenant.as_deref(),
+            envelope: &self.envelope,
+        }
     }
 }
 

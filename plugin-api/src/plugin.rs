@@ -28,8 +28,9 @@ pub trait Plugin: Sized + 'static {
     fn init(config: Self::Config, ctx: &InitContext) -> Result<Self, InitError>;
 
     /// Delivers a batch in relay order. Return `Ok` only once the
-    /// destination holds the events: the relay then forgets them.
-    fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError>;
+    /// destination holds the events: the relay then forgets them. The
+    /// events borrow from the batch; copy what must outlive the call.
+    fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError>;
 
     /// Pushes out anything held in memory. Called when the relay is idle and
     /// before [`shutdown`](Plugin::shutdown).

@@ -21,7 +21,7 @@
 //!     fn init(config: Config, _ctx: &InitContext) -> Result<Self, InitError> {
 //!         Ok(Ping { url: config.url })
 //!     }
-//!     fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+//!     fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
 //!         let response = Request::post(&self.url).body(events.len().to_string()).send()?;
 //!         if !response.is_success() {
 //!             return Err(response.into_deliver_error("ping"));
@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::envelope::{Actor, AuditEventEnvelope, Outcome, Target};
-use crate::event::{DeliverError, Delivery, Event};
+use crate::event::{DeliverError, Delivery, Event, EventBuf};
 use crate::host::{HostServices, Level, backend};
 use crate::http::{HttpError, HttpErrorKind, Request, Response};
 use crate::plugin::{InitContext, InitError, Plugin, parse_config};
@@ -201,8 +201,14 @@ impl<P: Plugin> Harness<P> {
         f(&mut self.plugin)
     }
 
-    /// Calls `deliver`.
-    pub fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+    /// Calls `deliver` with owned events (e.g. from [`sample_events`]).
+    pub fn deliver(&mut self, events: &[EventBuf]) -> Result<Delivery, DeliverError> {
+        let views: Vec<Event<'_>> = events.iter().map(EventBuf::as_event).collect();
+        self.deliver_events(&views)
+    }
+
+    /// Calls `deliver` with borrowed events, as the relay does.
+    pub fn deliver_events(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
         self.with_host(|plugin| plugin.deliver(events))
     }
 
@@ -243,8 +249,8 @@ impl<P: Plugin> Harness<P> {
 }
 
 /// `n` valid, distinct events as the relay would deliver them.
-pub fn sample_events(n: usize) -> Vec<Event> {
-    (0..n).map(|i| Event::from_envelope(&sample_envelope(i))).collect()
+pub fn sample_events(n: usize) -> Vec<EventBuf> {
+    (0..n).map(|i| EventBuf::from_envelope(&sample_envelope(i))).collect()
 }
 
 /// A valid envelope numbered `i`, with a realistic spread of fields. Each

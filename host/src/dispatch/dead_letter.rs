@@ -47,7 +47,7 @@ impl DeadLetters {
             return Ok(());
         }
         let now = jiff::Timestamp::now().to_string();
-        let mut lines = Vec::with_capacity(events.iter().map(|(r, _)| r.json.len() + 256).sum());
+        let mut lines = Vec::with_capacity(events.iter().map(|(r, _)| r.json().len() + 256).sum());
         for (record, reason) in events {
             lines.extend_from_slice(b"{\"dead_lettered_at\":");
             serde_json::to_writer(&mut lines, &now)?;
@@ -56,7 +56,7 @@ impl DeadLetters {
             lines.extend_from_slice(b",\"reason\":");
             serde_json::to_writer(&mut lines, reason)?;
             write!(lines, ",\"seq\":{},\"event\":", record.seq)?;
-            lines.extend_from_slice(&record.json);
+            lines.extend_from_slice(record.json());
             lines.extend_from_slice(b"}\n");
         }
         let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,15 +88,15 @@ mod tests {
     fn lines_keep_the_event_verbatim_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let store = DeadLetters::new(&dir.path().join("dl"), "hec");
-        let record = Record {
-            seq: 7,
-            id: "e1".into(),
-            source: "s".into(),
-            event_type: "t".into(),
+        let mut record = Record::from_event(auditrelay_plugin_api::Event {
+            id: "e1",
+            source: "s",
+            event_type: "t",
             time_unix_nanos: 0,
             tenant: None,
-            json: br#"{"id":"e1","x":[1,2]}"#.to_vec(),
-        };
+            envelope: br#"{"id":"e1","x":[1,2]}"#,
+        });
+        record.seq = 7;
         store.put(&[(&record, "HEC said \"no\"")]).unwrap();
         store.put(&[(&record, "again")]).unwrap();
         let text = std::fs::read_to_string(store.path()).unwrap();

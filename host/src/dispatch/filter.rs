@@ -50,8 +50,9 @@ impl EventFilter {
 
     /// Whether `record` passes.
     pub fn matches(&self, record: &Record) -> bool {
-        let type_ok = self.types.is_empty() || self.types.iter().any(|p| p.matches(&record.event_type));
-        let tenant = record.tenant.as_deref().unwrap_or("");
+        let event = record.as_event();
+        let type_ok = self.types.is_empty() || self.types.iter().any(|p| p.matches(event.event_type));
+        let tenant = event.tenant.unwrap_or("");
         let tenant_ok = self.tenants.is_empty() || self.tenants.iter().any(|p| p.matches(tenant));
         type_ok && tenant_ok
     }
@@ -62,15 +63,14 @@ mod tests {
     use super::*;
 
     fn record(event_type: &str, tenant: Option<&str>) -> Record {
-        Record {
-            seq: 0,
-            id: "e".into(),
-            source: "s".into(),
-            event_type: event_type.into(),
+        Record::from_event(auditrelay_plugin_api::Event {
+            id: "e",
+            source: "s",
+            event_type,
             time_unix_nanos: 0,
-            tenant: tenant.map(Into::into),
-            json: Vec::new(),
-        }
+            tenant,
+            envelope: b"{}",
+        })
     }
 
     #[test]

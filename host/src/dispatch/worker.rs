@@ -128,7 +128,7 @@ impl<E: Exporter> Worker<E> {
                     self.flush().await;
                 }
                 tokio::select! {
-                    () = spool.wait_for(cursor) => continue,
+                    () = spool.wait_for(self.parts.consumer, cursor, u64::MAX) => continue,
                     () = self.parts.abort.cancelled() => return None,
                 }
             }
@@ -142,8 +142,13 @@ impl<E: Exporter> Worker<E> {
             if remaining.is_zero() {
                 return Some(records);
             }
+            // Sleep until the batch could be full or its time is up, not
+            // at every append: waking here costs the emitter a syscall.
+            let read_json: u64 = records.iter().map(|r| r.json().len() as u64).sum();
+            let full_at = cursor + max_events as u64 - 1;
+            let more_json = (max_bytes as u64).saturating_sub(read_json);
             tokio::select! {
-                () = spool.wait_for(next) => {}
+                () = spool.wait_for(self.parts.consumer, full_at, more_json) => {}
                 () = tokio::time::sleep(remaining) => {}
                 () = self.parts.abort.cancelled() => return None,
             }

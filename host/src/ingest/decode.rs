@@ -220,7 +220,7 @@ mod tests {
         let event = json(0);
         let one = decode(event.as_bytes(), Format::Json, &limits).unwrap();
         assert_eq!(one.records.len(), 1);
-        assert_eq!(one.records[0].json, event.as_bytes());
+        assert_eq!(one.records[0].json(), event.as_bytes());
 
         let array = format!("[{},\n {}]", json(1), json(2));
         let many = decode(array.as_bytes(), Format::Json, &limits).unwrap();
@@ -260,7 +260,7 @@ mod tests {
         let event = cloudevents::to_cloudevent(&envelope);
         let body = serde_json::to_vec(&event).unwrap();
         let decoded = decode(&body, Format::CloudEvent, &Limits::default()).unwrap();
-        assert_eq!(decoded.records[0].json, envelope.to_canonical_json());
+        assert_eq!(decoded.records[0].json(), envelope.to_canonical_json());
 
         let batch = serde_json::to_vec(&vec![event.clone(), event]).unwrap();
         let decoded = decode(&batch, Format::CloudEventBatch, &Limits::default()).unwrap();

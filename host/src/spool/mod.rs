@@ -16,29 +16,23 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use auditrelay_plugin_api::Event;
+use auditrelay_plugin_api::batch;
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationErrors};
 use tokio::sync::Notify;
 
-/// Bookkeeping bytes charged per record on top of its JSON.
-const RECORD_OVERHEAD: usize = 160;
+/// Bookkeeping bytes charged per record on top of its encoding.
+const RECORD_OVERHEAD: usize = 64;
 
-/// One accepted event: routing fields plus canonical JSON.
+/// One accepted event, kept in the encoding plugins receive it in
+/// ([`auditrelay_plugin_api::batch`]), so handing it over is one copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Position in the log (starts at 0, never reused).
     pub seq: u64,
-    /// The envelope's `id`.
-    pub id: String,
-    /// The envelope's `source`.
-    pub source: String,
-    /// The envelope's `type`.
-    pub event_type: String,
-    /// The envelope's `time`, nanoseconds since the epoch.
-    pub time_unix_nanos: i64,
-    /// The envelope's `tenant`.
-    pub tenant: Option<String>,
-    /// Canonical JSON of the envelope.
-    pub json: Vec<u8>,
+    /// The event, encoded by [`batch::encode`] (only ever built here, so
+    /// it always decodes).
+    encoded: Vec<u8>,
 }
 
 impl Record {
@@ -46,44 +40,54 @@ impl Record {
     /// on append). The envelope is encoded once, canonically.
     pub fn from_envelope(event: AuditEventEnvelope, limits: &Limits) -> Result<Self, ValidationErrors> {
         let json = event.to_validated_json(limits)?;
-        Ok(Self::with_json(event, json))
+        Ok(Self::with_json(&event, &json))
     }
 
     /// A record of an envelope the caller already validated against the
     /// relay's limits (e.g. parsed with `AuditEventEnvelope::from_json_with`).
     pub fn from_validated(event: AuditEventEnvelope) -> Self {
         let json = event.to_canonical_json();
-        Self::with_json(event, json)
+        Self::with_json(&event, &json)
     }
 
-    fn with_json(event: AuditEventEnvelope, json: Vec<u8>) -> Self {
-        let time_unix_nanos = event.time_unix_nanos();
-        let AuditEventEnvelope {
-            id,
-            source,
-            event_type,
-            tenant,
-            ..
-        } = event;
-        Record {
-            seq: 0,
-            id,
-            source,
-            event_type,
-            time_unix_nanos,
-            tenant,
-            json,
-        }
+    /// A record of an event as a plugin would see it.
+    pub fn from_event(event: Event<'_>) -> Self {
+        let mut encoded = Vec::new();
+        batch::encode(event, &mut encoded);
+        Record { seq: 0, encoded }
+    }
+
+    fn with_json(event: &AuditEventEnvelope, json: &[u8]) -> Self {
+        Self::from_event(Event {
+            id: &event.id,
+            source: &event.source,
+            event_type: &event.event_type,
+            time_unix_nanos: event.time_unix_nanos(),
+            tenant: event.tenant.as_deref(),
+            envelope: json,
+        })
+    }
+
+    /// The record as a plugin sees it (borrowed).
+    pub fn as_event(&self) -> Event<'_> {
+        batch::decode(&self.encoded)
+            .expect("a record's encoding is made by Record::from_event")
+            .0
+    }
+
+    /// The canonical envelope JSON.
+    pub fn json(&self) -> &[u8] {
+        self.as_event().envelope
+    }
+
+    /// The encoded event, ready to go into a batch.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
     }
 
     /// Memory charged against the spool's capacity.
     pub fn footprint(&self) -> usize {
-        RECORD_OVERHEAD
-            + self.json.len()
-            + self.id.len()
-            + self.source.len()
-            + self.event_type.len()
-            + self.tenant.as_ref().map_or(0, String::len)
+        RECORD_OVERHEAD + self.encoded.len()
     }
 }
 
@@ -123,7 +127,6 @@ pub struct SpoolStats {
 /// The log; see the [module docs](self).
 pub struct Spool {
     state: Mutex<State>,
-    appended: Notify,
     capacity: usize,
 }
 
@@ -131,19 +134,65 @@ struct State {
     records: VecDeque<Arc<Record>>,
     next_seq: u64,
     bytes: usize,
-    /// Next sequence number each consumer needs; `None` once removed.
-    cursors: Vec<Option<u64>>,
+    /// JSON bytes appended since the start, for byte-based wakeups.
+    appended_json: u64,
+    /// Per consumer: next sequence number it needs (`None` once removed),
+    /// its wakeup signal and what it waits for.
+    consumers: Vec<Consumer>,
     closed: bool,
 }
 
+struct Consumer {
+    cursor: Option<u64>,
+    signal: Arc<Notify>,
+    waiting: Option<Wakeup>,
+}
+
+/// What a waiting consumer needs before it is worth waking: a record at
+/// `seq` or later, or `json_bytes` appended in total. Waking a consumer
+/// per append would cost the emitter a syscall per event.
+#[derive(Debug, Clone, Copy)]
+struct Wakeup {
+    seq: u64,
+    json_bytes: u64,
+}
+
+impl Wakeup {
+    fn due(&self, state: &State) -> bool {
+        state.next_seq > self.seq || state.appended_json >= self.json_bytes || state.closed
+    }
+}
+
 impl State {
+    /// Signals every waiting consumer whose wakeup is due.
+    fn wake_due(&mut self) {
+        let state = &*self;
+        let due: Vec<usize> = state
+            .consumers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.waiting.is_some_and(|w| w.due(state)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            let consumer = &mut self.consumers[i];
+            consumer.waiting = None;
+            consumer.signal.notify_one();
+        }
+    }
+
     fn first_seq(&self) -> u64 {
         self.next_seq - self.records.len() as u64
     }
 
     /// Drops records every cursor has passed.
     fn trim(&mut self) {
-        let keep_from = self.cursors.iter().flatten().copied().min().unwrap_or(self.next_seq);
+        let keep_from = self
+            .consumers
+            .iter()
+            .filter_map(|c| c.cursor)
+            .min()
+            .unwrap_or(self.next_seq);
         while self.records.front().is_some_and(|r| r.seq < keep_from) {
             let record = self.records.pop_front().expect("front exists");
             self.bytes -= record.footprint();
@@ -159,10 +208,10 @@ impl Spool {
                 records: VecDeque::new(),
                 next_seq: 0,
                 bytes: 0,
-                cursors: Vec::new(),
+                appended_json: 0,
+                consumers: Vec::new(),
                 closed: false,
             }),
-            appended: Notify::new(),
             capacity,
         }
     }
@@ -177,14 +226,18 @@ impl Spool {
     pub fn add_consumer(&self) -> ConsumerId {
         let mut state = self.lock();
         let cursor = state.next_seq;
-        state.cursors.push(Some(cursor));
-        ConsumerId(state.cursors.len() - 1)
+        state.consumers.push(Consumer {
+            cursor: Some(cursor),
+            signal: Arc::new(Notify::new()),
+            waiting: None,
+        });
+        ConsumerId(state.consumers.len() - 1)
     }
 
     /// Removes a reader; records only it still needed are dropped.
     pub fn remove_consumer(&self, consumer: ConsumerId) {
         let mut state = self.lock();
-        state.cursors[consumer.0] = None;
+        state.consumers[consumer.0].cursor = None;
         state.trim();
     }
 
@@ -207,12 +260,13 @@ impl Spool {
             for record in &mut records {
                 record.seq = state.next_seq;
                 state.next_seq += 1;
+                state.appended_json += record.json().len() as u64;
             }
             state.bytes += size;
             state.records.extend(records.into_iter().map(Arc::new));
+            state.wake_due();
             start..state.next_seq
         };
-        self.appended.notify_waiters();
         Ok(range)
     }
 
@@ -220,17 +274,17 @@ impl Spool {
     /// `max_bytes` of JSON (but always at least one record).
     pub fn read(&self, consumer: ConsumerId, max_events: usize, max_bytes: usize) -> Vec<Arc<Record>> {
         let state = self.lock();
-        let Some(cursor) = state.cursors[consumer.0] else {
+        let Some(cursor) = state.consumers[consumer.0].cursor else {
             return Vec::new();
         };
         let skip = (cursor - state.first_seq()) as usize;
         let mut bytes = 0;
         let mut out = Vec::new();
         for record in state.records.iter().skip(skip).take(max_events) {
-            if !out.is_empty() && bytes + record.json.len() > max_bytes {
+            if !out.is_empty() && bytes + record.json().len() > max_bytes {
                 break;
             }
-            bytes += record.json.len();
+            bytes += record.json().len();
             out.push(record.clone());
         }
         out
@@ -240,7 +294,7 @@ impl Spool {
     /// one handled) and drops records nobody needs any more.
     pub fn commit(&self, consumer: ConsumerId, next_seq: u64) {
         let mut state = self.lock();
-        let cursor = &mut state.cursors[consumer.0];
+        let cursor = &mut state.consumers[consumer.0].cursor;
         if let Some(cursor) = cursor
             && next_seq > *cursor
         {
@@ -252,17 +306,17 @@ impl Spool {
     /// The sequence number `consumer` reads next.
     pub fn cursor(&self, consumer: ConsumerId) -> u64 {
         let state = self.lock();
-        state.cursors[consumer.0].unwrap_or(state.next_seq)
+        state.consumers[consumer.0].cursor.unwrap_or(state.next_seq)
     }
 
     /// Records and JSON bytes `consumer` has not handled yet.
     pub fn lag(&self, consumer: ConsumerId) -> (u64, u64) {
         let state = self.lock();
-        let Some(cursor) = state.cursors[consumer.0] else {
+        let Some(cursor) = state.consumers[consumer.0].cursor else {
             return (0, 0);
         };
         let skip = (cursor - state.first_seq()) as usize;
-        let bytes = state.records.iter().skip(skip).map(|r| r.json.len() as u64).sum();
+        let bytes = state.records.iter().skip(skip).map(|r| r.json().len() as u64).sum();
         (state.next_seq - cursor, bytes)
     }
 
@@ -281,26 +335,40 @@ impl Spool {
         }
     }
 
-    /// Waits until a record with `seq >= next_seq` exists or the spool closes.
-    pub async fn wait_for(&self, next_seq: u64) {
-        loop {
-            let notified = self.appended.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let state = self.lock();
-                if state.next_seq > next_seq || state.closed {
-                    return;
-                }
+    /// Waits until a record with `seq >= next_seq` exists, or `more_json`
+    /// more bytes of JSON have been appended, or the spool closes. Appends
+    /// that do not meet this wake nobody.
+    pub async fn wait_for(&self, consumer: ConsumerId, next_seq: u64, more_json: u64) {
+        let (signal, wakeup) = {
+            let mut state = self.lock();
+            let wakeup = Wakeup {
+                seq: next_seq,
+                json_bytes: state.appended_json.saturating_add(more_json),
+            };
+            if wakeup.due(&state) {
+                return;
             }
-            notified.await;
+            let slot = &mut state.consumers[consumer.0];
+            slot.waiting = Some(wakeup);
+            (slot.signal.clone(), wakeup)
+        };
+        loop {
+            signal.notified().await;
+            let mut state = self.lock();
+            if wakeup.due(&state) {
+                state.consumers[consumer.0].waiting = None;
+                return;
+            }
+            // A stale signal from an earlier wait: keep waiting.
+            state.consumers[consumer.0].waiting = Some(wakeup);
         }
     }
 
     /// Refuses further appends and wakes every waiting reader.
     pub fn close(&self) {
-        self.lock().closed = true;
-        self.appended.notify_waiters();
+        let mut state = self.lock();
+        state.closed = true;
+        state.wake_due();
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -314,15 +382,14 @@ mod tests {
     use super::*;
 
     fn record(json: &str) -> Record {
-        Record {
-            seq: 0,
-            id: "id".into(),
-            source: "src".into(),
-            event_type: "t".into(),
+        Record::from_event(Event {
+            id: "id",
+            source: "src",
+            event_type: "t",
             time_unix_nanos: 0,
             tenant: None,
-            json: json.as_bytes().to_vec(),
-        }
+            envelope: json.as_bytes(),
+        })
     }
 
     fn records(n: usize) -> Vec<Record> {
@@ -391,7 +458,7 @@ mod tests {
         spool.add_consumer();
         let waiter = tokio::spawn({
             let spool = spool.clone();
-            async move { spool.wait_for(0).await }
+            async move { spool.wait_for(ConsumerId(0), 0, u64::MAX).await }
         });
         tokio::task::yield_now().await;
         spool.append(records(1)).unwrap();
@@ -399,7 +466,7 @@ mod tests {
 
         let waiter = tokio::spawn({
             let spool = spool.clone();
-            async move { spool.wait_for(5).await }
+            async move { spool.wait_for(ConsumerId(0), 5, u64::MAX).await }
         });
         spool.close();
         waiter.await.unwrap();

@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::event::{DeliverError, Delivery, Event};
+use crate::batch::read_batch;
+use crate::event::{DeliverError, Delivery};
 use crate::plugin::{InitContext, Plugin, parse_config};
 
 #[allow(missing_docs)]
@@ -81,18 +82,11 @@ pub fn init<P: Plugin>(ctx: wit::InitContext) -> Result<(), String> {
 }
 
 /// `deliver` for plugin `P`.
-pub fn deliver<P: Plugin>(events: Vec<wit::Event>) -> Result<wit::Delivery, wit::DeliveryError> {
-    let events: Vec<Event> = events
-        .into_iter()
-        .map(|e| Event {
-            id: e.id,
-            source: e.source,
-            event_type: e.type_,
-            time_unix_nanos: e.time_unix_nanos,
-            tenant: e.tenant,
-            envelope: e.envelope,
-        })
-        .collect();
+pub fn deliver<P: Plugin>(batch: wit::Batch) -> Result<wit::Delivery, wit::DeliveryError> {
+    let events = match read_batch(&batch.data, batch.count) {
+        Ok(events) => events,
+        Err(error) => return Err(to_wit_error(DeliverError::permanent(error.to_string()))),
+    };
     let outcome = with_instance::<P, _>(|plugin| plugin.deliver(&events))
         .unwrap_or_else(|| Err(DeliverError::permanent(NOT_INITIALISED)));
     match outcome {
@@ -154,10 +148,8 @@ macro_rules! __export_wasm_plugin {
                 fn init(ctx: wit::InitContext) -> Result<(), String> {
                     $crate::__private::init::<$plugin>(ctx)
                 }
-                fn deliver(
-                    events: Vec<wit::Event>,
-                ) -> Result<wit::Delivery, wit::DeliveryError> {
-                    $crate::__private::deliver::<$plugin>(events)
+                fn deliver(batch: wit::Batch) -> Result<wit::Delivery, wit::DeliveryError> {
+                    $crate::__private::deliver::<$plugin>(batch)
                 }
                 fn flush() -> Result<(), wit::DeliveryError> {
                     $crate::__private::flush::<$plugin>()

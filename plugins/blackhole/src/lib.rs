@@ -54,7 +54,7 @@ impl Plugin for Blackhole {
         })
     }
 
-    fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+    fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
         let mut rejected = Vec::new();
         if self.decode {
             for (index, event) in events.iter().enumerate() {

@@ -60,7 +60,7 @@ impl Plugin for Stdout {
         })
     }
 
-    fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+    fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
         let mut out = String::with_capacity(events.len() * 128);
         for event in events {
             render(self.format, event, &mut out);
@@ -74,7 +74,7 @@ impl Plugin for Stdout {
 }
 
 /// Appends one event in `format` to `out`.
-pub fn render(format: Format, event: &Event, out: &mut String) {
+pub fn render(format: Format, event: &Event<'_>, out: &mut String) {
     match format {
         Format::Json => out.push_str(&event.envelope_str()),
         Format::Summary => {
@@ -115,7 +115,7 @@ mod tests {
     fn summary_names_who_did_what_to_what() {
         let event = &sample_events(1)[0];
         let mut line = String::new();
-        render(Format::Summary, event, &mut line);
+        render(Format::Summary, &event.as_event(), &mut line);
         assert!(
             line.ends_with(" acme group.member_added u-0 -> group/g-0 success"),
             "{line}"
@@ -126,7 +126,7 @@ mod tests {
     fn json_is_the_canonical_envelope() {
         let event = &sample_events(1)[0];
         let mut line = String::new();
-        render(Format::Json, event, &mut line);
+        render(Format::Json, &event.as_event(), &mut line);
         assert_eq!(line.as_bytes(), event.envelope.as_slice());
     }
 }

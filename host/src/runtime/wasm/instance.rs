@@ -18,6 +18,7 @@ use crate::runtime::{
 };
 use crate::spool::Record;
 use auditrelay_plugin_api::ConfigKey;
+use auditrelay_plugin_api::batch::BatchBuilder;
 
 /// Why an instance could not be started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,11 +39,68 @@ struct Live {
     plugin: ExporterPlugin,
 }
 
+impl Live {
+    /// Forgets what the sandbox saw during earlier calls, so a fault is
+    /// judged on this call's evidence only.
+    fn begin_call(&mut self) {
+        self.store.data_mut().limiter.take_refused();
+        self.store.data().stderr.take_tail();
+    }
+}
+
+/// The live instance in `slot`, starting a fresh one after a fault.
+async fn ensure_live<'a>(
+    slot: &'a mut Option<Live>,
+    plugin: &LoadedPlugin,
+    sandbox: &Sandbox,
+) -> Result<&'a mut Live, CallError> {
+    if slot.is_none() {
+        if let Some(metrics) = &sandbox.metrics {
+            metrics.restart();
+        }
+        let live = instantiate(plugin, sandbox).await.map_err(|error| match error {
+            StartError::Fault(fault) => CallError::Fault(fault),
+            other => CallError::Retryable {
+                message: format!("restarting the plugin after a fault failed: {other}"),
+                retry_after: None,
+            },
+        })?;
+        *slot = Some(live);
+    }
+    let live = slot.as_mut().expect("set above");
+    live.begin_call();
+    Ok(live)
+}
+
 /// A running WASM plugin instance; see the [module docs](self).
 pub struct WasmInstance {
     plugin: Arc<LoadedPlugin>,
     sandbox: Sandbox,
     live: Option<Live>,
+    layout: Layout,
+}
+
+/// The buffer a batch is encoded into before it is handed over; kept
+/// between calls so steady delivery allocates nothing.
+#[derive(Default)]
+struct Layout {
+    builder: BatchBuilder,
+}
+
+impl Layout {
+    fn batch(&self) -> wit::Batch<'_> {
+        wit::Batch {
+            count: self.builder.count(),
+            data: self.builder.data(),
+        }
+    }
+
+    fn lay_out(&mut self, batch: &[Arc<Record>]) {
+        self.builder.clear();
+        for record in batch {
+            self.builder.push_encoded(record.encoded());
+        }
+    }
 }
 
 impl WasmInstance {
@@ -53,6 +111,7 @@ impl WasmInstance {
             plugin,
             sandbox,
             live: Some(live),
+            layout: Layout::default(),
         })
     }
 
@@ -66,26 +125,6 @@ impl WasmInstance {
         self.live
             .as_ref()
             .map_or(0, |live| live.store.data().limiter.used())
-    }
-
-    /// The live instance, restarting one after a fault.
-    async fn live(&mut self) -> Result<&mut Live, CallError> {
-        if self.live.is_none() {
-            if let Some(metrics) = &self.sandbox.metrics {
-                metrics.restart();
-            }
-            let live = instantiate(&self.plugin, &self.sandbox)
-                .await
-                .map_err(|error| match error {
-                    StartError::Fault(fault) => CallError::Fault(fault),
-                    other => CallError::Retryable {
-                        message: format!("restarting the plugin after a fault failed: {other}"),
-                        retry_after: None,
-                    },
-                })?;
-            self.live = Some(live);
-        }
-        Ok(self.live.as_mut().expect("set above"))
     }
 
     /// The value of a finished call; on a fault the store is dropped and
@@ -172,24 +211,11 @@ async fn instantiate(plugin: &LoadedPlugin, sandbox: &Sandbox) -> Result<Live, S
 
 impl Exporter for WasmInstance {
     async fn deliver(&mut self, batch: &[Arc<Record>]) -> Result<Delivery, CallError> {
-        let timeout = self.sandbox.call_timeout;
-        let live = self.live().await?;
-        live.store.data_mut().limiter.take_refused();
-        live.store.data().stderr.take_tail();
-        let events: Vec<wit::Event<'_>> = batch
-            .iter()
-            .map(|record| wit::Event {
-                id: &record.id,
-                source: &record.source,
-                type_: &record.event_type,
-                time_unix_nanos: record.time_unix_nanos,
-                tenant: record.tenant.as_deref(),
-                envelope: &record.json,
-            })
-            .collect();
+        self.layout.lay_out(batch);
+        let live = ensure_live(&mut self.live, &self.plugin, &self.sandbox).await?;
         let exporter = live.plugin.auditrelay_plugin_exporter();
-        let outcome = with_deadline(timeout, exporter.call_deliver(&mut live.store, &events)).await;
-        drop(events);
+        let call = exporter.call_deliver(&mut live.store, self.layout.batch());
+        let outcome = with_deadline(self.sandbox.call_timeout, call).await;
         match self.settle(outcome).map_err(CallError::Fault)? {
             Ok(wit::Delivery::Accepted) => Ok(Delivery::Accepted),
             Ok(wit::Delivery::PartiallyRejected(rejected)) => Ok(Delivery::PartiallyRejected(
@@ -211,6 +237,7 @@ impl Exporter for WasmInstance {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
+        live.begin_call();
         let exporter = live.plugin.auditrelay_plugin_exporter();
         let outcome = with_deadline(timeout, exporter.call_flush(&mut live.store)).await;
         self.settle(outcome)
