@@ -13,6 +13,7 @@
 //! - [`host`]: logging, secrets and metrics provided by the relay.
 //! - [`http`]: a blocking HTTP client over `wasi:http`; the relay lets it
 //!   reach only the hosts the operator allowed.
+//! - [`fs`]: files in the one directory the operator granted.
 //! - [`testing`]: a harness to unit-test a plugin natively with `cargo test`.
 //!
 //! # A minimal plugin
@@ -36,7 +37,7 @@
 //!         Ok(Counter { seen: 0 })
 //!     }
 //!
-//!     fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+//!     fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
 //!         self.seen += events.len() as u64;
 //!         host::info(format!("{} events so far", self.seen));
 //!         Ok(Delivery::Accepted)
@@ -69,8 +70,10 @@
 // The generated wasm bindings name this crate by path, from inside it too.
 extern crate self as auditrelay_plugin_api;
 
+pub mod batch;
 pub mod envelope;
 mod event;
+pub mod fs;
 pub mod host;
 pub mod http;
 mod plugin;
@@ -81,7 +84,7 @@ pub mod testing;
 mod guest;
 
 pub use envelope::AuditEventEnvelope;
-pub use event::{DeliverError, Delivery, Event, RejectedEvent};
+pub use event::{DeliverError, Delivery, Event, EventBuf, RejectedEvent};
 pub use plugin::{ConfigKey, InitContext, InitError, Plugin, PluginInfo, parse_config};
 
 /// The WIT package version this crate implements.

@@ -19,11 +19,10 @@
 //! | `rotate_after` | `"1h"` | Start a new file once the current one is this old. |
 //! | `fsync` | `true` | Sync each batch to disk before acknowledging it. |
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use auditrelay_plugin_api::fs::{DirFile, GrantedDir};
 use auditrelay_plugin_api::*;
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -81,7 +80,7 @@ mod duration_text {
 
 /// The exporter; see the crate docs.
 pub struct FileExporter {
-    dir: PathBuf,
+    dir: GrantedDir,
     prefix: String,
     rotate_bytes: u64,
     rotate_after: Duration,
@@ -90,16 +89,16 @@ pub struct FileExporter {
 }
 
 struct OpenFile {
-    path: PathBuf,
-    file: File,
+    name: String,
+    file: DirFile,
     len: u64,
     opened: Instant,
 }
 
 impl FileExporter {
-    /// The file being written, if any.
-    pub fn current_path(&self) -> Option<&Path> {
-        self.current.as_ref().map(|f| f.path.as_path())
+    /// The path of the file being written, if any.
+    pub fn current_path(&self) -> Option<PathBuf> {
+        self.current.as_ref().map(|f| self.dir.path().join(&f.name))
     }
 
     fn file_name_ok(&self, name: &str) -> bool {
@@ -108,40 +107,33 @@ impl FileExporter {
 
     /// Reopens the newest file if it has room; trims a torn last line.
     fn resume_newest(&mut self) -> std::io::Result<()> {
-        let mut newest: Option<String> = None;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let Ok(name) = entry?.file_name().into_string() else {
-                continue;
-            };
-            if self.file_name_ok(&name) && newest.as_ref().is_none_or(|n| *n < name) {
-                newest = Some(name);
-            }
-        }
+        let newest = self
+            .dir
+            .file_names()?
+            .into_iter()
+            .filter(|name| self.file_name_ok(name))
+            .max();
         let Some(name) = newest else { return Ok(()) };
-        let path = self.dir.join(name);
-        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let len = file.metadata()?.len();
+        let file = self.dir.open_file(&name)?;
+        let len = file.len()?;
         if len >= self.rotate_bytes {
             return Ok(());
         }
-        let Some(whole) = whole_lines_len(&mut file, len)? else {
+        let Some(whole) = whole_lines_len(&file, len)? else {
             host::warn(format!(
-                "{}: no line end in the last {TAIL_SCAN_BYTES} bytes; leaving it and starting a new file",
-                path.display()
+                "{name}: no line end in the last {TAIL_SCAN_BYTES} bytes; leaving it and starting a new file"
             ));
             return Ok(());
         };
         if whole < len {
             host::warn(format!(
-                "{}: trimmed a torn last line ({} bytes) left by an interrupted write; that batch will be redelivered",
-                path.display(),
+                "{name}: trimmed a torn last line ({} bytes) left by an interrupted write; that batch will be redelivered",
                 len - whole
             ));
             file.set_len(whole)?;
         }
-        file.seek(SeekFrom::Start(whole))?;
         self.current = Some(OpenFile {
-            path,
+            name,
             file,
             len: whole,
             opened: Instant::now(),
@@ -157,18 +149,16 @@ impl FileExporter {
         if !due {
             return Ok(());
         }
-        if let Some(mut old) = self.current.take() {
-            old.file.flush()?;
-            old.file.sync_all()?;
+        if let Some(old) = self.current.take() {
+            old.file.sync_data()?;
         }
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
         for attempt in 0u32..100 {
             let name = format!("{}-{stamp}-{attempt:02}.ndjson", self.prefix);
-            let path = self.dir.join(name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match self.dir.create_new(&name) {
                 Ok(file) => {
                     self.current = Some(OpenFile {
-                        path,
+                        name,
                         file,
                         len: 0,
                         opened: Instant::now(),
@@ -188,14 +178,12 @@ impl FileExporter {
 
 /// The length of `file` up to and including its last newline, or `None`
 /// if none lies within the last [`TAIL_SCAN_BYTES`].
-fn whole_lines_len(file: &mut File, len: u64) -> std::io::Result<Option<u64>> {
+fn whole_lines_len(file: &DirFile, len: u64) -> std::io::Result<Option<u64>> {
     if len == 0 {
         return Ok(Some(0));
     }
     let start = len.saturating_sub(TAIL_SCAN_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::with_capacity((len - start) as usize);
-    file.take(len - start).read_to_end(&mut tail)?;
+    let tail = file.read_at((len - start) as usize, start)?;
     Ok(match tail.iter().rposition(|&b| b == b'\n') {
         Some(at) => Some(start + at as u64 + 1),
         None if start == 0 => Some(0),
@@ -231,12 +219,7 @@ impl Plugin for FileExporter {
     }
 
     fn init(config: Config, ctx: &InitContext) -> Result<Self, InitError> {
-        let dir = ctx.granted_dir.clone().ok_or_else(|| {
-            InitError::new(format!(
-                "the file plugin writes into one directory the relay grants it: set grant_dir in [plugins.{}]",
-                ctx.instance
-            ))
-        })?;
+        let dir = GrantedDir::open(ctx).map_err(|e| InitError::new(e.to_string()))?;
         if config.prefix.is_empty()
             || !config
                 .prefix
@@ -263,13 +246,13 @@ impl Plugin for FileExporter {
         exporter.resume_newest().map_err(|e| {
             InitError::new(format!(
                 "cannot use the granted directory {}: {e}",
-                exporter.dir.display()
+                exporter.dir.path().display()
             ))
         })?;
         Ok(exporter)
     }
 
-    fn deliver(&mut self, events: &[Event]) -> Result<Delivery, DeliverError> {
+    fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
         let size: usize = events.iter().map(|e| e.envelope.len() + 1).sum();
         let mut batch = Vec::with_capacity(size);
         for event in events {
@@ -281,7 +264,7 @@ impl Plugin for FileExporter {
         let current = self.current.as_mut().expect("rotate_if_due opens a file");
         let written = current
             .file
-            .write_all(&batch)
+            .write_all_at(&batch, current.len)
             .and_then(|()| if fsync { current.file.sync_data() } else { Ok(()) });
         if let Err(error) = written {
             // Cut the partial batch off so the file keeps whole lines; the
@@ -289,11 +272,9 @@ impl Plugin for FileExporter {
             if let Err(trim) = current.file.set_len(current.len) {
                 host::error(format!(
                     "{}: could not trim a partial write ({trim}); starting a new file",
-                    current.path.display()
+                    current.name
                 ));
                 self.current = None;
-            } else {
-                let _ = current.file.seek(SeekFrom::Start(current.len));
             }
             return Err(error.into());
         }
@@ -303,9 +284,8 @@ impl Plugin for FileExporter {
     }
 
     fn flush(&mut self) -> Result<(), DeliverError> {
-        if let Some(current) = &mut self.current {
-            current.file.flush()?;
-            current.file.sync_all()?;
+        if let Some(current) = &self.current {
+            current.file.sync_data()?;
         }
         Ok(())
     }
@@ -321,6 +301,10 @@ export_plugin!(FileExporter);
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::path::Path;
+
     use super::*;
     use auditrelay_plugin_api::testing::{Harness, sample_events};
 
@@ -380,14 +364,14 @@ mod tests {
         let events = sample_events(4);
         let mut h = harness(dir.path(), serde_json::json!({}));
         h.deliver(&events[..2]).unwrap();
-        let path = h.plugin().current_path().unwrap().to_path_buf();
+        let path = h.plugin().current_path().unwrap();
         drop(h);
         // A crash mid-write leaves half a line behind.
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&events[2].envelope[..40]).unwrap();
 
         let mut h = harness(dir.path(), serde_json::json!({}));
-        assert_eq!(h.plugin().current_path(), Some(path.as_path()));
+        assert_eq!(h.plugin().current_path(), Some(path.clone()));
         assert!(h.logs().iter().any(|(_, m)| m.contains("trimmed a torn last line")));
         h.deliver(&events[2..]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

@@ -84,7 +84,12 @@ impl Sandbox {
         let stdout = OutputSink::new(self.instance.clone(), Stream::Stdout);
         let stderr = OutputSink::new(self.instance.clone(), Stream::Stderr);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone())
+        // File I/O in the granted directory runs inline on the plugin's
+        // thread (the relay's own, never the application's) instead of a
+        // tokio blocking-pool round trip per operation, which cost ~20 µs
+        // each. Must be set before the directory is preopened.
+        wasi.allow_blocking_current_thread(true)
+            .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
