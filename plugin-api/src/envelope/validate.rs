@@ -104,7 +104,7 @@ impl Checker {
                 format!("is {} bytes long; the limit is {max}", value.len()),
             );
         }
-        if value.chars().any(|c| c.is_control() && c != '\t') {
+        if has_control(value) {
             self.fail(field, "must not contain control characters");
         }
     }
@@ -116,6 +116,19 @@ impl Checker {
             self.fail(field, "must be printable ASCII without spaces");
         }
     }
+}
+
+/// Whether `text` holds a control character other than tab (Unicode
+/// category Cc: U+0000–U+001F, U+007F–U+009F), checked on bytes: in UTF-8
+/// the C1 controls are `C2 80`–`C2 9F`, and no other sequence contains
+/// bytes below 0x80.
+fn has_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t')
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|next| (0x80..=0x9f).contains(next)))
+    })
 }
 
 fn is_event_type_char(c: char) -> bool {
@@ -258,5 +271,18 @@ fn json_depth(value: &serde_json::Value) -> usize {
         serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
         serde_json::Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control;
+
+    #[test]
+    fn control_characters_match_unicode_cc() {
+        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert_eq!(has_control(&text), c.is_control() && c != '\t', "{:#x}", c as u32);
+        }
     }
 }
