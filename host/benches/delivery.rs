@@ -52,11 +52,17 @@ fn main() {
         false => tempfile::tempdir().unwrap(),
     };
     // `cargo bench` passes `--bench`; anything else filters rows by name.
-    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with("--")).unwrap_or_default();
+    let filter = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with("--"))
+        .unwrap_or_default();
     one_core.block_on(compare_paths(scratch.path(), &filter));
 
     if "whole pipeline".contains(&filter) {
-        let pipeline = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let pipeline = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         pipeline.block_on(whole_pipeline(scratch.path()));
     }
 }
@@ -69,14 +75,18 @@ fn target_dir() -> PathBuf {
 
 fn plugin_dir() -> PathBuf {
     let dir = target_dir().join("plugins");
-    assert!(dir.join("blackhole.wasm").exists(), "run scripts/build-plugins first");
+    assert!(
+        dir.join("blackhole.wasm").exists(),
+        "run scripts/build-plugins first"
+    );
     dir
 }
 
 fn records(n: usize) -> Vec<Arc<Record>> {
     (0..n)
         .map(|i| {
-            let mut record = Record::from_envelope(sample_envelope(i), &Default::default()).unwrap();
+            let mut record =
+                Record::from_envelope(sample_envelope(i), &Default::default()).unwrap();
             record.seq = i as u64;
             Arc::new(record)
         })
@@ -156,15 +166,21 @@ async fn compare_paths(scratch: &Path, filter: &str) {
             needs_dir: true,
         },
     ];
-    println!("delivery into one plugin instance on one core (median of {ROUNDS} alternating rounds of {EVENTS_PER_ROUND} events)");
+    println!(
+        "delivery into one plugin instance on one core (median of {ROUNDS} alternating rounds of {EVENTS_PER_ROUND} events)"
+    );
     println!();
     println!(
         "{:<24} {:>6} {:>13} {:>15} {:>13} {:>14}",
         "plugin", "batch", "wasm ns/event", "native ns/event", "wasm/native", "wasm events/s"
     );
     for case in &cases {
-        let loaded: Arc<LoadedPlugin> =
-            Arc::new(runtime.load(&plugin_dir().join(format!("{}.wasm", case.wasm))).await.unwrap());
+        let loaded: Arc<LoadedPlugin> = Arc::new(
+            runtime
+                .load(&plugin_dir().join(format!("{}.wasm", case.wasm)))
+                .await
+                .unwrap(),
+        );
         for batch_size in [1usize, 64, 1024] {
             if !format!("{} {batch_size}", case.label).contains(filter) {
                 continue;
@@ -179,7 +195,9 @@ async fn compare_paths(scratch: &Path, filter: &str) {
             };
             let mut sandbox = Sandbox::from_settings(
                 "bench",
-                &Config::parse("[plugins.bench]\n", "bench", &|_| None).unwrap().plugins["bench"],
+                &Config::parse("[plugins.bench]\n", "bench", &|_| None)
+                    .unwrap()
+                    .plugins["bench"],
                 metrics.plugin("bench"),
             );
             sandbox.config_json = case.config_json.to_owned();
@@ -263,7 +281,9 @@ max_wait = "1ms"
     let emitting: Duration = latencies.iter().sum();
     let percentile = |p: usize| latencies[latencies.len() * p / 100];
     println!();
-    println!("whole pipeline, {PIPELINE_EVENTS} events: emit (validate, encode, append) → spool → worker → WASM blackhole, plugin_threads = 1");
+    println!(
+        "whole pipeline, {PIPELINE_EVENTS} events: emit (validate, encode, append) → spool → worker → WASM blackhole, plugin_threads = 1"
+    );
     println!(
         "  emit:           {:>6.0} ns/event on average (p50 {:?}, p99 {:?}), {:.0} events/s from one thread",
         ns_per_event(emitting, PIPELINE_EVENTS),

@@ -99,6 +99,13 @@ pub struct RelayStatus {
     pub spool_bytes: u64,
 }
 
+impl RelayStatus {
+    /// The status of one instance.
+    pub fn plugin(&self, instance: &str) -> Option<&PluginStatus> {
+        self.plugins.iter().find(|p| p.instance == instance)
+    }
+}
+
 /// What a shutdown left behind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -148,7 +155,12 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which is not allowed inside async code.
-        if let Some(threads) = self.threads.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(threads) = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             threads.shutdown_background();
         }
     }
@@ -167,10 +179,12 @@ impl Relay {
             .build()
             .map_err(|e| StartError::Runtime(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
-        let capacity = usize::try_from(config.relay.max_buffered_bytes.as_u64()).unwrap_or(usize::MAX);
+        let capacity =
+            usize::try_from(config.relay.max_buffered_bytes.as_u64()).unwrap_or(usize::MAX);
         let spool = Arc::new(Spool::new(capacity));
         let limits = Limits {
-            max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64()).unwrap_or(usize::MAX),
+            max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
+                .unwrap_or(usize::MAX),
             ..Limits::default()
         };
 
@@ -224,9 +238,11 @@ impl Relay {
             .into_iter()
             .enumerate()
             .map(|(index, event)| {
-                Record::from_envelope(event, &self.inner.limits).map_err(|errors| EmitError::Invalid {
-                    index: Some(index),
-                    errors,
+                Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
+                    EmitError::Invalid {
+                        index: Some(index),
+                        errors,
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -326,7 +342,12 @@ impl Relay {
             .inner
             .running
             .iter()
-            .map(|(health, consumer)| (health.snapshot().instance, self.inner.spool.lag(*consumer).0))
+            .map(|(health, consumer)| {
+                (
+                    health.snapshot().instance,
+                    self.inner.spool.lag(*consumer).0,
+                )
+            })
             .filter(|(_, lag)| *lag > 0)
             .collect();
         for (instance, events) in &undelivered {
@@ -336,7 +357,13 @@ impl Relay {
                 "shutdown timeout reached before these events were delivered; they are lost (raise relay.shutdown_timeout)"
             );
         }
-        if let Some(threads) = self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(threads) = self
+            .inner
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             threads.shutdown_background();
         }
         ShutdownReport { undelivered }
@@ -352,7 +379,8 @@ async fn start_instances(
     threads: &tokio::runtime::Handle,
 ) -> Result<Started, StartError> {
     let runtime = Arc::new(
-        WasmRuntime::new(Some(config.cache_dir())).map_err(|e| StartError::Runtime(format!("{e:#}")))?,
+        WasmRuntime::new(Some(config.cache_dir()))
+            .map_err(|e| StartError::Runtime(format!("{e:#}")))?,
     );
     let catalog = Catalog::scan(&runtime, &config.relay.plugin_dir, |_| {})
         .await
@@ -372,7 +400,12 @@ async fn start_instances(
                     continue;
                 }
             };
-        let health = Health::running(instance, &plugin.info.name, &plugin.info.version, plugin.path.clone());
+        let health = Health::running(
+            instance,
+            &plugin.info.name,
+            &plugin.info.version,
+            plugin.path.clone(),
+        );
         let consumer = spool.add_consumer();
         let retry = &settings.retry;
         let parts = WorkerParts {

@@ -34,7 +34,12 @@ pub fn encode(event: Event<'_>, out: &mut Vec<u8>) {
     let len = |bytes: &[u8]| u32::try_from(bytes.len()).expect("an event field stays below 4 GiB");
     let tenant = event.tenant.unwrap_or("");
     out.reserve(
-        HEADER_LEN + event.id.len() + event.source.len() + event.event_type.len() + tenant.len() + event.envelope.len(),
+        HEADER_LEN
+            + event.id.len()
+            + event.source.len()
+            + event.event_type.len()
+            + tenant.len()
+            + event.envelope.len(),
     );
     for field in [
         len(event.id.as_bytes()),
@@ -56,7 +61,8 @@ pub fn encode(event: Event<'_>, out: &mut Vec<u8>) {
 /// of bytes it took.
 pub fn decode(bytes: &[u8]) -> Result<(Event<'_>, usize), &'static str> {
     let header = bytes.get(..HEADER_LEN).ok_or("the header is cut short")?;
-    let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let u32_at =
+        |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
     let time_unix_nanos = i64::from_le_bytes(header[20..28].try_into().expect("8 bytes"));
     let tenant_len = match u32_at(12) {
         len if len == NO_TENANT as usize => None,
@@ -205,7 +211,10 @@ mod tests {
         let data = builder.data();
 
         let err = read_batch(&data[..data.len() - 1], 2).unwrap_err();
-        assert_eq!((err.index, err.problem), (1, "a field runs past the end of the batch"));
+        assert_eq!(
+            (err.index, err.problem),
+            (1, "a field runs past the end of the batch")
+        );
         let err = read_batch(data, 3).unwrap_err();
         assert_eq!((err.index, err.problem), (2, "the header is cut short"));
         let err = read_batch(data, 1).unwrap_err();

@@ -253,7 +253,9 @@ mod wasi {
     use std::path::Path;
 
     pub use wasip2::filesystem::types::Descriptor;
-    use wasip2::filesystem::types::{DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags};
+    use wasip2::filesystem::types::{
+        DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags,
+    };
 
     pub fn preopened(path: &Path) -> io::Result<Descriptor> {
         let wanted = path.to_string_lossy();
@@ -361,7 +363,10 @@ mod tests {
         file.set_len(6).unwrap();
         file.sync_data().unwrap();
         assert_eq!(dir.file_names().unwrap(), ["a.ndjson"]);
-        assert_eq!(dir.create_new("a.ndjson").unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            dir.create_new("a.ndjson").unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         assert_eq!(dir.open_file("a.ndjson").unwrap().len().unwrap(), 6);
     }
 
@@ -370,13 +375,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = GrantedDir::at(tmp.path()).unwrap();
         for bad in ["", "..", "../x", "a/b"] {
-            assert_eq!(dir.create_new(bad).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{bad}");
+            assert_eq!(
+                dir.create_new(bad).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{bad}"
+            );
         }
         let ctx = InitContext {
             instance: "archive".into(),
             granted_dir: None,
         };
         let err = GrantedDir::open(&ctx).unwrap_err();
-        assert!(err.to_string().contains("set grant_dir in [plugins.archive]"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("set grant_dir in [plugins.archive]"),
+            "{err}"
+        );
     }
 }

@@ -90,7 +90,10 @@ pub trait HostServices: Send + Sync {
     /// Sets a gauge.
     fn gauge_set(&self, name: &str, value: f64);
     /// Performs an outbound HTTP request on the plugin's behalf.
-    fn http(&self, request: &crate::http::Request) -> Result<crate::http::Response, crate::http::HttpError>;
+    fn http(
+        &self,
+        request: &crate::http::Request,
+    ) -> Result<crate::http::Response, crate::http::HttpError>;
 }
 
 /// Installs the process-wide host for native plugins (first call wins).

@@ -73,7 +73,12 @@ impl HostServices for FakeHost {
     }
 
     fn counter_add(&self, name: &str, delta: u64) {
-        *self.counters.lock().unwrap().entry(name.to_owned()).or_default() += delta;
+        *self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_default() += delta;
     }
 
     fn gauge_set(&self, name: &str, value: f64) {
@@ -82,7 +87,10 @@ impl HostServices for FakeHost {
 
     fn http(&self, request: &Request) -> Result<Response, HttpError> {
         let uri: http::Uri = request.url.parse().map_err(|e| {
-            HttpError::new(HttpErrorKind::InvalidRequest, format!("bad URL {:?}: {e}", request.url))
+            HttpError::new(
+                HttpErrorKind::InvalidRequest,
+                format!("bad URL {:?}: {e}", request.url),
+            )
         })?;
         let host = uri.host().unwrap_or_default();
         if !self.allowed_hosts.iter().any(|allowed| allowed == host) {
@@ -239,7 +247,13 @@ impl<P: Plugin> Harness<P> {
 
     /// The current value of a plugin counter.
     pub fn counter(&self, name: &str) -> u64 {
-        self.host.counters.lock().unwrap().get(name).copied().unwrap_or(0)
+        self.host
+            .counters
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The current value of a plugin gauge.
@@ -250,7 +264,9 @@ impl<P: Plugin> Harness<P> {
 
 /// `n` valid, distinct events as the relay would deliver them.
 pub fn sample_events(n: usize) -> Vec<EventBuf> {
-    (0..n).map(|i| EventBuf::from_envelope(&sample_envelope(i))).collect()
+    (0..n)
+        .map(|i| EventBuf::from_envelope(&sample_envelope(i)))
+        .collect()
 }
 
 /// A valid envelope numbered `i`, with a realistic spread of fields. Each

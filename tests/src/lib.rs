@@ -46,7 +46,11 @@ pub fn relay_binary() -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test binaries live in target/<profile>/deps");
     let binary = dir.join(format!("auditrelay{}", std::env::consts::EXE_SUFFIX));
-    assert!(binary.exists(), "{} is not built: run `cargo build -p auditrelay`", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is not built: run `cargo build -p auditrelay`",
+        binary.display()
+    );
     binary
 }
 
@@ -62,8 +66,11 @@ impl Home {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
         for name in names {
-            std::fs::copy(plugin_wasm(name), dir.path().join("plugins").join(format!("{name}.wasm")))
-                .expect("copying a plugin");
+            std::fs::copy(
+                plugin_wasm(name),
+                dir.path().join("plugins").join(format!("{name}.wasm")),
+            )
+            .expect("copying a plugin");
         }
         Home { dir }
     }
@@ -224,6 +231,35 @@ impl Logs {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A real HTTP server on 127.0.0.1 that answers `200 ok` to anything and
+/// counts the requests it got.
+pub struct HitCounter {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HitCounter {
+    /// Starts one on a free port (needs a Tokio runtime).
+    pub async fn start() -> Self {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "ok" }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        HitCounter { addr, hits }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

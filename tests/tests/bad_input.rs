@@ -14,19 +14,35 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    async fn post(&self, content_type: &str, token: Option<&str>, body: Vec<u8>) -> (u16, serde_json::Value) {
-        let mut request = self.client.post(&self.url).header("content-type", content_type).body(body);
+    async fn post(
+        &self,
+        content_type: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", content_type)
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     async fn post_events(&self, events: &[serde_json::Value]) -> (u16, serde_json::Value) {
-        self.post("application/json", Some(TOKEN), serde_json::to_vec(events).unwrap())
-            .await
+        self.post(
+            "application/json",
+            Some(TOKEN),
+            serde_json::to_vec(events).unwrap(),
+        )
+        .await
     }
 }
 
@@ -49,7 +65,9 @@ grant_dir = "{{home}}/out"
 "#
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
     let endpoint = Endpoint {
         url: format!("http://{}/v1/events", http.local_addr().unwrap()),
         client: reqwest::Client::new(),
@@ -65,10 +83,20 @@ grant_dir = "{{home}}/out"
 
     // Malformed JSON: refused as a whole, with the position.
     let (status, body) = endpoint
-        .post("application/json", Some(TOKEN), b"[{\"id\": \"x\",\n  oops}]".to_vec())
+        .post(
+            "application/json",
+            Some(TOKEN),
+            b"[{\"id\": \"x\",\n  oops}]".to_vec(),
+        )
         .await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().starts_with("malformed JSON at line 2 column 3"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON at line 2 column 3"),
+        "{body}"
+    );
 
     // Missing and unknown fields: named per event; the valid ones are kept.
     let mut no_actor_id = json(10);
@@ -84,7 +112,12 @@ grant_dir = "{{home}}/out"
     assert_eq!(rejected[0]["errors"][0]["field"], "actor.id");
     assert_eq!(rejected[1]["index"], 3);
     assert_eq!(rejected[1]["errors"][0]["field"], "action.sevrity");
-    assert!(rejected[1]["errors"][0]["problem"].as_str().unwrap().contains("unknown field"));
+    assert!(
+        rejected[1]["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field")
+    );
     expected.push(mixed[0].clone());
     expected.push(mixed[2].clone());
 
@@ -93,26 +126,52 @@ grant_dir = "{{home}}/out"
     huge["payload"] = serde_json::json!({"blob": "x".repeat(5000)});
     let (status, body) = endpoint.post_events(&[huge]).await;
     assert_eq!(status, 422);
-    assert!(body["rejected"][0]["errors"][0]["problem"].as_str().unwrap().contains("the limit is 4096"), "{body}");
+    assert!(
+        body["rejected"][0]["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 4096"),
+        "{body}"
+    );
 
     // A body over ingest.http.max_body_bytes.
     let big: Vec<_> = (100..300).map(json).collect();
     let (status, body) = endpoint.post_events(&big).await;
     assert_eq!(status, 413);
-    assert!(body["error"].as_str().unwrap().contains("ingest.http.max_body_bytes"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.http.max_body_bytes"),
+        "{body}"
+    );
 
     // Wrong or missing token.
     let body_bytes = serde_json::to_vec(&[json(15)]).unwrap();
-    let (status, body) = endpoint.post("application/json", Some("wrong-token-wrong-token"), body_bytes.clone()).await;
+    let (status, body) = endpoint
+        .post(
+            "application/json",
+            Some("wrong-token-wrong-token"),
+            body_bytes.clone(),
+        )
+        .await;
     assert_eq!(status, 401);
-    assert!(body["error"].as_str().unwrap().contains("bearer token"), "{body}");
-    let (status, _) = endpoint.post("application/json", None, body_bytes.clone()).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("bearer token"),
+        "{body}"
+    );
+    let (status, _) = endpoint
+        .post("application/json", None, body_bytes.clone())
+        .await;
     assert_eq!(status, 401);
 
     // A content type the relay does not speak.
     let (status, body) = endpoint.post("text/plain", Some(TOKEN), body_bytes).await;
     assert_eq!(status, 415);
-    assert!(body["error"].as_str().unwrap().contains("application/json"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
 
     // Nothing accepted was lost, nothing refused slipped through.
     assert!(relay.idle(Duration::from_secs(30)).await);
@@ -133,12 +192,23 @@ async fn emit_refuses_invalid_events_naming_the_field() {
     let mut bad = sample_envelope(0);
     bad.actor.email = Some("not-an-address".into());
     let err = relay.emit(bad.clone()).unwrap_err();
-    assert!(err.to_string().contains("actor.email: must be an email address"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("actor.email: must be an email address"),
+        "{err}"
+    );
 
     // A batch is atomic: one bad event, nothing accepted.
     let err = relay.emit_batch(vec![sample_envelope(1), bad]).unwrap_err();
-    assert!(matches!(err, EmitError::Invalid { index: Some(1), .. }), "{err:?}");
-    assert!(err.to_string().starts_with("event 1: invalid event: actor.email"), "{err}");
+    assert!(
+        matches!(err, EmitError::Invalid { index: Some(1), .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("event 1: invalid event: actor.email"),
+        "{err}"
+    );
     assert!(relay.idle(Duration::from_secs(10)).await);
     relay.shutdown().await;
     assert!(ndjson_lines(&home.join("out")).is_empty());
@@ -150,7 +220,11 @@ async fn corrupt_plugin_files_are_reported_by_name_and_the_rest_run() {
     let plugins = home.plugin_dir();
     std::fs::write(plugins.join("garbage.wasm"), b"this is not wasm at all").unwrap();
     let file_wasm = std::fs::read(plugin_wasm("file")).unwrap();
-    std::fs::write(plugins.join("truncated.wasm"), &file_wasm[..file_wasm.len() / 2]).unwrap();
+    std::fs::write(
+        plugins.join("truncated.wasm"),
+        &file_wasm[..file_wasm.len() / 2],
+    )
+    .unwrap();
     // The smallest valid core module: wasm, but not a component.
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let config = home.config(
@@ -175,9 +249,21 @@ path = "core.wasm"
             .and_then(|p| p.error.clone())
             .unwrap_or_else(|| panic!("{instance} should have failed: {status:#?}"))
     };
-    assert!(error("garbage").contains("garbage.wasm: is not a WebAssembly file"), "{}", error("garbage"));
-    assert!(error("truncated").contains("truncated.wasm: is not a valid WebAssembly component"), "{}", error("truncated"));
-    assert!(error("core").contains("core.wasm: is a core WebAssembly module, not a component"), "{}", error("core"));
+    assert!(
+        error("garbage").contains("garbage.wasm: is not a WebAssembly file"),
+        "{}",
+        error("garbage")
+    );
+    assert!(
+        error("truncated").contains("truncated.wasm: is not a valid WebAssembly component"),
+        "{}",
+        error("truncated")
+    );
+    assert!(
+        error("core").contains("core.wasm: is a core WebAssembly module, not a component"),
+        "{}",
+        error("core")
+    );
 
     // The healthy plugin runs regardless.
     for i in 0..5 {
@@ -212,7 +298,9 @@ circuit_open_for = "200ms"
 "#
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
     let url = format!("http://{}/v1/events", http.local_addr().unwrap());
     tokio::spawn(http.serve(std::future::pending()));
 
@@ -224,7 +312,10 @@ circuit_open_for = "200ms"
         }
         assert!(accepted < 10_000, "the spool never filled");
     };
-    assert!(full.to_string().contains("raise relay.max_buffered_bytes"), "{full}");
+    assert!(
+        full.to_string().contains("raise relay.max_buffered_bytes"),
+        "{full}"
+    );
     let response = reqwest::Client::new()
         .post(&url)
         .json(&[sample_envelope(0)])
@@ -239,5 +330,11 @@ circuit_open_for = "200ms"
     relay.shutdown().await;
     assert_eq!(ndjson_lines(&home.join("out")).len(), accepted);
     let status = relay.status();
-    assert!(status.plugins.iter().all(|p| p.delivered == accepted as u64), "{status:#?}");
+    assert!(
+        status
+            .plugins
+            .iter()
+            .all(|p| p.delivered == accepted as u64),
+        "{status:#?}"
+    );
 }

@@ -33,12 +33,21 @@ fn check_passes_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
     let home = Home::with_plugins(&["file"]);
     let good = home.config_file("[plugins.file]\ngrant_dir = \"{home}/out\"\n");
     let output = auditrelay(&["check", "-c", good.to_str().unwrap()]);
-    assert!(output.status.success(), "{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
     assert!(text(&output.stdout).contains("ok   [plugins.file]: file 0.1.0 starts"));
 
     // An unknown key: the file, the line, the key.
     let typo = home.join("typo.toml");
-    std::fs::write(&typo, "[plugins.file]\ngrant_dir = \"out\"\n[plugins.file.batch]\nmax_event = 5\n").unwrap();
+    std::fs::write(
+        &typo,
+        "[plugins.file]\ngrant_dir = \"out\"\n[plugins.file.batch]\nmax_event = 5\n",
+    )
+    .unwrap();
     let output = auditrelay(&["check", "-c", typo.to_str().unwrap()]);
     assert!(!output.status.success());
     let error = text(&output.stderr);
@@ -59,19 +68,37 @@ fn check_passes_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
 fn plugins_lists_what_each_plugin_describes() {
     let home = Home::with_plugins(&["file"]);
     std::fs::write(home.plugin_dir().join("broken.wasm"), b"nope").unwrap();
-    let config = home.config_file("[plugins.archive]\nplugin = \"file\"\ngrant_dir = \"{home}/out\"\n");
+    let config =
+        home.config_file("[plugins.archive]\nplugin = \"file\"\ngrant_dir = \"{home}/out\"\n");
     let output = auditrelay(&["plugins", "-c", config.to_str().unwrap()]);
     assert!(output.status.success());
     let listing = text(&output.stdout);
-    assert!(listing.contains("file 0.1.0 - Appends events as NDJSON"), "{listing}");
-    assert!(listing.contains("kind:      wasm, sandboxed; interface auditrelay:plugin@1.0.0"), "{listing}");
-    assert!(listing.contains("used by:   [plugins.archive] (enabled)"), "{listing}");
+    assert!(
+        listing.contains("file 0.1.0 - Appends events as NDJSON"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("kind:      wasm, sandboxed; interface auditrelay:plugin@1.0.0"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("used by:   [plugins.archive] (enabled)"),
+        "{listing}"
+    );
     assert!(listing.contains("rotate_bytes"), "{listing}");
-    assert!(listing.contains("broken.wasm: is not a WebAssembly file"), "{listing}");
+    assert!(
+        listing.contains("broken.wasm: is not a WebAssembly file"),
+        "{listing}"
+    );
 
     let output = auditrelay(&["plugins", "--json", "-c", config.to_str().unwrap()]);
     let entries: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let file = entries.as_array().unwrap().iter().find(|e| e["name"] == "file").unwrap();
+    let file = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "file")
+        .unwrap();
     assert_eq!(file["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -98,29 +125,46 @@ fn start_relay(config: &std::path::Path) -> Running {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let Ok(line) = found.recv_timeout(Duration::from_millis(100)) else { continue };
+        let Ok(line) = found.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
         if let Some(rest) = line.split("accepting events at ").nth(1) {
             let url = rest.split("/v1/events").next().unwrap().to_owned();
             return Running { child, url };
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("auditrelay run did not start listening");
 }
 
 #[test]
 fn run_takes_events_from_emit_and_delivers_them_before_exiting_on_sigterm() {
     let home = Home::with_plugins(&["file"]);
-    let config = home.config_file("[plugins.file]\ngrant_dir = \"{home}/out\"\n[plugins.file.batch]\nmax_wait = \"1h\"\n");
+    let config = home.config_file(
+        "[plugins.file]\ngrant_dir = \"{home}/out\"\n[plugins.file.batch]\nmax_wait = \"1h\"\n",
+    );
     let mut relay = start_relay(&config);
 
     let events = home.join("events.ndjson");
     let mut file = std::fs::File::create(&events).unwrap();
     for i in 0..100 {
-        writeln!(file, "{}", String::from_utf8(sample_envelope(i).to_canonical_json()).unwrap()).unwrap();
+        writeln!(
+            file,
+            "{}",
+            String::from_utf8(sample_envelope(i).to_canonical_json()).unwrap()
+        )
+        .unwrap();
     }
     drop(file);
-    let output = auditrelay(&["emit", events.to_str().unwrap(), "--url", &relay.url, "--batch-size", "30"]);
+    let output = auditrelay(&[
+        "emit",
+        events.to_str().unwrap(),
+        "--url",
+        &relay.url,
+        "--batch-size",
+        "30",
+    ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).trim(), "100 accepted, 0 refused");
 
@@ -129,10 +173,17 @@ fn run_takes_events_from_emit_and_delivers_them_before_exiting_on_sigterm() {
     std::fs::write(&bad, r#"{"id":"e1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","actor":{},"action":{"outcome":"success"}}"#).unwrap();
     let output = auditrelay(&["emit", bad.to_str().unwrap(), "--url", &relay.url]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output.stderr).contains("event 0 (id e1) refused: actor.id: missing field `id`"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("event 0 (id e1) refused: actor.id: missing field `id`"),
+        "{}",
+        text(&output.stderr)
+    );
 
     // SIGTERM: the relay delivers the batch it was still filling, then exits 0.
-    let killed = Command::new("kill").args(["-TERM", &relay.child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &relay.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = relay.child.wait().unwrap();
     assert!(status.success(), "{status:?}");

@@ -26,7 +26,9 @@ max_wait = "20ms"
 "#,
     );
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
     let url = format!("http://{}/v1/events", http.local_addr().unwrap());
     let server = tokio::spawn(http.serve(std::future::pending()));
 
@@ -60,7 +62,10 @@ max_wait = "20ms"
         assert_eq!(answer["accepted"], HTTP_BATCH);
     }
 
-    assert!(relay.idle(Duration::from_secs(120)).await, "delivery did not finish");
+    assert!(
+        relay.idle(Duration::from_secs(120)).await,
+        "delivery did not finish"
+    );
     let written = ndjson_lines(&home.join("out"));
     assert_eq!(written.len(), 2 * PER_DOOR);
     // Same bytes, same order: the spool's order is the order of arrival.
@@ -68,12 +73,27 @@ max_wait = "20ms"
         assert_eq!(got, want, "event {i} differs");
     }
     let files = std::fs::read_dir(home.join("out")).unwrap().count();
-    assert!(files >= 3, "4 MiB rotation should have produced several files, got {files}");
+    assert!(
+        files >= 3,
+        "4 MiB rotation should have produced several files, got {files}"
+    );
 
     let metrics = relay.metrics_text();
-    assert_eq!(metric(&metrics, "auditrelay_plugin_delivered_events_total{plugin=\"file\"}"), Some(20_000.0));
-    assert_eq!(metric(&metrics, "auditrelay_events_accepted_total{via=\"api\"}"), Some(10_000.0));
-    assert_eq!(metric(&metrics, "auditrelay_events_accepted_total{via=\"http\"}"), Some(10_000.0));
+    assert_eq!(
+        metric(
+            &metrics,
+            "auditrelay_plugin_delivered_events_total{plugin=\"file\"}"
+        ),
+        Some(20_000.0)
+    );
+    assert_eq!(
+        metric(&metrics, "auditrelay_events_accepted_total{via=\"api\"}"),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        metric(&metrics, "auditrelay_events_accepted_total{via=\"http\"}"),
+        Some(10_000.0)
+    );
     let status = relay.status();
     assert_eq!(status.plugins[0].delivered, 20_000);
     assert_eq!(status.spool_events, 0, "delivered events leave the spool");

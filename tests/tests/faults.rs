@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
-use auditrelay_tests::{Home, logs, metric, ndjson_lines, sample_envelope};
+use auditrelay_tests::{HitCounter, Home, logs, metric, ndjson_lines, sample_envelope};
 
 /// Events emitted per run.
 const EVENTS: usize = 3000;
@@ -105,31 +105,57 @@ async fn assert_emit_unaffected(faulty: &Run) {
         p99(&faulty.latencies),
         p99(&baseline.latencies)
     );
-    assert!(ratio <= 2.0, "emit slowed down {ratio:.2}x while a plugin was faulting");
+    assert!(
+        ratio <= 2.0,
+        "emit slowed down {ratio:.2}x while a plugin was faulting"
+    );
 }
 
 /// Checks everything a trapping fault must show.
 async fn assert_trap_contained(instance: &str, fault: &str, cause: &str, message: &str) {
     let logs = logs();
-    let run = run(instance, &format!("fault = \"{fault}\"\nfault_until = \"{}\"", until()), "").await;
+    let run = run(
+        instance,
+        &format!("fault = \"{fault}\"\nfault_until = \"{}\"", until()),
+        "",
+    )
+    .await;
 
     // Caught and logged with the plugin's name and the cause.
     let crash = logs
         .wait_for(instance, Duration::from_secs(10), |e| e["cause"] == cause)
-        .unwrap_or_else(|| panic!("no crash logged for {instance}: {:#?}", logs.of_plugin(instance)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no crash logged for {instance}: {:#?}",
+                logs.of_plugin(instance)
+            )
+        });
     let text = crash["message"].as_str().unwrap();
-    assert!(text.contains(message), "crash log says {text:?}, expected {message:?}");
+    assert!(
+        text.contains(message),
+        "crash log says {text:?}, expected {message:?}"
+    );
     assert_eq!(crash["level"], "ERROR");
 
     // Recovered: after the fault passes, the plugin delivers everything.
-    assert!(run.relay.idle(Duration::from_secs(60)).await, "{:#?}", run.relay.status());
+    assert!(
+        run.relay.idle(Duration::from_secs(60)).await,
+        "{:#?}",
+        run.relay.status()
+    );
     let status = run.relay.status();
-    let faulty = status.plugins.iter().find(|p| p.instance == instance).unwrap();
+    let faulty = status.plugin(instance).unwrap();
     assert_eq!(faulty.delivered, EVENTS as u64, "{faulty:#?}");
     let metrics = run.relay.metrics_text();
-    let traps = metric(&metrics, &format!("auditrelay_plugin_traps_total{{plugin=\"{instance}\",kind=\"{cause}\"}}"));
+    let traps = metric(
+        &metrics,
+        &format!("auditrelay_plugin_traps_total{{plugin=\"{instance}\",kind=\"{cause}\"}}"),
+    );
     assert!(traps.unwrap_or(0.0) >= 1.0, "{metrics}");
-    let restarts = metric(&metrics, &format!("auditrelay_plugin_restarts_total{{plugin=\"{instance}\"}}"));
+    let restarts = metric(
+        &metrics,
+        &format!("auditrelay_plugin_restarts_total{{plugin=\"{instance}\"}}"),
+    );
     assert!(restarts.unwrap_or(0.0) >= 1.0, "{metrics}");
 
     // The healthy plugin beside it got every event, in order.
@@ -140,42 +166,65 @@ async fn assert_trap_contained(instance: &str, fault: &str, cause: &str, message
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_plugin_is_replaced_and_recovers() {
-    assert_trap_contained("faulty-panic", "panic", "panic", "fixture panic on a batch of").await;
+    assert_trap_contained(
+        "faulty-panic",
+        "panic",
+        "panic",
+        "fixture panic on a batch of",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_exhausting_memory_is_stopped_at_its_cap() {
-    assert_trap_contained("faulty-oom", "oom", "out_of_memory", "past limits.memory = 16.0 MiB").await;
+    assert_trap_contained(
+        "faulty-oom",
+        "oom",
+        "out_of_memory",
+        "past limits.memory = 16.0 MiB",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_overflowing_its_stack_is_caught() {
-    assert_trap_contained("faulty-stack", "stack_overflow", "stack_overflow", "overflowed its stack").await;
+    assert_trap_contained(
+        "faulty-stack",
+        "stack_overflow",
+        "stack_overflow",
+        "overflowed its stack",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_hits_its_deadline_and_its_circuit_opens() {
     let instance = "faulty-loop";
-    assert_trap_contained(instance, "loop", "deadline", "did not finish within 200ms (limits.timeout)").await;
+    assert_trap_contained(
+        instance,
+        "loop",
+        "deadline",
+        "did not finish within 200ms (limits.timeout)",
+    )
+    .await;
     let logs = logs();
     let opened = logs.of_plugin(instance).into_iter().find(|e| {
-        e["message"].as_str().is_some_and(|m| m.starts_with("circuit opened"))
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("circuit opened"))
     });
-    assert!(opened.is_some(), "the circuit never opened: {:#?}", logs.of_plugin(instance));
+    assert!(
+        opened.is_some(),
+        "the circuit never opened: {:#?}",
+        logs.of_plugin(instance)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_calling_a_forbidden_host_is_refused_and_its_batches_set_aside() {
     // A real server the plugin could reach if the operator allowed it.
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async { "ok" }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = HitCounter::start().await;
+    let addr = server.addr;
 
     let instance = "faulty-forbidden";
     let logs = logs();
@@ -187,20 +236,35 @@ async fn a_plugin_calling_a_forbidden_host_is_refused_and_its_batches_set_aside(
     .await;
     let denied = logs
         .wait_for(instance, Duration::from_secs(10), |e| {
-            e["message"].as_str().is_some_and(|m| m.contains("not in this plugin's allowed_hosts"))
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not in this plugin's allowed_hosts"))
         })
         .expect("the host logs the denied request with the plugin's name");
-    assert_eq!(denied["destination"], format!("http://127.0.0.1:{}", addr.port()));
+    assert_eq!(
+        denied["destination"],
+        format!("http://127.0.0.1:{}", addr.port())
+    );
 
     assert!(run.relay.idle(Duration::from_secs(30)).await);
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the request got out");
+    assert_eq!(server.hits(), 0, "the request got out");
     let status = run.relay.status();
-    let faulty = status.plugins.iter().find(|p| p.instance == instance).unwrap();
+    let faulty = status.plugin(instance).unwrap();
     assert_eq!(faulty.delivered, 0);
-    assert_eq!(faulty.dead_letters, EVENTS as u64, "refused batches become dead letters");
-    let dead = std::fs::read_to_string(run.home.join(&format!("data/dead-letters/{instance}.ndjson"))).unwrap();
+    assert_eq!(
+        faulty.dead_letters, EVENTS as u64,
+        "refused batches become dead letters"
+    );
+    let dead = std::fs::read_to_string(
+        run.home
+            .join(&format!("data/dead-letters/{instance}.ndjson")),
+    )
+    .unwrap();
     let first: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
-    assert!(first["reason"].as_str().unwrap().contains("allowed_hosts"), "{first}");
+    assert!(
+        first["reason"].as_str().unwrap().contains("allowed_hosts"),
+        "{first}"
+    );
     assert_eq!(dead.lines().count(), EVENTS);
 
     assert_eq!(ndjson_lines(&run.home.join("healthy")), run.expected);

@@ -1,11 +1,9 @@
 //! What a plugin can and cannot touch.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use auditrelay::Relay;
-use auditrelay_tests::{Home, logs, sample_envelope};
+use auditrelay_tests::{HitCounter, Home, logs, sample_envelope};
 
 const SECRET: &str = "hec-token-5f1e2d3c";
 
@@ -13,7 +11,11 @@ const SECRET: &str = "hec-token-5f1e2d3c";
 async fn a_plugin_sees_no_files_environment_or_sockets_it_was_not_granted() {
     let logs = logs();
     let home = Home::with_plugins(&["faulty"]);
-    std::fs::write(home.join("outside.txt"), "host file next to the granted directory").unwrap();
+    std::fs::write(
+        home.join("outside.txt"),
+        "host file next to the granted directory",
+    )
+    .unwrap();
     let instance = "prober";
     let config = home.config(&format!(
         r#"
@@ -36,7 +38,10 @@ fault = "probe_sandbox"
         .iter()
         .filter_map(|e| e["message"].as_str())
         .filter_map(|m| m.strip_prefix("probe "))
-        .filter_map(|m| m.split_once(": ").map(|(what, verdict)| (what.to_owned(), verdict.to_owned())))
+        .filter_map(|m| {
+            m.split_once(": ")
+                .map(|(what, verdict)| (what.to_owned(), verdict.to_owned()))
+        })
         .collect();
     let verdict = |what: &str| -> String {
         probes
@@ -56,32 +61,33 @@ fault = "probe_sandbox"
         "tcp connect",
         "secret not_granted",
     ] {
-        assert!(verdict(what).starts_with("denied"), "{what}: {}", verdict(what));
+        assert!(
+            verdict(what).starts_with("denied"),
+            "{what}: {}",
+            verdict(what)
+        );
     }
     assert!(verdict("secret granted").starts_with("allowed"));
-    assert!(!home.join("escape.txt").exists(), "the plugin wrote outside its granted directory");
+    assert!(
+        !home.join("escape.txt").exists(),
+        "the plugin wrote outside its granted directory"
+    );
 
     // The plugin logged the secret's value; the relay masked it.
     let all = logs.events();
     let leaked = all.iter().any(|e| e.to_string().contains(SECRET));
     assert!(!leaked, "a secret value reached the log");
     assert!(
-        all.iter().any(|e| e["plugin"] == instance && e["message"] == "logging the secret: ***"),
+        all.iter()
+            .any(|e| e["plugin"] == instance && e["message"] == "logging the secret: ***"),
         "the masked line is missing"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_reaches_exactly_the_hosts_it_was_allowed() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async { "ok" }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = HitCounter::start().await;
+    let addr = server.addr;
 
     let home = Home::with_plugins(&["faulty"]);
     let config = home.config(&format!(
@@ -110,10 +116,10 @@ url = "http://{addr}/collect"
     assert!(relay.idle(Duration::from_secs(30)).await);
     let status = relay.status();
     relay.shutdown().await;
-    let allowed = status.plugins.iter().find(|p| p.instance == "allowed").unwrap();
-    let other = status.plugins.iter().find(|p| p.instance == "other-port").unwrap();
+    let allowed = status.plugin("allowed").unwrap();
+    let other = status.plugin("other-port").unwrap();
     assert_eq!(allowed.delivered, 3, "{allowed:#?}");
-    assert!(hits.load(Ordering::SeqCst) >= 1);
+    assert!(server.hits() >= 1);
     // Allowing a host on one port does not open its other ports.
     assert_eq!(other.delivered, 0);
     assert_eq!(other.dead_letters, 3);

@@ -40,7 +40,10 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
         match start_instance(&catalog, instance, settings, metrics.plugin(instance)).await {
             Ok((plugin, mut exporter)) => {
                 exporter.shutdown().await;
-                println!("ok   [plugins.{instance}]: {} {} starts", plugin.info.name, plugin.info.version);
+                println!(
+                    "ok   [plugins.{instance}]: {} {} starts",
+                    plugin.info.name, plugin.info.version
+                );
             }
             Err(error) => {
                 failures += 1;

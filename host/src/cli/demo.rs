@@ -38,7 +38,13 @@ pub async fn demo(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
         relay.emit(sample_event(i))?;
     }
     let over_http = args.events - in_process;
-    post_samples(&url, in_process, over_http, config.ingest.http.auth_token.as_ref().map(|t| t.expose())).await?;
+    post_samples(
+        &url,
+        in_process,
+        over_http,
+        config.ingest.http.auth_token.as_ref().map(|t| t.expose()),
+    )
+    .await?;
     let delivered = relay.idle(DELIVERY_TIMEOUT).await;
     let elapsed = started.elapsed();
 
@@ -75,7 +81,12 @@ pub async fn demo(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn post_samples(url: &str, first: usize, count: usize, token: Option<&str>) -> anyhow::Result<()> {
+async fn post_samples(
+    url: &str,
+    first: usize,
+    count: usize,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let mut next = first;
     while next < first + count {
@@ -121,7 +132,10 @@ fn show_files(instance: &str, dir: &Path) -> anyhow::Result<()> {
     if let Some(line) = text.lines().last()
         && let Ok(value) = serde_json::from_str::<serde_json::Value>(line)
     {
-        println!("  its last event:\n{}", serde_json::to_string_pretty(&value)?);
+        println!(
+            "  its last event:\n{}",
+            serde_json::to_string_pretty(&value)?
+        );
     }
     Ok(())
 }
@@ -138,10 +152,16 @@ fn sample_event(i: usize) -> AuditEventEnvelope {
             .severity(Severity::Medium)
             .target(Target::new("group", format!("g-{}", i % 11)).name("payments-oncall"))
             .reason("on-call rotation")
-            .payload(serde_json::json!({"member": format!("u-{}", 200 + i % 53), "role": "member"})),
+            .payload(
+                serde_json::json!({"member": format!("u-{}", 200 + i % 53), "role": "member"}),
+            ),
         1 => AuditEventEnvelope::builder("identity", "user.login")
             .action_name("login")
-            .outcome(if i % 7 == 1 { Outcome::Failure } else { Outcome::Success })
+            .outcome(if i % 7 == 1 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            })
             .status_code(if i % 7 == 1 { 401 } else { 200 })
             .payload(serde_json::json!({"method": "password+totp"})),
         _ => AuditEventEnvelope::builder("billing-api", "invoice.approved")

@@ -78,29 +78,56 @@ pub async fn emit(args: Args) -> anyhow::Result<ExitCode> {
     for (chunk_index, chunk) in events.chunks(args.batch_size as usize).enumerate() {
         let offset = chunk_index * args.batch_size as usize;
         let body = batch_body(chunk);
-        let answer = send(&client, &endpoint, args.token.as_deref(), content_type, body).await?;
+        let answer = send(
+            &client,
+            &endpoint,
+            args.token.as_deref(),
+            content_type,
+            body,
+        )
+        .await?;
         accepted += answer.accepted;
         for r in &answer.rejected {
             rejected += 1;
-            let id = r.id.as_deref().map(|id| format!(" (id {id})")).unwrap_or_default();
-            let problems: Vec<String> = r.errors.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect();
-            progress.suspend(|| eprintln!("event {}{id} refused: {}", offset + r.index, problems.join("; ")));
+            let id =
+                r.id.as_deref()
+                    .map(|id| format!(" (id {id})"))
+                    .unwrap_or_default();
+            let problems: Vec<String> = r
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.problem))
+                .collect();
+            progress.suspend(|| {
+                eprintln!(
+                    "event {}{id} refused: {}",
+                    offset + r.index,
+                    problems.join("; ")
+                )
+            });
         }
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
     println!("{accepted} accepted, {rejected} refused");
-    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn read_input(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
     let mut input = Vec::new();
     match file {
         Some(path) if path.as_os_str() != "-" => {
-            input = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            input =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         }
         _ => {
-            std::io::stdin().read_to_end(&mut input).context("cannot read stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("cannot read stdin")?;
         }
     }
     Ok(input)
@@ -111,7 +138,11 @@ fn split_events(input: &[u8]) -> anyhow::Result<Vec<&RawValue>> {
     let mut events = Vec::new();
     for value in serde_json::Deserializer::from_slice(input).into_iter::<&RawValue>() {
         let value = value.map_err(|e| {
-            anyhow::anyhow!("malformed JSON in the input at line {} column {}: {e}", e.line(), e.column())
+            anyhow::anyhow!(
+                "malformed JSON in the input at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            )
         })?;
         if value.get().starts_with('[') {
             let items: Vec<&RawValue> = serde_json::from_str(value.get())?;
@@ -168,8 +199,9 @@ async fn send(
             continue;
         }
         let text = response.text().await.unwrap_or_default();
-        let answer: Answer = serde_json::from_str(&text)
-            .with_context(|| format!("the relay answered HTTP {status} with an unexpected body: {text:.300}"))?;
+        let answer: Answer = serde_json::from_str(&text).with_context(|| {
+            format!("the relay answered HTTP {status} with an unexpected body: {text:.300}")
+        })?;
         if let Some(error) = &answer.error {
             bail!("the relay refused the request (HTTP {status}): {error}");
         }
@@ -183,7 +215,9 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, {eta} left)") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} events ({per_sec}, {eta} left)",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -198,7 +232,12 @@ mod tests {
         assert_eq!(split_events(b"{\"a\":1}").unwrap().len(), 1);
         assert_eq!(split_events(b"{\n  \"a\": 1\n}\n").unwrap().len(), 1);
         assert_eq!(split_events(b"[{\"a\":1},{\"a\":2}]").unwrap().len(), 2);
-        assert_eq!(split_events(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap().len(), 3);
+        assert_eq!(
+            split_events(b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n")
+                .unwrap()
+                .len(),
+            3
+        );
         let err = split_events(b"{\"a\":1}\n{oops}").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
         let events = split_events(b"{\"a\":1}\n{\"b\":2}").unwrap();

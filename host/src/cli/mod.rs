@@ -30,7 +30,13 @@ use crate::config::{Config, ConfigError};
 pub struct Cli {
     /// The relay's TOML configuration (default: the embedded default:
     /// plugins from ./target/plugins, events written under ./auditrelay-data)
-    #[arg(short, long, global = true, env = "AUDITRELAY_CONFIG", value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "AUDITRELAY_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     /// Log line format
@@ -77,7 +83,10 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.log_format, matches!(cli.command, Command::Emit(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

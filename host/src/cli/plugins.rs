@@ -40,7 +40,11 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|(instance, settings)| settings.plugin.as_deref().unwrap_or(instance) == name)
             .map(|(instance, settings)| {
-                let state = if settings.enabled { "enabled" } else { "disabled" };
+                let state = if settings.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                };
                 format!("[plugins.{instance}] ({state})")
             })
             .collect()
@@ -95,11 +99,20 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
                     auditrelay_plugin_api::WIT_VERSION
                 );
                 let used = users(&info.name);
-                let used = if used.is_empty() { "no instance (add a [plugins.<name>] table)".to_owned() } else { used.join(", ") };
+                let used = if used.is_empty() {
+                    "no instance (add a [plugins.<name>] table)".to_owned()
+                } else {
+                    used.join(", ")
+                };
                 println!("  used by:   {used}");
                 if !info.config_keys.is_empty() {
                     println!("  config:");
-                    let width = info.config_keys.iter().map(|k| k.name.len()).max().unwrap_or(0);
+                    let width = info
+                        .config_keys
+                        .iter()
+                        .map(|k| k.name.len())
+                        .max()
+                        .unwrap_or(0);
                     for key in &info.config_keys {
                         let default = match (&key.default_value, key.required) {
                             (_, true) => "(required)".to_owned(),

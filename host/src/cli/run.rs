@@ -26,7 +26,9 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             .await
             .context("the HTTP endpoint failed")?;
     } else {
-        tracing::info!("HTTP ingest is disabled (ingest.http.enabled = false); waiting for a signal");
+        tracing::info!(
+            "HTTP ingest is disabled (ingest.http.enabled = false); waiting for a signal"
+        );
         stop.cancelled().await;
     }
 

@@ -159,10 +159,22 @@ mod tests {
 
     #[test]
     fn bad_patterns_say_how_to_write_them() {
-        assert!(parse_pattern("https://a.com").unwrap_err().contains("looks like a URL"));
-        assert!(parse_pattern("a.com:http").unwrap_err().contains("port must be a number"));
+        assert!(
+            parse_pattern("https://a.com")
+                .unwrap_err()
+                .contains("looks like a URL")
+        );
+        assert!(
+            parse_pattern("a.com:http")
+                .unwrap_err()
+                .contains("port must be a number")
+        );
         assert!(parse_pattern("A.com").unwrap_err().contains("lower-case"));
-        assert!(parse_pattern("*").unwrap_err().contains("not a host pattern"));
+        assert!(
+            parse_pattern("*")
+                .unwrap_err()
+                .contains("not a host pattern")
+        );
         assert!(parse_pattern("a.*.com").is_err());
     }
 }

@@ -30,7 +30,11 @@ impl Config {
                 ),
             ));
         }
-        if http.auth_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        if http
+            .auth_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
             return Err(self.invalid(
                 "ingest.http.auth_token",
                 "must be at least 16 characters (use a random token)",
@@ -92,14 +96,21 @@ impl Config {
         AllowList::parse(&p.allowed_hosts)
             .map_err(|(i, message)| self.invalid(key(&format!("allowed_hosts[{i}]")), message))?;
         for secret in p.secrets.keys() {
-            if secret.is_empty() || !secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if secret.is_empty()
+                || !secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(self.invalid(
                     key(&format!("secrets.{secret}")),
                     "secret names use letters, digits, '-' and '_'",
                 ));
             }
         }
-        for (list, patterns) in [("filter.types", &p.filter.types), ("filter.tenants", &p.filter.tenants)] {
+        for (list, patterns) in [
+            ("filter.types", &p.filter.types),
+            ("filter.tenants", &p.filter.tenants),
+        ] {
             for (i, pattern) in patterns.iter().enumerate() {
                 if pattern.trim_end_matches('*').contains('*') {
                     return Err(self.invalid(

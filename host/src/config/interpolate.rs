@@ -25,9 +25,9 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {text:?}: write ${{NAME}}, or $$ for a literal $"))?;
+            let end = body.find('}').ok_or_else(|| {
+                format!("unclosed ${{ in {text:?}: write ${{NAME}}, or $$ for a literal $")
+            })?;
             let reference = &body[..end];
             let (name, fallback) = match reference.split_once(":-") {
                 Some((name, fallback)) => (name, Some(fallback)),
@@ -38,7 +38,10 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
                     "${{{reference}}} is not a variable reference: names use letters, digits and _"
                 ));
             }
-            match (env(name).filter(|v| !v.is_empty() || fallback.is_none()), fallback) {
+            match (
+                env(name).filter(|v| !v.is_empty() || fallback.is_none()),
+                fallback,
+            ) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(fallback)) => out.push_str(fallback),
                 (None, None) => {
@@ -71,11 +74,20 @@ mod tests {
 
     #[test]
     fn expands_references() {
-        assert_eq!(interpolate("Bearer ${TOKEN}", &env).unwrap(), "Bearer s3cr3t");
-        assert_eq!(interpolate("${MISSING:-x}/${TOKEN}", &env).unwrap(), "x/s3cr3t");
+        assert_eq!(
+            interpolate("Bearer ${TOKEN}", &env).unwrap(),
+            "Bearer s3cr3t"
+        );
+        assert_eq!(
+            interpolate("${MISSING:-x}/${TOKEN}", &env).unwrap(),
+            "x/s3cr3t"
+        );
         assert_eq!(interpolate("${EMPTY:-d}", &env).unwrap(), "d");
         assert_eq!(interpolate("${EMPTY}", &env).unwrap(), "");
-        assert_eq!(interpolate("cost: $$5 or $5", &env).unwrap(), "cost: $5 or $5");
+        assert_eq!(
+            interpolate("cost: $$5 or $5", &env).unwrap(),
+            "cost: $5 or $5"
+        );
         assert_eq!(interpolate("plain", &env).unwrap(), "plain");
     }
 
@@ -83,8 +95,16 @@ mod tests {
     fn reports_missing_variables_by_name() {
         let err = interpolate("${SPLUNK_TOKEN}", &env).unwrap_err();
         assert!(err.contains("SPLUNK_TOKEN is not set"), "{err}");
-        assert!(interpolate("${TOKEN", &env).unwrap_err().contains("unclosed"));
-        assert!(interpolate("${a-b}", &env).unwrap_err().contains("not a variable"));
+        assert!(
+            interpolate("${TOKEN", &env)
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            interpolate("${a-b}", &env)
+                .unwrap_err()
+                .contains("not a variable")
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ fn env_references_expand_and_missing_ones_are_named() {
     .unwrap();
     let hec = &config.plugins["hec"];
     assert_eq!(hec.secrets["token"].expose(), "0123456789abcdef-secret");
-    assert_eq!(hec.config["url"].as_str(), Some("https://hec.example.com/x"));
+    assert_eq!(
+        hec.config["url"].as_str(),
+        Some("https://hec.example.com/x")
+    );
 
     let err = parse("[plugins.hec.secrets]\ntoken = \"${NOPE}\"\n")
         .unwrap_err()
@@ -85,9 +88,11 @@ fn secrets_never_show_in_debug_output() {
 
 #[test]
 fn public_listener_requires_a_token() {
-    let err = parse(&format!("[ingest.http]\nlisten = \"0.0.0.0:8686\"\n{MINIMAL}"))
-        .unwrap_err()
-        .to_string();
+    let err = parse(&format!(
+        "[ingest.http]\nlisten = \"0.0.0.0:8686\"\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("ingest.http.auth_token: is required"), "{err}");
     let err = parse(&format!("[ingest.http]\nauth_token = \"short\"\n{MINIMAL}"))
         .unwrap_err()
@@ -98,24 +103,44 @@ fn public_listener_requires_a_token() {
 #[test]
 fn semantic_errors_name_the_key() {
     let cases = [
-        ("[plugins.x]\nallowed_hosts = [\"https://a.com/x\"]\n", "plugins.x.allowed_hosts[0]"),
-        ("[plugins.x.batch]\nmax_events = 0\n", "plugins.x.batch.max_events"),
-        ("[plugins.x.limits]\nmemory = \"1MiB\"\n", "plugins.x.limits.memory"),
-        ("[plugins.x.filter]\ntypes = [\"a*b\"]\n", "plugins.x.filter.types[0]"),
+        (
+            "[plugins.x]\nallowed_hosts = [\"https://a.com/x\"]\n",
+            "plugins.x.allowed_hosts[0]",
+        ),
+        (
+            "[plugins.x.batch]\nmax_events = 0\n",
+            "plugins.x.batch.max_events",
+        ),
+        (
+            "[plugins.x.limits]\nmemory = \"1MiB\"\n",
+            "plugins.x.limits.memory",
+        ),
+        (
+            "[plugins.x.filter]\ntypes = [\"a*b\"]\n",
+            "plugins.x.filter.types[0]",
+        ),
         ("[plugins.Bad]\n", "plugins.Bad"),
         ("[plugins.x]\nplugin = \"x.wasm\"\n", "plugins.x.plugin"),
-        ("[plugins.x]\nenabled = false\n", "plugins: no plugin is enabled"),
+        (
+            "[plugins.x]\nenabled = false\n",
+            "plugins: no plugin is enabled",
+        ),
     ];
     for (text, key) in cases {
         let err = parse(text).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("relay.toml: {key}")), "{text}: {err}");
+        assert!(
+            err.starts_with(&format!("relay.toml: {key}")),
+            "{text}: {err}"
+        );
     }
 }
 
 #[test]
 fn host_patterns_accept_ports_and_wildcards() {
-    parse("[plugins.x]\nallowed_hosts = [\"a.example.com\", \"*.example.com\", \"127.0.0.1:9000\"]\n")
-        .unwrap();
+    parse(
+        "[plugins.x]\nallowed_hosts = [\"a.example.com\", \"*.example.com\", \"127.0.0.1:9000\"]\n",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -124,6 +149,9 @@ fn relative_paths_follow_the_config_file() {
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, MINIMAL).unwrap();
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.plugins["file"].grant_dir.as_deref(), Some(dir.path().join("out").as_path()));
+    assert_eq!(
+        config.plugins["file"].grant_dir.as_deref(),
+        Some(dir.path().join("out").as_path())
+    );
     assert_eq!(config.relay.plugin_dir, dir.path().join("plugins"));
 }

@@ -56,7 +56,13 @@ mod tests {
     #[test]
     fn honours_retry_after_up_to_the_cap() {
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        assert_eq!(backoff.delay(1, Some(Duration::from_secs(2))), Duration::from_secs(2));
-        assert_eq!(backoff.delay(1, Some(Duration::from_secs(60))), Duration::from_secs(5));
+        assert_eq!(
+            backoff.delay(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff.delay(1, Some(Duration::from_secs(60))),
+            Duration::from_secs(5)
+        );
     }
 }

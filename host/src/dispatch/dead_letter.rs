@@ -64,7 +64,12 @@ impl DeadLetters {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            *slot = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            *slot = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
         }
         let file = slot.as_mut().expect("opened above");
         let written = file.write_all(&lines).and_then(|()| file.sync_data());
@@ -100,13 +105,18 @@ mod tests {
         store.put(&[(&record, "HEC said \"no\"")]).unwrap();
         store.put(&[(&record, "again")]).unwrap();
         let text = std::fs::read_to_string(store.path()).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["reason"], "HEC said \"no\"");
         assert_eq!(lines[0]["plugin"], "hec");
         assert_eq!(lines[0]["seq"], 7);
-        assert_eq!(lines[0]["event"], serde_json::json!({"id": "e1", "x": [1, 2]}));
+        assert_eq!(
+            lines[0]["event"],
+            serde_json::json!({"id": "e1", "x": [1, 2]})
+        );
         assert_eq!(lines[1]["reason"], "again");
     }
 }

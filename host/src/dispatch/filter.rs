@@ -51,7 +51,8 @@ impl EventFilter {
     /// Whether `record` passes.
     pub fn matches(&self, record: &Record) -> bool {
         let event = record.as_event();
-        let type_ok = self.types.is_empty() || self.types.iter().any(|p| p.matches(event.event_type));
+        let type_ok =
+            self.types.is_empty() || self.types.iter().any(|p| p.matches(event.event_type));
         let tenant = event.tenant.unwrap_or("");
         let tenant_ok = self.tenants.is_empty() || self.tenants.iter().any(|p| p.matches(tenant));
         type_ok && tenant_ok

@@ -72,7 +72,9 @@ impl Dispatcher {
 
     /// Health of every worker, in start order.
     pub fn health(&self) -> impl Iterator<Item = (&str, &Health)> {
-        self.workers.iter().map(|(name, health, _)| (name.as_str(), health))
+        self.workers
+            .iter()
+            .map(|(name, health, _)| (name.as_str(), health))
     }
 
     /// Waits up to `timeout` for every worker to drain the (closed) spool,
@@ -80,7 +82,10 @@ impl Dispatcher {
     pub async fn drain(self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         for (_, _, mut handle) in self.workers {
-            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
                 self.abort.cancel();
                 let _ = handle.await;
             }

@@ -83,7 +83,10 @@ impl<E: Exporter> Worker<E> {
             let selected: Vec<Arc<Record>> = if self.parts.filter.is_open() {
                 batch
             } else {
-                batch.into_iter().filter(|r| self.parts.filter.matches(r)).collect()
+                batch
+                    .into_iter()
+                    .filter(|r| self.parts.filter.matches(r))
+                    .collect()
             };
             if !selected.is_empty() {
                 match self.deliver(&selected).await {
@@ -166,7 +169,9 @@ impl<E: Exporter> Worker<E> {
                 outcome = self.exporter.deliver(batch) => outcome,
                 () = self.parts.abort.cancelled() => return Handled::Aborted,
             };
-            self.parts.metrics.batch_duration(started.elapsed().as_secs_f64());
+            self.parts
+                .metrics
+                .batch_duration(started.elapsed().as_secs_f64());
             let (message, retry_after) = match outcome {
                 Ok(Delivery::Accepted) => {
                     self.succeeded(batch.len(), 0);
@@ -189,8 +194,10 @@ impl<E: Exporter> Worker<E> {
                         reason,
                         "the plugin refused a batch for good; setting it aside as dead letters"
                     );
-                    let events: Vec<(&Record, &str)> =
-                        batch.iter().map(|r| (r.as_ref(), reason.as_str())).collect();
+                    let events: Vec<(&Record, &str)> = batch
+                        .iter()
+                        .map(|r| (r.as_ref(), reason.as_str()))
+                        .collect();
                     match self.put_dead_letters(&events) {
                         Ok(()) => {
                             self.succeeded(0, batch.len());
@@ -259,7 +266,12 @@ impl<E: Exporter> Worker<E> {
         }
         p.metrics.retry();
         if opened {
-            p.metrics.circuit_state(CircuitState::Open { until: Instant::now() }.gauge());
+            p.metrics.circuit_state(
+                CircuitState::Open {
+                    until: Instant::now(),
+                }
+                .gauge(),
+            );
             p.health.lock().circuit = "open";
             tracing::warn!(
                 plugin = &*p.instance,
@@ -286,7 +298,11 @@ impl<E: Exporter> Worker<E> {
         let p = &mut self.parts;
         let failures = p.circuit.failures();
         if p.circuit.succeeded() || failures > 0 {
-            tracing::info!(plugin = &*p.instance, failures, "plugin recovered; delivering again");
+            tracing::info!(
+                plugin = &*p.instance,
+                failures,
+                "plugin recovered; delivering again"
+            );
         }
         p.metrics.circuit_state(CircuitState::Closed.gauge());
         p.metrics.delivered(delivered as u64);

@@ -94,11 +94,19 @@ pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, S
             let first = body.iter().find(|b| !b.is_ascii_whitespace());
             if first == Some(&b'[') {
                 for (index, raw) in parse_array(body)?.into_iter().enumerate() {
-                    decoded.push(index, raw.get().as_bytes(), envelope(raw.get().as_bytes(), limits));
+                    decoded.push(
+                        index,
+                        raw.get().as_bytes(),
+                        envelope(raw.get().as_bytes(), limits),
+                    );
                 }
             } else {
                 let raw: &RawValue = parse(body)?;
-                decoded.push(0, raw.get().as_bytes(), envelope(raw.get().as_bytes(), limits));
+                decoded.push(
+                    0,
+                    raw.get().as_bytes(),
+                    envelope(raw.get().as_bytes(), limits),
+                );
             }
         }
         Format::Ndjson => {
@@ -112,8 +120,8 @@ pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, S
             decoded.push(0, body, cloudevents::from_cloudevent(value, limits));
         }
         Format::CloudEventBatch => {
-            let events: Vec<serde_json::Value> = parse(body)
-                .map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
+            let events: Vec<serde_json::Value> =
+                parse(body).map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
             for (index, event) in events.into_iter().enumerate() {
                 let raw = serde_json::to_vec(&event).unwrap_or_default();
                 decoded.push(index, &raw, cloudevents::from_cloudevent(event, limits));
@@ -124,7 +132,12 @@ pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, S
 }
 
 impl Decoded {
-    fn push(&mut self, index: usize, raw: &[u8], result: Result<AuditEventEnvelope, EnvelopeError>) {
+    fn push(
+        &mut self,
+        index: usize,
+        raw: &[u8],
+        result: Result<AuditEventEnvelope, EnvelopeError>,
+    ) {
         match result {
             // Parsing validated it against the relay's limits already.
             Ok(event) => self.records.push(Record::from_validated(event)),
@@ -142,14 +155,7 @@ fn envelope(raw: &[u8], limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeE
 }
 
 fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "malformed JSON at line {} column {}: {}",
-            e.line(),
-            e.column(),
-            strip_position(&e.to_string())
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| EnvelopeError::syntax(&e).to_string())
 }
 
 fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, String> {
@@ -198,13 +204,6 @@ fn readable_id(raw: &[u8]) -> Option<String> {
     id.as_str().filter(|id| id.len() <= 128).map(str::to_owned)
 }
 
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,7 +226,13 @@ mod tests {
         assert_eq!(many.records.len(), 2);
 
         let lines = format!("{}\n\n{}\n", json(3), json(4));
-        assert_eq!(decode(lines.as_bytes(), Format::Ndjson, &limits).unwrap().records.len(), 2);
+        assert_eq!(
+            decode(lines.as_bytes(), Format::Ndjson, &limits)
+                .unwrap()
+                .records
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -246,8 +251,16 @@ mod tests {
     fn malformed_bodies_are_refused_with_a_position() {
         let err = decode(b"[{\"id\": 1,,}]", Format::Json, &Limits::default()).unwrap_err();
         assert!(err.starts_with("malformed JSON at line 1 column"), "{err}");
-        assert!(Format::from_content_type(Some("text/plain")).unwrap_err().contains("unsupported Content-Type"));
-        assert!(Format::from_content_type(None).unwrap_err().contains("missing Content-Type"));
+        assert!(
+            Format::from_content_type(Some("text/plain"))
+                .unwrap_err()
+                .contains("unsupported Content-Type")
+        );
+        assert!(
+            Format::from_content_type(None)
+                .unwrap_err()
+                .contains("missing Content-Type")
+        );
         assert_eq!(
             Format::from_content_type(Some("application/json; charset=utf-8")),
             Ok(Format::Json)
@@ -268,6 +281,10 @@ mod tests {
 
         let as_plain_json = decode(&body, Format::Json, &Limits::default()).unwrap();
         let hint = &as_plain_json.rejected[0].errors;
-        assert!(hint.iter().any(|e| e.problem.contains("application/cloudevents+json")), "{hint:?}");
+        assert!(
+            hint.iter()
+                .any(|e| e.problem.contains("application/cloudevents+json")),
+            "{hint:?}"
+        );
     }
 }

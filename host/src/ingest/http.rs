@@ -86,7 +86,10 @@ impl HttpIngest {
     }
 
     /// Serves until `shutdown` resolves, then lets open requests finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
@@ -120,36 +123,37 @@ fn refuse(status: StatusCode, error: String) -> Response {
 }
 
 impl Ingest {
-    /// `Err` with the response to send if the request is not authorised.
-    fn authorise(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(token) = &self.token else {
-            return Ok(());
-        };
+    /// The response to send if the request is not authorised.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let token = self.token.as_ref()?;
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
-            return Ok(());
+            return None;
         }
         let mut response = refuse(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: send Authorization: Bearer <ingest.http.auth_token>".into(),
+            "missing or wrong bearer token: send Authorization: Bearer <ingest.http.auth_token>"
+                .into(),
         );
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"auditrelay\""),
         );
-        Err(response)
+        Some(response)
     }
 }
 
 async fn post_events(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(response) = ingest.authorise(&headers) {
-        return response;
+    if let Some(refusal) = ingest.refusal(&headers) {
+        return refusal;
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let format = match Format::from_content_type(content_type) {
         Ok(format) => format,
         Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error),
@@ -168,14 +172,17 @@ async fn post_events(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
     };
     let relay = ingest.relay.clone();
     // Decoding a large batch takes milliseconds: keep it off the I/O threads.
-    let decoded = tokio::task::spawn_blocking(move || {
-        decode::decode(&bytes, format, relay.limits())
-    })
-    .await;
+    let decoded =
+        tokio::task::spawn_blocking(move || decode::decode(&bytes, format, relay.limits())).await;
     let decoded = match decoded {
         Ok(Ok(decoded)) => decoded,
         Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error),
-        Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {error}")),
+        Err(error) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decoding failed: {error}"),
+            );
+        }
     };
     let accepted = decoded.records.len();
     if !decoded.rejected.is_empty() {
@@ -213,8 +220,8 @@ async fn post_events(State(ingest): State<Ingest>, headers: HeaderMap, body: Bod
 }
 
 async fn get_status(State(ingest): State<Ingest>, headers: HeaderMap) -> Response {
-    if let Err(response) = ingest.authorise(&headers) {
-        return response;
+    if let Some(refusal) = ingest.refusal(&headers) {
+        return refusal;
     }
     axum::Json(ingest.relay.status()).into_response()
 }
@@ -236,7 +243,10 @@ async fn healthz(State(ingest): State<Ingest>) -> Response {
 
 async fn metrics(State(ingest): State<Ingest>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         ingest.relay.metrics_text(),
     )
         .into_response()

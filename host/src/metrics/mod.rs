@@ -135,21 +135,81 @@ impl Metrics {
             custom_gauges: Family::default(),
         };
         let r = &mut metrics.registry;
-        r.register("events_accepted", "Events taken into the spool", metrics.accepted.clone());
-        r.register("events_rejected", "Events refused at the door", metrics.rejected.clone());
-        r.register("spool_events", "Events held for at least one plugin", metrics.spool_events.clone());
-        r.register("spool_bytes", "Bytes held for at least one plugin", metrics.spool_bytes.clone());
-        r.register("plugin_delivered_events", "Events the plugin acknowledged", metrics.delivered.clone());
-        r.register("plugin_dead_letter_events", "Events set aside as dead letters", metrics.dead_letters.clone());
-        r.register("plugin_failures", "Failed plugin calls by kind", metrics.failures.clone());
-        r.register("plugin_retries", "Batches sent again after a failure", metrics.retries.clone());
-        r.register("plugin_traps", "Plugin traps by cause", metrics.traps.clone());
-        r.register("plugin_restarts", "Plugin instances replaced after a fault", metrics.restarts.clone());
-        r.register("plugin_circuit_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", metrics.circuit.clone());
-        r.register("plugin_lag_events", "Events accepted but not yet handled by the plugin", metrics.lag.clone());
-        r.register("plugin_batch_duration_seconds", "Time per deliver call", metrics.batch_seconds.clone());
-        r.register("plugin_custom", "Counters reported by plugins", metrics.custom_counters.clone());
-        r.register("plugin_custom_gauge", "Gauges reported by plugins", metrics.custom_gauges.clone());
+        r.register(
+            "events_accepted",
+            "Events taken into the spool",
+            metrics.accepted.clone(),
+        );
+        r.register(
+            "events_rejected",
+            "Events refused at the door",
+            metrics.rejected.clone(),
+        );
+        r.register(
+            "spool_events",
+            "Events held for at least one plugin",
+            metrics.spool_events.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes held for at least one plugin",
+            metrics.spool_bytes.clone(),
+        );
+        r.register(
+            "plugin_delivered_events",
+            "Events the plugin acknowledged",
+            metrics.delivered.clone(),
+        );
+        r.register(
+            "plugin_dead_letter_events",
+            "Events set aside as dead letters",
+            metrics.dead_letters.clone(),
+        );
+        r.register(
+            "plugin_failures",
+            "Failed plugin calls by kind",
+            metrics.failures.clone(),
+        );
+        r.register(
+            "plugin_retries",
+            "Batches sent again after a failure",
+            metrics.retries.clone(),
+        );
+        r.register(
+            "plugin_traps",
+            "Plugin traps by cause",
+            metrics.traps.clone(),
+        );
+        r.register(
+            "plugin_restarts",
+            "Plugin instances replaced after a fault",
+            metrics.restarts.clone(),
+        );
+        r.register(
+            "plugin_circuit_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half-open",
+            metrics.circuit.clone(),
+        );
+        r.register(
+            "plugin_lag_events",
+            "Events accepted but not yet handled by the plugin",
+            metrics.lag.clone(),
+        );
+        r.register(
+            "plugin_batch_duration_seconds",
+            "Time per deliver call",
+            metrics.batch_seconds.clone(),
+        );
+        r.register(
+            "plugin_custom",
+            "Counters reported by plugins",
+            metrics.custom_counters.clone(),
+        );
+        r.register(
+            "plugin_custom_gauge",
+            "Gauges reported by plugins",
+            metrics.custom_gauges.clone(),
+        );
         metrics
     }
 
@@ -347,10 +407,22 @@ mod tests {
         file.circuit_state(1);
         metrics.accepted(Via::Http, 5);
         let text = metrics.render();
-        assert!(text.contains("auditrelay_plugin_delivered_events_total{plugin=\"file\"} 3"), "{text}");
-        assert!(text.contains("auditrelay_plugin_traps_total{plugin=\"file\",kind=\"panic\"} 1"), "{text}");
-        assert!(text.contains("auditrelay_plugin_circuit_state{plugin=\"file\"} 1"), "{text}");
-        assert!(text.contains("auditrelay_events_accepted_total{via=\"http\"} 5"), "{text}");
+        assert!(
+            text.contains("auditrelay_plugin_delivered_events_total{plugin=\"file\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("auditrelay_plugin_traps_total{plugin=\"file\",kind=\"panic\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("auditrelay_plugin_circuit_state{plugin=\"file\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("auditrelay_events_accepted_total{via=\"http\"} 5"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -364,8 +436,14 @@ mod tests {
             assert!(plugin.custom_gauge_set(&format!("g{i}"), 1.0));
         }
         assert!(!plugin.custom_gauge_set("one_too_many", 1.0));
-        assert!(plugin.custom_counter_add("bytes_written", 1), "known names still count");
+        assert!(
+            plugin.custom_counter_add("bytes_written", 1),
+            "known names still count"
+        );
         let text = metrics.render();
-        assert!(text.contains("auditrelay_plugin_custom_total{plugin=\"p\",name=\"bytes_written\"} 11"), "{text}");
+        assert!(
+            text.contains("auditrelay_plugin_custom_total{plugin=\"p\",name=\"bytes_written\"} 11"),
+            "{text}"
+        );
     }
 }

@@ -78,7 +78,11 @@ impl Catalog {
 
     /// The plugin an instance runs: the file named by `path`, else the one
     /// whose `describe` name is `plugin` (default: the instance name).
-    pub fn resolve(&self, instance: &str, settings: &PluginSettings) -> Result<Arc<LoadedPlugin>, String> {
+    pub fn resolve(
+        &self,
+        instance: &str,
+        settings: &PluginSettings,
+    ) -> Result<Arc<LoadedPlugin>, String> {
         if let Some(path) = &settings.path {
             let path = self.dir.join(path);
             return self
@@ -98,7 +102,8 @@ impl Catalog {
                 });
         }
         let name = settings.plugin.as_deref().unwrap_or(instance);
-        let matches: Vec<&Arc<LoadedPlugin>> = self.loaded().filter(|p| p.info.name == name).collect();
+        let matches: Vec<&Arc<LoadedPlugin>> =
+            self.loaded().filter(|p| p.info.name == name).collect();
         match matches.as_slice() {
             [plugin] => Ok((*plugin).clone()),
             [] => Err(self.not_found(instance, name)),
@@ -131,9 +136,12 @@ impl Catalog {
             message.push_str(&format!(" (found: {}", known.join(", ")));
         }
         if broken > 0 {
-            message.push_str(&format!("; {broken} file(s) could not be loaded, see above"));
+            message.push_str(&format!(
+                "; {broken} file(s) could not be loaded, see above"
+            ));
         }
-        message.push_str("); build or copy the plugin there, or set `plugin` to one of those names");
+        message
+            .push_str("); build or copy the plugin there, or set `plugin` to one of those names");
         message
     }
 }

@@ -38,7 +38,10 @@ pub struct Record {
 impl Record {
     /// Validates an envelope and turns it into a record (its `seq` is set
     /// on append). The envelope is encoded once, canonically.
-    pub fn from_envelope(event: AuditEventEnvelope, limits: &Limits) -> Result<Self, ValidationErrors> {
+    pub fn from_envelope(
+        event: AuditEventEnvelope,
+        limits: &Limits,
+    ) -> Result<Self, ValidationErrors> {
         let json = event.to_validated_json(limits)?;
         Ok(Self::with_json(&event, &json))
     }
@@ -272,7 +275,12 @@ impl Spool {
 
     /// Up to `max_events` records from `consumer`'s cursor, stopping before
     /// `max_bytes` of JSON (but always at least one record).
-    pub fn read(&self, consumer: ConsumerId, max_events: usize, max_bytes: usize) -> Vec<Arc<Record>> {
+    pub fn read(
+        &self,
+        consumer: ConsumerId,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Vec<Arc<Record>> {
         let state = self.lock();
         let Some(cursor) = state.consumers[consumer.0].cursor else {
             return Vec::new();
@@ -316,7 +324,12 @@ impl Spool {
             return (0, 0);
         };
         let skip = (cursor - state.first_seq()) as usize;
-        let bytes = state.records.iter().skip(skip).map(|r| r.json().len() as u64).sum();
+        let bytes = state
+            .records
+            .iter()
+            .skip(skip)
+            .map(|r| r.json().len() as u64)
+            .sum();
         (state.next_seq - cursor, bytes)
     }
 
@@ -404,7 +417,10 @@ mod tests {
         assert_eq!(spool.append(records(10)).unwrap(), 0..10);
 
         let batch = spool.read(fast, 4, usize::MAX);
-        assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            batch.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         spool.commit(fast, 4);
         assert_eq!(spool.read(fast, 100, usize::MAX).len(), 6);
         spool.commit(fast, 10);
@@ -426,7 +442,11 @@ mod tests {
         spool.append(records(2)).unwrap();
         let err = spool.append(records(2)).unwrap_err();
         assert!(matches!(err, SpoolError::Full { .. }));
-        assert_eq!(spool.stats().records, 2, "nothing of the refused batch was kept");
+        assert_eq!(
+            spool.stats().records,
+            2,
+            "nothing of the refused batch was kept"
+        );
         spool.commit(consumer, 2);
         spool.append(records(2)).unwrap();
     }

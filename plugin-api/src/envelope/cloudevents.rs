@@ -84,8 +84,18 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
     }
     let mut data = match event.remove("data") {
         Some(Value::Object(data)) => data,
-        Some(_) => return Err(shape("data", "must be a JSON object holding actor, action, ...")),
-        None => return Err(shape("data", "missing field `data` (it holds actor and action)")),
+        Some(_) => {
+            return Err(shape(
+                "data",
+                "must be a JSON object holding actor, action, ...",
+            ));
+        }
+        None => {
+            return Err(shape(
+                "data",
+                "missing field `data` (it holds actor and action)",
+            ));
+        }
     };
     let mut problems = Vec::new();
     for key in ATTRIBUTE_KEYS {
@@ -111,7 +121,9 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
     let subject = event.remove("subject");
     let extensions: Vec<(String, Value)> = event
         .iter()
-        .filter(|(k, _)| !CONTEXT_ATTRIBUTES.contains(&k.as_str()) && !ATTRIBUTE_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !CONTEXT_ATTRIBUTES.contains(&k.as_str()) && !ATTRIBUTE_KEYS.contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for key in ATTRIBUTE_KEYS {
@@ -119,9 +131,11 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
             data.insert(key.into(), value);
         }
     }
-    let mut envelope = AuditEventEnvelope::from_value(Value::Object(data), limits)
-        .map_err(|e| match e {
-            EnvelopeError::Shape { field, message } if !ATTRIBUTE_KEYS.contains(&field.as_str()) => {
+    let mut envelope =
+        AuditEventEnvelope::from_value(Value::Object(data), limits).map_err(|e| match e {
+            EnvelopeError::Shape { field, message }
+                if !ATTRIBUTE_KEYS.contains(&field.as_str()) =>
+            {
                 EnvelopeError::Shape {
                     field: format!("data.{field}"),
                     message,
@@ -146,7 +160,9 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
         };
         envelope.metadata.insert(format!("ce_{name}"), text);
     }
-    envelope.validate_with(limits).map_err(EnvelopeError::Invalid)?;
+    envelope
+        .validate_with(limits)
+        .map_err(EnvelopeError::Invalid)?;
     Ok(envelope)
 }
 

@@ -35,7 +35,10 @@ impl fmt::Display for EnvelopeError {
                 line,
                 column,
                 message,
-            } => write!(f, "malformed JSON at line {line} column {column}: {message}"),
+            } => write!(
+                f,
+                "malformed JSON at line {line} column {column}: {message}"
+            ),
             EnvelopeError::Shape { field, message } => write!(f, "{field}: {message}"),
             EnvelopeError::Invalid(errors) => write!(f, "{errors}"),
         }
@@ -45,6 +48,16 @@ impl fmt::Display for EnvelopeError {
 impl std::error::Error for EnvelopeError {}
 
 impl EnvelopeError {
+    /// The error for input that serde_json could not read as JSON, with its
+    /// position (for callers that parse JSON around envelopes, e.g. arrays).
+    pub fn syntax(error: &serde_json::Error) -> Self {
+        EnvelopeError::Syntax {
+            line: error.line(),
+            column: error.column(),
+            message: strip_position(&error.to_string()),
+        }
+    }
+
     /// The field the error is about, when there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -66,8 +79,10 @@ impl AuditEventEnvelope {
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let envelope: AuditEventEnvelope = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))?;
-        deserializer.end().map_err(syntax_error)?;
-        envelope.validate_with(limits).map_err(EnvelopeError::Invalid)?;
+        deserializer.end().map_err(|e| EnvelopeError::syntax(&e))?;
+        envelope
+            .validate_with(limits)
+            .map_err(EnvelopeError::Invalid)?;
         Ok(envelope)
     }
 
@@ -76,22 +91,16 @@ impl AuditEventEnvelope {
     pub fn from_value(value: serde_json::Value, limits: &Limits) -> Result<Self, EnvelopeError> {
         let envelope: AuditEventEnvelope = serde_path_to_error::deserialize(value)
             .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))?;
-        envelope.validate_with(limits).map_err(EnvelopeError::Invalid)?;
+        envelope
+            .validate_with(limits)
+            .map_err(EnvelopeError::Invalid)?;
         Ok(envelope)
-    }
-}
-
-fn syntax_error(error: serde_json::Error) -> EnvelopeError {
-    EnvelopeError::Syntax {
-        line: error.line(),
-        column: error.column(),
-        message: strip_position(&error.to_string()),
     }
 }
 
 fn shape_error(path: String, error: serde_json::Error) -> EnvelopeError {
     if error.is_syntax() || error.is_eof() {
-        return syntax_error(error);
+        return EnvelopeError::syntax(&error);
     }
     let message = strip_position(&error.to_string());
     // serde reports a missing key against its parent ("actor: missing field `id`");
@@ -160,7 +169,10 @@ mod tests {
 
     #[test]
     fn unknown_field_is_rejected_with_its_path() {
-        let json = VALID.replace(r#""outcome":"success""#, r#""outcome":"success","sevrity":"high""#);
+        let json = VALID.replace(
+            r#""outcome":"success""#,
+            r#""outcome":"success","sevrity":"high""#,
+        );
         let err = AuditEventEnvelope::from_json(json.as_bytes()).unwrap_err();
         assert_eq!(err.field(), Some("action.sevrity"), "{err}");
         assert!(err.to_string().contains("unknown field `sevrity`"), "{err}");
@@ -187,7 +199,10 @@ mod tests {
     #[test]
     fn all_rule_violations_are_reported_together() {
         let json = VALID
-            .replace(r#""id":"u1""#, r#""id":"","ip":"10.0.0.1:443","email":"nope""#)
+            .replace(
+                r#""id":"u1""#,
+                r#""id":"","ip":"10.0.0.1:443","email":"nope""#,
+            )
             .replace(r#""type":"user.login""#, r#""type":"user login""#);
         let err = AuditEventEnvelope::from_json(json.as_bytes()).unwrap_err();
         let EnvelopeError::Invalid(errors) = err else {

@@ -127,7 +127,10 @@ fn has_control(text: &str) -> bool {
     bytes.iter().enumerate().any(|(i, &b)| {
         (b < 0x20 && b != b'\t')
             || b == 0x7f
-            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|next| (0x80..=0x9f).contains(next)))
+            || (b == 0xc2
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|next| (0x80..=0x9f).contains(next)))
     })
 }
 
@@ -282,7 +285,12 @@ mod tests {
     fn control_characters_match_unicode_cc() {
         for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
             let text = format!("a{c}b");
-            assert_eq!(has_control(&text), c.is_control() && c != '\t', "{:#x}", c as u32);
+            assert_eq!(
+                has_control(&text),
+                c.is_control() && c != '\t',
+                "{:#x}",
+                c as u32
+            );
         }
     }
 }

@@ -124,7 +124,8 @@ fn to_wit_error(error: DeliverError) -> wit::DeliveryError {
             retry_after,
         } => wit::DeliveryError::Retryable(wit::RetryableError {
             message,
-            retry_after_ms: retry_after.map(|d: Duration| d.as_millis().min(u64::MAX as u128) as u64),
+            retry_after_ms: retry_after
+                .map(|d: Duration| d.as_millis().min(u64::MAX as u128) as u64),
         }),
         DeliverError::Permanent(message) => wit::DeliveryError::Permanent(message),
     }

@@ -171,7 +171,8 @@ impl Response {
 
     /// Adds a header (for fakes in tests).
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into().to_ascii_lowercase(), value.into()));
+        self.headers
+            .push((name.into().to_ascii_lowercase(), value.into()));
         self
     }
 
@@ -312,7 +313,10 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_and_dates() {
         let now: jiff::Timestamp = "2015-10-21T07:27:00Z".parse().unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::from_secs(60))
@@ -330,8 +334,20 @@ mod tests {
                 retry_after: Some(Duration::from_secs(7)),
             }
         );
-        assert!(!Response::new(403, "no").into_deliver_error("X").is_retryable());
-        assert!(!Response::new(501, "").into_deliver_error("X").is_retryable());
-        assert!(Response::new(429, "").into_deliver_error("X").is_retryable());
+        assert!(
+            !Response::new(403, "no")
+                .into_deliver_error("X")
+                .is_retryable()
+        );
+        assert!(
+            !Response::new(501, "")
+                .into_deliver_error("X")
+                .is_retryable()
+        );
+        assert!(
+            Response::new(429, "")
+                .into_deliver_error("X")
+                .is_retryable()
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as WasiMethod,
-    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse,
+    Method as WasiMethod, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -20,7 +20,12 @@ pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
     let scheme = match uri.scheme_str() {
         Some("https") => Scheme::Https,
         Some("http") => Scheme::Http,
-        _ => return Err(invalid(format!("URL {:?} must start with http:// or https://", request.url))),
+        _ => {
+            return Err(invalid(format!(
+                "URL {:?} must start with http:// or https://",
+                request.url
+            )));
+        }
     };
     let authority = uri
         .authority()
@@ -33,8 +38,8 @@ pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
         .collect();
-    let headers = Fields::from_list(&header_list)
-        .map_err(|e| invalid(format!("header rejected: {e:?}")))?;
+    let headers =
+        Fields::from_list(&header_list).map_err(|e| invalid(format!("header rejected: {e:?}")))?;
     let outgoing = OutgoingRequest::new(headers);
     outgoing
         .set_method(&wasi_method(request.method))
@@ -116,7 +121,9 @@ fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), HttpError> {
                 n => break n,
             }
         };
-        let take = bytes.len().min(usize::try_from(permit).unwrap_or(usize::MAX));
+        let take = bytes
+            .len()
+            .min(usize::try_from(permit).unwrap_or(usize::MAX));
         stream.write(&bytes[..take]).map_err(stream_error)?;
         bytes = &bytes[take..];
     }

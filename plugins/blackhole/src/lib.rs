@@ -58,7 +58,7 @@ impl Plugin for Blackhole {
         let mut rejected = Vec::new();
         if self.decode {
             for (index, event) in events.iter().enumerate() {
-                if let Err(error) = AuditEventEnvelope::from_json(&event.envelope) {
+                if let Err(error) = AuditEventEnvelope::from_json(event.envelope) {
                     rejected.push(RejectedEvent {
                         index: index as u32,
                         reason: error.to_string(),
@@ -119,6 +119,9 @@ mod tests {
             .init()
             .err()
             .unwrap();
-        assert!(err.0.starts_with("config.decod: unknown field `decod`"), "{err}");
+        assert!(
+            err.0.starts_with("config.decod: unknown field `decod`"),
+            "{err}"
+        );
     }
 }

@@ -152,7 +152,9 @@ impl FileExporter {
         if let Some(old) = self.current.take() {
             old.file.sync_data()?;
         }
-        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%S%.3fZ")
+            .to_string();
         for attempt in 0u32..100 {
             let name = format!("{}-{stamp}-{attempt:02}.ndjson", self.prefix);
             match self.dir.create_new(&name) {
@@ -200,7 +202,11 @@ impl Plugin for FileExporter {
             env!("CARGO_PKG_VERSION"),
             "Appends events as NDJSON to rotating files in the granted directory",
         )
-        .key(ConfigKey::optional("prefix", "File name prefix", "\"audit\""))
+        .key(ConfigKey::optional(
+            "prefix",
+            "File name prefix",
+            "\"audit\"",
+        ))
         .key(ConfigKey::optional(
             "rotate_bytes",
             "Start a new file once the current one is this big",
@@ -256,7 +262,7 @@ impl Plugin for FileExporter {
         let size: usize = events.iter().map(|e| e.envelope.len() + 1).sum();
         let mut batch = Vec::with_capacity(size);
         for event in events {
-            batch.extend_from_slice(&event.envelope);
+            batch.extend_from_slice(event.envelope);
             batch.push(b'\n');
         }
         self.rotate_if_due()?;
@@ -265,7 +271,13 @@ impl Plugin for FileExporter {
         let written = current
             .file
             .write_all_at(&batch, current.len)
-            .and_then(|()| if fsync { current.file.sync_data() } else { Ok(()) });
+            .and_then(|()| {
+                if fsync {
+                    current.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(error) = written {
             // Cut the partial batch off so the file keeps whole lines; the
             // relay retries the batch.
@@ -372,7 +384,11 @@ mod tests {
 
         let mut h = harness(dir.path(), serde_json::json!({}));
         assert_eq!(h.plugin().current_path(), Some(path.clone()));
-        assert!(h.logs().iter().any(|(_, m)| m.contains("trimmed a torn last line")));
+        assert!(
+            h.logs()
+                .iter()
+                .any(|(_, m)| m.contains("trimmed a torn last line"))
+        );
         h.deliver(&events[2..]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
@@ -387,7 +403,10 @@ mod tests {
             .init()
             .err()
             .unwrap();
-        assert!(err.0.contains("set grant_dir in [plugins.archive]"), "{err}");
+        assert!(
+            err.0.contains("set grant_dir in [plugins.archive]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn render(format: Format, event: &Event<'_>, out: &mut String) {
                 out,
                 "{} {} {} {} -> {} {}",
                 event.time(),
-                event.tenant.as_deref().unwrap_or("-"),
+                event.tenant.unwrap_or("-"),
                 event.event_type,
                 actor,
                 target,

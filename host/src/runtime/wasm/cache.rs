@@ -85,10 +85,10 @@ impl ComponentCache {
             }
         }
         let component = Component::new(engine, wasm)?;
-        if let Some(path) = &entry {
-            if let Err(error) = store(path, &component) {
-                tracing::warn!(entry = %path.display(), %error, "could not cache a compiled plugin");
-            }
+        if let Some(path) = &entry
+            && let Err(error) = store(path, &component)
+        {
+            tracing::warn!(entry = %path.display(), %error, "could not cache a compiled plugin");
         }
         Ok((component, CacheOutcome::Compiled))
     }
@@ -98,7 +98,11 @@ fn store(path: &Path, component: &Component) -> std::io::Result<()> {
     let bytes = component
         .serialize()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp.{}.{}", std::process::id(), rand::random::<u32>()));
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&bytes)?;

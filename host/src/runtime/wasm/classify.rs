@@ -50,7 +50,9 @@ pub fn classify(error: &wasmtime::Error, evidence: Evidence) -> Fault {
         Some(Trap::UnreachableCodeReached) => FaultKind::Panic,
         Some(Trap::Interrupt) => FaultKind::Deadline,
         Some(Trap::StackOverflow) => FaultKind::StackOverflow,
-        Some(Trap::MemoryOutOfBounds) if backtrace.is_some_and(is_recursion) => FaultKind::StackOverflow,
+        Some(Trap::MemoryOutOfBounds) if backtrace.is_some_and(is_recursion) => {
+            FaultKind::StackOverflow
+        }
         Some(Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds) => {
             FaultKind::MemoryFault
         }
@@ -135,7 +137,14 @@ fn format_backtrace(backtrace: &WasmBacktrace) -> String {
 }
 
 fn is_runtime_frame(name: &str) -> bool {
-    const RUNTIME: [&str; 6] = ["std::", "core::", "alloc::", "__rustc::", "abort", "rust_panic"];
+    const RUNTIME: [&str; 6] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "__rustc::",
+        "abort",
+        "rust_panic",
+    ];
     RUNTIME.iter().any(|prefix| name.starts_with(prefix))
 }
 
@@ -153,7 +162,8 @@ mod tests {
             "starting".to_owned(),
             "thread '<unnamed>' panicked at src/lib.rs:55:27:".to_owned(),
             "fixture panic on a batch of 3 events".to_owned(),
-            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace".to_owned(),
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+                .to_owned(),
         ];
         assert_eq!(
             panic_message(&tail).unwrap(),
@@ -166,6 +176,10 @@ mod tests {
     fn deadline_names_the_setting() {
         let fault = deadline(Duration::from_millis(1500));
         assert_eq!(fault.kind, FaultKind::Deadline);
-        assert!(fault.message.contains("within 1s 500ms (limits.timeout)"), "{}", fault.message);
+        assert!(
+            fault.message.contains("within 1s 500ms (limits.timeout)"),
+            "{}",
+            fault.message
+        );
     }
 }

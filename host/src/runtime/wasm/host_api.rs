@@ -27,7 +27,11 @@ impl log::Host for PluginState {
 
 impl secrets::Host for PluginState {
     fn get(&mut self, name: String) -> Option<String> {
-        let value = self.sandbox.secrets.get(&name).map(|s| s.expose().to_owned());
+        let value = self
+            .sandbox
+            .secrets
+            .get(&name)
+            .map(|s| s.expose().to_owned());
         if value.is_none() {
             tracing::debug!(
                 plugin = &*self.sandbox.instance,

@@ -13,9 +13,7 @@ use super::bindings::auditrelay::plugin::types as wit;
 use super::classify::{self, Evidence};
 use super::sandbox::{GUEST_GRANTED_DIR, PluginState, Sandbox};
 use super::{LoadedPlugin, new_store};
-use crate::runtime::{
-    CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo, RejectedEvent,
-};
+use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo, RejectedEvent};
 use crate::spool::Record;
 use auditrelay_plugin_api::ConfigKey;
 use auditrelay_plugin_api::batch::BatchBuilder;
@@ -58,13 +56,15 @@ async fn ensure_live<'a>(
         if let Some(metrics) = &sandbox.metrics {
             metrics.restart();
         }
-        let live = instantiate(plugin, sandbox).await.map_err(|error| match error {
-            StartError::Fault(fault) => CallError::Fault(fault),
-            other => CallError::Retryable {
-                message: format!("restarting the plugin after a fault failed: {other}"),
-                retry_after: None,
-            },
-        })?;
+        let live = instantiate(plugin, sandbox)
+            .await
+            .map_err(|error| match error {
+                StartError::Fault(fault) => CallError::Fault(fault),
+                other => CallError::Retryable {
+                    message: format!("restarting the plugin after a fault failed: {other}"),
+                    retry_after: None,
+                },
+            })?;
         *slot = Some(live);
     }
     let live = slot.as_mut().expect("set above");
@@ -134,7 +134,10 @@ impl WasmInstance {
             CallOutcome::Done(value) => return Ok(value),
             CallOutcome::TimedOut => classify::deadline(self.sandbox.call_timeout),
             CallOutcome::Trapped(error) => {
-                let live = self.live.as_mut().expect("a call ran, so an instance is live");
+                let live = self
+                    .live
+                    .as_mut()
+                    .expect("a call ran, so an instance is live");
                 let state = live.store.data_mut();
                 let evidence = Evidence {
                     refused_memory: state.limiter.take_refused(),
@@ -183,7 +186,10 @@ async fn instantiate(plugin: &LoadedPlugin, sandbox: &Sandbox) -> Result<Live, S
     };
     let call = async {
         let bindings = plugin.pre.instantiate_async(&mut store).await?;
-        let init = bindings.auditrelay_plugin_exporter().call_init(&mut store, ctx).await?;
+        let init = bindings
+            .auditrelay_plugin_exporter()
+            .call_init(&mut store, ctx)
+            .await?;
         Ok((bindings, init))
     };
     match with_deadline(sandbox.call_timeout, call).await {

@@ -135,7 +135,9 @@ impl WasmRuntime {
         let runtime = self.clone();
         let digest = sha256.clone();
         let (component, cache) = tokio::task::spawn_blocking(move || {
-            runtime.cache.load_or_compile(&runtime.engine, &bytes, &digest)
+            runtime
+                .cache
+                .load_or_compile(&runtime.engine, &bytes, &digest)
         })
         .await
         .map_err(|e| fail(format!("compilation crashed: {e}")))?
@@ -175,7 +177,9 @@ impl WasmRuntime {
 fn check_header(bytes: &[u8]) -> Result<(), String> {
     const MAGIC: &[u8] = b"\0asm";
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        return Err("is not a WebAssembly file (no \\0asm header); was it truncated or overwritten?".into());
+        return Err(
+            "is not a WebAssembly file (no \\0asm header); was it truncated or overwritten?".into(),
+        );
     }
     if bytes[4..8] == [1, 0, 0, 0] {
         return Err(
@@ -195,12 +199,18 @@ fn new_store(engine: &Engine, sandbox: &Sandbox) -> Result<Store<PluginState>, S
     Ok(store)
 }
 
-async fn describe(engine: &Engine, pre: &ExporterPluginPre<PluginState>) -> Result<PluginInfo, String> {
+async fn describe(
+    engine: &Engine,
+    pre: &ExporterPluginPre<PluginState>,
+) -> Result<PluginInfo, String> {
     let sandbox = Sandbox::describe_only();
     let mut store = new_store(engine, &sandbox)?;
     let call = async {
         let plugin = pre.instantiate_async(&mut store).await?;
-        plugin.auditrelay_plugin_exporter().call_describe(&mut store).await
+        plugin
+            .auditrelay_plugin_exporter()
+            .call_describe(&mut store)
+            .await
     };
     let info = tokio::time::timeout(sandbox.call_timeout, call)
         .await

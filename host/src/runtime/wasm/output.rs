@@ -71,7 +71,8 @@ impl OutputSink {
 
     /// Logs whatever is left without a line end (called when the instance ends).
     pub fn finish(&self) {
-        let rest = std::mem::take(&mut *self.inner.partial.lock().unwrap_or_else(|e| e.into_inner()));
+        let rest =
+            std::mem::take(&mut *self.inner.partial.lock().unwrap_or_else(|e| e.into_inner()));
         if !rest.is_empty() {
             self.emit(&rest);
         }
@@ -90,7 +91,11 @@ impl OutputSink {
         if text.trim().is_empty() {
             return;
         }
-        let cut = if line.len() > MAX_LINE { " [line cut]" } else { "" };
+        let cut = if line.len() > MAX_LINE {
+            " [line cut]"
+        } else {
+            ""
+        };
         let plugin = &*self.inner.instance;
         match self.inner.stream {
             Stream::Stdout => {
@@ -145,7 +150,11 @@ impl OutputStream for OutputSink {
 }
 
 impl AsyncWrite for OutputSink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         OutputSink::write(&self, buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -62,9 +62,13 @@ impl Sandbox {
     }
 
     /// The sandbox an instance's settings describe.
-    pub fn from_settings(instance: &str, settings: &PluginSettings, metrics: PluginMetrics) -> Self {
-        let config_json = serde_json::to_string(&settings.config)
-            .expect("a TOML table always converts to JSON");
+    pub fn from_settings(
+        instance: &str,
+        settings: &PluginSettings,
+        metrics: PluginMetrics,
+    ) -> Self {
+        let config_json =
+            serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
         let allowed_hosts = AllowList::parse(&settings.allowed_hosts)
             .expect("allowed_hosts were checked when the config was loaded");
         Sandbox {
