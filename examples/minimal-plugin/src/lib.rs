@@ -64,7 +64,7 @@ impl Plugin for Counter {
         for event in events {
             *self.by_type.entry(event.event_type.to_owned()).or_default() += 1;
             self.seen += 1;
-            if self.seen % self.every == 0 {
+            if self.seen.is_multiple_of(self.every) {
                 host::info(format!("{} events: {:?}", self.seen, self.by_type));
             }
         }
