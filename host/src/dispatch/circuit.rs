@@ -41,7 +41,8 @@ impl CircuitState {
     }
 }
 
-/// See the [module docs](self).
+/// A circuit breaker: opens after `threshold` consecutive failures, pauses
+/// calls for `open_for`, then allows one trial call (half-open).
 #[derive(Debug, Clone)]
 pub struct Circuit {
     threshold: u32,

@@ -57,7 +57,8 @@ pub struct WorkerParts {
     pub abort: CancellationToken,
 }
 
-/// One instance's delivery loop; see the [module docs](self).
+/// One instance's delivery loop: reads its cursor, batches, delivers with
+/// retries, sets refused events aside, and only then moves the cursor.
 pub struct Worker<E: Exporter> {
     exporter: E,
     parts: WorkerParts,

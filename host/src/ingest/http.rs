@@ -2,7 +2,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `POST /v1/events` | accepts events (formats in [`decode`](super::decode)) |
+//! | `POST /v1/events` | accepts events (formats in [`super::decode`]) |
 //! | `GET /v1/status` | every plugin instance's state, as JSON |
 //! | `GET /healthz` | liveness: `200` while the relay runs |
 //! | `GET /metrics` | Prometheus text format |

@@ -72,7 +72,8 @@ async fn ensure_live<'a>(
     Ok(live)
 }
 
-/// A running WASM plugin instance; see the [module docs](self).
+/// A running WASM plugin instance. Every call runs under its deadline; after
+/// a fault the store is dropped and the next call starts a fresh instance.
 pub struct WasmInstance {
     plugin: Arc<LoadedPlugin>,
     sandbox: Sandbox,
