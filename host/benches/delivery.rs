@@ -7,10 +7,10 @@
 //! ```
 //!
 //! For each plugin and batch size (1, 64, 1024) it times `deliver` on one
-//! thread (a current-thread runtime: one core): the WASM path lays the
-//! spool's records out as one batch buffer, copies it into the component
-//! and calls it; the native path hands the same `Plugin` implementation
-//! `Event` views borrowed from the same records. Rounds alternate between the two so
+//! thread (a current-thread runtime: one core): the WASM path copies the
+//! spool's batch buffer into the component and calls it; the native path
+//! hands the same `Plugin` implementation `Event` views borrowed from the
+//! same batch. Rounds alternate between the two so
 //! that machine noise hits both alike; the median round is reported. Then
 //! the whole pipeline (emit → spool → worker → WASM plugin) is timed, next
 //! to `emit` alone.
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use auditrelay::metrics::Metrics;
 use auditrelay::runtime::Exporter;
 use auditrelay::runtime::wasm::{LoadedPlugin, Sandbox, WasmInstance, WasmRuntime};
-use auditrelay::spool::Record;
+use auditrelay::spool::{Batch, Record};
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
 use auditrelay_plugin_api::{Event, InitContext, Plugin, parse_config};
@@ -82,19 +82,15 @@ fn plugin_dir() -> PathBuf {
     dir
 }
 
-fn records(n: usize) -> Vec<Arc<Record>> {
-    (0..n)
-        .map(|i| {
-            let mut record =
-                Record::from_envelope(sample_envelope(i), &Default::default()).unwrap();
-            record.seq = i as u64;
-            Arc::new(record)
-        })
-        .collect()
+fn batch_of(n: usize) -> Batch {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record::from_envelope(sample_envelope(i), &Default::default()).unwrap())
+        .collect();
+    Batch::of(0, &records)
 }
 
 /// The same plugin code, called the way a native host would: the plugin
-/// API's `Event` views borrowed from the spool's records, no copies.
+/// API's `Event` views borrowed from the spool's batch, no copies.
 struct Native<P: Plugin>(P);
 
 impl<P: Plugin> Native<P> {
@@ -107,18 +103,18 @@ impl<P: Plugin> Native<P> {
         Native(P::init(config, &ctx).unwrap())
     }
 
-    fn deliver(&mut self, batch: &[Arc<Record>]) {
-        let events: Vec<Event<'_>> = batch.iter().map(|r| r.as_event()).collect();
+    fn deliver(&mut self, batch: &Batch) {
+        let events: Vec<Event<'_>> = batch.events().map(|(_, event)| event).collect();
         self.0.deliver(&events).unwrap();
     }
 }
 
 trait NativeDeliver {
-    fn deliver(&mut self, batch: &[Arc<Record>]);
+    fn deliver(&mut self, batch: &Batch);
 }
 
 impl<P: Plugin> NativeDeliver for Native<P> {
-    fn deliver(&mut self, batch: &[Arc<Record>]) {
+    fn deliver(&mut self, batch: &Batch) {
         Native::deliver(self, batch)
     }
 }
@@ -185,7 +181,7 @@ async fn compare_paths(scratch: &Path, filter: &str) {
             if !format!("{} {batch_size}", case.label).contains(filter) {
                 continue;
             }
-            let batch = records(batch_size);
+            let batch = batch_of(batch_size);
             let dir = |path: &str| {
                 case.needs_dir.then(|| {
                     let dir = scratch.join(format!("{}-{batch_size}-{path}", case.wasm));

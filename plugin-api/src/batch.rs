@@ -105,6 +105,13 @@ pub fn decode(bytes: &[u8]) -> Result<(Event<'_>, usize), &'static str> {
     Ok((event, end))
 }
 
+/// The length of the envelope JSON of an encoded event, read from its
+/// header alone (no validation).
+pub fn envelope_len(encoded: &[u8]) -> Option<usize> {
+    let bytes = encoded.get(16..20)?;
+    Some(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+}
+
 /// Encodes events into a batch. Reuse one builder to keep its buffer.
 #[derive(Debug, Default)]
 pub struct BatchBuilder {

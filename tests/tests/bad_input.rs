@@ -282,8 +282,10 @@ async fn a_full_spool_refuses_new_events_instead_of_dropping_any() {
     let config = home.config(&format!(
         r#"
 [relay]
-max_buffered_bytes = "64KiB"
 max_event_bytes = "4KiB"
+[spool]
+segment_size = "64KiB"
+max_size = "256KiB"
 [plugins.file]
 grant_dir = "{{home}}/out"
 [plugins.stuck]
@@ -312,10 +314,7 @@ circuit_open_for = "200ms"
         }
         assert!(accepted < 10_000, "the spool never filled");
     };
-    assert!(
-        full.to_string().contains("raise relay.max_buffered_bytes"),
-        "{full}"
-    );
+    assert!(full.to_string().contains("raise spool.max_size"), "{full}");
     let response = reqwest::Client::new()
         .post(&url)
         .json(&[sample_envelope(0)])

@@ -20,6 +20,27 @@ impl Config {
                 "must be at least relay.max_event_bytes",
             ));
         }
+        let spool = &self.spool;
+        if spool.group_commit.is_zero() || spool.group_commit > std::time::Duration::from_secs(10) {
+            return Err(self.invalid("spool.group_commit", "must be between 1ms and 10s"));
+        }
+        if spool.segment_size.as_u64() < 64 * 1024
+            || spool.segment_size.as_u64() > 1024 * 1024 * 1024
+        {
+            return Err(self.invalid("spool.segment_size", "must be between 64KiB and 1GiB"));
+        }
+        if spool.max_size.as_u64() < spool.segment_size.as_u64() * 2 {
+            return Err(self.invalid(
+                "spool.max_size",
+                "must be at least twice spool.segment_size (a full spool must be able to move on)",
+            ));
+        }
+        if spool.max_size.as_u64() < relay.max_event_bytes.as_u64() * 4 {
+            return Err(self.invalid(
+                "spool.max_size",
+                "must hold at least four of the largest events",
+            ));
+        }
         let http = &self.ingest.http;
         if http.enabled && http.auth_token.is_none() && !http.listen.ip().is_loopback() {
             return Err(self.invalid(

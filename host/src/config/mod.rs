@@ -67,6 +67,9 @@ pub struct Config {
     /// Ways events come in (`[ingest]`).
     #[serde(default)]
     pub ingest: IngestSettings,
+    /// The durable log of accepted events (`[spool]`).
+    #[serde(default)]
+    pub spool: SpoolSettings,
     /// Plugin instances by name (`[plugins.<name>]`).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSettings>,
@@ -91,8 +94,9 @@ pub struct RelaySettings {
     /// Threads that run plugin code, separate from the application's.
     #[serde(default = "default_plugin_threads")]
     pub plugin_threads: usize,
-    /// Memory the relay may hold for events not yet delivered to every
-    /// plugin; beyond it `emit` refuses new events.
+    /// Memory for events accepted but not yet written to the spool's
+    /// files. It fills only while the disk is slow or failing; then `emit`
+    /// refuses new events.
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: ByteSize,
     /// Largest accepted event (canonical JSON).
@@ -107,6 +111,73 @@ impl Default for RelaySettings {
     fn default() -> Self {
         toml::from_str("").expect("every relay setting has a default")
     }
+}
+
+/// `[spool]`: where accepted events wait until every plugin has them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// When an accepted event counts as durable.
+    #[serde(default)]
+    pub durability: DurabilityMode,
+    /// With `durability = "group"`: the longest an event waits to be synced.
+    #[serde(default = "default_group_commit", with = "units::duration")]
+    pub group_commit: Duration,
+    /// Size at which a new segment file is started.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: ByteSize,
+    /// Most the spool may hold on disk.
+    #[serde(default = "default_spool_max_size")]
+    pub max_size: ByteSize,
+    /// What happens to new events when the spool is at `max_size`.
+    #[serde(default)]
+    pub when_full: WhenFullMode,
+    /// With `when_full = "block"`: how long an emitter waits for room.
+    #[serde(default = "default_block_timeout", with = "units::duration")]
+    pub block_timeout: Duration,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every spool setting has a default")
+    }
+}
+
+/// `spool.durability`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// Synced after every write.
+    Always,
+    /// Synced every `group_commit`.
+    #[default]
+    Group,
+    /// Never synced by the relay.
+    None,
+}
+
+/// `spool.when_full`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFullMode {
+    /// Refuse new events with an error (HTTP 503).
+    #[default]
+    Reject,
+    /// Make emitters wait up to `block_timeout`, then refuse.
+    Block,
+    /// Delete the oldest undelivered events, loudly.
+    DropOldest,
+}
+
+/// `[plugins.<name>] start_from`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFromMode {
+    /// With the next event accepted.
+    #[default]
+    Now,
+    /// With the oldest event still in the spool.
+    Earliest,
 }
 
 /// `[ingest]`
@@ -135,6 +206,10 @@ pub struct HttpIngestSettings {
     /// Largest accepted request body.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
+    /// How long `POST /v1/events` waits for its events to be durable
+    /// before answering `503` (they stay accepted; a retry may duplicate).
+    #[serde(default = "default_ack_timeout", with = "units::duration")]
+    pub ack_timeout: Duration,
 }
 
 impl Default for HttpIngestSettings {
@@ -158,6 +233,9 @@ pub struct PluginSettings {
     /// Whether the instance runs.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Where a new instance (one with no saved cursor) starts reading.
+    #[serde(default)]
+    pub start_from: StartFromMode,
     /// Passed to the plugin's `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -299,7 +377,22 @@ fn default_plugin_threads() -> usize {
     2
 }
 fn default_max_buffered_bytes() -> ByteSize {
-    ByteSize::mib(256)
+    ByteSize::mib(64)
+}
+fn default_group_commit() -> Duration {
+    Duration::from_millis(5)
+}
+fn default_segment_size() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_spool_max_size() -> ByteSize {
+    ByteSize::gib(10)
+}
+fn default_block_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_max_event_bytes() -> ByteSize {
     ByteSize::mib(1)

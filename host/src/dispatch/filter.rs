@@ -1,7 +1,8 @@
 //! Which events a plugin instance receives (`[plugins.<name>.filter]`).
 
+use auditrelay_plugin_api::Event;
+
 use crate::config::FilterSettings;
-use crate::spool::Record;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
@@ -48,9 +49,8 @@ impl EventFilter {
         self.types.is_empty() && self.tenants.is_empty()
     }
 
-    /// Whether `record` passes.
-    pub fn matches(&self, record: &Record) -> bool {
-        let event = record.as_event();
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Event<'_>) -> bool {
         let type_ok =
             self.types.is_empty() || self.types.iter().any(|p| p.matches(event.event_type));
         let tenant = event.tenant.unwrap_or("");
@@ -63,15 +63,15 @@ impl EventFilter {
 mod tests {
     use super::*;
 
-    fn record(event_type: &str, tenant: Option<&str>) -> Record {
-        Record::from_event(auditrelay_plugin_api::Event {
+    fn record<'a>(event_type: &'a str, tenant: Option<&'a str>) -> Event<'a> {
+        Event {
             id: "e",
             source: "s",
             event_type,
             time_unix_nanos: 0,
             tenant,
             envelope: b"{}",
-        })
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 pub use circuit::{Circuit, CircuitState};
-pub use dead_letter::DeadLetters;
+pub use dead_letter::{DeadLetters, Listing, Replay};
 pub use filter::EventFilter;
 pub use status::{Health, PluginStatus, RunState};
 pub use worker::{Worker, WorkerParts};

@@ -80,6 +80,11 @@ impl PluginStatus {
 pub struct Health(Arc<Mutex<PluginStatus>>);
 
 impl Health {
+    /// Health starting from `status`.
+    pub fn new(status: PluginStatus) -> Self {
+        Health(Arc::new(Mutex::new(status)))
+    }
+
     /// Health of a running instance.
     pub fn running(instance: &str, plugin: &str, version: &str, file: PathBuf) -> Self {
         let mut status = PluginStatus::failed(instance, String::new());
@@ -88,7 +93,7 @@ impl Health {
         status.file = Some(file);
         status.state = RunState::Running;
         status.error = None;
-        Health(Arc::new(Mutex::new(status)))
+        Health::new(status)
     }
 
     /// Locks it for an update.

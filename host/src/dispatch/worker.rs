@@ -6,11 +6,14 @@
 //! aside as dead letters. Only then does the cursor move. Failures are
 //! retried with backoff, forever by default; repeated failures open the
 //! circuit. Batches go out strictly in spool order: a failing batch is
-//! retried before anything after it is sent.
+//! retried before anything after it is sent. Dead letters the operator
+//! asks to replay are delivered between batches.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use auditrelay_plugin_api::Event;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
@@ -21,11 +24,16 @@ use super::status::{Health, RunState};
 use crate::config::BatchSettings;
 use crate::metrics::PluginMetrics;
 use crate::runtime::{CallError, Delivery, Exporter, RejectedEvent};
-use crate::spool::{ConsumerId, Record, Spool};
+use crate::spool::{Batch, ConsumerId, Reader, Spool};
+
+/// How long to wait before reading again after the spool failed to read.
+const READ_RETRY: Duration = Duration::from_secs(1);
+/// Dead letters replayed per batch.
+const REPLAY_BATCH: usize = 500;
 
 /// How a batch ended.
 enum Handled {
-    /// Delivered or set aside: move the cursor past it.
+    /// Delivered or set aside: move on.
     Done,
     /// The relay stopped waiting (hard shutdown); the batch stays.
     Aborted,
@@ -35,10 +43,12 @@ enum Handled {
 pub struct WorkerParts {
     /// The instance name.
     pub instance: Arc<str>,
-    /// The spool and this instance's cursor in it.
+    /// The spool, this instance's cursor and its reader.
     pub spool: Arc<Spool>,
     /// The cursor.
     pub consumer: ConsumerId,
+    /// Reads from the cursor.
+    pub reader: Reader,
     /// Batch limits.
     pub batch: BatchSettings,
     /// Waits between retries.
@@ -48,7 +58,9 @@ pub struct WorkerParts {
     /// Which events to deliver.
     pub filter: EventFilter,
     /// Where refused events go.
-    pub dead_letters: DeadLetters,
+    pub dead_letters: Arc<DeadLetters>,
+    /// Signalled when the operator asks to replay dead letters.
+    pub replay: Arc<Notify>,
     /// This instance's metrics.
     pub metrics: PluginMetrics,
     /// This instance's status.
@@ -64,30 +76,38 @@ pub struct Worker<E: Exporter> {
     parts: WorkerParts,
     /// Delivered since the last flush.
     dirty: bool,
+    /// A replay was asked for (or left unfinished by a previous run).
+    replay_due: bool,
 }
 
 impl<E: Exporter> Worker<E> {
     /// A worker driving `exporter`.
     pub fn new(exporter: E, parts: WorkerParts) -> Self {
+        let replay_due = parts.dead_letters.replay_pending();
         Worker {
             exporter,
             parts,
             dirty: false,
+            replay_due,
         }
     }
 
     /// Delivers until the spool is closed and drained, or until aborted.
     pub async fn run(mut self) {
         let mut aborted = false;
-        while let Some(batch) = self.next_batch().await {
-            let end = batch.last().map_or(0, |record| record.seq + 1);
-            let selected: Vec<Arc<Record>> = if self.parts.filter.is_open() {
+        loop {
+            if self.replay_due && matches!(self.replay().await, Handled::Aborted) {
+                aborted = true;
+                break;
+            }
+            let Some(batch) = self.next_batch().await else {
+                break;
+            };
+            let end = batch.end_seq();
+            let selected = if self.parts.filter.is_open() {
                 batch
             } else {
-                batch
-                    .into_iter()
-                    .filter(|r| self.parts.filter.matches(r))
-                    .collect()
+                batch.filtered(|event| self.parts.filter.matches(event))
             };
             if !selected.is_empty() {
                 match self.deliver(&selected).await {
@@ -110,57 +130,113 @@ impl<E: Exporter> Worker<E> {
     }
 
     /// The next batch, or `None` once the spool is closed and drained (or
-    /// the worker is aborted).
-    async fn next_batch(&mut self) -> Option<Vec<Arc<Record>>> {
+    /// the worker is aborted). A batch that is not full is kept and topped
+    /// up until it is full or `max_wait` has passed since it started.
+    async fn next_batch(&mut self) -> Option<Batch> {
         let max_events = self.parts.batch.max_events;
         let max_bytes = usize::try_from(self.parts.batch.max_bytes.as_u64()).unwrap_or(usize::MAX);
         let max_wait = self.parts.batch.max_wait;
-        let mut first_seen: Option<Instant> = None;
+        let mut batch = Batch::empty(self.parts.reader.next_seq());
+        let mut json = 0;
+        let mut started: Option<Instant> = None;
         loop {
+            let read = self.parts.reader.read(
+                max_events - batch.len(),
+                max_bytes.saturating_sub(json),
+                batch.is_empty(),
+            );
+            match read {
+                Ok(more) => {
+                    json += more.json_bytes();
+                    batch.extend(more);
+                }
+                Err(error) => {
+                    tracing::error!(plugin = &*self.parts.instance, %error, "cannot read the spool; will try again");
+                    tokio::select! {
+                        () = tokio::time::sleep(READ_RETRY) => continue,
+                        () = self.parts.abort.cancelled() => return None,
+                    }
+                }
+            }
             let spool = self.parts.spool.clone();
-            let cursor = spool.cursor(self.parts.consumer);
-            let records = spool.read(self.parts.consumer, max_events, max_bytes);
+            let next = self.parts.reader.next_seq();
             let closed = spool.is_closed();
             if closed {
                 self.parts.health.lock().state = RunState::Draining;
             }
-            if records.is_empty() {
-                if closed {
+            let drained = closed && next >= spool.stats().next_seq;
+            if batch.is_empty() {
+                if drained {
                     return None;
                 }
                 if self.dirty {
                     self.flush().await;
                 }
                 tokio::select! {
-                    () = spool.wait_for(self.parts.consumer, cursor, u64::MAX) => continue,
+                    () = spool.wait_readable(self.parts.consumer, next, u64::MAX) => {}
+                    () = self.parts.replay.notified() => {
+                        self.replay_due = true;
+                        return Some(batch);
+                    }
                     () = self.parts.abort.cancelled() => return None,
                 }
+                continue;
             }
-            let next = cursor + records.len() as u64;
-            let full = records.len() >= max_events || next < spool.next_seq();
+            let full =
+                batch.len() >= max_events || json >= max_bytes || !self.parts.reader.caught_up();
             if full || closed || max_wait.is_zero() {
-                return Some(records);
+                return Some(batch);
             }
-            let first = *first_seen.get_or_insert_with(Instant::now);
-            let remaining = (first + max_wait).saturating_duration_since(Instant::now());
+            let started = *started.get_or_insert_with(Instant::now);
+            let remaining = (started + max_wait).saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Some(records);
+                return Some(batch);
             }
             // Sleep until the batch could be full or its time is up, not
-            // at every append: waking here costs the emitter a syscall.
-            let read_json: u64 = records.iter().map(|r| r.json().len() as u64).sum();
-            let full_at = cursor + max_events as u64 - 1;
-            let more_json = (max_bytes as u64).saturating_sub(read_json);
+            // at every event: waking costs the emitter a syscall.
+            let full_at = next + (max_events - batch.len()) as u64 - 1;
+            let more_json = (max_bytes - json) as u64;
             tokio::select! {
-                () = spool.wait_for(self.parts.consumer, full_at, more_json) => {}
+                () = spool.wait_readable(self.parts.consumer, full_at, more_json) => {}
                 () = tokio::time::sleep(remaining) => {}
                 () = self.parts.abort.cancelled() => return None,
             }
         }
     }
 
+    /// Delivers the dead letters the operator asked to replay; those
+    /// refused again go back to the dead letters.
+    async fn replay(&mut self) -> Handled {
+        self.replay_due = false;
+        let replay = match self.parts.dead_letters.begin_replay() {
+            Ok(Some(replay)) => replay,
+            Ok(None) => return Handled::Done,
+            Err(error) => {
+                tracing::error!(plugin = &*self.parts.instance, %error, "cannot start replaying dead letters");
+                return Handled::Done;
+            }
+        };
+        tracing::info!(
+            plugin = &*self.parts.instance,
+            events = replay.len(),
+            skipped = replay.unreadable,
+            "replaying dead letters"
+        );
+        for chunk in replay.events.chunks(REPLAY_BATCH) {
+            let batch = Batch::from_seqs(chunk);
+            if let Handled::Aborted = self.deliver(&batch).await {
+                return Handled::Aborted;
+            }
+        }
+        if let Err(error) = self.parts.dead_letters.end_replay(&replay) {
+            tracing::warn!(plugin = &*self.parts.instance, %error, "replayed dead letters could not be cleared; they may be replayed again");
+        }
+        self.dirty = true;
+        Handled::Done
+    }
+
     /// Calls the plugin until `batch` is handled.
-    async fn deliver(&mut self, batch: &[Arc<Record>]) -> Handled {
+    async fn deliver(&mut self, batch: &Batch) -> Handled {
         loop {
             if let Some(aborted) = self.wait_for_circuit().await {
                 return aborted;
@@ -195,9 +271,9 @@ impl<E: Exporter> Worker<E> {
                         reason,
                         "the plugin refused a batch for good; setting it aside as dead letters"
                     );
-                    let events: Vec<(&Record, &str)> = batch
-                        .iter()
-                        .map(|r| (r.as_ref(), reason.as_str()))
+                    let events: Vec<(u64, Event<'_>, &str)> = batch
+                        .events()
+                        .map(|(seq, event)| (seq, event, reason.as_str()))
                         .collect();
                     match self.put_dead_letters(&events) {
                         Ok(()) => {
@@ -252,11 +328,7 @@ impl<E: Exporter> Worker<E> {
 
     /// Records a failure and waits before the next attempt; `Some` if
     /// aborted meanwhile.
-    async fn back_off(
-        &mut self,
-        message: &str,
-        retry_after: Option<std::time::Duration>,
-    ) -> Option<Handled> {
+    async fn back_off(&mut self, message: &str, retry_after: Option<Duration>) -> Option<Handled> {
         let p = &mut self.parts;
         let opened = p.circuit.failed(Instant::now());
         let failures = p.circuit.failures();
@@ -267,17 +339,17 @@ impl<E: Exporter> Worker<E> {
         }
         p.metrics.retry();
         if opened {
-            p.metrics.circuit_state(
-                CircuitState::Open {
-                    until: Instant::now(),
-                }
-                .gauge(),
-            );
-            p.health.lock().circuit = "open";
+            let state = p.circuit.state(Instant::now());
+            p.metrics.circuit_state(state.gauge());
+            p.health.lock().circuit = state.name();
+            let pause = match state {
+                CircuitState::Open { until } => until.saturating_duration_since(Instant::now()),
+                _ => Duration::ZERO,
+            };
             tracing::warn!(
                 plugin = &*p.instance,
                 failures,
-                pause = %humantime::format_duration(p.circuit_pause()),
+                pause = %humantime::format_duration(pause),
                 "circuit opened: pausing deliveries to this plugin after repeated failures (last: {message})"
             );
             return None;
@@ -322,7 +394,7 @@ impl<E: Exporter> Worker<E> {
     /// many, or why they could not be stored.
     fn set_aside_rejected(
         &mut self,
-        batch: &[Arc<Record>],
+        batch: &Batch,
         rejected: &[RejectedEvent],
     ) -> Result<usize, String> {
         let mut seen = vec![false; batch.len()];
@@ -331,7 +403,8 @@ impl<E: Exporter> Worker<E> {
             match seen.get_mut(r.index as usize) {
                 Some(flag) if !*flag => {
                     *flag = true;
-                    events.push((batch[r.index as usize].as_ref(), r.reason.as_str()));
+                    let i = r.index as usize;
+                    events.push((batch.seq(i), batch.event(i), r.reason.as_str()));
                 }
                 _ => tracing::warn!(
                     plugin = &*self.parts.instance,
@@ -341,11 +414,11 @@ impl<E: Exporter> Worker<E> {
                 ),
             }
         }
-        if !events.is_empty() {
+        if let Some((_, _, first_reason)) = events.first() {
             tracing::warn!(
                 plugin = &*self.parts.instance,
                 events = events.len(),
-                first_reason = events[0].1,
+                first_reason,
                 "the plugin refused some events for good; setting them aside as dead letters"
             );
         }
@@ -353,7 +426,7 @@ impl<E: Exporter> Worker<E> {
         Ok(events.len())
     }
 
-    fn put_dead_letters(&self, events: &[(&Record, &str)]) -> Result<(), String> {
+    fn put_dead_letters(&self, events: &[(u64, Event<'_>, &str)]) -> Result<(), String> {
         self.parts.dead_letters.put(events).map_err(|error| {
             let message = format!(
                 "cannot store dead letters in {}: {error}; the batch will be retried",
@@ -377,15 +450,6 @@ impl<E: Exporter> Worker<E> {
                 self.parts.metrics.trap(fault.kind.label());
             }
             tracing::warn!(plugin = &*self.parts.instance, "flush failed: {error}");
-        }
-    }
-}
-
-impl WorkerParts {
-    fn circuit_pause(&self) -> std::time::Duration {
-        match self.circuit.clone().state(Instant::now()) {
-            CircuitState::Open { until } => until.saturating_duration_since(Instant::now()),
-            _ => std::time::Duration::ZERO,
         }
     }
 }

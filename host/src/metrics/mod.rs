@@ -4,8 +4,11 @@
 //! |---|---|---|
 //! | `auditrelay_events_accepted_total` | `via` | events taken into the spool (`api` or `http`) |
 //! | `auditrelay_events_rejected_total` | `via`, `reason` | events refused at the door (`invalid`, `full`, `closed`) |
-//! | `auditrelay_spool_events` | | events held for at least one plugin |
-//! | `auditrelay_spool_bytes` | | bytes those events take |
+//! | `auditrelay_spool_events` | | events some plugin instance has not handled yet |
+//! | `auditrelay_spool_bytes` | | bytes the spool's segment files take on disk |
+//! | `auditrelay_spool_pending_bytes` | | bytes accepted but not yet written (grows only while the disk fails) |
+//! | `auditrelay_spool_segments` | | segment files |
+//! | `auditrelay_spool_dropped_events_total` | | events pushed out of a full spool (`when_full = "drop_oldest"`) |
 //! | `auditrelay_plugin_delivered_events_total` | `plugin` | events the plugin acknowledged |
 //! | `auditrelay_plugin_dead_letter_events_total` | `plugin` | events set aside as dead letters |
 //! | `auditrelay_plugin_failures_total` | `plugin`, `kind` | failed calls (`retryable`, `permanent`, `fault`) |
@@ -89,6 +92,10 @@ pub struct Metrics {
     rejected: Family<RejectLabels, Counter>,
     spool_events: Gauge,
     spool_bytes: Gauge,
+    spool_pending: Gauge,
+    spool_segments: Gauge,
+    spool_dropped: Counter,
+    spool_dropped_seen: AtomicU64,
     delivered: Family<PluginLabels, Counter>,
     dead_letters: Family<PluginLabels, Counter>,
     failures: Family<PluginKindLabels, Counter>,
@@ -122,6 +129,10 @@ impl Metrics {
             rejected: Family::default(),
             spool_events: Gauge::default(),
             spool_bytes: Gauge::default(),
+            spool_pending: Gauge::default(),
+            spool_segments: Gauge::default(),
+            spool_dropped: Counter::default(),
+            spool_dropped_seen: AtomicU64::new(0),
             delivered: Family::default(),
             dead_letters: Family::default(),
             failures: Family::default(),
@@ -230,10 +241,24 @@ impl Metrics {
             .inc_by(events);
     }
 
-    /// Sets the spool gauges.
-    pub fn set_spool(&self, events: u64, bytes: u64) {
+    /// Sets the spool gauges from current figures (`dropped` counts since
+    /// start).
+    pub fn set_spool(
+        &self,
+        events: u64,
+        disk_bytes: u64,
+        pending_bytes: u64,
+        segments: u64,
+        dropped: u64,
+    ) {
         self.spool_events.set(events as i64);
-        self.spool_bytes.set(bytes as i64);
+        self.spool_bytes.set(disk_bytes as i64);
+        self.spool_pending.set(pending_bytes as i64);
+        self.spool_segments.set(segments as i64);
+        let seen = self
+            .spool_dropped_seen
+            .swap(dropped, std::sync::atomic::Ordering::Relaxed);
+        self.spool_dropped.inc_by(dropped.saturating_sub(seen));
     }
 
     /// The handles of one plugin instance, resolved once so the delivery

@@ -11,13 +11,12 @@ pub mod catalog;
 mod fault;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use auditrelay_plugin_api::{Delivery, PluginInfo, RejectedEvent};
 pub use fault::{Fault, FaultKind};
 
-use crate::spool::Record;
+use crate::spool::Batch;
 
 /// Why a call into a plugin did not succeed.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +54,7 @@ pub trait Exporter: Send + 'static {
     /// Delivers a batch, in order.
     fn deliver(
         &mut self,
-        batch: &[Arc<Record>],
+        batch: &Batch,
     ) -> impl Future<Output = Result<Delivery, CallError>> + Send;
 
     /// Asks the plugin to push out anything it holds in memory.

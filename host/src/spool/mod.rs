@@ -1,112 +1,117 @@
-//! The spool: an ordered log of accepted events that every plugin reads
-//! through its own cursor.
+//! The spool: a durable, ordered log of accepted events on local disk,
+//! which every plugin instance reads through its own cursor.
 //!
-//! `emit` appends and returns at once; each plugin's worker reads from its
-//! cursor and moves it only after the plugin acknowledged a batch, so a slow
-//! or broken plugin never holds back another and nothing is forgotten while
-//! a destination is down. Records are dropped once every cursor has passed
-//! them.
+//! - **Appending** ([`Spool::append`]) frames the events into a buffer and
+//!   returns: the events are in the log. A writer thread writes the buffer
+//!   to segment files and syncs them according to the [`Durability`] mode;
+//!   [`Spool::durable`] waits until an event is as safe as the mode makes it.
+//! - **Reading**: each instance reads with its own [`Reader`] from its
+//!   cursor, which moves ([`Spool::commit`]) only after the instance
+//!   handled a batch. Cursors are saved to disk. A segment is deleted once
+//!   every instance has passed it.
+//! - **When full** (`spool.max_size`), appends wait, are refused, or push out
+//!   the oldest events, as [`WhenFull`] says; the default refuses, so nothing
+//!   is lost without the emitter knowing.
+//! - **On start** the directory is scanned ([`recovery`]): a torn last
+//!   record is cut off, damage costs only the records it touched, and the
+//!   [`RecoveryReport`] says what was found.
 //!
-//! This implementation keeps the log in memory, bounded by
-//! `relay.max_buffered_bytes`: when it is full, appends are refused with
-//! [`SpoolError::Full`] (never silently dropped). The durable on-disk log
-//! replaces it behind the same interface.
+//! The bytes on disk are described in [`format`].
 
-use std::collections::VecDeque;
+mod cursors;
+pub mod format;
+mod reader;
+mod record;
+pub mod recovery;
+mod segment;
+mod writer;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use auditrelay_plugin_api::Event;
-use auditrelay_plugin_api::batch;
-use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationErrors};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
-/// Bookkeeping bytes charged per record on top of its encoding.
-const RECORD_OVERHEAD: usize = 64;
+pub use reader::Reader;
+pub use record::{Batch, Record};
+pub use recovery::RecoveryReport;
+pub use segment::{Damage, Segment};
 
-/// One accepted event, kept in the encoding plugins receive it in
-/// ([`auditrelay_plugin_api::batch`]), so handing it over is one copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Position in the log (starts at 0, never reused).
-    pub seq: u64,
-    /// The event, encoded by [`batch::encode`] (only ever built here, so
-    /// it always decodes).
-    encoded: Vec<u8>,
+/// How safe an appended event is before [`Spool::durable`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced to disk after every write: survives power loss; slowest.
+    Always,
+    /// Synced at most this long after it was written (group commit):
+    /// survives a crash of the relay at once, power loss after the window.
+    Group(Duration),
+    /// Written to the operating system, never synced by the relay:
+    /// survives a crash of the relay, not of the machine.
+    None,
 }
 
-impl Record {
-    /// Validates an envelope and turns it into a record (its `seq` is set
-    /// on append). The envelope is encoded once, canonically.
-    pub fn from_envelope(
-        event: AuditEventEnvelope,
-        limits: &Limits,
-    ) -> Result<Self, ValidationErrors> {
-        let json = event.to_validated_json(limits)?;
-        Ok(Self::with_json(&event, &json))
-    }
-
-    /// A record of an envelope the caller already validated against the
-    /// relay's limits (e.g. parsed with `AuditEventEnvelope::from_json_with`).
-    pub fn from_validated(event: AuditEventEnvelope) -> Self {
-        let json = event.to_canonical_json();
-        Self::with_json(&event, &json)
-    }
-
-    /// A record of an event as a plugin would see it.
-    pub fn from_event(event: Event<'_>) -> Self {
-        let mut encoded = Vec::new();
-        batch::encode(event, &mut encoded);
-        Record { seq: 0, encoded }
-    }
-
-    fn with_json(event: &AuditEventEnvelope, json: &[u8]) -> Self {
-        Self::from_event(Event {
-            id: &event.id,
-            source: &event.source,
-            event_type: &event.event_type,
-            time_unix_nanos: event.time_unix_nanos(),
-            tenant: event.tenant.as_deref(),
-            envelope: json,
-        })
-    }
-
-    /// The record as a plugin sees it (borrowed).
-    pub fn as_event(&self) -> Event<'_> {
-        batch::decode(&self.encoded)
-            .expect("a record's encoding is made by Record::from_event")
-            .0
-    }
-
-    /// The canonical envelope JSON.
-    pub fn json(&self) -> &[u8] {
-        self.as_event().envelope
-    }
-
-    /// The encoded event, ready to go into a batch.
-    pub fn encoded(&self) -> &[u8] {
-        &self.encoded
-    }
-
-    /// Memory charged against the spool's capacity.
-    pub fn footprint(&self) -> usize {
-        RECORD_OVERHEAD + self.encoded.len()
-    }
+/// What an append does when the spool is at `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait up to `block_timeout` for room, then refuse.
+    Block,
+    /// Refuse at once with [`SpoolError::Full`].
+    Reject,
+    /// Delete the oldest segment, skipping its events for every instance
+    /// (counted in `auditrelay_spool_dropped_events_total` and logged).
+    DropOldest,
 }
 
-/// Why the spool refused records.
+/// Where a new instance starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// With the next event appended.
+    Now,
+    /// With the oldest event still spooled.
+    Earliest,
+}
+
+/// How the spool is set up.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// The spool's directory (segments, cursors, lock).
+    pub dir: PathBuf,
+    /// How safe an event is before it counts as durable.
+    pub durability: Durability,
+    /// Size at which a new segment file is started.
+    pub segment_bytes: u64,
+    /// Most bytes the spool may hold on disk (and in its write buffer).
+    pub max_bytes: u64,
+    /// What appends do when the spool is full.
+    pub when_full: WhenFull,
+    /// How long [`WhenFull::Block`] waits.
+    pub block_timeout: Duration,
+    /// Most bytes waiting to be written (they pile up only while the disk
+    /// fails or is slow).
+    pub max_pending_bytes: usize,
+}
+
+/// Why the spool refused events. Nothing of a refused append was kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpoolError {
-    /// The buffer is full: some destination is behind.
+    /// The spool is at its size limit.
     #[error(
-        "the relay's buffer is full ({buffered} of {capacity} bytes): a destination is not keeping up; retry later or raise relay.max_buffered_bytes"
+        "the spool is full ({used} of {capacity} bytes): a destination is not keeping up; retry later, raise spool.max_size, or see spool.when_full"
     )]
     Full {
-        /// Bytes held now.
-        buffered: usize,
-        /// The configured capacity.
-        capacity: usize,
+        /// Bytes held.
+        used: u64,
+        /// The limit.
+        capacity: u64,
     },
+    /// The spool cannot write (e.g. the disk is full) and its buffer is full.
+    #[error("the spool cannot write to disk ({0}); events are refused until it can")]
+    Unwritable(String),
     /// The relay is shutting down.
     #[error("the relay is shutting down and accepts no more events")]
     Closed,
@@ -119,246 +124,416 @@ pub struct ConsumerId(usize);
 /// Counters describing the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SpoolStats {
-    /// Sequence number the next record will get.
+    /// Sequence number the next appended event gets.
     pub next_seq: u64,
-    /// Records held.
-    pub records: usize,
-    /// Bytes charged.
-    pub bytes: usize,
+    /// Events below this are in segment files (readable).
+    pub written_seq: u64,
+    /// Events below this are durable under the configured mode.
+    pub durable_seq: u64,
+    /// The oldest sequence number still spooled.
+    pub first_seq: u64,
+    /// Bytes in segment files.
+    pub disk_bytes: u64,
+    /// Bytes waiting to be written.
+    pub pending_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Events pushed out by [`WhenFull::DropOldest`] since start.
+    pub dropped_events: u64,
 }
 
-/// The log; see the [module docs](self).
-pub struct Spool {
-    state: Mutex<State>,
-    capacity: usize,
+/// What the writer has made durable, and whether it has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// Events below this are durable.
+    durable: u64,
+    /// The writer has stopped; nothing more will become durable.
+    finished: bool,
 }
 
-struct State {
-    records: VecDeque<Arc<Record>>,
-    next_seq: u64,
-    bytes: usize,
-    /// JSON bytes appended since the start, for byte-based wakeups.
-    appended_json: u64,
-    /// Per consumer: next sequence number it needs (`None` once removed),
-    /// its wakeup signal and what it waits for.
-    consumers: Vec<Consumer>,
-    closed: bool,
-}
-
-struct Consumer {
-    cursor: Option<u64>,
-    signal: Arc<Notify>,
-    waiting: Option<Wakeup>,
-}
-
-/// What a waiting consumer needs before it is worth waking: a record at
-/// `seq` or later, or `json_bytes` appended in total. Waking a consumer
-/// per append would cost the emitter a syscall per event.
+/// What a waiting reader needs before it is worth waking: a record at
+/// `seq` or later, or `json_bytes` written in total. Waking a reader per
+/// event would cost a syscall per event.
 #[derive(Debug, Clone, Copy)]
 struct Wakeup {
     seq: u64,
     json_bytes: u64,
 }
 
-impl Wakeup {
-    fn due(&self, state: &State) -> bool {
-        state.next_seq > self.seq || state.appended_json >= self.json_bytes || state.closed
-    }
+struct Consumer {
+    name: String,
+    /// Next sequence number it needs.
+    cursor: u64,
+    /// Whether it keeps segments from being deleted.
+    pins: bool,
+    signal: Arc<Notify>,
+    waiting: Option<Wakeup>,
+}
+
+struct State {
+    next_seq: u64,
+    /// Framed events not yet written, and their sequence numbers.
+    pending: Vec<u8>,
+    pending_first: u64,
+    /// Oldest first; the last is the one being written.
+    segments: VecDeque<Segment>,
+    written_seq: u64,
+    durable_seq: u64,
+    disk_bytes: u64,
+    /// Payload bytes written since start, for byte-based reader wakeups.
+    written_json: u64,
+    consumers: Vec<Consumer>,
+    /// Cursors of instances that are not running now, kept as they were.
+    dormant_cursors: BTreeMap<String, u64>,
+    cursors_dirty: bool,
+    closed: bool,
+    finishing: bool,
+    writer_idle: bool,
+    write_error: Option<String>,
 }
 
 impl State {
-    /// Signals every waiting consumer whose wakeup is due.
-    fn wake_due(&mut self) {
-        let state = &*self;
-        let due: Vec<usize> = state
-            .consumers
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.waiting.is_some_and(|w| w.due(state)))
-            .map(|(i, _)| i)
-            .collect();
-        for i in due {
-            let consumer = &mut self.consumers[i];
-            consumer.waiting = None;
-            consumer.signal.notify_one();
-        }
-    }
-
     fn first_seq(&self) -> u64 {
-        self.next_seq - self.records.len() as u64
+        self.segments
+            .front()
+            .map_or(self.written_seq, |s| s.first_seq)
     }
 
-    /// Drops records every cursor has passed.
-    fn trim(&mut self) {
-        let keep_from = self
-            .consumers
-            .iter()
-            .filter_map(|c| c.cursor)
-            .min()
-            .unwrap_or(self.next_seq);
-        while self.records.front().is_some_and(|r| r.seq < keep_from) {
-            let record = self.records.pop_front().expect("front exists");
-            self.bytes -= record.footprint();
+    fn wakeup_due(&self, w: &Wakeup) -> bool {
+        self.written_seq > w.seq || self.written_json >= w.json_bytes || self.closed
+    }
+
+    /// Signals every waiting reader whose wakeup is due.
+    fn wake_readers(&mut self) {
+        for i in 0..self.consumers.len() {
+            if let Some(wakeup) = self.consumers[i].waiting
+                && self.wakeup_due(&wakeup)
+            {
+                self.consumers[i].waiting = None;
+                self.consumers[i].signal.notify_one();
+            }
         }
+    }
+
+    fn used_bytes(&self) -> u64 {
+        self.disk_bytes + self.pending.len() as u64
+    }
+
+    fn cursor_snapshot(&self) -> BTreeMap<String, u64> {
+        let mut all = self.dormant_cursors.clone();
+        for c in &self.consumers {
+            all.insert(c.name.clone(), c.cursor);
+        }
+        all
     }
 }
 
-impl Spool {
-    /// An empty spool holding at most `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
-        Spool {
-            state: Mutex::new(State {
-                records: VecDeque::new(),
-                next_seq: 0,
-                bytes: 0,
-                appended_json: 0,
-                consumers: Vec::new(),
-                closed: false,
-            }),
-            capacity,
-        }
-    }
+struct Shared {
+    state: Mutex<State>,
+    /// The writer waits here for work.
+    writer_wake: Condvar,
+    /// Blocked appends wait here for room.
+    room: Condvar,
+    durable: watch::Sender<Progress>,
+    options: SpoolOptions,
+    dropped_events: AtomicU64,
+}
 
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves counters consistent (every
-        // update is a single assignment), so poisoning is ignored.
+        // Every update is a few assignments; a panic cannot leave a
+        // half-made change that matters, so poisoning is ignored.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a reader whose cursor starts after the last appended record.
-    pub fn add_consumer(&self) -> ConsumerId {
-        let mut state = self.lock();
-        let cursor = state.next_seq;
-        state.consumers.push(Consumer {
-            cursor: Some(cursor),
-            signal: Arc::new(Notify::new()),
-            waiting: None,
+    fn segments_dir(&self) -> PathBuf {
+        self.options.dir.join("segments")
+    }
+
+    fn cursors_path(&self) -> PathBuf {
+        self.options.dir.join("cursors.json")
+    }
+}
+
+/// The spool; see the [module docs](self).
+pub struct Spool {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `options.dir`: takes its lock,
+    /// scans what is there, and starts the writer.
+    pub fn open(options: SpoolOptions) -> Result<(Spool, RecoveryReport), String> {
+        let describe =
+            |what: &str, e: std::io::Error| format!("{what} {}: {e}", options.dir.display());
+        std::fs::create_dir_all(options.dir.join("segments"))
+            .map_err(|e| describe("cannot create the spool directory", e))?;
+        let lock = File::create(options.dir.join("LOCK"))
+            .map_err(|e| describe("cannot create the lock in", e))?;
+        lock.try_lock().map_err(|_| {
+            format!(
+                "another relay is using the spool in {} (stop it, or give this one another relay.data_dir)",
+                options.dir.display()
+            )
+        })?;
+        let (segments, report) = recovery::recover(&options.dir.join("segments"), true)
+            .map_err(|e| describe("cannot read the spool in", e))?;
+        let (cursors, warning) = cursors::load(&options.dir.join("cursors.json"));
+        if let Some(warning) = warning {
+            tracing::warn!(
+                "{warning}; plugins will start from the earliest spooled event (duplicates, not loss)"
+            );
+        }
+        // Never reuse a sequence number a cursor has seen, even if the
+        // records behind it were lost (a power cut before a sync).
+        let next_seq = cursors.values().copied().fold(report.next_seq, u64::max);
+        let disk_bytes = segments.iter().map(|s| s.len).sum();
+        let (durable, _) = watch::channel(Progress {
+            durable: next_seq,
+            finished: false,
         });
-        ConsumerId(state.consumers.len() - 1)
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next_seq,
+                pending: Vec::new(),
+                pending_first: next_seq,
+                segments: segments.into(),
+                written_seq: next_seq,
+                durable_seq: next_seq,
+                disk_bytes,
+                written_json: 0,
+                consumers: Vec::new(),
+                dormant_cursors: cursors,
+                cursors_dirty: false,
+                closed: false,
+                finishing: false,
+                writer_idle: false,
+                write_error: None,
+            }),
+            writer_wake: Condvar::new(),
+            room: Condvar::new(),
+            durable,
+            options,
+            dropped_events: AtomicU64::new(0),
+        });
+        let writer = writer::spawn(shared.clone())
+            .map_err(|e| format!("cannot start the spool writer: {e}"))?;
+        Ok((
+            Spool {
+                shared,
+                writer: Mutex::new(Some(writer)),
+                _lock: lock,
+            },
+            report,
+        ))
     }
 
-    /// Removes a reader; records only it still needed are dropped.
-    pub fn remove_consumer(&self, consumer: ConsumerId) {
-        let mut state = self.lock();
-        state.consumers[consumer.0].cursor = None;
-        state.trim();
-    }
-
-    /// Appends records atomically (all or none) and assigns their sequence
-    /// numbers. `records` carry placeholder `seq` values.
-    pub fn append(&self, mut records: Vec<Record>) -> Result<Range<u64>, SpoolError> {
-        let size: usize = records.iter().map(Record::footprint).sum();
-        let range = {
-            let mut state = self.lock();
+    /// Appends events; returns their sequence numbers once they are in the
+    /// log (not yet necessarily on disk: see [`durable`](Self::durable)).
+    /// All or none: a refused append keeps nothing.
+    pub fn append(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
+        let size: u64 = records
+            .iter()
+            .map(|r| (format::FRAME_HEADER_LEN + r.encoded().len()) as u64)
+            .sum();
+        let mut state = self.shared.lock();
+        let deadline = Instant::now() + self.shared.options.block_timeout;
+        loop {
             if state.closed {
                 return Err(SpoolError::Closed);
             }
-            if state.bytes + size > self.capacity {
-                return Err(SpoolError::Full {
-                    buffered: state.bytes,
-                    capacity: self.capacity,
-                });
+            if state.pending.len() + size as usize > self.shared.options.max_pending_bytes {
+                let reason = state
+                    .write_error
+                    .clone()
+                    .unwrap_or_else(|| "the disk is not keeping up".into());
+                return Err(SpoolError::Unwritable(reason));
             }
-            let start = state.next_seq;
-            for record in &mut records {
-                record.seq = state.next_seq;
-                state.next_seq += 1;
-                state.appended_json += record.json().len() as u64;
-            }
-            state.bytes += size;
-            state.records.extend(records.into_iter().map(Arc::new));
-            state.wake_due();
-            start..state.next_seq
-        };
-        Ok(range)
-    }
-
-    /// Up to `max_events` records from `consumer`'s cursor, stopping before
-    /// `max_bytes` of JSON (but always at least one record).
-    pub fn read(
-        &self,
-        consumer: ConsumerId,
-        max_events: usize,
-        max_bytes: usize,
-    ) -> Vec<Arc<Record>> {
-        let state = self.lock();
-        let Some(cursor) = state.consumers[consumer.0].cursor else {
-            return Vec::new();
-        };
-        let skip = (cursor - state.first_seq()) as usize;
-        let mut bytes = 0;
-        let mut out = Vec::new();
-        for record in state.records.iter().skip(skip).take(max_events) {
-            if !out.is_empty() && bytes + record.json().len() > max_bytes {
+            let capacity = self.shared.options.max_bytes;
+            if state.used_bytes() + size <= capacity {
                 break;
             }
-            bytes += record.json().len();
-            out.push(record.clone());
+            match self.shared.options.when_full {
+                WhenFull::Reject => {
+                    return Err(SpoolError::Full {
+                        used: state.used_bytes(),
+                        capacity,
+                    });
+                }
+                WhenFull::DropOldest => {
+                    if !self.drop_oldest(&mut state) {
+                        return Err(SpoolError::Full {
+                            used: state.used_bytes(),
+                            capacity,
+                        });
+                    }
+                }
+                WhenFull::Block => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(SpoolError::Full {
+                            used: state.used_bytes(),
+                            capacity,
+                        });
+                    }
+                    state = self
+                        .shared
+                        .room
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
         }
-        out
+        let start = state.next_seq;
+        for record in records {
+            let seq = state.next_seq;
+            format::write_frame(&mut state.pending, seq, record.encoded());
+            state.next_seq += 1;
+        }
+        if state.writer_idle {
+            state.writer_idle = false;
+            self.shared.writer_wake.notify_one();
+        }
+        Ok(start..state.next_seq)
     }
 
-    /// Moves `consumer`'s cursor to `next_seq` (the record after the last
-    /// one handled) and drops records nobody needs any more.
-    pub fn commit(&self, consumer: ConsumerId, next_seq: u64) {
-        let mut state = self.lock();
-        let cursor = &mut state.consumers[consumer.0].cursor;
-        if let Some(cursor) = cursor
-            && next_seq > *cursor
-        {
-            *cursor = next_seq;
+    /// Deletes the oldest segment for room; `false` if only the one being
+    /// written is left.
+    fn drop_oldest(&self, state: &mut State) -> bool {
+        if state.segments.len() < 2 {
+            return false;
         }
-        state.trim();
+        let oldest = state.segments.pop_front().expect("two or more segments");
+        state.disk_bytes -= oldest.len;
+        let mut dropped = 0;
+        for consumer in &mut state.consumers {
+            if consumer.cursor < oldest.end_seq {
+                dropped = dropped.max(oldest.end_seq - consumer.cursor.max(oldest.first_seq));
+                consumer.cursor = oldest.end_seq;
+            }
+        }
+        state.cursors_dirty = true;
+        self.shared
+            .dropped_events
+            .fetch_add(dropped, Ordering::Relaxed);
+        tracing::error!(
+            segment = %oldest.path.display(),
+            events = dropped,
+            "the spool is full and spool.when_full = \"drop_oldest\": dropped undelivered events"
+        );
+        if let Err(error) = std::fs::remove_file(&oldest.path) {
+            tracing::warn!(segment = %oldest.path.display(), %error, "cannot delete a dropped segment");
+        }
+        true
+    }
+
+    /// Registers a reader named `name` (an instance): it resumes at its
+    /// saved cursor, or starts as `start` says. `pins`: its cursor keeps
+    /// segments from being deleted.
+    pub fn consumer(&self, name: &str, start: StartFrom, pins: bool) -> ConsumerId {
+        let mut state = self.shared.lock();
+        let first = state.first_seq();
+        let cursor = match state.dormant_cursors.remove(name) {
+            Some(saved) if saved < first => {
+                tracing::warn!(
+                    plugin = name,
+                    skipped = first - saved,
+                    "events this instance had not read were deleted while it was not running; it resumes with the oldest spooled event"
+                );
+                first
+            }
+            Some(saved) => saved,
+            None => match start {
+                StartFrom::Now => state.next_seq,
+                StartFrom::Earliest => first,
+            },
+        };
+        state.consumers.push(Consumer {
+            name: name.to_owned(),
+            cursor,
+            pins,
+            signal: Arc::new(Notify::new()),
+            waiting: None,
+        });
+        state.cursors_dirty = true;
+        ConsumerId(state.consumers.len() - 1)
+    }
+
+    /// A reader for `consumer`, starting at its cursor.
+    pub fn reader(&self, consumer: ConsumerId) -> Reader {
+        Reader::new(self.shared.clone(), consumer)
+    }
+
+    /// Moves `consumer`'s cursor to `next_seq` (after the last event it
+    /// handled) and deletes segments nobody needs any more.
+    pub fn commit(&self, consumer: ConsumerId, next_seq: u64) {
+        let mut state = self.shared.lock();
+        let cursor = &mut state.consumers[consumer.0].cursor;
+        if next_seq <= *cursor {
+            return;
+        }
+        *cursor = next_seq;
+        state.cursors_dirty = true;
+        let keep_from = state
+            .consumers
+            .iter()
+            .filter(|c| c.pins)
+            .map(|c| c.cursor)
+            .min()
+            .unwrap_or(state.written_seq);
+        let mut freed = false;
+        while state.segments.len() > 1 && state.segments[0].end_seq <= keep_from {
+            let done = state.segments.pop_front().expect("checked above");
+            state.disk_bytes -= done.len;
+            freed = true;
+            if let Err(error) = std::fs::remove_file(&done.path) {
+                tracing::warn!(segment = %done.path.display(), %error, "cannot delete a delivered segment");
+            }
+        }
+        if freed {
+            self.shared.room.notify_all();
+        }
     }
 
     /// The sequence number `consumer` reads next.
     pub fn cursor(&self, consumer: ConsumerId) -> u64 {
-        let state = self.lock();
-        state.consumers[consumer.0].cursor.unwrap_or(state.next_seq)
+        self.shared.lock().consumers[consumer.0].cursor
     }
 
-    /// Records and JSON bytes `consumer` has not handled yet.
+    /// Events and bytes (on disk, approximately) `consumer` has not handled.
     pub fn lag(&self, consumer: ConsumerId) -> (u64, u64) {
-        let state = self.lock();
-        let Some(cursor) = state.consumers[consumer.0].cursor else {
-            return (0, 0);
-        };
-        let skip = (cursor - state.first_seq()) as usize;
+        let state = self.shared.lock();
+        let cursor = state.consumers[consumer.0].cursor;
+        let events = state.next_seq.saturating_sub(cursor);
         let bytes = state
-            .records
+            .segments
             .iter()
-            .skip(skip)
-            .map(|r| r.json().len() as u64)
-            .sum();
-        (state.next_seq - cursor, bytes)
+            .filter(|s| s.end_seq > cursor)
+            .map(|s| {
+                if s.first_seq <= cursor {
+                    s.len - s.offset_before(cursor)
+                } else {
+                    s.len
+                }
+            })
+            .sum::<u64>()
+            + state.pending.len() as u64;
+        (events, bytes)
     }
 
-    /// The sequence number the next appended record will get.
-    pub fn next_seq(&self) -> u64 {
-        self.lock().next_seq
-    }
-
-    /// Current counters.
-    pub fn stats(&self) -> SpoolStats {
-        let state = self.lock();
-        SpoolStats {
-            next_seq: state.next_seq,
-            records: state.records.len(),
-            bytes: state.bytes,
-        }
-    }
-
-    /// Waits until a record with `seq >= next_seq` exists, or `more_json`
-    /// more bytes of JSON have been appended, or the spool closes. Appends
-    /// that do not meet this wake nobody.
-    pub async fn wait_for(&self, consumer: ConsumerId, next_seq: u64, more_json: u64) {
+    /// Waits until an event at `seq` or later is readable, or `more_json`
+    /// more payload bytes have been written, or the spool closes.
+    pub async fn wait_readable(&self, consumer: ConsumerId, seq: u64, more_json: u64) {
         let (signal, wakeup) = {
-            let mut state = self.lock();
+            let mut state = self.shared.lock();
             let wakeup = Wakeup {
-                seq: next_seq,
-                json_bytes: state.appended_json.saturating_add(more_json),
+                seq,
+                json_bytes: state.written_json.saturating_add(more_json),
             };
-            if wakeup.due(&state) {
+            if state.wakeup_due(&wakeup) {
                 return;
             }
             let slot = &mut state.consumers[consumer.0];
@@ -367,8 +542,8 @@ impl Spool {
         };
         loop {
             signal.notified().await;
-            let mut state = self.lock();
-            if wakeup.due(&state) {
+            let mut state = self.shared.lock();
+            if state.wakeup_due(&wakeup) {
                 state.consumers[consumer.0].waiting = None;
                 return;
             }
@@ -377,119 +552,78 @@ impl Spool {
         }
     }
 
-    /// Refuses further appends and wakes every waiting reader.
+    /// Resolves once the event at `seq` is durable under the configured
+    /// [`Durability`] (`true`), or the writer stopped without making it so
+    /// (`false`).
+    pub async fn durable(&self, seq: u64) -> bool {
+        let mut progress = self.shared.durable.subscribe();
+        match progress.wait_for(|p| p.durable > seq || p.finished).await {
+            Ok(p) => p.durable > seq,
+            Err(_) => false,
+        }
+    }
+
+    /// Refuses further appends and wakes every waiting reader; the writer
+    /// goes on writing what it has.
     pub fn close(&self) {
-        let mut state = self.lock();
+        let mut state = self.shared.lock();
         state.closed = true;
-        state.wake_due();
+        state.wake_readers();
+        self.shared.writer_wake.notify_one();
+        self.shared.room.notify_all();
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.shared.lock().closed
+    }
+
+    /// Closes the spool, writes and syncs what is pending, saves cursors
+    /// and stops the writer. Blocks; call it last.
+    pub fn finish(&self) {
+        {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.finishing = true;
+            state.wake_readers();
+            self.shared.writer_wake.notify_one();
+        }
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> SpoolStats {
+        let state = self.shared.lock();
+        SpoolStats {
+            next_seq: state.next_seq,
+            written_seq: state.written_seq,
+            durable_seq: state.durable_seq,
+            first_seq: state.first_seq(),
+            disk_bytes: state.disk_bytes,
+            pending_bytes: state.pending.len() as u64,
+            segments: state.segments.len(),
+            dropped_events: self.shared.dropped_events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last write error, if the spool cannot write now.
+    pub fn write_error(&self) -> Option<String> {
+        self.shared.lock().write_error.clone()
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.options.dir
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(json: &str) -> Record {
-        Record::from_event(Event {
-            id: "id",
-            source: "src",
-            event_type: "t",
-            time_unix_nanos: 0,
-            tenant: None,
-            envelope: json.as_bytes(),
-        })
-    }
-
-    fn records(n: usize) -> Vec<Record> {
-        (0..n).map(|i| record(&format!("{{\"n\":{i}}}"))).collect()
-    }
-
-    #[test]
-    fn each_consumer_reads_everything_at_its_own_pace() {
-        let spool = Spool::new(1 << 20);
-        let fast = spool.add_consumer();
-        let slow = spool.add_consumer();
-        assert_eq!(spool.append(records(10)).unwrap(), 0..10);
-
-        let batch = spool.read(fast, 4, usize::MAX);
-        assert_eq!(
-            batch.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [0, 1, 2, 3]
-        );
-        spool.commit(fast, 4);
-        assert_eq!(spool.read(fast, 100, usize::MAX).len(), 6);
-        spool.commit(fast, 10);
-
-        // The slow consumer still sees all ten: nothing was dropped for it.
-        assert_eq!(spool.read(slow, 100, usize::MAX).len(), 10);
-        assert_eq!(spool.stats().records, 10);
-        assert_eq!(spool.lag(slow).0, 10);
-        spool.commit(slow, 10);
-        assert_eq!(spool.stats().records, 0);
-        assert_eq!(spool.stats().bytes, 0);
-    }
-
-    #[test]
-    fn full_spool_refuses_whole_batches() {
-        let one = record("{}").footprint();
-        let spool = Spool::new(one * 3);
-        let consumer = spool.add_consumer();
-        spool.append(records(2)).unwrap();
-        let err = spool.append(records(2)).unwrap_err();
-        assert!(matches!(err, SpoolError::Full { .. }));
-        assert_eq!(
-            spool.stats().records,
-            2,
-            "nothing of the refused batch was kept"
-        );
-        spool.commit(consumer, 2);
-        spool.append(records(2)).unwrap();
-    }
-
-    #[test]
-    fn reads_respect_byte_budget_but_always_return_one() {
-        let spool = Spool::new(1 << 20);
-        let consumer = spool.add_consumer();
-        spool.append(records(5)).unwrap();
-        assert_eq!(spool.read(consumer, 10, 1).len(), 1);
-        assert_eq!(spool.read(consumer, 10, 16).len(), 2);
-    }
-
-    #[test]
-    fn removed_consumers_do_not_pin_records() {
-        let spool = Spool::new(1 << 20);
-        let a = spool.add_consumer();
-        let b = spool.add_consumer();
-        spool.append(records(3)).unwrap();
-        spool.commit(a, 3);
-        assert_eq!(spool.stats().records, 3);
-        spool.remove_consumer(b);
-        assert_eq!(spool.stats().records, 0);
-    }
-
-    #[tokio::test]
-    async fn waiters_wake_on_append_and_close() {
-        let spool = Arc::new(Spool::new(1 << 20));
-        spool.add_consumer();
-        let waiter = tokio::spawn({
-            let spool = spool.clone();
-            async move { spool.wait_for(ConsumerId(0), 0, u64::MAX).await }
-        });
-        tokio::task::yield_now().await;
-        spool.append(records(1)).unwrap();
-        waiter.await.unwrap();
-
-        let waiter = tokio::spawn({
-            let spool = spool.clone();
-            async move { spool.wait_for(ConsumerId(0), 5, u64::MAX).await }
-        });
-        spool.close();
-        waiter.await.unwrap();
-        assert_eq!(spool.append(records(1)), Err(SpoolError::Closed));
-    }
-}
+mod tests;

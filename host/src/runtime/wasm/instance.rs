@@ -14,9 +14,8 @@ use super::classify::{self, Evidence};
 use super::sandbox::{GUEST_GRANTED_DIR, PluginState, Sandbox};
 use super::{LoadedPlugin, new_store};
 use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo, RejectedEvent};
-use crate::spool::Record;
+use crate::spool::Batch;
 use auditrelay_plugin_api::ConfigKey;
-use auditrelay_plugin_api::batch::BatchBuilder;
 
 /// Why an instance could not be started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -78,30 +77,6 @@ pub struct WasmInstance {
     plugin: Arc<LoadedPlugin>,
     sandbox: Sandbox,
     live: Option<Live>,
-    layout: Layout,
-}
-
-/// The buffer a batch is encoded into before it is handed over; kept
-/// between calls so steady delivery allocates nothing.
-#[derive(Default)]
-struct Layout {
-    builder: BatchBuilder,
-}
-
-impl Layout {
-    fn batch(&self) -> wit::Batch<'_> {
-        wit::Batch {
-            count: self.builder.count(),
-            data: self.builder.data(),
-        }
-    }
-
-    fn lay_out(&mut self, batch: &[Arc<Record>]) {
-        self.builder.clear();
-        for record in batch {
-            self.builder.push_encoded(record.encoded());
-        }
-    }
 }
 
 impl WasmInstance {
@@ -112,7 +87,6 @@ impl WasmInstance {
             plugin,
             sandbox,
             live: Some(live),
-            layout: Layout::default(),
         })
     }
 
@@ -217,11 +191,16 @@ async fn instantiate(plugin: &LoadedPlugin, sandbox: &Sandbox) -> Result<Live, S
 }
 
 impl Exporter for WasmInstance {
-    async fn deliver(&mut self, batch: &[Arc<Record>]) -> Result<Delivery, CallError> {
-        self.layout.lay_out(batch);
+    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
         let live = ensure_live(&mut self.live, &self.plugin, &self.sandbox).await?;
         let exporter = live.plugin.auditrelay_plugin_exporter();
-        let call = exporter.call_deliver(&mut live.store, self.layout.batch());
+        // The spool's batch is already in the plugin wire format.
+        let wit_batch = wit::Batch {
+            count: u32::try_from(batch.len())
+                .expect("batches are capped far below 4 billion events"),
+            data: batch.data(),
+        };
+        let call = exporter.call_deliver(&mut live.store, wit_batch);
         let outcome = with_deadline(self.sandbox.call_timeout, call).await;
         match self.settle(outcome).map_err(CallError::Fault)? {
             Ok(wit::Delivery::Accepted) => Ok(Delivery::Accepted),

@@ -1,5 +1,7 @@
 //! [`Relay`]: the running relay, for in-process use and behind the CLI.
 
+mod start;
+
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,14 +9,13 @@ use std::time::Duration;
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationErrors};
 use serde::Serialize;
 
-use crate::config::{Config, PluginSettings};
-use crate::dispatch::{
-    Backoff, Circuit, DeadLetters, Dispatcher, EventFilter, Health, PluginStatus, WorkerParts,
-};
-use crate::metrics::{Metrics, PluginMetrics, Via};
-use crate::runtime::catalog::Catalog;
-use crate::runtime::wasm::{LoadedPlugin, Sandbox, WasmInstance, WasmRuntime};
-use crate::spool::{ConsumerId, Record, Spool, SpoolError, SpoolStats};
+use crate::config::Config;
+use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus};
+use crate::metrics::{Metrics, Via};
+use crate::spool::{Record, RecoveryReport, Spool, SpoolError, SpoolStats};
+
+pub(crate) use start::start_instance;
+use start::{Instance, spool_options, start_instances};
 
 /// How often [`Relay::idle`] looks at the plugins' progress.
 const IDLE_POLL: Duration = Duration::from_millis(5);
@@ -22,6 +23,10 @@ const IDLE_POLL: Duration = Duration::from_millis(5);
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The spool could not be opened (another relay uses it, or its
+    /// directory cannot be written).
+    #[error("{0}")]
+    Spool(String),
     /// The plugin runtime could not be set up.
     #[error("cannot start the plugin runtime: {0}")]
     Runtime(String),
@@ -93,10 +98,14 @@ impl Receipt {
 pub struct RelayStatus {
     /// Every configured, enabled instance.
     pub plugins: Vec<PluginStatus>,
-    /// Events held by the spool.
+    /// Events in the spool that some instance has not handled yet.
     pub spool_events: u64,
-    /// Bytes held by the spool.
+    /// Bytes the spool holds on disk.
     pub spool_bytes: u64,
+    /// Events pushed out of a full spool (`spool.when_full = "drop_oldest"`).
+    pub spool_dropped_events: u64,
+    /// Why the spool cannot write now, if it cannot.
+    pub spool_write_error: Option<String>,
 }
 
 impl RelayStatus {
@@ -110,7 +119,8 @@ impl RelayStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Instances that had not delivered everything by `shutdown_timeout`,
-    /// with the events they still had.
+    /// with the events left for them in the spool (delivered after the
+    /// next start, not lost).
     pub undelivered: Vec<(String, u64)>,
 }
 
@@ -144,10 +154,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     limits: Limits,
     shutdown_timeout: Duration,
-    /// Running instances and their cursors.
-    running: Vec<(Health, ConsumerId)>,
-    /// Instances that could not be started.
-    failed: Vec<PluginStatus>,
+    recovery: RecoveryReport,
+    instances: Vec<Instance>,
     dispatcher: tokio::sync::Mutex<Option<Dispatcher>>,
     threads: Mutex<Option<tokio::runtime::Runtime>>,
 }
@@ -167,10 +175,11 @@ impl Drop for Inner {
 }
 
 impl Relay {
-    /// Loads the plugins, starts every enabled instance and begins
-    /// delivering. An instance that cannot start is reported in
-    /// [`status`](Self::status) (and logged) while the others run; it is an
-    /// error only if none can.
+    /// Opens the spool (recovering what a crash left), loads the plugins,
+    /// starts every enabled instance and begins delivering. An instance
+    /// that cannot start is reported in [`status`](Self::status) (and
+    /// logged) while the others run, and its events wait in the spool; it
+    /// is an error only if none can start.
     pub async fn start(config: Config) -> Result<Relay, StartError> {
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.relay.plugin_threads)
@@ -179,9 +188,21 @@ impl Relay {
             .build()
             .map_err(|e| StartError::Runtime(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
-        let capacity =
-            usize::try_from(config.relay.max_buffered_bytes.as_u64()).unwrap_or(usize::MAX);
-        let spool = Arc::new(Spool::new(capacity));
+        let options = spool_options(&config);
+        let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(options))
+            .await
+            .map_err(|e| StartError::Spool(e.to_string()))?
+            .map_err(StartError::Spool)?;
+        if recovery.is_clean() {
+            tracing::info!(spool = %spool.dir().display(), "spool opened: {recovery}");
+        } else {
+            tracing::error!(
+                spool = %spool.dir().display(),
+                lost = recovery.lost_records(),
+                "spool opened with damage (undamaged events are kept and delivered): {recovery}"
+            );
+        }
+        let spool = Arc::new(spool);
         let limits = Limits {
             max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
                 .unwrap_or(usize::MAX),
@@ -198,9 +219,10 @@ impl Relay {
                 .await
                 .map_err(|e| StartError::Runtime(e.to_string()))??
         };
-        let (dispatcher, running, failed) = started;
-        if running.is_empty() {
+        let (dispatcher, instances) = started;
+        if instances.iter().all(|i| i.replay.is_none()) {
             threads.shutdown_background();
+            let failed = instances.iter().map(|i| i.health.snapshot()).collect();
             return Err(StartError::NoPlugins(failed));
         }
         Ok(Relay {
@@ -209,16 +231,19 @@ impl Relay {
                 metrics,
                 limits,
                 shutdown_timeout: config.relay.shutdown_timeout,
-                running,
-                failed,
+                recovery,
+                instances,
                 dispatcher: tokio::sync::Mutex::new(Some(dispatcher)),
                 threads: Mutex::new(Some(threads)),
             }),
         })
     }
 
-    /// Accepts one event. Returns once it is in the spool; never waits for
-    /// a plugin. Call it after your database transaction committed.
+    /// Accepts one event. Returns once it is in the spool's log, in
+    /// memory on its way to disk; never waits for a plugin or the disk.
+    /// Call it after your database transaction committed. To wait until it
+    /// is durable, use [`emit_durable`](Self::emit_durable) or
+    /// [`durable`](Self::durable).
     pub fn emit(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
         let record = Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
             self.inner.metrics.rejected(Via::Api, "invalid", 1);
@@ -250,10 +275,32 @@ impl Relay {
         self.accept(records, Via::Api)
     }
 
+    /// Accepts one event and waits until it is durable under
+    /// `spool.durability`.
+    pub async fn emit_durable(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
+        let receipt = self.emit(event)?;
+        self.durable(&receipt).await?;
+        Ok(receipt)
+    }
+
+    /// Waits until the events of `receipt` are durable under
+    /// `spool.durability`.
+    pub async fn durable(&self, receipt: &Receipt) -> Result<(), EmitError> {
+        if receipt.is_empty() || self.inner.spool.durable(receipt.seqs.end - 1).await {
+            return Ok(());
+        }
+        let reason = self
+            .inner
+            .spool
+            .write_error()
+            .unwrap_or_else(|| "the relay shut down first".into());
+        Err(SpoolError::Unwritable(reason).into())
+    }
+
     /// Appends already-normalized records (the ingest endpoints use this).
     pub(crate) fn accept(&self, records: Vec<Record>, via: Via) -> Result<Receipt, EmitError> {
         let count = records.len() as u64;
-        match self.inner.spool.append(records) {
+        match self.inner.spool.append(&records) {
             Ok(seqs) => {
                 self.inner.metrics.accepted(via, count);
                 Ok(Receipt { seqs })
@@ -261,6 +308,7 @@ impl Relay {
             Err(error) => {
                 let reason = match error {
                     SpoolError::Full { .. } => "full",
+                    SpoolError::Unwritable(_) => "unwritable",
                     SpoolError::Closed => "closed",
                 };
                 self.inner.metrics.rejected(via, reason, count);
@@ -286,10 +334,8 @@ impl Relay {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let behind = self
-                .inner
-                .running
-                .iter()
-                .any(|(_, consumer)| self.inner.spool.lag(*consumer).0 > 0);
+                .running()
+                .any(|instance| self.inner.spool.lag(instance.consumer).0 > 0);
             if !behind {
                 return true;
             }
@@ -300,61 +346,111 @@ impl Relay {
         }
     }
 
+    fn running(&self) -> impl Iterator<Item = &Instance> {
+        self.inner.instances.iter().filter(|i| i.replay.is_some())
+    }
+
+    /// What opening the spool found (a torn tail cut, damage, gaps).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
     /// Every enabled instance, running or not.
     pub fn status(&self) -> RelayStatus {
-        let spool = self.inner.spool.stats();
+        let stats = self.inner.spool.stats();
         let mut plugins: Vec<PluginStatus> = self
             .inner
-            .running
+            .instances
             .iter()
-            .map(|(health, consumer)| {
-                let mut status = health.snapshot();
-                (status.lag_events, status.lag_bytes) = self.inner.spool.lag(*consumer);
+            .map(|instance| {
+                let mut status = instance.health.snapshot();
+                (status.lag_events, status.lag_bytes) = self.inner.spool.lag(instance.consumer);
                 status
             })
             .collect();
-        plugins.extend(self.inner.failed.iter().cloned());
         plugins.sort_by(|a, b| a.instance.cmp(&b.instance));
+        let oldest_cursor = self
+            .inner
+            .instances
+            .iter()
+            .map(|i| self.inner.spool.cursor(i.consumer))
+            .min()
+            .unwrap_or(stats.next_seq);
         RelayStatus {
             plugins,
-            spool_events: spool.records as u64,
-            spool_bytes: spool.bytes as u64,
+            spool_events: stats.next_seq.saturating_sub(oldest_cursor),
+            spool_bytes: stats.disk_bytes,
+            spool_dropped_events: stats.dropped_events,
+            spool_write_error: self.inner.spool.write_error(),
         }
+    }
+
+    /// The dead letters of an enabled instance.
+    pub fn dead_letters(&self, instance: &str) -> Option<&DeadLetters> {
+        self.instance(instance).map(|i| &*i.dead_letters)
+    }
+
+    /// Asks a running instance to replay its dead letters between batches;
+    /// `false` if no such instance is running.
+    pub fn replay_dead_letters(&self, instance: &str) -> bool {
+        match self.instance(instance).and_then(|i| i.replay.as_ref()) {
+            Some(replay) => {
+                replay.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn instance(&self, name: &str) -> Option<&Instance> {
+        self.inner.instances.iter().find(|i| i.name == name)
     }
 
     /// Every metric, in Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let SpoolStats { records, bytes, .. } = self.inner.spool.stats();
-        self.inner.metrics.set_spool(records as u64, bytes as u64);
+        let SpoolStats {
+            disk_bytes,
+            pending_bytes,
+            segments,
+            dropped_events,
+            ..
+        } = self.inner.spool.stats();
+        let status = self.status();
+        self.inner.metrics.set_spool(
+            status.spool_events,
+            disk_bytes,
+            pending_bytes,
+            segments as u64,
+            dropped_events,
+        );
         self.inner.metrics.render()
     }
 
     /// Stops accepting events, delivers what the spool holds (for up to
-    /// `relay.shutdown_timeout`), flushes and shuts every plugin down.
-    /// Calling it again does nothing.
+    /// `relay.shutdown_timeout`), flushes and shuts every plugin down, then
+    /// syncs the spool and saves every cursor. What is not delivered by
+    /// then stays in the spool for the next start. Calling it again does
+    /// nothing.
     pub async fn shutdown(&self) -> ShutdownReport {
         self.inner.spool.close();
         let Some(dispatcher) = self.inner.dispatcher.lock().await.take() else {
             return ShutdownReport::default();
         };
         dispatcher.drain(self.inner.shutdown_timeout).await;
+        let spool = self.inner.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.finish()).await;
         let undelivered: Vec<(String, u64)> = self
             .inner
-            .running
+            .instances
             .iter()
-            .map(|(health, consumer)| {
-                (
-                    health.snapshot().instance,
-                    self.inner.spool.lag(*consumer).0,
-                )
-            })
+            .map(|i| (i.name.clone(), self.inner.spool.lag(i.consumer).0))
             .filter(|(_, lag)| *lag > 0)
             .collect();
         for (instance, events) in &undelivered {
-            tracing::error!(
+            tracing::warn!(
                 plugin = instance,
                 events,
-                "shutdown timeout reached before these events were delivered; they are lost (raise relay.shutdown_timeout)"
+                "not delivered before shutdown; they stay in the spool and go out after the next start"
             );
         }
         if let Some(threads) = self
@@ -368,88 +464,4 @@ impl Relay {
         }
         ShutdownReport { undelivered }
     }
-}
-
-type Started = (Dispatcher, Vec<(Health, ConsumerId)>, Vec<PluginStatus>);
-
-async fn start_instances(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    spool: &Arc<Spool>,
-    threads: &tokio::runtime::Handle,
-) -> Result<Started, StartError> {
-    let runtime = Arc::new(
-        WasmRuntime::new(Some(config.cache_dir()))
-            .map_err(|e| StartError::Runtime(format!("{e:#}")))?,
-    );
-    let catalog = Catalog::scan(&runtime, &config.relay.plugin_dir, |_| {})
-        .await
-        .map_err(StartError::PluginDir)?;
-    let dead_letter_dir = config.relay.data_dir.join("dead-letters");
-    let mut dispatcher = Dispatcher::new();
-    let mut running = Vec::new();
-    let mut failed = Vec::new();
-    for (instance, settings) in config.enabled_plugins() {
-        let plugin_metrics = metrics.plugin(instance);
-        let (plugin, exporter) =
-            match start_instance(&catalog, instance, settings, plugin_metrics.clone()).await {
-                Ok(started) => started,
-                Err(error) => {
-                    tracing::error!(plugin = instance, "cannot start: {error}");
-                    failed.push(PluginStatus::failed(instance, error));
-                    continue;
-                }
-            };
-        let health = Health::running(
-            instance,
-            &plugin.info.name,
-            &plugin.info.version,
-            plugin.path.clone(),
-        );
-        let consumer = spool.add_consumer();
-        let retry = &settings.retry;
-        let parts = WorkerParts {
-            instance: Arc::from(instance),
-            spool: spool.clone(),
-            consumer,
-            batch: settings.batch.clone(),
-            backoff: Backoff::new(retry.initial_backoff, retry.max_backoff),
-            circuit: Circuit::new(retry.circuit_after, retry.circuit_open_for),
-            filter: EventFilter::new(&settings.filter),
-            dead_letters: DeadLetters::new(&dead_letter_dir, instance),
-            metrics: plugin_metrics,
-            health: health.clone(),
-            abort: dispatcher.abort_token(),
-        };
-        tracing::info!(
-            plugin = instance,
-            name = plugin.info.name,
-            version = plugin.info.version,
-            file = %plugin.path.display(),
-            "plugin started"
-        );
-        dispatcher.spawn(threads, exporter, parts);
-        running.push((health, consumer));
-    }
-    Ok((dispatcher, running, failed))
-}
-
-/// Starts one enabled instance: finds its plugin, prepares its granted
-/// directory and calls `init`. `auditrelay check` runs exactly this.
-pub(crate) async fn start_instance(
-    catalog: &Catalog,
-    instance: &str,
-    settings: &PluginSettings,
-    metrics: PluginMetrics,
-) -> Result<(Arc<LoadedPlugin>, WasmInstance), String> {
-    let plugin = catalog.resolve(instance, settings)?;
-    if let Some(dir) = &settings.grant_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create grant_dir {}: {e}", dir.display()))?;
-    }
-    let sandbox = Sandbox::from_settings(instance, settings, metrics);
-    let exporter = WasmInstance::start(plugin.clone(), sandbox)
-        .await
-        .map_err(|e| format!("{}: {e}", plugin.path.display()))?;
-    Ok((plugin, exporter))
 }

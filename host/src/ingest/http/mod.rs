@@ -1,0 +1,144 @@
+//! The HTTP endpoint: events from applications in any language, and the
+//! operator's view of the relay.
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /v1/events` | accepts events ([`events`]) |
+//! | `GET /v1/status` | every plugin instance's state, as JSON |
+//! | `GET /v1/dead-letters/{instance}` | an instance's dead letters (`?limit=`, `?offset=`) |
+//! | `POST /v1/dead-letters/{instance}/replay` | delivers them again |
+//! | `DELETE /v1/dead-letters/{instance}` | deletes them |
+//! | `GET /healthz` | liveness: `200` while the relay runs |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! With `ingest.http.auth_token` set, every route but `/healthz` and
+//! `/metrics` needs `Authorization: Bearer <token>`.
+
+mod admin;
+pub mod events;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::config::{HttpIngestSettings, Secret};
+use crate::relay::Relay;
+
+/// What every handler shares.
+#[derive(Clone)]
+struct Api {
+    relay: Relay,
+    token: Option<Secret>,
+    max_body_bytes: usize,
+    ack_timeout: Duration,
+}
+
+/// A bound HTTP listener, ready to serve.
+pub struct HttpIngest {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl HttpIngest {
+    /// Binds `settings.listen` (port 0 picks a free port).
+    pub async fn bind(relay: Relay, settings: &HttpIngestSettings) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {} (ingest.http.listen): {e}",
+                    settings.listen
+                ),
+            )
+        })?;
+        Ok(HttpIngest {
+            listener,
+            router: router(relay, settings),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then lets open requests finish.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// The routes, for serving or testing.
+pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
+    let api = Api {
+        relay,
+        token: settings.auth_token.clone(),
+        max_body_bytes: usize::try_from(settings.max_body_bytes.as_u64()).unwrap_or(usize::MAX),
+        ack_timeout: settings.ack_timeout,
+    };
+    Router::new()
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/status", get(admin::status))
+        .route(
+            "/v1/dead-letters/{instance}",
+            get(admin::list_dead_letters).delete(admin::purge_dead_letters),
+        )
+        .route(
+            "/v1/dead-letters/{instance}/replay",
+            post(admin::replay_dead_letters),
+        )
+        .route("/healthz", get(admin::healthz))
+        .route("/metrics", get(admin::metrics))
+        // Bodies are read with our own limit, to answer with a useful error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(api)
+}
+
+/// A JSON error answer: `{"accepted": 0, "error": "..."}`.
+fn refuse(status: StatusCode, error: String) -> Response {
+    let body = serde_json::json!({ "accepted": 0, "error": error });
+    (status, axum::Json(body)).into_response()
+}
+
+impl Api {
+    /// The response to send if the request is not authorised.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let token = self.token.as_ref()?;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+            return None;
+        }
+        let mut response = refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send Authorization: Bearer <ingest.http.auth_token>"
+                .into(),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"auditrelay\""),
+        );
+        Some(response)
+    }
+}
+
+/// Compares without stopping at the first difference, so response time
+/// does not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,200 @@
+//! Reading the spool for one plugin instance.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use auditrelay_plugin_api::batch;
+
+use super::format::{self, Parsed};
+use super::{Batch, ConsumerId, Shared};
+
+/// Bytes read from a segment at a time (more when one event is larger).
+const CHUNK: u64 = 1024 * 1024;
+
+/// Where a reader is in a segment file.
+struct Position {
+    first_seq: u64,
+    file: File,
+    offset: u64,
+}
+
+/// Reads the spool from one instance's cursor, in order; see
+/// [`Spool::reader`](super::Spool::reader).
+pub struct Reader {
+    shared: Arc<Shared>,
+    consumer: ConsumerId,
+    next_seq: u64,
+    at: Option<Position>,
+    buf: Vec<u8>,
+}
+
+/// What the reader needs to know about the segment it reads.
+struct Target {
+    first_seq: u64,
+    path: std::path::PathBuf,
+    /// Bytes written so far.
+    len: u64,
+    end_seq: u64,
+    offset_hint: u64,
+    /// Whether later segments exist (this one will not grow).
+    sealed: bool,
+}
+
+impl Reader {
+    pub(super) fn new(shared: Arc<Shared>, consumer: ConsumerId) -> Self {
+        let next_seq = shared.lock().consumers[consumer.0].cursor;
+        Reader {
+            shared,
+            consumer,
+            next_seq,
+            at: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The sequence number this reader reads next.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether the reader has read everything written so far.
+    pub fn caught_up(&self) -> bool {
+        self.next_seq >= self.shared.lock().written_seq
+    }
+
+    /// Up to `max_events` events from where the reader is, stopping before
+    /// `max_json` bytes of JSON — except that with `at_least_one`, one event
+    /// larger than that still comes. Empty when nothing more is written.
+    pub fn read(
+        &mut self,
+        max_events: usize,
+        max_json: usize,
+        at_least_one: bool,
+    ) -> io::Result<Batch> {
+        let mut batch = Batch::empty(self.next_seq);
+        if max_events == 0 {
+            return Ok(batch);
+        }
+        let mut json = 0usize;
+        let mut chunk = CHUNK.max((max_json as u64).saturating_add(4096));
+        'segments: while let Some(target) = self.target() {
+            if self
+                .at
+                .as_ref()
+                .is_none_or(|p| p.first_seq != target.first_seq)
+            {
+                self.at = Some(Position {
+                    first_seq: target.first_seq,
+                    file: File::open(&target.path)?,
+                    offset: target.offset_hint,
+                });
+            }
+            loop {
+                let at = self.at.as_mut().expect("opened above");
+                if at.offset >= target.len {
+                    if target.sealed && self.next_seq < target.end_seq {
+                        // Damage at the end of the segment; recovery reported it.
+                        self.next_seq = target.end_seq;
+                    }
+                    if target.sealed {
+                        continue 'segments;
+                    }
+                    break 'segments;
+                }
+                let want = (target.len - at.offset).min(chunk);
+                self.buf.resize(want as usize, 0);
+                read_exact_at(&at.file, &mut self.buf, at.offset)?;
+                let mut used = 0;
+                while used < self.buf.len() {
+                    match format::parse_frame(&self.buf[used..]) {
+                        Parsed::Frame(frame) if frame.seq < self.next_seq => used += frame.len,
+                        Parsed::Frame(frame) => {
+                            let size =
+                                batch::envelope_len(frame.payload).unwrap_or(frame.payload.len());
+                            let exempt = at_least_one && batch.is_empty();
+                            let full =
+                                batch.len() >= max_events || (!exempt && json + size > max_json);
+                            if full {
+                                at.offset += used as u64;
+                                break 'segments;
+                            }
+                            batch.push(frame.seq, frame.payload);
+                            json += size;
+                            self.next_seq = frame.seq + 1;
+                            used += frame.len;
+                        }
+                        Parsed::Incomplete if used > 0 => break,
+                        Parsed::Incomplete if at.offset + (self.buf.len() as u64) < target.len => {
+                            // One event larger than the chunk: read it whole.
+                            chunk *= 2;
+                            break;
+                        }
+                        Parsed::Incomplete | Parsed::Damaged => {
+                            // Damage that appeared after start (recovery checks
+                            // everything then): skip to the next intact record.
+                            let skip =
+                                format::resync(&self.buf[used..]).unwrap_or(self.buf.len() - used);
+                            tracing::error!(
+                                segment = %target.path.display(),
+                                offset = at.offset + used as u64,
+                                bytes = skip,
+                                "damaged bytes in the spool; skipping them (run `auditrelay spool verify`)"
+                            );
+                            used += skip;
+                        }
+                    }
+                }
+                at.offset += used as u64;
+            }
+        }
+        batch.set_end_seq(self.next_seq);
+        Ok(batch)
+    }
+
+    /// The segment holding the next readable event, if one is written.
+    fn target(&mut self) -> Option<Target> {
+        let state = self.shared.lock();
+        let cursor = state.consumers[self.consumer.0].cursor;
+        if cursor > self.next_seq {
+            // Moved forward for us (spool.when_full = "drop_oldest").
+            self.next_seq = cursor;
+            self.at = None;
+        }
+        if self.next_seq >= state.written_seq {
+            return None;
+        }
+        let index = state
+            .segments
+            .iter()
+            .position(|s| s.end_seq > self.next_seq)?;
+        let segment = &state.segments[index];
+        if segment.first_seq > self.next_seq {
+            // Records no segment holds (reported at start): go on after them.
+            self.next_seq = segment.first_seq;
+            self.at = None;
+        }
+        Some(Target {
+            first_seq: segment.first_seq,
+            path: segment.path.clone(),
+            len: segment.len,
+            end_seq: segment.end_seq,
+            offset_hint: segment.offset_before(self.next_seq),
+            sealed: index + 1 < state.segments.len(),
+        })
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
+    }
+}

@@ -1,0 +1,454 @@
+//! The writer thread: moves framed events from the spool's buffer into
+//! segment files and syncs them as the [`Durability`] mode says.
+//!
+//! Appends only touch memory; this thread does every write and sync, so
+//! an emitter never waits on the disk. It sleeps when there is nothing to
+//! do and is woken by the first append; while a group commit is due it is
+//! not woken at all (the events wait for the sync anyway), so steady load
+//! costs no syscall per event. A failed write (a full disk) is cut back
+//! off the file and retried with backoff; the events stay in the buffer.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::format::{self, FRAME_HEADER_LEN};
+use super::segment::Segment;
+use super::{Durability, Shared, cursors};
+
+/// How often changed cursors are saved.
+const CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(100);
+/// First wait after a failed write; doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// A failing write is logged again after this long.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+pub(super) fn spawn(shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("auditrelay-spool".into())
+        .spawn(move || Writer::new(shared).run())
+}
+
+/// The segment being written.
+struct Active {
+    file: File,
+    first_seq: u64,
+    len: u64,
+    records: u64,
+}
+
+/// Frames written into one segment, to publish.
+struct Run {
+    first_seq: u64,
+    records: u64,
+    end_seq: u64,
+    len: u64,
+    index: Vec<(u64, u64)>,
+    payload_bytes: u64,
+    new_segment: bool,
+}
+
+/// What to do next.
+enum Task {
+    Write(Vec<u8>, u64),
+    Sync,
+    SaveCursors,
+    Finish,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    active: Option<Active>,
+    spare: Vec<u8>,
+    unsynced: bool,
+    last_sync: Instant,
+    last_cursor_save: Instant,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    last_error_log: Option<Instant>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        Writer {
+            shared,
+            active: None,
+            spare: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+            last_cursor_save: Instant::now(),
+            retry_at: None,
+            retry_delay: FIRST_RETRY_DELAY,
+            last_error_log: None,
+        }
+    }
+
+    fn group_interval(&self) -> Option<Duration> {
+        match self.shared.options.durability {
+            Durability::Group(interval) => Some(interval),
+            _ => None,
+        }
+    }
+
+    fn run(mut self) {
+        if let Err(error) = self.resume() {
+            tracing::error!(%error, "cannot reopen the last spool segment; writing a new one");
+        }
+        loop {
+            match self.next_task() {
+                Task::Write(chunk, first_seq) => self.write(chunk, first_seq),
+                Task::Sync => self.sync(),
+                Task::SaveCursors => self.save_cursors(),
+                Task::Finish => break,
+            }
+        }
+        if self.unsynced {
+            self.sync();
+        }
+        self.save_cursors();
+        self.shared.durable.send_modify(|p| p.finished = true);
+    }
+
+    /// Waits for something to do.
+    fn next_task(&mut self) -> Task {
+        let mut state = self.shared.lock();
+        loop {
+            let now = Instant::now();
+            let may_write = self.retry_at.is_none_or(|at| now >= at);
+            if !state.pending.is_empty() && may_write {
+                std::mem::swap(&mut state.pending, &mut self.spare);
+                let first_seq = state.pending_first;
+                state.pending_first = state.next_seq;
+                return Task::Write(std::mem::take(&mut self.spare), first_seq);
+            }
+            let sync_at = self
+                .group_interval()
+                .filter(|_| self.unsynced)
+                .map(|i| self.last_sync + i);
+            if sync_at.is_some_and(|at| now >= at) {
+                return Task::Sync;
+            }
+            let save_at = state
+                .cursors_dirty
+                .then(|| self.last_cursor_save + CURSOR_SAVE_INTERVAL);
+            if save_at.is_some_and(|at| now >= at) {
+                return Task::SaveCursors;
+            }
+            if state.finishing && (state.pending.is_empty() || !may_write) {
+                return Task::Finish;
+            }
+            let wake_at = [
+                sync_at,
+                save_at,
+                self.retry_at.filter(|_| !state.pending.is_empty()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            // While a group commit is due, appends need not wake us.
+            state.writer_idle = sync_at.is_none();
+            state = match wake_at {
+                Some(at) => {
+                    self.shared
+                        .writer_wake
+                        .wait_timeout(state, at.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self
+                    .shared
+                    .writer_wake
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner()),
+            };
+            state.writer_idle = false;
+        }
+    }
+
+    /// Writes `chunk` (framed events from `first_seq` on) and publishes it.
+    fn write(&mut self, chunk: Vec<u8>, first_seq: u64) {
+        match self.write_runs(&chunk) {
+            Ok(runs) => {
+                self.wrote(&runs);
+                if self.retry_at.take().is_some() {
+                    tracing::info!("the spool writes to disk again");
+                    self.shared.lock().write_error = None;
+                }
+                self.retry_delay = FIRST_RETRY_DELAY;
+                let mut spare = chunk;
+                spare.clear();
+                self.spare = spare;
+            }
+            Err((error, runs)) => {
+                // Publish what did get written; keep the rest for a retry.
+                let written: usize = runs
+                    .iter()
+                    .map(|r| (r.payload_bytes + r.records * FRAME_HEADER_LEN as u64) as usize)
+                    .sum();
+                let written_records: u64 = runs.iter().map(|r| r.records).sum();
+                self.wrote(&runs);
+                self.failed(&error, &chunk[written..], first_seq + written_records);
+            }
+        }
+    }
+
+    /// Writes the chunk's frames, segment by segment. On error, returns
+    /// what was written before it.
+    fn write_runs(&mut self, chunk: &[u8]) -> Result<Vec<Run>, (io::Error, Vec<Run>)> {
+        let segment_bytes = self.shared.options.segment_bytes;
+        let mut runs = Vec::new();
+        let mut offset = 0;
+        while offset < chunk.len() {
+            let (seq, frame_len) = frame_at(chunk, offset);
+            let new_segment = match &self.active {
+                None => true,
+                Some(active) => active.records > 0 && active.len + frame_len as u64 > segment_bytes,
+            };
+            if new_segment && let Err(error) = self.roll(seq) {
+                return Err((error, runs));
+            }
+            let active = self.active.as_mut().expect("rolled above");
+            let mut run = Run {
+                first_seq: active.first_seq,
+                records: 0,
+                end_seq: seq,
+                len: active.len,
+                index: Vec::new(),
+                payload_bytes: 0,
+                new_segment,
+            };
+            // Take frames while they fit this segment.
+            let start = offset;
+            let mut len = active.len;
+            let mut records = active.records;
+            while offset < chunk.len() {
+                let (seq, frame_len) = frame_at(chunk, offset);
+                if records > 0 && len + frame_len as u64 > segment_bytes {
+                    break;
+                }
+                if records.is_multiple_of(64) {
+                    run.index.push((seq, len));
+                }
+                records += 1;
+                len += frame_len as u64;
+                run.records += 1;
+                run.end_seq = seq + 1;
+                run.payload_bytes += (frame_len - FRAME_HEADER_LEN) as u64;
+                offset += frame_len;
+            }
+            if let Err(error) = write_all_at(&active.file, &chunk[start..offset], active.len) {
+                // Cut off whatever part of the run got written.
+                let _ = active.file.set_len(active.len);
+                return Err((error, runs));
+            }
+            active.len = len;
+            active.records = records;
+            run.len = len;
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// Starts a new segment at `first_seq`, syncing the one before.
+    fn roll(&mut self, first_seq: u64) -> io::Result<()> {
+        let durable = self.shared.options.durability != Durability::None;
+        if let Some(old) = &self.active
+            && durable
+        {
+            old.file.sync_data()?;
+        }
+        let dir = self.shared.segments_dir();
+        let path = dir.join(Segment::file_name(first_seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let header = format::segment_header(first_seq);
+        if let Err(error) = write_all_at(&file, &header, 0)
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
+        if durable {
+            File::open(&dir)?.sync_all()?;
+        }
+        self.active = Some(Active {
+            file,
+            first_seq,
+            len: format::SEGMENT_HEADER_LEN as u64,
+            records: 0,
+        });
+        Ok(())
+    }
+
+    /// Publishes written runs: readers may read them; with no syncing they
+    /// are also durable.
+    fn wrote(&mut self, runs: &[Run]) {
+        if runs.is_empty() {
+            return;
+        }
+        let mut state = self.shared.lock();
+        for run in runs {
+            if run.new_segment {
+                state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
+                let mut segment = Segment::new(&self.shared.segments_dir(), run.first_seq);
+                segment.end_seq = run.first_seq;
+                state.segments.push_back(segment);
+            }
+            let segment = state
+                .segments
+                .back_mut()
+                .expect("a segment is being written");
+            let grown = run.len - segment.len;
+            segment.extend(run.records, run.end_seq, run.len, &run.index);
+            state.disk_bytes += grown;
+            state.written_seq = run.end_seq;
+            state.written_json += run.payload_bytes;
+        }
+        state.wake_readers();
+        let written = state.written_seq;
+        drop(state);
+        match self.shared.options.durability {
+            Durability::None => self.publish_durable(written),
+            Durability::Always => self.sync(),
+            Durability::Group(_) => {
+                if !self.unsynced {
+                    // The window opens with the first unsynced write.
+                    self.last_sync = Instant::now();
+                }
+                self.unsynced = true;
+            }
+        }
+    }
+
+    fn sync(&mut self) {
+        let written = self.shared.lock().written_seq;
+        if let Some(active) = &self.active
+            && let Err(error) = active.file.sync_data()
+        {
+            tracing::error!(%error, "cannot sync the spool to disk; will try again");
+            self.last_sync = Instant::now();
+            return;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        self.publish_durable(written);
+    }
+
+    fn publish_durable(&self, written: u64) {
+        self.shared.lock().durable_seq = written;
+        self.shared.durable.send_if_modified(|p| {
+            let moved = p.durable < written;
+            p.durable = p.durable.max(written);
+            moved
+        });
+    }
+
+    /// A write failed: keeps `rest` (events from `rest_first` on) for a retry.
+    fn failed(&mut self, error: &io::Error, rest: &[u8], rest_first: u64) {
+        let now = Instant::now();
+        let message = error.to_string();
+        let mut state = self.shared.lock();
+        let newer = std::mem::take(&mut state.pending);
+        state.pending.extend_from_slice(rest);
+        state.pending.extend_from_slice(&newer);
+        state.pending_first = rest_first;
+        let first_time = state.write_error.as_deref() != Some(&message);
+        state.write_error = Some(message.clone());
+        let waiting = state.pending.len();
+        drop(state);
+        if first_time
+            || self
+                .last_error_log
+                .is_none_or(|at| now - at >= ERROR_LOG_INTERVAL)
+        {
+            tracing::error!(
+                error = message,
+                waiting_bytes = waiting,
+                retry_in = ?self.retry_delay,
+                "the spool cannot write to disk; accepted events wait in memory and are retried"
+            );
+            self.last_error_log = Some(now);
+        }
+        self.retry_at = Some(now + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+        // A segment created here but never written to is not known to
+        // anyone yet: remove it, so the retry can create it again.
+        if self.active.as_ref().is_some_and(|a| a.records == 0)
+            && let Some(empty) = self.active.take()
+            && !self
+                .shared
+                .lock()
+                .segments
+                .iter()
+                .any(|s| s.first_seq == empty.first_seq)
+        {
+            let _ = std::fs::remove_file(
+                self.shared
+                    .segments_dir()
+                    .join(Segment::file_name(empty.first_seq)),
+            );
+        }
+    }
+
+    fn save_cursors(&mut self) {
+        let snapshot = {
+            let mut state = self.shared.lock();
+            state.cursors_dirty = false;
+            state.cursor_snapshot()
+        };
+        self.last_cursor_save = Instant::now();
+        let sync = self.shared.options.durability != Durability::None;
+        if let Err(error) = cursors::store(&self.shared.cursors_path(), &snapshot, sync) {
+            tracing::warn!(%error, "cannot save plugin cursors; will try again (a restart may redeliver events)");
+            self.shared.lock().cursors_dirty = true;
+        }
+    }
+}
+
+/// The sequence number and length of the frame at `offset` of a chunk the
+/// spool itself framed.
+fn frame_at(chunk: &[u8], offset: usize) -> (u64, usize) {
+    let header = &chunk[offset..offset + FRAME_HEADER_LEN];
+    let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    (seq, FRAME_HEADER_LEN + len)
+}
+
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
+}
+
+impl Writer {
+    /// Resumes writing the last segment found at start, if there is one.
+    fn resume(&mut self) -> io::Result<()> {
+        let state = self.shared.lock();
+        let Some(last) = state.segments.back() else {
+            return Ok(());
+        };
+        let file = OpenOptions::new().read(true).write(true).open(&last.path)?;
+        file.set_len(last.len)?;
+        self.active = Some(Active {
+            file,
+            first_seq: last.first_seq,
+            len: last.len,
+            records: last.records,
+        });
+        Ok(())
+    }
+}
