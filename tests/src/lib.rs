@@ -269,3 +269,245 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// How a [`Receiver`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Records the events and answers `200`.
+    Accept,
+    /// Answers with this status and records nothing.
+    Fail(u16),
+    /// Not listening: connections are refused.
+    Down,
+}
+
+struct ReceiverState {
+    mode: Mode,
+    ids: Vec<String>,
+}
+
+/// A real HTTP destination on 127.0.0.1 that the `faulty` fixture (with
+/// `url`) POSTs NDJSON to: it records the `id` of every event it accepted
+/// (duplicates included) and can be told to fail or go down.
+pub struct Receiver {
+    /// Where it listens (kept across downtime).
+    pub addr: std::net::SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Receiver {
+    /// Starts one on a free port, accepting.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = Receiver {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::new(Mutex::new(ReceiverState {
+                mode: Mode::Accept,
+                ids: Vec::new(),
+            })),
+            server: Mutex::new(None),
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    /// The URL to give the fixture.
+    pub fn url(&self) -> String {
+        format!("http://{}/events", self.addr)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let state = self.state.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let mut state = state.lock().unwrap();
+                if let Mode::Fail(code) = state.mode {
+                    return axum::http::StatusCode::from_u16(code).unwrap();
+                }
+                for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let event: serde_json::Value =
+                        serde_json::from_slice(line).expect("NDJSON events");
+                    state.ids.push(event["id"].as_str().unwrap().to_owned());
+                }
+                axum::http::StatusCode::OK
+            }
+        });
+        let handle = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        *self.server.lock().unwrap() = Some(handle);
+    }
+
+    /// Switches how it answers; `Down` stops listening, anything else
+    /// listens again on the same address.
+    pub async fn set_mode(&self, mode: Mode) {
+        let was_down = self.state.lock().unwrap().mode == Mode::Down;
+        self.state.lock().unwrap().mode = mode;
+        match (was_down, mode) {
+            (false, Mode::Down) => {
+                if let Some(server) = self.server.lock().unwrap().take() {
+                    server.abort();
+                }
+                // Let the aborted task drop its listener.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (true, Mode::Accept | Mode::Fail(_)) => {
+                let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+                self.serve(listener);
+            }
+            _ => {}
+        }
+    }
+
+    /// Every accepted event id, duplicates included, in arrival order.
+    pub fn ids(&self) -> Vec<String> {
+        self.state.lock().unwrap().ids.clone()
+    }
+
+    /// Waits until every id in `expected` has arrived (or `timeout`).
+    pub async fn wait_for_all(
+        &self,
+        expected: &std::collections::HashSet<String>,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got: std::collections::HashSet<String> = self.ids().into_iter().collect();
+            if expected.is_subset(&got) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What arrived, checked against what was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Events acknowledged as durable.
+    pub acknowledged: usize,
+    /// Acknowledged events that never arrived.
+    pub lost: usize,
+    /// Deliveries beyond the first of an event.
+    pub duplicates: usize,
+    /// Distinct events that arrived.
+    pub distinct: usize,
+}
+
+/// Compares the ids that arrived (duplicates included) with the ids
+/// acknowledged.
+pub fn tally(acknowledged: &std::collections::HashSet<String>, arrived: &[String]) -> Tally {
+    let distinct: std::collections::HashSet<&String> = arrived.iter().collect();
+    Tally {
+        acknowledged: acknowledged.len(),
+        lost: acknowledged
+            .iter()
+            .filter(|id| !distinct.contains(id))
+            .count(),
+        duplicates: arrived.len() - distinct.len(),
+        distinct: distinct.len(),
+    }
+}
+
+/// `auditrelay run` as a child process.
+pub struct RelayProcess {
+    /// The child.
+    pub child: std::process::Child,
+    /// Its log so far (stderr), for failure messages.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl RelayProcess {
+    /// Starts `auditrelay run -c config` (through `prefix`, e.g. `unshare`,
+    /// when given) and waits until it accepts events.
+    pub fn start(config: &Path, prefix: &[&str]) -> Self {
+        use std::io::BufRead;
+        let binary = relay_binary();
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => std::process::Command::new(&binary),
+        };
+        let mut child = command
+            .args(["run", "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting auditrelay run");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("accepting events at") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        if ready.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "auditrelay run did not start:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        RelayProcess { child, log }
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for it to exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its log lines so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill_9();
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

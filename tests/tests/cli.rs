@@ -189,3 +189,87 @@ fn run_takes_events_from_emit_and_delivers_them_before_exiting_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert_eq!(ndjson_lines(&home.join("out")).len(), 100);
 }
+
+/// Runs `auditrelay` until `output` contains `wanted` (or 30 s pass).
+fn until_output(args: &[&str], wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = auditrelay(args);
+        let stdout = text(&output.stdout);
+        if stdout.contains(wanted) || Instant::now() > deadline {
+            return stdout;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn operators_see_status_dead_letters_and_spool_health_running_or_stopped() {
+    let home = Home::with_plugins(&["faulty"]);
+    let config = home.config_file(
+        "[plugins.sink]\nplugin = \"faulty\"\n[plugins.sink.config]\nfault = \"permanent\"\n[plugins.sink.batch]\nmax_wait = \"10ms\"\n",
+    );
+    let c = config.to_str().unwrap();
+    let mut relay = auditrelay_tests::RelayProcess::start(&config, &[]);
+    let url = relay
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("accepting events at ")
+                .nth(1)
+                .map(|u| u.split("/v1").next().unwrap().to_owned())
+        })
+        .unwrap();
+    let events = home.join("events.ndjson");
+    let lines: Vec<String> = (0..5)
+        .map(|i| String::from_utf8(sample_envelope(i).to_canonical_json()).unwrap())
+        .collect();
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let sent = auditrelay(&["emit", events.to_str().unwrap(), "--url", &url]);
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+
+    // Running: dead letters appear, status comes from the relay itself.
+    let list = until_output(&["dlq", "list", "-c", c], "sink: 5 dead letter(s)");
+    assert!(list.contains("sink: 5 dead letter(s)"), "{list}");
+    let status = text(&auditrelay(&["status", "-c", c]).stdout);
+    assert!(status.starts_with("relay: running"), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("sink") && l.contains("running")),
+        "{status}"
+    );
+    // A replay through the running relay: still refused, so back they come.
+    let replay = auditrelay(&["dlq", "replay", "sink", "-c", c]);
+    assert!(
+        text(&replay.stdout).contains("replaying its dead letters now"),
+        "{}",
+        text(&replay.stderr)
+    );
+    let list = until_output(&["dlq", "list", "-c", c], "sink: 5 dead letter(s)\n");
+    assert!(list.contains("sink: 5 dead letter(s)\n"), "{list}");
+    assert!(relay.terminate());
+
+    // Stopped: the same commands work on the files.
+    let status = text(&auditrelay(&["status", "-c", c]).stdout);
+    assert!(status.starts_with("relay: stopped"), "{status}");
+    let show = text(&auditrelay(&["dlq", "show", "sink", "--limit", "2", "-c", c]).stdout);
+    assert_eq!(
+        show.matches("reason: fixture: destination refuses this batch")
+            .count(),
+        2,
+        "{show}"
+    );
+    let refused = auditrelay(&["dlq", "purge", "sink", "-c", c]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("add --yes"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let purged = text(&auditrelay(&["dlq", "purge", "sink", "--yes", "-c", c]).stdout);
+    assert!(purged.contains("deleted 5 dead letter(s)"), "{purged}");
+    let verify = auditrelay(&["spool", "verify", "-c", c]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    assert!(text(&verify.stdout).contains("the spool is intact"));
+}

@@ -6,6 +6,9 @@
 //! | `check` | validates the config and starts every enabled plugin once |
 //! | `plugins` | lists the plugins found in `plugin_dir` |
 //! | `emit` | sends events from a file or stdin to a running relay |
+//! | `status` | every instance: state, circuit, lag, dead letters, last error |
+//! | `dlq` | lists, shows, replays or purges an instance's dead letters |
+//! | `spool verify` | checks every record of the spool |
 //! | `demo` | runs the relay on sample events and shows where they landed |
 //!
 //! Without `--config` every command uses the embedded default
@@ -13,9 +16,13 @@
 
 mod check;
 mod demo;
+mod dlq;
 mod emit;
 mod plugins;
+mod relay_api;
 mod run;
+mod spool;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +74,15 @@ enum Command {
     /// Send events (JSON, a JSON array or NDJSON) from a file or stdin to a
     /// running relay's HTTP endpoint
     Emit(emit::Args),
+    /// Show every plugin instance: state, circuit, lag, dead letters, last
+    /// error (from the running relay, or from the files of a stopped one)
+    Status(status::Args),
+    /// List, show, replay or purge dead letters
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Work on the spool
+    #[command(subcommand)]
+    Spool(spool::Command),
     /// Start the relay, send it sample events through the library API and
     /// over HTTP, wait until they are delivered and show where they landed
     Demo(demo::Args),
@@ -82,7 +98,11 @@ pub fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Emit(_)));
+    let quiet = !matches!(
+        cli.command,
+        Command::Run | Command::Demo(_) | Command::Check
+    );
+    init_logging(cli.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,6 +119,9 @@ pub fn main() -> ExitCode {
             Command::Check => check::check(load_config(&cli.config)?).await,
             Command::Plugins(args) => plugins::plugins(load_config(&cli.config)?, args).await,
             Command::Emit(args) => emit::emit(args).await,
+            Command::Status(args) => status::status(load_config(&cli.config)?, args).await,
+            Command::Dlq(command) => dlq::dlq(load_config(&cli.config)?, command).await,
+            Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
         }
     });

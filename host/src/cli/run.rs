@@ -19,6 +19,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if config.ingest.http.enabled {
         let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
         let addr = http.local_addr()?;
+        super::relay_api::record_address(&config, addr);
         tracing::info!(
             "accepting events at http://{addr}/v1/events (metrics at /metrics, status at /v1/status)"
         );
@@ -34,6 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
     tracing::info!("shutting down: delivering what is buffered (up to relay.shutdown_timeout)");
     let report = relay.shutdown().await;
+    let _ = std::fs::remove_file(super::relay_api::address_file(&config));
     if report.undelivered.is_empty() {
         tracing::info!("stopped; every accepted event was delivered");
         Ok(ExitCode::SUCCESS)

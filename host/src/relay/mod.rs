@@ -14,8 +14,8 @@ use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus};
 use crate::metrics::{Metrics, Via};
 use crate::spool::{Record, RecoveryReport, Spool, SpoolError, SpoolStats};
 
-pub(crate) use start::start_instance;
 use start::{Instance, spool_options, start_instances};
+pub(crate) use start::{dead_letter_dir, start_instance};
 
 /// How often [`Relay::idle`] looks at the plugins' progress.
 const IDLE_POLL: Duration = Duration::from_millis(5);
@@ -157,20 +157,25 @@ struct Inner {
     recovery: RecoveryReport,
     instances: Vec<Instance>,
     dispatcher: tokio::sync::Mutex<Option<Dispatcher>>,
-    threads: Mutex<Option<tokio::runtime::Runtime>>,
+    threads: Mutex<PluginThreads>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which is not allowed inside async code.
-        if let Some(threads) = self
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            threads.shutdown_background();
+/// The relay's own runtime for plugin code. Dropping a runtime blocks,
+/// which is not allowed inside async code, so it is always shut down in
+/// the background instead — also when starting fails half way.
+struct PluginThreads(Option<tokio::runtime::Runtime>);
+
+impl PluginThreads {
+    fn stop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
         }
+    }
+}
+
+impl Drop for PluginThreads {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -181,12 +186,15 @@ impl Relay {
     /// logged) while the others run, and its events wait in the spool; it
     /// is an error only if none can start.
     pub async fn start(config: Config) -> Result<Relay, StartError> {
-        let threads = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.relay.plugin_threads)
-            .thread_name("auditrelay-plugin")
-            .enable_all()
-            .build()
-            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let threads = PluginThreads(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.relay.plugin_threads)
+                .thread_name("auditrelay-plugin")
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::Runtime(e.to_string()))?,
+        ));
+        let handle = threads.0.as_ref().expect("just built").handle().clone();
         let metrics = Arc::new(Metrics::new());
         let options = spool_options(&config);
         let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(options))
@@ -213,15 +221,14 @@ impl Relay {
         // they spawn (HTTP connections) lives there too.
         let started = {
             let (config, metrics, spool) = (config.clone(), metrics.clone(), spool.clone());
-            let handle = threads.handle().clone();
-            threads
-                .spawn(async move { start_instances(&config, &metrics, &spool, &handle).await })
+            let threads = handle.clone();
+            handle
+                .spawn(async move { start_instances(&config, &metrics, &spool, &threads).await })
                 .await
                 .map_err(|e| StartError::Runtime(e.to_string()))??
         };
         let (dispatcher, instances) = started;
         if instances.iter().all(|i| i.replay.is_none()) {
-            threads.shutdown_background();
             let failed = instances.iter().map(|i| i.health.snapshot()).collect();
             return Err(StartError::NoPlugins(failed));
         }
@@ -234,7 +241,7 @@ impl Relay {
                 recovery,
                 instances,
                 dispatcher: tokio::sync::Mutex::new(Some(dispatcher)),
-                threads: Mutex::new(Some(threads)),
+                threads: Mutex::new(threads),
             }),
         })
     }
@@ -453,15 +460,11 @@ impl Relay {
                 "not delivered before shutdown; they stay in the spool and go out after the next start"
             );
         }
-        if let Some(threads) = self
-            .inner
+        self.inner
             .threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            threads.shutdown_background();
-        }
+            .stop();
         ShutdownReport { undelivered }
     }
 }

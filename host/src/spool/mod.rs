@@ -142,6 +142,11 @@ pub struct SpoolStats {
     pub dropped_events: u64,
 }
 
+/// A segment every instance has read is replaced by a new one, and
+/// deleted, once it is bigger than this: disk use falls back near zero after
+/// an outage, without a new file per event when events trickle.
+const RETIRE_ABOVE: u64 = 1024 * 1024;
+
 /// What the writer has made durable, and whether it has stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
@@ -186,6 +191,9 @@ struct State {
     /// Cursors of instances that are not running now, kept as they were.
     dormant_cursors: BTreeMap<String, u64>,
     cursors_dirty: bool,
+    /// Every instance has read all of the segment being written, and it is
+    /// big: the writer may start a new one and delete it.
+    retire_due: bool,
     closed: bool,
     finishing: bool,
     writer_idle: bool,
@@ -213,6 +221,31 @@ impl State {
                 self.consumers[i].signal.notify_one();
             }
         }
+    }
+
+    /// Deletes every segment but the last whose records all lie before
+    /// `keep_from`; returns whether any went.
+    fn delete_segments_before(&mut self, keep_from: u64) -> bool {
+        let mut freed = false;
+        while self.segments.len() > 1 && self.segments[0].end_seq <= keep_from {
+            let done = self.segments.pop_front().expect("checked above");
+            self.disk_bytes -= done.len;
+            freed = true;
+            if let Err(error) = std::fs::remove_file(&done.path) {
+                tracing::warn!(segment = %done.path.display(), %error, "cannot delete a delivered segment");
+            }
+        }
+        freed
+    }
+
+    /// The oldest cursor that keeps segments, or the written end if none.
+    fn keep_from(&self) -> u64 {
+        self.consumers
+            .iter()
+            .filter(|c| c.pins)
+            .map(|c| c.cursor)
+            .min()
+            .unwrap_or(self.written_seq)
     }
 
     fn used_bytes(&self) -> u64 {
@@ -259,7 +292,8 @@ impl Shared {
 pub struct Spool {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    _lock: File,
+    /// Held while the spool is open; released by [`finish`](Spool::finish).
+    lock: Mutex<Option<File>>,
 }
 
 impl Spool {
@@ -307,6 +341,7 @@ impl Spool {
                 consumers: Vec::new(),
                 dormant_cursors: cursors,
                 cursors_dirty: false,
+                retire_due: false,
                 closed: false,
                 finishing: false,
                 writer_idle: false,
@@ -324,7 +359,7 @@ impl Spool {
             Spool {
                 shared,
                 writer: Mutex::new(Some(writer)),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             },
             report,
         ))
@@ -477,24 +512,20 @@ impl Spool {
         }
         *cursor = next_seq;
         state.cursors_dirty = true;
-        let keep_from = state
-            .consumers
-            .iter()
-            .filter(|c| c.pins)
-            .map(|c| c.cursor)
-            .min()
-            .unwrap_or(state.written_seq);
-        let mut freed = false;
-        while state.segments.len() > 1 && state.segments[0].end_seq <= keep_from {
-            let done = state.segments.pop_front().expect("checked above");
-            state.disk_bytes -= done.len;
-            freed = true;
-            if let Err(error) = std::fs::remove_file(&done.path) {
-                tracing::warn!(segment = %done.path.display(), %error, "cannot delete a delivered segment");
-            }
-        }
+        let keep_from = state.keep_from();
+        let freed = state.delete_segments_before(keep_from);
         if freed {
             self.shared.room.notify_all();
+        }
+        let caught_up = keep_from >= state.next_seq;
+        if caught_up
+            && state.segments.back().is_some_and(|s| s.len > RETIRE_ABOVE)
+            && !state.retire_due
+        {
+            state.retire_due = true;
+            if state.writer_idle {
+                self.shared.writer_wake.notify_one();
+            }
         }
     }
 
@@ -578,8 +609,9 @@ impl Spool {
         self.shared.lock().closed
     }
 
-    /// Closes the spool, writes and syncs what is pending, saves cursors
-    /// and stops the writer. Blocks; call it last.
+    /// Closes the spool, writes and syncs what is pending, saves cursors,
+    /// stops the writer and releases the spool's lock (another relay may
+    /// open it then). Blocks; call it last.
     pub fn finish(&self) {
         {
             let mut state = self.shared.lock();
@@ -591,6 +623,7 @@ impl Spool {
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
         }
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Current counters.
@@ -617,6 +650,41 @@ impl Spool {
     pub fn dir(&self) -> &Path {
         &self.shared.options.dir
     }
+}
+
+/// A stopped spool, read without changing anything.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// What scanning every segment found.
+    pub report: RecoveryReport,
+    /// Saved cursors by instance name.
+    pub cursors: BTreeMap<String, u64>,
+    /// Bytes of segment files.
+    pub disk_bytes: u64,
+}
+
+/// Reads the spool in `dir` without opening it for writing (for
+/// `auditrelay status` and `auditrelay spool verify`; safe while a relay
+/// runs, whose last segment may then look torn at its end).
+pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
+    if !dir.join("segments").exists() {
+        // Never opened: an empty spool.
+        return Ok(Snapshot {
+            report: RecoveryReport::default(),
+            cursors: BTreeMap::new(),
+            disk_bytes: 0,
+        });
+    }
+    let (segments, report) = recovery::recover(&dir.join("segments"), false)?;
+    let (cursors, warning) = cursors::load(&dir.join("cursors.json"));
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    Ok(Snapshot {
+        report,
+        cursors,
+        disk_bytes: segments.iter().map(|s| s.len).sum(),
+    })
 }
 
 impl Drop for Spool {

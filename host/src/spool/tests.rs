@@ -367,3 +367,47 @@ async fn large_events_and_byte_budgets() {
         "nothing left"
     );
 }
+
+#[tokio::test]
+async fn disk_use_falls_back_near_zero_once_everything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.segment_bytes = 64 * 1024 * 1024;
+    let (spool, _) = Spool::open(opts).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Now, true);
+    let payload = "x".repeat(4096);
+    let events: Vec<Record> = (0..600)
+        .map(|i| {
+            Record::from_event(Event {
+                id: &format!("e{i}"),
+                source: "test",
+                event_type: "t",
+                time_unix_nanos: 0,
+                tenant: None,
+                envelope: payload.as_bytes(),
+            })
+        })
+        .collect();
+    spool.append(&events).unwrap();
+    written(&spool).await;
+    assert!(spool.stats().disk_bytes > 2 * 1024 * 1024);
+    assert_eq!(
+        drain(&spool, consumer, &mut spool.reader(consumer))
+            .await
+            .len(),
+        600
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while spool.stats().disk_bytes > 1024 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = spool.stats();
+    assert!(stats.disk_bytes <= 1024, "{stats:?}");
+    // And it goes on working from the fresh segment.
+    spool.append(&records(600..601)).unwrap();
+    written(&spool).await;
+    assert_eq!(
+        drain(&spool, consumer, &mut spool.reader(consumer)).await,
+        [600]
+    );
+}

@@ -56,6 +56,8 @@ enum Task {
     Write(Vec<u8>, u64),
     Sync,
     SaveCursors,
+    /// Start a new segment so the read-out one can be deleted.
+    Retire,
     Finish,
 }
 
@@ -102,6 +104,7 @@ impl Writer {
                 Task::Write(chunk, first_seq) => self.write(chunk, first_seq),
                 Task::Sync => self.sync(),
                 Task::SaveCursors => self.save_cursors(),
+                Task::Retire => self.retire(),
                 Task::Finish => break,
             }
         }
@@ -139,6 +142,10 @@ impl Writer {
             }
             if state.finishing && (state.pending.is_empty() || !may_write) {
                 return Task::Finish;
+            }
+            if state.retire_due && !self.unsynced {
+                state.retire_due = false;
+                return Task::Retire;
             }
             let wake_at = [
                 sync_at,
@@ -393,6 +400,34 @@ impl Writer {
                     .segments_dir()
                     .join(Segment::file_name(empty.first_seq)),
             );
+        }
+    }
+
+    /// Starts a new segment at the next sequence number and deletes the
+    /// previous one if every instance has read it all.
+    fn retire(&mut self) {
+        let next = {
+            let state = self.shared.lock();
+            if !state.pending.is_empty() || state.written_seq != state.next_seq {
+                return;
+            }
+            state.next_seq
+        };
+        if self.active.as_ref().is_none_or(|a| a.records == 0) {
+            return;
+        }
+        if let Err(error) = self.roll(next) {
+            tracing::warn!(%error, "cannot start a new spool segment; the delivered one stays for now");
+            return;
+        }
+        let mut state = self.shared.lock();
+        let mut fresh = Segment::new(&self.shared.segments_dir(), next);
+        fresh.end_seq = next;
+        state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
+        state.segments.push_back(fresh);
+        let keep_from = state.keep_from();
+        if state.delete_segments_before(keep_from) {
+            self.shared.room.notify_all();
         }
     }
 

@@ -88,8 +88,12 @@ pub(super) async fn post_events(
             Ok(Ok(())) => {}
             Ok(Err(error)) => return unavailable(accepted, &error),
             Err(_) => {
+                let cause = match api.relay.status().spool_write_error {
+                    Some(error) => format!(": the spool cannot write to disk ({error})"),
+                    None => String::new(),
+                };
                 let error = format!(
-                    "the events were accepted but are not yet durable after {} (ingest.http.ack_timeout); they will be delivered, and a retry may duplicate them",
+                    "the events were accepted but are not yet durable after {} (ingest.http.ack_timeout){cause}; they will be delivered once they are written, and a retry may duplicate them",
                     humantime::format_duration(api.ack_timeout)
                 );
                 return unavailable_with(accepted, error, false);

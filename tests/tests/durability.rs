@@ -1,0 +1,285 @@
+//! Outages, poison events and damaged spools: nothing accepted is lost.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use auditrelay::Relay;
+use auditrelay_tests::{Home, Mode, Receiver, relay_binary, sample_envelope, tally};
+
+/// A relay whose `sink` instance POSTs to `receiver` through the fixture;
+/// `spool` holds `[spool]` settings.
+fn sink_config(
+    home: &Home,
+    receiver: &Receiver,
+    extra_config: &str,
+    spool: &str,
+) -> auditrelay::Config {
+    home.config(&format!(
+        r#"
+[spool]
+{spool}
+[plugins.sink]
+plugin = "faulty"
+allowed_hosts = ["127.0.0.1:{port}"]
+[plugins.sink.config]
+url = "{url}"
+{extra_config}
+[plugins.sink.batch]
+max_wait = "10ms"
+max_events = 200
+[plugins.sink.retry]
+initial_backoff = "20ms"
+max_backoff = "200ms"
+circuit_after = 5
+circuit_open_for = "300ms"
+"#,
+        port = receiver.addr.port(),
+        url = receiver.url(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_loses_nothing_and_the_spool_empties_afterwards() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let relay = Relay::start(sink_config(
+        &home,
+        &receiver,
+        "fault = \"none\"",
+        "segment_size = \"256KiB\"",
+    ))
+    .await
+    .unwrap();
+
+    // Four seconds of steady load: fine, refusing with 503, unreachable, fine.
+    let started = Instant::now();
+    let mut emitted = HashSet::new();
+    let mut peak_spool = 0;
+    let mut phase = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let wanted = match started.elapsed().as_millis() {
+            0..800 => 0,
+            800..1800 => 1,
+            1800..3000 => 2,
+            _ => 3,
+        };
+        if wanted != phase {
+            phase = wanted;
+            receiver
+                .set_mode([Mode::Accept, Mode::Fail(503), Mode::Down, Mode::Accept][phase])
+                .await;
+        }
+        for _ in 0..20 {
+            let event = sample_envelope(i);
+            emitted.insert(event.id.clone());
+            relay.emit(event).unwrap();
+            i += 1;
+        }
+        peak_spool = peak_spool.max(relay.status().spool_bytes);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    assert!(
+        relay.idle(Duration::from_secs(60)).await,
+        "{:#?}",
+        relay.status()
+    );
+    let result = tally(&emitted, &receiver.ids());
+    let status = relay.status();
+    eprintln!(
+        "outage: {} events emitted, {} delivered, {} duplicates, {} lost; spool peaked at {} bytes, {} bytes after",
+        emitted.len(),
+        result.distinct,
+        result.duplicates,
+        result.lost,
+        peak_spool,
+        status.spool_bytes
+    );
+    assert_eq!(result.lost, 0, "{result:?}");
+    assert!(
+        peak_spool > 1024 * 1024,
+        "the outage should have filled the spool: {peak_spool}"
+    );
+    // Delivered segments are deleted: at most the one being written stays.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.status().spool_bytes > 256 * 1024 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        relay.status().spool_bytes <= 256 * 1024,
+        "{:#?}",
+        relay.status()
+    );
+    let sink = relay.status().plugin("sink").unwrap().clone();
+    assert!(sink.delivered as usize >= emitted.len());
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_set_aside_and_replayed_once_the_plugin_is_fixed() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let poisoned = sink_config(
+        &home,
+        &receiver,
+        "fault = \"none\"\nreject_type = \"poison.event\"",
+        "",
+    );
+    let relay = Relay::start(poisoned).await.unwrap();
+    let mut all = HashSet::new();
+    let mut poison = HashSet::new();
+    for i in 0..100 {
+        let mut event = sample_envelope(i);
+        if i % 10 == 3 {
+            event.event_type = "poison.event".into();
+            poison.insert(event.id.clone());
+        }
+        all.insert(event.id.clone());
+        relay.emit(event).unwrap();
+    }
+    assert!(relay.idle(Duration::from_secs(30)).await);
+    // The plugin moved on: everything else arrived.
+    let healthy: HashSet<String> = all.difference(&poison).cloned().collect();
+    assert!(
+        receiver
+            .wait_for_all(&healthy, Duration::from_secs(10))
+            .await
+    );
+    let dead = relay.dead_letters("sink").unwrap().list(0, 100).unwrap();
+    assert_eq!(dead.total, 10);
+    assert!(
+        dead.events
+            .iter()
+            .all(|e| e["reason"] == "fixture: poison.event events are refused")
+    );
+    let dead_ids: HashSet<String> = dead
+        .events
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(dead_ids, poison);
+    let status = relay.status();
+    assert_eq!(
+        (
+            status.plugin("sink").unwrap().delivered,
+            status.plugin("sink").unwrap().dead_letters
+        ),
+        (90, 10)
+    );
+    relay.shutdown().await;
+    drop(relay);
+
+    // The operator fixes the plugin's config, restarts, and replays.
+    let fixed = sink_config(&home, &receiver, "fault = \"none\"", "");
+    let relay = Relay::start(fixed).await.unwrap();
+    assert!(relay.replay_dead_letters("sink"));
+    assert!(
+        receiver.wait_for_all(&all, Duration::from_secs(30)).await,
+        "the replay did not deliver"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay
+        .dead_letters("sink")
+        .unwrap()
+        .list(0, 0)
+        .unwrap()
+        .total
+        > 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = relay.dead_letters("sink").unwrap().list(0, 0).unwrap();
+    assert_eq!(
+        (after.total, after.replaying),
+        (0, false),
+        "replayed dead letters are gone"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spool_is_reported_and_every_undamaged_event_delivered() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    // First the destination is out of reach for good: events stay spooled.
+    let stuck = sink_config(
+        &home,
+        &receiver,
+        "fault = \"retryable\"",
+        "segment_size = \"64KiB\"\nmax_size = \"64MiB\"\ndurability = \"always\"",
+    );
+    let relay = Relay::start(stuck.clone()).await.unwrap();
+    let events: Vec<_> = (0..600).map(sample_envelope).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let receipt = relay.emit_batch(events).unwrap();
+    relay.durable(&receipt).await.unwrap();
+    relay.shutdown().await;
+    drop(relay);
+
+    // Damage: flip bytes inside one segment, delete another, tear the last.
+    let segments_dir = stuck.relay.data_dir.join("spool/segments");
+    let mut segments: Vec<_> = std::fs::read_dir(&segments_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 6, "{segments:?}");
+    let flipped = &segments[1];
+    let mut bytes = std::fs::read(flipped).unwrap();
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 16] {
+        *byte ^= 0xa5;
+    }
+    std::fs::write(flipped, bytes).unwrap();
+    std::fs::remove_file(&segments[3]).unwrap();
+    let last = segments.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+
+    // `spool verify` names the damage and fails.
+    let config_file = home.config_file(&format!(
+        "[spool]\nsegment_size = \"64KiB\"\n[plugins.sink]\nplugin = \"faulty\"\n[plugins.sink.config]\nfault = \"none\"\nurl = \"{}\"\n",
+        receiver.url()
+    ));
+    let verify = std::process::Command::new(relay_binary())
+        .args(["spool", "verify", "-c", config_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(report.contains("damaged"), "{report}");
+    assert!(report.contains("a segment file is missing"), "{report}");
+    assert!(
+        report.contains(&flipped.file_name().unwrap().to_string_lossy().to_string()),
+        "{report}"
+    );
+
+    // The relay starts anyway, reports, and delivers every undamaged event.
+    let healthy = sink_config(
+        &home,
+        &receiver,
+        "fault = \"none\"",
+        "segment_size = \"64KiB\"",
+    );
+    let relay = Relay::start(healthy).await.unwrap();
+    let recovery = relay.recovery().clone();
+    assert!(!recovery.is_clean());
+    assert!(recovery.torn_tail.is_some(), "{recovery}");
+    assert_eq!(recovery.missing.len(), 1, "{recovery}");
+    assert_eq!(recovery.damaged.len(), 1, "{recovery}");
+    assert!(relay.idle(Duration::from_secs(30)).await);
+    relay.shutdown().await;
+    let arrived = receiver.ids();
+    let distinct: HashSet<&String> = arrived.iter().collect();
+    // The torn record was durable before we tore it: count it as lost too.
+    let expected = ids.len() as u64 - recovery.lost_records() - 1;
+    assert_eq!(distinct.len() as u64, expected, "{recovery}");
+    assert!(ids.iter().filter(|id| distinct.contains(id)).count() as u64 == expected);
+}
