@@ -428,7 +428,7 @@ impl Spool {
             format::write_frame(&mut state.pending, seq, record.encoded());
             state.next_seq += 1;
         }
-        if state.writer_idle {
+        if state.writer_idle || state.pending.len() >= writer::WAKE_AT_PENDING {
             state.writer_idle = false;
             self.shared.writer_wake.notify_one();
         }

@@ -411,3 +411,50 @@ async fn disk_use_falls_back_near_zero_once_everything_is_read() {
         [600]
     );
 }
+
+/// The writer sleeps, lingers and is woken by appends; a lost wakeup would
+/// leave an append never durable. Bursts with pauses between them, from
+/// several threads, in every mode, must all become durable promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_append_is_left_unwritten_whatever_the_timing() {
+    for durability in [
+        Durability::None,
+        Durability::Always,
+        Durability::Group(Duration::from_millis(2)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.durability = durability;
+        let (spool, _) = Spool::open(opts).unwrap();
+        let spool = Arc::new(spool);
+        let threads: Vec<_> = (0..3u64)
+            .map(|t| {
+                let spool = spool.clone();
+                std::thread::spawn(move || {
+                    let mut last = 0;
+                    for burst in 0..40u64 {
+                        for i in 0..(burst % 7) + 1 {
+                            last = spool
+                                .append(&records(
+                                    t * 10_000 + burst * 10 + i..t * 10_000 + burst * 10 + i + 1,
+                                ))
+                                .unwrap()
+                                .start;
+                        }
+                        std::thread::sleep(Duration::from_micros(50 * (burst % 5)));
+                    }
+                    last
+                })
+            })
+            .collect();
+        for thread in threads {
+            let last = thread.join().unwrap();
+            let durable = tokio::time::timeout(Duration::from_secs(5), spool.durable(last)).await;
+            assert_eq!(
+                durable,
+                Ok(true),
+                "{durability:?}: an append was never written"
+            );
+        }
+    }
+}

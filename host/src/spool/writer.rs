@@ -25,6 +25,12 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// A failing write is logged again after this long.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// After a write (without group commit), appends do not wake the writer for
+/// this long: events gather into bigger writes, and emitters make no
+/// syscall each. An append wakes it at once when [`WAKE_AT_PENDING`] waits.
+const LINGER: Duration = Duration::from_micros(200);
+/// Pending bytes that wake the writer even while it lingers.
+pub(super) const WAKE_AT_PENDING: usize = 1024 * 1024;
 
 pub(super) fn spawn(shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -71,6 +77,7 @@ struct Writer {
     retry_at: Option<Instant>,
     retry_delay: Duration,
     last_error_log: Option<Instant>,
+    linger_until: Option<Instant>,
 }
 
 impl Writer {
@@ -85,6 +92,7 @@ impl Writer {
             retry_at: None,
             retry_delay: FIRST_RETRY_DELAY,
             last_error_log: None,
+            linger_until: None,
         }
     }
 
@@ -120,8 +128,12 @@ impl Writer {
         let mut state = self.shared.lock();
         loop {
             let now = Instant::now();
-            let may_write = self.retry_at.is_none_or(|at| now >= at);
+            let lingering = self.linger_until.is_some_and(|until| now < until)
+                && state.pending.len() < WAKE_AT_PENDING
+                && !state.finishing;
+            let may_write = self.retry_at.is_none_or(|at| now >= at) && !lingering;
             if !state.pending.is_empty() && may_write {
+                self.linger_until = None;
                 std::mem::swap(&mut state.pending, &mut self.spare);
                 let first_seq = state.pending_first;
                 state.pending_first = state.next_seq;
@@ -151,12 +163,16 @@ impl Writer {
                 sync_at,
                 save_at,
                 self.retry_at.filter(|_| !state.pending.is_empty()),
+                // Lingering ends at its deadline even with nothing pending:
+                // after it, appends must be able to wake us again.
+                self.linger_until.filter(|_| lingering),
             ]
             .into_iter()
             .flatten()
             .min();
-            // While a group commit is due, appends need not wake us.
-            state.writer_idle = sync_at.is_none();
+            // While a group commit is due or we linger, appends need not
+            // wake us (unless a lot is pending).
+            state.writer_idle = sync_at.is_none() && !lingering;
             state = match wake_at {
                 Some(at) => {
                     self.shared
@@ -321,8 +337,14 @@ impl Writer {
         let written = state.written_seq;
         drop(state);
         match self.shared.options.durability {
-            Durability::None => self.publish_durable(written),
-            Durability::Always => self.sync(),
+            Durability::None => {
+                self.publish_durable(written);
+                self.linger_until = Some(Instant::now() + LINGER);
+            }
+            Durability::Always => {
+                self.sync();
+                self.linger_until = Some(Instant::now() + LINGER);
+            }
             Durability::Group(_) => {
                 if !self.unsynced {
                     // The window opens with the first unsynced write.
