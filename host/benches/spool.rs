@@ -64,7 +64,15 @@ fn main() {
     println!();
     println!(
         "{:<8} {:>12} {:>12} {:>12} {:>9} {:>10} {:>11} {:>11} {:>11}",
-        "mode", "spool ev/s", "raw ev/s", "redb ev/s", "spool/raw", "spool/redb", "append p50", "append p99", "append max"
+        "mode",
+        "spool ev/s",
+        "raw ev/s",
+        "redb ev/s",
+        "spool/raw",
+        "spool/redb",
+        "append p50",
+        "append p99",
+        "append max"
     );
     for (name, durability, count) in [
         ("none", Durability::None, EVENTS),
@@ -77,8 +85,11 @@ fn main() {
         let dir = scratch.path().join(name);
         let raw = raw_writes(&dir.join("raw"), &records[..count], durability);
         let redb = redb_writes(&dir.join("redb"), &records[..count], durability);
-        let (spool_rate, latencies) =
-            runtime.block_on(spool_writes(&dir.join("spool"), &records[..count], durability));
+        let (spool_rate, latencies) = runtime.block_on(spool_writes(
+            &dir.join("spool"),
+            &records[..count],
+            durability,
+        ));
         println!(
             "{:<8} {:>12.0} {:>12.0} {:>12.0} {:>8.2}x {:>9.2}x {:>11?} {:>11?} {:>11?}",
             name,

@@ -5,8 +5,9 @@
 //! (who did what, when, why, with what outcome) **after its database
 //! commit** and hands it to the relay, in-process with [`Relay::emit`] or
 //! over HTTP ([`ingest::http`]). The relay validates it, encodes it once as
-//! canonical JSON and appends it to the [`spool`]; from there every enabled
-//! plugin instance reads at its own pace and delivers to its destination.
+//! canonical JSON and appends it to the [`spool`], a checksummed log on
+//! disk; from there every enabled plugin instance reads through its own
+//! saved cursor, at its own pace, and delivers to its destination.
 //!
 //! # How data flows
 //!
@@ -22,7 +23,7 @@
 //! |---|---|
 //! | [`config`] | the TOML configuration, strict, with `${ENV}` secrets |
 //! | [`ingest`] | events from outside the process (HTTP) |
-//! | [`spool`] | the ordered log every plugin reads through its own cursor |
+//! | [`spool`] | the durable log every plugin reads through its own cursor |
 //! | [`dispatch`] | one worker per plugin instance: batches, retries, circuit breaker, dead letters |
 //! | [`runtime`] | where plugin code runs: [`runtime::wasm`] sandboxes components |
 //! | [`metrics`] | Prometheus metrics |
@@ -45,9 +46,10 @@
 //!     .tenant("acme")
 //!     .reason("on-call rotation")
 //!     .build()?;
-//! relay.emit(event)?; // never waits on a plugin
+//! relay.emit(event)?; // never waits on a plugin or the disk
+//! // or: relay.emit_durable(event).await?; // returns once it is synced
 //!
-//! relay.shutdown().await; // delivers what is buffered, flushes plugins
+//! relay.shutdown().await; // delivers what it can, syncs, saves cursors
 //! # Ok(()) }
 //! ```
 //!
@@ -56,12 +58,13 @@
 //! - A plugin that panics, loops, runs out of memory, overflows its stack
 //!   or calls a host it may not reach is caught and replaced; other plugins
 //!   and the application do not notice.
+//! - An event [`Relay::emit_durable`] returned for (or `POST /v1/events`
+//!   answered `202` for) reaches every enabled plugin at least once, or
+//!   sits in its dead letters — across outages, crashes, `kill -9` and a
+//!   full disk. Duplicates are possible after a crash.
 //! - Each plugin gets its events in spool order; a failing batch is retried
 //!   (forever, by default) before anything after it; refused events go to
 //!   dead letters, never nowhere.
-//! - The spool is in memory in this version: events accepted but not yet
-//!   delivered when the process dies are lost. The durable on-disk spool
-//!   replaces it behind the same [`Relay::emit`].
 //!
 //! Set `RUST_LIB_BACKTRACE=0` when you embed the relay with
 //! `RUST_BACKTRACE=1` set: otherwise every error inside wasmtime-wasi

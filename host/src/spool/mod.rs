@@ -16,7 +16,7 @@
 //!   record is cut off, damage costs only the records it touched, and the
 //!   [`RecoveryReport`] says what was found.
 //!
-//! The bytes on disk are described in [`format`].
+//! The bytes on disk are described in [`format`](mod@format).
 
 mod cursors;
 pub mod format;

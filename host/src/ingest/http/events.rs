@@ -1,6 +1,6 @@
 //! `POST /v1/events`: events from applications in any language.
 //!
-//! Body formats are in [`decode`](crate::ingest::decode). Answers:
+//! Body formats are in [`crate::ingest::decode`]. Answers:
 //!
 //! | status | when | body |
 //! |---|---|---|
