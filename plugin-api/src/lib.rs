@@ -13,7 +13,10 @@
 //! - [`host`]: logging, secrets and metrics provided by the relay.
 //! - [`http`]: a blocking HTTP client over `wasi:http`; the relay lets it
 //!   reach only the hosts the operator allowed.
+//! - `compression` (feature `compression`): gzip / zstd request bodies
+//!   for HTTP exporters.
 //! - [`fs`]: files in the one directory the operator granted.
+//! - [`settings`]: helpers for config types (durations, required secrets).
 //! - [`testing`]: a harness to unit-test a plugin natively with `cargo test`.
 //!
 //! # A minimal plugin
@@ -71,12 +74,15 @@
 extern crate self as auditrelay_plugin_api;
 
 pub mod batch;
+#[cfg(feature = "compression")]
+pub mod compression;
 pub mod envelope;
 mod event;
 pub mod fs;
 pub mod host;
 pub mod http;
 mod plugin;
+pub mod settings;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 

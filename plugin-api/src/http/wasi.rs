@@ -33,11 +33,21 @@ pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
         .as_str();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
 
-    let header_list: Vec<(String, Vec<u8>)> = request
+    let mut header_list: Vec<(String, Vec<u8>)> = request
         .headers
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
         .collect();
+    // The body is complete, so say how long it is: without it the request
+    // goes out chunked, which S3's PutObject refuses (411).
+    if request.header_value("content-length").is_none()
+        && (!request.body.is_empty() || matches!(request.method, Method::Post | Method::Put))
+    {
+        header_list.push((
+            "content-length".to_owned(),
+            request.body.len().to_string().into_bytes(),
+        ));
+    }
     let headers =
         Fields::from_list(&header_list).map_err(|e| invalid(format!("header rejected: {e:?}")))?;
     let outgoing = OutgoingRequest::new(headers);

@@ -41,7 +41,10 @@ pub struct Config {
     #[serde(default = "default_rotate_bytes")]
     pub rotate_bytes: ByteSize,
     /// Age at which a new file is started.
-    #[serde(default = "default_rotate_after", with = "duration_text")]
+    #[serde(
+        default = "default_rotate_after",
+        deserialize_with = "settings::duration"
+    )]
     pub rotate_after: Duration,
     /// Sync each batch to disk before acknowledging it.
     #[serde(default = "default_true")]
@@ -62,20 +65,6 @@ fn default_rotate_after() -> Duration {
 
 fn default_true() -> bool {
     true
-}
-
-/// Parses durations such as `"90s"` or `"1h 30m"`.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("{e} (write a duration such as \"90s\" or \"1h\")"))
-        })
-    }
 }
 
 /// The exporter; see the crate docs.

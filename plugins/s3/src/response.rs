@@ -1,0 +1,105 @@
+//! What an S3 answer means for the batch: S3's XML error codes decide,
+//! then the status.
+
+use auditrelay_plugin_api::DeliverError;
+use auditrelay_plugin_api::http::Response;
+
+/// Classifies a non-2xx answer to a PutObject of `key`.
+///
+/// Retryable: 408, 429, 5xx except 501, and the `RequestTimeout`,
+/// `SlowDown`, `InternalError`, `ServiceUnavailable` and digest codes.
+/// Permanent: everything else, with the setting to fix named.
+pub fn classify(response: &Response, bucket: &str, key: &str) -> DeliverError {
+    let body = response.text();
+    let code = xml_field(&body, "Code").unwrap_or_default();
+    let detail = xml_field(&body, "Message").unwrap_or_default();
+    let what = if code.is_empty() {
+        format!("S3 answered HTTP {} to PUT {bucket}/{key}", response.status)
+    } else {
+        format!(
+            "S3 answered HTTP {} {code} to PUT {bucket}/{key}: {detail}",
+            response.status
+        )
+    };
+    let retryable = |message: String| DeliverError::Retryable {
+        message,
+        retry_after: response.retry_after(),
+    };
+    match code {
+        "RequestTimeout" | "SlowDown" | "InternalError" | "ServiceUnavailable"
+        | "OperationAborted" | "BadDigest" | "IncompleteBody" => return retryable(what),
+        "NoSuchBucket" => {
+            return DeliverError::permanent(format!(
+                "{what} (check `bucket`, and `endpoint` / `force_path_style` for S3-compatible stores)"
+            ));
+        }
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" => {
+            return DeliverError::permanent(format!(
+                "{what} (check the aws_access_key_id / aws_secret_access_key / aws_session_token secrets or `access_key_id`)"
+            ));
+        }
+        "AccessDenied" => {
+            return DeliverError::permanent(format!(
+                "{what} (grant s3:PutObject on arn:aws:s3:::{bucket}/* to these credentials)"
+            ));
+        }
+        "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException" => {
+            return DeliverError::permanent(format!(
+                "{what} (the bucket lives in another region: check `region` and `endpoint`)"
+            ));
+        }
+        "RequestTimeTooSkewed" => {
+            return DeliverError::permanent(format!(
+                "{what} (this machine's clock is off by more than 15 minutes: fix NTP)"
+            ));
+        }
+        _ => {}
+    }
+    match response.status {
+        408 | 429 => retryable(what),
+        501 => DeliverError::permanent(what),
+        500..=599 => retryable(what),
+        301 | 307 => DeliverError::permanent(format!(
+            "{what} (the bucket lives elsewhere: check `region`, `endpoint` and `force_path_style`)"
+        )),
+        400 => DeliverError::permanent(format!("{what} (check `key_prefix`, `storage_class` and `compression`)")),
+        403 => DeliverError::permanent(format!("{what} (check the credentials and the bucket policy)")),
+        404 => DeliverError::permanent(format!("{what} (check `bucket` and `endpoint`)")),
+        _ => DeliverError::permanent(what),
+    }
+}
+
+/// The text of the first `<name>` element; S3 error bodies are flat.
+fn xml_field<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find("</")? + start;
+    Some(xml[start..end].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(status: u16, code: &str) -> DeliverError {
+        let body = format!(
+            "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+        );
+        classify(&Response::new(status, body), "b", "k")
+    }
+
+    #[test]
+    fn codes_and_statuses_are_classified() {
+        assert!(error(400, "RequestTimeout").is_retryable());
+        assert!(error(503, "SlowDown").is_retryable());
+        assert!(error(500, "").is_retryable());
+        assert!(!error(501, "NotImplemented").is_retryable());
+        let bucket = error(404, "NoSuchBucket");
+        assert!(!bucket.is_retryable());
+        assert!(bucket.to_string().contains("check `bucket`"), "{bucket}");
+        let key = error(403, "SignatureDoesNotMatch");
+        assert!(key.to_string().contains("aws_secret_access_key"), "{key}");
+        assert!(!error(400, "InvalidArgument").is_retryable());
+        assert!(error(429, "").is_retryable());
+    }
+}
