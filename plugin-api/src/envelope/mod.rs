@@ -48,6 +48,7 @@
 mod builder;
 mod canonical;
 pub mod cloudevents;
+mod fields;
 mod parse;
 mod validate;
 
@@ -57,6 +58,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use builder::EnvelopeBuilder;
+pub use fields::FieldPaths;
 pub use parse::EnvelopeError;
 pub use validate::{Limits, ValidationError, ValidationErrors};
 

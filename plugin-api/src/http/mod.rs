@@ -136,6 +136,9 @@ impl Request {
     }
 
     /// Sends the request and reads the whole response.
+    ///
+    /// `Content-Length` is added when absent; `Host` comes from the URL
+    /// (wasi:http does not let a plugin set it).
     pub fn send(&self) -> Result<Response, HttpError> {
         #[cfg(target_arch = "wasm32")]
         {
@@ -219,6 +222,43 @@ impl Response {
             _ => DeliverError::Permanent(message),
         }
     }
+}
+
+/// Splits items of the given encoded sizes into consecutive runs that fit a
+/// request: at most `max_items` each, and at most `max_bytes` in total
+/// counting `overhead` bytes per item (separators, framing). An item that
+/// alone exceeds `max_bytes` gets a run of its own; the caller decides what
+/// to do with it.
+///
+/// ```
+/// use auditrelay_plugin_api::http::split_by_limits;
+///
+/// assert_eq!(split_by_limits(&[4, 4, 4, 9, 1], 10, 100, 1), vec![0..2, 2..3, 3..4, 4..5]);
+/// assert_eq!(split_by_limits(&[1, 1, 1], 100, 2, 0), vec![0..2, 2..3]);
+/// ```
+pub fn split_by_limits(
+    sizes: &[usize],
+    max_bytes: usize,
+    max_items: usize,
+    overhead: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let size = size + overhead;
+        let full = i - start >= max_items.max(1) || bytes + size > max_bytes;
+        if i > start && full {
+            runs.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        runs.push(start..sizes.len());
+    }
+    runs
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -29,7 +29,9 @@ impl KeyTemplate {
             rest = rest.replace(field, "");
         }
         if let Some(start) = rest.find('{') {
-            let end = rest[start..].find('}').map_or(rest.len(), |e| start + e + 1);
+            let end = rest[start..]
+                .find('}')
+                .map_or(rest.len(), |e| start + e + 1);
             return Err(format!(
                 "key_prefix has unknown placeholder {:?}; use {{tenant}}, {{source}} or {{type}}",
                 &rest[start..end]
@@ -57,8 +59,16 @@ impl KeyTemplate {
                 0
             },
             tenant: if self.uses_tenant { event.tenant } else { None },
-            source: if self.uses_source { Some(event.source) } else { None },
-            event_type: if self.uses_type { Some(event.event_type) } else { None },
+            source: if self.uses_source {
+                Some(event.source)
+            } else {
+                None
+            },
+            event_type: if self.uses_type {
+                Some(event.event_type)
+            } else {
+                None
+            },
         }
     }
 
@@ -153,8 +163,20 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused_with_the_reason() {
-        assert!(KeyTemplate::parse("/audit").unwrap_err().contains("leading slash"));
-        assert!(KeyTemplate::parse("audit/{tenantt}/").unwrap_err().contains("{tenantt}"));
-        assert!(KeyTemplate::parse("audit/%").unwrap_err().contains("strftime"));
+        assert!(
+            KeyTemplate::parse("/audit")
+                .unwrap_err()
+                .contains("leading slash")
+        );
+        assert!(
+            KeyTemplate::parse("audit/{tenantt}/")
+                .unwrap_err()
+                .contains("{tenantt}")
+        );
+        assert!(
+            KeyTemplate::parse("audit/%")
+                .unwrap_err()
+                .contains("strftime")
+        );
     }
 }

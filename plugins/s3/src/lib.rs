@@ -49,7 +49,11 @@ impl Plugin for S3Exporter {
             "Writes batches as NDJSON objects to S3 or an S3-compatible store (SigV4)",
         )
         .key(ConfigKey::required("bucket", "Bucket to write to"))
-        .key(ConfigKey::optional("region", "The bucket's region", "us-east-1"))
+        .key(ConfigKey::optional(
+            "region",
+            "The bucket's region",
+            "us-east-1",
+        ))
         .key(ConfigKey::optional(
             "endpoint",
             "URL of an S3-compatible store",
@@ -65,14 +69,26 @@ impl Plugin for S3Exporter {
             "Key prefix template: strftime fields and {tenant}, {source}, {type}",
             config::default_key_prefix(),
         ))
-        .key(ConfigKey::optional("compression", "gzip, zstd or none", "gzip"))
+        .key(ConfigKey::optional(
+            "compression",
+            "gzip, zstd or none",
+            "gzip",
+        ))
         .key(ConfigKey::optional(
             "access_key_id",
             "Access key id (else the aws_access_key_id secret)",
             "secret aws_access_key_id",
         ))
-        .key(ConfigKey::optional("storage_class", "x-amz-storage-class", "bucket default"))
-        .key(ConfigKey::optional("timeout", "Limit for each PUT's response", "60s"))
+        .key(ConfigKey::optional(
+            "storage_class",
+            "x-amz-storage-class",
+            "bucket default",
+        ))
+        .key(ConfigKey::optional(
+            "timeout",
+            "Limit for each PUT's response",
+            "60s",
+        ))
     }
 
     fn init(config: S3Config, _ctx: &InitContext) -> Result<Self, InitError> {

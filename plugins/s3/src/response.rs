@@ -43,7 +43,9 @@ pub fn classify(response: &Response, bucket: &str, key: &str) -> DeliverError {
                 "{what} (grant s3:PutObject on arn:aws:s3:::{bucket}/* to these credentials)"
             ));
         }
-        "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException" => {
+        "AuthorizationHeaderMalformed"
+        | "PermanentRedirect"
+        | "IllegalLocationConstraintException" => {
             return DeliverError::permanent(format!(
                 "{what} (the bucket lives in another region: check `region` and `endpoint`)"
             ));
@@ -62,8 +64,12 @@ pub fn classify(response: &Response, bucket: &str, key: &str) -> DeliverError {
         301 | 307 => DeliverError::permanent(format!(
             "{what} (the bucket lives elsewhere: check `region`, `endpoint` and `force_path_style`)"
         )),
-        400 => DeliverError::permanent(format!("{what} (check `key_prefix`, `storage_class` and `compression`)")),
-        403 => DeliverError::permanent(format!("{what} (check the credentials and the bucket policy)")),
+        400 => DeliverError::permanent(format!(
+            "{what} (check `key_prefix`, `storage_class` and `compression`)"
+        )),
+        403 => DeliverError::permanent(format!(
+            "{what} (check the credentials and the bucket policy)"
+        )),
         404 => DeliverError::permanent(format!("{what} (check `bucket` and `endpoint`)")),
         _ => DeliverError::permanent(what),
     }

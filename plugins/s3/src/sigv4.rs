@@ -183,10 +183,7 @@ fn canonical_path(path: &str, style: PathStyle) -> String {
             }
             let trailing = path.ends_with('/') && !segments.is_empty();
             let mut out = String::from("/");
-            let encoded: Vec<String> = segments
-                .iter()
-                .map(|s| uri_encode(s, false))
-                .collect();
+            let encoded: Vec<String> = segments.iter().map(|s| uri_encode(s, false)).collect();
             out.push_str(&encoded.join("/"));
             if trailing {
                 out.push('/');

@@ -29,7 +29,9 @@ fn parse_request(text: &str) -> Case {
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
-            let last = headers.last_mut().expect("a header before its continuation");
+            let last = headers
+                .last_mut()
+                .expect("a header before its continuation");
             last.1.push(' ');
             last.1.push_str(line.trim());
         } else {
@@ -47,7 +49,8 @@ fn parse_request(text: &str) -> Case {
 }
 
 fn read(dir: &Path, name: &str) -> String {
-    fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+    fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn every_published_header_case_matches() {
         let time: jiff::Timestamp = context["timestamp"].as_str().unwrap().parse().unwrap();
         let amz_date = sigv4::amz_date(time);
         let credentials = Credentials {
-            access_key_id: context["credentials"]["access_key_id"].as_str().unwrap().into(),
+            access_key_id: context["credentials"]["access_key_id"]
+                .as_str()
+                .unwrap()
+                .into(),
             secret_access_key: context["credentials"]["secret_access_key"]
                 .as_str()
                 .unwrap()
@@ -75,11 +81,13 @@ fn every_published_header_case_matches() {
         case.headers.push(("X-Amz-Date".into(), amz_date.clone()));
         let omit_token = context["omit_session_token"].as_bool().unwrap_or(false);
         if let (Some(token), false) = (&credentials.session_token, omit_token) {
-            case.headers.push(("X-Amz-Security-Token".into(), token.clone()));
+            case.headers
+                .push(("X-Amz-Security-Token".into(), token.clone()));
         }
         let payload_sha256 = sigv4::sha256_hex(&case.body);
         if context["sign_body"].as_bool().unwrap() {
-            case.headers.push(("X-Amz-Content-Sha256".into(), payload_sha256.clone()));
+            case.headers
+                .push(("X-Amz-Content-Sha256".into(), payload_sha256.clone()));
         }
         let style = if context["normalize"].as_bool().unwrap() {
             PathStyle::Normalized

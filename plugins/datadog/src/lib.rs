@@ -1,0 +1,202 @@
+//! auditrelay exporter plugin: Datadog Logs.
+//!
+//! Batches go to `https://http-intake.logs.<site>/api/v2/logs` as JSON
+//! arrays of log objects: at most 1000 logs and `max_request_bytes`
+//! (4.25 MB) uncompressed per request, each log at most 1 MB (a larger
+//! one has its `payload` truncated with a marker). A `413` splits the
+//! request in halves and sends each. Every key is in the plugin's README.
+
+pub mod config;
+pub mod request;
+pub mod response;
+
+use std::ops::Range;
+
+use auditrelay_plugin_api::http::{Request, split_by_limits};
+use auditrelay_plugin_api::*;
+
+use config::{DatadogConfig, SITES};
+use request::LogEncoder;
+use response::Failure;
+
+/// Datadog's limit of logs per request.
+pub const MAX_LOGS_PER_REQUEST: usize = 1000;
+/// Datadog's limit of uncompressed bytes per request.
+pub const MAX_REQUEST_BYTES: u64 = 5_000_000;
+
+/// The exporter; see the crate docs.
+pub struct DatadogExporter {
+    config: DatadogConfig,
+    encoder: LogEncoder,
+    api_key: String,
+    url: String,
+}
+
+impl Plugin for DatadogExporter {
+    type Config = DatadogConfig;
+
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            "datadog",
+            env!("CARGO_PKG_VERSION"),
+            "Sends events to Datadog Logs (HTTP intake v2)",
+        )
+        .key(ConfigKey::optional(
+            "site",
+            "Datadog site",
+            config::default_site(),
+        ))
+        .key(ConfigKey::optional(
+            "endpoint",
+            "Full intake URL, overriding site",
+            "from site",
+        ))
+        .key(ConfigKey::optional(
+            "ddsource",
+            "ddsource",
+            config::default_ddsource(),
+        ))
+        .key(ConfigKey::optional(
+            "service",
+            "service",
+            "the event's source",
+        ))
+        .key(ConfigKey::optional("hostname", "hostname", "none"))
+        .key(ConfigKey::optional("tags", "Fixed key:value tags", "[]"))
+        .key(ConfigKey::optional(
+            "tag_fields",
+            "Tags from envelope fields: name = envelope path",
+            "{tenant = \"tenant\", action = \"type\", outcome = \"action.outcome\"}",
+        ))
+        .key(ConfigKey::optional(
+            "compression",
+            "gzip, zstd or none",
+            "gzip",
+        ))
+        .key(ConfigKey::optional(
+            "max_request_bytes",
+            "Largest uncompressed request (Datadog takes 5MB)",
+            "4.25MB",
+        ))
+        .key(ConfigKey::optional(
+            "timeout",
+            "Limit for each response",
+            "30s",
+        ))
+    }
+
+    fn init(config: DatadogConfig, _ctx: &InitContext) -> Result<Self, InitError> {
+        if config.endpoint.is_none() && !SITES.contains(&config.site.as_str()) {
+            return Err(InitError::new(format!(
+                "site {:?} is not a Datadog site; use one of {} (or set `endpoint`)",
+                config.site,
+                SITES.join(", ")
+            )));
+        }
+        if config.max_request_bytes.as_u64() > MAX_REQUEST_BYTES {
+            return Err(InitError::new(format!(
+                "max_request_bytes {} is over Datadog's 5 MB per request; lower it",
+                config.max_request_bytes
+            )));
+        }
+        let url = config.url();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(InitError::new(format!(
+                "endpoint {url:?} must be an http(s) URL"
+            )));
+        }
+        Ok(DatadogExporter {
+            api_key: settings::required_secret("datadog_api_key", "the Datadog API key")?,
+            encoder: LogEncoder::new(&config).map_err(InitError::new)?,
+            url,
+            config,
+        })
+    }
+
+    fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
+        let mut logs: Vec<Vec<u8>> = Vec::with_capacity(events.len());
+        let mut indexes: Vec<u32> = Vec::with_capacity(events.len());
+        let mut rejected = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let mut log = Vec::with_capacity(event.envelope.len() + 256);
+            match self.encoder.encode(event, &mut log) {
+                Ok(()) => {
+                    logs.push(log);
+                    indexes.push(i as u32);
+                }
+                Err(reason) => rejected.push(RejectedEvent {
+                    index: i as u32,
+                    reason,
+                }),
+            }
+        }
+        let sizes: Vec<usize> = logs.iter().map(Vec::len).collect();
+        let max = self.config.max_request_bytes.as_u64() as usize;
+        // One byte per log for the separating comma, two for the brackets.
+        for run in split_by_limits(&sizes, max.saturating_sub(2), MAX_LOGS_PER_REQUEST, 1) {
+            self.send(&logs, run, &indexes, &mut rejected)?;
+        }
+        Ok(if rejected.is_empty() {
+            Delivery::Accepted
+        } else {
+            Delivery::PartiallyRejected(rejected)
+        })
+    }
+}
+
+impl DatadogExporter {
+    /// Sends `logs[run]`; on 413 sends each half, down to single logs,
+    /// which are then rejected.
+    fn send(
+        &self,
+        logs: &[Vec<u8>],
+        run: Range<usize>,
+        indexes: &[u32],
+        rejected: &mut Vec<RejectedEvent>,
+    ) -> Result<(), DeliverError> {
+        let mut body =
+            Vec::with_capacity(logs[run.clone()].iter().map(|l| l.len() + 1).sum::<usize>() + 2);
+        body.push(b'[');
+        for (n, log) in logs[run.clone()].iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(log);
+        }
+        body.push(b']');
+        let mut request = Request::post(self.url.clone())
+            .header("dd-api-key", self.api_key.clone())
+            .header("content-type", "application/json")
+            .timeout(self.config.timeout);
+        if let Some(encoding) = self.config.compression.content_encoding() {
+            request = request.header("content-encoding", encoding);
+        }
+        let response = request
+            .body(self.config.compression.compress(body))
+            .send()?;
+        if response.is_success() {
+            return Ok(());
+        }
+        match response::classify(&response, &self.config.site) {
+            Failure::TooLarge if run.len() > 1 => {
+                host::warn(format!(
+                    "Datadog refused a request of {} logs as too large (413); sending it in halves",
+                    run.len()
+                ));
+                let middle = run.start + run.len() / 2;
+                self.send(logs, run.start..middle, indexes, rejected)?;
+                self.send(logs, middle..run.end, indexes, rejected)
+            }
+            Failure::TooLarge => {
+                rejected.push(RejectedEvent {
+                    index: indexes[run.start],
+                    reason: "Datadog refused this log alone as too large (413)".to_owned(),
+                });
+                Ok(())
+            }
+            Failure::Error(error) => Err(error),
+        }
+    }
+}
+
+export_plugin!(DatadogExporter);
