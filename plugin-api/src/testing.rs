@@ -44,10 +44,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::envelope::{Actor, AuditEventEnvelope, Outcome, Target};
+use crate::envelope::{Actor, AuditEventEnvelope, Outcome, Severity, Target};
 use crate::event::{DeliverError, Delivery, Event, EventBuf};
 use crate::host::{HostServices, Level, backend};
-use crate::http::{HttpError, HttpErrorKind, Request, Response};
+use crate::http::{AllowList, HttpError, HttpErrorKind, Request, Response};
 use crate::plugin::{InitContext, InitError, Plugin, parse_config};
 
 type HttpHandler = dyn Fn(&Request) -> Result<Response, HttpError> + Send + Sync;
@@ -92,8 +92,14 @@ impl HostServices for FakeHost {
                 format!("bad URL {:?}: {e}", request.url),
             )
         })?;
-        let host = uri.host().unwrap_or_default();
-        if !self.allowed_hosts.iter().any(|allowed| allowed == host) {
+        let allowed = AllowList::parse(&self.allowed_hosts).map_err(|(_, e)| {
+            HttpError::new(HttpErrorKind::InvalidRequest, format!("allowed_hosts: {e}"))
+        })?;
+        if !allowed.allows(
+            uri.scheme_str().unwrap_or_default(),
+            uri.host().unwrap_or_default(),
+            uri.port_u16(),
+        ) {
             return Err(HttpError::new(
                 HttpErrorKind::Denied,
                 "the relay denied this request: the destination host is not in this plugin's allowed_hosts",
@@ -139,7 +145,8 @@ impl<P: Plugin> HarnessBuilder<P> {
         self
     }
 
-    /// Hosts the plugin may reach (exact host names, as in `allowed_hosts`).
+    /// Hosts the plugin may reach: the relay's `allowed_hosts` patterns,
+    /// matched the same way.
     pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -266,6 +273,49 @@ impl<P: Plugin> Harness<P> {
 pub fn sample_events(n: usize) -> Vec<EventBuf> {
     (0..n)
         .map(|i| EventBuf::from_envelope(&sample_envelope(i)))
+        .collect()
+}
+
+/// Three events with fixed ids and times, for golden-file tests: a
+/// successful action, a denied high-severity one without a tenant, and one
+/// whose fields need JSON escaping. Equal on every call.
+pub fn fixed_events() -> Vec<EventBuf> {
+    let time = |s: &str| s.parse::<jiff::Timestamp>().expect("a valid time");
+    let envelopes = [
+        AuditEventEnvelope::builder("access-api", "group.member_added")
+            .id("01936f5e-8c2a-7000-8000-000000000001")
+            .time(time("2026-11-23T10:00:00.123456Z"))
+            .actor(
+                Actor::user("u-1")
+                    .email("ada@example.test")
+                    .ip("203.0.113.7"),
+            )
+            .outcome(Outcome::Success)
+            .action_name("add_member")
+            .target(Target::new("group", "g-7").name("payments-oncall"))
+            .tenant("acme")
+            .reason("on-call rotation")
+            .payload(serde_json::json!({"member": "u-2", "role": "member"})),
+        AuditEventEnvelope::builder("billing", "invoice.deleted")
+            .id("01936f5e-8c2a-7000-8000-000000000002")
+            .time(time("2026-11-23T10:00:01Z"))
+            .actor(Actor::service("cron-purge"))
+            .outcome(Outcome::Denied)
+            .severity(Severity::High)
+            .status_code(403)
+            .target(Target::new("invoice", "inv-42")),
+        AuditEventEnvelope::builder("access-api", "user.renamed")
+            .id("01936f5e-8c2a-7000-8000-000000000003")
+            .time(time("2026-11-23T10:00:02.5Z"))
+            .actor(Actor::user("u-\"quoted\"").user_agent("curl/8.5 (x86_64)"))
+            .outcome(Outcome::Failure)
+            .action_name("rename")
+            .tenant("globex, inc")
+            .payload(serde_json::json!({"from": "Zoë", "to": "line\nbreak"})),
+    ];
+    envelopes
+        .into_iter()
+        .map(|builder| EventBuf::from_envelope(&builder.build().expect("fixed events are valid")))
         .collect()
 }
 

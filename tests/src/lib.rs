@@ -14,6 +14,8 @@ use tempfile::TempDir;
 
 pub use auditrelay_plugin_api::testing::sample_envelope;
 
+pub mod receivers;
+
 /// The workspace's `target` directory.
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

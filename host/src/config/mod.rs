@@ -5,7 +5,6 @@
 //! `${ENV_VAR}` references are expanded in string values (see
 //! [`interpolate`]); secrets never appear in `Debug` output.
 
-mod allowed_hosts;
 mod check;
 mod interpolate;
 mod units;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-pub use allowed_hosts::AllowList;
+pub use auditrelay_plugin_api::http::AllowList;
 pub use interpolate::interpolate;
 
 /// The embedded default configuration used when no file is given.

@@ -20,8 +20,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod allow_list;
 #[cfg(target_arch = "wasm32")]
 mod wasi;
+
+pub use allow_list::AllowList;
 
 use std::fmt;
 use std::time::Duration;

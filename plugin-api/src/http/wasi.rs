@@ -13,6 +13,23 @@ use super::{HttpError, HttpErrorKind, Method, Request, Response};
 const READ_CHUNK: u64 = 64 * 1024;
 
 pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
+    send_request(request).map_err(|mut error| {
+        // Name the destination (never the path: it may carry secrets).
+        if let Ok(uri) = request.url.parse::<http::Uri>()
+            && let Some(authority) = uri.authority()
+        {
+            error.message = format!(
+                "{} {}://{authority}: {}",
+                request.method.as_str(),
+                uri.scheme_str().unwrap_or("?"),
+                error.message
+            );
+        }
+        error
+    })
+}
+
+fn send_request(request: &Request) -> Result<Response, HttpError> {
     let uri: http::Uri = request
         .url
         .parse()
@@ -223,5 +240,16 @@ fn from_error_code(code: ErrorCode) -> HttpError {
         ErrorCode::HttpProtocolError | ErrorCode::HttpResponseIncomplete => HttpErrorKind::Protocol,
         _ => HttpErrorKind::Other,
     };
-    HttpError::new(kind, format!("HTTP request failed: {code:?}"))
+    let message = match &code {
+        ErrorCode::ConnectionRefused => "connection refused".to_owned(),
+        ErrorCode::ConnectionTerminated => "connection closed by the peer".to_owned(),
+        ErrorCode::ConnectionTimeout => "timed out connecting".to_owned(),
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+            "timed out waiting for the response".to_owned()
+        }
+        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => "host name not found".to_owned(),
+        ErrorCode::TlsCertificateError => "TLS certificate not trusted".to_owned(),
+        other => format!("HTTP request failed: {other:?}"),
+    };
+    HttpError::new(kind, message)
 }

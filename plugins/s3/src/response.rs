@@ -33,7 +33,11 @@ pub fn classify(response: &Response, bucket: &str, key: &str) -> DeliverError {
                 "{what} (check `bucket`, and `endpoint` / `force_path_style` for S3-compatible stores)"
             ));
         }
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" => {
+        "InvalidAccessKeyId"
+        | "NotSignedUp"
+        | "SignatureDoesNotMatch"
+        | "InvalidToken"
+        | "ExpiredToken" => {
             return DeliverError::permanent(format!(
                 "{what} (check the aws_access_key_id / aws_secret_access_key / aws_session_token secrets or `access_key_id`)"
             ));
@@ -68,7 +72,7 @@ pub fn classify(response: &Response, bucket: &str, key: &str) -> DeliverError {
             "{what} (check `key_prefix`, `storage_class` and `compression`)"
         )),
         403 => DeliverError::permanent(format!(
-            "{what} (check the credentials and the bucket policy)"
+            "{what} (check the aws_access_key_id / aws_secret_access_key secrets and the bucket policy)"
         )),
         404 => DeliverError::permanent(format!("{what} (check `bucket` and `endpoint`)")),
         _ => DeliverError::permanent(what),
