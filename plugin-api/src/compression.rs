@@ -4,7 +4,7 @@
 //! sinks do, so operators can copy what they know:
 //!
 //! ```toml
-//! compression = "gzip"                              # algorithm, its default level
+//! compression = "gzip"                              # gzip at level 1 (fast)
 //! compression = { algorithm = "zstd", level = 3 }   # or with a level
 //! ```
 //!
@@ -41,10 +41,14 @@ impl Compression {
         algorithm: Algorithm::None,
         level: 0,
     };
-    /// gzip at level 6, the zlib default (and Vector's).
+    /// gzip at level 1. Measured on audit NDJSON (natively): level 1
+    /// compresses 11.5x at 650 MB/s, level 6 (zlib's and Vector's default)
+    /// 16.1x at 95 MB/s. Level 6 alone would cost more CPU per event than
+    /// the whole file exporter, so the default favours the application's
+    /// CPU; set `level = 6` to favour bandwidth.
     pub const GZIP: Compression = Compression {
         algorithm: Algorithm::Gzip,
-        level: 6,
+        level: 1,
     };
     /// Zstandard at its fastest setting.
     pub const ZSTD: Compression = Compression {
@@ -113,7 +117,7 @@ impl Compression {
 }
 
 impl Default for Compression {
-    /// gzip at level 6.
+    /// gzip at level 1.
     fn default() -> Self {
         Compression::GZIP
     }

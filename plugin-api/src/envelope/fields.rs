@@ -13,14 +13,17 @@
 //! let json = br#"{"action":{"outcome":"denied"},"actor":{"id":"u-7","kind":"user"},"id":"x"}"#;
 //! assert_eq!(
 //!     paths.extract(json).unwrap(),
-//!     vec![Some("u-7".to_owned()), Some("denied".to_owned()), None]
+//!     vec![Some("u-7".into()), Some("denied".into()), None]
 //! );
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use crate::Event;
 
 /// A fixed list of dotted paths (`actor.id`) to extract from envelopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,35 +66,107 @@ impl FieldPaths {
         self.paths.is_empty()
     }
 
-    /// The value at each path: strings as they are, numbers and booleans as
-    /// text; absent, `null`, objects and arrays as `None`.
-    pub fn extract(&self, json: &[u8]) -> Result<Vec<Option<String>>, serde_json::Error> {
+    /// The value at each path: strings as they are (borrowed from `json`
+    /// unless they hold escapes), numbers and booleans as text; absent,
+    /// `null`, objects and arrays as `None`.
+    pub fn extract<'a>(
+        &self,
+        json: &'a [u8],
+    ) -> Result<Vec<Option<Cow<'a, str>>>, serde_json::Error> {
         let mut values = vec![None; self.paths.len()];
-        if self.paths.is_empty() {
-            return Ok(values);
-        }
         let wanted: Vec<usize> = (0..self.paths.len()).collect();
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
-        Level {
-            paths: &self.paths,
-            wanted: &wanted,
-            depth: 0,
-            values: &mut values,
-        }
-        .deserialize(&mut deserializer)?;
+        self.walk(json, &wanted, &mut values)?;
         Ok(values)
+    }
+
+    /// Like [`extract`](Self::extract) for an event: the top-level `id`,
+    /// `source`, `type` and `tenant` come from the event's routing fields,
+    /// and the JSON is walked only for the rest, and only until they are
+    /// all found (canonical JSON sorts keys, so `action` and `actor` come
+    /// first).
+    pub fn extract_event<'a>(
+        &self,
+        event: &Event<'a>,
+    ) -> Result<Vec<Option<Cow<'a, str>>>, serde_json::Error> {
+        let mut values = vec![None; self.paths.len()];
+        let mut wanted = Vec::new();
+        for (i, path) in self.paths.iter().enumerate() {
+            let routed = match path.as_slice() {
+                [field] => match field.as_str() {
+                    "id" => Some(Some(event.id)),
+                    "source" => Some(Some(event.source)),
+                    "type" => Some(Some(event.event_type)),
+                    "tenant" => Some(event.tenant),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match routed {
+                Some(value) => values[i] = value.map(Cow::Borrowed),
+                None => wanted.push(i),
+            }
+        }
+        self.walk(event.envelope, &wanted, &mut values)?;
+        Ok(values)
+    }
+
+    fn walk<'a>(
+        &self,
+        json: &'a [u8],
+        wanted: &[usize],
+        values: &mut [Option<Cow<'a, str>>],
+    ) -> Result<(), serde_json::Error> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut progress = Progress {
+            resolved: vec![false; self.paths.len()],
+            remaining: wanted.len(),
+        };
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let walked = Level {
+            paths: &self.paths,
+            wanted,
+            depth: 0,
+            values,
+            progress: &mut progress,
+        }
+        .deserialize(&mut deserializer);
+        match walked {
+            Err(e) if e.to_string().starts_with(ALL_FOUND) => Ok(()),
+            other => other,
+        }
     }
 }
 
+/// Stops the walk once every wanted value is found; not a real error.
+const ALL_FOUND: &str = "auditrelay: all fields found";
+
 /// One object level of the walk: which paths are still possible below it.
-struct Level<'p, 'v> {
+struct Level<'p, 'v, 'de> {
     paths: &'p [Vec<String>],
     wanted: &'p [usize],
     depth: usize,
-    values: &'v mut [Option<String>],
+    values: &'v mut [Option<Cow<'de, str>>],
+    progress: &'v mut Progress,
 }
 
-impl<'de> DeserializeSeed<'de> for Level<'_, '_> {
+/// Which wanted paths are resolved (found, or known to be absent).
+struct Progress {
+    resolved: Vec<bool>,
+    remaining: usize,
+}
+
+impl Progress {
+    fn resolve(&mut self, path: usize) {
+        if !self.resolved[path] {
+            self.resolved[path] = true;
+            self.remaining -= 1;
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Level<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -99,7 +174,7 @@ impl<'de> DeserializeSeed<'de> for Level<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Level<'_, '_> {
+impl<'de> Visitor<'de> for Level<'_, '_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -107,24 +182,22 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.depth;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let below: Vec<usize> = self
-                .wanted
-                .iter()
-                .copied()
-                .filter(|&i| self.paths[i][self.depth] == key)
-                .collect();
-            if below.is_empty() {
+            let matches = |&&i: &&usize| self.paths[i][depth] == key;
+            if !self.wanted.iter().any(|i| matches(&i)) {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
+            let below: Vec<usize> = self.wanted.iter().filter(matches).copied().collect();
             let (leaves, deeper): (Vec<usize>, Vec<usize>) = below
                 .into_iter()
-                .partition(|&i| self.paths[i].len() == self.depth + 1);
+                .partition(|&i| self.paths[i].len() == depth + 1);
             if deeper.is_empty() {
-                let value = map.next_value::<Scalar>()?.0;
+                let value = map.next_value::<Scalar<'de>>()?.0;
                 for i in leaves {
                     self.values[i] = value.clone();
+                    self.progress.resolve(i);
                 }
             } else {
                 // A path ends here and another goes on: the deeper one wins,
@@ -132,9 +205,17 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
                 map.next_value_seed(Level {
                     paths: self.paths,
                     wanted: &deeper,
-                    depth: self.depth + 1,
+                    depth: depth + 1,
                     values: self.values,
+                    progress: self.progress,
                 })?;
+                // Keys appear once: whatever was not found below is absent.
+                for i in leaves.into_iter().chain(deeper) {
+                    self.progress.resolve(i);
+                }
+            }
+            if self.progress.remaining == 0 {
+                return Err(serde::de::Error::custom(ALL_FOUND));
             }
         }
         Ok(())
@@ -166,42 +247,45 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
 }
 
 /// A leaf value as text, or `None` for null, objects and arrays.
-struct Scalar(Option<String>);
+struct Scalar<'de>(Option<Cow<'de, str>>);
 
-impl<'de> serde::Deserialize<'de> for Scalar {
+impl<'de> serde::Deserialize<'de> for Scalar<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ScalarVisitor;
         impl<'de> Visitor<'de> for ScalarVisitor {
-            type Value = Scalar;
+            type Value = Scalar<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON value")
             }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_owned())))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Some(Cow::Borrowed(v))))
             }
-            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
+            fn visit_str<E>(self, v: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_owned()))))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
             }
-            fn visit_unit<E>(self) -> Result<Scalar, E> {
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
                 Ok(Scalar(None))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Scalar(None))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<Scalar, A::Error> {
+            ) -> Result<Scalar<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Scalar(None))
             }
@@ -237,6 +321,19 @@ mod tests {
                 Some("acme".into()),
                 None,
                 Some("3".into()),
+                None
+            ]
+        );
+        let event = crate::EventBuf::from_envelope(&envelope);
+        assert_eq!(paths.extract_event(&event.as_event()).unwrap(), values);
+        // Stops early once found, yet still reports later absent paths.
+        let early = FieldPaths::new(["action.name", "actor.kind", "type", "nope"]).unwrap();
+        assert_eq!(
+            early.extract_event(&event.as_event()).unwrap(),
+            vec![
+                Some("add_member".into()),
+                Some("user".into()),
+                Some("group.member_added".into()),
                 None
             ]
         );

@@ -114,15 +114,17 @@ impl Plugin for DatadogExporter {
     }
 
     fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
-        let mut logs: Vec<Vec<u8>> = Vec::with_capacity(events.len());
-        let mut indexes: Vec<u32> = Vec::with_capacity(events.len());
+        let mut logs = Logs {
+            buffer: Vec::with_capacity(events.iter().map(|e| e.envelope.len() + 300).sum()),
+            ends: Vec::with_capacity(events.len()),
+            indexes: Vec::with_capacity(events.len()),
+        };
         let mut rejected = Vec::new();
         for (i, event) in events.iter().enumerate() {
-            let mut log = Vec::with_capacity(event.envelope.len() + 256);
-            match self.encoder.encode(event, &mut log) {
+            match self.encoder.encode(event, &mut logs.buffer) {
                 Ok(()) => {
-                    logs.push(log);
-                    indexes.push(i as u32);
+                    logs.ends.push(logs.buffer.len());
+                    logs.indexes.push(i as u32);
                 }
                 Err(reason) => rejected.push(RejectedEvent {
                     index: i as u32,
@@ -130,11 +132,11 @@ impl Plugin for DatadogExporter {
                 }),
             }
         }
-        let sizes: Vec<usize> = logs.iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = (0..logs.ends.len()).map(|k| logs.get(k).len()).collect();
         let max = self.config.max_request_bytes.as_u64() as usize;
         // One byte per log for the separating comma, two for the brackets.
         for run in split_by_limits(&sizes, max.saturating_sub(2), MAX_LOGS_PER_REQUEST, 1) {
-            self.send(&logs, run, &indexes, &mut rejected)?;
+            self.send(&logs, run, &mut rejected)?;
         }
         Ok(if rejected.is_empty() {
             Delivery::Accepted
@@ -149,19 +151,17 @@ impl DatadogExporter {
     /// which are then rejected.
     fn send(
         &self,
-        logs: &[Vec<u8>],
+        logs: &Logs,
         run: Range<usize>,
-        indexes: &[u32],
         rejected: &mut Vec<RejectedEvent>,
     ) -> Result<(), DeliverError> {
-        let mut body =
-            Vec::with_capacity(logs[run.clone()].iter().map(|l| l.len() + 1).sum::<usize>() + 2);
+        let mut body = Vec::with_capacity(logs.span(&run) + run.len() + 2);
         body.push(b'[');
-        for (n, log) in logs[run.clone()].iter().enumerate() {
-            if n > 0 {
+        for k in run.clone() {
+            if k > run.start {
                 body.push(b',');
             }
-            body.extend_from_slice(log);
+            body.extend_from_slice(logs.get(k));
         }
         body.push(b']');
         let mut request = Request::post(self.url.clone())
@@ -184,18 +184,44 @@ impl DatadogExporter {
                     run.len()
                 ));
                 let middle = run.start + run.len() / 2;
-                self.send(logs, run.start..middle, indexes, rejected)?;
-                self.send(logs, middle..run.end, indexes, rejected)
+                self.send(logs, run.start..middle, rejected)?;
+                self.send(logs, middle..run.end, rejected)
             }
             Failure::TooLarge => {
                 rejected.push(RejectedEvent {
-                    index: indexes[run.start],
+                    index: logs.indexes[run.start],
                     reason: "Datadog refused this log alone as too large (413)".to_owned(),
                 });
                 Ok(())
             }
             Failure::Error(error) => Err(error),
         }
+    }
+}
+
+/// The encoded logs of a batch, back to back in one buffer.
+struct Logs {
+    buffer: Vec<u8>,
+    /// Where log k ends in `buffer`.
+    ends: Vec<usize>,
+    /// The batch position of log k (rejected events have no log).
+    indexes: Vec<u32>,
+}
+
+impl Logs {
+    fn get(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.buffer[start..self.ends[k]]
+    }
+
+    /// Bytes of the logs in `run`.
+    fn span(&self, run: &Range<usize>) -> usize {
+        let start = if run.start == 0 {
+            0
+        } else {
+            self.ends[run.start - 1]
+        };
+        self.ends[run.end - 1] - start
     }
 }
 

@@ -3,6 +3,8 @@
 //! `timestamp`) and the whole envelope under `audit`, so it cannot collide
 //! with them (the envelope's own `source` and `trace_id` would).
 
+use std::io::Write;
+
 use auditrelay_plugin_api::Event;
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, FieldPaths};
 
@@ -85,9 +87,10 @@ impl LogEncoder {
     }
 
     fn encode_with(&self, event: &Event<'_>, envelope: &[u8], out: &mut Vec<u8>) {
+        let event = Event { envelope, ..*event };
         let values = self
             .paths
-            .extract(envelope)
+            .extract_event(&event)
             .unwrap_or_else(|_| vec![None; self.paths.len()]);
         let text = |i: usize| values[i].as_deref().unwrap_or("");
         let (actor, action_name, outcome, severity) = (text(0), text(1), text(2), text(3));
@@ -96,12 +99,12 @@ impl LogEncoder {
         } else {
             action_name
         };
-        let target = match (text(4), text(5)) {
-            ("", "") => String::new(),
-            (kind, id) => format!(" {kind}/{id}"),
-        };
-        let message = format!("{actor} {action}{target}: {outcome}");
 
+        out.push(b'{');
+        out.extend_from_slice(self.fixed.as_bytes());
+        out.extend_from_slice(b",\"ddtags\":\"");
+        // Tag values are written escaped; commas and spaces would split or
+        // break a tag, so they become `_`.
         let mut tags = self.fixed_tags.clone();
         for (name, value) in self.tag_names.iter().zip(&values[CORE_PATHS.len()..]) {
             let Some(value) = value else { continue };
@@ -118,27 +121,27 @@ impl LogEncoder {
                 }
             }));
         }
-
-        out.push(b'{');
-        out.extend_from_slice(self.fixed.as_bytes());
-        out.extend_from_slice(b",\"ddtags\":");
-        out.extend_from_slice(json_string(&tags).as_bytes());
+        let quoted = serde_json::to_string(&tags).expect("a string always encodes");
+        out.extend_from_slice(&quoted.as_bytes()[1..]);
         out.extend_from_slice(b",\"service\":");
         match &self.service {
             Some(service) => out.extend_from_slice(service.as_bytes()),
-            None => out.extend_from_slice(json_string(event.source).as_bytes()),
+            None => write_json_string(out, event.source),
         }
         out.extend_from_slice(b",\"status\":\"");
         out.extend_from_slice(status(severity, outcome).as_bytes());
         out.extend_from_slice(b"\",\"message\":");
-        out.extend_from_slice(json_string(&message).as_bytes());
-        out.extend_from_slice(
-            format!(
-                ",\"timestamp\":{}",
-                event.time_unix_nanos.div_euclid(1_000_000)
-            )
-            .as_bytes(),
-        );
+        let message = match (text(4), text(5)) {
+            ("", "") => format!("{actor} {action}: {outcome}"),
+            (kind, id) => format!("{actor} {action} {kind}/{id}: {outcome}"),
+        };
+        write_json_string(out, &message);
+        write!(
+            out,
+            ",\"timestamp\":{}",
+            event.time_unix_nanos.div_euclid(1_000_000)
+        )
+        .expect("writing to a Vec");
         out.extend_from_slice(b",\"audit\":");
         out.extend_from_slice(envelope);
         out.push(b'}');
@@ -174,6 +177,10 @@ fn truncate_payload(envelope: &[u8]) -> Result<Vec<u8>, String> {
         original.len()
     ));
     Ok(parsed.to_canonical_json())
+}
+
+fn write_json_string(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(out, value).expect("a string always encodes");
 }
 
 fn json_string(value: &str) -> String {

@@ -92,13 +92,16 @@ impl Plugin for HecExporter {
     }
 
     fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
-        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(events.len());
+        // All events encoded back to back in one buffer; `ends[i]` is where
+        // event i stops.
+        let mut encoded = Vec::with_capacity(events.iter().map(|e| e.envelope.len() + 200).sum());
+        let mut ends = Vec::with_capacity(events.len());
         for event in events {
-            let mut one = Vec::with_capacity(event.envelope.len() + 160);
-            self.encoder.encode(event, &mut one);
-            encoded.push(one);
+            self.encoder.encode(event, &mut encoded);
+            ends.push(encoded.len());
         }
-        let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
+        let start = |i: usize| if i == 0 { 0 } else { ends[i - 1] };
+        let sizes: Vec<usize> = (0..events.len()).map(|i| ends[i] - start(i)).collect();
         let max = self.config.max_request_bytes.as_u64() as usize;
         let mut rejected = Vec::new();
         let mut ack_ids = Vec::new();
@@ -113,7 +116,7 @@ impl Plugin for HecExporter {
                 });
                 continue;
             }
-            let body = encoded[run].concat();
+            let body = encoded[start(run.start)..ends[run.end - 1]].to_vec();
             if let Some(ack_id) = self.post_events(body)? {
                 ack_ids.push(ack_id);
             }

@@ -1,6 +1,8 @@
 //! Encoding events as HEC event objects: `{"time":…,"event":{envelope},…}`,
 //! concatenated without separators as `/services/collector/event` wants.
 
+use std::io::Write;
+
 use auditrelay_plugin_api::Event;
 use auditrelay_plugin_api::envelope::FieldPaths;
 
@@ -13,6 +15,7 @@ pub struct EventEncoder {
     fixed: String,
     /// The `source` override, JSON-encoded.
     source: Option<String>,
+    /// `"name":` per indexed field, pre-encoded.
     field_names: Vec<String>,
     field_paths: FieldPaths,
 }
@@ -35,7 +38,11 @@ impl EventEncoder {
         Ok(EventEncoder {
             fixed,
             source: config.source.as_deref().map(json_string),
-            field_names: config.fields.keys().cloned().collect(),
+            field_names: config
+                .fields
+                .keys()
+                .map(|name| format!("{}:", json_string(name)))
+                .collect(),
             field_paths,
         })
     }
@@ -45,28 +52,27 @@ impl EventEncoder {
         let nanos = event.time_unix_nanos;
         let seconds = nanos.div_euclid(1_000_000_000);
         let micros = nanos.rem_euclid(1_000_000_000) / 1000;
-        out.extend_from_slice(format!("{{\"time\":{seconds}.{micros:06}").as_bytes());
+        write!(out, "{{\"time\":{seconds}.{micros:06}").expect("writing to a Vec");
         out.extend_from_slice(self.fixed.as_bytes());
         out.extend_from_slice(b",\"source\":");
         match &self.source {
             Some(source) => out.extend_from_slice(source.as_bytes()),
-            None => out.extend_from_slice(json_string(event.source).as_bytes()),
+            None => write_json_string(out, event.source),
         }
         if !self.field_paths.is_empty() {
             // The envelope was validated by the relay; a parse failure here
             // only loses the indexed fields, never the event.
             let values = self
                 .field_paths
-                .extract(event.envelope)
+                .extract_event(event)
                 .unwrap_or_else(|_| vec![None; self.field_paths.len()]);
             let mut first = true;
             for (name, value) in self.field_names.iter().zip(values) {
                 let Some(value) = value else { continue };
                 out.extend_from_slice(if first { b",\"fields\":{" } else { b"," });
                 first = false;
-                out.extend_from_slice(json_string(name).as_bytes());
-                out.push(b':');
-                out.extend_from_slice(json_string(&value).as_bytes());
+                out.extend_from_slice(name.as_bytes());
+                write_json_string(out, &value);
             }
             if !first {
                 out.push(b'}');
@@ -76,6 +82,10 @@ impl EventEncoder {
         out.extend_from_slice(event.envelope);
         out.push(b'}');
     }
+}
+
+fn write_json_string(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(out, value).expect("a string always encodes");
 }
 
 fn json_string(value: &str) -> String {

@@ -30,6 +30,9 @@ struct DatadogState {
     requests: Vec<(usize, usize)>,
     refusals: VecDeque<Refusal>,
     too_large: usize,
+    /// Benchmarks: check framing and count, keep nothing.
+    count_only: bool,
+    counted: usize,
 }
 
 /// A strict Datadog Logs intake on 127.0.0.1.
@@ -63,6 +66,18 @@ impl Datadog {
     pub fn refuse_next(&self, count: usize, refusal: Refusal) {
         let mut state = self.state.lock().unwrap();
         state.refusals.extend(std::iter::repeat_n(refusal, count));
+    }
+
+    /// For benchmarks: from now on check the key, encoding, size and
+    /// framing, count the logs and keep nothing (per-field checks cost more
+    /// than the exporter being measured).
+    pub fn count_only(&self) {
+        self.state.lock().unwrap().count_only = true;
+    }
+
+    /// Logs accepted in [`count_only`](Self::count_only) mode.
+    pub fn counted(&self) -> usize {
+        self.state.lock().unwrap().counted
     }
 
     /// Every accepted log, in arrival order.
@@ -126,6 +141,16 @@ async fn logs(
     if plain.len() > state.max_payload_bytes {
         state.too_large += 1;
         return error(413, "Payload too large");
+    }
+    if state.count_only {
+        let Ok(entries) = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&plain) else {
+            return error(400, "Body must be a JSON array of log objects");
+        };
+        if entries.is_empty() || entries.len() > MAX_ENTRIES {
+            return error(400, "A request holds 1 to 1000 log entries");
+        }
+        state.counted += entries.len();
+        return (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response();
     }
     let Ok(Value::Array(entries)) = serde_json::from_slice::<Value>(&plain) else {
         return error(400, "Body must be a JSON array of log objects");

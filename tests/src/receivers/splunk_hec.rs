@@ -37,6 +37,9 @@ struct HecState {
     channels: HashMap<String, (u64, HashMap<u64, u32>)>,
     polls_before_ack: u32,
     requests: usize,
+    /// Benchmarks: check framing and count, keep nothing.
+    count_only: bool,
+    counted: usize,
 }
 
 /// A strict HEC on 127.0.0.1.
@@ -86,6 +89,18 @@ impl SplunkHec {
     /// (`u32::MAX`: never).
     pub fn set_polls_before_ack(&self, polls: u32) {
         self.state.lock().unwrap().polls_before_ack = polls;
+    }
+
+    /// For benchmarks: from now on check the token, encoding and framing,
+    /// count the events and keep nothing (per-field checks cost more than
+    /// the exporter being measured).
+    pub fn count_only(&self) {
+        self.state.lock().unwrap().count_only = true;
+    }
+
+    /// Events accepted in [`count_only`](Self::count_only) mode.
+    pub fn counted(&self) -> usize {
+        self.state.lock().unwrap().counted
     }
 
     /// Every accepted event, in arrival order.
@@ -189,6 +204,19 @@ async fn event(
     }
     if plain.iter().all(u8::is_ascii_whitespace) {
         return reply(400, 5, "No data");
+    }
+    if state.count_only {
+        let stream =
+            serde_json::Deserializer::from_slice(&plain).into_iter::<serde::de::IgnoredAny>();
+        let mut count = 0;
+        for event in stream {
+            if event.is_err() {
+                return reply(400, 6, "Invalid data format");
+            }
+            count += 1;
+        }
+        state.counted += count;
+        return reply(200, 0, "Success");
     }
     let mut accepted = Vec::new();
     let stream = serde_json::Deserializer::from_slice(&plain).into_iter::<Value>();
