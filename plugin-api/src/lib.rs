@@ -81,6 +81,8 @@ mod event;
 pub mod fs;
 pub mod host;
 pub mod http;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 mod plugin;
 pub mod settings;
 #[cfg(not(target_arch = "wasm32"))]
@@ -98,14 +100,26 @@ pub const WIT_VERSION: &str = "1.0.0";
 
 /// Exports a [`Plugin`] implementation as the plugin's entry point.
 ///
-/// In a `wasm32` build this exports the `auditrelay:plugin/exporter`
-/// interface; in a native build it expands to nothing, so the crate still
-/// compiles for `cargo test`. Use it once, in the plugin crate's `lib.rs`.
+/// Use it once, in the plugin crate's `lib.rs`. The same plugin builds two
+/// ways:
+///
+/// - for `wasm32-wasip2`: a component exporting the
+///   `auditrelay:plugin/exporter` interface (`wit/plugin.wit`);
+/// - for the host target with the plugin crate's `native` feature on: a
+///   shared library exporting the C ABI of [`native`]
+///   (`include/auditrelay_plugin.h`). Declare `native = []` under
+///   `[features]` in the plugin's `Cargo.toml` and build with
+///   `cargo build --release --features native`.
+///
+/// Without the feature a native build exports nothing, so several plugins
+/// can be linked into one test or benchmark binary.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         $crate::__export_wasm_plugin!($plugin);
+        #[cfg(all(not(target_arch = "wasm32"), feature = "native"))]
+        $crate::__export_native_plugin!($plugin);
     };
 }
 
@@ -114,6 +128,8 @@ macro_rules! export_plugin {
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
     pub use crate::guest::{bindings, deliver, describe, flush, init, shutdown};
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::native;
     #[cfg(target_arch = "wasm32")]
     pub use wit_bindgen;
 }
