@@ -454,10 +454,13 @@ impl RelayProcess {
                 .lines()
                 .map_while(Result::ok)
             {
-                if line.contains("accepting events at") {
+                // Record the line before saying it arrived: the caller
+                // reads the log right after.
+                let ready = line.contains("accepting events at");
+                lines.lock().unwrap().push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                lines.lock().unwrap().push(line);
             }
         });
         if ready.recv_timeout(Duration::from_secs(60)).is_err() {

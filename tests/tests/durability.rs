@@ -117,6 +117,62 @@ async fn an_outage_loses_nothing_and_the_spool_empties_afterwards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_crashes_the_plugin_is_isolated_and_the_rest_delivered_in_order() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let config = sink_config(
+        &home,
+        &receiver,
+        "fault = \"none\"\npanic_type = \"poison.pill\"",
+        "",
+    );
+    let relay = Relay::start(config).await.unwrap();
+    let mut expected = Vec::new();
+    let mut pill = String::new();
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        let mut event = sample_envelope(i);
+        if i == 137 {
+            event.event_type = "poison.pill".into();
+            pill = event.id.clone();
+        } else {
+            expected.push(event.id.clone());
+        }
+        batch.push(event);
+    }
+    // One batch of 200: the plugin panics on every attempt until the pill
+    // is found.
+    relay.emit_batch(batch).unwrap();
+    let expected_set: HashSet<String> = expected.iter().cloned().collect();
+    assert!(
+        receiver
+            .wait_for_all(&expected_set, Duration::from_secs(60))
+            .await,
+        "everything but the pill arrives"
+    );
+    assert!(relay.idle(Duration::from_secs(30)).await);
+    let arrived = receiver.ids();
+    let first_copies: Vec<String> = {
+        let mut seen = HashSet::new();
+        arrived
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect()
+    };
+    assert_eq!(first_copies, expected, "in spool order, the pill left out");
+    let dead = relay.dead_letters("sink").unwrap().list(0, 10).unwrap();
+    assert_eq!(dead.total, 1);
+    assert_eq!(dead.events[0]["event"]["id"], pill.as_str());
+    let reason = dead.events[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("crashed on this event 3 times in a row while it delivered the rest")
+            && reason.contains("poison pill"),
+        "{reason}"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_set_aside_and_replayed_once_the_plugin_is_fixed() {
     let receiver = Receiver::start().await;
     let home = Home::with_plugins(&["faulty"]);

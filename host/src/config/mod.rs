@@ -332,6 +332,10 @@ pub struct RetrySettings {
     /// How long an open circuit waits before one trial call.
     #[serde(default = "default_circuit_open_for", with = "units::duration")]
     pub circuit_open_for: Duration,
+    /// Consecutive crashes on one batch after which it is split to find
+    /// the event that crashes the plugin (0: never).
+    #[serde(default = "default_isolate_after")]
+    pub isolate_after: u32,
 }
 
 impl Default for RetrySettings {
@@ -425,6 +429,9 @@ fn default_initial_backoff() -> Duration {
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
+}
+fn default_isolate_after() -> u32 {
+    3
 }
 fn default_circuit_after() -> u32 {
     5

@@ -23,7 +23,7 @@ use super::filter::EventFilter;
 use super::status::{Health, RunState};
 use crate::config::BatchSettings;
 use crate::metrics::PluginMetrics;
-use crate::runtime::{CallError, Delivery, Exporter, RejectedEvent};
+use crate::runtime::{CallError, Delivery, Exporter, Fault, RejectedEvent};
 use crate::spool::{Batch, ConsumerId, Reader, Spool};
 
 /// How long to wait before reading again after the spool failed to read.
@@ -65,6 +65,8 @@ pub struct WorkerParts {
     pub metrics: PluginMetrics,
     /// This instance's status.
     pub health: Health,
+    /// Consecutive crashes on one batch before it is split (0: never).
+    pub isolate_after: u32,
     /// Cancelled when the relay stops waiting for deliveries.
     pub abort: CancellationToken,
 }
@@ -236,15 +238,98 @@ impl<E: Exporter> Worker<E> {
     }
 
     /// Calls the plugin until `batch` is handled.
+    ///
+    /// A batch the plugin keeps crashing on (`isolate_after` times) is split
+    /// in halves, delivered in order, down to the single event that crashes
+    /// it, which goes to the dead letters: one poison event must not stop an
+    /// instance forever. An event is condemned only on evidence that the
+    /// plugin works otherwise (another part of the batch went through);
+    /// without it, the suspect is tried once more after the next part, and
+    /// if that crashes too the plugin is taken to be broken as a whole and
+    /// the suspect is retried until it passes, as any batch would be.
     async fn deliver(&mut self, batch: &Batch) -> Handled {
+        // Parts still to deliver; the last is next.
+        let mut pending = vec![batch.clone()];
+        let mut evidence = false;
+        let mut deferred = false;
+        let mut forever: Option<u64> = None;
+        while let Some(part) = pending.pop() {
+            // The whole batch and a single suspect must crash
+            // `isolate_after` times; a half crashing once is split again.
+            let confirm = if forever == Some(part.seq(0)) {
+                0
+            } else if part.len() == 1 || part.len() == batch.len() {
+                self.parts.isolate_after
+            } else {
+                1
+            };
+            match self.deliver_once(&part, confirm).await {
+                Ok(Handled::Done) => evidence = true,
+                Ok(Handled::Aborted) => return Handled::Aborted,
+                Err(fault) if part.len() > 1 => {
+                    tracing::warn!(
+                        plugin = &*self.parts.instance,
+                        events = part.len(),
+                        "the plugin keeps crashing on this batch ({fault}); delivering its halves separately to find the event that crashes it"
+                    );
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Err(_) if !evidence && !deferred && !pending.is_empty() => {
+                    // Is it this event, or the plugin? Try the next part first.
+                    deferred = true;
+                    let next = pending.pop().expect("not empty");
+                    pending.push(part);
+                    pending.push(next);
+                }
+                Err(fault) if !evidence => {
+                    tracing::warn!(
+                        plugin = &*self.parts.instance,
+                        "the plugin crashes on every part of this batch ({fault}); retrying it until the plugin recovers"
+                    );
+                    forever = Some(part.seq(0));
+                    pending.push(part);
+                }
+                Err(fault) => {
+                    let reason = format!(
+                        "the plugin crashed on this event {} times in a row while it delivered the rest of its batch: {fault}",
+                        self.parts.isolate_after
+                    );
+                    tracing::error!(
+                        plugin = &*self.parts.instance,
+                        seq = part.seq(0),
+                        "{reason}; setting it aside as a dead letter"
+                    );
+                    let (seq, event) = (part.seq(0), part.event(0));
+                    if self
+                        .put_dead_letters(&[(seq, event, reason.as_str())])
+                        .is_err()
+                    {
+                        // Cannot set it aside: keep trying to deliver it.
+                        forever = Some(seq);
+                        pending.push(part);
+                        continue;
+                    }
+                    self.succeeded(0, 1);
+                }
+            }
+        }
+        Handled::Done
+    }
+
+    /// Calls the plugin until `batch` is handled, or until it crashed on it
+    /// `confirm` times in a row (0: never give up): then the last crash.
+    async fn deliver_once(&mut self, batch: &Batch, confirm: u32) -> Result<Handled, Fault> {
+        let mut crashes = 0;
         loop {
             if let Some(aborted) = self.wait_for_circuit().await {
-                return aborted;
+                return Ok(aborted);
             }
             let started = Instant::now();
             let outcome = tokio::select! {
                 outcome = self.exporter.deliver(batch) => outcome,
-                () = self.parts.abort.cancelled() => return Handled::Aborted,
+                () = self.parts.abort.cancelled() => return Ok(Handled::Aborted),
             };
             self.parts
                 .metrics
@@ -252,13 +337,13 @@ impl<E: Exporter> Worker<E> {
             let (message, retry_after) = match outcome {
                 Ok(Delivery::Accepted) => {
                     self.succeeded(batch.len(), 0);
-                    return Handled::Done;
+                    return Ok(Handled::Done);
                 }
                 Ok(Delivery::PartiallyRejected(rejected)) => {
                     match self.set_aside_rejected(batch, &rejected) {
                         Ok(set_aside) => {
                             self.succeeded(batch.len() - set_aside, set_aside);
-                            return Handled::Done;
+                            return Ok(Handled::Done);
                         }
                         Err(message) => (message, None),
                     }
@@ -278,7 +363,7 @@ impl<E: Exporter> Worker<E> {
                     match self.put_dead_letters(&events) {
                         Ok(()) => {
                             self.succeeded(0, batch.len());
-                            return Handled::Done;
+                            return Ok(Handled::Done);
                         }
                         Err(message) => (message, None),
                     }
@@ -288,6 +373,7 @@ impl<E: Exporter> Worker<E> {
                     retry_after,
                 }) => {
                     self.parts.metrics.failure("retryable");
+                    crashes = 0;
                     (message, retry_after)
                 }
                 Err(CallError::Fault(fault)) => {
@@ -301,11 +387,16 @@ impl<E: Exporter> Worker<E> {
                         "plugin crashed: {}; replacing the instance and retrying the batch",
                         fault.message
                     );
+                    crashes += 1;
+                    if confirm > 0 && crashes >= confirm {
+                        self.record_failure(&fault.to_string());
+                        return Err(fault);
+                    }
                     (fault.to_string(), None)
                 }
             };
             if let Some(aborted) = self.back_off(&message, retry_after).await {
-                return aborted;
+                return Ok(aborted);
             }
         }
     }
@@ -329,6 +420,29 @@ impl<E: Exporter> Worker<E> {
     /// Records a failure and waits before the next attempt; `Some` if
     /// aborted meanwhile.
     async fn back_off(&mut self, message: &str, retry_after: Option<Duration>) -> Option<Handled> {
+        let opened = self.record_failure(message);
+        let p = &mut self.parts;
+        let failures = p.circuit.failures();
+        p.metrics.retry();
+        if opened {
+            return None;
+        }
+        let delay = p.backoff.delay(failures, retry_after);
+        tracing::warn!(
+            plugin = &*p.instance,
+            failures,
+            retry_in = %humantime::format_duration(delay),
+            "delivery failed, will retry: {message}"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => None,
+            () = p.abort.cancelled() => Some(Handled::Aborted),
+        }
+    }
+
+    /// Counts a failed call in the circuit and the status; whether the
+    /// circuit opened.
+    fn record_failure(&mut self, message: &str) -> bool {
         let p = &mut self.parts;
         let opened = p.circuit.failed(Instant::now());
         let failures = p.circuit.failures();
@@ -337,7 +451,6 @@ impl<E: Exporter> Worker<E> {
             health.consecutive_failures = failures;
             health.last_error = Some(message.to_owned());
         }
-        p.metrics.retry();
         if opened {
             let state = p.circuit.state(Instant::now());
             p.metrics.circuit_state(state.gauge());
@@ -352,19 +465,8 @@ impl<E: Exporter> Worker<E> {
                 pause = %humantime::format_duration(pause),
                 "circuit opened: pausing deliveries to this plugin after repeated failures (last: {message})"
             );
-            return None;
         }
-        let delay = p.backoff.delay(failures, retry_after);
-        tracing::warn!(
-            plugin = &*p.instance,
-            failures,
-            retry_in = %humantime::format_duration(delay),
-            "delivery failed, will retry: {message}"
-        );
-        tokio::select! {
-            () = tokio::time::sleep(delay) => None,
-            () = p.abort.cancelled() => Some(Handled::Aborted),
-        }
+        opened
     }
 
     fn succeeded(&mut self, delivered: usize, dead_lettered: usize) {

@@ -118,6 +118,7 @@ pub(super) async fn start_instances(
             replay: replay.clone(),
             metrics: plugin_metrics,
             health: health.clone(),
+            isolate_after: retry.isolate_after,
             abort: dispatcher.abort_token(),
         };
         tracing::info!(

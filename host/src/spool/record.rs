@@ -195,6 +195,19 @@ impl Batch {
         &self.data
     }
 
+    /// The first `mid` events and the rest, as two batches; the second
+    /// keeps this batch's end.
+    pub fn split_at(&self, mid: usize) -> (Batch, Batch) {
+        let mut first = Batch::default();
+        let mut second = Batch::default();
+        for (i, (seq, range)) in self.entries.iter().enumerate() {
+            let part = if i < mid { &mut first } else { &mut second };
+            part.push(*seq, &self.data[range.clone()]);
+        }
+        second.end_seq = self.end_seq;
+        (first, second)
+    }
+
     /// The events for which `keep` says yes, in a new batch with the same
     /// end.
     pub fn filtered(&self, mut keep: impl FnMut(&Event<'_>) -> bool) -> Batch {
