@@ -52,7 +52,13 @@ impl FieldPaths {
                     Ok(segments)
                 }
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        if paths.len() > MAX_PATHS {
+            return Err(format!(
+                "at most {MAX_PATHS} field paths, not {}",
+                paths.len()
+            ));
+        }
         Ok(FieldPaths { paths })
     }
 
@@ -74,8 +80,12 @@ impl FieldPaths {
         json: &'a [u8],
     ) -> Result<Vec<Option<Cow<'a, str>>>, serde_json::Error> {
         let mut values = vec![None; self.paths.len()];
-        let wanted: Vec<usize> = (0..self.paths.len()).collect();
-        self.walk(json, &wanted, &mut values)?;
+        let all = if self.paths.len() == MAX_PATHS {
+            u64::MAX
+        } else {
+            (1u64 << self.paths.len()) - 1
+        };
+        self.walk(json, all, &mut values)?;
         Ok(values)
     }
 
@@ -89,7 +99,7 @@ impl FieldPaths {
         event: &Event<'a>,
     ) -> Result<Vec<Option<Cow<'a, str>>>, serde_json::Error> {
         let mut values = vec![None; self.paths.len()];
-        let mut wanted = Vec::new();
+        let mut wanted = 0u64;
         for (i, path) in self.paths.iter().enumerate() {
             let routed = match path.as_slice() {
                 [field] => match field.as_str() {
@@ -103,25 +113,25 @@ impl FieldPaths {
             };
             match routed {
                 Some(value) => values[i] = value.map(Cow::Borrowed),
-                None => wanted.push(i),
+                None => wanted |= 1 << i,
             }
         }
-        self.walk(event.envelope, &wanted, &mut values)?;
+        self.walk(event.envelope, wanted, &mut values)?;
         Ok(values)
     }
 
     fn walk<'a>(
         &self,
         json: &'a [u8],
-        wanted: &[usize],
+        wanted: u64,
         values: &mut [Option<Cow<'a, str>>],
     ) -> Result<(), serde_json::Error> {
-        if wanted.is_empty() {
+        if wanted == 0 {
             return Ok(());
         }
         let mut progress = Progress {
-            resolved: vec![false; self.paths.len()],
-            remaining: wanted.len(),
+            resolved: 0,
+            remaining: wanted.count_ones(),
         };
         let mut deserializer = serde_json::Deserializer::from_slice(json);
         let walked = Level {
@@ -133,7 +143,8 @@ impl FieldPaths {
         }
         .deserialize(&mut deserializer);
         match walked {
-            Err(e) if e.to_string().starts_with(ALL_FOUND) => Ok(()),
+            // The walk stopped on purpose (see ALL_FOUND).
+            Err(_) if progress.remaining == 0 => Ok(()),
             other => other,
         }
     }
@@ -142,10 +153,25 @@ impl FieldPaths {
 /// Stops the walk once every wanted value is found; not a real error.
 const ALL_FOUND: &str = "auditrelay: all fields found";
 
+/// Paths per [`FieldPaths`]: sets of them are bit masks.
+const MAX_PATHS: usize = 64;
+
+/// The positions of the set bits of `mask`.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            i
+        })
+    })
+}
+
 /// One object level of the walk: which paths are still possible below it.
 struct Level<'p, 'v, 'de> {
     paths: &'p [Vec<String>],
-    wanted: &'p [usize],
+    /// Bit i: path i may still be found below this level.
+    wanted: u64,
     depth: usize,
     values: &'v mut [Option<Cow<'de, str>>],
     progress: &'v mut Progress,
@@ -153,16 +179,15 @@ struct Level<'p, 'v, 'de> {
 
 /// Which wanted paths are resolved (found, or known to be absent).
 struct Progress {
-    resolved: Vec<bool>,
-    remaining: usize,
+    resolved: u64,
+    remaining: u32,
 }
 
 impl Progress {
-    fn resolve(&mut self, path: usize) {
-        if !self.resolved[path] {
-            self.resolved[path] = true;
-            self.remaining -= 1;
-        }
+    fn resolve(&mut self, paths: u64) {
+        let new = paths & !self.resolved;
+        self.resolved |= new;
+        self.remaining -= new.count_ones();
     }
 }
 
@@ -184,35 +209,35 @@ impl<'de> Visitor<'de> for Level<'_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let depth = self.depth;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let matches = |&&i: &&usize| self.paths[i][depth] == key;
-            if !self.wanted.iter().any(|i| matches(&i)) {
+            let below = bits(self.wanted)
+                .filter(|&i| self.paths[i][depth] == key)
+                .fold(0u64, |mask, i| mask | 1 << i);
+            if below == 0 {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let below: Vec<usize> = self.wanted.iter().filter(matches).copied().collect();
-            let (leaves, deeper): (Vec<usize>, Vec<usize>) = below
-                .into_iter()
-                .partition(|&i| self.paths[i].len() == depth + 1);
-            if deeper.is_empty() {
+            let leaves = bits(below)
+                .filter(|&i| self.paths[i].len() == depth + 1)
+                .fold(0u64, |mask, i| mask | 1 << i);
+            let deeper = below & !leaves;
+            if deeper == 0 {
                 let value = map.next_value::<Scalar<'de>>()?.0;
-                for i in leaves {
+                for i in bits(leaves) {
                     self.values[i] = value.clone();
-                    self.progress.resolve(i);
                 }
+                self.progress.resolve(leaves);
             } else {
                 // A path ends here and another goes on: the deeper one wins,
                 // since a scalar cannot have children.
                 map.next_value_seed(Level {
                     paths: self.paths,
-                    wanted: &deeper,
+                    wanted: deeper,
                     depth: depth + 1,
                     values: self.values,
                     progress: self.progress,
                 })?;
                 // Keys appear once: whatever was not found below is absent.
-                for i in leaves.into_iter().chain(deeper) {
-                    self.progress.resolve(i);
-                }
+                self.progress.resolve(below);
             }
             if self.progress.remaining == 0 {
                 return Err(serde::de::Error::custom(ALL_FOUND));

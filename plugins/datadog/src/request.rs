@@ -102,40 +102,44 @@ impl LogEncoder {
 
         out.push(b'{');
         out.extend_from_slice(self.fixed.as_bytes());
+        // Written straight into the request, escaped, without building
+        // strings: this runs once per event inside the sandbox.
         out.extend_from_slice(b",\"ddtags\":\"");
-        // Tag values are written escaped; commas and spaces would split or
-        // break a tag, so they become `_`.
-        let mut tags = self.fixed_tags.clone();
+        let mut first = self.fixed_tags.is_empty();
+        write_escaped(out, &self.fixed_tags, false);
         for (name, value) in self.tag_names.iter().zip(&values[CORE_PATHS.len()..]) {
             let Some(value) = value else { continue };
-            if !tags.is_empty() {
-                tags.push(',');
+            if !first {
+                out.push(b',');
             }
-            tags.push_str(name);
-            tags.push(':');
-            tags.extend(value.chars().map(|c| {
-                if c == ',' || c.is_whitespace() {
-                    '_'
-                } else {
-                    c
-                }
-            }));
+            first = false;
+            write_escaped(out, name, false);
+            out.push(b':');
+            // Commas and spaces would split or break a tag.
+            write_escaped(out, value, true);
         }
-        let quoted = serde_json::to_string(&tags).expect("a string always encodes");
-        out.extend_from_slice(&quoted.as_bytes()[1..]);
-        out.extend_from_slice(b",\"service\":");
+        out.extend_from_slice(b"\",\"service\":");
         match &self.service {
             Some(service) => out.extend_from_slice(service.as_bytes()),
             None => write_json_string(out, event.source),
         }
         out.extend_from_slice(b",\"status\":\"");
         out.extend_from_slice(status(severity, outcome).as_bytes());
-        out.extend_from_slice(b"\",\"message\":");
-        let message = match (text(4), text(5)) {
-            ("", "") => format!("{actor} {action}: {outcome}"),
-            (kind, id) => format!("{actor} {action} {kind}/{id}: {outcome}"),
-        };
-        write_json_string(out, &message);
+        out.extend_from_slice(b"\",\"message\":\"");
+        write_escaped(out, actor, false);
+        out.push(b' ');
+        write_escaped(out, action, false);
+        if let (kind, id) = (text(4), text(5))
+            && !(kind.is_empty() && id.is_empty())
+        {
+            out.push(b' ');
+            write_escaped(out, kind, false);
+            out.push(b'/');
+            write_escaped(out, id, false);
+        }
+        out.extend_from_slice(b": ");
+        write_escaped(out, outcome, false);
+        out.push(b'"');
         write!(
             out,
             ",\"timestamp\":{}",
@@ -177,6 +181,24 @@ fn truncate_payload(envelope: &[u8]) -> Result<Vec<u8>, String> {
         original.len()
     ));
     Ok(parsed.to_canonical_json())
+}
+
+/// Appends `value` as the inside of a JSON string; with `tag`, commas and
+/// whitespace become `_`.
+fn write_escaped(out: &mut Vec<u8>, value: &str, tag: bool) {
+    for c in value.chars() {
+        match c {
+            ',' if tag => out.push(b'_'),
+            c if tag && c.is_whitespace() => out.push(b'_'),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32).expect("writing to a Vec"),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
 }
 
 fn write_json_string(out: &mut Vec<u8>, value: &str) {
