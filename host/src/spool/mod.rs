@@ -180,6 +180,10 @@ struct State {
     /// Framed events not yet written, and their sequence numbers.
     pending: Vec<u8>,
     pending_first: u64,
+    /// Framed events the writer took from `pending` and has not yet
+    /// added to `disk_bytes`: counted toward `max_bytes` meanwhile, or
+    /// the cap could be overshot by one write.
+    writing: u64,
     /// Oldest first; the last is the one being written.
     segments: VecDeque<Segment>,
     written_seq: u64,
@@ -249,7 +253,7 @@ impl State {
     }
 
     fn used_bytes(&self) -> u64 {
-        self.disk_bytes + self.pending.len() as u64
+        self.disk_bytes + self.writing + self.pending.len() as u64
     }
 
     fn cursor_snapshot(&self) -> BTreeMap<String, u64> {
@@ -332,6 +336,7 @@ impl Spool {
             state: Mutex::new(State {
                 next_seq,
                 pending: Vec::new(),
+                writing: 0,
                 pending_first: next_seq,
                 segments: segments.into(),
                 written_seq: next_seq,
@@ -551,6 +556,7 @@ impl Spool {
                 }
             })
             .sum::<u64>()
+            + state.writing
             + state.pending.len() as u64;
         (events, bytes)
     }

@@ -135,6 +135,7 @@ impl Writer {
             if !state.pending.is_empty() && may_write {
                 self.linger_until = None;
                 std::mem::swap(&mut state.pending, &mut self.spare);
+                state.writing = self.spare.len() as u64;
                 let first_seq = state.pending_first;
                 state.pending_first = state.next_seq;
                 return Task::Write(std::mem::take(&mut self.spare), first_seq);
@@ -330,6 +331,7 @@ impl Writer {
             let grown = run.len - segment.len;
             segment.extend(run.records, run.end_seq, run.len, &run.index);
             state.disk_bytes += grown;
+            state.writing = state.writing.saturating_sub(grown);
             state.written_seq = run.end_seq;
             state.written_json += run.payload_bytes;
         }
@@ -384,6 +386,7 @@ impl Writer {
         let message = error.to_string();
         let mut state = self.shared.lock();
         let newer = std::mem::take(&mut state.pending);
+        state.writing = 0;
         state.pending.extend_from_slice(rest);
         state.pending.extend_from_slice(&newer);
         state.pending_first = rest_first;
