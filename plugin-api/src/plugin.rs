@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{DeliverError, Delivery, Event};
 
@@ -76,8 +77,9 @@ impl From<&str> for InitError {
     }
 }
 
-/// What a plugin says about itself (`describe` in WIT).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a plugin says about itself (`describe` in WIT; the JSON of
+/// `auditrelay_describe` in the native ABI).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// Short machine name, e.g. `file`.
     pub name: String,
@@ -112,7 +114,7 @@ impl PluginInfo {
 }
 
 /// Documentation of one config key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigKey {
     /// Key name as written in TOML.
     pub name: String,

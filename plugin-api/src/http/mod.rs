@@ -206,12 +206,20 @@ impl Response {
     /// Classifies a non-success response the way most HTTP APIs mean it:
     /// 408, 429 and 5xx (except 501) are retryable, honouring
     /// `Retry-After`; other statuses are permanent. `destination` names the
-    /// service in the message. Exporters with richer error codes should
-    /// classify themselves.
+    /// service in the message.
     pub fn into_deliver_error(self, destination: &str) -> DeliverError {
-        let body = self.text();
-        let excerpt: String = body.chars().take(300).collect();
-        let message = format!("{destination} answered HTTP {}: {excerpt}", self.status);
+        let excerpt: String = self.text().chars().take(300).collect();
+        self.deliver_error(format!(
+            "{destination} answered HTTP {}: {excerpt}",
+            self.status
+        ))
+    }
+
+    /// Like [`into_deliver_error`](Self::into_deliver_error), with the
+    /// exporter's own `message` (naming the setting to fix, decoding the
+    /// service's error body). Exporters whose services put more in the body
+    /// than the status classify those cases first.
+    pub fn deliver_error(&self, message: String) -> DeliverError {
         match self.status {
             408 | 429 => DeliverError::Retryable {
                 message,

@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use super::{Description, Host, InitRequest, RetryableOutcome, Sink, Status};
+use super::{Host, InitRequest, RetryableOutcome, Sink, Status};
 use crate::batch::read_batch;
 use crate::event::{DeliverError, Delivery};
 use crate::host::{HostServices, Level, backend};
@@ -104,7 +104,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// # Safety
 /// `out` and `sink` as the ABI describes.
 pub unsafe fn describe<P: Plugin>(out: *mut c_void, sink: Sink) {
-    let json = catch_unwind(|| serde_json::to_vec(&Description::from(P::info())))
+    let json = catch_unwind(|| serde_json::to_vec(&P::info()))
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();

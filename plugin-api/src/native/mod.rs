@@ -18,8 +18,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::PluginInfo;
-
 pub use entry::{deliver, describe, flush, init, shutdown};
 
 /// The ABI version this crate implements (`AUDITRELAY_ABI_VERSION`).
@@ -85,50 +83,4 @@ pub struct RetryableOutcome {
     pub message: String,
     /// How long to wait, if the destination said.
     pub retry_after_ms: Option<u64>,
-}
-
-/// The JSON of `auditrelay_describe`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Description {
-    /// Plugin name.
-    pub name: String,
-    /// Plugin version.
-    pub version: String,
-    /// One line on what it does.
-    pub description: String,
-    /// Its config keys.
-    pub config_keys: Vec<KeyDescription>,
-}
-
-/// One config key in a [`Description`].
-#[derive(Debug, Serialize, Deserialize)]
-pub struct KeyDescription {
-    /// Key name.
-    pub name: String,
-    /// What it does.
-    pub description: String,
-    /// Whether it must be set.
-    pub required: bool,
-    /// Its default, as text.
-    pub default_value: Option<String>,
-}
-
-impl From<PluginInfo> for Description {
-    fn from(info: PluginInfo) -> Self {
-        Description {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            config_keys: info
-                .config_keys
-                .into_iter()
-                .map(|k| KeyDescription {
-                    name: k.name,
-                    description: k.description,
-                    required: k.required,
-                    default_value: k.default_value,
-                })
-                .collect(),
-        }
-    }
 }

@@ -18,26 +18,16 @@ pub enum Failure {
 pub fn classify(response: &Response, site: &str) -> Failure {
     let text: String = response.text().chars().take(300).collect();
     let what = format!("Datadog answered HTTP {}: {text}", response.status);
-    match response.status {
-        413 => Failure::TooLarge,
-        401 | 403 => Failure::Error(DeliverError::permanent(format!(
-            "{what} (check the datadog_api_key secret, and that `site` ({site}) is the site the key belongs to)"
-        ))),
-        400 => Failure::Error(DeliverError::permanent(format!(
-            "{what} (the intake refused the request as malformed; check `tags` and `tag_fields`)"
-        ))),
-        status => {
-            let mut bare = Response::new(status, Vec::new());
-            bare.headers = response.headers.clone();
-            Failure::Error(match bare.into_deliver_error("Datadog") {
-                DeliverError::Retryable { retry_after, .. } => DeliverError::Retryable {
-                    message: what,
-                    retry_after,
-                },
-                DeliverError::Permanent(_) => DeliverError::permanent(what),
-            })
-        }
-    }
+    let hint = match response.status {
+        413 => return Failure::TooLarge,
+        401 | 403 => format!(
+            " (check the datadog_api_key secret, and that `site` ({site}) is the site the key belongs to)"
+        ),
+        400 => " (the intake refused the request as malformed; check `tags` and `tag_fields`)"
+            .to_owned(),
+        _ => String::new(),
+    };
+    Failure::Error(response.deliver_error(format!("{what}{hint}")))
 }
 
 #[cfg(test)]

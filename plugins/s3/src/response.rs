@@ -21,62 +21,41 @@ pub fn classify(response: &Response, bucket: &str, key: &str) -> DeliverError {
             response.status
         )
     };
-    let retryable = |message: String| DeliverError::Retryable {
-        message,
-        retry_after: response.retry_after(),
-    };
-    match code {
+    // S3's code decides when it is one we know; the status otherwise.
+    let fix = match code {
         "RequestTimeout" | "SlowDown" | "InternalError" | "ServiceUnavailable"
-        | "OperationAborted" | "BadDigest" | "IncompleteBody" => return retryable(what),
+        | "OperationAborted" | "BadDigest" | "IncompleteBody" => {
+            return DeliverError::Retryable {
+                message: what,
+                retry_after: response.retry_after(),
+            };
+        }
         "NoSuchBucket" => {
-            return DeliverError::permanent(format!(
-                "{what} (check `bucket`, and `endpoint` / `force_path_style` for S3-compatible stores)"
-            ));
+            "check `bucket`, and `endpoint` / `force_path_style` for S3-compatible stores".into()
         }
-        "InvalidAccessKeyId"
-        | "NotSignedUp"
-        | "SignatureDoesNotMatch"
-        | "InvalidToken"
-        | "ExpiredToken" => {
-            return DeliverError::permanent(format!(
-                "{what} (check the aws_access_key_id / aws_secret_access_key / aws_session_token secrets or `access_key_id`)"
-            ));
-        }
+        "InvalidAccessKeyId" | "NotSignedUp" | "SignatureDoesNotMatch" | "InvalidToken"
+        | "ExpiredToken" => "check the aws_access_key_id / aws_secret_access_key / aws_session_token secrets or `access_key_id`".into(),
         "AccessDenied" => {
-            return DeliverError::permanent(format!(
-                "{what} (grant s3:PutObject on arn:aws:s3:::{bucket}/* to these credentials)"
-            ));
+            format!("grant s3:PutObject on arn:aws:s3:::{bucket}/* to these credentials")
         }
-        "AuthorizationHeaderMalformed"
-        | "PermanentRedirect"
-        | "IllegalLocationConstraintException" => {
-            return DeliverError::permanent(format!(
-                "{what} (the bucket lives in another region: check `region` and `endpoint`)"
-            ));
+        "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException" => {
+            "the bucket lives in another region: check `region` and `endpoint`".into()
         }
         "RequestTimeTooSkewed" => {
-            return DeliverError::permanent(format!(
-                "{what} (this machine's clock is off by more than 15 minutes: fix NTP)"
-            ));
+            "this machine's clock is off by more than 15 minutes: fix NTP".into()
         }
-        _ => {}
-    }
-    match response.status {
-        408 | 429 => retryable(what),
-        501 => DeliverError::permanent(what),
-        500..=599 => retryable(what),
-        301 | 307 => DeliverError::permanent(format!(
-            "{what} (the bucket lives elsewhere: check `region`, `endpoint` and `force_path_style`)"
-        )),
-        400 => DeliverError::permanent(format!(
-            "{what} (check `key_prefix`, `storage_class` and `compression`)"
-        )),
-        403 => DeliverError::permanent(format!(
-            "{what} (check the aws_access_key_id / aws_secret_access_key secrets and the bucket policy)"
-        )),
-        404 => DeliverError::permanent(format!("{what} (check `bucket` and `endpoint`)")),
-        _ => DeliverError::permanent(what),
-    }
+        _ => {
+            let hint = match response.status {
+                301 | 307 => "the bucket lives elsewhere: check `region`, `endpoint` and `force_path_style`",
+                400 => "check `key_prefix`, `storage_class` and `compression`",
+                403 => "check the aws_access_key_id / aws_secret_access_key secrets and the bucket policy",
+                404 => "check `bucket` and `endpoint`",
+                _ => return response.deliver_error(what),
+            };
+            return response.deliver_error(format!("{what} ({hint})"));
+        }
+    };
+    DeliverError::permanent(format!("{what} ({fix})"))
 }
 
 /// The text of the first `<name>` element; S3 error bodies are flat.

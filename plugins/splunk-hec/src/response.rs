@@ -62,33 +62,22 @@ pub fn classify(response: &Response) -> DeliverError {
         }
         _ => None,
     };
-    match (response.status, code) {
-        (_, Some(8 | 9 | 18..=20)) => DeliverError::Retryable {
-            message: what,
+    let hint = match (response.status, code) {
+        (401 | 403, _) => Some(hint.unwrap_or("check the hec_token secret")),
+        (413, _) => Some("lower `max_request_bytes` below Splunk's max_content_length"),
+        _ => hint,
+    };
+    let message = match hint {
+        Some(hint) => format!("{what} ({hint})"),
+        None => what,
+    };
+    match code {
+        // Server trouble, whatever the status says.
+        Some(8 | 9 | 18..=20) => DeliverError::Retryable {
+            message,
             retry_after: response.retry_after(),
         },
-        (401 | 403, _) => DeliverError::permanent(format!(
-            "{what} ({})",
-            hint.unwrap_or("check the hec_token secret")
-        )),
-        (413, _) => DeliverError::permanent(format!(
-            "{what} (lower `max_request_bytes` below Splunk's max_content_length)"
-        )),
-        (400, _) => DeliverError::permanent(match hint {
-            Some(hint) => format!("{what} ({hint})"),
-            None => what,
-        }),
-        (status, _) => {
-            let mut error = Response::new(status, Vec::new());
-            error.headers = response.headers.clone();
-            match error.into_deliver_error("Splunk HEC") {
-                DeliverError::Retryable { retry_after, .. } => DeliverError::Retryable {
-                    message: what,
-                    retry_after,
-                },
-                DeliverError::Permanent(_) => DeliverError::permanent(what),
-            }
-        }
+        _ => response.deliver_error(message),
     }
 }
 
