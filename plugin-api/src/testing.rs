@@ -276,6 +276,33 @@ pub fn sample_events(n: usize) -> Vec<EventBuf> {
         .collect()
 }
 
+/// Compares `actual` with the golden file at `path` (typically under the
+/// plugin's `tests/golden/`); with `UPDATE_GOLDEN` set in the environment,
+/// (re)writes the file first. Pin a plugin's exact requests this way, so a
+/// change to the wire format shows up in review.
+///
+/// # Panics
+///
+/// If the file is missing or differs, naming it and how to update it.
+pub fn assert_golden(path: impl AsRef<Path>, actual: &str) {
+    let path = path.as_ref();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, actual)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read golden file {}: {e} (UPDATE_GOLDEN=1 cargo test writes it)",
+            path.display()
+        )
+    });
+    assert!(
+        actual == expected,
+        "{} changed; if on purpose, run UPDATE_GOLDEN=1 cargo test\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
 /// Three events with fixed ids and times, for golden-file tests: a
 /// successful action, a denied high-severity one without a tenant, and one
 /// whose fields need JSON escaping. Equal on every call.

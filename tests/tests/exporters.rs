@@ -60,8 +60,15 @@ async fn settle(relay: &Relay, instance: &str, count: u64) -> (u64, u64) {
 }
 
 /// The first dead letter's reason.
-fn dead_letter_reason(relay: &Relay, instance: &str) -> String {
-    let listing = relay.dead_letters(instance).unwrap().list(0, 1).unwrap();
+/// Runs instance `name` of `plugin` with `table` for 5 events, which must
+/// all become dead letters; the first one's reason.
+async fn refusal_reason(name: &str, plugin: &str, table: &str) -> String {
+    let home = Home::with_plugins(&[plugin]);
+    let relay = start_relay(&home, name, plugin, table).await;
+    emit(&relay, 5);
+    assert_eq!(settle(&relay, name, 5).await, (0, 5));
+    let listing = relay.dead_letters(name).unwrap().list(0, 1).unwrap();
+    relay.shutdown().await;
     listing.events[0]["reason"].as_str().unwrap().to_owned()
 }
 
@@ -173,40 +180,29 @@ async fn s3_outage_is_retried_and_bad_settings_are_named() {
     relay.shutdown().await;
 
     // Wrong secret: SignatureDoesNotMatch, permanent, naming the secret.
-    let home = Home::with_plugins(&["s3"]);
     let table = s3_table(&server, "").replace(auditrelay_tests::receivers::s3::SECRET_KEY, "wrong");
-    let relay = start_relay(&home, "s3", "s3", &table).await;
-    emit(&relay, 5);
-    assert_eq!(settle(&relay, "s3", 5).await, (0, 5));
-    let reason = dead_letter_reason(&relay, "s3");
+    let reason = refusal_reason("s3", "s3", &table).await;
     assert!(
         reason.contains("SignatureDoesNotMatch") && reason.contains("aws_secret_access_key"),
         "{reason}"
     );
-    relay.shutdown().await;
 
     // Unknown access key: permanent, naming the key's secret.
-    let home = Home::with_plugins(&["s3"]);
     let table =
         s3_table(&server, "").replace(auditrelay_tests::receivers::s3::ACCESS_KEY, "AKIDUNKNOWN");
-    let relay = start_relay(&home, "s3", "s3", &table).await;
-    emit(&relay, 5);
-    assert_eq!(settle(&relay, "s3", 5).await, (0, 5));
-    let reason = dead_letter_reason(&relay, "s3");
+    let reason = refusal_reason("s3", "s3", &table).await;
     assert!(
         reason.contains("HTTP 403") && reason.contains("aws_access_key_id"),
         "{reason}"
     );
-    relay.shutdown().await;
 
     // Not in allowed_hosts: refused by the sandbox, permanent.
-    let home = Home::with_plugins(&["s3"]);
     let table = s3_table(&server, "").replace("[\"127.0.0.1:*\"]", "[\"s3.amazonaws.com\"]");
-    let relay = start_relay(&home, "s3", "s3", &table).await;
-    emit(&relay, 5);
-    assert_eq!(settle(&relay, "s3", 5).await, (0, 5));
-    assert!(dead_letter_reason(&relay, "s3").contains("allowed_hosts"));
-    relay.shutdown().await;
+    assert!(
+        refusal_reason("s3", "s3", &table)
+            .await
+            .contains("allowed_hosts")
+    );
 }
 
 fn hec_table(hec: &SplunkHec, extra: &str) -> String {
@@ -334,13 +330,8 @@ async fn splunk_hec_retries_busy_and_unacknowledged_and_names_bad_settings() {
             "allowed_hosts",
         ),
     ] {
-        let home = Home::with_plugins(&["splunk-hec"]);
-        let relay = start_relay(&home, "hec", "splunk-hec", &table).await;
-        emit(&relay, 5);
-        assert_eq!(settle(&relay, "hec", 5).await, (0, 5));
-        let reason = dead_letter_reason(&relay, "hec");
+        let reason = refusal_reason("hec", "splunk-hec", &table).await;
         assert!(reason.contains(expected), "{reason}");
-        relay.shutdown().await;
     }
 }
 
@@ -450,12 +441,7 @@ async fn datadog_retries_unavailable_and_names_bad_keys() {
             "allowed_hosts",
         ),
     ] {
-        let home = Home::with_plugins(&["datadog"]);
-        let relay = start_relay(&home, "dd", "datadog", &table).await;
-        emit(&relay, 5);
-        assert_eq!(settle(&relay, "dd", 5).await, (0, 5));
-        let reason = dead_letter_reason(&relay, "dd");
+        let reason = refusal_reason("dd", "datadog", &table).await;
         assert!(reason.contains(expected), "{reason}");
-        relay.shutdown().await;
     }
 }

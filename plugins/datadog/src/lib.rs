@@ -12,7 +12,7 @@ pub mod response;
 
 use std::ops::Range;
 
-use auditrelay_plugin_api::http::{Request, split_by_limits};
+use auditrelay_plugin_api::http::{Encoded, Request, split_by_limits};
 use auditrelay_plugin_api::*;
 
 use config::{DatadogConfig, SITES};
@@ -114,29 +114,27 @@ impl Plugin for DatadogExporter {
     }
 
     fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
-        let mut logs = Logs {
-            buffer: Vec::with_capacity(events.iter().map(|e| e.envelope.len() + 300).sum()),
-            ends: Vec::with_capacity(events.len()),
-            indexes: Vec::with_capacity(events.len()),
-        };
+        let mut logs = Encoded::with_capacity(
+            events.iter().map(|e| e.envelope.len() + 300).sum(),
+            events.len(),
+        );
+        // The batch position of log k (a rejected event has no log).
+        let mut indexes = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
         for (i, event) in events.iter().enumerate() {
-            match self.encoder.encode(event, &mut logs.buffer) {
-                Ok(()) => {
-                    logs.ends.push(logs.buffer.len());
-                    logs.indexes.push(i as u32);
-                }
+            match logs.try_push(|out| self.encoder.encode(event, out)) {
+                Ok(()) => indexes.push(i as u32),
                 Err(reason) => rejected.push(RejectedEvent {
                     index: i as u32,
                     reason,
                 }),
             }
         }
-        let sizes: Vec<usize> = (0..logs.ends.len()).map(|k| logs.get(k).len()).collect();
+        let sizes = logs.sizes();
         let max = self.config.max_request_bytes.as_u64() as usize;
         // One byte per log for the separating comma, two for the brackets.
         for run in split_by_limits(&sizes, max.saturating_sub(2), MAX_LOGS_PER_REQUEST, 1) {
-            self.send(&logs, run, &mut rejected)?;
+            self.send(&logs, &indexes, run, &mut rejected)?;
         }
         Ok(if rejected.is_empty() {
             Delivery::Accepted
@@ -151,11 +149,12 @@ impl DatadogExporter {
     /// which are then rejected.
     fn send(
         &self,
-        logs: &Logs,
+        logs: &Encoded,
+        indexes: &[u32],
         run: Range<usize>,
         rejected: &mut Vec<RejectedEvent>,
     ) -> Result<(), DeliverError> {
-        let mut body = Vec::with_capacity(logs.span(&run) + run.len() + 2);
+        let mut body = Vec::with_capacity(logs.span(run.clone()).len() + run.len() + 2);
         body.push(b'[');
         for k in run.clone() {
             if k > run.start {
@@ -184,44 +183,18 @@ impl DatadogExporter {
                     run.len()
                 ));
                 let middle = run.start + run.len() / 2;
-                self.send(logs, run.start..middle, rejected)?;
-                self.send(logs, middle..run.end, rejected)
+                self.send(logs, indexes, run.start..middle, rejected)?;
+                self.send(logs, indexes, middle..run.end, rejected)
             }
             Failure::TooLarge => {
                 rejected.push(RejectedEvent {
-                    index: logs.indexes[run.start],
+                    index: indexes[run.start],
                     reason: "Datadog refused this log alone as too large (413)".to_owned(),
                 });
                 Ok(())
             }
             Failure::Error(error) => Err(error),
         }
-    }
-}
-
-/// The encoded logs of a batch, back to back in one buffer.
-struct Logs {
-    buffer: Vec<u8>,
-    /// Where log k ends in `buffer`.
-    ends: Vec<usize>,
-    /// The batch position of log k (rejected events have no log).
-    indexes: Vec<u32>,
-}
-
-impl Logs {
-    fn get(&self, k: usize) -> &[u8] {
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.buffer[start..self.ends[k]]
-    }
-
-    /// Bytes of the logs in `run`.
-    fn span(&self, run: &Range<usize>) -> usize {
-        let start = if run.start == 0 {
-            0
-        } else {
-            self.ends[run.start - 1]
-        };
-        self.ends[run.end - 1] - start
     }
 }
 

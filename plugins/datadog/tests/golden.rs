@@ -3,7 +3,7 @@
 //! in review. `UPDATE_GOLDEN=1 cargo test` rewrites it.
 
 use auditrelay_plugin_api::http::Response;
-use auditrelay_plugin_api::testing::{Harness, fixed_events};
+use auditrelay_plugin_api::testing::{Harness, assert_golden, fixed_events};
 use auditrelay_plugin_datadog::DatadogExporter;
 
 #[test]
@@ -32,13 +32,8 @@ fn the_request_matches_the_golden_file() {
     text.push_str(&String::from_utf8_lossy(&request.body));
     text.push('\n');
 
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/request.http");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &text).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(
-        text, expected,
-        "the request changed; if on purpose, UPDATE_GOLDEN=1 cargo test"
+    assert_golden(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/request.http"),
+        &text,
     );
 }

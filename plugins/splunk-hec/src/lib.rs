@@ -13,7 +13,7 @@ pub mod response;
 
 use std::time::{Duration, Instant};
 
-use auditrelay_plugin_api::http::{Request, split_by_limits};
+use auditrelay_plugin_api::http::{Encoded, Request, split_by_limits};
 use auditrelay_plugin_api::*;
 
 use config::HecConfig;
@@ -92,16 +92,14 @@ impl Plugin for HecExporter {
     }
 
     fn deliver(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
-        // All events encoded back to back in one buffer; `ends[i]` is where
-        // event i stops.
-        let mut encoded = Vec::with_capacity(events.iter().map(|e| e.envelope.len() + 200).sum());
-        let mut ends = Vec::with_capacity(events.len());
+        let mut encoded = Encoded::with_capacity(
+            events.iter().map(|e| e.envelope.len() + 200).sum(),
+            events.len(),
+        );
         for event in events {
-            self.encoder.encode(event, &mut encoded);
-            ends.push(encoded.len());
+            encoded.push(|out| self.encoder.encode(event, out));
         }
-        let start = |i: usize| if i == 0 { 0 } else { ends[i - 1] };
-        let sizes: Vec<usize> = (0..events.len()).map(|i| ends[i] - start(i)).collect();
+        let sizes = encoded.sizes();
         let max = self.config.max_request_bytes.as_u64() as usize;
         let mut rejected = Vec::new();
         let mut ack_ids = Vec::new();
@@ -116,7 +114,7 @@ impl Plugin for HecExporter {
                 });
                 continue;
             }
-            let body = encoded[start(run.start)..ends[run.end - 1]].to_vec();
+            let body = encoded.span(run).to_vec();
             if let Some(ack_id) = self.post_events(body)? {
                 ack_ids.push(ack_id);
             }

@@ -3,22 +3,8 @@
 //! in review. `UPDATE_GOLDEN=1 cargo test` rewrites them.
 
 use auditrelay_plugin_api::http::Response;
-use auditrelay_plugin_api::testing::{Harness, fixed_events};
+use auditrelay_plugin_api::testing::{Harness, assert_golden, fixed_events};
 use auditrelay_plugin_splunk_hec::HecExporter;
-
-fn check(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(
-        actual, expected,
-        "{name} changed; if on purpose, UPDATE_GOLDEN=1 cargo test"
-    );
-}
 
 #[test]
 fn event_and_ack_requests_match_the_golden_files() {
@@ -65,5 +51,11 @@ fn event_and_ack_requests_match_the_golden_files() {
         text.push_str(&String::from_utf8_lossy(&request.body));
         text.push_str("\n\n");
     }
-    check("event-and-ack.http", &text);
+    assert_golden(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/event-and-ack.http"
+        ),
+        &text,
+    );
 }

@@ -121,12 +121,7 @@ async fn logs(
         Some(_) => {}
     }
     if let Some(refusal) = state.refusals.pop_front() {
-        let mut response =
-            (StatusCode::from_u16(refusal.status).unwrap(), refusal.body).into_response();
-        if let Some(seconds) = refusal.retry_after {
-            response.headers_mut().insert("retry-after", seconds.into());
-        }
-        return response;
+        return refusal.into_response();
     }
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json") {
         return error(400, "Content-Type must be application/json");

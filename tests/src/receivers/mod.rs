@@ -29,6 +29,17 @@ pub struct Refusal {
     pub retry_after: Option<u32>,
 }
 
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.status).expect("a valid status");
+        let mut response = (status, self.body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert("retry-after", seconds.into());
+        }
+        response
+    }
+}
+
 /// Decodes a request body by its `Content-Encoding`; `Err` names the problem.
 pub(crate) fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
     let mut plain = Vec::new();

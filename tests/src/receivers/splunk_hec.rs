@@ -185,12 +185,7 @@ async fn event(
     };
     if let Some(refusal) = state.refusals.pop_front() {
         state.refused += 1;
-        let mut response =
-            (StatusCode::from_u16(refusal.status).unwrap(), refusal.body).into_response();
-        if let Some(seconds) = refusal.retry_after {
-            response.headers_mut().insert("retry-after", seconds.into());
-        }
-        return response;
+        return refusal.into_response();
     }
     let encoding = headers
         .get("content-encoding")
