@@ -149,6 +149,17 @@ impl BatchBuilder {
     }
 }
 
+impl<'a> FromIterator<Event<'a>> for BatchBuilder {
+    /// A batch of these events, in order.
+    fn from_iter<I: IntoIterator<Item = Event<'a>>>(events: I) -> Self {
+        let mut builder = BatchBuilder::default();
+        for event in events {
+            builder.push(event);
+        }
+        builder
+    }
+}
+
 /// A batch that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchError {
@@ -191,11 +202,7 @@ mod tests {
     use crate::EventBuf;
 
     fn built(events: &[EventBuf]) -> BatchBuilder {
-        let mut builder = BatchBuilder::default();
-        for event in events {
-            builder.push(event.as_event());
-        }
-        builder
+        events.iter().map(EventBuf::as_event).collect()
     }
 
     #[test]

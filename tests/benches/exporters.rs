@@ -135,16 +135,6 @@ async fn run(home: &Home, plugin: &str, table: &str, envelopes: &[AuditEventEnve
     }
     let elapsed = started.elapsed();
     let cpu = relay_cpu() - cpu_before;
-    if std::env::var_os("BENCH_VERBOSE").is_some() {
-        let metrics = relay.metrics_text();
-        for line in metrics.lines().filter(|l| {
-            l.contains("batch_duration_seconds_sum")
-                || l.contains("batch_duration_seconds_count")
-                || l.contains("batch_size")
-        }) {
-            eprintln!("{plugin}: {line}");
-        }
-    }
     relay.shutdown().await;
     Outcome {
         events_per_second: envelopes.len() as f64 / elapsed.as_secs_f64(),

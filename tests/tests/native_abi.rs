@@ -197,11 +197,7 @@ fn native(name: &str) -> PathBuf {
 }
 
 fn batch_of(events: &[auditrelay_plugin_api::EventBuf]) -> BatchBuilder {
-    let mut batch = BatchBuilder::default();
-    for event in events {
-        batch.push(event.as_event());
-    }
-    batch
+    events.iter().map(|e| e.as_event()).collect()
 }
 
 #[test]
@@ -262,7 +258,7 @@ fn a_panic_is_a_status_and_the_instance_is_replaced() {
     assert!(message.contains("new instance"), "{message}");
     plugin.shutdown(handle);
 
-    // Retryable and permanent outcomes carry their messages.
+    // Retryable and partially rejected outcomes carry their JSON.
     let handle = plugin
         .init(serde_json::json!({"instance": "f", "config": {"fault": "retryable"}}))
         .unwrap();
