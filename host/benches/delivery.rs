@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use auditrelay::metrics::Metrics;
 use auditrelay::runtime::Exporter;
-use auditrelay::runtime::wasm::{LoadedPlugin, Sandbox, WasmInstance, WasmRuntime};
+use auditrelay::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
 use auditrelay::spool::{Batch, Record};
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
@@ -171,7 +171,7 @@ async fn compare_paths(scratch: &Path, filter: &str) {
         "plugin", "batch", "wasm ns/event", "native ns/event", "wasm/native", "wasm events/s"
     );
     for case in &cases {
-        let loaded: Arc<LoadedPlugin> = Arc::new(
+        let loaded: Arc<WasmPlugin> = Arc::new(
             runtime
                 .load(&plugin_dir().join(format!("{}.wasm", case.wasm)))
                 .await

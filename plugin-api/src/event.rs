@@ -111,8 +111,9 @@ pub enum Delivery {
     PartiallyRejected(Vec<RejectedEvent>),
 }
 
-/// One event the destination refused for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event the destination refused for good. As JSON (the native ABI's
+/// `AR_PARTIALLY_REJECTED` payload): `{"index": 3, "reason": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RejectedEvent {
     /// Position of the event in the batch.
     pub index: u32,

@@ -40,6 +40,43 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         })
 }
 
+/// A plugin built as a native shared library by `scripts/build-plugins`,
+/// by crate name (`auditrelay_plugin_file`, `auditrelay_fixture_faulty`).
+pub fn native_plugin(crate_name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("native-plugins")
+        .join(format!("lib{crate_name}.so"));
+    assert!(
+        path.exists(),
+        "{} is not built: run scripts/build-plugins (scripts/test does) first",
+        path.display()
+    );
+    path
+}
+
+/// Compiles a C plugin from `tests/fixtures/c-plugin/<source>` against the
+/// ABI header, warning-free, into `<dir>/lib<stem>.so`.
+pub fn compile_c_plugin(source: &str, dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let stem = source.trim_end_matches(".c");
+    let library = dir.join(format!("lib{stem}.so"));
+    let compiled = std::process::Command::new("cc")
+        .args([
+            "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o",
+        ])
+        .arg(&library)
+        .arg("-I")
+        .arg(root.join("plugin-api/include"))
+        .arg(root.join("tests/fixtures/c-plugin").join(source))
+        .status()
+        .expect("cc runs");
+    assert!(
+        compiled.success(),
+        "{source} compiles warning-free against the header"
+    );
+    library
+}
+
 /// The `auditrelay` binary that `cargo test` built next to the tests.
 pub fn relay_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -75,6 +112,16 @@ impl Home {
             .expect("copying a plugin");
         }
         Home { dir }
+    }
+
+    /// Copies a native plugin library (see [`native_plugin`]) into the
+    /// plugin directory.
+    pub fn add_native_plugin(&self, crate_name: &str) {
+        std::fs::copy(
+            native_plugin(crate_name),
+            self.plugin_dir().join(format!("lib{crate_name}.so")),
+        )
+        .expect("copying a native plugin");
     }
 
     /// The home directory.

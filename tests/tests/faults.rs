@@ -2,6 +2,10 @@
 //! calls a host it may not reach is caught, logged with its name and cause,
 //! and recovered (or its circuit opened); a healthy plugin beside it gets
 //! every event, and `emit` does not slow down.
+//!
+//! The same for native plugins in `process` isolation, which can also
+//! segfault, abort, hang and leak: the runner process is killed and
+//! restarted, and the relay (this test process) lives on.
 
 use std::time::{Duration, Instant};
 
@@ -21,11 +25,25 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
+/// Which build of the faulty fixture runs.
+#[derive(Clone, Copy)]
+enum Build {
+    Wasm,
+    /// The native library, in `process` isolation (the default).
+    Native,
+}
+
 /// A relay with a healthy `file` instance and a `faulty` instance named
-/// `instance` configured with `fault_config` (a `[plugins.<instance>.config]`
-/// body), then `EVENTS` events emitted at a steady pace.
-async fn run(instance: &str, fault_config: &str, extra: &str) -> Run {
+/// `instance` (of the given build) configured with `fault_config` (a
+/// `[plugins.<instance>.config]` body), then `EVENTS` events emitted at a
+/// steady pace.
+async fn run(instance: &str, build: Build, fault_config: &str, extra: &str) -> Run {
     let home = Home::with_plugins(&["file", "faulty"]);
+    home.add_native_plugin("auditrelay_fixture_faulty");
+    let kind = match build {
+        Build::Wasm => "wasm",
+        Build::Native => "native",
+    };
     let config = home.config(&format!(
         r#"
 [plugins.healthy]
@@ -38,6 +56,7 @@ max_wait = "5ms"
 
 [plugins.{instance}]
 plugin = "faulty"
+kind = "{kind}"
 {extra}
 [plugins.{instance}.config]
 {fault_config}
@@ -95,7 +114,7 @@ fn p99(latencies: &[Duration]) -> Duration {
 
 /// Emit latency with the fault must stay within 2x of a run without it.
 async fn assert_emit_unaffected(faulty: &Run) {
-    let baseline = run("calm", "fault = \"none\"", "").await;
+    let baseline = run("calm", Build::Wasm, "fault = \"none\"", "").await;
     assert!(baseline.relay.idle(Duration::from_secs(30)).await);
     baseline.relay.shutdown().await;
     let (base, with_fault) = (median(&baseline.latencies), median(&faulty.latencies));
@@ -112,10 +131,17 @@ async fn assert_emit_unaffected(faulty: &Run) {
 }
 
 /// Checks everything a trapping fault must show.
-async fn assert_trap_contained(instance: &str, fault: &str, cause: &str, message: &str) {
+async fn assert_trap_contained(
+    instance: &str,
+    build: Build,
+    fault: &str,
+    cause: &str,
+    message: &str,
+) {
     let logs = logs();
     let run = run(
         instance,
+        build,
         &format!("fault = \"{fault}\"\nfault_until = \"{}\"", until()),
         "",
     )
@@ -168,6 +194,7 @@ async fn assert_trap_contained(instance: &str, fault: &str, cause: &str, message
 async fn a_panicking_plugin_is_replaced_and_recovers() {
     assert_trap_contained(
         "faulty-panic",
+        Build::Wasm,
         "panic",
         "panic",
         "fixture panic on a batch of",
@@ -179,6 +206,7 @@ async fn a_panicking_plugin_is_replaced_and_recovers() {
 async fn a_plugin_exhausting_memory_is_stopped_at_its_cap() {
     assert_trap_contained(
         "faulty-oom",
+        Build::Wasm,
         "oom",
         "out_of_memory",
         "past limits.memory = 16.0 MiB",
@@ -190,6 +218,7 @@ async fn a_plugin_exhausting_memory_is_stopped_at_its_cap() {
 async fn a_plugin_overflowing_its_stack_is_caught() {
     assert_trap_contained(
         "faulty-stack",
+        Build::Wasm,
         "stack_overflow",
         "stack_overflow",
         "overflowed its stack",
@@ -202,6 +231,7 @@ async fn a_looping_plugin_hits_its_deadline_and_its_circuit_opens() {
     let instance = "faulty-loop";
     assert_trap_contained(
         instance,
+        Build::Wasm,
         "loop",
         "deadline",
         "did not finish within 200ms (limits.timeout)",
@@ -230,6 +260,7 @@ async fn a_plugin_calling_a_forbidden_host_is_refused_and_its_batches_set_aside(
     let logs = logs();
     let run = run(
         instance,
+        Build::Wasm,
         &format!("fault = \"http_post\"\nurl = \"http://{addr}/collect\""),
         "allowed_hosts = [\"collector.example.com\"]",
     )
@@ -270,4 +301,64 @@ async fn a_plugin_calling_a_forbidden_host_is_refused_and_its_batches_set_aside(
     assert_eq!(ndjson_lines(&run.home.join("healthy")), run.expected);
     assert_emit_unaffected(&run).await;
     run.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_plugin_that_panics_is_restarted_in_a_fresh_process() {
+    assert_trap_contained(
+        "native-panic",
+        Build::Native,
+        "panic",
+        "panic",
+        "fixture panic on a batch of",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_plugin_that_segfaults_takes_only_its_runner_down() {
+    assert_trap_contained(
+        "native-segfault",
+        Build::Native,
+        "segfault",
+        "memory_fault",
+        "crashed with SIGSEGV",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_plugin_that_aborts_takes_only_its_runner_down() {
+    assert_trap_contained(
+        "native-abort",
+        Build::Native,
+        "abort",
+        "abort",
+        "aborted (SIGABRT)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_plugin_that_hangs_is_killed_at_its_deadline() {
+    assert_trap_contained(
+        "native-hang",
+        Build::Native,
+        "hang",
+        "deadline",
+        "did not answer within 200ms (limits.timeout)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_plugin_that_leaks_is_stopped_at_its_memory_cap() {
+    assert_trap_contained(
+        "native-leak",
+        Build::Native,
+        "leak",
+        "out_of_memory",
+        "ran out of memory (limits.memory caps its runner at 16.0 MiB)",
+    )
+    .await;
 }

@@ -10,13 +10,13 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use auditrelay_plugin_api::batch::BatchBuilder;
 use auditrelay_plugin_api::native::{ABI_VERSION, Host, Sink, Status};
 use auditrelay_plugin_api::testing::sample_events;
-use auditrelay_tests::target_dir;
+use auditrelay_tests::{compile_c_plugin, native_plugin};
 use libloading::{Library, Symbol};
 
 /// What the plugin did through the host callbacks.
@@ -184,25 +184,13 @@ impl Plugin {
     }
 }
 
-fn native(name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("native-plugins")
-        .join(format!("lib{name}.so"));
-    assert!(
-        path.exists(),
-        "{} is not built: run scripts/build-plugins",
-        path.display()
-    );
-    path
-}
-
 fn batch_of(events: &[auditrelay_plugin_api::EventBuf]) -> BatchBuilder {
     events.iter().map(|e| e.as_event()).collect()
 }
 
 #[test]
 fn a_rust_plugin_built_as_a_cdylib_speaks_the_abi() {
-    let plugin = Plugin::load(&native("auditrelay_plugin_file"), &[]);
+    let plugin = Plugin::load(&native_plugin("auditrelay_plugin_file"), &[]);
     assert_eq!(plugin.abi_version(), ABI_VERSION);
     let description = plugin.describe();
     assert_eq!(description["name"], "file");
@@ -238,7 +226,7 @@ fn a_rust_plugin_built_as_a_cdylib_speaks_the_abi() {
 
 #[test]
 fn a_panic_is_a_status_and_the_instance_is_replaced() {
-    let plugin = Plugin::load(&native("auditrelay_fixture_faulty"), &[]);
+    let plugin = Plugin::load(&native_plugin("auditrelay_fixture_faulty"), &[]);
     let handle = plugin
         .init(serde_json::json!({"instance": "f", "config": {"fault": "panic"}}))
         .unwrap();
@@ -286,22 +274,7 @@ fn a_panic_is_a_status_and_the_instance_is_replaced() {
 #[test]
 fn a_plugin_written_in_c_from_the_header_loads_and_delivers() {
     let dir = tempfile::tempdir().unwrap();
-    let library = dir.path().join("libc_counter.so");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let compiled = std::process::Command::new("cc")
-        .args([
-            "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o",
-        ])
-        .arg(&library)
-        .arg("-I")
-        .arg(root.join("plugin-api/include"))
-        .arg(root.join("tests/fixtures/c-plugin/counter.c"))
-        .status()
-        .expect("cc runs");
-    assert!(
-        compiled.success(),
-        "the C plugin compiles warning-free against the header"
-    );
+    let library = compile_c_plugin("counter.c", dir.path());
 
     let plugin = Plugin::load(&library, &[("prefix", "c")]);
     assert_eq!(plugin.abi_version(), ABI_VERSION);
@@ -351,7 +324,7 @@ fn resident_bytes() -> u64 {
 
 #[test]
 fn thousands_of_cycles_leak_nothing() {
-    let plugin = Plugin::load(&native("auditrelay_plugin_blackhole"), &[]);
+    let plugin = Plugin::load(&native_plugin("auditrelay_plugin_blackhole"), &[]);
     let batch = batch_of(&sample_events(50));
     let cycle = || {
         let handle = plugin

@@ -25,10 +25,11 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
     for entry in &catalog.entries {
         match entry {
             CatalogEntry::Loaded(plugin) => println!(
-                "plugin file {}: {} {}",
-                plugin.path.display(),
-                plugin.info.name,
-                plugin.info.version
+                "plugin file {}: {} {} ({})",
+                plugin.path().display(),
+                plugin.info().name,
+                plugin.info().version,
+                plugin.kind().as_str()
             ),
             CatalogEntry::Broken(error) => println!("plugin file {error} (skipped)"),
         }
@@ -42,7 +43,8 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
                 exporter.shutdown().await;
                 println!(
                     "ok   [plugins.{instance}]: {} {} starts",
-                    plugin.info.name, plugin.info.version
+                    plugin.info().name,
+                    plugin.info().version
                 );
             }
             Err(error) => {

@@ -86,6 +86,10 @@ enum Command {
     /// Start the relay, send it sample events through the library API and
     /// over HTTP, wait until they are delivered and show where they landed
     Demo(demo::Args),
+    /// Run one native plugin for the relay (started by the relay itself,
+    /// for `isolation = "process"`; speaks a framed protocol on stdin/stdout)
+    #[command(hide = true)]
+    PluginRunner(crate::runtime::native::runner::Args),
 }
 
 /// Runs the command line; the `auditrelay` binary's whole `main`.
@@ -98,6 +102,11 @@ pub fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse();
+    // The runner is the plugin's process: no logging setup, no async
+    // runtime, no threads; its stdout is the protocol.
+    if let Command::PluginRunner(args) = cli.command {
+        return crate::runtime::native::runner::run(args);
+    }
     let quiet = !matches!(
         cli.command,
         Command::Run | Command::Demo(_) | Command::Check
@@ -123,6 +132,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(command) => dlq::dlq(load_config(&cli.config)?, command).await,
             Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
+            Command::PluginRunner(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::runtime::catalog::{Catalog, CatalogEntry};
+use crate::config::PluginKind;
+use crate::runtime::catalog::{Catalog, CatalogEntry, LoadedPlugin};
 use crate::runtime::wasm::WasmRuntime;
 
 /// Options of `auditrelay plugins`.
@@ -21,7 +22,8 @@ pub struct Args {
     json: bool,
 }
 
-/// Lists every `.wasm` file: what it describes, or why it cannot be used.
+/// Lists every `.wasm` and `.so` file: what it describes, its kind,
+/// interface and hash, or why it cannot be used.
 pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| config.relay.plugin_dir.clone());
     let runtime = Arc::new(WasmRuntime::new(Some(config.cache_dir()))?);
@@ -33,19 +35,29 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     spinner.finish_and_clear();
     let catalog = catalog.map_err(anyhow::Error::msg)?;
 
-    // Which configured instances use each plugin.
-    let users = |name: &str| -> Vec<String> {
+    // Which configured instances use each plugin, and how.
+    let users = |plugin: &LoadedPlugin| -> Vec<String> {
+        let info = plugin.info();
         config
             .plugins
             .iter()
-            .filter(|(instance, settings)| settings.plugin.as_deref().unwrap_or(instance) == name)
+            .filter(|(instance, settings)| {
+                settings.plugin.as_deref().unwrap_or(instance) == info.name
+                    && settings.kind.is_none_or(|kind| kind == plugin.kind())
+            })
             .map(|(instance, settings)| {
                 let state = if settings.enabled {
                     "enabled"
                 } else {
                     "disabled"
                 };
-                format!("[plugins.{instance}] ({state})")
+                match plugin.kind() {
+                    PluginKind::Native => format!(
+                        "[plugins.{instance}] ({state}, isolation {})",
+                        settings.isolation.unwrap_or_default().as_str()
+                    ),
+                    PluginKind::Wasm => format!("[plugins.{instance}] ({state})"),
+                }
             })
             .collect()
     };
@@ -56,20 +68,21 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|entry| match entry {
                 CatalogEntry::Loaded(p) => json!({
-                    "file": p.path,
-                    "sha256": p.sha256,
-                    "kind": "wasm",
-                    "interface": format!("auditrelay:plugin@{}", auditrelay_plugin_api::WIT_VERSION),
-                    "name": p.info.name,
-                    "version": p.info.version,
-                    "description": p.info.description,
-                    "config_keys": p.info.config_keys.iter().map(|k| json!({
+                    "file": p.path(),
+                    "sha256": p.sha256(),
+                    "kind": p.kind().as_str(),
+                    "trusted": p.kind() == PluginKind::Native,
+                    "interface": p.interface(),
+                    "name": p.info().name,
+                    "version": p.info().version,
+                    "description": p.info().description,
+                    "config_keys": p.info().config_keys.iter().map(|k| json!({
                         "name": k.name,
                         "description": k.description,
                         "required": k.required,
                         "default": k.default_value,
                     })).collect::<Vec<_>>(),
-                    "used_by": users(&p.info.name),
+                    "used_by": users(p),
                 }),
                 CatalogEntry::Broken(e) => json!({"file": e.path, "error": e.reason}),
             })
@@ -79,26 +92,30 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     if catalog.entries.is_empty() {
-        println!("no .wasm files in {}", dir.display());
+        println!("no .wasm or .so files in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     for entry in &catalog.entries {
         match entry {
             CatalogEntry::Loaded(p) => {
-                let info = &p.info;
+                let info = p.info();
                 println!("{} {} - {}", info.name, info.version, info.description);
-                let size = std::fs::metadata(&p.path).map(|m| m.len()).unwrap_or(0);
+                let size = std::fs::metadata(p.path()).map(|m| m.len()).unwrap_or(0);
                 println!(
                     "  file:      {} ({}, sha256 {})",
-                    p.path.display(),
+                    p.path().display(),
                     bytesize::ByteSize::b(size),
-                    &p.sha256[..16]
+                    &p.sha256()[..16]
                 );
-                println!(
-                    "  kind:      wasm, sandboxed; interface auditrelay:plugin@{}",
-                    auditrelay_plugin_api::WIT_VERSION
-                );
-                let used = users(&info.name);
+                let trust = match p.kind() {
+                    PluginKind::Wasm => "sandboxed: only what its instance is granted",
+                    PluginKind::Native => {
+                        "trusted code with full network and filesystem access; isolation \"process\", the default, contains its crashes"
+                    }
+                };
+                println!("  kind:      {} ({trust})", p.kind().as_str());
+                println!("  interface: {}", p.interface());
+                let used = users(p);
                 let used = if used.is_empty() {
                     "no instance (add a [plugins.<name>] table)".to_owned()
                 } else {

@@ -179,6 +179,57 @@ pub enum StartFromMode {
     Earliest,
 }
 
+/// `[plugins.<name>] kind`: which kind of plugin file runs the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// A WebAssembly component (`.wasm`), sandboxed.
+    Wasm,
+    /// A shared library (`.so`) implementing the native C ABI; trusted code.
+    Native,
+}
+
+impl PluginKind {
+    /// The kind a plugin file's extension says, if it is a plugin file.
+    pub fn of_file(path: &std::path::Path) -> Option<PluginKind> {
+        match path.extension()?.to_str()? {
+            "wasm" => Some(PluginKind::Wasm),
+            "so" => Some(PluginKind::Native),
+            _ => None,
+        }
+    }
+
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Wasm => "wasm",
+            PluginKind::Native => "native",
+        }
+    }
+}
+
+/// `[plugins.<name>] isolation`: where a native plugin's code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In a child process of its own (`auditrelay plugin-runner`), killed
+    /// and restarted when it crashes or hangs.
+    #[default]
+    Process,
+    /// Inside the relay's process: fastest, but a crash is the relay's.
+    InProcess,
+}
+
+impl Isolation {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::InProcess => "in-process",
+        }
+    }
+}
+
 /// `[ingest]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,14 +272,21 @@ impl Default for HttpIngestSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSettings {
-    /// Which plugin: the `.wasm` file stem in `plugin_dir`. Defaults to the
+    /// Which plugin: the name it gives in `describe`. Defaults to the
     /// instance name.
     #[serde(default)]
     pub plugin: Option<String>,
-    /// Explicit path to the `.wasm` file (relative to `plugin_dir`);
-    /// overrides `plugin`.
+    /// Explicit path to the `.wasm` or `.so` file (relative to
+    /// `plugin_dir`); overrides `plugin`.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Only a plugin of this kind will do (inferred from the file
+    /// otherwise); tells apart a WASM and a native build of one plugin.
+    #[serde(default)]
+    pub kind: Option<PluginKind>,
+    /// Native plugins only: where the code runs (default `process`).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
     /// Whether the instance runs.
     #[serde(default = "default_true")]
     pub enabled: bool,

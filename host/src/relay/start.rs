@@ -4,13 +4,17 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::{Config, DurabilityMode, PluginSettings, StartFromMode, WhenFullMode};
+use crate::config::{
+    Config, DurabilityMode, Isolation, PluginSettings, StartFromMode, WhenFullMode,
+};
 use crate::dispatch::{
     Backoff, Circuit, DeadLetters, Dispatcher, EventFilter, Health, PluginStatus, WorkerParts,
 };
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::runtime::catalog::Catalog;
-use crate::runtime::wasm::{LoadedPlugin, Sandbox, WasmInstance, WasmRuntime};
+use crate::runtime::AnyExporter;
+use crate::runtime::catalog::{Catalog, LoadedPlugin};
+use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
+use crate::runtime::wasm::{Sandbox, WasmInstance, WasmRuntime};
 use crate::spool::{ConsumerId, Durability, SpoolOptions, StartFrom, WhenFull};
 
 use super::StartError;
@@ -97,12 +101,8 @@ pub(super) async fn start_instances(
                 continue;
             }
         };
-        let health = Health::running(
-            name,
-            &plugin.info.name,
-            &plugin.info.version,
-            plugin.path.clone(),
-        );
+        let info = plugin.info();
+        let health = Health::running(name, &info.name, &info.version, plugin.path().to_owned());
         let replay = Arc::new(Notify::new());
         let retry = &settings.retry;
         let parts = WorkerParts {
@@ -123,9 +123,11 @@ pub(super) async fn start_instances(
         };
         tracing::info!(
             plugin = name,
-            name = plugin.info.name,
-            version = plugin.info.version,
-            file = %plugin.path.display(),
+            name = info.name,
+            version = info.version,
+            kind = plugin.kind().as_str(),
+            isolation = settings.isolation.map(|i| i.as_str()),
+            file = %plugin.path().display(),
             cursor = spool.cursor(consumer),
             "plugin started"
         );
@@ -142,21 +144,47 @@ pub(super) async fn start_instances(
 }
 
 /// Starts one enabled instance: finds its plugin, prepares its granted
-/// directory and calls `init`. `auditrelay check` runs exactly this.
+/// directory and calls `init` (in the sandbox, a runner process or the
+/// relay's own, as the plugin's kind and `isolation` say).
+/// `auditrelay check` runs exactly this.
 pub(crate) async fn start_instance(
     catalog: &Catalog,
     instance: &str,
     settings: &PluginSettings,
     metrics: PluginMetrics,
-) -> Result<(Arc<LoadedPlugin>, WasmInstance), String> {
+) -> Result<(Arc<LoadedPlugin>, AnyExporter), String> {
     let plugin = catalog.resolve(instance, settings)?;
     if let Some(dir) = &settings.grant_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create grant_dir {}: {e}", dir.display()))?;
     }
-    let sandbox = Sandbox::from_settings(instance, settings, metrics);
-    let exporter = WasmInstance::start(plugin.clone(), sandbox)
-        .await
-        .map_err(|e| format!("{}: {e}", plugin.path.display()))?;
+    let exporter = match &*plugin {
+        LoadedPlugin::Wasm(wasm) => {
+            if let Some(isolation) = settings.isolation {
+                return Err(format!(
+                    "plugins.{instance}.isolation = \"{}\" applies to native plugins only; {} is a WASM plugin, which always runs sandboxed (remove the key)",
+                    isolation.as_str(),
+                    wasm.path.display()
+                ));
+            }
+            let sandbox = Sandbox::from_settings(instance, settings, metrics);
+            AnyExporter::Wasm(
+                WasmInstance::start(wasm.clone(), sandbox)
+                    .await
+                    .map_err(|e| format!("{}: {e}", wasm.path.display()))?,
+            )
+        }
+        LoadedPlugin::Native(native) => {
+            let settings = NativeSettings::from_settings(instance, settings, metrics);
+            match settings.isolation {
+                Isolation::Process => {
+                    AnyExporter::Process(ChildInstance::start(&native.path, settings).await?)
+                }
+                Isolation::InProcess => {
+                    AnyExporter::InProcess(InProcessInstance::start(&native.path, settings)?)
+                }
+            }
+        }
+    };
     Ok((plugin, exporter))
 }

@@ -1,16 +1,77 @@
 //! The plugins found in `plugin_dir`.
 //!
 //! Every `*.wasm` file in the directory (not its subdirectories) is
-//! compiled, linked and asked to `describe` itself; a plugin is known by
-//! the name it gives there, not by its file name. A file that cannot be
-//! used is reported by name and skipped: the others still run. Finding a
-//! plugin enables nothing; only a `[plugins.<name>]` table does.
+//! compiled, linked and asked to `describe` itself; every `*.so` file is
+//! opened in a plugin runner process, its ABI version checked, and asked
+//! the same. A plugin is known by the name it gives there, not by its file
+//! name. A file that cannot be used is reported by name and skipped: the
+//! others still run. Finding a plugin enables nothing; only a
+//! `[plugins.<name>]` table does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::wasm::{LoadError, LoadedPlugin, WasmRuntime};
-use crate::config::PluginSettings;
+use super::native::{self, NativePlugin};
+use super::wasm::{WasmPlugin, WasmRuntime};
+use super::{LoadError, PluginInfo};
+use crate::config::{PluginKind, PluginSettings};
+
+/// A usable plugin file of either kind.
+#[derive(Debug)]
+pub enum LoadedPlugin {
+    /// A WebAssembly component, compiled and linked.
+    Wasm(Arc<WasmPlugin>),
+    /// A native shared library that described itself.
+    Native(NativePlugin),
+}
+
+impl LoadedPlugin {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadedPlugin::Wasm(p) => &p.path,
+            LoadedPlugin::Native(p) => &p.path,
+        }
+    }
+
+    /// SHA-256 of the file, in hex.
+    pub fn sha256(&self) -> &str {
+        match self {
+            LoadedPlugin::Wasm(p) => &p.sha256,
+            LoadedPlugin::Native(p) => &p.sha256,
+        }
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        match self {
+            LoadedPlugin::Wasm(p) => &p.info,
+            LoadedPlugin::Native(p) => &p.info,
+        }
+    }
+
+    /// Which kind of plugin it is.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            LoadedPlugin::Wasm(_) => PluginKind::Wasm,
+            LoadedPlugin::Native(_) => PluginKind::Native,
+        }
+    }
+
+    /// The contract it implements: the WIT package or the C ABI version.
+    pub fn interface(&self) -> String {
+        match self {
+            LoadedPlugin::Wasm(_) => format!(
+                "auditrelay:plugin@{} (WIT)",
+                auditrelay_plugin_api::WIT_VERSION
+            ),
+            LoadedPlugin::Native(_) => format!(
+                "native ABI {} (include/auditrelay_plugin.h)",
+                native::ABI_VERSION
+            ),
+        }
+    }
+}
 
 /// One file of the plugin directory.
 #[derive(Debug, Clone)]
@@ -26,13 +87,13 @@ pub enum CatalogEntry {
 pub struct Catalog {
     /// Where the files were found.
     pub dir: PathBuf,
-    /// One entry per `.wasm` file, in file name order.
+    /// One entry per `.wasm` or `.so` file, in file name order.
     pub entries: Vec<CatalogEntry>,
 }
 
 impl Catalog {
-    /// Loads every `.wasm` file in `dir`; `on_file` is called before each
-    /// (for progress output).
+    /// Loads every `.wasm` and `.so` file in `dir`; `on_file` is called
+    /// before each (for progress output).
     pub async fn scan(
         runtime: &Arc<WasmRuntime>,
         dir: &Path,
@@ -41,7 +102,7 @@ impl Catalog {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
+                .filter(|path| PluginKind::of_file(path).is_some() && path.is_file())
                 .collect(),
             Err(error) => {
                 return Err(format!(
@@ -54,7 +115,14 @@ impl Catalog {
         let mut entries = Vec::with_capacity(files.len());
         for file in files {
             on_file(&file);
-            entries.push(match runtime.load(&file).await {
+            let loaded = match PluginKind::of_file(&file) {
+                Some(PluginKind::Native) => native::describe(&file).await.map(LoadedPlugin::Native),
+                _ => runtime
+                    .load(&file)
+                    .await
+                    .map(|p| LoadedPlugin::Wasm(Arc::new(p))),
+            };
+            entries.push(match loaded {
                 Ok(plugin) => CatalogEntry::Loaded(Arc::new(plugin)),
                 Err(error) => {
                     tracing::warn!("skipping a plugin file: {error}");
@@ -77,7 +145,8 @@ impl Catalog {
     }
 
     /// The plugin an instance runs: the file named by `path`, else the one
-    /// whose `describe` name is `plugin` (default: the instance name).
+    /// whose `describe` name is `plugin` (default: the instance name) and,
+    /// if `kind` is set, of that kind.
     pub fn resolve(
         &self,
         instance: &str,
@@ -85,34 +154,46 @@ impl Catalog {
     ) -> Result<Arc<LoadedPlugin>, String> {
         if let Some(path) = &settings.path {
             let path = self.dir.join(path);
+            if let (Some(wanted), Some(found)) = (settings.kind, PluginKind::of_file(&path))
+                && wanted != found
+            {
+                return Err(format!(
+                    "plugins.{instance}: kind = \"{}\" but path {} is a {} plugin; fix one of the two",
+                    wanted.as_str(),
+                    path.display(),
+                    found.as_str()
+                ));
+            }
             return self
                 .entries
                 .iter()
                 .find_map(|entry| match entry {
-                    CatalogEntry::Loaded(p) if p.path == path => Some(Ok(p.clone())),
+                    CatalogEntry::Loaded(p) if p.path() == path => Some(Ok(p.clone())),
                     CatalogEntry::Broken(e) if e.path == path => Some(Err(e.to_string())),
                     _ => None,
                 })
                 .unwrap_or_else(|| {
                     Err(format!(
-                        "plugins.{instance}.path: {} is not a .wasm file in plugin_dir {}",
+                        "plugins.{instance}.path: {} is not a .wasm or .so file in plugin_dir {}",
                         path.display(),
                         self.dir.display()
                     ))
                 });
         }
         let name = settings.plugin.as_deref().unwrap_or(instance);
-        let matches: Vec<&Arc<LoadedPlugin>> =
-            self.loaded().filter(|p| p.info.name == name).collect();
+        let matches: Vec<&Arc<LoadedPlugin>> = self
+            .loaded()
+            .filter(|p| p.info().name == name && settings.kind.is_none_or(|k| k == p.kind()))
+            .collect();
         match matches.as_slice() {
             [plugin] => Ok((*plugin).clone()),
             [] => Err(self.not_found(instance, name)),
             several => Err(format!(
-                "plugins.{instance}: {} files provide plugin {name:?} ({}); remove all but one, or choose with `path`",
+                "plugins.{instance}: {} files provide plugin {name:?} ({}); remove all but one, or choose with `path` (or `kind`)",
                 several.len(),
                 several
                     .iter()
-                    .map(|p| p.path.display().to_string())
+                    .map(|p| p.path().display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -120,7 +201,10 @@ impl Catalog {
     }
 
     fn not_found(&self, instance: &str, name: &str) -> String {
-        let known: Vec<&str> = self.loaded().map(|p| p.info.name.as_str()).collect();
+        let known: Vec<String> = self
+            .loaded()
+            .map(|p| format!("{} ({})", p.info().name, p.kind().as_str()))
+            .collect();
         let broken = self
             .entries
             .iter()
@@ -131,7 +215,7 @@ impl Catalog {
             self.dir.display()
         );
         if known.is_empty() {
-            message.push_str(" (it holds no usable .wasm file");
+            message.push_str(" (it holds no usable .wasm or .so file");
         } else {
             message.push_str(&format!(" (found: {}", known.join(", ")));
         }

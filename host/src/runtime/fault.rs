@@ -14,8 +14,11 @@ pub enum FaultKind {
     OutOfMemory,
     /// The plugin recursed too deep.
     StackOverflow,
-    /// An out-of-bounds memory access or similar invalid operation.
+    /// An out-of-bounds memory access or similar invalid operation (a
+    /// segfault, for a native plugin).
     MemoryFault,
+    /// A native plugin aborted its process.
+    Abort,
     /// Any other trap, or a failure to start the instance.
     Other,
 }
@@ -29,6 +32,7 @@ impl FaultKind {
             FaultKind::OutOfMemory => "out_of_memory",
             FaultKind::StackOverflow => "stack_overflow",
             FaultKind::MemoryFault => "memory_fault",
+            FaultKind::Abort => "abort",
             FaultKind::Other => "other",
         }
     }

@@ -1,22 +1,39 @@
 //! Where plugin code runs.
 //!
 //! A runtime turns a plugin file into running [`Exporter`]s: [`wasm`] runs
-//! WebAssembly components in a sandbox. Every runtime reports the same
-//! outcomes, so the dispatcher that drives it (batching, retries, circuit
-//! breaker) does not care which kind of plugin it talks to.
+//! WebAssembly components in a sandbox, [`native`] runs shared libraries
+//! in a runner process of their own or in the relay's. Every runtime
+//! reports the same outcomes and offers the same [`services`], so the
+//! dispatcher that drives an instance (batching, retries, circuit breaker)
+//! does not care which kind of plugin it talks to. The [`catalog`] finds
+//! both kinds in `plugin_dir`.
 
+pub mod native;
 pub mod wasm;
 
 pub mod catalog;
 mod fault;
+pub mod output;
+pub mod services;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auditrelay_plugin_api::{Delivery, PluginInfo, RejectedEvent};
 pub use fault::{Fault, FaultKind};
 
 use crate::spool::Batch;
+
+/// A plugin file that cannot be used, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct LoadError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong and what to do about it.
+    pub reason: String,
+}
 
 /// Why a call into a plugin did not succeed.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,4 +79,40 @@ pub trait Exporter: Send + 'static {
 
     /// Lets the plugin release its resources; the instance is dropped after.
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A running instance of any kind, as one [`Exporter`] type.
+pub enum AnyExporter {
+    /// A sandboxed WASM instance.
+    Wasm(wasm::WasmInstance),
+    /// A native instance in the relay's process.
+    InProcess(native::InProcessInstance),
+    /// A native instance in a runner process.
+    Process(native::ChildInstance),
+}
+
+impl Exporter for AnyExporter {
+    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
+        match self {
+            AnyExporter::Wasm(e) => e.deliver(batch).await,
+            AnyExporter::InProcess(e) => e.deliver(batch).await,
+            AnyExporter::Process(e) => e.deliver(batch).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), CallError> {
+        match self {
+            AnyExporter::Wasm(e) => e.flush().await,
+            AnyExporter::InProcess(e) => e.flush().await,
+            AnyExporter::Process(e) => e.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        match self {
+            AnyExporter::Wasm(e) => e.shutdown().await,
+            AnyExporter::InProcess(e) => e.shutdown().await,
+            AnyExporter::Process(e) => e.shutdown().await,
+        }
+    }
 }

@@ -157,16 +157,10 @@ pub unsafe fn init<P: Plugin>(
 unsafe fn report(outcome: Result<Delivery, DeliverError>, out: *mut c_void, sink: Sink) -> i32 {
     let (status, bytes) = match outcome {
         Ok(Delivery::Accepted) => (Status::Accepted, Vec::new()),
-        Ok(Delivery::PartiallyRejected(rejected)) => {
-            let list: Vec<serde_json::Value> = rejected
-                .into_iter()
-                .map(|r| serde_json::json!({"index": r.index, "reason": r.reason}))
-                .collect();
-            (
-                Status::PartiallyRejected,
-                serde_json::to_vec(&list).unwrap_or_default(),
-            )
-        }
+        Ok(Delivery::PartiallyRejected(rejected)) => (
+            Status::PartiallyRejected,
+            serde_json::to_vec(&rejected).unwrap_or_default(),
+        ),
         Err(DeliverError::Retryable {
             message,
             retry_after,

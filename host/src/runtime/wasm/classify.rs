@@ -70,7 +70,7 @@ pub fn classify(error: &wasmtime::Error, evidence: Evidence) -> Fault {
             "the plugin overflowed its stack (runaway recursion)".to_owned()
         }
         FaultKind::Deadline => "the plugin was interrupted at its deadline".to_owned(),
-        FaultKind::MemoryFault | FaultKind::Other => {
+        FaultKind::MemoryFault | FaultKind::Abort | FaultKind::Other => {
             let mut message = match trap {
                 Some(trap) => format!("trap: {trap}"),
                 None => format!("{error:#}"),

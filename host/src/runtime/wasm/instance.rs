@@ -12,7 +12,7 @@ use super::bindings::ExporterPlugin;
 use super::bindings::auditrelay::plugin::types as wit;
 use super::classify::{self, Evidence};
 use super::sandbox::{GUEST_GRANTED_DIR, PluginState, Sandbox};
-use super::{LoadedPlugin, new_store};
+use super::{WasmPlugin, new_store};
 use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo, RejectedEvent};
 use crate::spool::Batch;
 use auditrelay_plugin_api::ConfigKey;
@@ -48,11 +48,11 @@ impl Live {
 /// The live instance in `slot`, starting a fresh one after a fault.
 async fn ensure_live<'a>(
     slot: &'a mut Option<Live>,
-    plugin: &LoadedPlugin,
+    plugin: &WasmPlugin,
     sandbox: &Sandbox,
 ) -> Result<&'a mut Live, CallError> {
     if slot.is_none() {
-        if let Some(metrics) = &sandbox.metrics {
+        if let Some(metrics) = &sandbox.services.metrics {
             metrics.restart();
         }
         let live = instantiate(plugin, sandbox)
@@ -74,14 +74,14 @@ async fn ensure_live<'a>(
 /// A running WASM plugin instance. Every call runs under its deadline; after
 /// a fault the store is dropped and the next call starts a fresh instance.
 pub struct WasmInstance {
-    plugin: Arc<LoadedPlugin>,
+    plugin: Arc<WasmPlugin>,
     sandbox: Sandbox,
     live: Option<Live>,
 }
 
 impl WasmInstance {
     /// Instantiates `plugin` in `sandbox` and calls `init`.
-    pub async fn start(plugin: Arc<LoadedPlugin>, sandbox: Sandbox) -> Result<Self, StartError> {
+    pub async fn start(plugin: Arc<WasmPlugin>, sandbox: Sandbox) -> Result<Self, StartError> {
         let live = instantiate(&plugin, &sandbox).await?;
         Ok(WasmInstance {
             plugin,
@@ -91,7 +91,7 @@ impl WasmInstance {
     }
 
     /// The plugin this instance runs.
-    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+    pub fn plugin(&self) -> &Arc<WasmPlugin> {
         &self.plugin
     }
 
@@ -151,11 +151,11 @@ async fn with_deadline<T>(
     }
 }
 
-async fn instantiate(plugin: &LoadedPlugin, sandbox: &Sandbox) -> Result<Live, StartError> {
+async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, StartError> {
     let mut store = new_store(plugin.pre.engine(), sandbox).map_err(StartError::Sandbox)?;
     store.data_mut().limiter.take_refused();
     let ctx = wit::InitContext {
-        instance: &sandbox.instance,
+        instance: &sandbox.services.instance,
         config_json: &sandbox.config_json,
         granted_dir: sandbox.grant_dir.as_ref().map(|_| GUEST_GRANTED_DIR),
     };
@@ -237,7 +237,7 @@ impl Exporter for WasmInstance {
             let exporter = live.plugin.auditrelay_plugin_exporter();
             let outcome = with_deadline(timeout, exporter.call_shutdown(&mut live.store)).await;
             if let Err(fault) = self.settle(outcome) {
-                tracing::warn!(plugin = &*self.sandbox.instance, %fault, "plugin failed during shutdown");
+                tracing::warn!(plugin = &**self.sandbox.instance(), %fault, "plugin failed during shutdown");
             }
         }
         self.discard();

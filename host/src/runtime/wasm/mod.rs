@@ -5,7 +5,7 @@
 //! and the relay's `log`/`secrets`/`metrics`), the
 //! [compiled-plugin cache](cache) and the epoch ticker that drives call
 //! deadlines. [`WasmRuntime::load`] turns a `.wasm` file into a
-//! [`LoadedPlugin`]; [`WasmInstance::start`] runs it in a [`Sandbox`].
+//! [`WasmPlugin`]; [`WasmInstance::start`] runs it in a [`Sandbox`].
 //!
 //! Each instance has its own `Store`: its own memory (capped), its own
 //! WASI context and nothing shared with other instances. Calls are async
@@ -18,7 +18,6 @@ mod classify;
 mod host_api;
 mod http_gate;
 mod instance;
-mod output;
 mod sandbox;
 
 use std::num::NonZeroUsize;
@@ -31,7 +30,7 @@ use wasmtime::{Config, Engine, OptLevel, Store};
 
 use self::bindings::ExporterPluginPre;
 use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
-use crate::runtime::PluginInfo;
+use crate::runtime::{LoadError, PluginInfo};
 
 pub use self::http_gate::HttpGate;
 pub use self::instance::{StartError, WasmInstance};
@@ -43,18 +42,8 @@ use self::sandbox::PluginState;
 /// often a busy plugin yields its thread.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// A `.wasm` file that cannot be used, and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct LoadError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong and what to do about it.
-    pub reason: String,
-}
-
 /// A compiled, checked plugin, ready to instantiate any number of times.
-pub struct LoadedPlugin {
+pub struct WasmPlugin {
     /// The `.wasm` file.
     pub path: PathBuf,
     /// SHA-256 of the file, in hex.
@@ -68,9 +57,9 @@ pub struct LoadedPlugin {
     pre: ExporterPluginPre<PluginState>,
 }
 
-impl std::fmt::Debug for LoadedPlugin {
+impl std::fmt::Debug for WasmPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedPlugin")
+        f.debug_struct("WasmPlugin")
             .field("path", &self.path)
             .field("sha256", &self.sha256)
             .field("info", &self.info)
@@ -120,7 +109,7 @@ impl WasmRuntime {
     ///
     /// Compilation runs on a blocking thread. Every way a file can be
     /// unusable gets its own [`LoadError`] message.
-    pub async fn load(self: &Arc<Self>, path: &Path) -> Result<LoadedPlugin, LoadError> {
+    pub async fn load(self: &Arc<Self>, path: &Path) -> Result<WasmPlugin, LoadError> {
         let fail = |reason: String| LoadError {
             path: path.to_owned(),
             reason,
@@ -157,7 +146,7 @@ impl WasmRuntime {
         let info = describe(&self.engine, &pre)
             .await
             .map_err(|e| fail(format!("describe() failed: {e}")))?;
-        Ok(LoadedPlugin {
+        Ok(WasmPlugin {
             path: path.to_owned(),
             sha256,
             info,

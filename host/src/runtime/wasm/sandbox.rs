@@ -7,7 +7,6 @@
 //! plugin sees as [`GUEST_GRANTED_DIR`] and cannot leave. Memory is capped
 //! per instance; CPU time per call is capped by the deadline.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +17,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http_gate::HttpGate;
-use super::output::{OutputSink, Stream};
-use crate::config::{AllowList, PluginSettings, Secret};
+use crate::config::{AllowList, PluginSettings};
 use crate::metrics::PluginMetrics;
+use crate::runtime::output::{OutputSink, Stream};
+use crate::runtime::services::PluginServices;
 
 /// Where the granted directory appears inside the sandbox.
 pub const GUEST_GRANTED_DIR: &str = "/granted";
@@ -28,36 +28,30 @@ pub const GUEST_GRANTED_DIR: &str = "/granted";
 /// The grants and limits of one plugin instance.
 #[derive(Clone)]
 pub struct Sandbox {
-    /// The instance name, as in `[plugins.<name>]`.
-    pub instance: Arc<str>,
+    /// The instance's name, secrets and metrics.
+    pub services: PluginServices,
     /// The instance's `config` table as JSON, handed to `init`.
     pub config_json: String,
     /// Destinations the plugin may reach over HTTP.
     pub allowed_hosts: Arc<AllowList>,
-    /// Secrets the plugin may read, by name.
-    pub secrets: Arc<BTreeMap<String, Secret>>,
     /// The one host directory the plugin may use.
     pub grant_dir: Option<PathBuf>,
     /// Linear memory cap, in bytes.
     pub memory_limit: u64,
     /// Wall-clock limit for each call into the plugin.
     pub call_timeout: Duration,
-    /// Where the plugin's own metrics go (none when only describing it).
-    pub metrics: Option<PluginMetrics>,
 }
 
 impl Sandbox {
     /// A sandbox with nothing granted, for calling `describe`.
     pub fn describe_only() -> Self {
         Sandbox {
-            instance: Arc::from("(describe)"),
+            services: PluginServices::describe_only(),
             config_json: "{}".into(),
             allowed_hosts: Arc::default(),
-            secrets: Arc::default(),
             grant_dir: None,
             memory_limit: 64 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
-            metrics: None,
         }
     }
 
@@ -72,21 +66,28 @@ impl Sandbox {
         let allowed_hosts = AllowList::parse(&settings.allowed_hosts)
             .expect("allowed_hosts were checked when the config was loaded");
         Sandbox {
-            instance: Arc::from(instance),
+            services: PluginServices {
+                instance: Arc::from(instance),
+                secrets: Arc::new(settings.secrets.clone()),
+                metrics: Some(metrics),
+            },
             config_json,
             allowed_hosts: Arc::new(allowed_hosts),
-            secrets: Arc::new(settings.secrets.clone()),
             grant_dir: settings.grant_dir.clone(),
             memory_limit: settings.limits.memory.as_u64(),
             call_timeout: settings.limits.timeout,
-            metrics: Some(metrics),
         }
+    }
+
+    /// The instance name, as in `[plugins.<name>]`.
+    pub fn instance(&self) -> &Arc<str> {
+        &self.services.instance
     }
 
     /// Fresh store state for a new instance.
     pub(super) fn state(&self) -> Result<PluginState, String> {
-        let stdout = OutputSink::new(self.instance.clone(), Stream::Stdout);
-        let stderr = OutputSink::new(self.instance.clone(), Stream::Stderr);
+        let stdout = OutputSink::new(self.instance().clone(), Stream::Stdout);
+        let stderr = OutputSink::new(self.instance().clone(), Stream::Stderr);
         let mut wasi = WasiCtxBuilder::new();
         // File I/O in the granted directory runs inline on the plugin's
         // thread (the relay's own, never the application's) instead of a
@@ -104,7 +105,7 @@ impl Sandbox {
                     format!(
                         "cannot open grant_dir {} for plugin {}: {e} (create it, or fix its permissions)",
                         dir.display(),
-                        self.instance
+                        self.instance()
                     )
                 })?;
         }
@@ -112,7 +113,7 @@ impl Sandbox {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            gate: HttpGate::new(self.instance.clone(), self.allowed_hosts.clone()),
+            gate: HttpGate::new(self.instance().clone(), self.allowed_hosts.clone()),
             limiter: MemoryLimiter::new(self.memory_limit),
             stdout,
             stderr,

@@ -1,4 +1,5 @@
-//! A plugin's stdout and stderr, turned into lines of the relay's log.
+//! A plugin's stdout and stderr, turned into lines of the relay's log:
+//! a WASM plugin's WASI streams, a native plugin runner's stderr.
 //!
 //! Writes are taken synchronously (a plugin never waits on its output), cut
 //! into lines, tagged with the instance name and logged: stdout at `info`,
@@ -56,7 +57,8 @@ impl OutputSink {
         }
     }
 
-    fn write(&self, bytes: &[u8]) {
+    /// Takes output as it comes; complete lines are logged at once.
+    pub fn write(&self, bytes: &[u8]) {
         let mut partial = self.inner.partial.lock().unwrap_or_else(|e| e.into_inner());
         partial.extend_from_slice(bytes);
         while let Some(end) = partial.iter().position(|&b| b == b'\n') {

@@ -1,0 +1,413 @@
+//! A native plugin instance in a runner process of its own
+//! (`isolation = "process"`, the default).
+//!
+//! The relay starts `auditrelay plugin-runner <library>` with a cleared
+//! environment and its data size capped at `limits.memory`, sends the init
+//! frame, then one request per call under `limits.timeout`. When the
+//! runner dies (segfault, abort, out of memory), sends nonsense or misses
+//! the deadline, it is killed and reaped, the fault is classified from its
+//! exit signal and last stderr lines, and the next call starts a new one.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+use super::protocol::{MAX_REPLY, Reply, Request, RunnerInit, read_frame_async};
+use super::{NativeSettings, library, outcome, runner_program};
+use crate::runtime::output::{OutputSink, Stream};
+use crate::runtime::services::PluginServices;
+use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo};
+use crate::spool::Batch;
+
+/// Environment variables a runner keeps; everything else (the relay's
+/// `${ENV}` secrets among it) is withheld.
+const KEPT_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+/// How long a dying runner gets to exit and flush its stderr.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Why an exchange with a runner ended without an answer.
+enum Broken {
+    /// No answer within the deadline.
+    TimedOut(Duration),
+    /// The pipe closed or carried nonsense.
+    Io(String),
+}
+
+/// A live runner process.
+struct Runner {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    stderr: OutputSink,
+    stderr_done: JoinHandle<()>,
+}
+
+impl Runner {
+    fn spawn(library: &Path, instance: Arc<str>, args: &[String]) -> Result<Box<Runner>, String> {
+        let program = runner_program()?;
+        let mut command = Command::new(&program);
+        command
+            .arg("plugin-runner")
+            .args(args)
+            .arg(library)
+            .env_clear()
+            .envs(
+                KEPT_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start the plugin runner {}: {e} (set AUDITRELAY_BIN to the auditrelay executable)",
+                program.display()
+            )
+        })?;
+        let (Some(stdin), Some(stdout), Some(mut err)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            unreachable!("all three streams were piped");
+        };
+        let stderr = OutputSink::new(instance, Stream::Stderr);
+        let sink = stderr.clone();
+        let stderr_done = tokio::spawn(async move {
+            let mut chunk = vec![0u8; 8192];
+            while let Ok(n @ 1..) = err.read(&mut chunk).await {
+                sink.write(&chunk[..n]);
+            }
+            sink.finish();
+        });
+        Ok(Box::new(Runner {
+            child,
+            stdin,
+            stdout: BufReader::with_capacity(64 * 1024, stdout),
+            stderr,
+            stderr_done,
+        }))
+    }
+
+    /// Sends `request` (one frame) and serves the plugin's host-service
+    /// frames until the answer.
+    async fn exchange(
+        &mut self,
+        request: &[u8],
+        services: &PluginServices,
+        timeout: Duration,
+    ) -> Result<(i32, Vec<u8>), Broken> {
+        let exchange = async {
+            self.stdin.write_all(request).await?;
+            self.stdin.flush().await?;
+            loop {
+                let frame = read_frame_async(&mut self.stdout, MAX_REPLY).await?;
+                match Reply::parse(frame).map_err(std::io::Error::other)? {
+                    Reply::Done { status, payload } => {
+                        return Ok::<_, std::io::Error>((status, payload));
+                    }
+                    Reply::Log { level, message } => services.log(
+                        super::callbacks::level(level),
+                        &String::from_utf8_lossy(&message),
+                    ),
+                    Reply::Counter { name, delta } => {
+                        services.counter_add(&String::from_utf8_lossy(&name), delta)
+                    }
+                    Reply::Gauge { name, value } => {
+                        services.gauge_set(&String::from_utf8_lossy(&name), value)
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(error)) => Err(Broken::Io(error.to_string())),
+            Err(_) => Err(Broken::TimedOut(timeout)),
+        }
+    }
+
+    /// Ends the runner after a broken exchange and says what happened.
+    async fn end(mut self: Box<Self>, broken: Broken, memory_limit: Option<u64>) -> Fault {
+        let pid = self.child.id().unwrap_or_default();
+        if let Broken::TimedOut(timeout) = broken {
+            let _ = self.child.kill().await;
+            return Fault::new(
+                FaultKind::Deadline,
+                format!(
+                    "did not answer within {timeout:?} (limits.timeout); its runner process {pid} was killed"
+                ),
+            );
+        }
+        let Broken::Io(error) = broken else {
+            unreachable!()
+        };
+        let status = match tokio::time::timeout(GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => {
+                let _ = self.child.kill().await;
+                None
+            }
+        };
+        let _ = tokio::time::timeout(GRACE, &mut self.stderr_done).await;
+        let tail = self.stderr.take_tail();
+        match status {
+            Some(status) => classify(status, &tail, memory_limit),
+            None => Fault::new(
+                FaultKind::Other,
+                format!("broke the protocol ({error}); its runner process {pid} was killed"),
+            ),
+        }
+    }
+}
+
+/// What a runner's death says about the plugin.
+fn classify(status: ExitStatus, stderr_tail: &[String], memory_limit: Option<u64>) -> Fault {
+    let said = |needle: &str| stderr_tail.iter().find(|line| line.contains(needle));
+    let last_words = stderr_tail
+        .iter()
+        .rev()
+        .find(|line| !line.starts_with("note:"))
+        .map(|line| format!("; stderr: {line}"))
+        .unwrap_or_default();
+    let (kind, what) = match status.signal() {
+        Some(libc::SIGSEGV | libc::SIGBUS) if said("overflowed its stack").is_some() => {
+            (FaultKind::StackOverflow, "overflowed its stack".to_owned())
+        }
+        Some(signal @ (libc::SIGSEGV | libc::SIGBUS)) => (
+            FaultKind::MemoryFault,
+            format!(
+                "crashed with {} (an invalid memory access)",
+                signal_name(signal)
+            ),
+        ),
+        Some(libc::SIGABRT) if said("memory allocation of").is_some() => (
+            FaultKind::OutOfMemory,
+            match memory_limit {
+                Some(limit) => format!(
+                    "ran out of memory (limits.memory caps its runner at {})",
+                    bytesize::ByteSize::b(limit)
+                ),
+                None => "ran out of memory".to_owned(),
+            },
+        ),
+        Some(libc::SIGABRT) if said("panicked at").is_some() => (
+            FaultKind::Panic,
+            "panicked where the panic could not be caught, and aborted".to_owned(),
+        ),
+        Some(libc::SIGABRT) => (FaultKind::Abort, "aborted (SIGABRT)".to_owned()),
+        Some(libc::SIGKILL) => (
+            FaultKind::Other,
+            "was killed (SIGKILL), perhaps by the kernel's out-of-memory killer".to_owned(),
+        ),
+        Some(signal) => (
+            FaultKind::Other,
+            format!("was killed by {}", signal_name(signal)),
+        ),
+        None => (
+            FaultKind::Other,
+            format!("exited in the middle of a call ({status})"),
+        ),
+    };
+    Fault::new(kind, format!("{what}{last_words}"))
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// Asks a runner process for the plugin's description.
+pub(super) async fn describe_in_runner(
+    path: &Path,
+    timeout: Duration,
+) -> Result<PluginInfo, String> {
+    let mut runner = Runner::spawn(path, Arc::from("(describe)"), &["--describe".to_owned()])?;
+    let services = PluginServices::describe_only();
+    match runner.exchange(&[], &services, timeout).await {
+        Ok((0, json)) => {
+            let _ = runner.child.wait().await;
+            library::parse_info(&json)
+        }
+        Ok((_, reason)) => Err(String::from_utf8_lossy(&reason).into_owned()),
+        Err(broken) => Err(format!(
+            "crashed while describing itself: {}",
+            runner.end(broken, None).await.message
+        )),
+    }
+}
+
+/// A native instance running in a runner process.
+pub struct ChildInstance {
+    library: std::path::PathBuf,
+    settings: NativeSettings,
+    /// Boxed: a runner's pipes and tasks are large, and instances move.
+    live: Option<Box<Runner>>,
+    /// The request being sent, reused between calls.
+    request: Vec<u8>,
+}
+
+impl ChildInstance {
+    /// Starts a runner for the library at `path` and initialises the
+    /// instance in it; `Err` says why, naming the file.
+    pub async fn start(path: &Path, settings: NativeSettings) -> Result<Self, String> {
+        let mut instance = ChildInstance {
+            library: path.to_owned(),
+            settings,
+            live: None,
+            request: Vec::new(),
+        };
+        instance
+            .launch()
+            .await
+            .map_err(|reason| format!("{}: {reason}", path.display()))?;
+        Ok(instance)
+    }
+
+    /// Starts a runner and the instance in it.
+    async fn launch(&mut self) -> Result<(), String> {
+        let settings = &self.settings;
+        let mut runner = Runner::spawn(
+            &self.library,
+            settings.services.instance.clone(),
+            &[
+                "--memory-limit".to_owned(),
+                settings.memory_limit.to_string(),
+            ],
+        )?;
+        let init = RunnerInit {
+            instance: settings.instance().to_owned(),
+            config: settings.config.clone(),
+            granted_dir: settings.grant_dir.clone(),
+            secrets: settings
+                .services
+                .secrets
+                .iter()
+                .map(|(name, secret)| (name.clone(), secret.expose().to_owned()))
+                .collect(),
+        };
+        let json = serde_json::to_vec(&init).expect("the init frame is always JSON");
+        let mut frame = Vec::with_capacity(json.len() + 5);
+        Request::Init(&json).write_to(&mut frame);
+        let answer = runner
+            .exchange(&frame, &settings.services, settings.call_timeout)
+            .await;
+        match answer {
+            Ok((0, _)) => {
+                self.live = Some(runner);
+                Ok(())
+            }
+            Ok((_, reason)) => Err(format!(
+                "init refused the configuration: {}",
+                settings
+                    .services
+                    .mask_secrets(&String::from_utf8_lossy(&reason))
+            )),
+            Err(broken) => Err(format!(
+                "crashed while starting: {}",
+                runner.end(broken, Some(settings.memory_limit)).await
+            )),
+        }
+    }
+
+    /// Sends `self.request`, starting a runner first if none is live. A
+    /// broken exchange ends the runner and becomes a fault.
+    async fn call(&mut self) -> Result<(i32, Vec<u8>), CallError> {
+        if self.live.is_none() {
+            if let Some(metrics) = &self.settings.services.metrics {
+                metrics.restart();
+            }
+            self.launch().await.map_err(|reason| CallError::Retryable {
+                message: format!("restarting the plugin after a fault failed: {reason}"),
+                retry_after: None,
+            })?;
+        }
+        let runner = self.live.as_mut().expect("launched above");
+        let settings = &self.settings;
+        match runner
+            .exchange(&self.request, &settings.services, settings.call_timeout)
+            .await
+        {
+            Ok(done) => Ok(done),
+            Err(broken) => {
+                let runner = self.live.take().expect("used above");
+                Err(CallError::Fault(
+                    runner.end(broken, Some(settings.memory_limit)).await,
+                ))
+            }
+        }
+    }
+
+    /// A plugin that reported a panic is not trusted with another call:
+    /// its runner goes, and the next call starts a fresh one.
+    async fn settle<T>(&mut self, result: Result<T, CallError>) -> Result<T, CallError> {
+        if let Err(CallError::Fault(_)) = &result
+            && let Some(mut runner) = self.live.take()
+        {
+            let _ = runner.child.kill().await;
+        }
+        result
+    }
+}
+
+impl Exporter for ChildInstance {
+    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
+        let count = u32::try_from(batch.len()).expect("batches are capped far below 4 billion");
+        self.request.clear();
+        Request::Deliver {
+            count,
+            data: batch.data(),
+        }
+        .write_to(&mut self.request);
+        let (status, payload) = self.call().await?;
+        let result = outcome::delivery(status, &payload, count);
+        self.settle(result).await
+    }
+
+    async fn flush(&mut self) -> Result<(), CallError> {
+        // A fresh runner holds nothing to flush.
+        if self.live.is_none() {
+            return Ok(());
+        }
+        self.request.clear();
+        Request::Flush.write_to(&mut self.request);
+        let (status, payload) = self.call().await?;
+        let result = outcome::completion(status, &payload);
+        self.settle(result).await
+    }
+
+    async fn shutdown(&mut self) {
+        let Some(mut runner) = self.live.take() else {
+            return;
+        };
+        self.request.clear();
+        Request::Shutdown.write_to(&mut self.request);
+        let settings = &self.settings;
+        let answer = runner
+            .exchange(&self.request, &settings.services, settings.call_timeout)
+            .await;
+        if answer.is_err() {
+            tracing::warn!(
+                plugin = settings.instance(),
+                "plugin did not shut down cleanly"
+            );
+        }
+        if tokio::time::timeout(GRACE, runner.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = runner.child.kill().await;
+        }
+    }
+}
