@@ -15,6 +15,8 @@
 //! the whole pipeline (emit → spool → worker → WASM plugin) is timed, next
 //! to `emit` alone.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +24,12 @@ use std::time::{Duration, Instant};
 use auditrelay::metrics::Metrics;
 use auditrelay::runtime::Exporter;
 use auditrelay::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
-use auditrelay::spool::{Batch, Record};
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
-use auditrelay_plugin_api::{Event, InitContext, Plugin, parse_config};
+
+use common::{
+    Native, NativeDeliver, batch_of, median, ns_per_event, plugin_dir, quiet_backtraces, target_dir,
+};
 
 /// Events delivered per round and path.
 const EVENTS_PER_ROUND: usize = 100_000;
@@ -35,12 +39,7 @@ const ROUNDS: usize = 5;
 const PIPELINE_EVENTS: usize = 200_000;
 
 fn main() {
-    // A host backtrace per wasmtime error would distort the figures.
-    // SAFETY: no other thread exists yet.
-    unsafe {
-        std::env::remove_var("RUST_BACKTRACE");
-        std::env::set_var("RUST_LIB_BACKTRACE", "0");
-    }
+    quiet_backtraces();
     let one_core = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,73 +66,12 @@ fn main() {
     }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn plugin_dir() -> PathBuf {
-    let dir = target_dir().join("plugins");
-    assert!(
-        dir.join("blackhole.wasm").exists(),
-        "run scripts/build-plugins first"
-    );
-    dir
-}
-
-fn batch_of(n: usize) -> Batch {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record::from_envelope(sample_envelope(i), &Default::default()).unwrap())
-        .collect();
-    Batch::of(0, &records)
-}
-
-/// The same plugin code, called the way a native host would: the plugin
-/// API's `Event` views borrowed from the spool's batch, no copies.
-struct Native<P: Plugin>(P);
-
-impl<P: Plugin> Native<P> {
-    fn new(config_json: &str, granted_dir: Option<PathBuf>) -> Self {
-        let config = parse_config::<P>(config_json).unwrap();
-        let ctx = InitContext {
-            instance: "bench".into(),
-            granted_dir,
-        };
-        Native(P::init(config, &ctx).unwrap())
-    }
-
-    fn deliver(&mut self, batch: &Batch) {
-        let events: Vec<Event<'_>> = batch.events().map(|(_, event)| event).collect();
-        self.0.deliver(&events).unwrap();
-    }
-}
-
-trait NativeDeliver {
-    fn deliver(&mut self, batch: &Batch);
-}
-
-impl<P: Plugin> NativeDeliver for Native<P> {
-    fn deliver(&mut self, batch: &Batch) {
-        Native::deliver(self, batch)
-    }
-}
-
 struct Case {
     label: &'static str,
     wasm: &'static str,
     config_json: &'static str,
     native: fn(&str, Option<PathBuf>) -> Box<dyn NativeDeliver>,
     needs_dir: bool,
-}
-
-fn ns_per_event(elapsed: Duration, events: usize) -> f64 {
-    elapsed.as_nanos() as f64 / events as f64
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn compare_paths(scratch: &Path, filter: &str) {

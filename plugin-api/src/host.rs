@@ -133,7 +133,8 @@ mod backend {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod backend {
-    use std::cell::RefCell;
+    use std::cell::Cell;
+    use std::marker::PhantomData;
     use std::sync::{Arc, OnceLock};
 
     use super::{HostServices, Level};
@@ -142,58 +143,65 @@ pub(crate) mod backend {
     pub(super) static GLOBAL: OnceLock<Arc<dyn HostServices>> = OnceLock::new();
 
     thread_local! {
-        static THREAD: RefCell<Option<Arc<dyn HostServices>>> = const { RefCell::new(None) };
+        // A pointer, not an `Arc`: installing costs no atomic operations on
+        // the per-call path (the native ABI installs one for every call).
+        static THREAD: Cell<Option<*const dyn HostServices>> = const { Cell::new(None) };
     }
 
-    /// Installs `host` for the current thread until the guard drops.
-    pub(crate) fn install_for_thread(host: Arc<dyn HostServices>) -> ThreadHostGuard {
-        let previous = THREAD.with(|slot| slot.borrow_mut().replace(host));
-        ThreadHostGuard { previous }
-    }
-
-    pub(crate) struct ThreadHostGuard {
-        previous: Option<Arc<dyn HostServices>>,
-    }
-
-    impl Drop for ThreadHostGuard {
-        fn drop(&mut self) {
-            let previous = self.previous.take();
-            THREAD.with(|slot| *slot.borrow_mut() = previous);
+    /// Installs `host` for the current thread until the guard drops. The
+    /// guard borrows `host`, so it cannot outlive it; guards are dropped in
+    /// reverse order (they live on the stack) and are never forgotten.
+    pub(crate) fn install_for_thread<'a>(
+        host: &'a (dyn HostServices + 'static),
+    ) -> ThreadHostGuard<'a> {
+        let previous = THREAD.with(|slot| slot.replace(Some(host as *const _)));
+        ThreadHostGuard {
+            previous,
+            _host: PhantomData,
         }
     }
 
-    fn current() -> Option<Arc<dyn HostServices>> {
-        THREAD
-            .with(|slot| slot.borrow().clone())
-            .or_else(|| GLOBAL.get().cloned())
+    pub(crate) struct ThreadHostGuard<'a> {
+        previous: Option<*const dyn HostServices>,
+        _host: PhantomData<&'a dyn HostServices>,
+    }
+
+    impl Drop for ThreadHostGuard<'_> {
+        fn drop(&mut self) {
+            THREAD.with(|slot| slot.set(self.previous));
+        }
+    }
+
+    /// Runs `f` with this thread's host, or else the global one.
+    fn with_current<R>(f: impl FnOnce(&dyn HostServices) -> R) -> Option<R> {
+        match THREAD.with(Cell::get) {
+            // SAFETY: installed by a live guard, which borrows the host.
+            Some(host) => Some(f(unsafe { &*host })),
+            None => GLOBAL.get().map(|host| f(&**host)),
+        }
     }
 
     pub fn log(level: Level, message: &str) {
-        match current() {
-            Some(host) => host.log(level, message),
-            None => eprintln!("[{}] {message}", level.as_str()),
+        if with_current(|host| host.log(level, message)).is_none() {
+            eprintln!("[{}] {message}", level.as_str());
         }
     }
 
     pub fn secret(name: &str) -> Option<String> {
-        current().and_then(|host| host.secret(name))
+        with_current(|host| host.secret(name)).flatten()
     }
 
     pub fn counter_add(name: &str, delta: u64) {
-        if let Some(host) = current() {
-            host.counter_add(name, delta)
-        }
+        with_current(|host| host.counter_add(name, delta));
     }
 
     pub fn gauge_set(name: &str, value: f64) {
-        if let Some(host) = current() {
-            host.gauge_set(name, value)
-        }
+        with_current(|host| host.gauge_set(name, value));
     }
 
     pub fn http(request: &Request) -> Result<Response, HttpError> {
-        match current() {
-            Some(host) => host.http(request),
+        match with_current(|host| host.http(request)) {
+            Some(response) => response,
             None => Err(HttpError::new(
                 HttpErrorKind::Other,
                 "no HTTP transport in this native build: run the plugin in the relay or install one with set_native_host",

@@ -174,7 +174,9 @@ impl<P: Plugin> HarnessBuilder<P> {
     /// Runs `init` and returns the harness, or the plugin's init error.
     pub fn init(self) -> Result<Harness<P>, InitError> {
         let host = Arc::new(self.host);
-        let _guard = backend::install_for_thread(host.clone());
+        // Init is not the hot path: a clone keeps `host` free to move.
+        let installed = host.clone();
+        let _guard = backend::install_for_thread(&*installed);
         let config = parse_config::<P>(&self.config.to_string())?;
         let ctx = InitContext {
             instance: self.instance,
@@ -212,7 +214,7 @@ impl<P: Plugin> Harness<P> {
     }
 
     fn with_host<R>(&mut self, f: impl FnOnce(&mut P) -> R) -> R {
-        let _guard = backend::install_for_thread(self.host.clone());
+        let _guard = backend::install_for_thread(&*self.host);
         f(&mut self.plugin)
     }
 

@@ -130,7 +130,9 @@ pub unsafe fn init<P: Plugin>(
         let request: InitRequest = serde_json::from_slice(context)
             .map_err(|e| format!("the relay sent an unreadable init context: {e}"))?;
         let host: Arc<dyn HostServices> = Arc::new(CHost(host));
-        let _guard = backend::install_for_thread(host.clone());
+        // Init is not the hot path: a clone keeps `host` free to move.
+        let installed = host.clone();
+        let _guard = backend::install_for_thread(&*installed);
         let config = parse_config::<P>(&request.config.to_string()).map_err(|e| e.0)?;
         let ctx = InitContext {
             instance: request.instance,
@@ -199,7 +201,7 @@ unsafe fn with_instance<P: Plugin>(
         unsafe { emit(out, sink, message) };
         return Status::Panicked as i32;
     }
-    let _guard = backend::install_for_thread(instance.host.clone());
+    let _guard = backend::install_for_thread(&*instance.host);
     match catch_unwind(AssertUnwindSafe(|| call(&mut instance.plugin))) {
         // SAFETY: forwarded.
         Ok(outcome) => unsafe { report(outcome, out, sink) },
@@ -261,7 +263,7 @@ pub unsafe fn shutdown<P: Plugin>(handle: *mut c_void) {
     // SAFETY: the caller's promise: the handle is ours and unique.
     let mut instance = unsafe { Box::from_raw(handle as *mut Instance<P>) };
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let _guard = backend::install_for_thread(instance.host.clone());
+        let _guard = backend::install_for_thread(&*instance.host);
         if !instance.poisoned {
             instance.plugin.shutdown();
         }

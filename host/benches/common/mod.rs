@@ -1,0 +1,83 @@
+//! What the benchmarks share: where plugins are, a batch as the spool
+//! hands it over, the same plugin code called directly, and statistics.
+
+#![allow(dead_code)] // each benchmark uses its own part
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auditrelay::spool::{Batch, Record};
+use auditrelay_plugin_api::testing::sample_envelope;
+use auditrelay_plugin_api::{Event, InitContext, Plugin, parse_config};
+
+/// Clears what would distort figures: a host backtrace per wasmtime error.
+pub fn quiet_backtraces() {
+    // SAFETY: called first thing in `main`, before any other thread exists.
+    unsafe {
+        std::env::remove_var("RUST_BACKTRACE");
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+pub fn plugin_dir() -> PathBuf {
+    let dir = target_dir().join("plugins");
+    assert!(
+        dir.join("blackhole.wasm").exists(),
+        "run scripts/build-plugins first"
+    );
+    dir
+}
+
+pub fn batch_of(n: usize) -> Batch {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record::from_envelope(sample_envelope(i), &Default::default()).unwrap())
+        .collect();
+    Batch::of(0, &records)
+}
+
+/// The same plugin code, called the way a native host would: the plugin
+/// API's `Event` views borrowed from the spool's batch, no copies.
+pub struct Native<P: Plugin>(P);
+
+impl<P: Plugin> Native<P> {
+    /// Initialises the plugin from its config JSON.
+    pub fn new(config_json: &str, granted_dir: Option<PathBuf>) -> Self {
+        let config = parse_config::<P>(config_json).unwrap();
+        let ctx = InitContext {
+            instance: "bench".into(),
+            granted_dir,
+        };
+        Native(P::init(config, &ctx).unwrap())
+    }
+
+    pub fn deliver(&mut self, batch: &Batch) {
+        let events: Vec<Event<'_>> = batch.events().map(|(_, event)| event).collect();
+        self.0.deliver(&events).unwrap();
+    }
+}
+
+/// A directly called plugin of any type.
+pub trait NativeDeliver {
+    fn deliver(&mut self, batch: &Batch);
+}
+
+impl<P: Plugin> NativeDeliver for Native<P> {
+    fn deliver(&mut self, batch: &Batch) {
+        Native::deliver(self, batch)
+    }
+}
+
+pub fn ns_per_event(elapsed: Duration, events: usize) -> f64 {
+    elapsed.as_nanos() as f64 / events as f64
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
