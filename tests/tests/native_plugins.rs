@@ -190,3 +190,37 @@ isolation = "in-process"
     };
     assert!(error.contains("applies to native plugins only"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_native_plugin_reaches_a_unix_socket_from_its_runner() {
+    let home = Home::with_plugins(&[]);
+    home.add_native_plugin("auditrelay_example_native_plugin");
+    let socket = home.join("agent.sock");
+    let receiver = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config = home.config(&format!(
+        r#"
+[plugins.agent]
+plugin = "unix-datagram"
+[plugins.agent.config]
+socket = "{}"
+[plugins.agent.batch]
+max_wait = "5ms"
+"#,
+        socket.display()
+    ));
+    let relay = Relay::start(config).await.unwrap();
+    let events: Vec<_> = (0..20).map(sample_envelope).collect();
+    for event in &events {
+        relay.emit(event.clone()).unwrap();
+    }
+    let mut buffer = vec![0u8; 64 * 1024];
+    for event in &events {
+        let n = receiver.recv(&mut buffer).unwrap();
+        assert_eq!(buffer[..n], event.to_canonical_json());
+    }
+    assert!(relay.idle(Duration::from_secs(10)).await);
+    relay.shutdown().await;
+}
