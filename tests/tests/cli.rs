@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use auditrelay_tests::{Home, ndjson_lines, relay_binary, sample_envelope};
+use auditrelay_tests::{Home, compile_c_plugin, ndjson_lines, relay_binary, sample_envelope};
 
 fn auditrelay(args: &[&str]) -> Output {
     Command::new(relay_binary())
@@ -65,41 +65,52 @@ fn check_passes_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
 }
 
 #[test]
-fn plugins_lists_what_each_plugin_describes() {
+fn plugins_lists_each_file_with_its_kind_interface_isolation_and_hash() {
     let home = Home::with_plugins(&["file"]);
+    home.add_native_plugin("auditrelay_plugin_file");
+    compile_c_plugin("wrong_abi.c", &home.plugin_dir());
     std::fs::write(home.plugin_dir().join("broken.wasm"), b"nope").unwrap();
-    let config =
-        home.config_file("[plugins.archive]\nplugin = \"file\"\ngrant_dir = \"{home}/out\"\n");
+    let config = home.config_file(
+        "[plugins.archive]\nplugin = \"file\"\nkind = \"wasm\"\ngrant_dir = \"{home}/out\"\n\
+         [plugins.fast]\nplugin = \"file\"\nkind = \"native\"\nisolation = \"in-process\"\n",
+    );
     let output = auditrelay(&["plugins", "-c", config.to_str().unwrap()]);
     assert!(output.status.success());
     let listing = text(&output.stdout);
-    assert!(
-        listing.contains("file 0.1.0 - Appends events as NDJSON"),
-        "{listing}"
-    );
-    assert!(
-        listing.contains("kind:      wasm, sandboxed; interface auditrelay:plugin@1.0.0"),
-        "{listing}"
-    );
-    assert!(
-        listing.contains("used by:   [plugins.archive] (enabled)"),
-        "{listing}"
-    );
-    assert!(listing.contains("rotate_bytes"), "{listing}");
-    assert!(
-        listing.contains("broken.wasm: is not a WebAssembly file"),
-        "{listing}"
-    );
+    for expected in [
+        "file 0.1.0 - Appends events as NDJSON",
+        "kind:      wasm (sandboxed: only what its instance is granted)",
+        "interface: auditrelay:plugin@1.0.0 (WIT)",
+        "used by:   [plugins.archive] (enabled)",
+        "kind:      native (trusted code with full network and filesystem access",
+        "interface: native ABI 1 (include/auditrelay_plugin.h)",
+        "used by:   [plugins.fast] (enabled, isolation in-process)",
+        "rotate_bytes",
+        "broken.wasm: is not a WebAssembly file",
+        "libwrong_abi.so: implements native plugin ABI version 2, but this relay speaks ABI version 1",
+    ] {
+        assert!(listing.contains(expected), "{expected:?} in:\n{listing}");
+    }
 
     let output = auditrelay(&["plugins", "--json", "-c", config.to_str().unwrap()]);
     let entries: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let file = entries
+    let native = entries
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == "file")
+        .find(|e| e["kind"] == "native")
         .unwrap();
-    assert_eq!(file["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(native["name"], "file");
+    assert_eq!(native["trusted"], true);
+    let library = home.plugin_dir().join("libauditrelay_plugin_file.so");
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&library)
+        .output()
+        .unwrap();
+    assert_eq!(
+        native["sha256"].as_str().unwrap(),
+        text(&sum.stdout).split_whitespace().next().unwrap()
+    );
 }
 
 /// `auditrelay run` as a child process, with the address it listens on.
