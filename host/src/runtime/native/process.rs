@@ -69,6 +69,8 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // Spawned from one of the relay's long-lived runtime threads: the
+        // runner's parent-death signal fires when the spawning thread ends.
         let mut child = command.spawn().map_err(|e| {
             format!(
                 "cannot start the plugin runner {}: {e} (set AUDITRELAY_BIN to the auditrelay executable)",
