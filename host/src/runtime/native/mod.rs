@@ -27,6 +27,7 @@
 //! loaded is reported by name and skipped.
 
 mod callbacks;
+mod crash;
 mod in_process;
 pub mod library;
 mod outcome;

@@ -9,9 +9,8 @@
 //! exit signal and last stderr lines, and the next call starts a new one.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
+use super::crash::classify;
 use super::protocol::{MAX_REPLY, Reply, Request, RunnerInit, read_frame_async};
 use super::{NativeSettings, library, outcome, runner_program};
 use crate::runtime::output::{OutputSink, Stream};
@@ -180,68 +180,6 @@ impl Runner {
 fn widen_pipe(fd: std::os::fd::RawFd) {
     // SAFETY: F_SETPIPE_SZ on a pipe descriptor this process owns.
     unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) };
-}
-
-/// What a runner's death says about the plugin.
-fn classify(status: ExitStatus, stderr_tail: &[String], memory_limit: Option<u64>) -> Fault {
-    let said = |needle: &str| stderr_tail.iter().find(|line| line.contains(needle));
-    let last_words = stderr_tail
-        .iter()
-        .rev()
-        .find(|line| !line.starts_with("note:"))
-        .map(|line| format!("; stderr: {line}"))
-        .unwrap_or_default();
-    let (kind, what) = match status.signal() {
-        Some(libc::SIGSEGV | libc::SIGBUS) if said("overflowed its stack").is_some() => {
-            (FaultKind::StackOverflow, "overflowed its stack".to_owned())
-        }
-        Some(signal @ (libc::SIGSEGV | libc::SIGBUS)) => (
-            FaultKind::MemoryFault,
-            format!(
-                "crashed with {} (an invalid memory access)",
-                signal_name(signal)
-            ),
-        ),
-        Some(libc::SIGABRT) if said("memory allocation of").is_some() => (
-            FaultKind::OutOfMemory,
-            match memory_limit {
-                Some(limit) => format!(
-                    "ran out of memory (limits.memory caps its runner at {})",
-                    bytesize::ByteSize::b(limit)
-                ),
-                None => "ran out of memory".to_owned(),
-            },
-        ),
-        Some(libc::SIGABRT) if said("panicked at").is_some() => (
-            FaultKind::Panic,
-            "panicked where the panic could not be caught, and aborted".to_owned(),
-        ),
-        Some(libc::SIGABRT) => (FaultKind::Abort, "aborted (SIGABRT)".to_owned()),
-        Some(libc::SIGKILL) => (
-            FaultKind::Other,
-            "was killed (SIGKILL), perhaps by the kernel's out-of-memory killer".to_owned(),
-        ),
-        Some(signal) => (
-            FaultKind::Other,
-            format!("was killed by {}", signal_name(signal)),
-        ),
-        None => (
-            FaultKind::Other,
-            format!("exited in the middle of a call ({status})"),
-        ),
-    };
-    Fault::new(kind, format!("{what}{last_words}"))
-}
-
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGBUS => "SIGBUS".into(),
-        libc::SIGILL => "SIGILL".into(),
-        libc::SIGFPE => "SIGFPE".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        other => format!("signal {other}"),
-    }
 }
 
 /// Asks a runner process for the plugin's description.
