@@ -142,17 +142,17 @@ impl Runner {
     /// Ends the runner after a broken exchange and says what happened.
     async fn end(mut self: Box<Self>, broken: Broken, memory_limit: Option<u64>) -> Fault {
         let pid = self.child.id().unwrap_or_default();
-        if let Broken::TimedOut(timeout) = broken {
-            let _ = self.child.kill().await;
-            return Fault::new(
-                FaultKind::Deadline,
-                format!(
-                    "did not answer within {timeout:?} (limits.timeout); its runner process {pid} was killed"
-                ),
-            );
-        }
-        let Broken::Io(error) = broken else {
-            unreachable!()
+        let error = match broken {
+            Broken::Io(error) => error,
+            Broken::TimedOut(timeout) => {
+                let _ = self.child.kill().await;
+                return Fault::new(
+                    FaultKind::Deadline,
+                    format!(
+                        "did not answer within {timeout:?} (limits.timeout); its runner process {pid} was killed"
+                    ),
+                );
+            }
         };
         let status = match tokio::time::timeout(GRACE, self.child.wait()).await {
             Ok(Ok(status)) => Some(status),
@@ -187,7 +187,9 @@ pub(super) async fn describe_in_runner(
     path: &Path,
     timeout: Duration,
 ) -> Result<PluginInfo, String> {
-    let mut runner = Runner::spawn(path, Arc::from("(describe)"), &["--describe".to_owned()])?;
+    // Whatever it prints while loading is logged under its file name.
+    let name = Arc::from(path.display().to_string());
+    let mut runner = Runner::spawn(path, name, &["--describe".to_owned()])?;
     let services = PluginServices::describe_only();
     match runner.exchange(&[], &services, timeout).await {
         Ok((0, json)) => {
