@@ -25,6 +25,13 @@ pub use fault::{Fault, FaultKind};
 
 use crate::spool::Batch;
 
+/// The SHA-256 of a plugin file's bytes, in lower-case hex: how `auditrelay
+/// plugins` identifies it and the compiled-component cache keys it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// A plugin file that cannot be used, and why.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {reason}", path.display())]

@@ -45,7 +45,7 @@ pub use self::process::ChildInstance;
 use crate::config::{Isolation, PluginSettings};
 use crate::metrics::PluginMetrics;
 use crate::runtime::services::PluginServices;
-use crate::runtime::{LoadError, PluginInfo};
+use crate::runtime::{LoadError, PluginInfo, sha256_hex};
 
 pub use auditrelay_plugin_api::native::ABI_VERSION;
 
@@ -124,7 +124,7 @@ pub async fn describe(path: &Path) -> Result<NativePlugin, LoadError> {
             "is not a shared library (no ELF header); was it truncated or overwritten?".into(),
         ));
     }
-    let sha256 = crate::runtime::wasm::cache::sha256_hex(&bytes);
+    let sha256 = sha256_hex(&bytes);
     let info = process::describe_in_runner(path, DESCRIBE_TIMEOUT)
         .await
         .map_err(fail)?;

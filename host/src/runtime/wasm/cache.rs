@@ -138,8 +138,3 @@ impl Hasher for Sha256Hasher {
         u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
     }
 }
-
-/// The SHA-256 of `bytes`, in lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}

@@ -29,8 +29,8 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, OptLevel, Store};
 
 use self::bindings::ExporterPluginPre;
-use self::cache::{CacheOutcome, ComponentCache, sha256_hex};
-use crate::runtime::{LoadError, PluginInfo};
+use self::cache::{CacheOutcome, ComponentCache};
+use crate::runtime::{LoadError, PluginInfo, sha256_hex};
 
 pub use self::http_gate::HttpGate;
 pub use self::instance::{StartError, WasmInstance};
