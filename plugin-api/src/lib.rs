@@ -12,7 +12,8 @@
 //!   [`export_plugin!`] to turn it into a component.
 //! - [`host`]: logging, secrets and metrics provided by the relay.
 //! - [`http`]: a blocking HTTP client over `wasi:http`; the relay lets it
-//!   reach only the hosts the operator allowed.
+//!   reach only the hosts the operator allowed. In native builds (feature
+//!   `native-http`) the same client runs on a native transport.
 //! - `compression` (feature `compression`): gzip / zstd request bodies
 //!   for HTTP exporters.
 //! - [`fs`]: files in the one directory the operator granted.
@@ -109,7 +110,9 @@ pub const WIT_VERSION: &str = "1.0.0";
 ///   shared library exporting the C ABI of [`native`]
 ///   (`include/auditrelay_plugin.h`). Declare `native = []` under
 ///   `[features]` in the plugin's `Cargo.toml` and build with
-///   `cargo build --release --features native`.
+///   `cargo build --release --features native`. A plugin that sends
+///   [`http::Request`]s declares `native = ["auditrelay-plugin-api/native-http"]`
+///   instead, for a native HTTP transport.
 ///
 /// Without the feature a native build exports nothing, so several plugins
 /// can be linked into one test or benchmark binary.

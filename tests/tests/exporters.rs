@@ -266,6 +266,36 @@ async fn splunk_hec_receives_every_event_acknowledged_within_size_limits() {
     relay.shutdown().await;
 }
 
+/// The same exporter code built as a native library, in its runner
+/// process, with the plugin API's native HTTP transport: the collector sees
+/// the same events, acknowledged, within the same size limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_built_native_delivers_through_the_native_http_transport() {
+    let hec = SplunkHec::start("hec-token-1", &["audit"], true, 64 * 1024);
+    let home = Home::with_plugins(&[]);
+    home.add_native_plugin("auditrelay_plugin_splunk_hec");
+    let table = hec_table(
+        &hec,
+        "acknowledgements = true\nmax_request_bytes = \"60KiB\"",
+    )
+    // Native plugins are trusted code: allowed_hosts is the sandbox's.
+    .replace("allowed_hosts = [\"127.0.0.1:*\"]\n", "");
+    let relay = start_relay(&home, "hec", "splunk-hec", &table).await;
+    let status = relay.status();
+    let file = status.plugin("hec").unwrap().file.clone().unwrap();
+    assert_eq!(file.extension().unwrap(), "so");
+    let ids = emit(&relay, 1000);
+    assert_eq!(settle(&relay, "hec", 1000).await, (1000, 0));
+    let events = hec.events();
+    let received: Vec<&str> = events
+        .iter()
+        .map(|e| e.object["event"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(received, ids, "every event once, in order");
+    assert!(events.iter().all(|e| e.request_bytes <= 60 * 1024));
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splunk_hec_retries_busy_and_unacknowledged_and_names_bad_settings() {
     // Busy (503 code 9, Retry-After) three times, then acks that come too late.

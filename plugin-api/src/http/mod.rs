@@ -21,6 +21,8 @@
 //! ```
 
 mod allow_list;
+#[cfg(all(not(target_arch = "wasm32"), feature = "native-http"))]
+pub(crate) mod native;
 #[cfg(target_arch = "wasm32")]
 mod wasi;
 

@@ -71,12 +71,20 @@ impl HostServices for CHost {
 
     fn http(
         &self,
-        _request: &crate::http::Request,
+        request: &crate::http::Request,
     ) -> Result<crate::http::Response, crate::http::HttpError> {
-        Err(crate::http::HttpError::new(
-            crate::http::HttpErrorKind::Other,
-            "native plugins make their own network calls: the relay's wasi:http gate serves WASM plugins only",
-        ))
+        #[cfg(feature = "native-http")]
+        {
+            crate::http::native::send(request)
+        }
+        #[cfg(not(feature = "native-http"))]
+        {
+            let _ = request;
+            Err(crate::http::HttpError::new(
+                crate::http::HttpErrorKind::Other,
+                "this native build has no HTTP transport: enable auditrelay-plugin-api's `native-http` feature from the plugin's `native` feature",
+            ))
+        }
     }
 }
 
