@@ -406,6 +406,27 @@ impl HttpError {
         }
     }
 
+    /// The error with the request's destination in front: method, scheme
+    /// and authority, never the path (it may carry secrets). Both
+    /// transports word their errors this way.
+    #[cfg_attr(
+        not(any(target_arch = "wasm32", feature = "native-http")),
+        allow(dead_code)
+    )]
+    pub(crate) fn naming_destination_of(mut self, request: &Request) -> Self {
+        if let Ok(uri) = request.url.parse::<http::Uri>()
+            && let Some(authority) = uri.authority()
+        {
+            self.message = format!(
+                "{} {}://{authority}: {}",
+                request.method.as_str(),
+                uri.scheme_str().unwrap_or("?"),
+                self.message
+            );
+        }
+        self
+    }
+
     /// Whether the relay's sandbox refused the destination.
     pub fn is_denied(&self) -> bool {
         self.kind == HttpErrorKind::Denied

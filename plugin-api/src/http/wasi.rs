@@ -13,20 +13,7 @@ use super::{HttpError, HttpErrorKind, Method, Request, Response};
 const READ_CHUNK: u64 = 64 * 1024;
 
 pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
-    send_request(request).map_err(|mut error| {
-        // Name the destination (never the path: it may carry secrets).
-        if let Ok(uri) = request.url.parse::<http::Uri>()
-            && let Some(authority) = uri.authority()
-        {
-            error.message = format!(
-                "{} {}://{authority}: {}",
-                request.method.as_str(),
-                uri.scheme_str().unwrap_or("?"),
-                error.message
-            );
-        }
-        error
-    })
+    send_request(request).map_err(|error| error.naming_destination_of(request))
 }
 
 fn send_request(request: &Request) -> Result<Response, HttpError> {
