@@ -28,7 +28,8 @@ use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
 
 use common::{
-    Native, NativeDeliver, batch_of, median, ns_per_event, plugin_dir, quiet_backtraces, target_dir,
+    Native, NativeDeliver, batch_of, median, name_filter, ns_per_event, plugin_dir,
+    quiet_backtraces, target_dir,
 };
 
 /// Events delivered per round and path.
@@ -50,11 +51,7 @@ fn main() {
         true => tempfile::tempdir_in("/dev/shm").unwrap(),
         false => tempfile::tempdir().unwrap(),
     };
-    // `cargo bench` passes `--bench`; anything else filters rows by name.
-    let filter = std::env::args()
-        .skip(1)
-        .find(|arg| !arg.starts_with("--"))
-        .unwrap_or_default();
+    let filter = name_filter();
     one_core.block_on(compare_paths(scratch.path(), &filter));
 
     if "whole pipeline".contains(&filter) {

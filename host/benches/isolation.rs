@@ -33,7 +33,9 @@ use auditrelay_plugin_api::host::{HostServices, Level, set_native_host};
 use auditrelay_plugin_api::http::{HttpError, HttpErrorKind, Request, Response};
 use auditrelay_plugin_blackhole::Blackhole;
 
-use common::{Native, batch_of, median, ns_per_event, plugin_dir, quiet_backtraces, target_dir};
+use common::{
+    Native, batch_of, median, name_filter, ns_per_event, plugin_dir, quiet_backtraces, target_dir,
+};
 
 /// Events delivered per round and path.
 const EVENTS_PER_ROUND: usize = 65_536;
@@ -52,11 +54,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `cargo bench` passes `--bench`; anything else filters rows by name.
-    let filter = std::env::args()
-        .skip(1)
-        .find(|arg| !arg.starts_with("--"))
-        .unwrap_or_default();
+    let filter = name_filter();
     one_core.block_on(compare(library, &filter));
 }
 

@@ -20,12 +20,16 @@
 //! `always`, unsynced commits for `none` — what building the spool on a
 //! proven embedded database would cost.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use auditrelay::spool::{Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format};
 use auditrelay_plugin_api::testing::sample_envelope;
+
+use common::name_filter;
 
 const EVENTS: usize = 200_000;
 /// `always` on a real disk does a few thousand syncs a second.
@@ -52,11 +56,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `cargo bench` passes `--bench`; anything else picks modes by name.
-    let filter = std::env::args()
-        .skip(1)
-        .find(|arg| !arg.starts_with("--"))
-        .unwrap_or_default();
+    let filter = name_filter();
     println!(
         "{EVENTS} events of ~{size} bytes ({ALWAYS_EVENTS} for always), on {}",
         scratch.path().display()

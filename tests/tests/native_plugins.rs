@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auditrelay::Relay;
-use auditrelay::config::{Isolation, PluginSettings};
+use auditrelay::config::PluginSettings;
 use auditrelay::metrics::Metrics;
 use auditrelay::runtime::native::{InProcessInstance, NativeSettings};
-use auditrelay::runtime::services::PluginServices;
 use auditrelay_tests::{Home, compile_c_plugin, logs, metric, ndjson_lines, sample_envelope};
 
 const EVENTS: usize = 2000;
@@ -155,15 +154,11 @@ path = "libwrong_abi.so"
     // Loaded into this very process, only the version function runs:
     // every other entry point of the fixture aborts.
     let settings: PluginSettings = toml::from_str("isolation = \"in-process\"").unwrap();
-    let native = NativeSettings {
-        services: PluginServices::describe_only(),
-        isolation: Isolation::InProcess,
-        ..NativeSettings::from_settings(
-            "future",
-            &settings,
-            Arc::new(Metrics::new()).plugin("future"),
-        )
-    };
+    let native = NativeSettings::from_settings(
+        "future",
+        &settings,
+        Arc::new(Metrics::new()).plugin("future"),
+    );
     let error = InProcessInstance::start(&library, native)
         .err()
         .expect("refused");

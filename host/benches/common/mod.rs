@@ -19,6 +19,15 @@ pub fn quiet_backtraces() {
     }
 }
 
+/// The benchmark's name filter: the first argument that is not an option
+/// (`cargo bench` passes `--bench`); empty for none.
+pub fn name_filter() -> String {
+    std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with("--"))
+        .unwrap_or_default()
+}
+
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -17,7 +17,7 @@ pub mod output;
 pub mod services;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use auditrelay_plugin_api::{Delivery, PluginInfo, RejectedEvent};
@@ -40,6 +40,23 @@ pub struct LoadError {
     pub path: PathBuf,
     /// What is wrong and what to do about it.
     pub reason: String,
+}
+
+impl LoadError {
+    /// The file at `path` cannot be used because of `reason`.
+    pub fn new(path: &Path, reason: impl Into<String>) -> Self {
+        LoadError {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A plugin file's bytes, whatever its kind.
+async fn read_plugin_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| LoadError::new(path, format!("cannot read the file: {e}")))
 }
 
 /// Why a call into a plugin did not succeed.

@@ -138,11 +138,6 @@ impl NativeLibrary {
         out
     }
 
-    /// The plugin's description, checked.
-    pub fn describe(&self) -> Result<PluginInfo, String> {
-        parse_info(&self.describe_json())
-    }
-
     /// Starts an instance with the ABI's init context (JSON).
     ///
     /// # Safety

@@ -45,7 +45,7 @@ pub use self::process::ChildInstance;
 use crate::config::{Isolation, PluginSettings};
 use crate::metrics::PluginMetrics;
 use crate::runtime::services::PluginServices;
-use crate::runtime::{LoadError, PluginInfo, sha256_hex};
+use crate::runtime::{LoadError, PluginInfo, read_plugin_file, sha256_hex};
 
 pub use auditrelay_plugin_api::native::ABI_VERSION;
 
@@ -112,22 +112,17 @@ impl NativeSettings {
 /// Hashes a native plugin file and asks it to describe itself, in a runner
 /// process so that a library which crashes on load only fails its own entry.
 pub async fn describe(path: &Path) -> Result<NativePlugin, LoadError> {
-    let fail = |reason: String| LoadError {
-        path: path.to_owned(),
-        reason,
-    };
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let bytes = read_plugin_file(path).await?;
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
-        return Err(fail(
-            "is not a shared library (no ELF header); was it truncated or overwritten?".into(),
+        return Err(LoadError::new(
+            path,
+            "is not a shared library (no ELF header); was it truncated or overwritten?",
         ));
     }
     let sha256 = sha256_hex(&bytes);
     let info = process::describe_in_runner(path, DESCRIBE_TIMEOUT)
         .await
-        .map_err(fail)?;
+        .map_err(|reason| LoadError::new(path, reason))?;
     Ok(NativePlugin {
         path: path.to_owned(),
         sha256,

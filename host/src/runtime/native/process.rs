@@ -9,7 +9,7 @@
 //! exit signal and last stderr lines, and the next call starts a new one.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,7 +206,7 @@ pub(super) async fn describe_in_runner(
 
 /// A native instance running in a runner process.
 pub struct ChildInstance {
-    library: std::path::PathBuf,
+    library: PathBuf,
     settings: NativeSettings,
     /// Boxed: a runner's pipes and tasks are large, and instances move.
     live: Option<Box<Runner>>,

@@ -134,26 +134,32 @@ pub enum Reply {
 impl Reply {
     /// Writes the reply as one frame.
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        let (tag, fields, body): (u8, [u8; 8], &[u8]) = match self {
-            Reply::Log { level, message } => (b'L', widen(level.to_le_bytes()), message),
-            Reply::Counter { name, delta } => (b'C', delta.to_le_bytes(), name),
-            Reply::Gauge { name, value } => (b'G', value.to_le_bytes(), name),
-            Reply::Done { status, payload } => (b'R', widen(status.to_le_bytes()), payload),
+        let mut field = [0u8; 8];
+        let (tag, width, body): (u8, usize, &[u8]) = match self {
+            Reply::Log { level, message } => {
+                field[..4].copy_from_slice(&level.to_le_bytes());
+                (b'L', 4, message)
+            }
+            Reply::Done { status, payload } => {
+                field[..4].copy_from_slice(&status.to_le_bytes());
+                (b'R', 4, payload)
+            }
+            Reply::Counter { name, delta } => {
+                field = delta.to_le_bytes();
+                (b'C', 8, name)
+            }
+            Reply::Gauge { name, value } => {
+                field = value.to_le_bytes();
+                (b'G', 8, name)
+            }
         };
-        let fields = &fields[..self.fields_len()];
+        let fields = &field[..width];
         let body = &body[..body.len().min(MAX_REPLY - 16)];
         let len = (1 + fields.len() + body.len()) as u32;
         out.write_all(&len.to_le_bytes())?;
         out.write_all(&[tag])?;
         out.write_all(fields)?;
         out.write_all(body)
-    }
-
-    fn fields_len(&self) -> usize {
-        match self {
-            Reply::Log { .. } | Reply::Done { .. } => 4,
-            Reply::Counter { .. } | Reply::Gauge { .. } => 8,
-        }
     }
 
     /// Reads a frame's bytes (without the length) as a reply.
@@ -191,12 +197,6 @@ impl Reply {
             },
         })
     }
-}
-
-fn widen(four: [u8; 4]) -> [u8; 8] {
-    let mut eight = [0u8; 8];
-    eight[..4].copy_from_slice(&four);
-    eight
 }
 
 /// Reads one frame into `buffer` (replacing its contents). `Ok(false)` on

@@ -30,7 +30,7 @@ use wasmtime::{Config, Engine, OptLevel, Store};
 
 use self::bindings::ExporterPluginPre;
 use self::cache::{CacheOutcome, ComponentCache};
-use crate::runtime::{LoadError, PluginInfo, sha256_hex};
+use crate::runtime::{LoadError, PluginInfo, read_plugin_file, sha256_hex};
 
 pub use self::http_gate::HttpGate;
 pub use self::instance::{StartError, WasmInstance};
@@ -110,13 +110,8 @@ impl WasmRuntime {
     /// Compilation runs on a blocking thread. Every way a file can be
     /// unusable gets its own [`LoadError`] message.
     pub async fn load(self: &Arc<Self>, path: &Path) -> Result<WasmPlugin, LoadError> {
-        let fail = |reason: String| LoadError {
-            path: path.to_owned(),
-            reason,
-        };
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let fail = |reason: String| LoadError::new(path, reason);
+        let bytes = read_plugin_file(path).await?;
         check_header(&bytes).map_err(fail)?;
 
         let started = Instant::now();
