@@ -121,6 +121,7 @@ async fn spool_writes(
         when_full: WhenFull::Reject,
         block_timeout: Duration::ZERO,
         max_pending_bytes: usize::MAX,
+        files: Default::default(),
     })
     .unwrap();
     // A reader that never reads keeps every segment, as a plugin lagging

@@ -7,8 +7,9 @@ use crate::config::Config;
 /// The spool commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Check every record's checksum; exits 1 if anything is damaged or
-    /// missing (safe while the relay runs)
+    /// Check every record's checksum and that every acknowledged record is
+    /// there; exits 1 if anything is damaged, missing or lost (safe while
+    /// the relay runs)
     Verify,
 }
 
@@ -23,13 +24,18 @@ pub async fn spool(config: Config, command: Command) -> anyhow::Result<ExitCode>
             let report = snapshot?.report;
             println!("{report}");
             println!("checked in {:.0} ms", report.elapsed.as_secs_f64() * 1000.0);
+            let lost = report.lost_records();
             if report.is_clean() {
-                println!("the spool is intact");
+                println!("the spool is intact: every acknowledged record is there");
                 Ok(ExitCode::SUCCESS)
+            } else if lost == 0 {
+                println!(
+                    "the spool is damaged, but no record a plugin instance still needs was lost"
+                );
+                Ok(ExitCode::FAILURE)
             } else {
                 println!(
-                    "the spool is damaged: {} record(s) lost; the relay skips them and delivers the rest",
-                    report.lost_records()
+                    "{lost} record(s) that a plugin instance still needed are lost; the relay skips them and delivers the rest"
                 );
                 Ok(ExitCode::FAILURE)
             }

@@ -49,6 +49,7 @@ pub(super) fn spool_options(config: &Config) -> SpoolOptions {
         block_timeout: spool.block_timeout,
         max_pending_bytes: usize::try_from(config.relay.max_buffered_bytes.as_u64())
             .unwrap_or(usize::MAX),
+        files: Default::default(),
     }
 }
 

@@ -19,11 +19,13 @@
 //! The bytes on disk are described in [`format`](mod@format).
 
 mod cursors;
+pub mod files;
 pub mod format;
 mod reader;
 mod record;
 pub mod recovery;
 mod segment;
+mod watermark;
 mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -37,9 +39,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+pub use files::SegmentFiles;
 pub use reader::Reader;
 pub use record::{Batch, Record};
-pub use recovery::RecoveryReport;
+pub use recovery::{Evidence, RecoveryReport};
 pub use segment::{Damage, Segment};
 
 /// How safe an appended event is before [`Spool::durable`] says so.
@@ -94,6 +97,9 @@ pub struct SpoolOptions {
     /// Most bytes waiting to be written (they pile up only while the disk
     /// fails or is slow).
     pub max_pending_bytes: usize,
+    /// How readers reach segment files (the operating system, unless a
+    /// test installs a [`files::FaultPlan`]).
+    pub files: SegmentFiles,
 }
 
 /// Why the spool refused events. Nothing of a refused append was kept.
@@ -316,17 +322,15 @@ impl Spool {
                 options.dir.display()
             )
         })?;
-        let (segments, report) = recovery::recover(&options.dir.join("segments"), true)
+        let evidence = evidence(&options.dir);
+        let (segments, report) = recovery::recover(&options.dir.join("segments"), true, &evidence)
             .map_err(|e| describe("cannot read the spool in", e))?;
-        let (cursors, warning) = cursors::load(&options.dir.join("cursors.json"));
-        if let Some(warning) = warning {
-            tracing::warn!(
-                "{warning}; plugins will start from the earliest spooled event (duplicates, not loss)"
-            );
-        }
-        // Never reuse a sequence number a cursor has seen, even if the
-        // records behind it were lost (a power cut before a sync).
-        let next_seq = cursors.values().copied().fold(report.next_seq, u64::max);
+        let watermark = watermark::Watermark::open(&options.dir.join(WATERMARK_FILE))
+            .map_err(|e| describe("cannot open the durable watermark in", e))?;
+        let cursors = evidence.cursors.clone();
+        // Never reuse a sequence number that was acknowledged or that a
+        // cursor has seen, even if the records behind it were lost.
+        let next_seq = report.next_seq.max(evidence.existed_below());
         let disk_bytes = segments.iter().map(|s| s.len).sum();
         let (durable, _) = watch::channel(Progress {
             durable: next_seq,
@@ -358,7 +362,7 @@ impl Spool {
             options,
             dropped_events: AtomicU64::new(0),
         });
-        let writer = writer::spawn(shared.clone())
+        let writer = writer::spawn(shared.clone(), watermark)
             .map_err(|e| format!("cannot start the spool writer: {e}"))?;
         Ok((
             Spool {
@@ -658,6 +662,29 @@ impl Spool {
     }
 }
 
+/// The file holding the durable watermark, in the spool's directory.
+const WATERMARK_FILE: &str = "durable";
+
+/// What the spool's own files in `dir` say must exist: the durable
+/// watermark and the saved cursors. Unreadable ones count as saying
+/// nothing (and are logged): recovery is then less sure what was lost,
+/// never more.
+fn evidence(dir: &Path) -> Evidence {
+    let (cursors, warning) = cursors::load(&dir.join("cursors.json"));
+    if let Some(warning) = warning {
+        tracing::warn!(
+            "{warning}; plugins will start from the earliest spooled event (duplicates, not loss)"
+        );
+    }
+    let durable = watermark::read(&dir.join(WATERMARK_FILE)).unwrap_or_else(|warning| {
+        tracing::warn!(
+            "{warning}; records lost at the end of the spool may be reported as a torn write"
+        );
+        0
+    });
+    Evidence { durable, cursors }
+}
+
 /// A stopped spool, read without changing anything.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -681,11 +708,11 @@ pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
             disk_bytes: 0,
         });
     }
-    let (segments, report) = recovery::recover(&dir.join("segments"), false)?;
-    let (cursors, warning) = cursors::load(&dir.join("cursors.json"));
-    if let Some(warning) = warning {
-        tracing::warn!("{warning}");
-    }
+    // The evidence first: it only ever trails what the segments hold, so a
+    // relay writing meanwhile cannot make records look lost.
+    let evidence = evidence(dir);
+    let (segments, report) = recovery::recover(&dir.join("segments"), false, &evidence)?;
+    let cursors = evidence.cursors;
     Ok(Snapshot {
         report,
         cursors,

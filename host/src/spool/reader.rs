@@ -66,7 +66,29 @@ impl Reader {
     /// Up to `max_events` events from where the reader is, stopping before
     /// `max_json` bytes of JSON — except that with `at_least_one`, one event
     /// larger than that still comes. Empty when nothing more is written.
+    ///
+    /// A read that fails (a segment cannot be opened or read) moves
+    /// nothing: the reader is where it was before the call, so the next
+    /// call reads the same events again. Events are never skipped because
+    /// the disk or the descriptor table had a bad moment.
     pub fn read(
+        &mut self,
+        max_events: usize,
+        max_json: usize,
+        at_least_one: bool,
+    ) -> io::Result<Batch> {
+        let before = self.next_seq;
+        let read = self.read_from_here(max_events, max_json, at_least_one);
+        if read.is_err() {
+            self.next_seq = before;
+            // Where in which file is no longer known for sure: find the
+            // place again from the spool's index on the next call.
+            self.at = None;
+        }
+        read
+    }
+
+    fn read_from_here(
         &mut self,
         max_events: usize,
         max_json: usize,
@@ -84,9 +106,10 @@ impl Reader {
                 .as_ref()
                 .is_none_or(|p| p.first_seq != target.first_seq)
             {
+                let file = self.shared.options.files.open(&target.path)?;
                 self.at = Some(Position {
                     first_seq: target.first_seq,
-                    file: File::open(&target.path)?,
+                    file,
                     offset: target.offset_hint,
                 });
             }
@@ -104,7 +127,12 @@ impl Reader {
                 }
                 let want = (target.len - at.offset).min(chunk);
                 self.buf.resize(want as usize, 0);
-                read_exact_at(&at.file, &mut self.buf, at.offset)?;
+                self.shared.options.files.read_exact_at(
+                    &at.file,
+                    &target.path,
+                    &mut self.buf,
+                    at.offset,
+                )?;
                 let mut used = 0;
                 while used < self.buf.len() {
                     match format::parse_frame(&self.buf[used..]) {
@@ -182,19 +210,5 @@ impl Reader {
             offset_hint: segment.offset_before(self.next_seq),
             sealed: index + 1 < state.segments.len(),
         })
-    }
-}
-
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = file;
-        file.seek(SeekFrom::Start(offset))?;
-        file.read_exact(buf)
     }
 }

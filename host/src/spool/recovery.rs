@@ -1,18 +1,50 @@
 //! Reading the spool directory at start: what is intact, what was torn,
-//! what is damaged or missing.
+//! what is damaged or missing — and, from the spool's own records of what
+//! it promised, which of it was lost.
 //!
-//! Nothing here stops the relay: a torn last record (the normal result of
-//! a crash mid-write) is cut off, damaged bytes are skipped up to the next
-//! intact record, an unreadable or missing segment is skipped, and each is
-//! reported with file, offsets and the sequence numbers lost. Every intact
-//! record stays deliverable.
+//! Nothing here stops the relay: a torn last record is cut off, damaged
+//! bytes are skipped up to the next intact record, an unreadable or
+//! missing segment is skipped, and each is reported with file, offsets and
+//! the sequence numbers lost. Every intact record stays deliverable.
+//!
+//! Whether missing records were *lost* is judged on [`Evidence`], not
+//! guessed from the bytes: the durable [watermark](super::watermark) says
+//! which records had been acknowledged, the saved cursors say which every
+//! instance had already handled. So a torn write of a record nobody was
+//! promised is harmless, the same cut through acknowledged records is
+//! loss, and a gap every instance had already read past is neither.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::format::{self, SEGMENT_HEADER_LEN};
 use super::segment::{self, Damage, Segment};
+
+/// What the spool's own files say must exist, whatever the segments hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// Every record below this was durable, so may have been acknowledged.
+    pub durable: u64,
+    /// Saved cursors by instance: every record below an instance's cursor
+    /// was handled by it (and so existed).
+    pub cursors: BTreeMap<String, u64>,
+}
+
+impl Evidence {
+    /// Records below this were handled by every instance the spool knows
+    /// (0 when it knows none: then everything counts as still needed).
+    pub fn handled_by_all(&self) -> u64 {
+        self.cursors.values().copied().min().unwrap_or(0)
+    }
+
+    /// Records below this are known to have existed.
+    pub fn existed_below(&self) -> u64 {
+        self.cursors.values().copied().fold(self.durable, u64::max)
+    }
+}
 
 /// What opening (or verifying) the spool found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,37 +53,54 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Intact records found.
     pub records: u64,
-    /// The sequence number the next appended record gets.
+    /// The sequence number after the last intact record.
     pub next_seq: u64,
-    /// A torn last record cut off (segment, bytes removed).
+    /// Bytes after the last intact record of the newest segment, cut off
+    /// (segment, bytes). By itself a torn write of records never
+    /// acknowledged; see [`lost_tail`](Self::lost_tail) for the rest.
     pub torn_tail: Option<(PathBuf, u64)>,
-    /// Damaged byte ranges, with the records lost in them.
+    /// Acknowledged records (below the durable watermark, or behind a
+    /// saved cursor) that lie beyond the last intact record: lost at the
+    /// end of the newest segment. Only those some instance still needed.
+    pub lost_tail: Option<Range<u64>>,
+    /// Damaged byte ranges, with the records lost in them that some
+    /// instance still needed.
     pub damaged: Vec<Damage>,
-    /// Sequence numbers with no segment at all (a segment file is gone).
+    /// Sequence numbers no segment holds (a segment file is gone) that
+    /// some instance still needed.
     pub missing: Vec<Range<u64>>,
     /// Segment files that could not be read, and why.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Files named like segments that are not segments of this spool,
+    /// and why; ignored (their bytes are not counted as records).
+    pub strays: Vec<(PathBuf, String)>,
     /// How long the scan took.
     pub elapsed: Duration,
 }
 
 impl RecoveryReport {
-    /// Whether nothing was damaged, missing or unreadable (a torn tail
-    /// after a crash is normal and does not count).
+    /// Whether nothing was damaged, missing, unreadable or lost. A torn
+    /// write of records never acknowledged is the normal result of a crash
+    /// and does not count; neither do stray files.
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty() && self.missing.is_empty() && self.unreadable.is_empty()
+        self.damaged.is_empty()
+            && self.missing.is_empty()
+            && self.unreadable.is_empty()
+            && self.lost_tail.is_none()
     }
 
-    /// Records known to be lost to damage or missing segments.
+    /// Records known to be lost that some instance still needed: to
+    /// damage, to missing segments, or cut off the end.
     pub fn lost_records(&self) -> u64 {
+        let len = |r: &Range<u64>| r.end - r.start;
         let damaged: u64 = self
             .damaged
             .iter()
             .filter_map(|d| d.lost.as_ref())
-            .map(|r| r.end - r.start)
+            .map(len)
             .sum();
-        let missing: u64 = self.missing.iter().map(|r| r.end - r.start).sum();
-        damaged + missing
+        let missing: u64 = self.missing.iter().map(len).sum();
+        damaged + missing + self.lost_tail.as_ref().map_or(0, len)
     }
 }
 
@@ -65,8 +114,17 @@ impl fmt::Display for RecoveryReport {
         if let Some((segment, bytes)) = &self.torn_tail {
             write!(
                 f,
-                "; cut a torn last record ({bytes} bytes) off {}",
+                "; cut {bytes} byte(s) of an interrupted write off the end of {}",
                 segment.display()
+            )?;
+        }
+        if let Some(lost) = &self.lost_tail {
+            write!(
+                f,
+                "; records {}..{} were acknowledged as durable but are gone from the end of the spool ({} lost)",
+                lost.start,
+                lost.end,
+                lost.end - lost.start
             )?;
         }
         for damage in &self.damaged {
@@ -92,14 +150,22 @@ impl fmt::Display for RecoveryReport {
         for (path, error) in &self.unreadable {
             write!(f, "; {} cannot be read: {error}", path.display())?;
         }
+        for (path, why) in &self.strays {
+            write!(f, "; ignored {}: {why}", path.display())?;
+        }
         Ok(())
     }
 }
 
-/// Scans every segment in `dir` in order. With `repair`, a torn last
-/// record is cut off the file (it was never acknowledged as durable);
-/// without, nothing is changed (`spool verify`).
-pub fn recover(dir: &Path, repair: bool) -> std::io::Result<(Vec<Segment>, RecoveryReport)> {
+/// Scans every segment in `dir` in order and judges what is missing on
+/// `evidence`. With `repair`, a torn end of the newest segment is cut off
+/// and an interrupted segment creation removed; without, nothing is
+/// changed (`spool verify`).
+pub fn recover(
+    dir: &Path,
+    repair: bool,
+    evidence: &Evidence,
+) -> std::io::Result<(Vec<Segment>, RecoveryReport)> {
     let started = Instant::now();
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -117,9 +183,45 @@ pub fn recover(dir: &Path, repair: bool) -> std::io::Result<(Vec<Segment>, Recov
     names.sort();
 
     let mut report = RecoveryReport::default();
+    // Which files are segments of this spool, by their headers alone: the
+    // newest of those is the one a crash may have torn.
+    let mut files = Vec::with_capacity(names.len());
+    let mut interrupted = Vec::new();
+    for (first_seq, path) in names {
+        let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
+        let read = std::fs::File::open(&path).and_then(|file| {
+            use std::io::Read;
+            file.take(SEGMENT_HEADER_LEN as u64)
+                .read_to_end(&mut header)
+        });
+        match read.map(|_| header_of(&header, first_seq)) {
+            Err(error) => report.unreadable.push((path, error.to_string())),
+            Ok(Ok(())) => files.push((first_seq, path)),
+            // The relay died while creating the file: nothing was ever
+            // written to it.
+            Ok(Err(_)) if format::segment_header(first_seq).starts_with(&header) => {
+                interrupted.push((first_seq, path, header.len() as u64));
+            }
+            Ok(Err(why)) => report.strays.push((path, why)),
+        }
+    }
+    let newest = files.last().map(|(seq, _)| *seq);
+    for (first_seq, path, len) in interrupted {
+        if newest.is_none_or(|newest| first_seq > newest) {
+            if repair {
+                std::fs::remove_file(&path)?;
+            }
+            report.torn_tail = Some((path, len));
+        } else {
+            let why =
+                format!("holds only {len} byte(s) of a segment header, and newer segments exist");
+            report.strays.push((path, why));
+        }
+    }
+
     let mut segments: Vec<Segment> = Vec::new();
-    let last = names.len().saturating_sub(1);
-    for (i, (first_seq, path)) in names.iter().enumerate() {
+    let last = files.len().saturating_sub(1);
+    for (i, (first_seq, path)) in files.iter().enumerate() {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -165,8 +267,46 @@ pub fn recover(dir: &Path, repair: bool) -> std::io::Result<(Vec<Segment>, Recov
         }
     }
     report.next_seq = segments.last().map_or(0, |s| s.end_seq);
+    judge(&mut report, evidence);
     report.elapsed = started.elapsed();
     Ok((segments, report))
+}
+
+/// Why `bytes` are not the segment a file named for `first_seq` must be.
+fn header_of(bytes: &[u8], first_seq: u64) -> Result<(), String> {
+    match format::read_segment_header(bytes) {
+        Ok(declared) if declared == first_seq => Ok(()),
+        Ok(declared) => Err(format!(
+            "its header says it starts at record {declared}, its name says {first_seq}: not a segment of this spool"
+        )),
+        Err(reason) if bytes.len() < SEGMENT_HEADER_LEN => {
+            Err(format!("{reason} ({} bytes)", bytes.len()))
+        }
+        Err(reason) => Err(reason.to_owned()),
+    }
+}
+
+/// Keeps as lost only what some instance still needed, and adds what the
+/// evidence says existed beyond the last intact record.
+fn judge(report: &mut RecoveryReport, evidence: &Evidence) {
+    let needed_from = evidence.handled_by_all();
+    let still_needed = |range: &Range<u64>| {
+        let start = range.start.max(needed_from);
+        (start < range.end).then_some(start..range.end)
+    };
+    for damage in &mut report.damaged {
+        if let Some(lost) = &damage.lost {
+            damage.lost = still_needed(lost);
+            if damage.lost.is_none() {
+                damage
+                    .reason
+                    .push_str("; every instance had handled its records already, so none is lost");
+            }
+        }
+    }
+    report.missing = report.missing.iter().filter_map(still_needed).collect();
+    let existed = report.next_seq..evidence.existed_below();
+    report.lost_tail = still_needed(&existed);
 }
 
 /// Cuts `path` to `len` bytes and syncs it.
@@ -196,7 +336,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 0, 10);
         write_segment(dir.path(), 10, 5);
-        let (segments, report) = recover(dir.path(), true).unwrap();
+        let (segments, report) = recover(dir.path(), true, &Evidence::default()).unwrap();
         assert!(report.is_clean(), "{report}");
         assert_eq!(
             (segments.len(), report.records, report.next_seq),
@@ -211,13 +351,13 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 7).unwrap();
-        let (_, report) = recover(dir.path(), true).unwrap();
+        let (_, report) = recover(dir.path(), true, &Evidence::default()).unwrap();
         assert!(report.is_clean());
         assert_eq!(report.records, 9);
         assert_eq!(report.next_seq, 9);
         assert!(report.torn_tail.is_some());
         // Cut off on disk: a second open finds nothing torn.
-        let (_, again) = recover(dir.path(), true).unwrap();
+        let (_, again) = recover(dir.path(), true, &Evidence::default()).unwrap();
         assert_eq!(again.torn_tail, None);
     }
 
@@ -228,7 +368,7 @@ mod tests {
         let middle = write_segment(dir.path(), 10, 10);
         write_segment(dir.path(), 20, 10);
         std::fs::remove_file(middle).unwrap();
-        let (_, report) = recover(dir.path(), true).unwrap();
+        let (_, report) = recover(dir.path(), true, &Evidence::default()).unwrap();
         assert_eq!(report.missing, vec![Range { start: 10, end: 20 }]);
         assert_eq!(report.records, 20);
         assert_eq!(report.lost_records(), 10);
@@ -251,8 +391,148 @@ mod tests {
             .unwrap()
             .set_len(len - 1)
             .unwrap();
-        let (_, report) = recover(dir.path(), false).unwrap();
+        let (_, report) = recover(dir.path(), false, &Evidence::default()).unwrap();
         assert!(report.torn_tail.is_some());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 1);
+    }
+
+    fn evidence(durable: u64, cursors: &[(&str, u64)]) -> Evidence {
+        Evidence {
+            durable,
+            cursors: cursors.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect(),
+        }
+    }
+
+    fn append_bytes(path: &Path, bytes: &[u8]) {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    fn cut_last_bytes(path: &Path, bytes: u64) {
+        let len = std::fs::metadata(path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len - bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_torn_write_of_an_unacknowledged_record_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 0, 10);
+        let mut frame = Vec::new();
+        format::write_frame(&mut frame, 10, b"record 10, never synced");
+        append_bytes(&path, &frame[..frame.len() - 6]);
+        let (_, report) = recover(dir.path(), true, &evidence(10, &[("p", 3)])).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.lost_tail, None);
+        assert_eq!(report.torn_tail.as_ref().unwrap().1, frame.len() as u64 - 6);
+        assert_eq!((report.records, report.next_seq), (10, 10));
+    }
+
+    #[test]
+    fn acknowledged_records_cut_off_the_end_are_lost_not_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 0, 10);
+        // Three acknowledged records cut off (and half of a fourth).
+        cut_last_bytes(&path, 3 * (20 + 8) + 10);
+        let (_, report) = recover(dir.path(), false, &evidence(10, &[("p", 2)])).unwrap();
+        assert!(!report.is_clean(), "{report}");
+        assert_eq!(report.lost_tail, Some(6..10), "{report}");
+        assert_eq!(report.lost_records(), 4);
+        assert!(
+            report
+                .to_string()
+                .contains("acknowledged as durable but are gone"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_last_acknowledged_record_is_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 0, 10);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let (_, report) = recover(dir.path(), false, &evidence(10, &[])).unwrap();
+        assert_eq!(report.lost_tail, Some(9..10), "{report}");
+        // Without a watermark, a cursor beyond the end proves the records
+        // existed; they are lost for the instance still behind.
+        let (_, report) = recover(
+            dir.path(),
+            false,
+            &evidence(0, &[("ahead", 10), ("behind", 4)]),
+        )
+        .unwrap();
+        assert_eq!(report.lost_tail, Some(9..10), "{report}");
+        // ... and lost for nobody when every instance had them already.
+        let (_, report) = recover(dir.path(), false, &evidence(10, &[("p", 10)])).unwrap();
+        assert_eq!(report.lost_tail, None, "{report}");
+        assert_eq!(report.lost_records(), 0);
+    }
+
+    #[test]
+    fn gaps_every_instance_had_read_past_are_not_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 0, 10);
+        let middle = write_segment(dir.path(), 10, 10);
+        write_segment(dir.path(), 20, 10);
+        std::fs::remove_file(middle).unwrap();
+        let (_, report) =
+            recover(dir.path(), false, &evidence(30, &[("a", 25), ("b", 20)])).unwrap();
+        assert!(report.missing.is_empty(), "{report}");
+        assert_eq!(report.lost_records(), 0, "{report}");
+        let (_, report) =
+            recover(dir.path(), false, &evidence(30, &[("a", 25), ("b", 15)])).unwrap();
+        assert_eq!(
+            report.missing,
+            vec![15..20],
+            "only what b still needed: {report}"
+        );
+    }
+
+    #[test]
+    fn stray_files_named_like_segments_are_ignored_not_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 100, 50);
+        // An old segment copied in under another name, and junk.
+        let old = write_segment(dir.path(), 0, 65);
+        std::fs::rename(&old, dir.path().join(Segment::file_name(35))).unwrap();
+        std::fs::write(
+            dir.path().join(Segment::file_name(60)),
+            b"not a segment at all, 40 bytes long..",
+        )
+        .unwrap();
+        let (segments, report) = recover(dir.path(), false, &evidence(150, &[("p", 120)])).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.strays.len(), 2, "{report}");
+        assert_eq!((report.records, segments.len()), (50, 1), "{report}");
+        assert_eq!(report.lost_records(), 0);
+        assert!(
+            report.to_string().contains("not a segment of this spool"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_segment_creation_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 0, 10);
+        let header = format::segment_header(10);
+        let newest = dir.path().join(Segment::file_name(10));
+        std::fs::write(&newest, &header[..11]).unwrap();
+        let (_, report) = recover(dir.path(), true, &evidence(10, &[])).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert!(report.strays.is_empty(), "{report}");
+        assert!(!newest.exists());
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::format::{self, FRAME_HEADER_LEN};
 use super::segment::Segment;
+use super::watermark::Watermark;
 use super::{Durability, Shared, cursors};
 
 /// How often changed cursors are saved.
@@ -32,10 +33,10 @@ const LINGER: Duration = Duration::from_micros(200);
 /// Pending bytes that wake the writer even while it lingers.
 pub(super) const WAKE_AT_PENDING: usize = 1024 * 1024;
 
-pub(super) fn spawn(shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
+pub(super) fn spawn(shared: Arc<Shared>, watermark: Watermark) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("auditrelay-spool".into())
-        .spawn(move || Writer::new(shared).run())
+        .spawn(move || Writer::new(shared, watermark).run())
 }
 
 /// The segment being written.
@@ -69,6 +70,8 @@ enum Task {
 
 struct Writer {
     shared: Arc<Shared>,
+    /// Records how far durability was announced, for recovery.
+    watermark: Watermark,
     active: Option<Active>,
     spare: Vec<u8>,
     unsynced: bool,
@@ -81,9 +84,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, watermark: Watermark) -> Self {
         Writer {
             shared,
+            watermark,
             active: None,
             spare: Vec::new(),
             unsynced: false,
@@ -371,7 +375,13 @@ impl Writer {
         self.publish_durable(written);
     }
 
-    fn publish_durable(&self, written: u64) {
+    /// Announces that every record below `written` is durable — after
+    /// noting it in the watermark, so that recovery knows these records
+    /// were promised.
+    fn publish_durable(&mut self, written: u64) {
+        if let Err(error) = self.watermark.advance(written) {
+            tracing::warn!(%error, "cannot update the spool's durable watermark; a crash now could make lost records look like a torn write");
+        }
         self.shared.lock().durable_seq = written;
         self.shared.durable.send_if_modified(|p| {
             let moved = p.durable < written;
@@ -480,7 +490,8 @@ fn frame_at(chunk: &[u8], offset: usize) -> (u64, usize) {
     (seq, FRAME_HEADER_LEN + len)
 }
 
-fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+/// Writes all of `bytes` at `offset` of `file`.
+pub(super) fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
@@ -495,12 +506,17 @@ fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
 }
 
 impl Writer {
-    /// Resumes writing the last segment found at start, if there is one.
+    /// Resumes writing the last segment found at start, if there is one
+    /// and the next record follows its last (after lost records it does
+    /// not: a new segment starts, so the gap stays visible between files).
     fn resume(&mut self) -> io::Result<()> {
         let state = self.shared.lock();
         let Some(last) = state.segments.back() else {
             return Ok(());
         };
+        if last.end_seq != state.next_seq {
+            return Ok(());
+        }
         let file = OpenOptions::new().read(true).write(true).open(&last.path)?;
         file.set_len(last.len)?;
         self.active = Some(Active {

@@ -14,6 +14,7 @@ fn options(dir: &Path) -> SpoolOptions {
         when_full: WhenFull::Reject,
         block_timeout: Duration::from_millis(200),
         max_pending_bytes: 16 * 1024 * 1024,
+        files: SegmentFiles::default(),
     }
 }
 
@@ -315,6 +316,29 @@ async fn a_missing_segment_file_is_skipped_and_reported() {
 async fn a_torn_write_is_cut_and_appends_continue_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let segments = filled(dir.path()).await;
+    // The relay died half way through writing record 400, which nobody
+    // had been told was durable.
+    let last = segments.last().unwrap();
+    let mut frame = Vec::new();
+    format::write_frame(&mut frame, 400, record(400).encoded());
+    let mut bytes = std::fs::read(last).unwrap();
+    bytes.extend_from_slice(&frame[..frame.len() / 2]);
+    std::fs::write(last, bytes).unwrap();
+    let (spool, report) = Spool::open(options(dir.path())).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.torn_tail.is_some());
+    assert_eq!(report.next_seq, 400);
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    assert_eq!(spool.append(&records(400..401)).unwrap(), 400..401);
+    written(&spool).await;
+    let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
+    assert_eq!(seen, (0..401).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn acknowledged_records_torn_off_the_end_are_reported_lost_and_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = filled(dir.path()).await;
     let last = segments.last().unwrap();
     let len = std::fs::metadata(last).unwrap().len();
     std::fs::OpenOptions::new()
@@ -324,14 +348,27 @@ async fn a_torn_write_is_cut_and_appends_continue_after_it() {
         .set_len(len - 5)
         .unwrap();
     let (spool, report) = Spool::open(options(dir.path())).unwrap();
-    assert!(report.is_clean());
-    assert!(report.torn_tail.is_some());
-    assert_eq!(report.next_seq, 399);
+    assert!(!report.is_clean(), "{report}");
+    assert_eq!(report.lost_tail, Some(399..400), "{report}");
+    assert_eq!(report.lost_records(), 1);
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
-    assert_eq!(spool.append(&records(399..400)).unwrap(), 399..400);
+    // One that reads nothing keeps every segment, and the gap with them.
+    spool.consumer("slow", StartFrom::Earliest, true);
+    assert_eq!(
+        spool.append(&records(400..401)).unwrap(),
+        400..401,
+        "the lost record's number is not given to another event"
+    );
     written(&spool).await;
     let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
-    assert_eq!(seen, (0..400).collect::<Vec<_>>());
+    let expected: Vec<u64> = (0..399).chain([400]).collect();
+    assert_eq!(seen, expected);
+    spool.finish();
+    drop(spool);
+    // Reported again on the next start, as a gap between segments, for
+    // the instance that still needs it.
+    let (_, again) = Spool::open(options(dir.path())).unwrap();
+    assert_eq!(again.missing, vec![399..400], "{again}");
 }
 
 #[tokio::test]
@@ -458,3 +495,5 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
         }
     }
 }
+
+mod read_faults;

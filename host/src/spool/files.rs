@@ -1,0 +1,87 @@
+//! How readers open and read segment files: through the operating system,
+//! or through a [`FaultPlan`] that makes chosen calls fail.
+//!
+//! The plan is the seam the spool's bad-day tests use: a read can fail for
+//! reasons no test can arrange on a real disk at will (`EMFILE` when the
+//! process runs out of descriptors, `EIO` from a dying disk), and a reader
+//! must never lose its place when one does.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A call a reader makes on a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOp {
+    /// Opening a segment file.
+    Open,
+    /// Reading bytes at an offset of an open segment file.
+    Read,
+}
+
+/// Decides which reader calls fail, and with what error.
+pub trait FaultPlan: Send + Sync {
+    /// The error `op` on `path` fails with, or `None` to let it run.
+    fn fail(&self, op: FileOp, path: &Path) -> Option<io::Error>;
+}
+
+/// How readers reach segment files; the operating system unless a
+/// [`FaultPlan`] is installed.
+#[derive(Clone, Default)]
+pub struct SegmentFiles {
+    faults: Option<Arc<dyn FaultPlan>>,
+}
+
+impl fmt::Debug for SegmentFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.faults {
+            Some(_) => "SegmentFiles(with a fault plan)",
+            None => "SegmentFiles(os)",
+        })
+    }
+}
+
+impl SegmentFiles {
+    /// Segment files reached through `plan` first: each call it fails
+    /// returns its error instead of reaching the disk.
+    pub fn with_faults(plan: Arc<dyn FaultPlan>) -> Self {
+        SegmentFiles { faults: Some(plan) }
+    }
+
+    fn injected(&self, op: FileOp, path: &Path) -> io::Result<()> {
+        match self.faults.as_ref().and_then(|plan| plan.fail(op, path)) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens a segment file for reading.
+    pub fn open(&self, path: &Path) -> io::Result<File> {
+        self.injected(FileOp::Open, path)?;
+        File::open(path)
+    }
+
+    /// Fills `buf` from `offset` of `file` (the segment at `path`).
+    pub fn read_exact_at(
+        &self,
+        file: &File,
+        path: &Path,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> io::Result<()> {
+        self.injected(FileOp::Read, path)?;
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+        }
+        #[cfg(not(unix))]
+        {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = file;
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(buf)
+        }
+    }
+}
