@@ -26,7 +26,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use auditrelay::spool::{Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format};
+use auditrelay::spool::{
+    Confirmation, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
+};
 use auditrelay_plugin_api::testing::sample_envelope;
 
 use common::name_filter;
@@ -135,7 +137,7 @@ async fn spool_writes(
         last = spool.append(&records[i..i + 1]).unwrap().end - 1;
         latencies.push(call.elapsed());
     }
-    assert!(spool.durable(last).await);
+    assert_eq!(spool.durable(last).await, Confirmation::Durable);
     let elapsed = started.elapsed();
     spool.finish();
     latencies.sort();

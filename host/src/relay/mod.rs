@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus};
 use crate::metrics::{Metrics, Via};
-use crate::spool::{Record, RecoveryReport, Spool, SpoolError, SpoolStats};
+use crate::spool::{Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolStats};
 
 use start::{Instance, spool_options, start_instances};
 pub(crate) use start::{dead_letter_dir, start_instance};
@@ -68,6 +68,17 @@ pub enum EmitError {
     /// The spool refused the events (full, or shutting down).
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The events were taken in but are not durable: the spool cannot
+    /// write (`reason`), so they are held in memory only and a crash would
+    /// lose them. Retry; if the disk recovers first they are delivered as
+    /// well, and `(source, id)` tells the copies apart.
+    #[error(
+        "the events are not durable: the spool cannot write to disk ({reason}); they are held in memory only, so retry (a retry may deliver them twice if the disk recovers first)"
+    )]
+    NotDurable {
+        /// Why the spool cannot write.
+        reason: String,
+    },
 }
 
 /// Proof that events were accepted: their positions in the spool.
@@ -259,7 +270,7 @@ impl Relay {
                 errors,
             }
         })?;
-        self.accept(vec![record], Via::Api)
+        self.append(vec![record], Via::Api, false)
     }
 
     /// Accepts a batch atomically: all events, or none if any is invalid
@@ -279,35 +290,67 @@ impl Relay {
             })
             .collect::<Result<Vec<_>, _>>()
             .inspect_err(|_| self.inner.metrics.rejected(Via::Api, "invalid", count))?;
-        self.accept(records, Via::Api)
+        self.append(records, Via::Api, false)
     }
 
     /// Accepts one event and waits until it is durable under
-    /// `spool.durability`.
+    /// `spool.durability`. Refused at once while the spool cannot write;
+    /// [`EmitError::NotDurable`] if it starts failing before the event is
+    /// safe.
     pub async fn emit_durable(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let receipt = self.emit(event)?;
+        let record = Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
+            self.inner.metrics.rejected(Via::Api, "invalid", 1);
+            EmitError::Invalid {
+                index: None,
+                errors,
+            }
+        })?;
+        let receipt = self.append(vec![record], Via::Api, true)?;
         self.durable(&receipt).await?;
         Ok(receipt)
     }
 
     /// Waits until the events of `receipt` are durable under
-    /// `spool.durability`.
+    /// `spool.durability`; [`EmitError::NotDurable`] as soon as the spool
+    /// cannot write (the events would wait in memory for as long as the
+    /// disk fails).
     pub async fn durable(&self, receipt: &Receipt) -> Result<(), EmitError> {
-        if receipt.is_empty() || self.inner.spool.durable(receipt.seqs.end - 1).await {
+        if receipt.is_empty() {
             return Ok(());
         }
-        let reason = self
-            .inner
-            .spool
-            .write_error()
-            .unwrap_or_else(|| "the relay shut down first".into());
-        Err(SpoolError::Unwritable(reason).into())
+        match self.inner.spool.durable(receipt.seqs.end - 1).await {
+            Confirmation::Durable => Ok(()),
+            Confirmation::Failing(reason) => Err(EmitError::NotDurable { reason }),
+            Confirmation::Stopped => Err(EmitError::NotDurable {
+                reason: self
+                    .inner
+                    .spool
+                    .write_error()
+                    .unwrap_or_else(|| "the relay shut down before writing them".into()),
+            }),
+        }
     }
 
-    /// Appends already-normalized records (the ingest endpoints use this).
+    /// Appends already-normalized records that the caller will wait on to
+    /// be durable (the ingest endpoints): refused at once while the spool
+    /// cannot write.
     pub(crate) fn accept(&self, records: Vec<Record>, via: Via) -> Result<Receipt, EmitError> {
+        self.append(records, via, true)
+    }
+
+    fn append(
+        &self,
+        records: Vec<Record>,
+        via: Via,
+        only_if_writable: bool,
+    ) -> Result<Receipt, EmitError> {
         let count = records.len() as u64;
-        match self.inner.spool.append(&records) {
+        let appended = if only_if_writable {
+            self.inner.spool.append_if_writable(&records)
+        } else {
+            self.inner.spool.append(&records)
+        };
+        match appended {
             Ok(seqs) => {
                 self.inner.metrics.accepted(via, count);
                 Ok(Receipt { seqs })

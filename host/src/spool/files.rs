@@ -1,10 +1,11 @@
-//! How readers open and read segment files: through the operating system,
+//! How the spool reaches its segment files: through the operating system,
 //! or through a [`FaultPlan`] that makes chosen calls fail.
 //!
-//! The plan is the seam the spool's bad-day tests use: a read can fail for
+//! The plan is the seam the spool's bad-day tests use: a call can fail for
 //! reasons no test can arrange on a real disk at will (`EMFILE` when the
-//! process runs out of descriptors, `EIO` from a dying disk), and a reader
-//! must never lose its place when one does.
+//! process runs out of descriptors, `EIO` from a dying disk, a sync that
+//! fails), and the spool must never lose its place or claim durability
+//! when one does.
 
 use std::fmt;
 use std::fs::File;
@@ -12,22 +13,26 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A call a reader makes on a segment file.
+/// A call the spool makes on a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {
-    /// Opening a segment file.
+    /// A reader opening a segment file.
     Open,
-    /// Reading bytes at an offset of an open segment file.
+    /// A reader reading bytes at an offset of an open segment file.
     Read,
+    /// The writer writing records to a segment file.
+    Write,
+    /// The writer syncing a segment file to disk.
+    Sync,
 }
 
-/// Decides which reader calls fail, and with what error.
+/// Decides which calls fail, and with what error.
 pub trait FaultPlan: Send + Sync {
     /// The error `op` on `path` fails with, or `None` to let it run.
     fn fail(&self, op: FileOp, path: &Path) -> Option<io::Error>;
 }
 
-/// How readers reach segment files; the operating system unless a
+/// How the spool reaches segment files; the operating system unless a
 /// [`FaultPlan`] is installed.
 #[derive(Clone, Default)]
 pub struct SegmentFiles {
@@ -50,7 +55,9 @@ impl SegmentFiles {
         SegmentFiles { faults: Some(plan) }
     }
 
-    fn injected(&self, op: FileOp, path: &Path) -> io::Result<()> {
+    /// The error the plan has `op` on `path` fail with, if any: the writer
+    /// asks before each write and sync.
+    pub(super) fn injected(&self, op: FileOp, path: &Path) -> io::Result<()> {
         match self.faults.as_ref().and_then(|plan| plan.fail(op, path)) {
             Some(error) => Err(error),
             None => Ok(()),

@@ -153,13 +153,31 @@ pub struct SpoolStats {
 /// an outage, without a new file per event when events trickle.
 const RETIRE_ABOVE: u64 = 1024 * 1024;
 
-/// What the writer has made durable, and whether it has stopped.
+/// What the writer has made durable, whether it can write now, and
+/// whether it has stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
     /// Events below this are durable.
     durable: u64,
+    /// The last write or sync failed: events waiting now may stay in
+    /// memory for as long as the disk fails.
+    failing: bool,
     /// The writer has stopped; nothing more will become durable.
     finished: bool,
+}
+
+/// What became of appended events that someone waits on to be durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// They are durable under the configured [`Durability`].
+    Durable,
+    /// The spool cannot write (the reason): they are held in memory only,
+    /// and a crash now would lose them. They are written if the disk
+    /// recovers first.
+    Failing(String),
+    /// The writer stopped before they became durable (the relay is
+    /// shutting down and could not write them).
+    Stopped,
 }
 
 /// What a waiting reader needs before it is worth waking: a record at
@@ -283,6 +301,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records whether the spool can write now (`None`: it can), for
+    /// appends and for everyone waiting on durability.
+    fn set_write_error(&self, error: Option<String>) {
+        let failing = error.is_some();
+        self.lock().write_error = error;
+        self.durable.send_if_modified(|p| {
+            let changed = p.failing != failing;
+            p.failing = failing;
+            changed
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update is a few assignments; a panic cannot leave a
         // half-made change that matters, so poisoning is ignored.
@@ -334,6 +364,7 @@ impl Spool {
         let disk_bytes = segments.iter().map(|s| s.len).sum();
         let (durable, _) = watch::channel(Progress {
             durable: next_seq,
+            failing: false,
             finished: false,
         });
         let shared = Arc::new(Shared {
@@ -376,8 +407,24 @@ impl Spool {
 
     /// Appends events; returns their sequence numbers once they are in the
     /// log (not yet necessarily on disk: see [`durable`](Self::durable)).
-    /// All or none: a refused append keeps nothing.
+    /// All or none: a refused append keeps nothing. While the disk fails,
+    /// events wait in memory (up to `max_pending_bytes`).
     pub fn append(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
+        self.append_with(records, false)
+    }
+
+    /// Appends events as [`append`](Self::append) does, but refuses them at
+    /// once while the spool cannot write: for callers that will wait for
+    /// the events to be durable, which they would not become.
+    pub fn append_if_writable(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
+        self.append_with(records, true)
+    }
+
+    fn append_with(
+        &self,
+        records: &[Record],
+        only_if_writable: bool,
+    ) -> Result<Range<u64>, SpoolError> {
         let size: u64 = records
             .iter()
             .map(|r| (format::FRAME_HEADER_LEN + r.encoded().len()) as u64)
@@ -387,6 +434,9 @@ impl Spool {
         loop {
             if state.closed {
                 return Err(SpoolError::Closed);
+            }
+            if only_if_writable && let Some(error) = &state.write_error {
+                return Err(SpoolError::Unwritable(error.clone()));
             }
             if state.pending.len() + size as usize > self.shared.options.max_pending_bytes {
                 let reason = state
@@ -594,13 +644,22 @@ impl Spool {
     }
 
     /// Resolves once the event at `seq` is durable under the configured
-    /// [`Durability`] (`true`), or the writer stopped without making it so
-    /// (`false`).
-    pub async fn durable(&self, seq: u64) -> bool {
+    /// [`Durability`] — or at once when the spool cannot write (its events
+    /// would wait in memory for as long as the disk fails), or when the
+    /// writer stopped without making it so.
+    pub async fn durable(&self, seq: u64) -> Confirmation {
         let mut progress = self.shared.durable.subscribe();
-        match progress.wait_for(|p| p.durable > seq || p.finished).await {
-            Ok(p) => p.durable > seq,
-            Err(_) => false,
+        let outcome = progress
+            .wait_for(|p| p.durable > seq || p.failing || p.finished)
+            .await
+            .map(|p| *p);
+        match outcome {
+            Ok(p) if p.durable > seq => Confirmation::Durable,
+            Ok(p) if p.failing => Confirmation::Failing(
+                self.write_error()
+                    .unwrap_or_else(|| "the disk is failing".into()),
+            ),
+            _ => Confirmation::Stopped,
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::files::FileOp;
 use super::format::{self, FRAME_HEADER_LEN};
 use super::segment::Segment;
 use super::watermark::Watermark;
@@ -75,6 +76,8 @@ struct Writer {
     active: Option<Active>,
     spare: Vec<u8>,
     unsynced: bool,
+    /// The last sync failed (and reported it as the spool's write error).
+    sync_failed: bool,
     last_sync: Instant,
     last_cursor_save: Instant,
     retry_at: Option<Instant>,
@@ -91,6 +94,7 @@ impl Writer {
             active: None,
             spare: Vec::new(),
             unsynced: false,
+            sync_failed: false,
             last_sync: Instant::now(),
             last_cursor_save: Instant::now(),
             retry_at: None,
@@ -144,10 +148,13 @@ impl Writer {
                 state.pending_first = state.next_seq;
                 return Task::Write(std::mem::take(&mut self.spare), first_seq);
             }
-            let sync_at = self
-                .group_interval()
-                .filter(|_| self.unsynced)
-                .map(|i| self.last_sync + i);
+            // A failed sync is retried on its own, whatever the mode: until
+            // it succeeds nothing written since can be called durable.
+            let sync_at = match self.group_interval() {
+                _ if self.sync_failed => Some(self.last_sync + FIRST_RETRY_DELAY),
+                Some(interval) if self.unsynced => Some(self.last_sync + interval),
+                _ => None,
+            };
             if sync_at.is_some_and(|at| now >= at) {
                 return Task::Sync;
             }
@@ -203,7 +210,7 @@ impl Writer {
                 self.wrote(&runs);
                 if self.retry_at.take().is_some() {
                     tracing::info!("the spool writes to disk again");
-                    self.shared.lock().write_error = None;
+                    self.shared.set_write_error(None);
                 }
                 self.retry_delay = FIRST_RETRY_DELAY;
                 let mut spare = chunk;
@@ -267,7 +274,17 @@ impl Writer {
                 run.payload_bytes += (frame_len - FRAME_HEADER_LEN) as u64;
                 offset += frame_len;
             }
-            if let Err(error) = write_all_at(&active.file, &chunk[start..offset], active.len) {
+            let path = self
+                .shared
+                .segments_dir()
+                .join(Segment::file_name(active.first_seq));
+            let written = self
+                .shared
+                .options
+                .files
+                .injected(FileOp::Write, &path)
+                .and_then(|()| write_all_at(&active.file, &chunk[start..offset], active.len));
+            if let Err(error) = written {
                 // Cut off whatever part of the run got written.
                 let _ = active.file.set_len(active.len);
                 return Err((error, runs));
@@ -364,11 +381,38 @@ impl Writer {
     fn sync(&mut self) {
         let written = self.shared.lock().written_seq;
         if let Some(active) = &self.active
-            && let Err(error) = active.file.sync_data()
+            && let Err(error) = self
+                .shared
+                .options
+                .files
+                .injected(
+                    FileOp::Sync,
+                    &self
+                        .shared
+                        .segments_dir()
+                        .join(Segment::file_name(active.first_seq)),
+                )
+                .and_then(|()| active.file.sync_data())
         {
-            tracing::error!(%error, "cannot sync the spool to disk; will try again");
+            let now = Instant::now();
+            if !self.sync_failed
+                || self
+                    .last_error_log
+                    .is_none_or(|at| now - at >= ERROR_LOG_INTERVAL)
+            {
+                tracing::error!(%error, "cannot sync the spool to disk; will try again");
+                self.last_error_log = Some(now);
+            }
+            // Nobody waiting on these events may be told they are safe.
+            self.shared
+                .set_write_error(Some(format!("cannot sync to disk: {error}")));
+            self.sync_failed = true;
             self.last_sync = Instant::now();
             return;
+        }
+        if std::mem::take(&mut self.sync_failed) && self.retry_at.is_none() {
+            tracing::info!("the spool syncs to disk again");
+            self.shared.set_write_error(None);
         }
         self.unsynced = false;
         self.last_sync = Instant::now();
@@ -401,9 +445,9 @@ impl Writer {
         state.pending.extend_from_slice(&newer);
         state.pending_first = rest_first;
         let first_time = state.write_error.as_deref() != Some(&message);
-        state.write_error = Some(message.clone());
         let waiting = state.pending.len();
         drop(state);
+        self.shared.set_write_error(Some(message.clone()));
         if first_time
             || self
                 .last_error_log

@@ -10,13 +10,17 @@
 //! | `401` | missing or wrong bearer token | `{"accepted": 0, "error": "..."}` |
 //! | `413` | body larger than `ingest.http.max_body_bytes` | `{"accepted": 0, "error": "..."}` |
 //! | `415` | unsupported `Content-Type` | `{"accepted": 0, "error": "..."}` |
-//! | `503` | spool full, disk failing or relay shutting down; retry after `Retry-After` | `{"accepted": n, "error": "..."}` |
+//! | `503` | spool full, disk failing or relay shutting down; **nothing is acknowledged**: retry after `Retry-After` | `{"accepted": 0, "error": "..."}` |
 //!
 //! The valid events of one request are appended together: all of them or
-//! none. A `503` with `"accepted": n > 0` means they were accepted but not
-//! confirmed durable within `ingest.http.ack_timeout`: they will still be
-//! delivered, and a retry may deliver them twice (`(source, id)` tells the
-//! copies apart).
+//! none. `"accepted"` counts only events that are durable: a `503` always
+//! says `0`. While the spool cannot write (a full or failing disk) a
+//! request is refused at once. If the disk starts failing, or durability
+//! takes longer than `ingest.http.ack_timeout`, after the events were
+//! appended, they are held in memory only; the answer says so, and the
+//! client must retry. Should the disk recover first they are delivered as
+//! well, so a retry may deliver them twice (`(source, id)` tells the copies
+//! apart) — never zero times for an event the client was told to retry.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -82,21 +86,17 @@ pub(super) async fn post_events(
     if accepted > 0 {
         let receipt = match api.relay.accept(decoded.records, Via::Http) {
             Ok(receipt) => receipt,
-            Err(error) => return unavailable(0, &error),
+            Err(error) => return unavailable(&error),
         };
         match tokio::time::timeout(api.ack_timeout, api.relay.durable(&receipt)).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return unavailable(accepted, &error),
+            Ok(Err(error)) => return unavailable(&error),
             Err(_) => {
-                let cause = match api.relay.status().spool_write_error {
-                    Some(error) => format!(": the spool cannot write to disk ({error})"),
-                    None => String::new(),
-                };
                 let error = format!(
-                    "the events were accepted but are not yet durable after {} (ingest.http.ack_timeout){cause}; they will be delivered once they are written, and a retry may duplicate them",
+                    "the events are not durable after {} (ingest.http.ack_timeout): the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
                     humantime::format_duration(api.ack_timeout)
                 );
-                return unavailable_with(accepted, error, false);
+                return unavailable_with(error, false);
             }
         }
     }
@@ -112,16 +112,18 @@ pub(super) async fn post_events(
     (status, axum::Json(answer)).into_response()
 }
 
-fn unavailable(accepted: usize, error: &EmitError) -> Response {
+/// A `503` for events that were not acknowledged: refused, or not durable.
+fn unavailable(error: &EmitError) -> Response {
     let full = matches!(
         error,
         EmitError::Spool(SpoolError::Full { .. } | SpoolError::Unwritable(_))
+            | EmitError::NotDurable { .. }
     );
-    unavailable_with(accepted, error.to_string(), full)
+    unavailable_with(error.to_string(), full)
 }
 
-fn unavailable_with(accepted: usize, error: String, retry_later: bool) -> Response {
-    let body = serde_json::json!({ "accepted": accepted, "error": error });
+fn unavailable_with(error: String, retry_later: bool) -> Response {
+    let body = serde_json::json!({ "accepted": 0, "error": error });
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     let after = if retry_later { "1" } else { "5" };
     response

@@ -57,7 +57,7 @@ async fn drain(spool: &Spool, consumer: ConsumerId, reader: &mut Reader) -> Vec<
 async fn written(spool: &Spool) {
     let next = spool.stats().next_seq;
     if next > 0 {
-        assert!(spool.durable(next - 1).await);
+        assert_eq!(spool.durable(next - 1).await, Confirmation::Durable);
     }
 }
 
@@ -219,7 +219,7 @@ async fn each_durability_mode_says_when_events_are_safe() {
         let seqs = spool.append(&records(0..50)).unwrap();
         let durable =
             tokio::time::timeout(Duration::from_secs(5), spool.durable(seqs.end - 1)).await;
-        assert_eq!(durable, Ok(true), "{durability:?}");
+        assert_eq!(durable, Ok(Confirmation::Durable), "{durability:?}");
         assert!(spool.stats().durable_seq >= 50);
     }
 }
@@ -489,7 +489,7 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
             let durable = tokio::time::timeout(Duration::from_secs(5), spool.durable(last)).await;
             assert_eq!(
                 durable,
-                Ok(true),
+                Ok(Confirmation::Durable),
                 "{durability:?}: an append was never written"
             );
         }
@@ -497,3 +497,4 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
 }
 
 mod read_faults;
+mod write_faults;

@@ -29,6 +29,11 @@ impl Flaky {
 
 impl FaultPlan for Flaky {
     fn fail(&self, op: FileOp, _path: &Path) -> Option<io::Error> {
+        let error = match op {
+            FileOp::Open => libc::EMFILE,
+            FileOp::Read => libc::EIO,
+            FileOp::Write | FileOp::Sync => return None,
+        };
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         // A multiplicative hash of the call number: failures are spread
         // over opens and reads alike, and come in runs now and then.
@@ -36,10 +41,7 @@ impl FaultPlan for Flaky {
             return None;
         }
         self.failed.fetch_add(1, Ordering::Relaxed);
-        Some(match op {
-            FileOp::Open => io::Error::from_raw_os_error(libc::EMFILE),
-            FileOp::Read => io::Error::from_raw_os_error(libc::EIO),
-        })
+        Some(io::Error::from_raw_os_error(error))
     }
 }
 

@@ -1,0 +1,116 @@
+//! A disk that stops taking writes or syncs: nobody waiting on durability
+//! is kept waiting or told their events are safe, appends that need
+//! durability are refused at once, and everything is written once the
+//! disk recovers.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::spool::files::{FaultPlan, FileOp};
+
+/// Fails every `op` while switched on.
+struct Broken {
+    op: FileOp,
+    on: AtomicBool,
+}
+
+impl FaultPlan for Broken {
+    fn fail(&self, op: FileOp, _path: &Path) -> Option<io::Error> {
+        (op == self.op && self.on.load(Ordering::SeqCst))
+            .then(|| io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+}
+
+async fn broken_spool(dir: &Path, op: FileOp, durability: Durability) -> (Spool, Arc<Broken>) {
+    let plan = Arc::new(Broken {
+        op,
+        on: AtomicBool::new(false),
+    });
+    let mut options = options(dir);
+    options.durability = durability;
+    options.files = SegmentFiles::with_faults(plan.clone());
+    let (spool, _) = Spool::open(options).unwrap();
+    // A first event goes through, so a segment exists.
+    spool.append(&records(0..1)).unwrap();
+    written(&spool).await;
+    (spool, plan)
+}
+
+async fn wait_until_writable(spool: &Spool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while spool.write_error().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn confirmation(spool: &Spool, seq: u64) -> Confirmation {
+    tokio::time::timeout(Duration::from_secs(5), spool.durable(seq))
+        .await
+        .expect("durable() answers well within its wait, not after it")
+}
+
+#[tokio::test]
+async fn a_failing_write_answers_waiters_at_once_and_refuses_durable_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, plan) = broken_spool(
+        dir.path(),
+        FileOp::Write,
+        Durability::Group(Duration::from_millis(5)),
+    )
+    .await;
+    plan.on.store(true, Ordering::SeqCst);
+    let seqs = spool.append(&records(1..11)).unwrap();
+    match confirmation(&spool, seqs.end - 1).await {
+        Confirmation::Failing(reason) => assert!(reason.contains("No space left"), "{reason}"),
+        other => panic!("the events are in memory only, yet: {other:?}"),
+    }
+    match spool.append_if_writable(&records(11..12)) {
+        Err(SpoolError::Unwritable(reason)) => assert!(reason.contains("No space left")),
+        other => panic!("an append that needs durability must be refused: {other:?}"),
+    }
+    // Fire-and-forget appends still wait in memory.
+    assert_eq!(spool.append(&records(11..12)).unwrap(), 11..12);
+
+    plan.on.store(false, Ordering::SeqCst);
+    wait_until_writable(&spool).await;
+    assert_eq!(confirmation(&spool, 11).await, Confirmation::Durable);
+    assert_eq!(spool.append_if_writable(&records(12..13)).unwrap(), 12..13);
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    written(&spool).await;
+    let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
+    assert_eq!(
+        seen,
+        (0..13).collect::<Vec<_>>(),
+        "everything is written after the disk recovers"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_sync_is_never_announced_as_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, plan) = broken_spool(dir.path(), FileOp::Sync, Durability::Always).await;
+    plan.on.store(true, Ordering::SeqCst);
+    let seqs = spool.append(&records(1..6)).unwrap();
+    match confirmation(&spool, seqs.end - 1).await {
+        Confirmation::Failing(reason) => assert!(reason.contains("cannot sync"), "{reason}"),
+        other => panic!("a failed sync must not count as durable: {other:?}"),
+    }
+    assert!(spool.stats().durable_seq < seqs.end);
+    plan.on.store(false, Ordering::SeqCst);
+    // The writer retries the sync by itself; nothing else is appended.
+    wait_until_writable(&spool).await;
+    assert_eq!(
+        confirmation(&spool, seqs.end - 1).await,
+        Confirmation::Durable
+    );
+    assert!(spool.write_error().is_none());
+    assert_eq!(spool.append_if_writable(&records(6..7)).unwrap(), 6..7);
+}
