@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -12,6 +11,7 @@ use crate::relay::Relay;
 /// Runs until the first SIGINT/SIGTERM, then shuts down gracefully; a
 /// second signal exits at once.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    raise_open_file_limit();
     let relay = start(&config).await?;
     let stop = CancellationToken::new();
     tokio::spawn(watch_signals(stop.clone()));
@@ -21,11 +21,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         let addr = http.local_addr()?;
         super::relay_api::record_address(&config, addr);
         tracing::info!(
+            max_connections = http.max_connections(),
             "accepting events at http://{addr}/v1/events (metrics at /metrics, status at /v1/status)"
         );
-        http.serve(stop.clone().cancelled_owned())
-            .await
-            .context("the HTTP endpoint failed")?;
+        http.serve(stop.clone().cancelled_owned()).await;
     } else {
         tracing::info!(
             "HTTP ingest is disabled (ingest.http.enabled = false); waiting for a signal"
@@ -41,6 +40,52 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection, segment and plugin file takes a descriptor, and the default
+/// soft limit (often 1024) is far below what the system allows.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct, which lives
+    // for the calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        if before >= limit.rlim_max {
+            tracing::info!(open_files = before, "open-file limit");
+            return;
+        }
+        // An unlimited hard limit cannot be the soft one: the kernel caps
+        // descriptors at fs.nr_open.
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(1 << 20);
+        limit.rlim_cur = limit.rlim_max.min(nr_open);
+        if limit.rlim_cur <= before {
+            return;
+        }
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(
+                open_files = limit.rlim_cur,
+                was = before,
+                "raised the open-file limit to the hard limit"
+            );
+        } else {
+            tracing::warn!(
+                open_files = before,
+                hard_limit = limit.rlim_max,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the open-file limit"
+            );
+        }
     }
 }
 

@@ -42,6 +42,18 @@ impl Config {
             ));
         }
         let http = &self.ingest.http;
+        if http.max_connections == 0 {
+            return Err(self.invalid("ingest.http.max_connections", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("ingest.http.header_timeout", http.header_timeout),
+            ("ingest.http.body_timeout", http.body_timeout),
+            ("ingest.http.ack_timeout", http.ack_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(self.invalid(key, "must be longer than 0s"));
+            }
+        }
         if http.enabled && http.auth_token.is_none() && !http.listen.ip().is_loopback() {
             return Err(self.invalid(
                 "ingest.http.auth_token",

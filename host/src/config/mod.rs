@@ -257,9 +257,21 @@ pub struct HttpIngestSettings {
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
     /// How long `POST /v1/events` waits for its events to be durable
-    /// before answering `503` (they stay accepted; a retry may duplicate).
+    /// before answering `503` (not acknowledged: the client retries).
     #[serde(default = "default_ack_timeout", with = "units::duration")]
     pub ack_timeout: Duration,
+    /// Most connections served at once; at the cap the longest-idle one is
+    /// closed to make room, and a new one is refused only if all are busy.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers — and so
+    /// how long a kept-alive connection may sit idle.
+    #[serde(default = "default_header_timeout", with = "units::duration")]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, or to read an
+    /// answer.
+    #[serde(default = "default_body_timeout", with = "units::duration")]
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpIngestSettings {
@@ -453,6 +465,15 @@ fn default_block_timeout() -> Duration {
     Duration::from_secs(5)
 }
 fn default_ack_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_event_bytes() -> ByteSize {

@@ -9,6 +9,8 @@
 //! | `auditrelay_spool_pending_bytes` | | bytes accepted but not yet written (grows only while the disk fails) |
 //! | `auditrelay_spool_segments` | | segment files |
 //! | `auditrelay_spool_dropped_events_total` | | events pushed out of a full spool (`when_full = "drop_oldest"`) |
+//! | `auditrelay_http_connections` | | HTTP connections open now |
+//! | `auditrelay_http_connections_closed_total` | `reason` | connections the relay closed or turned away: `evicted_idle` (the longest-idle one, to make room), `refused_full` (every connection busy) |
 //! | `auditrelay_plugin_delivered_events_total` | `plugin` | events the plugin acknowledged |
 //! | `auditrelay_plugin_dead_letter_events_total` | `plugin` | events set aside as dead letters |
 //! | `auditrelay_plugin_failures_total` | `plugin`, `kind` | failed calls (`retryable`, `permanent`, `fault`) |
@@ -44,6 +46,11 @@ struct ViaLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     via: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
     reason: &'static str,
 }
 
@@ -96,6 +103,8 @@ pub struct Metrics {
     spool_segments: Gauge,
     spool_dropped: Counter,
     spool_dropped_seen: AtomicU64,
+    http_connections: Gauge,
+    http_closed: Family<ReasonLabels, Counter>,
     delivered: Family<PluginLabels, Counter>,
     dead_letters: Family<PluginLabels, Counter>,
     failures: Family<PluginKindLabels, Counter>,
@@ -133,6 +142,8 @@ impl Metrics {
             spool_segments: Gauge::default(),
             spool_dropped: Counter::default(),
             spool_dropped_seen: AtomicU64::new(0),
+            http_connections: Gauge::default(),
+            http_closed: Family::default(),
             delivered: Family::default(),
             dead_letters: Family::default(),
             failures: Family::default(),
@@ -165,6 +176,31 @@ impl Metrics {
             "spool_bytes",
             "Bytes held for at least one plugin",
             metrics.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_pending_bytes",
+            "Bytes accepted but not yet written to the spool's files",
+            metrics.spool_pending.clone(),
+        );
+        r.register(
+            "spool_segments",
+            "Spool segment files",
+            metrics.spool_segments.clone(),
+        );
+        r.register(
+            "spool_dropped_events",
+            "Events pushed out of a full spool (when_full = drop_oldest)",
+            metrics.spool_dropped.clone(),
+        );
+        r.register(
+            "http_connections",
+            "HTTP connections open now",
+            metrics.http_connections.clone(),
+        );
+        r.register(
+            "http_connections_closed",
+            "HTTP connections closed to make room (evicted_idle) or turned away (refused_full)",
+            metrics.http_closed.clone(),
         );
         r.register(
             "plugin_delivered_events",
@@ -239,6 +275,18 @@ impl Metrics {
                 reason,
             })
             .inc_by(events);
+    }
+
+    /// Sets how many HTTP connections are open.
+    pub fn http_connections(&self, open: i64) {
+        self.http_connections.set(open);
+    }
+
+    /// Counts an HTTP connection closed or turned away for room.
+    pub fn http_connection_closed(&self, reason: &'static str) {
+        self.http_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Sets the spool gauges from current figures (`dropped` counts since

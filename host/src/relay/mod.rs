@@ -367,6 +367,11 @@ impl Relay {
         }
     }
 
+    /// The relay's metrics (the ingest endpoints add theirs).
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
     /// Counts events refused before they reached [`accept`](Self::accept).
     pub(crate) fn count_rejected(&self, via: Via, reason: &'static str, events: u64) {
         self.inner.metrics.rejected(via, reason, events);

@@ -192,10 +192,17 @@ impl Reader {
         if self.next_seq >= state.written_seq {
             return None;
         }
-        let index = state
+        let Some(index) = state
             .segments
             .iter()
-            .position(|s| s.end_seq > self.next_seq)?;
+            .position(|s| s.end_seq > self.next_seq)
+        else {
+            // Records lost at the end of the spool (reported at start):
+            // nothing holds them, so go on after them.
+            self.next_seq = state.written_seq;
+            self.at = None;
+            return None;
+        };
         let segment = &state.segments[index];
         if segment.first_seq > self.next_seq {
             // Records no segment holds (reported at start): go on after them.

@@ -171,6 +171,11 @@ impl<E: Exporter> Worker<E> {
             }
             let drained = closed && next >= spool.stats().next_seq;
             if batch.is_empty() {
+                // The reader may have gone past records no segment holds
+                // (lost, and reported at start): the cursor follows it.
+                if next > spool.cursor(self.parts.consumer) {
+                    spool.commit(self.parts.consumer, next);
+                }
                 if drained {
                     return None;
                 }

@@ -13,9 +13,14 @@
 //!
 //! With `ingest.http.auth_token` set, every route but `/healthz` and
 //! `/metrics` needs `Authorization: Bearer <token>`.
+//!
+//! Every connection is bounded in time and all of them in number; see
+//! [`server`] for the table of bounds.
 
 mod admin;
+mod connections;
 pub mod events;
+pub mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpIngestSettings, Secret};
 use crate::relay::Relay;
@@ -38,16 +44,22 @@ struct Api {
     token: Option<Secret>,
     max_body_bytes: usize,
     ack_timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// A bound HTTP listener, ready to serve.
 pub struct HttpIngest {
     listener: TcpListener,
     router: Router,
+    bounds: server::Bounds,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl HttpIngest {
-    /// Binds `settings.listen` (port 0 picks a free port).
+    /// Binds `settings.listen` (port 0 picks a free port). The connection
+    /// cap is `ingest.http.max_connections`, or less if the process's
+    /// descriptor limit leaves room for fewer once the relay's own needs
+    /// are set aside.
     pub async fn bind(relay: Relay, settings: &HttpIngestSettings) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             std::io::Error::new(
@@ -58,9 +70,29 @@ impl HttpIngest {
                 ),
             )
         })?;
+        let instances = relay.status().plugins.len();
+        let mut max_connections = settings.max_connections;
+        if let Some((room, limit)) = server::descriptor_budget(instances) {
+            let room = usize::try_from(room).unwrap_or(usize::MAX);
+            if room < max_connections {
+                max_connections = room.max(1);
+                tracing::warn!(
+                    max_connections,
+                    configured = settings.max_connections,
+                    descriptor_limit = limit,
+                    "the open-file limit leaves room for fewer HTTP connections than ingest.http.max_connections; raise the limit (ulimit -n) to allow more"
+                );
+            }
+        }
         Ok(HttpIngest {
             listener,
+            metrics: relay.metrics().clone(),
             router: router(relay, settings),
+            bounds: server::Bounds {
+                max_connections,
+                header_timeout: settings.header_timeout,
+                body_timeout: settings.body_timeout,
+            },
         })
     }
 
@@ -69,14 +101,21 @@ impl HttpIngest {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets open requests finish.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+    /// The most connections served at once.
+    pub fn max_connections(&self) -> usize {
+        self.bounds.max_connections
+    }
+
+    /// Serves until `shutdown` resolves, then lets busy requests finish
+    /// (for up to `ingest.http.body_timeout`).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        server::serve(self.listener, self.router, self.bounds, self.metrics, stop).await
     }
 }
 
@@ -87,6 +126,7 @@ pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
         token: settings.auth_token.clone(),
         max_body_bytes: usize::try_from(settings.max_body_bytes.as_u64()).unwrap_or(usize::MAX),
         ack_timeout: settings.ack_timeout,
+        body_timeout: settings.body_timeout,
     };
     Router::new()
         .route("/v1/events", post(events::post_events))

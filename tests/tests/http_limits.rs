@@ -1,0 +1,298 @@
+//! Slow, idle and too many clients: every HTTP connection is bounded in
+//! time and all of them in number, so no client can hold the relay's
+//! descriptors, starve its spool, or lock real requests out.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use auditrelay::Relay;
+use auditrelay::ingest::http::HttpIngest;
+use auditrelay_tests::{Home, RelayProcess, free_port, metric, ndjson_lines, sample_envelope};
+
+/// Waits until the server closes `stream` (or `limit` passes); what it
+/// sent before closing.
+fn until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Some(String::from_utf8_lossy(&answer).into_owned()),
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&answer).into_owned());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn connect(addr: SocketAddr, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(sent).unwrap();
+    stream
+}
+
+const PARTIAL_HEADERS: &[u8] = b"POST /v1/events HTTP/1.1\r\nhost: relay\r\ncontent-type: app";
+
+async fn in_process_relay(
+    home: &Home,
+    http: &str,
+) -> (Relay, SocketAddr, tokio::task::JoinHandle<()>) {
+    let config = home.config(&format!(
+        "[ingest.http]\n{http}\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n[plugins.file.batch]\nmax_wait = \"10ms\"\n"
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let ingest = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let addr = ingest.local_addr().unwrap();
+    let server = tokio::spawn(ingest.serve(std::future::pending()));
+    (relay, addr, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_on_time() {
+    let home = Home::with_plugins(&["file"]);
+    let (relay, addr, server) = in_process_relay(
+        &home,
+        "header_timeout = \"300ms\"\nbody_timeout = \"400ms\"",
+    )
+    .await;
+
+    tokio::task::spawn_blocking(move || {
+        // Headers that never end: closed once header_timeout has passed.
+        let started = Instant::now();
+        let mut partial = connect(addr, PARTIAL_HEADERS);
+        assert!(
+            until_closed(&mut partial, Duration::from_secs(5)).is_some(),
+            "a connection with partial headers stayed open"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "closed before its time: {waited:?}");
+
+        // A body that never arrives: 408, nothing accepted.
+        let event = serde_json::to_vec(&sample_envelope(1)).unwrap();
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            event.len()
+        );
+        let mut slow_body = connect(addr, head.as_bytes());
+        slow_body.write_all(&event[..event.len() / 2]).unwrap();
+        let answer = until_closed(&mut slow_body, Duration::from_secs(5)).expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("ingest.http.body_timeout"), "{answer}");
+
+        // A kept-alive connection that goes quiet after one request.
+        let mut keep_alive = connect(addr, b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n");
+        let answer = until_closed(&mut keep_alive, Duration::from_secs(5)).expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        relay.status().plugin("file").unwrap().delivered,
+        0,
+        "the half-sent event was not accepted"
+    );
+    server.abort();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_never_locks_out_real_requests() {
+    let home = Home::with_plugins(&["file"]);
+    let (relay, addr, server) = in_process_relay(
+        &home,
+        "max_connections = 8\nheader_timeout = \"30s\"\nbody_timeout = \"2s\"",
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let base = format!("http://{addr}");
+
+    // Far more idle and half-open connections than the cap.
+    let flood: Vec<TcpStream> = (0..50)
+        .map(|i| connect(addr, if i % 2 == 0 { b"" } else { PARTIAL_HEADERS }))
+        .collect();
+    for i in 0..20 {
+        let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "health check {i} during the flood");
+        let posted = client
+            .post(format!("{base}/v1/events"))
+            .json(&sample_envelope(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 202, "event {i} during the flood");
+    }
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted = metric(
+        &metrics,
+        "auditrelay_http_connections_closed_total{reason=\"evicted_idle\"}",
+    );
+    assert!(evicted.is_some_and(|n| n >= 40.0), "{metrics}");
+    let open = metric(&metrics, "auditrelay_http_connections").unwrap();
+    assert!(open <= 8.0, "the cap holds: {open}");
+
+    // Every connection busy (bodies trickling in): a newcomer is refused
+    // at once, with a reason.
+    drop(flood);
+    let event = serde_json::to_vec(&sample_envelope(99)).unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        event.len()
+    );
+    let busy: Vec<TcpStream> = (0..8).map(|_| connect(addr, head.as_bytes())).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut newcomer = connect(addr, b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n");
+        until_closed(&mut newcomer, Duration::from_secs(5)).expect("answered and closed")
+    })
+    .await
+    .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("ingest.http.max_connections"), "{refused}");
+    drop(busy);
+
+    assert!(relay.idle(Duration::from_secs(10)).await);
+    assert_eq!(relay.status().plugin("file").unwrap().delivered, 20);
+    server.abort();
+    relay.shutdown().await;
+}
+
+/// Under a low descriptor limit, 1,100 idle connections opened over and
+/// over: the relay keeps descriptors for itself, answers health checks,
+/// and every event the client saw acknowledged is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_flood_under_a_low_descriptor_limit_loses_nothing() {
+    let home = Home::with_plugins(&["file"]);
+    let port = free_port();
+    let config = home.config_file(&format!(
+        r#"
+[ingest.http]
+listen = "127.0.0.1:{port}"
+[spool]
+segment_size = "64KiB"
+[plugins.file]
+grant_dir = "{{home}}/out"
+[plugins.file.config]
+rotate_bytes = "64KiB"
+[plugins.file.batch]
+max_wait = "20ms"
+"#
+    ));
+    let mut relay = RelayProcess::start(&config, &["prlimit", "--nofile=256:256", "--"]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        relay
+            .log()
+            .contains("the open-file limit leaves room for fewer HTTP connections"),
+        "{}",
+        relay.log()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopened = Arc::new(AtomicUsize::new(0));
+    let flood = std::thread::spawn({
+        let (stop, reopened) = (stop.clone(), reopened.clone());
+        move || {
+            let mut open: Vec<TcpStream> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // Keep 1,100 open: replace those the relay closed.
+                open.retain(|s| {
+                    s.set_nonblocking(true).unwrap();
+                    let mut byte = [0u8; 1];
+                    !matches!((&*s).read(&mut byte), Ok(0))
+                });
+                while open.len() < 1100 && !stop.load(Ordering::Relaxed) {
+                    match TcpStream::connect(addr) {
+                        Ok(mut stream) => {
+                            let _ = stream.write_all(PARTIAL_HEADERS);
+                            open.push(stream);
+                            reopened.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/v1/events");
+    let mut acknowledged = HashSet::new();
+    let (mut health_ok, mut health_checks) = (0, 0);
+    let started = Instant::now();
+    let mut next = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let events: Vec<_> = (next..next + 100).map(sample_envelope).collect();
+        next += 100;
+        if let Ok(response) = client.post(&url).json(&events).send().await
+            && response.status() == 202
+        {
+            acknowledged.extend(events.into_iter().map(|e| e.id));
+        }
+        health_checks += 1;
+        if let Ok(health) = client.get(format!("http://{addr}/healthz")).send().await
+            && health.status() == 200
+        {
+            health_ok += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(relay.is_running(), "{}", relay.log());
+    assert!(
+        relay.terminate(),
+        "the relay did not stop cleanly:\n{}",
+        relay.log()
+    );
+
+    let delivered: HashSet<String> = ndjson_lines(&home.join("out"))
+        .iter()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_slice(line).unwrap();
+            event["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let lost = acknowledged.difference(&delivered).count();
+    eprintln!(
+        "descriptor limit 256, flood of 1100 idle connections ({} opened): {} events acknowledged, {lost} lost; \
+         /healthz answered 200 to {health_ok} of {health_checks}",
+        reopened.load(Ordering::Relaxed),
+        acknowledged.len()
+    );
+    assert!(
+        acknowledged.len() >= 1000,
+        "too little got through to prove anything"
+    );
+    assert_eq!(lost, 0, "acknowledged events were lost");
+    assert!(
+        health_ok * 10 >= health_checks * 9,
+        "health checks failed under the flood: {health_ok} of {health_checks}"
+    );
+    assert!(
+        !relay.log().contains("Too many open files"),
+        "the relay ran out of descriptors:\n{}",
+        relay.log()
+    );
+}
