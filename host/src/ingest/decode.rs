@@ -12,6 +12,7 @@
 //! never hides the good ones.
 
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeError, Limits, cloudevents};
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -88,6 +89,7 @@ pub struct Decoded {
 
 /// Decodes a body; `Err` means the body as a whole is unusable.
 pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, String> {
+    check_encoding(body)?;
     let mut decoded = Decoded::default();
     match format {
         Format::Json => {
@@ -116,15 +118,15 @@ pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, S
             }
         }
         Format::CloudEvent => {
-            let value: serde_json::Value = parse(body)?;
-            decoded.push(0, body, cloudevents::from_cloudevent(value, limits));
+            let _: &RawValue = parse(body)?;
+            decoded.push(0, body, cloudevents::from_cloudevent_json(body, limits));
         }
         Format::CloudEventBatch => {
-            let events: Vec<serde_json::Value> =
-                parse(body).map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
-            for (index, event) in events.into_iter().enumerate() {
-                let raw = serde_json::to_vec(&event).unwrap_or_default();
-                decoded.push(index, &raw, cloudevents::from_cloudevent(event, limits));
+            let events = parse_array(body)
+                .map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
+            for (index, raw) in events.into_iter().enumerate() {
+                let raw = raw.get().as_bytes();
+                decoded.push(index, raw, cloudevents::from_cloudevent_json(raw, limits));
             }
         }
     }
@@ -148,6 +150,27 @@ impl Decoded {
             }),
         }
     }
+}
+
+/// Refuses bodies that are not UTF-8 in a way a plain parser would only
+/// call "expected value".
+fn check_encoding(body: &[u8]) -> Result<(), String> {
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        return Err(
+            "the body starts with a byte order mark (EF BB BF): send the JSON without it (RFC 8259 §8.1)"
+                .into(),
+        );
+    }
+    let utf16 = body.starts_with(b"\xFE\xFF")
+        || body.starts_with(b"\xFF\xFE")
+        || body.iter().take(4).any(|&b| b == 0);
+    if utf16 {
+        return Err(
+            "the body looks like UTF-16 or UTF-32: JSON must be sent as UTF-8 (RFC 8259 §8.1)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn envelope(raw: &[u8], limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeError> {

@@ -1,13 +1,32 @@
-//! Canonical JSON encoding of an envelope.
+//! Canonical JSON encoding of an envelope: RFC 8785 (the JSON
+//! Canonicalization Scheme), with one extension for 64-bit integers.
+//!
+//! - Object keys are sorted by their UTF-16 code units, at every level.
+//! - No whitespace; strings escape only `"`, `\` and control characters
+//!   (`\b \f \n \r \t`, else `\u00xx`), everything else is written as is.
+//! - Numbers are written as ECMAScript writes an IEEE 754 double (the
+//!   shortest form that reads back as the same double, `1e21` and up and
+//!   below `1e-6` with an exponent; `-0` as `0`) — except integers held
+//!   as 64-bit integers, which are written with all their digits. For
+//!   every document whose integers lie within ±2^53 that is exactly RFC
+//!   8785; above 2^53 a JCS implementation would round such an integer
+//!   through a double, and this encoding keeps it.
+//!
+//! Input never holds a number that would change on the way: the strict
+//! reading ([`strict`](super::strict)) refuses those.
 //!
 //! The struct fields are declared in key order, so the derived `Serialize`
 //! writes sorted keys for them. `payload` is free JSON whose map type depends
 //! on serde_json's `preserve_order` feature (which any crate in a build may
 //! switch on), so it is written through [`sorted`], which sorts object keys
-//! itself.
+//! itself; `metadata` through [`sorted_labels`].
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::AuditEventEnvelope;
 
@@ -34,9 +53,98 @@ impl AuditEventEnvelope {
     }
 }
 
-/// `serialize_with` helper: writes `value` with every object's keys in byte order.
+/// `serialize_with` helper: writes `value` canonically (keys in UTF-16
+/// order, numbers as RFC 8785 writes them).
 pub(crate) fn sorted<S: Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
     SortedValue(value).serialize(serializer)
+}
+
+/// `serialize_with` helper: writes string labels with keys in UTF-16 order.
+pub(crate) fn sorted_labels<S: Serializer>(
+    labels: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut entries: Vec<(&String, &String)> = labels.iter().collect();
+    if entries.iter().any(|(key, _)| has_supplementary(key)) {
+        entries.sort_by(|a, b| utf16_order(a.0, b.0));
+    }
+    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    for (key, value) in entries {
+        map.serialize_entry(key, value)?;
+    }
+    map.end()
+}
+
+/// Whether `text` holds a character outside the Basic Multilingual Plane
+/// (four UTF-8 bytes, a surrogate pair in UTF-16): only then can UTF-16
+/// order differ from byte order.
+fn has_supplementary(text: &str) -> bool {
+    text.bytes().any(|b| b >= 0xf0)
+}
+
+/// RFC 8785 key order: by UTF-16 code units.
+pub(crate) fn utf16_order(a: &str, b: &str) -> Ordering {
+    if !has_supplementary(a) && !has_supplementary(b) {
+        return a.cmp(b);
+    }
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// How ECMAScript's `Number.prototype.toString` writes a finite double
+/// (ECMA-262 §6.1.6.1.20), which RFC 8785 uses for numbers.
+pub fn es6_number(value: f64) -> String {
+    if value == 0.0 {
+        return "0".into();
+    }
+    // Rust writes the shortest digits that read back as the same double.
+    // When two such digit strings are equally short, ECMAScript takes the
+    // one closest to the double's exact value, and the even one on a tie:
+    // that is the exact value rounded (half to even) to as many digits, if
+    // it reads back as the same double.
+    let shortest = format!("{:e}", value.abs());
+    let k = shortest
+        .split_once('e')
+        .expect("{:e} has an exponent")
+        .0
+        .len();
+    let k = if k > 1 { k - 1 } else { k };
+    let rounded = format!("{:.*e}", k - 1, value.abs());
+    let scientific = if rounded.parse::<f64>() == Ok(value.abs()) {
+        rounded
+    } else {
+        shortest
+    };
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = digits.len() as i64;
+    // value = 0.d1d2...dk × 10^n
+    let n = exponent.parse::<i64>().expect("an integer exponent") + 1;
+    let mut out = String::with_capacity(24);
+    if value < 0.0 {
+        out.push('-');
+    }
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if n > 0 { '+' } else { '-' });
+        out.push_str(&(n - 1).abs().to_string());
+    }
+    out
 }
 
 struct SortedValue<'a>(&'a Value);
@@ -53,8 +161,8 @@ impl Serialize for SortedValue<'_> {
             }
             Value::Object(object) => {
                 let mut entries: Vec<(&String, &Value)> = object.iter().collect();
-                if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
-                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                if !entries.is_sorted_by(|a, b| utf16_order(a.0, b.0).is_le()) {
+                    entries.sort_unstable_by(|a, b| utf16_order(a.0, b.0));
                 }
                 let mut map = serializer.serialize_map(Some(entries.len()))?;
                 for (key, value) in entries {
@@ -62,6 +170,12 @@ impl Serialize for SortedValue<'_> {
                 }
                 map.end()
             }
+            Value::Number(number) => match number.as_f64() {
+                Some(float) if number.is_f64() => RawValue::from_string(es6_number(float))
+                    .expect("a number is valid JSON")
+                    .serialize(serializer),
+                _ => number.serialize(serializer),
+            },
             scalar => scalar.serialize(serializer),
         }
     }
@@ -126,6 +240,66 @@ mod tests {
         let decoded = AuditEventEnvelope::from_json(&bytes).unwrap();
         assert_eq!(decoded.to_canonical_json(), bytes);
         assert_eq!(decoded.canonical_len(), bytes.len());
+    }
+
+    #[test]
+    fn numbers_are_written_as_rfc_8785_writes_them() {
+        // Vectors from RFC 8785 appendix B and ECMA-262.
+        for (bits, expected) in [
+            (0x0000000000000000u64, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ] {
+            assert_eq!(
+                super::es6_number(f64::from_bits(bits)),
+                expected,
+                "{bits:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_sort_by_utf16_code_units() {
+        // RFC 8785 §3.2.3: U+1F600 (a surrogate pair, 0xD83D...) sorts
+        // before U+FB33 in UTF-16, after it in UTF-8.
+        let value = json!({"\u{fb33}": 1, "\u{1f600}": 2, "a": 3, "\u{80}": 4});
+        let text = serde_json::to_string(&super::SortedValue(&value)).unwrap();
+        assert_eq!(
+            text,
+            "{\"a\":3,\"\u{80}\":4,\"\u{1f600}\":2,\"\u{fb33}\":1}"
+        );
+        assert_eq!(
+            serde_json::to_string(&super::SortedValue(&json!([
+                1.0,
+                1e21,
+                0.5,
+                -0.0,
+                10_u64.pow(19)
+            ])))
+            .unwrap(),
+            "[1,1e+21,0.5,0,10000000000000000000]"
+        );
     }
 
     #[test]

@@ -60,7 +60,20 @@ pub fn to_cloudevent(envelope: &AuditEventEnvelope) -> Value {
     Value::Object(event)
 }
 
-/// Reads one CloudEvent (already parsed JSON) into a validated envelope.
+/// Reads one CloudEvent from its JSON bytes, which must pass the strict
+/// reading first ([`strict::check`](super::strict::check): no key twice, so
+/// no `id` or `actor.id` that two readers would take differently).
+pub fn from_cloudevent_json(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<AuditEventEnvelope, EnvelopeError> {
+    super::strict::check(bytes).map_err(EnvelopeError::from)?;
+    let event: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::syntax(&e))?;
+    from_cloudevent(event, limits)
+}
+
+/// Reads one CloudEvent (JSON parsed from bytes that passed
+/// [`strict::check`](super::strict::check)) into a validated envelope.
 pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeError> {
     let Value::Object(mut event) = event else {
         return Err(shape("(event)", "a CloudEvent must be a JSON object"));
@@ -212,6 +225,18 @@ mod tests {
         let back = from_cloudevent(ce, &Limits::default()).unwrap();
         assert_eq!(back.metadata["ce_traceparent"], "00-abc-def-01");
         assert_eq!(back.metadata["ce_subject"], "something/else");
+    }
+
+    #[test]
+    fn an_attribute_given_twice_is_refused_not_overwritten() {
+        let ce = serde_json::to_string(&to_cloudevent(&sample())).unwrap();
+        let twice = ce.replacen("\"specversion\":", "\"id\":\"first\",\"specversion\":", 1);
+        let err = from_cloudevent_json(twice.as_bytes(), &Limits::default()).unwrap_err();
+        assert_eq!(err.field(), Some("id"), "{err}");
+        let twice = ce.replacen("\"actor\":{", "\"actor\":{\"id\":\"mallory\",", 1);
+        let err = from_cloudevent_json(twice.as_bytes(), &Limits::default()).unwrap_err();
+        assert_eq!(err.field(), Some("data.actor.id"), "{err}");
+        assert!(from_cloudevent_json(ce.as_bytes(), &Limits::default()).is_ok());
     }
 
     #[test]

@@ -32,14 +32,24 @@
 //! Everything else is optional; unknown keys are rejected so that typos do
 //! not silently drop data. `(source, id)` is the idempotency key end to end.
 //!
+//! # One reading
+//!
+//! Before anything decodes them, an envelope's bytes must pass [`strict`]:
+//! no key twice in any object, no number that cannot be kept exactly, no
+//! lone surrogate, no nesting beyond 128 levels. So the same bytes cannot
+//! mean one event to the relay and another to a plugin or an auditor.
+//! `time` must be RFC 3339 ([`parse_rfc3339`]).
+//!
 //! # Canonical JSON
 //!
 //! [`AuditEventEnvelope::to_canonical_json`] produces the bytes the relay
-//! stores and plugins receive: UTF-8, object keys sorted by their UTF-8
-//! bytes at every level (including inside `payload`), no insignificant
-//! whitespace, absent optional fields omitted, `time` in UTC with `Z` and
-//! only as many fractional digits as needed. Equal envelopes encode to
-//! identical bytes, so the encoding can be hashed and signed.
+//! stores and plugins receive: RFC 8785 (JCS) — UTF-8, object keys sorted by
+//! UTF-16 code units at every level (including inside `payload`), no
+//! insignificant whitespace, numbers as ECMAScript writes doubles — except
+//! that 64-bit integers keep all their digits. Absent optional fields are
+//! omitted, `time` is in UTC with `Z` and only as many fractional digits
+//! as needed. Equal envelopes encode to identical bytes, so the encoding
+//! can be hashed and signed. See [`es6_number`] for numbers.
 //!
 //! # CloudEvents
 //!
@@ -50,6 +60,8 @@ mod canonical;
 pub mod cloudevents;
 mod fields;
 mod parse;
+pub mod strict;
+mod time;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -58,8 +70,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use builder::EnvelopeBuilder;
+pub use canonical::es6_number;
 pub use fields::FieldPaths;
 pub use parse::EnvelopeError;
+pub use time::parse_rfc3339;
 pub use validate::{Limits, ValidationError, ValidationErrors};
 
 /// The envelope schema version this crate reads and writes.
@@ -83,7 +97,11 @@ pub struct AuditEventEnvelope {
     /// Unique per `source`; a UUIDv7 when built with the builder.
     pub id: String,
     /// Free-form string labels (app version, region, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "canonical::sorted_labels"
+    )]
     pub metadata: BTreeMap<String, String>,
     /// Domain data of the change (before/after values, ids). Free JSON.
     #[serde(
@@ -106,7 +124,9 @@ pub struct AuditEventEnvelope {
     /// The tenant (customer, organisation) the event belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// When it happened.
+    /// When it happened (RFC 3339 on the wire, read strictly: see
+    /// [`parse_rfc3339`]).
+    #[serde(deserialize_with = "time::deserialize")]
     pub time: Timestamp,
     /// Distributed trace id of the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]

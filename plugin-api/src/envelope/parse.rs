@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::strict::{self, JsonProblem};
 use super::{AuditEventEnvelope, Limits, ValidationErrors};
 
 /// Why bytes could not become a valid [`AuditEventEnvelope`].
@@ -68,14 +69,38 @@ impl EnvelopeError {
     }
 }
 
+impl From<JsonProblem> for EnvelopeError {
+    /// A problem inside a field names the field; one with the document as
+    /// a whole is a syntax error.
+    fn from(problem: JsonProblem) -> Self {
+        if problem.path.is_empty() {
+            EnvelopeError::Syntax {
+                line: problem.line,
+                column: problem.column,
+                message: problem.problem,
+            }
+        } else {
+            EnvelopeError::Shape {
+                field: problem.path,
+                message: format!(
+                    "{} (line {} column {})",
+                    problem.problem, problem.line, problem.column
+                ),
+            }
+        }
+    }
+}
+
 impl AuditEventEnvelope {
     /// Decodes and validates one envelope from JSON with the default [`Limits`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         Self::from_json_with(bytes, &Limits::default())
     }
 
-    /// Decodes and validates one envelope from JSON.
+    /// Decodes and validates one envelope from JSON: the bytes must pass
+    /// [`strict::check`] first.
     pub fn from_json_with(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
+        strict::check(bytes).map_err(EnvelopeError::from)?;
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let envelope: AuditEventEnvelope = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))?;
@@ -87,7 +112,8 @@ impl AuditEventEnvelope {
     }
 
     /// Decodes and validates one envelope from an already-parsed JSON value
-    /// (used for batches, where the array was parsed first).
+    /// (a value parsed from bytes that passed [`strict::check`]; duplicate
+    /// keys and inexact numbers can no longer be seen here).
     pub fn from_value(value: serde_json::Value, limits: &Limits) -> Result<Self, EnvelopeError> {
         let envelope: AuditEventEnvelope = serde_path_to_error::deserialize(value)
             .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))?;

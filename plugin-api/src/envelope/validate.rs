@@ -77,35 +77,36 @@ impl Checker {
         });
     }
 
-    /// A required string: non-empty, at most `max` bytes, no control characters.
+    /// A required name: non-empty, at most `max` bytes, nothing hidden.
     fn required(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
             self.fail(field, "is required and must not be empty");
         } else {
-            self.text(field, value, max);
+            self.text(field, value, max, Text::Name);
         }
     }
 
-    /// An optional string: when present, at most `max` bytes and no control characters.
-    fn optional(&mut self, field: &str, value: Option<&str>, max: usize) {
+    /// An optional string of the given kind: when present, non-empty, at
+    /// most `max` bytes, nothing hidden.
+    fn optional(&mut self, field: &str, value: Option<&str>, max: usize, kind: Text) {
         if let Some(value) = value {
             if value.is_empty() {
                 self.fail(field, "must not be empty when present (omit it instead)");
             } else {
-                self.text(field, value, max);
+                self.text(field, value, max, kind);
             }
         }
     }
 
-    fn text(&mut self, field: &str, value: &str, max: usize) {
+    fn text(&mut self, field: &str, value: &str, max: usize, kind: Text) {
         if value.len() > max {
             self.fail(
                 field,
                 format!("is {} bytes long; the limit is {max}", value.len()),
             );
         }
-        if has_control(value) {
-            self.fail(field, "must not contain control characters");
+        if let Some(problem) = hidden(value, kind) {
+            self.fail(field, problem);
         }
     }
 
@@ -118,14 +119,66 @@ impl Checker {
     }
 }
 
-/// Whether `text` holds a control character other than tab (Unicode
-/// category Cc: U+0000–U+001F, U+007F–U+009F), checked on bytes: in UTF-8
-/// the C1 controls are `C2 80`–`C2 9F`, and no other sequence contains
-/// bytes below 0x80.
-fn has_control(text: &str) -> bool {
+/// What a string field holds, for which characters it may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// Who and what: ids, names, kinds, labels. A reviewer compares these
+    /// by eye, so nothing invisible may hide in them.
+    Name,
+    /// Free text a person wrote or a client sent (`reason`, `target.name`,
+    /// `actor.user_agent`, metadata values): tabs are fine, nothing that
+    /// reorders what a reader sees.
+    Prose,
+}
+
+/// Characters that make text display other than it is (Trojan Source,
+/// CVE-2021-42574): bidirectional embeddings, overrides and isolates, and
+/// the marks.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show as nothing: zero-width spaces and joiners, word
+/// joiners and invisible operators, the soft hyphen, the byte order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+/// Why `text` may not be a field of `kind`, if it may not.
+fn hidden(text: &str, kind: Text) -> Option<&'static str> {
+    let tab_ok = kind == Text::Prose;
+    if has_control(text, tab_ok) {
+        return Some(match kind {
+            Text::Name => "must not contain control characters (tabs and line breaks included)",
+            Text::Prose => {
+                "must not contain control characters other than tab (line breaks included)"
+            }
+        });
+    }
+    if text.is_ascii() {
+        return None;
+    }
+    if text.chars().any(is_bidi_control) {
+        return Some(
+            "must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C): they make the text display other than it is",
+        );
+    }
+    if kind == Text::Name && text.chars().any(is_invisible) {
+        return Some(
+            "must not contain invisible characters (zero-width spaces and joiners, U+00AD, U+2060-U+2064, U+FEFF): two names that look the same must be the same",
+        );
+    }
+    None
+}
+
+/// Whether `text` holds a control character (Unicode category Cc:
+/// U+0000–U+001F, U+007F–U+009F; tab allowed if `tab_ok`), checked on
+/// bytes: in UTF-8 the C1 controls are `C2 80`–`C2 9F`, and no other
+/// sequence contains bytes below 0x80.
+fn has_control(text: &str, tab_ok: bool) -> bool {
     let bytes = text.as_bytes();
     bytes.iter().enumerate().any(|(i, &b)| {
-        (b < 0x20 && b != b'\t')
+        (b < 0x20 && !(tab_ok && b == b'\t'))
             || b == 0x7f
             || (b == 0xc2
                 && bytes
@@ -189,11 +242,11 @@ impl AuditEventEnvelope {
         if nanos < i64::MIN as i128 || nanos > i64::MAX as i128 {
             c.fail("time", "must lie between 1677-09-22 and 2262-04-11");
         }
-        c.optional("tenant", self.tenant.as_deref(), 256);
+        c.optional("tenant", self.tenant.as_deref(), 256, Text::Name);
 
         let actor = &self.actor;
         c.required("actor.id", &actor.id, 512);
-        c.optional("actor.email", actor.email.as_deref(), 320);
+        c.optional("actor.email", actor.email.as_deref(), 320, Text::Name);
         if let Some(email) = &actor.email
             && !email.contains('@')
         {
@@ -213,9 +266,14 @@ impl AuditEventEnvelope {
                 "must be one IPv4 or IPv6 address without a port (take the first X-Forwarded-For hop)",
             );
         }
-        c.optional("actor.user_agent", actor.user_agent.as_deref(), 1024);
+        c.optional(
+            "actor.user_agent",
+            actor.user_agent.as_deref(),
+            1024,
+            Text::Prose,
+        );
 
-        c.optional("action.name", self.action.name.as_deref(), 256);
+        c.optional("action.name", self.action.name.as_deref(), 256, Text::Name);
         if let Some(code) = self.action.status_code
             && !(100..=999).contains(&code)
         {
@@ -225,18 +283,18 @@ impl AuditEventEnvelope {
         if let Some(target) = &self.target {
             c.required("target.kind", &target.kind, 256);
             c.required("target.id", &target.id, 512);
-            c.optional("target.name", target.name.as_deref(), 1024);
+            c.optional("target.name", target.name.as_deref(), 1024, Text::Prose);
         }
-        c.optional("reason", self.reason.as_deref(), 4096);
-        c.optional("trace_id", self.trace_id.as_deref(), 128);
-        c.optional("request_id", self.request_id.as_deref(), 256);
+        c.optional("reason", self.reason.as_deref(), 4096, Text::Prose);
+        c.optional("trace_id", self.trace_id.as_deref(), 128, Text::Name);
+        c.optional("request_id", self.request_id.as_deref(), 256, Text::Name);
 
         if self.metadata.len() > 64 {
             c.fail("metadata", "has more than 64 entries");
         }
         for (key, value) in &self.metadata {
             c.required(&format!("metadata key {key:.32?}"), key, 128);
-            c.text(&format!("metadata.{key:.32}"), value, 4096);
+            c.text(&format!("metadata.{key:.32}"), value, 4096, Text::Prose);
         }
         if json_depth(&self.payload) > limits.max_payload_depth {
             c.fail(
@@ -279,18 +337,45 @@ fn json_depth(value: &serde_json::Value) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::has_control;
+    use super::*;
+    use crate::testing::sample_envelope;
 
     #[test]
     fn control_characters_match_unicode_cc() {
         for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
             let text = format!("a{c}b");
             assert_eq!(
-                has_control(&text),
+                has_control(&text, true),
                 c.is_control() && c != '\t',
                 "{:#x}",
                 c as u32
             );
+            assert_eq!(has_control(&text, false), c.is_control(), "{:#x}", c as u32);
         }
+    }
+
+    #[test]
+    fn names_and_prose_hide_nothing() {
+        let mut event = sample_envelope(1);
+        event.actor.id = "admin\u{202e}nimda".into();
+        event.target.as_mut().unwrap().id = "g\u{200b}7".into();
+        event.tenant = Some("acme\tcorp".into());
+        event.reason = Some("rotation\t(ticket 7) \u{2067}hidden\u{2069}".into());
+        event.actor.user_agent = Some("curl/8\u{200b}".into());
+        let errors = event.validate().unwrap_err();
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["tenant", "actor.id", "target.id", "reason"],
+            "{errors}"
+        );
+        assert!(errors.0[1].problem.contains("bidirectional"), "{errors}");
+        assert!(errors.0[2].problem.contains("invisible"), "{errors}");
+        // A zero-width space in prose and a tab in a reason are fine.
+        event.actor.id = "u-1".into();
+        event.target.as_mut().unwrap().id = "g-7".into();
+        event.tenant = Some("acme".into());
+        event.reason = Some("rotation\t(ticket 7)".into());
+        assert_eq!(event.validate(), Ok(()));
     }
 }
