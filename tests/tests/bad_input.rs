@@ -349,3 +349,199 @@ circuit_open_for = "200ms"
         "{status:#?}"
     );
 }
+
+/// One input, one reading: every way the same bytes could mean different
+/// events to different readers is refused over HTTP, naming the field,
+/// while the good events beside them are kept byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_input_is_refused_naming_the_field_and_kept_events_read_one_way() {
+    let home = Home::with_plugins(&["file"]);
+    let config = home.config(&format!(
+        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let addr = http.local_addr().unwrap();
+    let endpoint = Endpoint {
+        url: format!("http://{addr}/v1/events"),
+        client: reqwest::Client::new(),
+    };
+    tokio::spawn(http.serve(std::future::pending()));
+
+    let text = |i: usize| serde_json::to_string(&json(i)).unwrap();
+    let with = |i: usize, from: &str, to: &str| {
+        let event = text(i);
+        assert!(event.contains(from), "{from} in {event}");
+        event.replacen(from, to, 1)
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            with(1, "\"payload\":{", "\"payload\":{\"role\":\"admin\","),
+            "payload.role",
+            "appears twice",
+        ),
+        (
+            with(2, "\"actor\":{", "\"actor\":{\"id\":\"u-0\","),
+            "actor.id",
+            "appears twice",
+        ),
+        (
+            with(
+                3,
+                "\"payload\":{",
+                "\"payload\":{\"n\":123456789012345678901234567890,",
+            ),
+            "payload.n",
+            "beyond 64 bits",
+        ),
+        (
+            with(4, "\"payload\":{", "\"payload\":{\"n\":1e-400,"),
+            "payload.n",
+            "too small",
+        ),
+        (
+            with(5, "\"payload\":{", "\"payload\":{\"s\":\"\\ud800\","),
+            "payload.s",
+            "surrogate",
+        ),
+        (with(6, "Z\"", "+0000\""), "time", "±HH:MM"),
+        (
+            with(7, "\"id\":\"u-", "\"id\":\"u-\\u202e"),
+            "actor.id",
+            "bidirectional",
+        ),
+        (
+            with(
+                8,
+                "\"payload\":{",
+                &format!(
+                    "\"payload\":{{\"deep\":{}1{},",
+                    "[".repeat(150),
+                    "]".repeat(150)
+                ),
+            ),
+            "payload.deep",
+            "deeper than 128",
+        ),
+    ];
+    let body = cases
+        .iter()
+        .map(|(event, _, _)| event.as_str())
+        .chain([text(0).as_str(), text(9).as_str()])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (status, answer) = endpoint
+        .post("application/x-ndjson", Some(TOKEN), body.into_bytes())
+        .await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (422, Some(2)),
+        "{answer}"
+    );
+    let rejected = answer["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), cases.len(), "{answer}");
+    for ((_, field, says), rejection) in cases.iter().zip(rejected) {
+        let error = &rejection["errors"][0];
+        assert_eq!(error["field"], *field, "{rejection}");
+        assert!(
+            error["problem"].as_str().unwrap().contains(says),
+            "{field}: {rejection}"
+        );
+    }
+
+    // A CloudEvent carrying its id twice.
+    let mut cloudevent = serde_json::to_string(&auditrelay::envelope::cloudevents::to_cloudevent(
+        &sample_envelope(20),
+    ))
+    .unwrap();
+    cloudevent = cloudevent.replacen("\"specversion\":", "\"id\":\"other\",\"specversion\":", 1);
+    let (status, answer) = endpoint
+        .post(
+            "application/cloudevents+json",
+            Some(TOKEN),
+            cloudevent.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["rejected"][0]["errors"][0]["field"], "id",
+        "{answer}"
+    );
+
+    // Bodies that are not UTF-8 JSON say so.
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(text(21).as_bytes());
+    let (status, answer) = endpoint.post("application/json", Some(TOKEN), bom).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("byte order mark"),
+        "{answer}"
+    );
+    let utf16: Vec<u8> = text(22).encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let (status, answer) = endpoint.post("application/json", Some(TOKEN), utf16).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("UTF-16"),
+        "{answer}"
+    );
+
+    // The bearer scheme in another letter case is the same scheme.
+    let repeated = text(23);
+    let response = endpoint
+        .client
+        .post(&endpoint.url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("bEaReR {TOKEN}"))
+        .body(repeated.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    // The same (source, id) again: with the same content, counted as a
+    // retry; with other content, counted and warned about.
+    let other = repeated.replacen("on-call rotation", "another reason", 1);
+    for body in [repeated.clone(), other] {
+        let (status, _) = endpoint
+            .post("application/json", Some(TOKEN), body.into_bytes())
+            .await;
+        assert_eq!(status, 202);
+    }
+    let metrics = relay.metrics_text();
+    assert_eq!(
+        auditrelay_tests::metric(
+            &metrics,
+            "auditrelay_duplicate_events_total{content=\"same\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        auditrelay_tests::metric(
+            &metrics,
+            "auditrelay_duplicate_events_total{content=\"different\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    assert!(relay.idle(Duration::from_secs(30)).await);
+    relay.shutdown().await;
+    let written: Vec<serde_json::Value> = ndjson_lines(&home.join("out"))
+        .iter()
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    assert_eq!(
+        written.len(),
+        5,
+        "the two good events and the three posts of one id"
+    );
+    let repeated: serde_json::Value = serde_json::from_str(&repeated).unwrap();
+    assert!(written[2..].iter().all(|e| e["id"] == repeated["id"]));
+    assert_eq!(written[2], repeated, "kept byte for byte, read one way");
+}

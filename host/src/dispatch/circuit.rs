@@ -1,11 +1,18 @@
 //! The circuit breaker of one plugin instance.
 //!
 //! Closed: calls flow. After `circuit_after` consecutive failed calls the
-//! circuit opens: no calls for `circuit_open_for`. Then it is half-open:
-//! one trial call; success closes it, failure opens it again. Nothing is
-//! dropped while it is open: the batch waits.
+//! circuit opens: no calls for a while. Then it is half-open: one trial
+//! call; success closes it, failure opens it again, for twice as long.
+//! The first pause is short ([`FIRST_PAUSE`], or `circuit_open_for` if
+//! that is shorter), so a destination that was down for a moment is
+//! probed again within a second; pauses grow up to `circuit_open_for`
+//! while it stays down. Nothing is dropped while it is open: the batch
+//! waits.
 
 use std::time::{Duration, Instant};
+
+/// How long the circuit stays open the first time.
+pub const FIRST_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,24 +49,37 @@ impl CircuitState {
 }
 
 /// A circuit breaker: opens after `threshold` consecutive failures, pauses
-/// calls for `open_for`, then allows one trial call (half-open).
+/// calls (from [`FIRST_PAUSE`], doubling up to `max_open` while trials
+/// fail), then allows one trial call (half-open).
 #[derive(Debug, Clone)]
 pub struct Circuit {
     threshold: u32,
-    open_for: Duration,
+    max_open: Duration,
     failures: u32,
+    /// Times it opened since the last success.
+    trips: u32,
     state: CircuitState,
 }
 
 impl Circuit {
-    /// A closed circuit that opens after `threshold` consecutive failures.
-    pub fn new(threshold: u32, open_for: Duration) -> Self {
+    /// A closed circuit that opens after `threshold` consecutive failures,
+    /// for at most `max_open` at a time.
+    pub fn new(threshold: u32, max_open: Duration) -> Self {
         Circuit {
             threshold: threshold.max(1),
-            open_for,
+            max_open,
             failures: 0,
+            trips: 0,
             state: CircuitState::Closed,
         }
+    }
+
+    /// How long the next opening lasts.
+    fn pause(&self) -> Duration {
+        let doublings = self.trips.min(16);
+        FIRST_PAUSE
+            .saturating_mul(1 << doublings)
+            .min(self.max_open)
     }
 
     /// The current state (an elapsed open period reads as half-open).
@@ -80,6 +100,7 @@ impl Circuit {
     /// Records a successful call; returns `true` if that closed the circuit.
     pub fn succeeded(&mut self) -> bool {
         self.failures = 0;
+        self.trips = 0;
         let was_open = self.state != CircuitState::Closed;
         self.state = CircuitState::Closed;
         was_open
@@ -95,8 +116,9 @@ impl Circuit {
         };
         if trip {
             self.state = CircuitState::Open {
-                until: now + self.open_for,
+                until: now + self.pause(),
             };
+            self.trips = self.trips.saturating_add(1);
         }
         trip
     }
@@ -122,6 +144,29 @@ mod tests {
         assert!(circuit.succeeded(), "a good trial closes");
         assert_eq!(circuit.state(much_later), CircuitState::Closed);
         assert_eq!(circuit.failures(), 0);
+    }
+
+    #[test]
+    fn the_first_pause_is_short_and_pauses_grow_while_trials_fail() {
+        let mut now = Instant::now();
+        let mut circuit = Circuit::new(1, Duration::from_secs(30));
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            assert!(circuit.failed(now));
+            let CircuitState::Open { until } = circuit.state(now) else {
+                panic!("open after a failure")
+            };
+            pauses.push((until - now).as_secs());
+            now = until;
+            assert_eq!(circuit.state(now), CircuitState::HalfOpen);
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30, 30]);
+        circuit.succeeded();
+        assert!(circuit.failed(now));
+        assert!(
+            matches!(circuit.state(now), CircuitState::Open { until } if until - now == FIRST_PAUSE),
+            "a success starts over"
+        );
     }
 
     #[test]

@@ -310,4 +310,75 @@ mod tests {
             "{hint:?}"
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const FORMATS: [Format; 4] = [
+            Format::Json,
+            Format::Ndjson,
+            Format::CloudEvent,
+            Format::CloudEventBatch,
+        ];
+
+        /// A valid body of `format` holding `n` sample events.
+        fn body(format: Format, n: usize) -> Vec<u8> {
+            let events: Vec<_> = (0..n).map(sample_envelope).collect();
+            match format {
+                Format::Json => serde_json::to_vec(&events).unwrap(),
+                Format::Ndjson => events
+                    .iter()
+                    .flat_map(|e| [e.to_canonical_json(), b"\n".to_vec()])
+                    .flatten()
+                    .collect(),
+                Format::CloudEvent => {
+                    serde_json::to_vec(&cloudevents::to_cloudevent(&events[0])).unwrap()
+                }
+                Format::CloudEventBatch => {
+                    let ces: Vec<_> = events.iter().map(cloudevents::to_cloudevent).collect();
+                    serde_json::to_vec(&ces).unwrap()
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Mutated bodies of every format: no panic, and every
+            /// accepted event is stored in a canonical form that reads
+            /// back as itself, byte for byte.
+            #[test]
+            fn mutated_bodies_decode_cleanly(
+                format in 0..4usize,
+                events in 1..4usize,
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 0..4),
+            ) {
+                let format = FORMATS[format];
+                let mut bytes = body(format, events);
+                for (at, byte, kind) in edits {
+                    let i = at.index(bytes.len());
+                    match kind {
+                        0 => bytes[i] = byte,
+                        1 => bytes.insert(i, byte),
+                        _ => { bytes.remove(i); }
+                    }
+                }
+                if let Ok(decoded) = decode(&bytes, format, &Limits::default()) {
+                    for record in &decoded.records {
+                        let again = AuditEventEnvelope::from_json(record.json()).expect("stored JSON reads back");
+                        prop_assert_eq!(again.to_canonical_json(), record.json().to_vec());
+                    }
+                    for rejection in &decoded.rejected {
+                        prop_assert!(!rejection.errors.is_empty());
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_bodies_never_panic(format in 0..4usize, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode(&bytes, FORMATS[format], &Limits::default());
+            }
+        }
+    }
 }

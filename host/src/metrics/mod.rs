@@ -9,6 +9,7 @@
 //! | `auditrelay_spool_pending_bytes` | | bytes accepted but not yet written (grows only while the disk fails) |
 //! | `auditrelay_spool_segments` | | segment files |
 //! | `auditrelay_spool_dropped_events_total` | | events pushed out of a full spool (`when_full = "drop_oldest"`) |
+//! | `auditrelay_duplicate_events_total` | `content` | accepted events whose `(source, id)` one of the last 65,536 already had: `same` content (a retry) or `different` |
 //! | `auditrelay_http_connections` | | HTTP connections open now |
 //! | `auditrelay_http_connections_closed_total` | `reason` | connections the relay closed or turned away: `evicted_idle` (the longest-idle one, to make room), `refused_full` (every connection busy) |
 //! | `auditrelay_plugin_delivered_events_total` | `plugin` | events the plugin acknowledged |
@@ -47,6 +48,11 @@ struct ViaLabels {
 struct RejectLabels {
     via: &'static str,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContentLabels {
+    content: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +109,7 @@ pub struct Metrics {
     spool_segments: Gauge,
     spool_dropped: Counter,
     spool_dropped_seen: AtomicU64,
+    duplicates: Family<ContentLabels, Counter>,
     http_connections: Gauge,
     http_closed: Family<ReasonLabels, Counter>,
     delivered: Family<PluginLabels, Counter>,
@@ -142,6 +149,7 @@ impl Metrics {
             spool_segments: Gauge::default(),
             spool_dropped: Counter::default(),
             spool_dropped_seen: AtomicU64::new(0),
+            duplicates: Family::default(),
             http_connections: Gauge::default(),
             http_closed: Family::default(),
             delivered: Family::default(),
@@ -191,6 +199,11 @@ impl Metrics {
             "spool_dropped_events",
             "Events pushed out of a full spool (when_full = drop_oldest)",
             metrics.spool_dropped.clone(),
+        );
+        r.register(
+            "duplicate_events",
+            "Accepted events whose (source, id) a recent one already had, by whether the content differs",
+            metrics.duplicates.clone(),
         );
         r.register(
             "http_connections",
@@ -275,6 +288,14 @@ impl Metrics {
                 reason,
             })
             .inc_by(events);
+    }
+
+    /// Counts an accepted event whose identity a recent one had; `content`
+    /// is `same` or `different`.
+    pub fn duplicate(&self, content: &'static str) {
+        self.duplicates
+            .get_or_create(&ContentLabels { content })
+            .inc();
     }
 
     /// Sets how many HTTP connections are open.

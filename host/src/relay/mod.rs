@@ -1,5 +1,6 @@
 //! [`Relay`]: the running relay, for in-process use and behind the CLI.
 
+mod duplicates;
 mod start;
 
 use std::ops::Range;
@@ -163,6 +164,7 @@ pub struct Relay {
 struct Inner {
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
+    recent: duplicates::RecentIds,
     limits: Limits,
     shutdown_timeout: Duration,
     recovery: RecoveryReport,
@@ -247,6 +249,7 @@ impl Relay {
             inner: Arc::new(Inner {
                 spool,
                 metrics,
+                recent: duplicates::RecentIds::new(),
                 limits,
                 shutdown_timeout: config.relay.shutdown_timeout,
                 recovery,
@@ -353,6 +356,7 @@ impl Relay {
         match appended {
             Ok(seqs) => {
                 self.inner.metrics.accepted(via, count);
+                self.inner.recent.note(&records, &self.inner.metrics);
                 Ok(Receipt { seqs })
             }
             Err(error) => {

@@ -219,6 +219,11 @@ struct State {
     /// Cursors of instances that are not running now, kept as they were.
     dormant_cursors: BTreeMap<String, u64>,
     cursors_dirty: bool,
+    /// Segments every instance has read are waiting to be deleted: the
+    /// writer saves the cursors first, then deletes them, so no saved
+    /// cursor ever points before the first segment unless records were
+    /// lost.
+    deletion_due: bool,
     /// Every instance has read all of the segment being written, and it is
     /// big: the writer may start a new one and delete it.
     retire_due: bool,
@@ -251,8 +256,21 @@ impl State {
         }
     }
 
+    /// The end of the segments every instance has read (all but the last
+    /// segment whose records lie before `keep_from`), if there are any.
+    fn deletable_before(&self, keep_from: u64) -> Option<u64> {
+        let last = self.segments.len().checked_sub(1)?;
+        self.segments
+            .iter()
+            .take(last)
+            .take_while(|s| s.end_seq <= keep_from)
+            .last()
+            .map(|s| s.end_seq)
+    }
+
     /// Deletes every segment but the last whose records all lie before
-    /// `keep_from`; returns whether any went.
+    /// `keep_from`; returns whether any went. Only after the cursors that
+    /// passed them are saved (see `deletion_due`).
     fn delete_segments_before(&mut self, keep_from: u64) -> bool {
         let mut freed = false;
         while self.segments.len() > 1 && self.segments[0].end_seq <= keep_from {
@@ -381,6 +399,7 @@ impl Spool {
                 consumers: Vec::new(),
                 dormant_cursors: cursors,
                 cursors_dirty: false,
+                deletion_due: false,
                 retire_due: false,
                 closed: false,
                 finishing: false,
@@ -509,6 +528,9 @@ impl Spool {
                 consumer.cursor = oldest.end_seq;
             }
         }
+        for cursor in state.dormant_cursors.values_mut() {
+            *cursor = (*cursor).max(oldest.end_seq);
+        }
         state.cursors_dirty = true;
         self.shared
             .dropped_events
@@ -572,9 +594,11 @@ impl Spool {
         *cursor = next_seq;
         state.cursors_dirty = true;
         let keep_from = state.keep_from();
-        let freed = state.delete_segments_before(keep_from);
-        if freed {
-            self.shared.room.notify_all();
+        if !state.deletion_due && state.deletable_before(keep_from).is_some() {
+            state.deletion_due = true;
+            if state.writer_idle {
+                self.shared.writer_wake.notify_one();
+            }
         }
         let caught_up = keep_from >= state.next_seq;
         if caught_up

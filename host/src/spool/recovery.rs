@@ -251,6 +251,14 @@ pub fn recover(
         segments.push(scan.segment);
     }
 
+    // Records before the first segment that a saved cursor still needed:
+    // segments are deleted only after the cursors that passed them are
+    // saved, so these were not deleted on purpose.
+    if let (Some(first), Some(lowest)) = (segments.first(), evidence.cursors.values().min())
+        && *lowest < first.first_seq
+    {
+        report.missing.push(*lowest..first.first_seq);
+    }
     // Gaps between segments: records lost to trailing damage, or a
     // segment that is gone.
     for pair in segments.windows(2) {

@@ -161,7 +161,7 @@ impl Writer {
             let save_at = state
                 .cursors_dirty
                 .then(|| self.last_cursor_save + CURSOR_SAVE_INTERVAL);
-            if save_at.is_some_and(|at| now >= at) {
+            if state.deletion_due || save_at.is_some_and(|at| now >= at) {
                 return Task::SaveCursors;
             }
             if state.finishing && (state.pending.is_empty() || !may_write) {
@@ -504,23 +504,54 @@ impl Writer {
         fresh.end_seq = next;
         state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
         state.segments.push_back(fresh);
-        let keep_from = state.keep_from();
-        if state.delete_segments_before(keep_from) {
-            self.shared.room.notify_all();
-        }
+        // Deleted once the cursors that passed it are saved.
+        state.deletion_due = true;
     }
 
+    /// Saves the cursors, then deletes the segments every instance had
+    /// read by then: a crash between the two leaves a segment too many,
+    /// never a saved cursor pointing at records already deleted.
     fn save_cursors(&mut self) {
-        let snapshot = {
+        let (snapshot, delete_before) = {
             let mut state = self.shared.lock();
             state.cursors_dirty = false;
-            state.cursor_snapshot()
+            let due = std::mem::take(&mut state.deletion_due);
+            let delete_before = if due {
+                state.deletable_before(state.keep_from())
+            } else {
+                None
+            };
+            if let Some(end) = delete_before {
+                // Instances not running now lose what they had not read.
+                let mut passed = Vec::new();
+                for (name, cursor) in &mut state.dormant_cursors {
+                    if *cursor < end {
+                        passed.push((name.clone(), end - *cursor));
+                        *cursor = end;
+                    }
+                }
+                for (name, events) in passed {
+                    tracing::warn!(
+                        plugin = name,
+                        events,
+                        "this instance is not running, and every running one has delivered these events: deleting them; it will not receive them"
+                    );
+                }
+            }
+            (state.cursor_snapshot(), delete_before)
         };
         self.last_cursor_save = Instant::now();
         let sync = self.shared.options.durability != Durability::None;
         if let Err(error) = cursors::store(&self.shared.cursors_path(), &snapshot, sync) {
             tracing::warn!(%error, "cannot save plugin cursors; will try again (a restart may redeliver events)");
             self.shared.lock().cursors_dirty = true;
+            return;
+        }
+        if let Some(end) = delete_before {
+            let mut state = self.shared.lock();
+            if state.delete_segments_before(end) {
+                self.shared.room.notify_all();
+            }
         }
     }
 }

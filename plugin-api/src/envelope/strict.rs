@@ -23,6 +23,9 @@ use std::fmt;
 /// Deepest nesting of arrays and objects any document may have.
 pub const MAX_DEPTH: usize = 128;
 
+/// Steps of a path shown in a message.
+const SHOWN_STEPS: usize = 16;
+
 /// Objects with more keys than this are checked for duplicates through a
 /// hash set instead of by comparison.
 const LINEAR_KEYS: usize = 16;
@@ -154,9 +157,18 @@ impl<'a> Walk<'a> {
 
     fn nest(&self) -> Result<(), JsonProblem> {
         if self.path.len() >= MAX_DEPTH {
-            return Err(self.fail(format!(
-                "nests deeper than {MAX_DEPTH} levels of arrays and objects"
-            )));
+            // Name the last field on the way down, not every array index.
+            let named = self
+                .path
+                .iter()
+                .rposition(|step| matches!(step, Step::Key(_)))
+                .map_or(0, |i| i + 1);
+            return Err(problem_at(
+                self.bytes,
+                self.at,
+                render(&self.path[..named]),
+                format!("nests deeper than {MAX_DEPTH} levels of arrays and objects"),
+            ));
         }
         Ok(())
     }
@@ -470,9 +482,15 @@ fn decimal(text: &str) -> (bool, String, i64) {
     (negative, digits, exponent)
 }
 
+/// The path as `a.b[2].c`: at most [`SHOWN_STEPS`] steps and 64 characters
+/// of each key, so that a hostile document cannot make the message huge.
 fn render(path: &[Step<'_>]) -> String {
     let mut out = String::new();
-    for step in path {
+    for (i, step) in path.iter().enumerate() {
+        if i == SHOWN_STEPS {
+            out.push_str(&format!("…({} more)", path.len() - SHOWN_STEPS));
+            break;
+        }
         match step {
             Step::Key(key) => {
                 if !out.is_empty() {
@@ -570,6 +588,17 @@ mod tests {
         let deep = "[".repeat(200) + &"]".repeat(200);
         let p = refused(&deep);
         assert!(p.problem.contains("deeper than 128"), "{p}");
+        let deep = format!(
+            "{{\"a\":{{\"b\":{}1{}}}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(refused(&deep).path, "a.b");
+        let long = format!("{}[1,]{}", "[".repeat(20), "]".repeat(20));
+        assert_eq!(
+            refused(&long).path,
+            format!("{}…(5 more)", "[0]".repeat(16))
+        );
         let p = refused("{\n  \"a\": [1,\n   2,,3]}");
         assert_eq!((p.path.as_str(), p.line, p.column), ("a[2]", 3, 6), "{p}");
     }

@@ -12,7 +12,10 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! With `ingest.http.auth_token` set, every route but `/healthz` and
-//! `/metrics` needs `Authorization: Bearer <token>`.
+//! `/metrics` needs `Authorization: Bearer <token>` (the scheme in any
+//! letter case, RFC 7235 §2.1). Tokens are compared as SHA-256 digests in
+//! constant time, so neither the time taken nor anything else tells how
+//! much of a guess was right, or how long the token is.
 //!
 //! Every connection is bounded in time and all of them in number; see
 //! [`server`] for the table of bounds.
@@ -41,7 +44,8 @@ use crate::relay::Relay;
 #[derive(Clone)]
 struct Api {
     relay: Relay,
-    token: Option<Secret>,
+    /// SHA-256 of `ingest.http.auth_token`.
+    token: Option<[u8; 32]>,
     max_body_bytes: usize,
     ack_timeout: Duration,
     body_timeout: Duration,
@@ -123,7 +127,7 @@ impl HttpIngest {
 pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
     let api = Api {
         relay,
-        token: settings.auth_token.clone(),
+        token: settings.auth_token.as_ref().map(digest),
         max_body_bytes: usize::try_from(settings.max_body_bytes.as_u64()).unwrap_or(usize::MAX),
         ack_timeout: settings.ack_timeout,
         body_timeout: settings.body_timeout,
@@ -158,10 +162,9 @@ impl Api {
         let token = self.token.as_ref()?;
         let presented = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+            .and_then(|v| bearer(v.as_bytes()))
+            .unwrap_or_default();
+        if constant_time_eq(&sha256(presented), token) {
             return None;
         }
         let mut response = refuse(
@@ -177,8 +180,44 @@ impl Api {
     }
 }
 
-/// Compares without stopping at the first difference, so response time
-/// does not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The credentials of an `Authorization: Bearer <token>` value: the
+/// scheme matched in any case, then one or more spaces.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || value.get(6) != Some(&b' ') {
+        return None;
+    }
+    let token = value[6..].trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+fn digest(token: &Secret) -> [u8; 32] {
+    sha256(token.expose().as_bytes())
+}
+
+/// Compares two digests without stopping at the first difference.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearerabc"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert!(constant_time_eq(&sha256(b"abc"), &sha256(b"abc")));
+        assert!(!constant_time_eq(&sha256(b"abc"), &sha256(b"abd")));
+    }
 }
