@@ -284,3 +284,63 @@ fn operators_see_status_dead_letters_and_spool_health_running_or_stopped() {
     assert!(verify.status.success(), "{}", text(&verify.stdout));
     assert!(text(&verify.stdout).contains("the spool is intact"));
 }
+
+/// `spool verify` is exact both ways: a stray file named like a segment
+/// is ignored and loses nothing, acknowledged records cut off the newest
+/// segment are loss (exit 1), not "a torn write".
+#[test]
+fn spool_verify_tells_lost_acknowledged_records_from_strays() {
+    let home = Home::with_plugins(&["faulty"]);
+    // The destination never takes anything: the events stay spooled.
+    let config = home.config_file(
+        "[relay]\nshutdown_timeout = \"100ms\"\n[plugins.sink]\nplugin = \"faulty\"\n[plugins.sink.config]\nfault = \"retryable\"\n",
+    );
+    let c = config.to_str().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let relay = auditrelay::Relay::start(auditrelay::Config::load(&config).unwrap())
+            .await
+            .unwrap();
+        for i in 0..50 {
+            relay.emit_durable(sample_envelope(i)).await.unwrap();
+        }
+        relay.shutdown().await;
+    });
+    let segments = home.join("data/spool/segments");
+    let newest = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+
+    std::fs::write(
+        segments.join("00000000000000000007.seg"),
+        b"an old copy, truncated",
+    )
+    .unwrap();
+    let verify = auditrelay(&["spool", "verify", "-c", c]);
+    let report = text(&verify.stdout);
+    assert!(verify.status.success(), "{report}");
+    assert!(
+        report.contains("ignored") && report.contains("the spool is intact"),
+        "{report}"
+    );
+
+    let len = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let verify = auditrelay(&["spool", "verify", "-c", c]);
+    let report = text(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("records 49..50 were acknowledged as durable but are gone"),
+        "{report}"
+    );
+    assert!(
+        report.contains("1 record(s) that a plugin instance still needed are lost"),
+        "{report}"
+    );
+}
