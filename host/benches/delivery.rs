@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use auditrelay::metrics::Metrics;
 use auditrelay::runtime::Exporter;
+use auditrelay::runtime::services::PluginServices;
 use auditrelay::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
@@ -108,7 +109,10 @@ async fn compare_paths(scratch: &Path, filter: &str) {
     for case in &cases {
         let loaded: Arc<WasmPlugin> = Arc::new(
             runtime
-                .load(&plugin_dir().join(format!("{}.wasm", case.wasm)))
+                .load(
+                    &plugin_dir().join(format!("{}.wasm", case.wasm)),
+                    &Default::default(),
+                )
                 .await
                 .unwrap(),
         );
@@ -125,11 +129,10 @@ async fn compare_paths(scratch: &Path, filter: &str) {
                 })
             };
             let mut sandbox = Sandbox::from_settings(
-                "bench",
                 &Config::parse("[plugins.bench]\n", "bench", &|_| None)
                     .unwrap()
                     .plugins["bench"],
-                metrics.plugin("bench"),
+                PluginServices::new("bench", Default::default(), Some(metrics.plugin("bench"))),
             );
             sandbox.config_json = case.config_json.to_owned();
             sandbox.grant_dir = dir("wasm");

@@ -62,7 +62,7 @@ async fn compare(library: PathBuf, filter: &str) {
     let runtime = Arc::new(WasmRuntime::new(Some(target_dir().join("bench-cache"))).unwrap());
     let wasm_plugin = Arc::new(
         runtime
-            .load(&plugin_dir().join("blackhole.wasm"))
+            .load(&plugin_dir().join("blackhole.wasm"), &Default::default())
             .await
             .unwrap(),
     );
@@ -71,9 +71,14 @@ async fn compare(library: PathBuf, filter: &str) {
     let settings = &config.plugins["bench"];
     // The plugin counts its events through the host on every call; the
     // direct path pays for that too, through the same services.
-    let services =
-        NativeSettings::from_settings("bench", settings, metrics.plugin("bench")).services;
-    set_native_host(Arc::new(DirectHost(services)));
+    let services = || {
+        PluginServices::new(
+            "bench",
+            settings.secrets.clone(),
+            Some(metrics.plugin("bench")),
+        )
+    };
+    set_native_host(Arc::new(DirectHost(services())));
 
     println!(
         "one blackhole plugin instance, the relay's side on one core (median of {ROUNDS} alternating rounds of {EVENTS_PER_ROUND} events)"
@@ -97,12 +102,11 @@ async fn compare(library: PathBuf, filter: &str) {
             }
             let batch = batch_of(batch_size);
             let native = || {
-                let mut native =
-                    NativeSettings::from_settings("bench", settings, metrics.plugin("bench"));
+                let mut native = NativeSettings::from_settings(settings, services());
                 native.config = serde_json::from_str(config_json).unwrap();
                 native
             };
-            let mut sandbox = Sandbox::from_settings("bench", settings, metrics.plugin("bench"));
+            let mut sandbox = Sandbox::from_settings(settings, services());
             sandbox.config_json = config_json.to_owned();
             let mut direct = Native::<Blackhole>::new(config_json, None);
             let mut exporters = [

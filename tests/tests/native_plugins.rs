@@ -10,6 +10,7 @@ use auditrelay::Relay;
 use auditrelay::config::PluginSettings;
 use auditrelay::metrics::Metrics;
 use auditrelay::runtime::native::{InProcessInstance, NativeSettings};
+use auditrelay::runtime::services::PluginServices;
 use auditrelay_tests::{Home, compile_c_plugin, logs, metric, ndjson_lines, sample_envelope};
 
 const EVENTS: usize = 2000;
@@ -155,9 +156,12 @@ path = "libwrong_abi.so"
     // every other entry point of the fixture aborts.
     let settings: PluginSettings = toml::from_str("isolation = \"in-process\"").unwrap();
     let native = NativeSettings::from_settings(
-        "future",
         &settings,
-        Arc::new(Metrics::new()).plugin("future"),
+        PluginServices::new(
+            "future",
+            Default::default(),
+            Some(Arc::new(Metrics::new()).plugin("future")),
+        ),
     );
     let error = InProcessInstance::start(&library, native)
         .err()

@@ -16,13 +16,16 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
     println!("config {}: valid", config.origin);
     let runtime = Arc::new(WasmRuntime::new(Some(config.cache_dir()))?);
     let spinner = super::spinner("loading plugins");
-    let catalog = Catalog::scan(&runtime, &config.relay.plugin_dir, |path| {
-        spinner.set_message(format!("compiling {}", path.display()))
-    })
+    let catalog = Catalog::scan(
+        &runtime,
+        &config.relay.plugin_dir,
+        config.load_limits(),
+        |path| spinner.set_message(format!("compiling {}", path.display())),
+    )
     .await;
     spinner.finish_and_clear();
     let catalog = catalog.map_err(anyhow::Error::msg)?;
-    for entry in &catalog.entries {
+    for entry in catalog.entries() {
         match entry {
             CatalogEntry::Loaded(plugin) => println!(
                 "plugin file {}: {} {} ({})",

@@ -90,6 +90,10 @@ enum Command {
     /// for `isolation = "process"`; speaks a framed protocol on stdin/stdout)
     #[command(hide = true)]
     PluginRunner(crate::runtime::native::runner::Args),
+    /// Compile one WASM plugin into the compiled-plugin cache (started by
+    /// the relay itself, so a compile can be bounded in time and memory)
+    #[command(hide = true)]
+    PluginCompiler(crate::runtime::wasm::compiler::Args),
 }
 
 /// Runs the command line; the `auditrelay` binary's whole `main`.
@@ -104,8 +108,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The runner is the plugin's process: no logging setup, no async
     // runtime, no threads; its stdout is the protocol.
-    if let Command::PluginRunner(args) = cli.command {
-        return crate::runtime::native::runner::run(args);
+    match cli.command {
+        Command::PluginRunner(args) => return crate::runtime::native::runner::run(args),
+        Command::PluginCompiler(args) => return crate::runtime::wasm::compiler::run(args),
+        _ => {}
     }
     let quiet = !matches!(
         cli.command,
@@ -132,7 +138,9 @@ pub fn main() -> ExitCode {
             Command::Dlq(command) => dlq::dlq(load_config(&cli.config)?, command).await,
             Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
-            Command::PluginRunner(_) => unreachable!("handled before the runtime starts"),
+            Command::PluginRunner(_) | Command::PluginCompiler(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

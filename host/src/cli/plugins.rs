@@ -28,7 +28,7 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| config.relay.plugin_dir.clone());
     let runtime = Arc::new(WasmRuntime::new(Some(config.cache_dir()))?);
     let spinner = super::spinner("loading plugins");
-    let catalog = Catalog::scan(&runtime, &dir, |path| {
+    let catalog = Catalog::scan(&runtime, &dir, config.load_limits(), |path| {
         spinner.set_message(format!("compiling {}", path.display()))
     })
     .await;
@@ -64,8 +64,7 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 
     if args.json {
         let entries: Vec<serde_json::Value> = catalog
-            .entries
-            .iter()
+            .entries()
             .map(|entry| match entry {
                 CatalogEntry::Loaded(p) => json!({
                     "file": p.path(),
@@ -91,11 +90,11 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    if catalog.entries.is_empty() {
+    if catalog.entries().next().is_none() {
         println!("no .wasm or .so files in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    for entry in &catalog.entries {
+    for entry in catalog.entries() {
         match entry {
             CatalogEntry::Loaded(p) => {
                 let info = p.info();

@@ -9,14 +9,14 @@ use crate::ingest::http::HttpIngest;
 use crate::relay::Relay;
 
 /// Runs until the first SIGINT/SIGTERM, then shuts down gracefully; a
-/// second signal exits at once.
+/// second signal exits at once. HTTP ingest starts as soon as the spool is
+/// open: events are accepted (and held in the spool) while plugins load.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     raise_open_file_limit();
-    let relay = start(&config).await?;
+    let relay = Relay::open(config.clone()).await?;
     let stop = CancellationToken::new();
     tokio::spawn(watch_signals(stop.clone()));
-
-    if config.ingest.http.enabled {
+    let server = if config.ingest.http.enabled {
         let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
         let addr = http.local_addr()?;
         super::relay_api::record_address(&config, addr);
@@ -24,23 +24,61 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             max_connections = http.max_connections(),
             "accepting events at http://{addr}/v1/events (metrics at /metrics, status at /v1/status)"
         );
-        http.serve(stop.clone().cancelled_owned()).await;
+        Some(tokio::spawn(http.serve(stop.clone().cancelled_owned())))
     } else {
         tracing::info!(
             "HTTP ingest is disabled (ingest.http.enabled = false); waiting for a signal"
         );
-        stop.cancelled().await;
+        None
+    };
+
+    let mut failed = false;
+    tokio::select! {
+        ready = relay.ready() => match ready {
+            Ok(()) => report_plugins(&relay),
+            Err(error) => {
+                // Accepted events are durable in the spool: nothing is lost
+                // by stopping; they are delivered once a plugin can run.
+                tracing::error!("{error}; stopping (the events accepted so far stay in the spool)");
+                failed = true;
+                stop.cancel();
+            }
+        },
+        () = stop.cancelled() => {}
+    }
+    stop.cancelled().await;
+    if let Some(server) = server {
+        let _ = server.await;
     }
 
     tracing::info!("shutting down: delivering what is buffered (up to relay.shutdown_timeout)");
     let report = relay.shutdown().await;
     let _ = std::fs::remove_file(super::relay_api::address_file(&config));
-    if report.undelivered.is_empty() {
+    if report.undelivered.is_empty() && !failed {
         tracing::info!("stopped; every accepted event was delivered");
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Logs the instances that are not running once every one was tried.
+fn report_plugins(relay: &Relay) {
+    for status in relay.status().plugins {
+        if let Some(error) = &status.error {
+            tracing::warn!(plugin = status.instance, state = ?status.state, "not running: {error}");
+        }
+    }
+}
+
+/// Starts the relay with a spinner while plugins compile.
+pub async fn start(config: &Config) -> anyhow::Result<Relay> {
+    let spinner = super::spinner("loading plugins");
+    let relay = Relay::start(config.clone()).await;
+    spinner.finish_and_clear();
+    let relay = relay?;
+    report_plugins(&relay);
+    Ok(relay)
 }
 
 /// Raises the soft limit on open files to the hard limit: every client
@@ -87,20 +125,6 @@ fn raise_open_file_limit() {
             );
         }
     }
-}
-
-/// Starts the relay with a spinner while plugins compile.
-pub async fn start(config: &Config) -> anyhow::Result<Relay> {
-    let spinner = super::spinner("loading plugins");
-    let relay = Relay::start(config.clone()).await;
-    spinner.finish_and_clear();
-    let relay = relay?;
-    for status in relay.status().plugins {
-        if let Some(error) = &status.error {
-            tracing::warn!(plugin = status.instance, "not running: {error}");
-        }
-    }
-    Ok(relay)
 }
 
 async fn watch_signals(stop: CancellationToken) {

@@ -108,6 +108,9 @@ impl Config {
                 "must be at most 4GiB (the wasm32 address space)",
             ));
         }
+        if !(1..=256).contains(&p.limits.http_requests) {
+            return Err(self.invalid(key("limits.http_requests"), "must be between 1 and 256"));
+        }
         if p.limits.timeout.as_millis() < 10 {
             return Err(self.invalid(key("limits.timeout"), "must be at least 10ms"));
         }

@@ -104,6 +104,12 @@ pub struct RelaySettings {
     /// How long a graceful shutdown may take to deliver what is buffered.
     #[serde(default = "default_shutdown_timeout", with = "units::duration")]
     pub shutdown_timeout: Duration,
+    /// Largest plugin file the relay reads.
+    #[serde(default = "default_max_plugin_size")]
+    pub max_plugin_size: ByteSize,
+    /// Longest compiling one WASM plugin may take.
+    #[serde(default = "default_plugin_load_timeout", with = "units::duration")]
+    pub plugin_load_timeout: Duration,
 }
 
 impl Default for RelaySettings {
@@ -342,6 +348,9 @@ pub struct LimitSettings {
     /// Wall-clock deadline for each call into the plugin.
     #[serde(default = "default_call_timeout", with = "units::duration")]
     pub timeout: Duration,
+    /// WASM plugins: outgoing HTTP requests in flight at once.
+    #[serde(default = "default_http_requests")]
+    pub http_requests: usize,
 }
 
 impl Default for LimitSettings {
@@ -479,6 +488,12 @@ fn default_body_timeout() -> Duration {
 fn default_max_event_bytes() -> ByteSize {
     ByteSize::mib(1)
 }
+fn default_max_plugin_size() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_plugin_load_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -490,6 +505,9 @@ fn default_max_body_bytes() -> ByteSize {
 }
 fn default_memory() -> ByteSize {
     ByteSize::mib(64)
+}
+fn default_http_requests() -> usize {
+    8
 }
 fn default_call_timeout() -> Duration {
     Duration::from_secs(30)
@@ -563,6 +581,14 @@ impl Config {
             .iter()
             .filter(|(_, settings)| settings.enabled)
             .map(|(name, settings)| (name.as_str(), settings))
+    }
+
+    /// What loading one plugin file may cost.
+    pub fn load_limits(&self) -> crate::runtime::LoadLimits {
+        crate::runtime::LoadLimits {
+            max_size: self.relay.max_plugin_size.as_u64(),
+            timeout: self.relay.plugin_load_timeout,
+        }
     }
 
     /// The compiled-plugin cache directory.

@@ -1,16 +1,21 @@
 //! Dead letters: events a plugin refused for good, kept for the operator.
 //!
 //! Each plugin instance has one append-only file,
-//! `<data_dir>/dead-letters/<instance>.ndjson`, one JSON object per line:
+//! `<data_dir>/dead-letters/<instance>.ndjson`, one JSON object per line,
+//! each holding the events refused for one reason:
 //!
 //! ```json
-//! {"dead_lettered_at":"2026-11-23T10:00:00Z","plugin":"hec","reason":"...","seq":42,"event":{...}}
+//! {"dead_lettered_at":"2026-11-23T10:00:00Z","plugin":"hec","reason":"...","events":[{"seq":42,"event":{...}},{"seq":43,"event":{...}}]}
 //! ```
 //!
-//! `event` is the canonical envelope exactly as it was accepted, so a dead
-//! letter can be sent again unchanged. A line is synced to disk before the
-//! plugin's cursor moves past the event: an event is always either
-//! delivered, waiting in the spool, or here.
+//! A reason the plugin gave for a whole batch is stored once, not once per
+//! event (it is capped at 4 KiB when the plugin gives it). Lines written by
+//! earlier versions, one event each (`"seq"` and `"event"` in place of
+//! `"events"`), are read the same way. `event` is the canonical envelope
+//! exactly as it was accepted, so a dead letter can be sent again
+//! unchanged. A line is synced to disk before the plugin's cursor moves
+//! past its events: an event is always either delivered, waiting in the
+//! spool, or here. Listings show one entry per event.
 //!
 //! **Replay** (`auditrelay dlq replay`): the file is renamed to
 //! `<instance>.replaying.ndjson` and its events are delivered again; those
@@ -58,19 +63,69 @@ pub struct Listing {
     pub instance: String,
     /// Dead letters in the file.
     pub total: usize,
-    /// Lines that are damaged (not valid JSON).
+    /// Lines that are damaged (not valid JSON of either layout).
     pub damaged: usize,
     /// Whether a replay is under way (or waiting for the next start).
     pub replaying: bool,
-    /// The page asked for: each line as it is in the file.
+    /// The page asked for: one entry per event, `{dead_lettered_at,
+    /// plugin, reason, seq, event}`.
     pub events: Vec<serde_json::Value>,
 }
 
+/// One line of the file, in either layout.
 #[derive(Deserialize)]
 struct Line<'a> {
+    #[serde(borrow, default)]
+    dead_lettered_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    plugin: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reason: Option<&'a RawValue>,
+    /// A line of one event (earlier versions).
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    /// A line of the events refused for one reason.
+    #[serde(borrow, default)]
+    events: Option<Vec<Entry<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Entry<'a> {
     seq: u64,
     #[serde(borrow)]
     event: &'a RawValue,
+}
+
+impl<'a> Line<'a> {
+    /// The line's events, whichever layout it has; `None` if damaged.
+    fn entries(self) -> Option<(LineHead<'a>, Vec<Entry<'a>>)> {
+        let head = LineHead {
+            dead_lettered_at: self.dead_lettered_at,
+            plugin: self.plugin,
+            reason: self.reason,
+        };
+        match (self.events, self.seq, self.event) {
+            (Some(events), None, None) => Some((head, events)),
+            (None, Some(seq), Some(event)) => Some((head, vec![Entry { seq, event }])),
+            _ => None,
+        }
+    }
+}
+
+/// What a line says of all its events.
+struct LineHead<'a> {
+    dead_lettered_at: Option<&'a RawValue>,
+    plugin: Option<&'a RawValue>,
+    reason: Option<&'a RawValue>,
+}
+
+/// Every line of `text` with its events; damaged lines as `None`.
+fn lines(text: &[u8]) -> impl Iterator<Item = Option<(LineHead<'_>, Vec<Entry<'_>>)>> {
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| serde_json::from_slice::<Line<'_>>(line).ok()?.entries())
 }
 
 /// The dead-letter file of one plugin instance.
@@ -127,18 +182,18 @@ impl DeadLetters {
             events: Vec::new(),
             unreadable: 0,
         };
-        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let event = serde_json::from_slice::<Line<'_>>(line)
-                .ok()
-                .and_then(|line| {
-                    let envelope =
-                        AuditEventEnvelope::from_json_with(line.event.get().as_bytes(), &accepted)
-                            .ok()?;
-                    Some((line.seq, Record::from_validated(envelope)))
-                });
-            match event {
-                Some(event) => replay.events.push(event),
-                None => replay.unreadable += 1,
+        for line in lines(&text) {
+            let Some((_, entries)) = line else {
+                replay.unreadable += 1;
+                continue;
+            };
+            for entry in entries {
+                match AuditEventEnvelope::from_json_with(entry.event.get().as_bytes(), &accepted) {
+                    Ok(envelope) => replay
+                        .events
+                        .push((entry.seq, Record::from_validated(envelope))),
+                    Err(_) => replay.unreadable += 1,
+                }
             }
         }
         if replay.unreadable > 0 {
@@ -165,15 +220,22 @@ impl DeadLetters {
             replaying: self.replay_pending(),
             events: Vec::new(),
         };
-        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice::<serde_json::Value>(line) {
-                Ok(value) => {
-                    if listing.total >= offset && listing.events.len() < limit {
-                        listing.events.push(value);
-                    }
-                    listing.total += 1;
+        for line in lines(&text) {
+            let Some((head, entries)) = line else {
+                listing.damaged += 1;
+                continue;
+            };
+            for entry in entries {
+                if listing.total >= offset && listing.events.len() < limit {
+                    listing.events.push(serde_json::json!({
+                        "dead_lettered_at": head.dead_lettered_at,
+                        "plugin": head.plugin,
+                        "reason": head.reason,
+                        "seq": entry.seq,
+                        "event": entry.event,
+                    }));
                 }
-                Err(_) => listing.damaged += 1,
+                listing.total += 1;
             }
         }
         Ok(listing)
@@ -183,10 +245,9 @@ impl DeadLetters {
     pub fn purge(&self) -> std::io::Result<usize> {
         let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let count = match std::fs::read(&self.path) {
-            Ok(text) => text
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .count(),
+            Ok(text) => lines(&text)
+                .map(|line| line.map_or(0, |(_, entries)| entries.len()))
+                .sum(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
@@ -209,24 +270,32 @@ impl DeadLetters {
     }
 
     /// Appends `events` (each with its spool sequence number and reason)
-    /// and syncs them to disk.
+    /// and syncs them to disk. Consecutive events with the same reason
+    /// share one line, so a batch-wide reason is stored once.
     pub fn put(&self, events: &[(u64, Event<'_>, &str)]) -> std::io::Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let now = jiff::Timestamp::now().to_string();
         let mut lines =
-            Vec::with_capacity(events.iter().map(|(_, e, _)| e.envelope.len() + 256).sum());
-        for (seq, event, reason) in events {
+            Vec::with_capacity(events.iter().map(|(_, e, _)| e.envelope.len() + 32).sum());
+        for group in events.chunk_by(|a, b| a.2 == b.2) {
             lines.extend_from_slice(b"{\"dead_lettered_at\":");
             serde_json::to_writer(&mut lines, &now)?;
             lines.extend_from_slice(b",\"plugin\":");
             serde_json::to_writer(&mut lines, &self.instance)?;
             lines.extend_from_slice(b",\"reason\":");
-            serde_json::to_writer(&mut lines, reason)?;
-            write!(lines, ",\"seq\":{seq},\"event\":")?;
-            lines.extend_from_slice(event.envelope);
-            lines.extend_from_slice(b"}\n");
+            serde_json::to_writer(&mut lines, group[0].2)?;
+            lines.extend_from_slice(b",\"events\":[");
+            for (i, (seq, event, _)) in group.iter().enumerate() {
+                if i > 0 {
+                    lines.push(b',');
+                }
+                write!(lines, "{{\"seq\":{seq},\"event\":")?;
+                lines.extend_from_slice(event.envelope);
+                lines.push(b'}');
+            }
+            lines.extend_from_slice(b"]}\n");
         }
         let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
@@ -259,7 +328,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_keep_the_event_verbatim_with_its_reason() {
+    fn lines_keep_the_event_verbatim_and_a_shared_reason_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = DeadLetters::new(&dir.path().join("dl"), "hec");
         let event = Event {
@@ -270,22 +339,60 @@ mod tests {
             tenant: None,
             envelope: br#"{"id":"e1","x":[1,2]}"#,
         };
-        store.put(&[(7, event, "HEC said \"no\"")]).unwrap();
-        store.put(&[(7, event, "again")]).unwrap();
+        let reason = format!("HEC said \"no\" {}", "x".repeat(4000));
+        let batch: Vec<_> = (0..100).map(|seq| (seq, event, reason.as_str())).collect();
+        store.put(&batch).unwrap();
+        store
+            .put(&[(7, event, "again"), (8, event, "other")])
+            .unwrap();
         let text = std::fs::read_to_string(store.path()).unwrap();
+        assert_eq!(
+            text.matches("HEC said").count(),
+            1,
+            "a batch-wide reason is stored once"
+        );
+        assert!(
+            text.len() < 9_000,
+            "{} bytes for 100 events of one reason",
+            text.len()
+        );
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["reason"], "HEC said \"no\"");
+        assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["plugin"], "hec");
-        assert_eq!(lines[0]["seq"], 7);
+        assert_eq!(lines[0]["events"][99]["seq"], 99);
         assert_eq!(
-            lines[0]["event"],
+            lines[0]["events"][0]["event"],
             serde_json::json!({"id": "e1", "x": [1, 2]})
         );
-        assert_eq!(lines[1]["reason"], "again");
+        // Listed one entry per event, each with its reason.
+        let listing = store.list(99, 3).unwrap();
+        assert_eq!(listing.total, 102);
+        assert_eq!(listing.events.len(), 3);
+        assert_eq!(listing.events[0]["seq"], 99);
+        assert_eq!(listing.events[1]["reason"], "again");
+        assert_eq!(listing.events[2]["reason"], "other");
+        assert_eq!(listing.events[2]["event"]["id"], "e1");
+    }
+
+    #[test]
+    fn lines_of_one_event_from_earlier_versions_are_read_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetters::new(dir.path(), "p");
+        let event = auditrelay_plugin_api::testing::sample_events(1).remove(0);
+        let old = format!(
+            "{{\"dead_lettered_at\":\"2026-11-23T10:00:00Z\",\"plugin\":\"p\",\"reason\":\"no\",\"seq\":5,\"event\":{}}}\nnot json\n",
+            String::from_utf8(event.envelope.clone()).unwrap()
+        );
+        std::fs::write(store.path(), old).unwrap();
+        let listing = store.list(0, 10).unwrap();
+        assert_eq!((listing.total, listing.damaged), (1, 1));
+        assert_eq!(listing.events[0]["seq"], 5);
+        let replay = store.begin_replay().unwrap().unwrap();
+        assert_eq!((replay.len(), replay.unreadable), (1, 1));
+        assert_eq!(replay.events[0].1.json(), event.envelope.as_slice());
     }
 
     #[test]

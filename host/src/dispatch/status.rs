@@ -9,13 +9,17 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Being loaded and started, or started again after its start failed
+    /// (`error` says why, `consecutive_failures` how often).
+    Starting,
     /// Delivering (or waiting for events).
     Running,
     /// The relay is shutting down; delivering what is left.
     Draining,
     /// Stopped after shutdown.
     Stopped,
-    /// Could not be started; see `error`.
+    /// Cannot run as configured; see `error`. Not tried again until the
+    /// relay starts again.
     Failed,
 }
 
@@ -32,7 +36,7 @@ pub struct PluginStatus {
     pub file: Option<PathBuf>,
     /// Whether it runs.
     pub state: RunState,
-    /// Why it could not be started.
+    /// Why it could not be started (the last attempt, while `starting`).
     pub error: Option<String>,
     /// `closed`, `open` or `half_open`.
     pub circuit: &'static str,
@@ -53,6 +57,15 @@ pub struct PluginStatus {
 }
 
 impl PluginStatus {
+    /// The status of an instance being started.
+    pub fn starting(instance: &str) -> Self {
+        PluginStatus {
+            state: RunState::Starting,
+            error: None,
+            ..Self::failed(instance, String::new())
+        }
+    }
+
     /// The status of an instance that could not be started.
     pub fn failed(instance: &str, error: String) -> Self {
         PluginStatus {
@@ -85,15 +98,15 @@ impl Health {
         Health(Arc::new(Mutex::new(status)))
     }
 
-    /// Health of a running instance.
-    pub fn running(instance: &str, plugin: &str, version: &str, file: PathBuf) -> Self {
-        let mut status = PluginStatus::failed(instance, String::new());
+    /// Marks the instance running the given plugin.
+    pub fn set_running(&self, plugin: &str, version: &str, file: PathBuf) {
+        let mut status = self.lock();
         status.plugin = Some(plugin.to_owned());
         status.version = Some(version.to_owned());
         status.file = Some(file);
         status.state = RunState::Running;
         status.error = None;
-        Health::new(status)
+        status.consecutive_failures = 0;
     }
 
     /// Locks it for an update.

@@ -21,6 +21,7 @@
 //! | `auditrelay_plugin_circuit_state` | `plugin` | 0 closed, 1 open, 2 half-open |
 //! | `auditrelay_plugin_lag_events` | `plugin` | events accepted but not yet handled by the plugin |
 //! | `auditrelay_plugin_batch_duration_seconds` | `plugin` | time per `deliver` call |
+//! | `auditrelay_plugin_log_lines_suppressed_total` | `plugin` | log, stdout and stderr lines of a plugin not logged because it went over its log budget |
 //! | `auditrelay_plugin_custom_total` | `plugin`, `name` | counters a plugin reports itself |
 //! | `auditrelay_plugin_custom_gauge` | `plugin`, `name` | gauges a plugin reports itself |
 
@@ -118,6 +119,7 @@ pub struct Metrics {
     retries: Family<PluginLabels, Counter>,
     traps: Family<PluginKindLabels, Counter>,
     restarts: Family<PluginLabels, Counter>,
+    log_suppressed: Family<PluginLabels, Counter>,
     circuit: Family<PluginLabels, Gauge>,
     lag: Family<PluginLabels, Gauge>,
     batch_seconds: HistogramFamily,
@@ -158,6 +160,7 @@ impl Metrics {
             retries: Family::default(),
             traps: Family::default(),
             restarts: Family::default(),
+            log_suppressed: Family::default(),
             circuit: Family::default(),
             lag: Family::default(),
             batch_seconds: Family::new_with_constructor(batch_histogram),
@@ -244,6 +247,11 @@ impl Metrics {
             "plugin_restarts",
             "Plugin instances replaced after a fault",
             metrics.restarts.clone(),
+        );
+        r.register(
+            "plugin_log_lines_suppressed",
+            "Plugin log lines not logged: over the instance's log budget",
+            metrics.log_suppressed.clone(),
         );
         r.register(
             "plugin_circuit_state",
@@ -342,6 +350,7 @@ impl Metrics {
             dead_letters: self.dead_letters.get_or_create_owned(&labels),
             retries: self.retries.get_or_create_owned(&labels),
             restarts: self.restarts.get_or_create_owned(&labels),
+            log_suppressed: self.log_suppressed.get_or_create_owned(&labels),
             circuit: self.circuit.get_or_create_owned(&labels),
             lag: self.lag.get_or_create_owned(&labels),
             batch_seconds: self.batch_seconds.get_or_create_owned(&labels),
@@ -367,6 +376,7 @@ pub struct PluginMetrics {
     dead_letters: Counter,
     retries: Counter,
     restarts: Counter,
+    log_suppressed: Counter,
     circuit: Gauge,
     lag: Gauge,
     batch_seconds: Histogram,
@@ -410,6 +420,11 @@ impl PluginMetrics {
                 kind,
             })
             .inc();
+    }
+
+    /// Counts a log line suppressed by the instance's log budget.
+    pub fn log_line_suppressed(&self) {
+        self.log_suppressed.inc();
     }
 
     /// Counts an instance replaced after a fault.

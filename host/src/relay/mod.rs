@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationErrors};
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus};
+use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus, RunState};
 use crate::metrics::{Metrics, Via};
 use crate::spool::{Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolStats};
 
-use start::{Instance, spool_options, start_instances};
+use start::{Instance, Starter, spool_options};
 pub(crate) use start::{dead_letter_dir, start_instance};
 
 /// How often [`Relay::idle`] looks at the plugins' progress.
@@ -34,9 +36,10 @@ pub enum StartError {
     /// The plugin directory could not be read.
     #[error("{0}")]
     PluginDir(String),
-    /// No enabled plugin could be started, so accepted events would have
+    /// No enabled plugin can run as configured (no such plugin, a broken
+    /// file, a setting that does not apply), so accepted events would have
     /// nowhere to go.
-    #[error("no enabled plugin could be started:\n{}", list_failures(.0))]
+    #[error("no enabled plugin can run as configured:\n{}", list_failures(.0))]
     NoPlugins(Vec<PluginStatus>),
 }
 
@@ -105,6 +108,23 @@ impl Receipt {
     }
 }
 
+/// Descriptors kept for the spool (segments being written and read, the
+/// directory, cursors, watermark), logs and the runtime itself (epoll,
+/// eventfds, pipes).
+const RESERVED_DESCRIPTORS: u64 = 64;
+/// Descriptors kept per plugin instance besides its HTTP requests: its
+/// reader and dead letters, its granted directory and the files it opens,
+/// a runner's pipes.
+const DESCRIPTORS_PER_INSTANCE: u64 = 24;
+
+fn reserved_descriptors(config: &Config) -> u64 {
+    RESERVED_DESCRIPTORS
+        + config
+            .enabled_plugins()
+            .map(|(_, p)| DESCRIPTORS_PER_INSTANCE + p.limits.http_requests as u64)
+            .sum::<u64>()
+}
+
 /// The relay's state as `GET /v1/status` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayStatus {
@@ -162,14 +182,19 @@ pub struct Relay {
 }
 
 struct Inner {
+    reserved_descriptors: u64,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     recent: duplicates::RecentIds,
     limits: Limits,
     shutdown_timeout: Duration,
     recovery: RecoveryReport,
-    instances: Vec<Instance>,
-    dispatcher: tokio::sync::Mutex<Option<Dispatcher>>,
+    instances: Vec<Arc<Instance>>,
+    dispatcher: Arc<tokio::sync::Mutex<Option<Dispatcher>>>,
+    /// Cancelled at shutdown: no instance is started after it.
+    stopping: CancellationToken,
+    /// Instances whose first start attempt has finished.
+    tried: watch::Receiver<usize>,
     threads: Mutex<PluginThreads>,
 }
 
@@ -194,11 +219,23 @@ impl Drop for PluginThreads {
 
 impl Relay {
     /// Opens the spool (recovering what a crash left), loads the plugins,
-    /// starts every enabled instance and begins delivering. An instance
-    /// that cannot start is reported in [`status`](Self::status) (and
-    /// logged) while the others run, and its events wait in the spool; it
-    /// is an error only if none can start.
+    /// starts every enabled instance and begins delivering; returns once
+    /// every instance has been tried once ([`open`](Self::open), then
+    /// [`ready`](Self::ready)). An instance whose start fails is started
+    /// again with backoff, reported in [`status`](Self::status) meanwhile,
+    /// while the others run; its events wait in the spool. It is an error
+    /// only if no instance can run as configured at all.
     pub async fn start(config: Config) -> Result<Relay, StartError> {
+        let relay = Self::open(config).await?;
+        relay.ready().await?;
+        Ok(relay)
+    }
+
+    /// Opens the spool and returns at once: events are accepted (and held
+    /// in the spool) while the plugins load and start in the background.
+    /// `auditrelay run` serves HTTP from here on, so a plugin that is slow
+    /// to compile never keeps events out.
+    pub async fn open(config: Config) -> Result<Relay, StartError> {
         let threads = PluginThreads(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.relay.plugin_threads)
@@ -229,24 +266,32 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             ..Limits::default()
         };
-
-        // Plugins are loaded and started on the plugin threads, so anything
-        // they spawn (HTTP connections) lives there too.
-        let started = {
-            let (config, metrics, spool) = (config.clone(), metrics.clone(), spool.clone());
-            let threads = handle.clone();
+        let catalog = {
+            let config = config.clone();
             handle
-                .spawn(async move { start_instances(&config, &metrics, &spool, &threads).await })
+                .spawn(async move { start::catalog(&config) })
                 .await
                 .map_err(|e| StartError::Runtime(e.to_string()))??
         };
-        let (dispatcher, instances) = started;
-        if instances.iter().all(|i| i.replay.is_none()) {
-            let failed = instances.iter().map(|i| i.health.snapshot()).collect();
-            return Err(StartError::NoPlugins(failed));
+        let instances = start::register(&config, &spool);
+        let (tried, tried_rx) = watch::channel(0);
+        let starter = Arc::new(Starter {
+            catalog: Arc::new(catalog),
+            metrics: metrics.clone(),
+            spool: spool.clone(),
+            dispatcher: Arc::new(tokio::sync::Mutex::new(Some(Dispatcher::new()))),
+            threads: handle.clone(),
+            stopping: CancellationToken::new(),
+            tried,
+        });
+        // Plugins are loaded and started on the plugin threads, so anything
+        // they spawn (HTTP connections) lives there too.
+        for instance in &instances {
+            handle.spawn(starter.clone().bring_up(instance.clone()));
         }
         Ok(Relay {
             inner: Arc::new(Inner {
+                reserved_descriptors: reserved_descriptors(&config),
                 spool,
                 metrics,
                 recent: duplicates::RecentIds::new(),
@@ -254,10 +299,31 @@ impl Relay {
                 shutdown_timeout: config.relay.shutdown_timeout,
                 recovery,
                 instances,
-                dispatcher: tokio::sync::Mutex::new(Some(dispatcher)),
+                dispatcher: starter.dispatcher.clone(),
+                stopping: starter.stopping.clone(),
+                tried: tried_rx,
                 threads: Mutex::new(threads),
             }),
         })
+    }
+
+    /// Resolves once every instance has been tried once: running, given
+    /// up on (it cannot run as configured), or being started again after a
+    /// failed start. An error only if every instance was given up on.
+    pub async fn ready(&self) -> Result<(), StartError> {
+        let all = self.inner.instances.len();
+        let mut tried = self.inner.tried.clone();
+        let _ = tried.wait_for(|n| *n >= all).await;
+        let statuses: Vec<PluginStatus> = self
+            .inner
+            .instances
+            .iter()
+            .map(|i| i.health.snapshot())
+            .collect();
+        if !statuses.is_empty() && statuses.iter().all(|s| s.state == RunState::Failed) {
+            return Err(StartError::NoPlugins(statuses));
+        }
+        Ok(())
     }
 
     /// Accepts one event. Returns once it is in the spool's log, in
@@ -371,6 +437,12 @@ impl Relay {
         }
     }
 
+    /// File descriptors the relay keeps for itself: the HTTP ingest takes no
+    /// more connections than the open-file limit leaves after these.
+    pub fn reserved_descriptors(&self) -> u64 {
+        self.inner.reserved_descriptors
+    }
+
     /// The relay's metrics (the ingest endpoints add theirs).
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
@@ -405,8 +477,8 @@ impl Relay {
         }
     }
 
-    fn running(&self) -> impl Iterator<Item = &Instance> {
-        self.inner.instances.iter().filter(|i| i.replay.is_some())
+    fn running(&self) -> impl Iterator<Item = &Arc<Instance>> {
+        self.inner.instances.iter().filter(|i| i.running())
     }
 
     /// What opening the spool found (a torn tail cut, damage, gaps).
@@ -452,7 +524,7 @@ impl Relay {
     /// Asks a running instance to replay its dead letters between batches;
     /// `false` if no such instance is running.
     pub fn replay_dead_letters(&self, instance: &str) -> bool {
-        match self.instance(instance).and_then(|i| i.replay.as_ref()) {
+        match self.instance(instance).and_then(|i| i.replay.get()) {
             Some(replay) => {
                 replay.notify_one();
                 true
@@ -461,7 +533,7 @@ impl Relay {
         }
     }
 
-    fn instance(&self, name: &str) -> Option<&Instance> {
+    fn instance(&self, name: &str) -> Option<&Arc<Instance>> {
         self.inner.instances.iter().find(|i| i.name == name)
     }
 
@@ -491,6 +563,7 @@ impl Relay {
     /// then stays in the spool for the next start. Calling it again does
     /// nothing.
     pub async fn shutdown(&self) -> ShutdownReport {
+        self.inner.stopping.cancel();
         self.inner.spool.close();
         let Some(dispatcher) = self.inner.dispatcher.lock().await.take() else {
             return ShutdownReport::default();

@@ -1,8 +1,16 @@
-//! Bringing a relay up: the spool, the plugins, one worker per instance.
+//! Bringing a relay's instances up: each registered with the spool at
+//! once (so the spool keeps its events from the first moment), then loaded
+//! and started in the background, and started again with backoff while
+//! its start fails — a destination that is down when the relay starts, a
+//! granted directory not mounted yet. Only an instance that cannot run as
+//! configured (no such plugin, a broken file, a setting that does not
+//! apply) is given up on, until the next start.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     Config, DurabilityMode, Isolation, PluginSettings, StartFromMode, WhenFullMode,
@@ -14,19 +22,48 @@ use crate::metrics::{Metrics, PluginMetrics};
 use crate::runtime::AnyExporter;
 use crate::runtime::catalog::{Catalog, LoadedPlugin};
 use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
+use crate::runtime::services::PluginServices;
 use crate::runtime::wasm::{Sandbox, WasmInstance, WasmRuntime};
-use crate::spool::{ConsumerId, Durability, SpoolOptions, StartFrom, WhenFull};
+use crate::spool::{ConsumerId, Durability, Spool, SpoolOptions, StartFrom, WhenFull};
 
-use super::StartError;
+/// The shortest wait before starting a failed instance again.
+const FIRST_RESTART: Duration = Duration::from_secs(1);
 
 /// One enabled instance, running or not.
 pub(super) struct Instance {
     pub name: String,
+    pub settings: PluginSettings,
     pub consumer: ConsumerId,
     pub health: Health,
     pub dead_letters: Arc<DeadLetters>,
-    /// Asks the worker to replay dead letters (none if not running).
-    pub replay: Option<Arc<Notify>>,
+    /// Asks the worker to replay dead letters; set once it runs.
+    pub replay: OnceLock<Arc<Notify>>,
+}
+
+impl Instance {
+    /// Whether its worker runs.
+    pub fn running(&self) -> bool {
+        self.replay.get().is_some()
+    }
+}
+
+/// Why an instance could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartFailure {
+    /// It cannot run as configured (no such plugin, a broken file, a
+    /// setting that does not apply to it): not tried again.
+    Permanent(String),
+    /// Starting failed this time (init refused, crashed or timed out, the
+    /// granted directory cannot be opened): tried again with backoff.
+    Retryable(String),
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFailure::Permanent(why) | StartFailure::Retryable(why) => f.write_str(why),
+        }
+    }
 }
 
 /// The spool's options from the configuration.
@@ -58,67 +95,131 @@ pub(crate) fn dead_letter_dir(config: &Config) -> std::path::PathBuf {
     config.relay.data_dir.join("dead-letters")
 }
 
-/// Starts every enabled instance. One that cannot start still registers
-/// its cursor, so the spool keeps its events until it runs again.
-pub(super) async fn start_instances(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    spool: &Arc<crate::spool::Spool>,
-    threads: &tokio::runtime::Handle,
-) -> Result<(Dispatcher, Vec<Instance>), StartError> {
-    let runtime = Arc::new(
-        WasmRuntime::new(Some(config.cache_dir()))
-            .map_err(|e| StartError::Runtime(format!("{e:#}")))?,
-    );
-    let catalog = Catalog::scan(&runtime, &config.relay.plugin_dir, |_| {})
-        .await
-        .map_err(StartError::PluginDir)?;
-    let mut dispatcher = Dispatcher::new();
-    let mut instances = Vec::new();
-    for (name, settings) in config.enabled_plugins() {
-        let start = match settings.start_from {
-            StartFromMode::Now => StartFrom::Now,
-            StartFromMode::Earliest => StartFrom::Earliest,
-        };
-        let consumer = spool.consumer(name, start, true);
-        let dead_letters = Arc::new(DeadLetters::new(&dead_letter_dir(config), name));
-        let plugin_metrics = metrics.plugin(name);
-        let started = start_instance(&catalog, name, settings, plugin_metrics.clone()).await;
-        let (plugin, exporter) = match started {
-            Ok(started) => started,
-            Err(error) => {
-                tracing::error!(
-                    plugin = name,
-                    "cannot start: {error}; its events stay in the spool until it runs"
-                );
-                let health = Health::new(PluginStatus::failed(name, error));
-                instances.push(Instance {
-                    name: name.to_owned(),
-                    consumer,
-                    health,
-                    dead_letters,
-                    replay: None,
-                });
-                continue;
+/// Registers every enabled instance with the spool, none running yet.
+pub(super) fn register(config: &Config, spool: &Spool) -> Vec<Arc<Instance>> {
+    config
+        .enabled_plugins()
+        .map(|(name, settings)| {
+            let start = match settings.start_from {
+                StartFromMode::Now => StartFrom::Now,
+                StartFromMode::Earliest => StartFrom::Earliest,
+            };
+            Arc::new(Instance {
+                name: name.to_owned(),
+                settings: settings.clone(),
+                consumer: spool.consumer(name, start, true),
+                health: Health::new(PluginStatus::starting(name)),
+                dead_letters: Arc::new(DeadLetters::new(&dead_letter_dir(config), name)),
+                replay: OnceLock::new(),
+            })
+        })
+        .collect()
+}
+
+/// What starting instances in the background needs.
+pub(super) struct Starter {
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+    pub spool: Arc<Spool>,
+    pub dispatcher: Arc<Mutex<Option<Dispatcher>>>,
+    pub threads: tokio::runtime::Handle,
+    /// Cancelled when the relay shuts down: no more (re)starts.
+    pub stopping: CancellationToken,
+    /// Counts instances whose first start attempt has finished.
+    pub tried: watch::Sender<usize>,
+}
+
+impl Starter {
+    /// Starts `instance`, again and again with backoff while its start
+    /// fails in a way that may pass.
+    pub async fn bring_up(self: Arc<Self>, instance: Arc<Instance>) {
+        let name = instance.name.as_str();
+        let retry = &instance.settings.retry;
+        let backoff = Backoff::new(retry.initial_backoff.max(FIRST_RESTART), retry.max_backoff);
+        let metrics = self.metrics.plugin(name);
+        let mut failures = 0u32;
+        loop {
+            let started =
+                start_instance(&self.catalog, name, &instance.settings, metrics.clone()).await;
+            let retry_in = match started {
+                Ok((plugin, exporter)) => {
+                    self.run(&instance, &plugin, exporter, metrics).await;
+                    self.tried.send_modify(|n| *n += 1);
+                    return;
+                }
+                Err(StartFailure::Permanent(error)) => {
+                    tracing::error!(
+                        plugin = name,
+                        "cannot start: {error}; its events stay in the spool until it runs"
+                    );
+                    *instance.health.lock() = PluginStatus::failed(name, error);
+                    self.tried.send_modify(|n| *n += 1);
+                    return;
+                }
+                Err(StartFailure::Retryable(error)) => {
+                    failures += 1;
+                    let retry_in = backoff.delay(failures, None);
+                    tracing::warn!(
+                        plugin = name,
+                        attempts = failures,
+                        retry_in = %humantime::format_duration(retry_in),
+                        "cannot start: {error}; trying again (its events stay in the spool)"
+                    );
+                    {
+                        let mut health = instance.health.lock();
+                        health.error = Some(error);
+                        health.consecutive_failures = failures;
+                    }
+                    if failures == 1 {
+                        self.tried.send_modify(|n| *n += 1);
+                    }
+                    retry_in
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = self.stopping.cancelled() => return,
             }
+        }
+    }
+
+    /// Hands a started instance to its worker, unless the relay is
+    /// stopping meanwhile.
+    async fn run(
+        &self,
+        instance: &Instance,
+        plugin: &LoadedPlugin,
+        mut exporter: AnyExporter,
+        metrics: PluginMetrics,
+    ) {
+        let name = instance.name.as_str();
+        let mut dispatcher = self.dispatcher.lock().await;
+        let Some(dispatcher) = dispatcher
+            .as_mut()
+            .filter(|_| !self.stopping.is_cancelled())
+        else {
+            crate::runtime::Exporter::shutdown(&mut exporter).await;
+            return;
         };
         let info = plugin.info();
-        let health = Health::running(name, &info.name, &info.version, plugin.path().to_owned());
+        instance
+            .health
+            .set_running(&info.name, &info.version, plugin.path().to_owned());
         let replay = Arc::new(Notify::new());
-        let retry = &settings.retry;
+        let retry = &instance.settings.retry;
         let parts = WorkerParts {
             instance: Arc::from(name),
-            spool: spool.clone(),
-            consumer,
-            reader: spool.reader(consumer),
-            batch: settings.batch.clone(),
+            spool: self.spool.clone(),
+            consumer: instance.consumer,
+            reader: self.spool.reader(instance.consumer),
+            batch: instance.settings.batch.clone(),
             backoff: Backoff::new(retry.initial_backoff, retry.max_backoff),
             circuit: Circuit::new(retry.circuit_after, retry.circuit_open_for),
-            filter: EventFilter::new(&settings.filter),
-            dead_letters: dead_letters.clone(),
+            filter: EventFilter::new(&instance.settings.filter),
+            dead_letters: instance.dead_letters.clone(),
             replay: replay.clone(),
-            metrics: plugin_metrics,
-            health: health.clone(),
+            metrics,
+            health: instance.health.clone(),
             isolate_after: retry.isolate_after,
             abort: dispatcher.abort_token(),
         };
@@ -127,21 +228,24 @@ pub(super) async fn start_instances(
             name = info.name,
             version = info.version,
             kind = plugin.kind().as_str(),
-            isolation = settings.isolation.map(|i| i.as_str()),
+            isolation = instance.settings.isolation.map(|i| i.as_str()),
             file = %plugin.path().display(),
-            cursor = spool.cursor(consumer),
+            cursor = self.spool.cursor(instance.consumer),
             "plugin started"
         );
-        dispatcher.spawn(threads, exporter, parts);
-        instances.push(Instance {
-            name: name.to_owned(),
-            consumer,
-            health,
-            dead_letters,
-            replay: Some(replay),
-        });
+        dispatcher.spawn(&self.threads, exporter, parts);
+        let _ = instance.replay.set(replay);
     }
-    Ok((dispatcher, instances))
+}
+
+/// Opens the plugin directory and a WASM runtime for `config`.
+pub(super) fn catalog(config: &Config) -> Result<Catalog, super::StartError> {
+    let runtime = Arc::new(
+        WasmRuntime::new(Some(config.cache_dir()))
+            .map_err(|e| super::StartError::Runtime(format!("{e:#}")))?,
+    );
+    Catalog::open(&runtime, &config.relay.plugin_dir, config.load_limits())
+        .map_err(super::StartError::PluginDir)
 }
 
 /// Starts one enabled instance: finds its plugin, prepares its granted
@@ -153,22 +257,39 @@ pub(crate) async fn start_instance(
     instance: &str,
     settings: &PluginSettings,
     metrics: PluginMetrics,
-) -> Result<(Arc<LoadedPlugin>, AnyExporter), String> {
-    let plugin = catalog.resolve(instance, settings)?;
-    if let Some(dir) = &settings.grant_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create grant_dir {}: {e}", dir.display()))?;
+) -> Result<(Arc<LoadedPlugin>, AnyExporter), StartFailure> {
+    let plugin = catalog
+        .resolve(instance, settings)
+        .await
+        .map_err(StartFailure::Permanent)?;
+    if let (LoadedPlugin::Wasm(wasm), Some(isolation)) = (&*plugin, settings.isolation) {
+        return Err(StartFailure::Permanent(format!(
+            "plugins.{instance}.isolation = \"{}\" applies to native plugins only; {} is a WASM plugin, which always runs sandboxed (remove the key)",
+            isolation.as_str(),
+            wasm.path.display()
+        )));
     }
-    let exporter = match &*plugin {
+    if let Some(dir) = &settings.grant_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StartFailure::Retryable(format!("cannot create grant_dir {}: {e}", dir.display()))
+        })?;
+    }
+    let services = PluginServices::new(instance, settings.secrets.clone(), Some(metrics));
+    // What init said comes from the plugin: masked and capped like the rest.
+    let exporter = start_exporter(&plugin, settings, services.clone())
+        .await
+        .map_err(|error| StartFailure::Retryable(services.admit(&error)))?;
+    Ok((plugin, exporter))
+}
+
+async fn start_exporter(
+    plugin: &LoadedPlugin,
+    settings: &PluginSettings,
+    services: PluginServices,
+) -> Result<AnyExporter, String> {
+    Ok(match plugin {
         LoadedPlugin::Wasm(wasm) => {
-            if let Some(isolation) = settings.isolation {
-                return Err(format!(
-                    "plugins.{instance}.isolation = \"{}\" applies to native plugins only; {} is a WASM plugin, which always runs sandboxed (remove the key)",
-                    isolation.as_str(),
-                    wasm.path.display()
-                ));
-            }
-            let sandbox = Sandbox::from_settings(instance, settings, metrics);
+            let sandbox = Sandbox::from_settings(settings, services);
             AnyExporter::Wasm(
                 WasmInstance::start(wasm.clone(), sandbox)
                     .await
@@ -176,7 +297,7 @@ pub(crate) async fn start_instance(
             )
         }
         LoadedPlugin::Native(native) => {
-            let settings = NativeSettings::from_settings(instance, settings, metrics);
+            let settings = NativeSettings::from_settings(settings, services);
             match settings.isolation {
                 Isolation::Process => {
                     AnyExporter::Process(ChildInstance::start(&native.path, settings).await?)
@@ -186,6 +307,5 @@ pub(crate) async fn start_instance(
                 }
             }
         }
-    };
-    Ok((plugin, exporter))
+    })
 }

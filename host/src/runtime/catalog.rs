@@ -1,19 +1,31 @@
 //! The plugins found in `plugin_dir`.
 //!
-//! Every `*.wasm` file in the directory (not its subdirectories) is
-//! compiled, linked and asked to `describe` itself; every `*.so` file is
+//! Every `*.wasm` file in the directory (not its subdirectories) can be
+//! compiled, linked and asked to `describe` itself; every `*.so` file
 //! opened in a plugin runner process, its ABI version checked, and asked
 //! the same. A plugin is known by the name it gives there, not by its file
 //! name. A file that cannot be used is reported by name and skipped: the
 //! others still run. Finding a plugin enables nothing; only a
 //! `[plugins.<name>]` table does.
+//!
+//! Listing the directory costs one `stat` per file; a file is loaded only
+//! when something needs it. [`Catalog::resolve`] loads the file an
+//! instance names with `path`, or else the files in order of how likely
+//! they are to hold the plugin (files named after it first) until one
+//! does, so a relay compiles only what it runs. `auditrelay plugins` and
+//! `auditrelay check` load everything ([`Catalog::load_all`]), and only
+//! then can they tell that two files provide the same plugin. Loading is
+//! bounded by [`LoadLimits`] (file size, compile time), and what a plugin
+//! says about itself is bounded too ([`bounded_info`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::OnceCell;
+
 use super::native::{self, NativePlugin};
 use super::wasm::{WasmPlugin, WasmRuntime};
-use super::{LoadError, PluginInfo};
+use super::{LoadError, LoadLimits, PluginInfo};
 use crate::config::{PluginKind, PluginSettings};
 
 /// A usable plugin file of either kind.
@@ -83,21 +95,27 @@ pub enum CatalogEntry {
 }
 
 /// Everything found in one plugin directory.
-#[derive(Debug, Clone, Default)]
 pub struct Catalog {
     /// Where the files were found.
     pub dir: PathBuf,
-    /// One entry per `.wasm` or `.so` file, in file name order.
-    pub entries: Vec<CatalogEntry>,
+    files: Vec<CatalogFile>,
+    runtime: Arc<WasmRuntime>,
+    limits: LoadLimits,
+}
+
+/// One plugin file, loaded when first needed.
+struct CatalogFile {
+    path: PathBuf,
+    kind: PluginKind,
+    entry: OnceCell<CatalogEntry>,
 }
 
 impl Catalog {
-    /// Loads every `.wasm` and `.so` file in `dir`; `on_file` is called
-    /// before each (for progress output).
-    pub async fn scan(
+    /// The `.wasm` and `.so` files in `dir`, none of them loaded yet.
+    pub fn open(
         runtime: &Arc<WasmRuntime>,
         dir: &Path,
-        mut on_file: impl FnMut(&Path),
+        limits: LoadLimits,
     ) -> Result<Catalog, String> {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
@@ -112,33 +130,94 @@ impl Catalog {
             }
         };
         files.sort();
-        let mut entries = Vec::with_capacity(files.len());
-        for file in files {
-            on_file(&file);
-            let loaded = match PluginKind::of_file(&file) {
-                Some(PluginKind::Native) => native::describe(&file).await.map(LoadedPlugin::Native),
-                _ => runtime
-                    .load(&file)
-                    .await
-                    .map(|p| LoadedPlugin::Wasm(Arc::new(p))),
-            };
-            entries.push(match loaded {
-                Ok(plugin) => CatalogEntry::Loaded(Arc::new(plugin)),
-                Err(error) => {
-                    tracing::warn!("skipping a plugin file: {error}");
-                    CatalogEntry::Broken(error)
-                }
-            });
-        }
         Ok(Catalog {
             dir: dir.to_owned(),
-            entries,
+            files: files
+                .into_iter()
+                .map(|path| CatalogFile {
+                    kind: PluginKind::of_file(&path).expect("filtered above"),
+                    path,
+                    entry: OnceCell::new(),
+                })
+                .collect(),
+            runtime: runtime.clone(),
+            limits,
         })
     }
 
-    /// The usable plugins.
+    /// Opens `dir` and loads every file in it; `on_file` is called before
+    /// each (for progress output).
+    pub async fn scan(
+        runtime: &Arc<WasmRuntime>,
+        dir: &Path,
+        limits: LoadLimits,
+        on_file: impl FnMut(&Path),
+    ) -> Result<Catalog, String> {
+        let catalog = Self::open(runtime, dir, limits)?;
+        catalog.load_all(on_file).await;
+        Ok(catalog)
+    }
+
+    /// Loads every file not loaded yet.
+    pub async fn load_all(&self, mut on_file: impl FnMut(&Path)) {
+        for file in &self.files {
+            if file.entry.get().is_none() {
+                on_file(&file.path);
+            }
+            self.load(file).await;
+        }
+    }
+
+    async fn load<'a>(&'a self, file: &'a CatalogFile) -> &'a CatalogEntry {
+        file.entry
+            .get_or_init(|| async {
+                let loaded = match file.kind {
+                    PluginKind::Native => native::describe(&file.path, &self.limits)
+                        .await
+                        .and_then(|p| {
+                            let info =
+                                bounded_info(p.info).map_err(|r| LoadError::new(&p.path, r))?;
+                            Ok(LoadedPlugin::Native(NativePlugin { info, ..p }))
+                        }),
+                    PluginKind::Wasm => {
+                        self.runtime
+                            .load(&file.path, &self.limits)
+                            .await
+                            .and_then(|mut p| {
+                                p.info =
+                                    bounded_info(p.info).map_err(|r| LoadError::new(&p.path, r))?;
+                                Ok(LoadedPlugin::Wasm(Arc::new(p)))
+                            })
+                    }
+                };
+                match loaded {
+                    Ok(plugin) => CatalogEntry::Loaded(Arc::new(plugin)),
+                    Err(error) => {
+                        tracing::warn!("skipping a plugin file: {error}");
+                        CatalogEntry::Broken(error)
+                    }
+                }
+            })
+            .await
+    }
+
+    /// The files loaded so far, in file name order (every file after
+    /// [`load_all`](Self::load_all)).
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.files.iter().filter_map(|file| file.entry.get())
+    }
+
+    /// The files not loaded (nothing needed them).
+    pub fn not_loaded(&self) -> impl Iterator<Item = &Path> {
+        self.files
+            .iter()
+            .filter(|file| file.entry.get().is_none())
+            .map(|file| file.path.as_path())
+    }
+
+    /// The usable plugins loaded so far.
     pub fn loaded(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
-        self.entries.iter().filter_map(|entry| match entry {
+        self.entries().filter_map(|entry| match entry {
             CatalogEntry::Loaded(plugin) => Some(plugin),
             CatalogEntry::Broken(_) => None,
         })
@@ -146,8 +225,10 @@ impl Catalog {
 
     /// The plugin an instance runs: the file named by `path`, else the one
     /// whose `describe` name is `plugin` (default: the instance name) and,
-    /// if `kind` is set, of that kind.
-    pub fn resolve(
+    /// if `kind` is set, of that kind. Loads files as needed: files named
+    /// after the plugin first, the rest in name order, until one provides
+    /// it; then the files already loaded are checked for a second provider.
+    pub async fn resolve(
         &self,
         instance: &str,
         settings: &PluginSettings,
@@ -164,27 +245,35 @@ impl Catalog {
                     found.as_str()
                 ));
             }
-            return self
-                .entries
-                .iter()
-                .find_map(|entry| match entry {
-                    CatalogEntry::Loaded(p) if p.path() == path => Some(Ok(p.clone())),
-                    CatalogEntry::Broken(e) if e.path == path => Some(Err(e.to_string())),
-                    _ => None,
-                })
-                .unwrap_or_else(|| {
-                    Err(format!(
-                        "plugins.{instance}.path: {} is not a .wasm or .so file in plugin_dir {}",
-                        path.display(),
-                        self.dir.display()
-                    ))
-                });
+            let Some(file) = self.files.iter().find(|f| f.path == path) else {
+                return Err(format!(
+                    "plugins.{instance}.path: {} is not a .wasm or .so file in plugin_dir {}",
+                    path.display(),
+                    self.dir.display()
+                ));
+            };
+            return match self.load(file).await {
+                CatalogEntry::Loaded(plugin) => Ok(plugin.clone()),
+                CatalogEntry::Broken(error) => Err(error.to_string()),
+            };
         }
         let name = settings.plugin.as_deref().unwrap_or(instance);
-        let matches: Vec<&Arc<LoadedPlugin>> = self
-            .loaded()
-            .filter(|p| p.info().name == name && settings.kind.is_none_or(|k| k == p.kind()))
+        let provides =
+            |p: &LoadedPlugin| p.info().name == name && settings.kind.is_none_or(|k| k == p.kind());
+        let mut order: Vec<&CatalogFile> = self
+            .files
+            .iter()
+            .filter(|f| settings.kind.is_none_or(|k| k == f.kind))
             .collect();
+        order.sort_by_key(|f| !named_after(&f.path, name));
+        for file in order {
+            if let CatalogEntry::Loaded(plugin) = self.load(file).await
+                && provides(plugin)
+            {
+                break;
+            }
+        }
+        let matches: Vec<&Arc<LoadedPlugin>> = self.loaded().filter(|p| provides(p)).collect();
         match matches.as_slice() {
             [plugin] => Ok((*plugin).clone()),
             [] => Err(self.not_found(instance, name)),
@@ -206,8 +295,7 @@ impl Catalog {
             .map(|p| format!("{} ({})", p.info().name, p.kind().as_str()))
             .collect();
         let broken = self
-            .entries
-            .iter()
+            .entries()
             .filter(|e| matches!(e, CatalogEntry::Broken(_)))
             .count();
         let mut message = format!(
@@ -227,5 +315,91 @@ impl Catalog {
         message
             .push_str("); build or copy the plugin there, or set `plugin` to one of those names");
         message
+    }
+}
+
+/// Whether a file's stem names the plugin: `file.wasm` or
+/// `libauditrelay_plugin_file.so` for `file`.
+fn named_after(path: &Path, plugin: &str) -> bool {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let stem = stem.replace('-', "_");
+    let plugin = plugin.replace('-', "_");
+    stem == plugin || stem.ends_with(&format!("_{plugin}"))
+}
+
+/// The most config keys a plugin may describe.
+const MAX_CONFIG_KEYS: usize = 128;
+
+/// What a plugin says about itself, within bounds: a name of at most 64
+/// bytes and a version of at most 64 (refused otherwise: they label logs,
+/// metrics and status), descriptions cut to 1 KiB, at most 128 config keys
+/// (each name at most 64 bytes, its default cut to 256).
+pub fn bounded_info(info: PluginInfo) -> Result<PluginInfo, String> {
+    let short = |what: &str, text: &str| {
+        if text.is_empty() || text.len() > 64 || text.chars().any(char::is_control) {
+            Err(format!(
+                "describe() returned a {what} of {} bytes; it must be 1 to 64 bytes without control characters",
+                text.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    short("name", &info.name)?;
+    short("version", &info.version)?;
+    if info.config_keys.len() > MAX_CONFIG_KEYS {
+        return Err(format!(
+            "describe() listed {} config keys; at most {MAX_CONFIG_KEYS}",
+            info.config_keys.len()
+        ));
+    }
+    let cut = |text: String, max: usize| super::services::cut(&text, max).to_owned();
+    let mut keys = Vec::with_capacity(info.config_keys.len());
+    for key in info.config_keys {
+        short("config key name", &key.name)?;
+        keys.push(auditrelay_plugin_api::ConfigKey {
+            description: cut(key.description, 1024),
+            default_value: key.default_value.map(|d| cut(d, 256)),
+            ..key
+        });
+    }
+    Ok(PluginInfo {
+        description: cut(info.description, 1024),
+        config_keys: keys,
+        ..info
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_named_after_a_plugin_are_tried_first() {
+        assert!(named_after(Path::new("d/file.wasm"), "file"));
+        assert!(named_after(
+            Path::new("d/libauditrelay_plugin_splunk_hec.so"),
+            "splunk-hec"
+        ));
+        assert!(!named_after(Path::new("d/profile.wasm"), "file"));
+    }
+
+    #[test]
+    fn what_a_plugin_says_about_itself_is_bounded() {
+        let mut info = PluginInfo::new("counter", "0.1.0", "x".repeat(100_000));
+        info.config_keys.push(auditrelay_plugin_api::ConfigKey {
+            name: "url".into(),
+            description: "y".repeat(100_000),
+            required: false,
+            default_value: Some("z".repeat(100_000)),
+        });
+        let bounded = bounded_info(info.clone()).unwrap();
+        assert_eq!(bounded.description.len(), 1024);
+        assert_eq!(
+            bounded.config_keys[0].default_value.as_ref().unwrap().len(),
+            256
+        );
+        info.name = "n".repeat(65);
+        assert!(bounded_info(info).unwrap_err().contains("name of 65 bytes"));
     }
 }

@@ -11,8 +11,10 @@
 pub mod native;
 pub mod wasm;
 
+mod admit;
 pub mod catalog;
 mod fault;
+pub mod mask;
 pub mod output;
 pub mod services;
 
@@ -52,11 +54,40 @@ impl LoadError {
     }
 }
 
-/// A plugin file's bytes, whatever its kind.
-async fn read_plugin_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| LoadError::new(path, format!("cannot read the file: {e}")))
+/// How much loading one plugin file may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Largest plugin file (`relay.max_plugin_size`).
+    pub max_size: u64,
+    /// Longest a WASM compile may take (`relay.plugin_load_timeout`).
+    pub timeout: Duration,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            max_size: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A plugin file's bytes, whatever its kind; a file over the size limit is
+/// refused before it is read.
+async fn read_plugin_file(path: &Path, limits: &LoadLimits) -> Result<Vec<u8>, LoadError> {
+    let fail = |e: std::io::Error| LoadError::new(path, format!("cannot read the file: {e}"));
+    let size = tokio::fs::metadata(path).await.map_err(fail)?.len();
+    if size > limits.max_size {
+        return Err(LoadError::new(
+            path,
+            format!(
+                "is {} and plugin files may be at most {} (relay.max_plugin_size): it was not read",
+                bytesize::ByteSize(size).display().iec(),
+                bytesize::ByteSize(limits.max_size).display().iec()
+            ),
+        ));
+    }
+    tokio::fs::read(path).await.map_err(fail)
 }
 
 /// Why a call into a plugin did not succeed.
@@ -115,21 +146,37 @@ pub enum AnyExporter {
     Process(native::ChildInstance),
 }
 
+impl AnyExporter {
+    /// The instance's services: every answer passes their
+    /// [admission](services::PluginServices::admit_delivery).
+    fn services(&self) -> &services::PluginServices {
+        match self {
+            AnyExporter::Wasm(e) => &e.sandbox().services,
+            AnyExporter::InProcess(e) => e.services(),
+            AnyExporter::Process(e) => &e.settings().services,
+        }
+    }
+}
+
+/// Whatever kind of instance answers, its answer is admitted in one place:
+/// masked, capped, and checked for being possible at all.
 impl Exporter for AnyExporter {
     async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
-        match self {
+        let answer = match self {
             AnyExporter::Wasm(e) => e.deliver(batch).await,
             AnyExporter::InProcess(e) => e.deliver(batch).await,
             AnyExporter::Process(e) => e.deliver(batch).await,
-        }
+        };
+        self.services().admit_delivery(batch.len(), answer)
     }
 
     async fn flush(&mut self) -> Result<(), CallError> {
-        match self {
+        let answer = match self {
             AnyExporter::Wasm(e) => e.flush().await,
             AnyExporter::InProcess(e) => e.flush().await,
             AnyExporter::Process(e) => e.flush().await,
-        }
+        };
+        answer.map_err(|error| self.services().admit_error(error))
     }
 
     async fn shutdown(&mut self) {
@@ -139,4 +186,31 @@ impl Exporter for AnyExporter {
             AnyExporter::Process(e) => e.shutdown().await,
         }
     }
+}
+
+/// The `auditrelay` executable that does the relay's work in processes of
+/// its own (runs native plugins in `process` isolation, compiles WASM
+/// plugins under a time limit): `AUDITRELAY_BIN` if set, else the running
+/// executable if it is `auditrelay`, else an `auditrelay` beside it or one
+/// directory up (where cargo puts the binary next to test executables).
+pub fn helper_program() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("AUDITRELAY_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot tell which executable is running: {e}"))?;
+    if exe.file_stem().is_some_and(|stem| stem == "auditrelay") {
+        return Ok(exe);
+    }
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("auditrelay"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no auditrelay executable was found beside {} (native plugins in process isolation run in `auditrelay plugin-runner`, WASM plugins compile in `auditrelay plugin-compiler`); set AUDITRELAY_BIN to its path",
+                exe.display()
+            )
+        })
 }

@@ -2,9 +2,11 @@
 //! a WASM plugin's WASI streams, a native plugin runner's stderr.
 //!
 //! Writes are taken synchronously (a plugin never waits on its output), cut
-//! into lines, tagged with the instance name and logged: stdout at `info`,
-//! stderr at `warn`. The last few stderr lines are kept, because a Rust
-//! plugin prints its panic message there just before it traps.
+//! into lines and handed to the instance's
+//! [`PluginServices::output_line`]: masked, capped, within its log budget,
+//! logged with the instance name (stdout at `info`, stderr at `warn`). The
+//! last few stderr lines are kept (masked), because a Rust plugin prints
+//! its panic message there just before it traps.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,11 +16,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
+
+use super::services::PluginServices;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Longest line logged as is; longer lines are cut with a marker.
-const MAX_LINE: usize = 16 * 1024;
+/// A line without an end is logged once it is this long.
+const MAX_LINE: usize = super::services::MAX_LINE;
 /// stderr lines kept for fault reports.
 const TAIL_LINES: usize = 8;
 
@@ -38,18 +42,18 @@ pub struct OutputSink {
 }
 
 struct SinkInner {
-    instance: Arc<str>,
+    services: PluginServices,
     stream: Stream,
     partial: Mutex<Vec<u8>>,
     tail: Mutex<VecDeque<String>>,
 }
 
 impl OutputSink {
-    /// A sink for `stream` of the instance named `instance`.
-    pub fn new(instance: Arc<str>, stream: Stream) -> Self {
+    /// A sink for `stream` of the instance `services` serve.
+    pub fn new(services: PluginServices, stream: Stream) -> Self {
         OutputSink {
             inner: Arc::new(SinkInner {
-                instance,
+                services,
                 stream,
                 partial: Mutex::new(Vec::new()),
                 tail: Mutex::new(VecDeque::new()),
@@ -88,28 +92,25 @@ impl OutputSink {
     }
 
     fn emit(&self, line: &[u8]) {
-        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
+        // A little more than a line is kept, so that a secret across the
+        // cut is masked before the cut (PluginServices::output_line).
+        let text = String::from_utf8_lossy(&line[..line.len().min(2 * MAX_LINE)]);
         let text = text.trim_end_matches('\r');
         if text.trim().is_empty() {
             return;
         }
-        let cut = if line.len() > MAX_LINE {
-            " [line cut]"
-        } else {
-            ""
-        };
-        let plugin = &*self.inner.instance;
+        let services = &self.inner.services;
         match self.inner.stream {
             Stream::Stdout => {
-                tracing::info!(target: "auditrelay::plugin", plugin, stream = "stdout", "{text}{cut}")
+                services.output_line("stdout", text, false);
             }
             Stream::Stderr => {
-                tracing::warn!(target: "auditrelay::plugin", plugin, stream = "stderr", "{text}{cut}");
+                let masked = services.output_line("stderr", text, true);
                 let mut tail = self.inner.tail.lock().unwrap_or_else(|e| e.into_inner());
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
                 }
-                tail.push_back(format!("{text}{cut}"));
+                tail.push_back(masked);
             }
         }
     }
@@ -176,7 +177,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_stderr_lines() {
-        let sink = OutputSink::new("p".into(), Stream::Stderr);
+        let sink = OutputSink::new(PluginServices::describe_only(), Stream::Stderr);
         sink.write(b"first\nthread '<unnamed>' panicked at src/lib.rs:1:1:\nboom");
         sink.write(b"\r\nnote: run with `RUST_BACKTRACE=1`\n");
         assert_eq!(
@@ -193,12 +194,21 @@ mod tests {
 
     #[test]
     fn endless_lines_are_cut() {
-        let sink = OutputSink::new("p".into(), Stream::Stderr);
+        let sink = OutputSink::new(PluginServices::describe_only(), Stream::Stderr);
         sink.write(&vec![b'x'; MAX_LINE + 10]);
         sink.write(b"next\n");
         let tail = sink.take_tail();
         assert_eq!(tail.len(), 2);
-        assert_eq!(tail[0], format!("{} [line cut]", "x".repeat(MAX_LINE)));
+        assert!(
+            tail[0].starts_with(&"x".repeat(MAX_LINE)),
+            "{}",
+            tail[0].len()
+        );
+        assert!(
+            tail[0].ends_with("… [cut: 16394 bytes in all]"),
+            "{}",
+            &tail[0][MAX_LINE..]
+        );
         assert_eq!(tail[1], "next");
     }
 }

@@ -267,30 +267,21 @@ impl<E: Exporter> Worker<E> {
         }
     }
 
-    /// Sets aside the events a partly accepted batch refused; returns how
+    /// Sets aside the events a partly accepted batch refused (their
+    /// indexes were checked when the answer was admitted); returns how
     /// many, or why they could not be stored.
     fn set_aside_rejected(
         &mut self,
         batch: &Batch,
         rejected: &[RejectedEvent],
     ) -> Result<usize, String> {
-        let mut seen = vec![false; batch.len()];
-        let mut events = Vec::with_capacity(rejected.len());
-        for r in rejected {
-            match seen.get_mut(r.index as usize) {
-                Some(flag) if !*flag => {
-                    *flag = true;
-                    let i = r.index as usize;
-                    events.push((batch.seq(i), batch.event(i), r.reason.as_str()));
-                }
-                _ => tracing::warn!(
-                    plugin = &*self.parts.instance,
-                    index = r.index,
-                    batch = batch.len(),
-                    "plugin rejected an event index outside its batch (or twice); ignored"
-                ),
-            }
-        }
+        let events: Vec<(u64, Event<'_>, &str)> = rejected
+            .iter()
+            .map(|r| {
+                let i = r.index as usize;
+                (batch.seq(i), batch.event(i), r.reason.as_str())
+            })
+            .collect();
         if let Some((_, _, first_reason)) = events.first() {
             tracing::warn!(
                 plugin = &*self.parts.instance,

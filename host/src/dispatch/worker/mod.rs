@@ -129,7 +129,15 @@ impl<E: Exporter> Worker<E> {
         }
         if !aborted && !self.parts.abort.is_cancelled() {
             self.flush().await;
-            self.exporter.shutdown().await;
+            // Within relay.shutdown_timeout whatever the plugin does: a
+            // shutdown() that loops is abandoned with the instance.
+            let abort = self.parts.abort.clone();
+            tokio::select! {
+                () = self.exporter.shutdown() => {}
+                () = abort.cancelled() => {
+                    tracing::warn!(plugin = &*self.parts.instance, "the plugin did not shut down within relay.shutdown_timeout; abandoned");
+                }
+            }
         }
         self.parts.health.lock().state = RunState::Stopped;
     }

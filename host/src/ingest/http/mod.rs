@@ -74,9 +74,8 @@ impl HttpIngest {
                 ),
             )
         })?;
-        let instances = relay.status().plugins.len();
         let mut max_connections = settings.max_connections;
-        if let Some((room, limit)) = server::descriptor_budget(instances) {
+        if let Some((room, limit)) = server::descriptor_budget(relay.reserved_descriptors()) {
             let room = usize::try_from(room).unwrap_or(usize::MAX);
             if room < max_connections {
                 max_connections = room.max(1);

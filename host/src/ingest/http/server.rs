@@ -11,6 +11,7 @@
 //! The connection cap is also how the relay keeps file descriptors for
 //! itself: whatever the clients do, the spool, the cursors, the dead
 //! letters and the plugins can still open files (see [`descriptor_budget`]).
+//! The table below counts what is kept aside.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,14 +36,6 @@ use tokio_util::task::TaskTracker;
 use super::connections::{Admission, BusyBody, Connections, Slot};
 use crate::metrics::Metrics;
 
-/// Descriptors the relay keeps for itself whatever clients do: the spool
-/// (segments being written and read, the directory, cursors, watermark),
-/// logs, the runtime's own (epoll, eventfds, pipes).
-const RESERVED_DESCRIPTORS: u64 = 64;
-/// Descriptors kept per plugin instance: its reader and dead letters, its
-/// granted directory and open files, its outgoing HTTP connections, a
-/// runner's pipes.
-const DESCRIPTORS_PER_INSTANCE: u64 = 32;
 /// Refusals being written at once; past that, refused connections are
 /// closed without an answer. Their descriptors are set aside too.
 const MAX_REFUSALS_IN_FLIGHT: usize = 8;
@@ -61,14 +54,13 @@ pub(super) struct Bounds {
     pub body_timeout: Duration,
 }
 
-/// How many connections the process's descriptor limit leaves room for,
-/// after [`RESERVED_DESCRIPTORS`] and [`DESCRIPTORS_PER_INSTANCE`] for each of
-/// `instances`; `None` when the limit cannot be read.
-pub fn descriptor_budget(instances: usize) -> Option<(u64, u64)> {
+/// How many connections the process's descriptor limit leaves room for
+/// after `reserved` for the relay itself (see
+/// [`Relay::reserved_descriptors`](crate::Relay::reserved_descriptors)) and
+/// the refusals in flight; `None` when the limit cannot be read.
+pub fn descriptor_budget(reserved: u64) -> Option<(u64, u64)> {
     let limit = open_file_limit()?;
-    let reserved = RESERVED_DESCRIPTORS
-        + DESCRIPTORS_PER_INSTANCE * instances as u64
-        + MAX_REFUSALS_IN_FLIGHT as u64;
+    let reserved = reserved + MAX_REFUSALS_IN_FLIGHT as u64;
     Some((limit.saturating_sub(reserved), limit))
 }
 

@@ -35,6 +35,13 @@ pub struct InProcessInstance {
 unsafe impl Send for InProcessInstance {}
 
 impl InProcessInstance {
+    /// The instance's services.
+    pub fn services(&self) -> &PluginServices {
+        &self.services
+    }
+}
+
+impl InProcessInstance {
     /// Loads the library (checking its ABI version) and starts an
     /// instance; `Err` says why, naming the file.
     pub fn start(path: &Path, settings: NativeSettings) -> Result<Self, String> {
@@ -74,7 +81,7 @@ impl InProcessInstance {
     /// The live handle, starting a fresh instance after a fault.
     fn live(&mut self) -> Result<&mut Handle, CallError> {
         if self.handle.is_none() {
-            if let Some(metrics) = &self.services.metrics {
+            if let Some(metrics) = self.services.metrics() {
                 metrics.restart();
             }
             self.init().map_err(|reason| CallError::Retryable {
@@ -103,7 +110,7 @@ impl Exporter for InProcessInstance {
         let library = self.library;
         let handle = self.live()?;
         let (status, payload) = library.deliver(handle, count, batch.data());
-        let result = outcome::delivery(status, &payload, count);
+        let result = outcome::delivery(status, &payload);
         self.settle(result)
     }
 

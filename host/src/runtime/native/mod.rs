@@ -36,16 +36,14 @@ pub mod protocol;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::in_process::InProcessInstance;
 pub use self::library::NativeLibrary;
 pub use self::process::ChildInstance;
 use crate::config::{Isolation, PluginSettings};
-use crate::metrics::PluginMetrics;
 use crate::runtime::services::PluginServices;
-use crate::runtime::{LoadError, PluginInfo, read_plugin_file, sha256_hex};
+use crate::runtime::{LoadError, LoadLimits, PluginInfo, read_plugin_file, sha256_hex};
 
 pub use auditrelay_plugin_api::native::ABI_VERSION;
 
@@ -82,18 +80,11 @@ pub struct NativeSettings {
 }
 
 impl NativeSettings {
-    /// The settings an instance's configuration describes.
-    pub fn from_settings(
-        instance: &str,
-        settings: &PluginSettings,
-        metrics: PluginMetrics,
-    ) -> Self {
+    /// The settings an instance's configuration describes, served by
+    /// `services`.
+    pub fn from_settings(settings: &PluginSettings, services: PluginServices) -> Self {
         NativeSettings {
-            services: PluginServices {
-                instance: Arc::from(instance),
-                secrets: Arc::new(settings.secrets.clone()),
-                metrics: Some(metrics),
-            },
+            services,
             config: serde_json::to_value(&settings.config)
                 .expect("a TOML table always converts to JSON"),
             grant_dir: settings.grant_dir.clone(),
@@ -105,14 +96,14 @@ impl NativeSettings {
 
     /// The instance name.
     pub fn instance(&self) -> &str {
-        &self.services.instance
+        self.services.instance()
     }
 }
 
 /// Hashes a native plugin file and asks it to describe itself, in a runner
 /// process so that a library which crashes on load only fails its own entry.
-pub async fn describe(path: &Path) -> Result<NativePlugin, LoadError> {
-    let bytes = read_plugin_file(path).await?;
+pub async fn describe(path: &Path, limits: &LoadLimits) -> Result<NativePlugin, LoadError> {
+    let bytes = read_plugin_file(path, limits).await?;
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         return Err(LoadError::new(
             path,
@@ -128,30 +119,4 @@ pub async fn describe(path: &Path) -> Result<NativePlugin, LoadError> {
         sha256,
         info,
     })
-}
-
-/// The `auditrelay` executable that runs native plugins in `process`
-/// isolation: `AUDITRELAY_BIN` if set, else the running executable if it
-/// is `auditrelay`, else an `auditrelay` beside it or one directory up
-/// (where cargo puts the binary next to test executables).
-pub fn runner_program() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("AUDITRELAY_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot tell which executable is running: {e}"))?;
-    if exe.file_stem().is_some_and(|stem| stem == "auditrelay") {
-        return Ok(exe);
-    }
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("auditrelay"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            format!(
-                "native plugins in process isolation run in `auditrelay plugin-runner`, and no auditrelay executable was found beside {}; set AUDITRELAY_BIN to its path (or use isolation = \"in-process\")",
-                exe.display()
-            )
-        })
 }

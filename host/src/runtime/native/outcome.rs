@@ -9,9 +9,8 @@ use auditrelay_plugin_api::native::{RetryableOutcome, Status};
 use crate::runtime::services::cut;
 use crate::runtime::{CallError, Delivery, Fault, FaultKind, RejectedEvent};
 
-/// What a `deliver` call's status and sink bytes mean, for a batch of
-/// `count` events.
-pub fn delivery(status: i32, payload: &[u8], count: u32) -> Result<Delivery, CallError> {
+/// What a `deliver` call's status and sink bytes mean.
+pub fn delivery(status: i32, payload: &[u8]) -> Result<Delivery, CallError> {
     if status == Status::PartiallyRejected as i32 {
         let rejected: Vec<RejectedEvent> = serde_json::from_slice(payload).map_err(|e| {
             unreadable(
@@ -20,15 +19,8 @@ pub fn delivery(status: i32, payload: &[u8], count: u32) -> Result<Delivery, Cal
                 &format!("a JSON list of {{index, reason}} ({e})"),
             )
         })?;
-        if let Some(bad) = rejected.iter().find(|r| r.index >= count) {
-            return Err(CallError::Fault(Fault::new(
-                FaultKind::Other,
-                format!(
-                    "rejected event index {} in a batch of {count} events",
-                    bad.index
-                ),
-            )));
-        }
+        // Whether the indexes are possible is checked for every kind of
+        // plugin in one place (runtime::admit).
         return Ok(Delivery::PartiallyRejected(rejected));
     }
     completion(status, payload).map(|()| Delivery::Accepted)
@@ -83,27 +75,27 @@ mod tests {
 
     #[test]
     fn every_status_reads_as_its_outcome() {
-        assert_eq!(delivery(0, b"", 3), Ok(Delivery::Accepted));
+        assert_eq!(delivery(0, b""), Ok(Delivery::Accepted));
         assert_eq!(
-            delivery(1, br#"[{"index":2,"reason":"bad"}]"#, 3),
+            delivery(1, br#"[{"index":2,"reason":"bad"}]"#),
             Ok(Delivery::PartiallyRejected(vec![RejectedEvent {
                 index: 2,
                 reason: "bad".into()
             }]))
         );
         assert_eq!(
-            delivery(2, br#"{"message":"busy","retry_after_ms":1500}"#, 3),
+            delivery(2, br#"{"message":"busy","retry_after_ms":1500}"#),
             Err(CallError::Retryable {
                 message: "busy".into(),
                 retry_after: Some(Duration::from_millis(1500))
             })
         );
         assert_eq!(
-            delivery(3, b"bad token", 3),
+            delivery(3, b"bad token"),
             Err(CallError::Permanent("bad token".into()))
         );
         assert!(matches!(
-            delivery(4, b"boom", 3),
+            delivery(4, b"boom"),
             Err(CallError::Fault(Fault { kind: FaultKind::Panic, ref message, .. })) if message == "boom"
         ));
     }
@@ -111,16 +103,11 @@ mod tests {
     #[test]
     fn nonsense_is_a_fault_naming_what_was_expected() {
         for (status, payload, expected) in [
-            (
-                1,
-                &br#"[{"index":3,"reason":"x"}]"#[..],
-                "index 3 in a batch of 3",
-            ),
-            (1, b"nope", "unreadable payload"),
+            (1, &b"nope"[..], "unreadable payload"),
             (2, b"busy", "retry_after_ms"),
             (9, b"", "status 9"),
         ] {
-            match delivery(status, payload, 3) {
+            match delivery(status, payload) {
                 Err(CallError::Fault(fault)) => {
                     assert!(fault.message.contains(expected), "{fault}")
                 }

@@ -11,7 +11,6 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -20,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::crash::classify;
 use super::protocol::{MAX_REPLY, Reply, Request, RunnerInit, read_frame_async};
-use super::{NativeSettings, library, outcome, runner_program};
+use super::{NativeSettings, library, outcome};
+use crate::runtime::helper_program;
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
 use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo};
@@ -52,8 +52,12 @@ struct Runner {
 }
 
 impl Runner {
-    fn spawn(library: &Path, instance: Arc<str>, args: &[String]) -> Result<Box<Runner>, String> {
-        let program = runner_program()?;
+    fn spawn(
+        library: &Path,
+        services: PluginServices,
+        args: &[String],
+    ) -> Result<Box<Runner>, String> {
+        let program = helper_program()?;
         let mut command = Command::new(&program);
         command
             .arg("plugin-runner")
@@ -84,7 +88,7 @@ impl Runner {
         };
         widen_pipe(stdin.as_raw_fd());
         widen_pipe(stdout.as_raw_fd());
-        let stderr = OutputSink::new(instance, Stream::Stderr);
+        let stderr = OutputSink::new(services, Stream::Stderr);
         let sink = stderr.clone();
         let stderr_done = tokio::spawn(async move {
             let mut chunk = vec![0u8; 8192];
@@ -188,9 +192,8 @@ pub(super) async fn describe_in_runner(
     timeout: Duration,
 ) -> Result<PluginInfo, String> {
     // Whatever it prints while loading is logged under its file name.
-    let name = Arc::from(path.display().to_string());
-    let mut runner = Runner::spawn(path, name, &["--describe".to_owned()])?;
-    let services = PluginServices::describe_only();
+    let services = PluginServices::new(&path.display().to_string(), Default::default(), None);
+    let mut runner = Runner::spawn(path, services.clone(), &["--describe".to_owned()])?;
     match runner.exchange(&[], &services, timeout).await {
         Ok((0, json)) => {
             let _ = runner.child.wait().await;
@@ -215,6 +218,11 @@ pub struct ChildInstance {
 }
 
 impl ChildInstance {
+    /// What the instance was given and is held to.
+    pub fn settings(&self) -> &NativeSettings {
+        &self.settings
+    }
+
     /// Starts a runner for the library at `path` and initialises the
     /// instance in it; `Err` says why, naming the file.
     pub async fn start(path: &Path, settings: NativeSettings) -> Result<Self, String> {
@@ -236,7 +244,7 @@ impl ChildInstance {
         let settings = &self.settings;
         let mut runner = Runner::spawn(
             &self.library,
-            settings.services.instance.clone(),
+            settings.services.clone(),
             &[
                 "--memory-limit".to_owned(),
                 settings.memory_limit.to_string(),
@@ -248,7 +256,7 @@ impl ChildInstance {
             granted_dir: settings.grant_dir.clone(),
             secrets: settings
                 .services
-                .secrets
+                .secrets()
                 .iter()
                 .map(|(name, secret)| (name.clone(), secret.expose().to_owned()))
                 .collect(),
@@ -266,9 +274,7 @@ impl ChildInstance {
             }
             Ok((_, reason)) => Err(format!(
                 "init refused the configuration: {}",
-                settings
-                    .services
-                    .mask_secrets(&String::from_utf8_lossy(&reason))
+                settings.services.admit(&String::from_utf8_lossy(&reason))
             )),
             Err(broken) => Err(format!(
                 "crashed while starting: {}",
@@ -281,7 +287,7 @@ impl ChildInstance {
     /// broken exchange ends the runner and becomes a fault.
     async fn call(&mut self) -> Result<(i32, Vec<u8>), CallError> {
         if self.live.is_none() {
-            if let Some(metrics) = &self.settings.services.metrics {
+            if let Some(metrics) = self.settings.services.metrics() {
                 metrics.restart();
             }
             self.launch().await.map_err(|reason| CallError::Retryable {
@@ -327,7 +333,7 @@ impl Exporter for ChildInstance {
         }
         .write_to(&mut self.request);
         let (status, payload) = self.call().await?;
-        let result = outcome::delivery(status, &payload, count);
+        let result = outcome::delivery(status, &payload);
         self.settle(result).await
     }
 

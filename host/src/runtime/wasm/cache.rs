@@ -57,6 +57,12 @@ impl ComponentCache {
         Some(dir.join(format!("{sha256}-{}.cwasm", self.engine_key)))
     }
 
+    /// Whether a compiled component for the `.wasm` with this SHA-256 is
+    /// stored.
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.entry(sha256).is_some_and(|path| path.exists())
+    }
+
     /// The compiled component for `wasm` (whose SHA-256 is `sha256`).
     pub fn load_or_compile(
         &self,

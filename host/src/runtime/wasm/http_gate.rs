@@ -5,17 +5,27 @@
 //! the instance's `allowed_hosts` is refused with
 //! `error-code::HTTP-request-denied` (the plugin sees a clear error) and
 //! logged with the plugin's name; only the scheme, host and port are
-//! logged, since paths and queries may carry secrets. The patterns are
+//! logged, since paths and queries may carry secrets, and those masked
+//! too (a plugin could name a host after a secret). The patterns are
 //! described in [`AllowList`].
+//!
+//! At most `limits.http_requests` requests of one instance are in flight
+//! at once, from connecting until the response is read or times out; a
+//! request beyond that fails at once with an error naming the setting, so
+//! a plugin cannot hold the relay's descriptors (each request is a socket).
+//! When an instance is discarded, its requests are aborted with it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::config::AllowList;
+use crate::runtime::services::PluginServices;
 
 /// Connect limit applied when a plugin sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,14 +34,22 @@ const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `wasi:http` hooks of one plugin instance.
 pub struct HttpGate {
-    instance: Arc<str>,
+    services: PluginServices,
     allowed: Arc<AllowList>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 impl HttpGate {
-    /// A gate for the named instance.
-    pub fn new(instance: Arc<str>, allowed: Arc<AllowList>) -> Self {
-        HttpGate { instance, allowed }
+    /// A gate for the instance `services` serve, letting `max_in_flight`
+    /// requests through at once.
+    pub fn new(services: PluginServices, allowed: Arc<AllowList>, max_in_flight: usize) -> Self {
+        HttpGate {
+            services,
+            allowed,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+        }
     }
 }
 
@@ -64,15 +82,27 @@ impl WasiHttpHooks for HttpGate {
                 None => format!("{scheme}://{host}"),
             };
             tracing::warn!(
-                plugin = &*self.instance,
-                destination,
+                plugin = &**self.services.instance(),
+                destination = self.services.admit(&destination),
                 "denied an outbound request: the destination is not in this plugin's allowed_hosts"
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let message = format!(
+                "this plugin already has {} HTTP requests in flight (limits.http_requests): wait for one to finish",
+                self.max_in_flight
+            );
+            return Box::new(async { Err(HttpError::InternalError(Some(message))) });
+        };
         let options = Some(with_default_timeouts(options));
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // The permit goes when the connection does.
+            let io = async move {
+                let _permit = permit;
+                io.await
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

@@ -52,7 +52,7 @@ async fn ensure_live<'a>(
     sandbox: &Sandbox,
 ) -> Result<&'a mut Live, CallError> {
     if slot.is_none() {
-        if let Some(metrics) = &sandbox.services.metrics {
+        if let Some(metrics) = sandbox.services.metrics() {
             metrics.restart();
         }
         let live = instantiate(plugin, sandbox)
@@ -88,6 +88,11 @@ impl WasmInstance {
             sandbox,
             live: Some(live),
         })
+    }
+
+    /// What the instance may touch and is held to.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     /// The plugin this instance runs.
@@ -155,7 +160,7 @@ async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, Sta
     let mut store = new_store(plugin.pre.engine(), sandbox).map_err(StartError::Sandbox)?;
     store.data_mut().limiter.take_refused();
     let ctx = wit::InitContext {
-        instance: &sandbox.services.instance,
+        instance: sandbox.services.instance(),
         config_json: &sandbox.config_json,
         granted_dir: sandbox.grant_dir.as_ref().map(|_| GUEST_GRANTED_DIR),
     };

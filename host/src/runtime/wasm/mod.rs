@@ -15,6 +15,7 @@
 mod bindings;
 pub mod cache;
 mod classify;
+pub mod compiler;
 mod host_api;
 mod http_gate;
 mod instance;
@@ -30,7 +31,9 @@ use wasmtime::{Config, Engine, OptLevel, Store};
 
 use self::bindings::ExporterPluginPre;
 use self::cache::{CacheOutcome, ComponentCache};
-use crate::runtime::{LoadError, PluginInfo, read_plugin_file, sha256_hex};
+use crate::runtime::{
+    LoadError, LoadLimits, PluginInfo, helper_program, read_plugin_file, sha256_hex,
+};
 
 pub use self::http_gate::HttpGate;
 pub use self::instance::{StartError, WasmInstance};
@@ -72,18 +75,25 @@ pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
     cache: ComponentCache,
+    cache_dir: Option<PathBuf>,
+}
+
+/// The engine every WASM plugin runs on (and the plugin compiler compiles
+/// for: their settings must match for compiled code to load).
+pub(crate) fn engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .wasm_backtrace_max_frames(NonZeroUsize::new(64))
+        .cranelift_opt_level(OptLevel::Speed);
+    Engine::new(&config)
 }
 
 impl WasmRuntime {
     /// A runtime caching compiled plugins in `cache_dir` (none: no cache).
     pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .wasm_backtrace_max_frames(NonZeroUsize::new(64))
-            .cranelift_opt_level(OptLevel::Speed);
-        let engine = Engine::new(&config)?;
+        let engine = engine()?;
 
         let mut linker = Linker::new(&engine);
         // Rust plugins import wasi:cli, wasi:filesystem, ... through std even
@@ -99,33 +109,54 @@ impl WasmRuntime {
 
         spawn_epoch_ticker(&engine);
         Ok(WasmRuntime {
-            cache: ComponentCache::new(cache_dir, &engine),
+            cache: ComponentCache::new(cache_dir.clone(), &engine),
+            cache_dir,
             engine,
             linker,
         })
     }
 
-    /// Compiles (or loads from the cache), links and describes a plugin.
-    ///
-    /// Compilation runs on a blocking thread. Every way a file can be
-    /// unusable gets its own [`LoadError`] message.
-    pub async fn load(self: &Arc<Self>, path: &Path) -> Result<WasmPlugin, LoadError> {
+    /// Compiles (or loads from the cache), links and describes a plugin,
+    /// within `limits`: a file larger than `max_size` is refused before it
+    /// is read; a compile runs in a compiler process killed at `timeout`
+    /// (in the relay's own process, waited for no longer than `timeout`,
+    /// when there is no cache directory or no `auditrelay` executable).
+    /// Every way a file can be unusable gets its own [`LoadError`] message.
+    pub async fn load(
+        self: &Arc<Self>,
+        path: &Path,
+        limits: &LoadLimits,
+    ) -> Result<WasmPlugin, LoadError> {
         let fail = |reason: String| LoadError::new(path, reason);
-        let bytes = read_plugin_file(path).await?;
+        let bytes = read_plugin_file(path, limits).await?;
         check_header(&bytes).map_err(fail)?;
 
         let started = Instant::now();
         let sha256 = sha256_hex(&bytes);
+        if !self.cache.contains(&sha256)
+            && let (Some(cache), Ok(program)) = (&self.cache_dir, helper_program())
+        {
+            compiler::compile_in_process(&program, path, cache, limits.timeout)
+                .await
+                .map_err(fail)?;
+        }
         let runtime = self.clone();
         let digest = sha256.clone();
-        let (component, cache) = tokio::task::spawn_blocking(move || {
+        let compiled = tokio::task::spawn_blocking(move || {
             runtime
                 .cache
                 .load_or_compile(&runtime.engine, &bytes, &digest)
-        })
-        .await
-        .map_err(|e| fail(format!("compilation crashed: {e}")))?
-        .map_err(|e| fail(format!("is not a valid WebAssembly component: {e:#}")))?;
+        });
+        let (component, cache) = tokio::time::timeout(limits.timeout, compiled)
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "compiling it took longer than {} (relay.plugin_load_timeout)",
+                    humantime::format_duration(limits.timeout)
+                ))
+            })?
+            .map_err(|e| fail(format!("compilation crashed: {e}")))?
+            .map_err(|e| fail(format!("is not a valid WebAssembly component: {e:#}")))?;
         let load_time = started.elapsed();
 
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {

@@ -18,7 +18,6 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http_gate::HttpGate;
 use crate::config::{AllowList, PluginSettings};
-use crate::metrics::PluginMetrics;
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
 
@@ -40,6 +39,8 @@ pub struct Sandbox {
     pub memory_limit: u64,
     /// Wall-clock limit for each call into the plugin.
     pub call_timeout: Duration,
+    /// Outgoing HTTP requests in flight at once.
+    pub http_requests: usize,
 }
 
 impl Sandbox {
@@ -52,42 +53,36 @@ impl Sandbox {
             grant_dir: None,
             memory_limit: 64 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
+            http_requests: 0,
         }
     }
 
-    /// The sandbox an instance's settings describe.
-    pub fn from_settings(
-        instance: &str,
-        settings: &PluginSettings,
-        metrics: PluginMetrics,
-    ) -> Self {
+    /// The sandbox an instance's settings describe, served by `services`.
+    pub fn from_settings(settings: &PluginSettings, services: PluginServices) -> Self {
         let config_json =
             serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
         let allowed_hosts = AllowList::parse(&settings.allowed_hosts)
             .expect("allowed_hosts were checked when the config was loaded");
         Sandbox {
-            services: PluginServices {
-                instance: Arc::from(instance),
-                secrets: Arc::new(settings.secrets.clone()),
-                metrics: Some(metrics),
-            },
+            services,
             config_json,
             allowed_hosts: Arc::new(allowed_hosts),
             grant_dir: settings.grant_dir.clone(),
             memory_limit: settings.limits.memory.as_u64(),
             call_timeout: settings.limits.timeout,
+            http_requests: settings.limits.http_requests,
         }
     }
 
     /// The instance name, as in `[plugins.<name>]`.
     pub fn instance(&self) -> &Arc<str> {
-        &self.services.instance
+        self.services.instance()
     }
 
     /// Fresh store state for a new instance.
     pub(super) fn state(&self) -> Result<PluginState, String> {
-        let stdout = OutputSink::new(self.instance().clone(), Stream::Stdout);
-        let stderr = OutputSink::new(self.instance().clone(), Stream::Stderr);
+        let stdout = OutputSink::new(self.services.clone(), Stream::Stdout);
+        let stderr = OutputSink::new(self.services.clone(), Stream::Stderr);
         let mut wasi = WasiCtxBuilder::new();
         // File I/O in the granted directory runs inline on the plugin's
         // thread (the relay's own, never the application's) instead of a
@@ -113,7 +108,11 @@ impl Sandbox {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            gate: HttpGate::new(self.instance().clone(), self.allowed_hosts.clone()),
+            gate: HttpGate::new(
+                self.services.clone(),
+                self.allowed_hosts.clone(),
+                self.http_requests,
+            ),
             limiter: MemoryLimiter::new(self.memory_limit),
             stdout,
             stderr,
