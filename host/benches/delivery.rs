@@ -133,6 +133,7 @@ async fn compare_paths(scratch: &Path, filter: &str) {
                     .unwrap()
                     .plugins["bench"],
                 PluginServices::new("bench", Default::default(), Some(metrics.plugin("bench"))),
+                0,
             );
             sandbox.config_json = case.config_json.to_owned();
             sandbox.grant_dir = dir("wasm");

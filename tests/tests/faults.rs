@@ -299,12 +299,21 @@ async fn a_plugin_calling_a_forbidden_host_is_refused_and_its_batches_set_aside(
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(
-        lines[0]["reason"].as_str().unwrap().contains("allowed_hosts"),
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_hosts"),
         "{}",
         lines[0]
     );
-    let events: usize = lines.iter().map(|l| l["events"].as_array().unwrap().len()).sum();
-    assert_eq!(events, EVENTS, "each batch's reason stored once, with all its events");
+    let events: usize = lines
+        .iter()
+        .map(|l| l["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        events, EVENTS,
+        "each batch's reason stored once, with all its events"
+    );
     assert!(lines.len() < EVENTS);
 
     assert_eq!(ndjson_lines(&run.home.join("healthy")), run.expected);

@@ -41,7 +41,14 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let mut failures = 0;
     for (instance, settings) in config.enabled_plugins() {
-        match start_instance(&catalog, instance, settings, metrics.plugin(instance)).await {
+        let started = start_instance(
+            &catalog,
+            instance,
+            settings,
+            metrics.plugin(instance),
+            config.relay.disk_reserve.as_u64(),
+        );
+        match started.await {
             Ok((plugin, mut exporter)) => {
                 exporter.shutdown().await;
                 println!(

@@ -110,6 +110,9 @@ pub struct RelaySettings {
     /// Longest compiling one WASM plugin may take.
     #[serde(default = "default_plugin_load_timeout", with = "units::duration")]
     pub plugin_load_timeout: Duration,
+    /// Free space a WASM plugin's writes never take on any filesystem.
+    #[serde(default = "default_disk_reserve")]
+    pub disk_reserve: ByteSize,
 }
 
 impl Default for RelaySettings {
@@ -324,6 +327,9 @@ pub struct PluginSettings {
     /// The one host directory the plugin may read and write.
     #[serde(default)]
     pub grant_dir: Option<PathBuf>,
+    /// WASM plugins: the most `grant_dir` may hold (every file in it).
+    #[serde(default = "default_grant_quota")]
+    pub grant_quota: ByteSize,
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitSettings,
@@ -487,6 +493,12 @@ fn default_body_timeout() -> Duration {
 }
 fn default_max_event_bytes() -> ByteSize {
     ByteSize::mib(1)
+}
+fn default_grant_quota() -> ByteSize {
+    ByteSize::gib(10)
+}
+fn default_disk_reserve() -> ByteSize {
+    ByteSize::mib(256)
 }
 fn default_max_plugin_size() -> ByteSize {
     ByteSize::mib(64)

@@ -283,6 +283,7 @@ impl Relay {
             threads: handle.clone(),
             stopping: CancellationToken::new(),
             tried,
+            disk_reserve: config.relay.disk_reserve.as_u64(),
         });
         // Plugins are loaded and started on the plugin threads, so anything
         // they spawn (HTTP connections) lives there too.

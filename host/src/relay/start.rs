@@ -127,6 +127,8 @@ pub(super) struct Starter {
     pub stopping: CancellationToken,
     /// Counts instances whose first start attempt has finished.
     pub tried: watch::Sender<usize>,
+    /// Free space WASM plugins' writes never take (`relay.disk_reserve`).
+    pub disk_reserve: u64,
 }
 
 impl Starter {
@@ -139,8 +141,14 @@ impl Starter {
         let metrics = self.metrics.plugin(name);
         let mut failures = 0u32;
         loop {
-            let started =
-                start_instance(&self.catalog, name, &instance.settings, metrics.clone()).await;
+            let started = start_instance(
+                &self.catalog,
+                name,
+                &instance.settings,
+                metrics.clone(),
+                self.disk_reserve,
+            )
+            .await;
             let retry_in = match started {
                 Ok((plugin, exporter)) => {
                     self.run(&instance, &plugin, exporter, metrics).await;
@@ -257,6 +265,7 @@ pub(crate) async fn start_instance(
     instance: &str,
     settings: &PluginSettings,
     metrics: PluginMetrics,
+    disk_reserve: u64,
 ) -> Result<(Arc<LoadedPlugin>, AnyExporter), StartFailure> {
     let plugin = catalog
         .resolve(instance, settings)
@@ -276,7 +285,7 @@ pub(crate) async fn start_instance(
     }
     let services = PluginServices::new(instance, settings.secrets.clone(), Some(metrics));
     // What init said comes from the plugin: masked and capped like the rest.
-    let exporter = start_exporter(&plugin, settings, services.clone())
+    let exporter = start_exporter(&plugin, settings, services.clone(), disk_reserve)
         .await
         .map_err(|error| StartFailure::Retryable(services.admit(&error)))?;
     Ok((plugin, exporter))
@@ -286,10 +295,11 @@ async fn start_exporter(
     plugin: &LoadedPlugin,
     settings: &PluginSettings,
     services: PluginServices,
+    disk_reserve: u64,
 ) -> Result<AnyExporter, String> {
     Ok(match plugin {
         LoadedPlugin::Wasm(wasm) => {
-            let sandbox = Sandbox::from_settings(settings, services);
+            let sandbox = Sandbox::from_settings(settings, services, disk_reserve);
             AnyExporter::Wasm(
                 WasmInstance::start(wasm.clone(), sandbox)
                     .await

@@ -303,7 +303,10 @@ mod tests {
             None,
         );
         assert!(!leaky.clean_metric_name("k9x2m4q7w1z8_total"));
-        assert!(!leaky.clean_metric_name("sent_k9x2m4q7"), "a fragment is enough");
+        assert!(
+            !leaky.clean_metric_name("sent_k9x2m4q7"),
+            "a fragment is enough"
+        );
         assert!(services.clean_metric_name("bytes_sent"));
     }
 

@@ -45,6 +45,16 @@ pub(super) fn classify(
             "panicked where the panic could not be caught, and aborted".to_owned(),
         ),
         Some(libc::SIGABRT) => (FaultKind::Abort, "aborted (SIGABRT)".to_owned()),
+        Some(libc::SIGKILL) if said(super::watchdog::OVER_MEMORY).is_some() => (
+            FaultKind::OutOfMemory,
+            match memory_limit {
+                Some(limit) => format!(
+                    "used more memory than limits.memory ({}) allows, counting shared memory and its child processes",
+                    bytesize::ByteSize::b(limit)
+                ),
+                None => "used more memory than limits.memory allows".to_owned(),
+            },
+        ),
         Some(libc::SIGKILL) => (
             FaultKind::Other,
             "was killed (SIGKILL), perhaps by the kernel's out-of-memory killer".to_owned(),

@@ -34,6 +34,7 @@ mod outcome;
 mod process;
 pub mod protocol;
 pub mod runner;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -44,6 +44,8 @@ enum Broken {
 
 /// A live runner process.
 struct Runner {
+    /// The id the next request gets (random at start, then counted up).
+    next_id: u64,
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -72,6 +74,9 @@ impl Runner {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A group of its own: the watchdog kills it whole, with
+            // whatever the plugin forked.
+            .process_group(0)
             .kill_on_drop(true);
         // Spawned from one of the relay's long-lived runtime threads: the
         // runner's parent-death signal fires when the spawning thread ends.
@@ -98,6 +103,7 @@ impl Runner {
             sink.finish();
         });
         Ok(Box::new(Runner {
+            next_id: rand::random::<u64>() | 1,
             child,
             stdin,
             stdout: BufReader::with_capacity(64 * 1024, stdout),
@@ -106,11 +112,20 @@ impl Runner {
         }))
     }
 
-    /// Sends `request` (one frame) and serves the plugin's host-service
-    /// frames until the answer.
+    /// The id for the next request.
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Sends `request` (one frame, written with id `id`) and serves the
+    /// plugin's host-service frames until the answer. A frame for any
+    /// other id breaks the exchange.
     async fn exchange(
         &mut self,
         request: &[u8],
+        id: u64,
         services: &PluginServices,
         timeout: Duration,
     ) -> Result<(i32, Vec<u8>), Broken> {
@@ -119,7 +134,13 @@ impl Runner {
             self.stdin.flush().await?;
             loop {
                 let frame = read_frame_async(&mut self.stdout, MAX_REPLY).await?;
-                match Reply::parse(frame).map_err(std::io::Error::other)? {
+                let (frame_id, reply) = Reply::parse(frame).map_err(std::io::Error::other)?;
+                if frame_id != id {
+                    return Err(std::io::Error::other(format!(
+                        "a reply frame that does not belong to the request being served (something other than the runner wrote to its protocol pipe)"
+                    )));
+                }
+                match reply {
                     Reply::Done { status, payload } => {
                         return Ok::<_, std::io::Error>((status, payload));
                     }
@@ -194,7 +215,7 @@ pub(super) async fn describe_in_runner(
     // Whatever it prints while loading is logged under its file name.
     let services = PluginServices::new(&path.display().to_string(), Default::default(), None);
     let mut runner = Runner::spawn(path, services.clone(), &["--describe".to_owned()])?;
-    match runner.exchange(&[], &services, timeout).await {
+    match runner.exchange(&[], 0, &services, timeout).await {
         Ok((0, json)) => {
             let _ = runner.child.wait().await;
             library::parse_info(&json)
@@ -262,10 +283,11 @@ impl ChildInstance {
                 .collect(),
         };
         let json = serde_json::to_vec(&init).expect("the init frame is always JSON");
-        let mut frame = Vec::with_capacity(json.len() + 5);
-        Request::Init(&json).write_to(&mut frame);
+        let mut frame = Vec::with_capacity(json.len() + 16);
+        let id = runner.take_id();
+        Request::Init(&json).write_to(id, &mut frame);
         let answer = runner
-            .exchange(&frame, &settings.services, settings.call_timeout)
+            .exchange(&frame, id, &settings.services, settings.call_timeout)
             .await;
         match answer {
             Ok((0, _)) => {
@@ -283,9 +305,9 @@ impl ChildInstance {
         }
     }
 
-    /// Sends `self.request`, starting a runner first if none is live. A
-    /// broken exchange ends the runner and becomes a fault.
-    async fn call(&mut self) -> Result<(i32, Vec<u8>), CallError> {
+    /// Sends `request`, starting a runner first if none is live. A broken
+    /// exchange ends the runner and becomes a fault.
+    async fn call(&mut self, request: Request<'_>) -> Result<(i32, Vec<u8>), CallError> {
         if self.live.is_none() {
             if let Some(metrics) = self.settings.services.metrics() {
                 metrics.restart();
@@ -296,9 +318,12 @@ impl ChildInstance {
             })?;
         }
         let runner = self.live.as_mut().expect("launched above");
+        let id = runner.take_id();
+        self.request.clear();
+        request.write_to(id, &mut self.request);
         let settings = &self.settings;
         match runner
-            .exchange(&self.request, &settings.services, settings.call_timeout)
+            .exchange(&self.request, id, &settings.services, settings.call_timeout)
             .await
         {
             Ok(done) => Ok(done),
@@ -326,13 +351,12 @@ impl ChildInstance {
 impl Exporter for ChildInstance {
     async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
         let count = u32::try_from(batch.len()).expect("batches are capped far below 4 billion");
-        self.request.clear();
-        Request::Deliver {
-            count,
-            data: batch.data(),
-        }
-        .write_to(&mut self.request);
-        let (status, payload) = self.call().await?;
+        let (status, payload) = self
+            .call(Request::Deliver {
+                count,
+                data: batch.data(),
+            })
+            .await?;
         let result = outcome::delivery(status, &payload);
         self.settle(result).await
     }
@@ -342,9 +366,7 @@ impl Exporter for ChildInstance {
         if self.live.is_none() {
             return Ok(());
         }
-        self.request.clear();
-        Request::Flush.write_to(&mut self.request);
-        let (status, payload) = self.call().await?;
+        let (status, payload) = self.call(Request::Flush).await?;
         let result = outcome::completion(status, &payload);
         self.settle(result).await
     }
@@ -354,10 +376,11 @@ impl Exporter for ChildInstance {
             return;
         };
         self.request.clear();
-        Request::Shutdown.write_to(&mut self.request);
+        let id = runner.take_id();
+        Request::Shutdown.write_to(id, &mut self.request);
         let settings = &self.settings;
         let answer = runner
-            .exchange(&self.request, &settings.services, settings.call_timeout)
+            .exchange(&self.request, id, &settings.services, settings.call_timeout)
             .await;
         if answer.is_err() {
             tracing::warn!(

@@ -2,10 +2,16 @@
 //! stdin (requests) and a private copy of its stdout (replies).
 //!
 //! A frame is a little-endian `u32` length, then that many bytes: a tag
-//! byte and the tag's fields. Every request is answered by exactly one
-//! [`Reply::Done`]; before it, the runner may send any number of `Log`,
-//! `Counter` and `Gauge` frames (the plugin's host-service calls, served
-//! by the relay as they arrive).
+//! byte, the `u64` id of the request it belongs to, and the tag's fields.
+//! Every request is answered by exactly one [`Reply::Done`]; before it,
+//! the runner may send any number of `Log`, `Counter` and `Gauge` frames
+//! (the plugin's host-service calls, served by the relay as they arrive).
+//! Every reply carries the id of the request being served, and the relay
+//! takes nothing else: a frame written into the pipe by anything but the
+//! runner's protocol code (a library writing to a descriptor it found, a
+//! stale frame) does not carry the id and breaks the exchange instead of
+//! counting. Ids are random per runner, then counted up. The `describe`
+//! exchange, which has no request, uses id 0.
 //!
 //! | tag | direction | fields |
 //! |---|---|---|
@@ -65,9 +71,12 @@ pub enum Request<'a> {
     Shutdown,
 }
 
+/// The bytes of a frame after its length: tag and id.
+const HEAD_LEN: usize = 1 + 8;
+
 impl<'a> Request<'a> {
-    /// Writes the request as one frame.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    /// Writes the request, with id `id`, as one frame.
+    pub fn write_to(&self, id: u64, out: &mut Vec<u8>) {
         let (tag, fields, body): (u8, &[u8], &[u8]) = match self {
             Request::Init(json) => (b'I', &[], json),
             Request::Deliver { count, data } => (b'D', &count.to_le_bytes()[..], data),
@@ -75,26 +84,34 @@ impl<'a> Request<'a> {
             Request::Shutdown => (b'S', &[], &[]),
         };
         // The caller keeps requests far below 4 GiB (MAX_REQUEST).
-        let len = (1 + fields.len() + body.len()) as u32;
+        let len = (HEAD_LEN + fields.len() + body.len()) as u32;
         out.extend_from_slice(&len.to_le_bytes());
         out.push(tag);
+        out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(fields);
         out.extend_from_slice(body);
     }
 
-    /// Reads a frame's bytes (without the length) as a request.
-    pub fn parse(frame: &'a [u8]) -> Result<Self, String> {
+    /// Reads a frame's bytes (without the length) as a request and its id.
+    pub fn parse(frame: &'a [u8]) -> Result<(u64, Self), String> {
         let (&tag, rest) = frame.split_first().ok_or("empty frame")?;
-        Ok(match tag {
-            b'I' => Request::Init(rest),
-            b'D' if rest.len() >= 4 => Request::Deliver {
-                count: u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")),
-                data: &rest[4..],
+        let (id, rest) = rest
+            .split_at_checked(8)
+            .ok_or("a frame without a request id")?;
+        let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        Ok((
+            id,
+            match tag {
+                b'I' => Request::Init(rest),
+                b'D' if rest.len() >= 4 => Request::Deliver {
+                    count: u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")),
+                    data: &rest[4..],
+                },
+                b'F' => Request::Flush,
+                b'S' => Request::Shutdown,
+                other => return Err(format!("unknown request tag {other:#04x}")),
             },
-            b'F' => Request::Flush,
-            b'S' => Request::Shutdown,
-            other => return Err(format!("unknown request tag {other:#04x}")),
-        })
+        ))
     }
 }
 
@@ -132,8 +149,8 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Writes the reply as one frame.
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+    /// Writes the reply, for request `id`, as one frame.
+    pub fn write_to(&self, id: u64, out: &mut impl Write) -> io::Result<()> {
         let mut field = [0u8; 8];
         let (tag, width, body): (u8, usize, &[u8]) = match self {
             Reply::Log { level, message } => {
@@ -154,16 +171,18 @@ impl Reply {
             }
         };
         let fields = &field[..width];
-        let body = &body[..body.len().min(MAX_REPLY - 16)];
-        let len = (1 + fields.len() + body.len()) as u32;
+        let body = &body[..body.len().min(MAX_REPLY - 32)];
+        let len = (HEAD_LEN + fields.len() + body.len()) as u32;
         out.write_all(&len.to_le_bytes())?;
         out.write_all(&[tag])?;
+        out.write_all(&id.to_le_bytes())?;
         out.write_all(fields)?;
         out.write_all(body)
     }
 
-    /// Reads a frame's bytes (without the length) as a reply.
-    pub fn parse(mut frame: Vec<u8>) -> Result<Self, String> {
+    /// Reads a frame's bytes (without the length) as a reply and the id
+    /// of the request it belongs to.
+    pub fn parse(mut frame: Vec<u8>) -> Result<(u64, Self), String> {
         let malformed = || format!("a malformed frame ({} bytes)", frame.len());
         let tag = *frame.first().ok_or_else(malformed)?;
         let width = match tag {
@@ -171,31 +190,35 @@ impl Reply {
             b'C' | b'G' => 8,
             other => return Err(format!("a frame with unknown tag {other:#04x}")),
         };
-        if frame.len() < 1 + width {
+        if frame.len() < HEAD_LEN + width {
             return Err(malformed());
         }
+        let id = u64::from_le_bytes(frame[1..HEAD_LEN].try_into().expect("8 bytes"));
         let mut field = [0u8; 8];
-        field[..width].copy_from_slice(&frame[1..1 + width]);
-        let body = frame.split_off(1 + width);
+        field[..width].copy_from_slice(&frame[HEAD_LEN..HEAD_LEN + width]);
+        let body = frame.split_off(HEAD_LEN + width);
         let four = || field[..4].try_into().expect("4 bytes");
-        Ok(match tag {
-            b'L' => Reply::Log {
-                level: u32::from_le_bytes(four()),
-                message: body,
+        Ok((
+            id,
+            match tag {
+                b'L' => Reply::Log {
+                    level: u32::from_le_bytes(four()),
+                    message: body,
+                },
+                b'R' => Reply::Done {
+                    status: i32::from_le_bytes(four()),
+                    payload: body,
+                },
+                b'C' => Reply::Counter {
+                    name: body,
+                    delta: u64::from_le_bytes(field),
+                },
+                _ => Reply::Gauge {
+                    name: body,
+                    value: f64::from_le_bytes(field),
+                },
             },
-            b'R' => Reply::Done {
-                status: i32::from_le_bytes(four()),
-                payload: body,
-            },
-            b'C' => Reply::Counter {
-                name: body,
-                delta: u64::from_le_bytes(field),
-            },
-            _ => Reply::Gauge {
-                name: body,
-                value: f64::from_le_bytes(field),
-            },
-        })
+        ))
     }
 }
 
@@ -261,8 +284,8 @@ mod tests {
             Request::Shutdown,
         ] {
             let mut bytes = Vec::new();
-            request.write_to(&mut bytes);
-            assert_eq!(Request::parse(&unframe(&bytes)).unwrap(), request);
+            request.write_to(7, &mut bytes);
+            assert_eq!(Request::parse(&unframe(&bytes)).unwrap(), (7, request));
         }
     }
 
@@ -287,8 +310,11 @@ mod tests {
             },
         ] {
             let mut bytes = Vec::new();
-            reply.write_to(&mut bytes).unwrap();
-            assert_eq!(Reply::parse(unframe(&bytes)).unwrap(), reply);
+            reply.write_to(u64::MAX - 1, &mut bytes).unwrap();
+            assert_eq!(
+                Reply::parse(unframe(&bytes)).unwrap(),
+                (u64::MAX - 1, reply)
+            );
         }
     }
 
@@ -305,6 +331,11 @@ mod tests {
                 .contains("unknown tag")
         );
         assert!(Request::parse(b"D\x01").is_err());
+        assert!(
+            Request::parse(b"F\x01\x02")
+                .unwrap_err()
+                .contains("request id")
+        );
         let huge = (MAX_REPLY as u32 + 1).to_le_bytes();
         let error = read_frame(&mut &huge[..], &mut Vec::new(), MAX_REPLY).unwrap_err();
         assert!(error.to_string().contains("at most"));

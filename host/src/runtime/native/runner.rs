@@ -4,9 +4,10 @@
 //! The runner is deliberately plain: one thread, no async runtime, no
 //! configuration. It sets itself up (dies with its parent, caps its data
 //! size, keeps stdout for the protocol and points the plugin's own stdout
-//! at stderr), opens the library — which checks its ABI version — and then
-//! answers [`protocol`](super::protocol) requests until told to shut down
-//! or its stdin closes.
+//! at stderr, starts its [`watchdog`](super::watchdog)), opens the library
+//! — which checks its ABI version — and then answers
+//! [`protocol`](super::protocol) requests until told to shut down or its
+//! stdin closes. Every reply carries the id of the request it answers.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use auditrelay_plugin_api::host::Level;
 use auditrelay_plugin_api::native::{InitRequest, Status};
@@ -36,18 +38,41 @@ pub struct Args {
     pub memory_limit: Option<u64>,
 }
 
+/// Where replies go: the private copy of stdout, and the id of the
+/// request being served (the plugin may call back from its own threads).
+struct Replies {
+    out: Mutex<BufWriter<File>>,
+    serving: AtomicU64,
+}
+
+impl Replies {
+    /// Sends a frame for the request being served.
+    fn send(&self, reply: Reply) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // A broken pipe means the relay is gone; the next read ends the loop.
+        let _ = reply.write_to(self.serving.load(Ordering::Relaxed), &mut *out);
+    }
+
+    /// Sends a request's answer; `false` if the relay is gone.
+    fn done(&self, status: i32, payload: Vec<u8>) -> bool {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        Reply::Done { status, payload }
+            .write_to(self.serving.load(Ordering::Relaxed), &mut *out)
+            .and_then(|()| out.flush())
+            .is_ok()
+    }
+}
+
 /// The host services inside the runner: secrets from the init frame,
 /// everything else sent to the relay as frames.
 struct RunnerServices {
     secrets: BTreeMap<String, String>,
-    replies: &'static Mutex<BufWriter<File>>,
+    replies: &'static Replies,
 }
 
 impl RunnerServices {
     fn send(&self, reply: Reply) {
-        let mut out = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        // A broken pipe means the relay is gone; the next read ends the loop.
-        let _ = reply.write_to(&mut *out);
+        self.replies.send(reply);
     }
 }
 
@@ -82,56 +107,72 @@ impl Services for RunnerServices {
 pub fn run(args: Args) -> ExitCode {
     die_with_parent();
     ignore_stop_signals();
-    let replies = match take_stdout() {
-        Ok(file) => Box::leak(Box::new(Mutex::new(BufWriter::new(file)))),
+    let replies: &'static Replies = match take_stdout() {
+        Ok(file) => Box::leak(Box::new(Replies {
+            out: Mutex::new(BufWriter::new(file)),
+            serving: AtomicU64::new(0),
+        })),
         Err(error) => {
             eprintln!("plugin-runner: cannot set up its output: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let done = |status: Status, payload: Vec<u8>| send_done(replies, status as i32, payload);
+    let mut input = BufReader::with_capacity(256 * 1024, io::stdin().lock());
+    let mut frame = Vec::new();
+    // A runner that cannot start answers the relay's first request (init)
+    // with why; describing has no request.
+    let fail = |input: &mut BufReader<io::StdinLock<'_>>, frame: &mut Vec<u8>, reason: String| {
+        if !args.describe
+            && matches!(read_frame(input, frame, MAX_REQUEST), Ok(true))
+            && let Ok((id, _)) = Request::parse(frame)
+        {
+            replies.serving.store(id, Ordering::Relaxed);
+        }
+        replies.done(Status::Permanent as i32, reason.into_bytes());
+        ExitCode::FAILURE
+    };
+    if !args.describe
+        && let Err(error) = super::watchdog::start(args.memory_limit)
+    {
+        return fail(
+            &mut input,
+            &mut frame,
+            format!("cannot start the runner's watchdog: {error}"),
+        );
+    }
     if let Some(limit) = args.memory_limit
         && let Err(error) = cap_data_size(limit)
     {
-        done(
-            Status::Permanent,
-            format!("cannot cap the runner's memory at {limit} bytes: {error}").into_bytes(),
+        return fail(
+            &mut input,
+            &mut frame,
+            format!("cannot cap the runner's memory at {limit} bytes: {error}"),
         );
-        return ExitCode::FAILURE;
     }
     let library = match NativeLibrary::open(&args.library) {
         Ok(library) => library,
-        Err(reason) => {
-            done(Status::Permanent, reason.into_bytes());
-            return ExitCode::FAILURE;
-        }
+        Err(reason) => return fail(&mut input, &mut frame, reason),
     };
     if args.describe {
         let json = library.describe_json();
-        return if done(Status::Accepted, json) {
+        return if replies.done(Status::Accepted as i32, json) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         };
     }
-    serve(library, replies)
-}
-
-/// Sends a request's answer; `false` if the relay is gone.
-fn send_done(replies: &Mutex<BufWriter<File>>, status: i32, payload: Vec<u8>) -> bool {
-    let mut out = replies.lock().unwrap_or_else(|e| e.into_inner());
-    Reply::Done { status, payload }
-        .write_to(&mut *out)
-        .and_then(|()| out.flush())
-        .is_ok()
+    serve(library, replies, input, frame)
 }
 
 /// Answers requests until shutdown or the end of stdin.
-fn serve(library: &'static NativeLibrary, replies: &'static Mutex<BufWriter<File>>) -> ExitCode {
-    let reply = |status: i32, payload: Vec<u8>| send_done(replies, status, payload);
+fn serve(
+    library: &'static NativeLibrary,
+    replies: &'static Replies,
+    mut input: BufReader<io::StdinLock<'_>>,
+    mut frame: Vec<u8>,
+) -> ExitCode {
+    let reply = |status: i32, payload: Vec<u8>| replies.done(status, payload);
     let done = |status: Status, payload: Vec<u8>| reply(status as i32, payload);
-    let mut input = BufReader::with_capacity(256 * 1024, io::stdin().lock());
-    let mut frame = Vec::new();
     // Both live until the process exits: the plugin may keep the
     // callback table and call it from its own threads.
     let mut instance: Option<(Handle, &'static RunnerServices)> = None;
@@ -141,38 +182,44 @@ fn serve(library: &'static NativeLibrary, replies: &'static Mutex<BufWriter<File
             // The relay closed the pipe (or went away): nothing more to do.
             Ok(false) | Err(_) => return ExitCode::SUCCESS,
         }
-        let sent = match Request::parse(&frame) {
-            Ok(Request::Init(json)) => match start(library, json, replies) {
+        let request = match Request::parse(&frame) {
+            Ok((id, request)) => {
+                replies.serving.store(id, Ordering::Relaxed);
+                request
+            }
+            Err(reason) => {
+                eprintln!("plugin-runner: {reason}; exiting");
+                return ExitCode::FAILURE;
+            }
+        };
+        let sent = match request {
+            Request::Init(json) => match start(library, json, replies) {
                 Ok(started) => {
                     instance = Some(started);
                     done(Status::Accepted, Vec::new())
                 }
                 Err(reason) => done(Status::Permanent, reason.into_bytes()),
             },
-            Ok(Request::Deliver { count, data }) => match instance.as_mut() {
+            Request::Deliver { count, data } => match instance.as_mut() {
                 Some((handle, _)) => {
                     let (status, payload) = library.deliver(handle, count, data);
                     reply(status, payload)
                 }
                 None => done(Status::Permanent, b"deliver before init".to_vec()),
             },
-            Ok(Request::Flush) => match instance.as_mut() {
+            Request::Flush => match instance.as_mut() {
                 Some((handle, _)) => {
                     let (status, payload) = library.flush(handle);
                     reply(status, payload)
                 }
                 None => done(Status::Accepted, Vec::new()),
             },
-            Ok(Request::Shutdown) => {
+            Request::Shutdown => {
                 if let Some((handle, _)) = instance.take() {
                     library.shutdown(handle);
                 }
                 done(Status::Accepted, Vec::new());
                 return ExitCode::SUCCESS;
-            }
-            Err(reason) => {
-                eprintln!("plugin-runner: {reason}; exiting");
-                return ExitCode::FAILURE;
             }
         };
         if !sent {
@@ -184,7 +231,7 @@ fn serve(library: &'static NativeLibrary, replies: &'static Mutex<BufWriter<File
 fn start(
     library: &'static NativeLibrary,
     json: &[u8],
-    replies: &'static Mutex<BufWriter<File>>,
+    replies: &'static Replies,
 ) -> Result<(Handle, &'static RunnerServices), String> {
     let init: RunnerInit =
         serde_json::from_slice(json).map_err(|e| format!("unreadable init frame: {e}"))?;
@@ -245,6 +292,7 @@ fn ignore_stop_signals() {
 
 /// Caps the data segment and private mappings (what `malloc` draws on), so
 /// a plugin that leaks fails an allocation instead of starving the host.
+/// Shared memory escapes this cap; the watchdog counts it.
 fn cap_data_size(bytes: u64) -> io::Result<()> {
     let limit = libc::rlimit {
         rlim_cur: bytes,

@@ -19,6 +19,7 @@ pub mod compiler;
 mod host_api;
 mod http_gate;
 mod instance;
+mod quota;
 mod sandbox;
 
 use std::num::NonZeroUsize;
@@ -99,6 +100,8 @@ impl WasmRuntime {
         // Rust plugins import wasi:cli, wasi:filesystem, ... through std even
         // when they do no I/O; every instance's WasiCtx grants nothing.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // The same filesystem, with the granted directory's quota on top.
+        quota::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         use self::bindings::auditrelay::plugin::{log, metrics, secrets, types};
         type Own = HasSelf<PluginState>;

@@ -17,6 +17,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http_gate::HttpGate;
+use super::quota::GrantQuota;
 use crate::config::{AllowList, PluginSettings};
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
@@ -35,6 +36,9 @@ pub struct Sandbox {
     pub allowed_hosts: Arc<AllowList>,
     /// The one host directory the plugin may use.
     pub grant_dir: Option<PathBuf>,
+    /// What the plugin may write into `grant_dir` (shared by every store
+    /// the instance runs in).
+    pub quota: Option<Arc<GrantQuota>>,
     /// Linear memory cap, in bytes.
     pub memory_limit: u64,
     /// Wall-clock limit for each call into the plugin.
@@ -51,14 +55,20 @@ impl Sandbox {
             config_json: "{}".into(),
             allowed_hosts: Arc::default(),
             grant_dir: None,
+            quota: None,
             memory_limit: 64 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
             http_requests: 0,
         }
     }
 
-    /// The sandbox an instance's settings describe, served by `services`.
-    pub fn from_settings(settings: &PluginSettings, services: PluginServices) -> Self {
+    /// The sandbox an instance's settings describe, served by `services`;
+    /// its writes never leave less than `disk_reserve` bytes free.
+    pub fn from_settings(
+        settings: &PluginSettings,
+        services: PluginServices,
+        disk_reserve: u64,
+    ) -> Self {
         let config_json =
             serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
         let allowed_hosts = AllowList::parse(&settings.allowed_hosts)
@@ -67,6 +77,13 @@ impl Sandbox {
             services,
             config_json,
             allowed_hosts: Arc::new(allowed_hosts),
+            quota: settings.grant_dir.as_ref().map(|dir| {
+                Arc::new(GrantQuota::new(
+                    dir,
+                    settings.grant_quota.as_u64(),
+                    disk_reserve,
+                ))
+            }),
             grant_dir: settings.grant_dir.clone(),
             memory_limit: settings.limits.memory.as_u64(),
             call_timeout: settings.limits.timeout,
@@ -105,6 +122,7 @@ impl Sandbox {
                 })?;
         }
         Ok(PluginState {
+            quota: self.quota.clone(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -123,6 +141,7 @@ impl Sandbox {
 
 /// The `T` of each plugin's `Store<T>`.
 pub struct PluginState {
+    pub(super) quota: Option<Arc<GrantQuota>>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
