@@ -563,3 +563,62 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The forms of `secret` that must appear nowhere: as it is, in either
+/// letter case, reversed, in base64 (both alphabets, padded or not) and hex,
+/// and each half (a secret split over two writes).
+pub fn secret_forms(secret: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let half = secret.len() / 2;
+    vec![
+        ("as is", secret.to_owned()),
+        ("upper case", secret.to_uppercase()),
+        ("lower case", secret.to_lowercase()),
+        ("reversed", secret.chars().rev().collect()),
+        ("base64", STANDARD.encode(secret)),
+        ("base64 (URL-safe)", URL_SAFE_NO_PAD.encode(secret)),
+        ("hex", hex::encode(secret)),
+        ("first half", secret[..half].to_owned()),
+        ("second half", secret[half..].to_owned()),
+    ]
+}
+
+/// Which form of `secret` `text` holds, if any (compared without regard to
+/// letter case, except for base64).
+pub fn leaked_form(text: &str, secret: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    secret_forms(secret).into_iter().find_map(|(form, value)| {
+        let found = if form.starts_with("base64") {
+            text.contains(&value)
+        } else {
+            lower.contains(&value.to_lowercase())
+        };
+        found.then_some(form)
+    })
+}
+
+/// Every file under `dir`, as lossy text, with its path.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// The first `chars` characters of `text`, for a failure message.
+pub fn excerpt(text: &str, chars: usize) -> String {
+    text.chars().take(chars).collect()
+}

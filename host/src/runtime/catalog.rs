@@ -294,10 +294,13 @@ impl Catalog {
             .loaded()
             .map(|p| format!("{} ({})", p.info().name, p.kind().as_str()))
             .collect();
-        let broken = self
+        let broken: Vec<String> = self
             .entries()
-            .filter(|e| matches!(e, CatalogEntry::Broken(_)))
-            .count();
+            .filter_map(|e| match e {
+                CatalogEntry::Broken(error) => Some(error.to_string()),
+                CatalogEntry::Loaded(_) => None,
+            })
+            .collect();
         let mut message = format!(
             "plugins.{instance}: no plugin named {name:?} in {}",
             self.dir.display()
@@ -307,9 +310,11 @@ impl Catalog {
         } else {
             message.push_str(&format!(" (found: {}", known.join(", ")));
         }
-        if broken > 0 {
+        if !broken.is_empty() {
             message.push_str(&format!(
-                "; {broken} file(s) could not be loaded, see above"
+                "; {} file(s) could not be loaded: {}",
+                broken.len(),
+                broken.join("; ")
             ));
         }
         message

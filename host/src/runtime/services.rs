@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use auditrelay_plugin_api::host::Level;
 
@@ -229,7 +229,10 @@ struct LogBudget {
     lines: f64,
     bytes: f64,
     refilled: Instant,
+    /// Lines suppressed and not yet summed up in a log line.
     suppressed: u64,
+    /// When the last summary was logged: at most one a second.
+    summed_up: Option<Instant>,
 }
 
 enum Taken {
@@ -244,6 +247,7 @@ impl LogBudget {
             bytes: 2.0 * BYTES_PER_SECOND,
             refilled: Instant::now(),
             suppressed: 0,
+            summed_up: None,
         }
     }
 
@@ -256,9 +260,16 @@ impl LogBudget {
         if self.lines >= 1.0 && self.bytes >= cost.min(2.0 * BYTES_PER_SECOND) {
             self.lines -= 1.0;
             self.bytes -= cost;
-            Taken::Allowed {
-                suppressed: std::mem::take(&mut self.suppressed),
-            }
+            let due = self
+                .summed_up
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+            let suppressed = if due && self.suppressed > 0 {
+                self.summed_up = Some(now);
+                std::mem::take(&mut self.suppressed)
+            } else {
+                0
+            };
+            Taken::Allowed { suppressed }
         } else {
             self.suppressed += 1;
             Taken::Suppressed
@@ -273,8 +284,6 @@ pub(crate) fn cut(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn services() -> PluginServices {
@@ -317,6 +326,27 @@ mod tests {
         assert_eq!(cut("abc", 10), "abc");
         let long = services().admit(&"é".repeat(MAX_TEXT));
         assert!(long.len() < MAX_TEXT + 64, "{}", long.len());
+    }
+
+    #[test]
+    fn suppressed_lines_are_summed_up_at_most_once_a_second() {
+        let mut budget = LogBudget::new();
+        let start = Instant::now();
+        for _ in 0..1000 {
+            budget.take(10, start);
+        }
+        let mut summaries = 0;
+        for ms in (0..3000).step_by(5) {
+            if let Taken::Allowed { suppressed: 1.. } =
+                budget.take(10, start + Duration::from_millis(1000 + ms))
+            {
+                summaries += 1;
+            }
+            for _ in 0..3 {
+                budget.take(10, start + Duration::from_millis(1000 + ms));
+            }
+        }
+        assert!((3..=4).contains(&summaries), "{summaries} summaries in 3 s");
     }
 
     #[test]

@@ -136,9 +136,9 @@ impl Runner {
                 let frame = read_frame_async(&mut self.stdout, MAX_REPLY).await?;
                 let (frame_id, reply) = Reply::parse(frame).map_err(std::io::Error::other)?;
                 if frame_id != id {
-                    return Err(std::io::Error::other(format!(
-                        "a reply frame that does not belong to the request being served (something other than the runner wrote to its protocol pipe)"
-                    )));
+                    return Err(std::io::Error::other(
+                        "a reply frame that does not belong to the request being served (something other than the runner wrote to its protocol pipe)",
+                    ));
                 }
                 match reply {
                     Reply::Done { status, payload } => {

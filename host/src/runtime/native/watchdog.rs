@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(process_group(me), Some(group));
         let ballast = std::hint::black_box(vec![1u8; 16 << 20]);
         assert!(resident_private_and_shared(me) >= 16 << 20);
-        assert!(group_memory(group) >= 16 << 20, "this process is in its group");
+        assert!(
+            group_memory(group) >= 16 << 20,
+            "this process is in its group"
+        );
         drop(ballast);
     }
 }
