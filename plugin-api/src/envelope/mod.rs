@@ -103,7 +103,12 @@ pub struct AuditEventEnvelope {
         serialize_with = "canonical::sorted_labels"
     )]
     pub metadata: BTreeMap<String, String>,
-    /// Domain data of the change (before/after values, ids). Free JSON.
+    /// Domain data of the change (before/after values, ids). Free JSON,
+    /// kept as sent (after the strict reading): unlike the named fields,
+    /// its strings are not checked for control, bidirectional or invisible
+    /// characters — control characters are escaped as JSON requires in the
+    /// canonical form, the rest pass as they are. Treat payload text as
+    /// untrusted wherever it is displayed.
     #[serde(
         default,
         skip_serializing_if = "serde_json::Value::is_null",
