@@ -369,3 +369,39 @@ pub fn sample_envelope(i: usize) -> AuditEventEnvelope {
         .build()
         .expect("sample envelopes are valid")
 }
+
+/// One edit of [`mutate`]: at a position (a fraction of the length, as a
+/// `u16` share of 65,536), replace, insert or remove a byte.
+#[derive(Debug, Clone, Copy)]
+pub enum Edit {
+    /// Replace the byte at the position.
+    Replace(u16, u8),
+    /// Insert a byte before the position.
+    Insert(u16, u8),
+    /// Remove the byte at the position.
+    Remove(u16),
+}
+
+/// `bytes` with `edits` applied in turn, for fuzzing decoders with input
+/// that is almost right.
+pub fn mutate(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    let at = |share: u16, len: usize| (share as usize * len) >> 16;
+    for edit in edits {
+        match *edit {
+            Edit::Replace(share, byte) if !bytes.is_empty() => {
+                let i = at(share, bytes.len());
+                bytes[i] = byte;
+            }
+            Edit::Insert(share, byte) => {
+                let i = at(share, bytes.len() + 1);
+                bytes.insert(i, byte);
+            }
+            Edit::Remove(share) if !bytes.is_empty() => {
+                let i = at(share, bytes.len());
+                bytes.remove(i);
+            }
+            _ => {}
+        }
+    }
+    bytes
+}

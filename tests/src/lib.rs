@@ -622,3 +622,47 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
 pub fn excerpt(text: &str, chars: usize) -> String {
     text.chars().take(chars).collect()
 }
+
+/// The `[plugins.sink]` tables: the `faulty` fixture (with `fault_config`
+/// as its config, besides `url`) delivering to `receiver`, in small
+/// batches, retrying quickly.
+pub fn sink_tables(receiver: &Receiver, fault_config: &str) -> String {
+    format!(
+        r#"
+[plugins.sink]
+plugin = "faulty"
+allowed_hosts = ["127.0.0.1:{port}"]
+[plugins.sink.config]
+url = "{url}"
+{fault_config}
+[plugins.sink.batch]
+max_wait = "10ms"
+max_events = 200
+[plugins.sink.retry]
+initial_backoff = "20ms"
+max_backoff = "200ms"
+circuit_after = 5
+circuit_open_for = "300ms"
+"#,
+        port = receiver.addr.port(),
+        url = receiver.url(),
+    )
+}
+
+/// Posts `events` to `url` as a client of the relay would; the ids of a
+/// batch answered `202` are added to `acknowledged` — what counts is what
+/// this client saw, not what the relay says. The answer's status, if one
+/// came.
+pub async fn post_counting(
+    client: &reqwest::Client,
+    url: &str,
+    events: Vec<auditrelay::envelope::AuditEventEnvelope>,
+    acknowledged: &mut std::collections::HashSet<String>,
+) -> Option<reqwest::StatusCode> {
+    let response = client.post(url).json(&events).send().await.ok()?;
+    let status = response.status();
+    if status == 202 {
+        acknowledged.extend(events.into_iter().map(|e| e.id));
+    }
+    Some(status)
+}

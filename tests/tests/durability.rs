@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
 use auditrelay_tests::{
-    Home, Mode, Receiver, RelayProcess, free_port, relay_binary, sample_envelope, tally,
+    Home, Mode, Receiver, RelayProcess, free_port, post_counting, relay_binary, sample_envelope,
+    sink_tables, tally,
 };
 
 /// A relay whose `sink` instance POSTs to `receiver` through the fixture;
@@ -17,26 +18,8 @@ fn sink_config(
     spool: &str,
 ) -> auditrelay::Config {
     home.config(&format!(
-        r#"
-[spool]
-{spool}
-[plugins.sink]
-plugin = "faulty"
-allowed_hosts = ["127.0.0.1:{port}"]
-[plugins.sink.config]
-url = "{url}"
-{extra_config}
-[plugins.sink.batch]
-max_wait = "10ms"
-max_events = 200
-[plugins.sink.retry]
-initial_backoff = "20ms"
-max_backoff = "200ms"
-circuit_after = 5
-circuit_open_for = "300ms"
-"#,
-        port = receiver.addr.port(),
-        url = receiver.url(),
+        "[spool]\n{spool}\n{}",
+        sink_tables(receiver, extra_config)
     ))
 }
 
@@ -51,28 +34,8 @@ async fn an_outage_loses_nothing_and_the_spool_empties_afterwards() {
     let home = Home::with_plugins(&["faulty"]);
     let port = free_port();
     let config = home.config_file(&format!(
-        r#"
-[ingest.http]
-listen = "127.0.0.1:{port}"
-[spool]
-segment_size = "256KiB"
-[plugins.sink]
-plugin = "faulty"
-allowed_hosts = ["127.0.0.1:{receiver_port}"]
-[plugins.sink.config]
-fault = "none"
-url = "{url}"
-[plugins.sink.batch]
-max_wait = "10ms"
-max_events = 200
-[plugins.sink.retry]
-initial_backoff = "20ms"
-max_backoff = "200ms"
-circuit_after = 5
-circuit_open_for = "300ms"
-"#,
-        receiver_port = receiver.addr.port(),
-        url = receiver.url(),
+        "[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[spool]\nsegment_size = \"256KiB\"\n{}",
+        sink_tables(&receiver, "fault = \"none\"")
     ));
     let mut relay = RelayProcess::start(&config, &[]);
     let client = reqwest::Client::builder()
@@ -113,15 +76,13 @@ circuit_open_for = "300ms"
         }
         let events: Vec<_> = (next..next + 50).map(sample_envelope).collect();
         next += 50;
-        let response = client
-            .post(format!("{base}/v1/events"))
-            .json(&events)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 202 {
-            acknowledged.extend(events.into_iter().map(|e| e.id));
-        }
+        post_counting(
+            &client,
+            &format!("{base}/v1/events"),
+            events,
+            &mut acknowledged,
+        )
+        .await;
         peak_spool = peak_spool.max(spool_bytes().await);
     }
 

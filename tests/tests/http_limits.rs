@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
 use auditrelay::ingest::http::HttpIngest;
-use auditrelay_tests::{Home, RelayProcess, free_port, metric, ndjson_lines, sample_envelope};
+use auditrelay_tests::{
+    Home, RelayProcess, free_port, metric, ndjson_lines, post_counting, sample_envelope,
+};
 
 /// Waits until the server closes `stream` (or `limit` passes); what it
 /// sent before closing.
@@ -246,11 +248,7 @@ max_wait = "20ms"
     while started.elapsed() < Duration::from_secs(6) {
         let events: Vec<_> = (next..next + 100).map(sample_envelope).collect();
         next += 100;
-        if let Ok(response) = client.post(&url).json(&events).send().await
-            && response.status() == 202
-        {
-            acknowledged.extend(events.into_iter().map(|e| e.id));
-        }
+        post_counting(&client, &url, events, &mut acknowledged).await;
         health_checks += 1;
         if let Ok(health) = client.get(format!("http://{addr}/healthz")).send().await
             && health.status() == 200

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auditrelay_tests::{Home, Receiver, RelayProcess, free_port, sample_envelope, tally};
+use auditrelay_tests::{
+    Home, Receiver, RelayProcess, free_port, post_counting, sample_envelope, sink_tables, tally,
+};
 use rand::Rng;
 
 const KILLS: usize = 12;
@@ -20,26 +22,8 @@ async fn acknowledged_events_survive_repeated_kill_9() {
     let home = Home::with_plugins(&["faulty"]);
     let port = free_port();
     let config = home.config_file(&format!(
-        r#"
-[ingest.http]
-listen = "127.0.0.1:{port}"
-[spool]
-durability = "group"
-segment_size = "256KiB"
-[plugins.sink]
-plugin = "faulty"
-allowed_hosts = ["127.0.0.1:{receiver_port}"]
-[plugins.sink.config]
-fault = "none"
-url = "{url}"
-[plugins.sink.batch]
-max_wait = "20ms"
-[plugins.sink.retry]
-initial_backoff = "20ms"
-max_backoff = "200ms"
-"#,
-        receiver_port = receiver.addr.port(),
-        url = receiver.url(),
+        "[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[spool]\ndurability = \"group\"\nsegment_size = \"256KiB\"\n{}",
+        sink_tables(&receiver, "fault = \"none\"")
     ));
     let mut relay = RelayProcess::start(&config, &[]);
 
@@ -57,22 +41,18 @@ max_backoff = "200ms"
                 .unwrap();
             let mut next = 0;
             let (mut sent, mut refused) = (0usize, 0usize);
+            let mut seen = HashSet::new();
             while !stop.load(Ordering::Relaxed) {
                 let events: Vec<_> = (next..next + BATCH).map(sample_envelope).collect();
                 next += BATCH;
                 sent += 1;
-                match client.post(&url).json(&events).send().await {
-                    Ok(response) if response.status() == 202 => {
-                        acknowledged
-                            .lock()
-                            .unwrap()
-                            .extend(events.into_iter().map(|e| e.id));
-                    }
-                    _ => {
-                        refused += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                if post_counting(&client, &url, events, &mut seen).await
+                    != Some(202.try_into().unwrap())
+                {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                acknowledged.lock().unwrap().extend(seen.drain());
             }
             (sent, refused)
         }

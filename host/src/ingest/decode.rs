@@ -313,6 +313,7 @@ mod tests {
 
     mod fuzz {
         use super::*;
+        use auditrelay_plugin_api::testing::{Edit, mutate};
         use proptest::prelude::*;
 
         const FORMATS: [Format; 4] = [
@@ -352,18 +353,14 @@ mod tests {
             fn mutated_bodies_decode_cleanly(
                 format in 0..4usize,
                 events in 1..4usize,
-                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 0..4),
+                edits in proptest::collection::vec(
+                    (any::<u16>(), any::<u8>(), any::<bool>())
+                        .prop_map(|(at, byte, insert)| if insert { Edit::Insert(at, byte) } else { Edit::Replace(at, byte) }),
+                    0..4,
+                ),
             ) {
                 let format = FORMATS[format];
-                let mut bytes = body(format, events);
-                for (at, byte, kind) in edits {
-                    let i = at.index(bytes.len());
-                    match kind {
-                        0 => bytes[i] = byte,
-                        1 => bytes.insert(i, byte),
-                        _ => { bytes.remove(i); }
-                    }
-                }
+                let bytes = mutate(body(format, events), &edits);
                 if let Ok(decoded) = decode(&bytes, format, &Limits::default()) {
                     for record in &decoded.records {
                         let again = AuditEventEnvelope::from_json(record.json()).expect("stored JSON reads back");

@@ -333,14 +333,19 @@ impl Relay {
     /// is durable, use [`emit_durable`](Self::emit_durable) or
     /// [`durable`](Self::durable).
     pub fn emit(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let record = Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
+        let record = self.record(event)?;
+        self.append(vec![record], Via::Api, false)
+    }
+
+    /// One event validated and encoded, or refused (and counted).
+    fn record(&self, event: AuditEventEnvelope) -> Result<Record, EmitError> {
+        Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
             self.inner.metrics.rejected(Via::Api, "invalid", 1);
             EmitError::Invalid {
                 index: None,
                 errors,
             }
-        })?;
-        self.append(vec![record], Via::Api, false)
+        })
     }
 
     /// Accepts a batch atomically: all events, or none if any is invalid
@@ -368,13 +373,7 @@ impl Relay {
     /// [`EmitError::NotDurable`] if it starts failing before the event is
     /// safe.
     pub async fn emit_durable(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let record = Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
-            self.inner.metrics.rejected(Via::Api, "invalid", 1);
-            EmitError::Invalid {
-                index: None,
-                errors,
-            }
-        })?;
+        let record = self.record(event)?;
         let receipt = self.append(vec![record], Via::Api, true)?;
         self.durable(&receipt).await?;
         Ok(receipt)
