@@ -206,6 +206,27 @@ pub fn ndjson_lines(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// [`ndjson_lines`], each read as JSON.
+pub fn ndjson_values(dir: &Path) -> Vec<serde_json::Value> {
+    ndjson_lines(dir)
+        .iter()
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect()
+}
+
+/// The relay's `/v1/status` document, read from the HTTP API at `base`
+/// (`http://127.0.0.1:PORT`).
+pub async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Structured log events captured from every thread of this process.
 #[derive(Clone)]
 pub struct Logs {

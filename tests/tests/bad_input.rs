@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use auditrelay::ingest::http::HttpIngest;
 use auditrelay::{EmitError, Relay};
-use auditrelay_tests::{Home, ndjson_lines, plugin_wasm, sample_envelope};
+use auditrelay_tests::{Home, ndjson_lines, ndjson_values, plugin_wasm, sample_envelope};
 
 const TOKEN: &str = "0123456789abcdef-test-token";
 
@@ -176,10 +176,7 @@ grant_dir = "{{home}}/out"
     // Nothing accepted was lost, nothing refused slipped through.
     assert!(relay.idle(Duration::from_secs(30)).await);
     relay.shutdown().await;
-    let written: Vec<serde_json::Value> = ndjson_lines(&home.join("out"))
-        .iter()
-        .map(|line| serde_json::from_slice(line).unwrap())
-        .collect();
+    let written = ndjson_values(&home.join("out"));
     assert_eq!(written, expected);
 }
 
@@ -532,10 +529,7 @@ async fn ambiguous_input_is_refused_naming_the_field_and_kept_events_read_one_wa
 
     assert!(relay.idle(Duration::from_secs(30)).await);
     relay.shutdown().await;
-    let written: Vec<serde_json::Value> = ndjson_lines(&home.join("out"))
-        .iter()
-        .map(|line| serde_json::from_slice(line).unwrap())
-        .collect();
+    let written = ndjson_values(&home.join("out"));
     assert_eq!(
         written.len(),
         5,

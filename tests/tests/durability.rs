@@ -44,15 +44,9 @@ async fn an_outage_loses_nothing_and_the_spool_empties_afterwards() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let spool_bytes = async || -> u64 {
-        let status: serde_json::Value = client
-            .get(format!("{base}/v1/status"))
-            .send()
-            .await
+        auditrelay_tests::status(&client, &base).await["spool_bytes"]
+            .as_u64()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        status["spool_bytes"].as_u64().unwrap()
     };
 
     // Four seconds of steady load: fine, refusing with 503, unreachable, fine.

@@ -111,14 +111,9 @@ circuit_open_for = "200ms"
                 assert_eq!(body["accepted"], 0, "a 503 acknowledges nothing: {body}");
                 if refusals.is_empty() {
                     // The first refusal: the relay says why, and keeps running.
-                    let state: serde_json::Value = client
-                        .get(format!("http://127.0.0.1:{port}/v1/status"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let state =
+                        auditrelay_tests::status(&client, &format!("http://127.0.0.1:{port}"))
+                            .await;
                     assert!(
                         state["spool_write_error"]
                             .as_str()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use auditrelay::Relay;
 use auditrelay::ingest::http::HttpIngest;
 use auditrelay_tests::{
-    Home, RelayProcess, free_port, metric, ndjson_lines, post_counting, sample_envelope,
+    Home, RelayProcess, free_port, metric, ndjson_values, post_counting, sample_envelope,
 };
 
 /// Waits until the server closes `stream` (or `limit` passes); what it
@@ -265,12 +265,9 @@ max_wait = "20ms"
         relay.log()
     );
 
-    let delivered: HashSet<String> = ndjson_lines(&home.join("out"))
+    let delivered: HashSet<String> = ndjson_values(&home.join("out"))
         .iter()
-        .map(|line| {
-            let event: serde_json::Value = serde_json::from_slice(line).unwrap();
-            event["id"].as_str().unwrap().to_owned()
-        })
+        .map(|event| event["id"].as_str().unwrap().to_owned())
         .collect();
     let lost = acknowledged.difference(&delivered).count();
     eprintln!(
