@@ -150,11 +150,12 @@ fn raw_writes(dir: &Path, records: &[Record], durability: Durability) -> f64 {
     let file = std::fs::File::create(dir.join("raw.log")).unwrap();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     let mut frame = Vec::new();
+    let key = format::FrameKey::random();
     let started = Instant::now();
     let mut last_sync = Instant::now();
     for (seq, record) in records.iter().enumerate() {
         frame.clear();
-        format::write_frame(&mut frame, seq as u64, record.encoded());
+        format::write_frame(&mut frame, key, seq as u64, record.encoded());
         out.write_all(&frame).unwrap();
         let sync = match durability {
             Durability::Always => true,

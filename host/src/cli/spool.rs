@@ -8,8 +8,8 @@ use crate::config::Config;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Check every record's checksum and that every acknowledged record is
-    /// there; exits 1 if anything is damaged, missing or lost (safe while
-    /// the relay runs)
+    /// there; exits 1 if anything is damaged, missing or lost, now or as
+    /// recorded at an earlier start (safe while the relay runs)
     Verify,
 }
 
@@ -28,6 +28,12 @@ pub async fn spool(config: Config, command: Command) -> anyhow::Result<ExitCode>
             if report.is_clean() {
                 println!("the spool is intact: every acknowledged record is there");
                 Ok(ExitCode::SUCCESS)
+            } else if report.findings().is_empty() {
+                println!(
+                    "nothing is wrong on disk now, but {} finding(s) from earlier starts are on record (listed above, in spool/findings.ndjson); move that file away once they are dealt with",
+                    report.earlier.len()
+                );
+                Ok(ExitCode::FAILURE)
             } else if lost == 0 {
                 println!(
                     "the spool is damaged, but no record a plugin instance still needs was lost"

@@ -57,7 +57,9 @@ impl Dispatcher {
         self.abort.clone()
     }
 
-    /// Starts a worker for `exporter` on `runtime`.
+    /// Starts a worker for `exporter` on `runtime`. A worker that panics (a
+    /// bug in the relay) is reported, never silent: its instance shows as
+    /// failed with the reason, and its events stay in the spool.
     pub fn spawn<E: Exporter>(
         &mut self,
         runtime: &tokio::runtime::Handle,
@@ -66,7 +68,29 @@ impl Dispatcher {
     ) {
         let instance = parts.instance.to_string();
         let health = parts.health.clone();
-        let handle = runtime.spawn(Worker::new(exporter, parts).run());
+        let worker = runtime.spawn(Worker::new(exporter, parts).run());
+        let watched = (instance.clone(), health.clone());
+        let handle = runtime.spawn(async move {
+            let Err(error) = worker.await else {
+                return;
+            };
+            let (instance, health) = watched;
+            let reason = match error.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into()),
+                Err(error) => error.to_string(),
+            };
+            let reason: String = reason.chars().take(300).collect();
+            tracing::error!(plugin = instance, reason, "the delivery loop of this instance stopped on an internal error; its events stay in the spool and are delivered after a restart (please report this)");
+            let mut status = health.lock();
+            status.state = RunState::Failed;
+            status.error = Some(format!(
+                "the relay's delivery loop stopped on an internal error ({reason}); events stay in the spool until the relay is restarted"
+            ));
+        });
         self.workers.push((instance, health, handle));
     }
 
@@ -90,5 +114,91 @@ impl Dispatcher {
                 let _ = handle.await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{BatchSettings, FilterSettings};
+    use crate::metrics::Metrics;
+    use crate::runtime::{CallError, Delivery};
+    use crate::spool::{
+        Batch, Durability, Record, SegmentFiles, Spool, SpoolOptions, StartFrom, WhenFull,
+    };
+
+    /// An instance whose every call hits a bug in the relay (a panic).
+    struct Buggy;
+
+    impl Exporter for Buggy {
+        async fn deliver(&mut self, _batch: &Batch) -> Result<Delivery, CallError> {
+            panic!("an invariant the relay relies on does not hold")
+        }
+        async fn flush(&mut self) -> Result<(), CallError> {
+            Ok(())
+        }
+        async fn shutdown(&mut self) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_panics_is_reported_failed_not_left_looking_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(SpoolOptions {
+            dir: dir.path().to_owned(),
+            durability: Durability::None,
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 24,
+            when_full: WhenFull::Reject,
+            block_timeout: Duration::from_millis(100),
+            max_pending_bytes: 1 << 20,
+            files: SegmentFiles::default(),
+        })
+        .unwrap();
+        let spool = Arc::new(spool);
+        let consumer = spool.consumer("buggy", StartFrom::Earliest, true);
+        let event = &auditrelay_plugin_api::testing::sample_events(1)[0];
+        spool
+            .append(&[Record::from_event(event.as_event())])
+            .unwrap();
+        let health = Health::new(PluginStatus::starting("buggy"));
+        health.set_running("buggy", "0", "buggy.wasm".into());
+        let mut dispatcher = Dispatcher::new();
+        let parts = WorkerParts {
+            instance: Arc::from("buggy"),
+            spool: spool.clone(),
+            consumer,
+            reader: spool.reader(consumer),
+            batch: BatchSettings::default(),
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(10)),
+            circuit: Circuit::new(5, Duration::from_secs(1)),
+            filter: EventFilter::new(&FilterSettings::default()),
+            dead_letters: Arc::new(DeadLetters::new(dir.path(), "buggy")),
+            replay: Arc::new(tokio::sync::Notify::new()),
+            metrics: Arc::new(Metrics::new()).plugin("buggy"),
+            health: health.clone(),
+            isolate_after: 0,
+            abort: dispatcher.abort_token(),
+        };
+        dispatcher.spawn(&tokio::runtime::Handle::current(), Buggy, parts);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while health.snapshot().state != RunState::Failed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                health.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let error = health.snapshot().error.unwrap();
+        assert!(error.contains("internal error"), "{error}");
+        assert!(
+            error.contains("an invariant the relay relies on"),
+            "{error}"
+        );
+        assert_eq!(spool.cursor(consumer), 0, "the event stays in the spool");
+        dispatcher.drain(Duration::from_secs(1)).await;
     }
 }

@@ -24,6 +24,8 @@ pub enum FileOp {
     Write,
     /// The writer syncing a segment file to disk.
     Sync,
+    /// The writer syncing the segments directory after creating a segment.
+    SyncDir,
 }
 
 /// Decides which calls fail, and with what error.

@@ -20,7 +20,9 @@
 
 mod cursors;
 pub mod files;
+pub mod findings;
 pub mod format;
+mod key;
 mod reader;
 mod record;
 pub mod recovery;
@@ -40,6 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 pub use files::SegmentFiles;
+pub use findings::Finding;
 pub use reader::Reader;
 pub use record::{Batch, Record};
 pub use recovery::{Evidence, RecoveryReport};
@@ -315,6 +318,8 @@ struct Shared {
     room: Condvar,
     durable: watch::Sender<Progress>,
     options: SpoolOptions,
+    /// What record checksums are keyed with ([`format::FrameKey`]).
+    key: format::FrameKey,
     dropped_events: AtomicU64,
 }
 
@@ -370,9 +375,22 @@ impl Spool {
                 options.dir.display()
             )
         })?;
-        let evidence = evidence(&options.dir);
-        let (segments, report) = recovery::recover(&options.dir.join("segments"), true, &evidence)
-            .map_err(|e| describe("cannot read the spool in", e))?;
+        let (key, key_problem, store_key) = frame_key(&options.dir);
+        let mut evidence = evidence(&options.dir);
+        evidence.problems.extend(key_problem);
+        let (segments, report) =
+            recovery::recover(&options.dir.join("segments"), true, &evidence, key)
+                .map_err(|e| describe("cannot read the spool in", e))?;
+        if store_key {
+            key::store(&options.dir.join(KEY_FILE), key)
+                .map_err(|e| describe("cannot store the spool's frame key in", e))?;
+        }
+        let findings = report.findings();
+        if !findings.is_empty()
+            && let Err(error) = findings::record(&options.dir.join(FINDINGS_FILE), &findings)
+        {
+            tracing::error!(%error, "cannot record what the spool's recovery found in {FINDINGS_FILE}; `auditrelay spool verify` will not report it once the relay moves on");
+        }
         let watermark = watermark::Watermark::open(&options.dir.join(WATERMARK_FILE))
             .map_err(|e| describe("cannot open the durable watermark in", e))?;
         let cursors = evidence.cursors.clone();
@@ -410,6 +428,7 @@ impl Spool {
             room: Condvar::new(),
             durable,
             options,
+            key,
             dropped_events: AtomicU64::new(0),
         });
         let writer = writer::spawn(shared.clone(), watermark)
@@ -503,7 +522,7 @@ impl Spool {
         let start = state.next_seq;
         for record in records {
             let seq = state.next_seq;
-            format::write_frame(&mut state.pending, seq, record.encoded());
+            format::write_frame(&mut state.pending, self.shared.key, seq, record.encoded());
             state.next_seq += 1;
         }
         if state.writer_idle || state.pending.len() >= writer::WAKE_AT_PENDING {
@@ -592,7 +611,11 @@ impl Spool {
             return;
         }
         *cursor = next_seq;
-        state.cursors_dirty = true;
+        // The first change since the last save wakes the writer, which
+        // saves within CURSOR_SAVE_INTERVAL even if no event comes.
+        if !std::mem::replace(&mut state.cursors_dirty, true) && state.writer_idle {
+            self.shared.writer_wake.notify_one();
+        }
         let keep_from = state.keep_from();
         if !state.deletion_due && state.deletable_before(keep_from).is_some() {
             state.deletion_due = true;
@@ -747,31 +770,98 @@ impl Spool {
 
 /// The file holding the durable watermark, in the spool's directory.
 const WATERMARK_FILE: &str = "durable";
+/// The file holding the frame key, in the spool's directory.
+const KEY_FILE: &str = "frame-key";
+/// The file recording what recovery found, in the spool's directory.
+const FINDINGS_FILE: &str = "findings.ndjson";
 
 /// What the spool's own files in `dir` say must exist: the durable
-/// watermark and the saved cursors. Unreadable ones count as saying
-/// nothing (and are logged): recovery is then less sure what was lost,
-/// never more.
+/// watermark and the saved cursors. What is wrong with them is logged and
+/// kept as [`Evidence::problems`]: recovery is then less sure what was
+/// lost, never more.
 fn evidence(dir: &Path) -> Evidence {
+    let mut problems = Vec::new();
     let (cursors, warning) = cursors::load(&dir.join("cursors.json"));
     if let Some(warning) = warning {
         tracing::warn!(
             "{warning}; plugins will start from the earliest spooled event (duplicates, not loss)"
         );
+        problems.push(format!(
+            "{warning}: records lost before the oldest segment cannot be told"
+        ));
     }
-    let durable = watermark::read(&dir.join(WATERMARK_FILE)).unwrap_or_else(|warning| {
-        tracing::warn!(
-            "{warning}; records lost at the end of the spool may be reported as a torn write"
-        );
-        0
-    });
-    Evidence { durable, cursors }
+    let durable = match watermark::read(&dir.join(WATERMARK_FILE)) {
+        Ok((durable, warning)) => {
+            problems.extend(warning);
+            durable
+        }
+        Err(warning) => {
+            tracing::warn!(
+                "{warning}; records lost at the end of the spool may be reported as a torn write"
+            );
+            problems.push(format!(
+                "{warning}: records lost at the end of the spool cannot be told from a torn write"
+            ));
+            0
+        }
+    };
+    Evidence {
+        durable,
+        cursors,
+        problems,
+    }
+}
+
+/// The spool's frame key: from its file in `dir`, else from the newest
+/// segment header holding one, else a new one. Also says what is wrong
+/// with the file, if that matters, and whether the file is to be written.
+fn frame_key(dir: &Path) -> (format::FrameKey, Option<String>, bool) {
+    let problem = match key::read(&dir.join(KEY_FILE)) {
+        Ok(Some(key)) => return (key, None, false),
+        Ok(None) => None,
+        Err(problem) => Some(problem),
+    };
+    let newest_keyed = std::fs::read_dir(dir.join("segments"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let seq = Segment::parse_file_name(path.file_name()?.to_str()?)?;
+            Some((seq, path))
+        })
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .rev()
+        .find_map(|path| {
+            use std::io::Read;
+            let mut header = Vec::new();
+            File::open(&path)
+                .ok()?
+                .take(format::SEGMENT_HEADER_LEN as u64)
+                .read_to_end(&mut header)
+                .ok()?;
+            let (_, key) = format::read_segment_header(&header).ok()?;
+            (key != format::FrameKey::UNKEYED).then_some((key, path))
+        });
+    match newest_keyed {
+        Some((key, path)) => {
+            let problem = problem.unwrap_or_else(|| format!("{KEY_FILE} is missing"));
+            let problem = format!(
+                "{problem}; the key in the header of {} is used",
+                path.display()
+            );
+            (key, Some(problem), true)
+        }
+        // A new spool, or one written before records were keyed.
+        None => (format::FrameKey::random(), problem, true),
+    }
 }
 
 /// A stopped spool, read without changing anything.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// What scanning every segment found.
+    /// What scanning every segment found, with the findings recorded when
+    /// the spool was opened before.
     pub report: RecoveryReport,
     /// Saved cursors by instance name.
     pub cursors: BTreeMap<String, u64>,
@@ -783,7 +873,8 @@ pub struct Snapshot {
 /// `auditrelay status` and `auditrelay spool verify`; safe while a relay
 /// runs, whose last segment may then look torn at its end).
 pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
-    if !dir.join("segments").exists() {
+    let files = ["segments", WATERMARK_FILE, "cursors.json", KEY_FILE];
+    if !files.iter().any(|f| dir.join(f).exists()) {
         // Never opened: an empty spool.
         return Ok(Snapshot {
             report: RecoveryReport::default(),
@@ -791,11 +882,43 @@ pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
             disk_bytes: 0,
         });
     }
-    // The evidence first: it only ever trails what the segments hold, so a
-    // relay writing meanwhile cannot make records look lost.
-    let evidence = evidence(dir);
-    let (segments, report) = recovery::recover(&dir.join("segments"), false, &evidence)?;
-    let cursors = evidence.cursors;
+    let mut attempts = 0;
+    let (segments, mut report, cursors) = loop {
+        attempts += 1;
+        // The evidence first: it only ever trails what the segments hold,
+        // so a relay writing meanwhile cannot make records look lost.
+        let (key, key_problem, _) = frame_key(dir);
+        let mut evidence = evidence(dir);
+        evidence.problems.extend(key_problem);
+        let (segments, report) = recovery::recover(&dir.join("segments"), false, &evidence, key)?;
+        // A running relay deletes a delivered segment after saving the
+        // cursors that passed it: if one went while it was being read,
+        // read everything again, cursors first.
+        let vanished = report
+            .unreadable
+            .iter()
+            .any(|(path, _)| !path.exists() && path.parent().is_some_and(Path::exists));
+        if !vanished || attempts == 5 {
+            break (segments, report, evidence.cursors);
+        }
+    };
+    // Cursors saved during the scan may have passed records whose segment
+    // was deleted meanwhile: those were handled, not lost.
+    let (after, _) = cursors::load(&dir.join("cursors.json"));
+    if let Some(handled_by_all) = after.values().copied().min() {
+        report.forget_handled(handled_by_all);
+    }
+    let current = report.findings();
+    report.earlier = findings::read(&dir.join(FINDINGS_FILE))
+        .unwrap_or_else(|problem| {
+            vec![Finding {
+                found: String::new(),
+                finding: problem,
+            }]
+        })
+        .into_iter()
+        .filter(|earlier| !current.contains(&earlier.finding))
+        .collect();
     Ok(Snapshot {
         report,
         cursors,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use auditrelay_plugin_api::batch;
 
-use super::format::{self, Parsed};
+use super::format::{self, FrameKey, Parsed};
 use super::{Batch, ConsumerId, Shared};
 
 /// Bytes read from a segment at a time (more when one event is larger).
@@ -39,6 +39,8 @@ struct Target {
     offset_hint: u64,
     /// Whether later segments exist (this one will not grow).
     sealed: bool,
+    /// The key its records are written with.
+    key: FrameKey,
 }
 
 impl Reader {
@@ -135,8 +137,19 @@ impl Reader {
                 )?;
                 let mut used = 0;
                 while used < self.buf.len() {
-                    match format::parse_frame(&self.buf[used..]) {
+                    match format::parse_frame(&self.buf[used..], target.key) {
                         Parsed::Frame(frame) if frame.seq < self.next_seq => used += frame.len,
+                        // Checked out but does not decode: a record this
+                        // version cannot read. Plugins never see it.
+                        Parsed::Frame(frame) if !decodes(frame.payload) => {
+                            tracing::error!(
+                                segment = %target.path.display(),
+                                seq = frame.seq,
+                                "a spool record does not decode as an event; skipping it (run `auditrelay spool verify`)"
+                            );
+                            self.next_seq = frame.seq + 1;
+                            used += frame.len;
+                        }
                         Parsed::Frame(frame) => {
                             let size =
                                 batch::envelope_len(frame.payload).unwrap_or(frame.payload.len());
@@ -161,8 +174,8 @@ impl Reader {
                         Parsed::Incomplete | Parsed::Damaged => {
                             // Damage that appeared after start (recovery checks
                             // everything then): skip to the next intact record.
-                            let skip =
-                                format::resync(&self.buf[used..]).unwrap_or(self.buf.len() - used);
+                            let skip = format::resync(&self.buf[used..], target.key, self.next_seq)
+                                .unwrap_or(self.buf.len() - used);
                             tracing::error!(
                                 segment = %target.path.display(),
                                 offset = at.offset + used as u64,
@@ -216,6 +229,12 @@ impl Reader {
             end_seq: segment.end_seq,
             offset_hint: segment.offset_before(self.next_seq),
             sealed: index + 1 < state.segments.len(),
+            key: segment.key,
         })
     }
+}
+
+/// Whether `payload` is one event exactly as [`batch::encode`] lays it out.
+fn decodes(payload: &[u8]) -> bool {
+    batch::decode(payload).is_ok_and(|(_, used)| used == payload.len())
 }

@@ -20,7 +20,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::format::{self, SEGMENT_HEADER_LEN};
+use super::findings::Finding;
+use super::format::{self, FrameKey, SEGMENT_HEADER_LEN};
 use super::segment::{self, Damage, Segment};
 
 /// What the spool's own files say must exist, whatever the segments hold.
@@ -31,6 +32,9 @@ pub struct Evidence {
     /// Saved cursors by instance: every record below an instance's cursor
     /// was handled by it (and so existed).
     pub cursors: BTreeMap<String, u64>,
+    /// What is wrong with these records themselves (a damaged watermark or
+    /// cursors file): loss is then judged on less than there was.
+    pub problems: Vec<String>,
 }
 
 impl Evidence {
@@ -71,22 +75,28 @@ pub struct RecoveryReport {
     pub missing: Vec<Range<u64>>,
     /// Segment files that could not be read, and why.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// What is wrong with the spool's own records of what it promised (the
+    /// watermark, the cursors): loss may then be reported short.
+    pub evidence: Vec<String>,
     /// Files named like segments that are not segments of this spool,
-    /// and why; ignored (their bytes are not counted as records).
+    /// and why; ignored (their bytes are not counted as records) and, when
+    /// the spool is opened, moved to `spool/strays/`.
     pub strays: Vec<(PathBuf, String)>,
+    /// Findings recorded when the spool was opened before (see
+    /// [`findings`](super::findings)); filled in by
+    /// [`inspect`](super::inspect) only.
+    pub earlier: Vec<Finding>,
     /// How long the scan took.
     pub elapsed: Duration,
 }
 
 impl RecoveryReport {
-    /// Whether nothing was damaged, missing, unreadable or lost. A torn
+    /// Whether nothing is damaged, missing, unreadable or lost, the spool's
+    /// own records are sound, and no earlier finding is on record. A torn
     /// write of records never acknowledged is the normal result of a crash
     /// and does not count; neither do stray files.
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty()
-            && self.missing.is_empty()
-            && self.unreadable.is_empty()
-            && self.lost_tail.is_none()
+        self.findings().is_empty() && self.earlier.is_empty()
     }
 
     /// Records known to be lost that some instance still needed: to
@@ -101,6 +111,44 @@ impl RecoveryReport {
             .sum();
         let missing: u64 = self.missing.iter().map(len).sum();
         damaged + missing + self.lost_tail.as_ref().map_or(0, len)
+    }
+
+    /// Each thing found wrong by this scan, one sentence each: what is
+    /// recorded in `spool/findings.ndjson` when the spool is opened.
+    pub fn findings(&self) -> Vec<String> {
+        let mut findings = Vec::new();
+        if let Some(lost) = &self.lost_tail {
+            findings.push(format!(
+                "records {}..{} were acknowledged as durable but are gone from the end of the spool ({} lost)",
+                lost.start,
+                lost.end,
+                lost.end - lost.start
+            ));
+        }
+        for damage in &self.damaged {
+            let mut finding = format!(
+                "{}: bytes {}..{} damaged ({})",
+                damage.segment.display(),
+                damage.bytes.start,
+                damage.bytes.end,
+                damage.reason
+            );
+            if let Some(lost) = &damage.lost {
+                finding.push_str(&format!(", records {}..{} lost", lost.start, lost.end));
+            }
+            findings.push(finding);
+        }
+        for missing in &self.missing {
+            findings.push(format!(
+                "no segment holds records {}..{} (a segment file is missing)",
+                missing.start, missing.end
+            ));
+        }
+        for (path, error) in &self.unreadable {
+            findings.push(format!("{} cannot be read: {error}", path.display()));
+        }
+        findings.extend(self.evidence.iter().cloned());
+        findings
     }
 }
 
@@ -118,57 +166,61 @@ impl fmt::Display for RecoveryReport {
                 segment.display()
             )?;
         }
-        if let Some(lost) = &self.lost_tail {
-            write!(
-                f,
-                "; records {}..{} were acknowledged as durable but are gone from the end of the spool ({} lost)",
-                lost.start,
-                lost.end,
-                lost.end - lost.start
-            )?;
-        }
-        for damage in &self.damaged {
-            write!(
-                f,
-                "; {}: bytes {}..{} damaged ({})",
-                damage.segment.display(),
-                damage.bytes.start,
-                damage.bytes.end,
-                damage.reason
-            )?;
-            if let Some(lost) = &damage.lost {
-                write!(f, ", records {}..{} lost", lost.start, lost.end)?;
-            }
-        }
-        for missing in &self.missing {
-            write!(
-                f,
-                "; no segment holds records {}..{} (a segment file is missing)",
-                missing.start, missing.end
-            )?;
-        }
-        for (path, error) in &self.unreadable {
-            write!(f, "; {} cannot be read: {error}", path.display())?;
+        for finding in self.findings() {
+            write!(f, "; {finding}")?;
         }
         for (path, why) in &self.strays {
             write!(f, "; ignored {}: {why}", path.display())?;
+        }
+        if !self.earlier.is_empty() {
+            write!(
+                f,
+                "; {} finding(s) recorded when the spool was opened before (spool/findings.ndjson; move it away once they are dealt with):",
+                self.earlier.len()
+            )?;
+            for earlier in &self.earlier {
+                write!(f, " [{}] {};", earlier.found, earlier.finding)?;
+            }
         }
         Ok(())
     }
 }
 
+/// A file in the segments directory that holds (or may hold) records.
+struct Candidate {
+    first_seq: u64,
+    path: PathBuf,
+    /// Its header is not a sound header for its name.
+    header_damaged: bool,
+}
+
 /// Scans every segment in `dir` in order and judges what is missing on
-/// `evidence`. With `repair`, a torn end of the newest segment is cut off
-/// and an interrupted segment creation removed; without, nothing is
-/// changed (`spool verify`).
+/// `evidence`; records are checked with the key in each segment's header
+/// (`spool_key` for a segment whose header is damaged). With `repair`, a
+/// torn end of the newest segment is cut off, an interrupted segment
+/// creation removed and stray files moved to `strays/` beside `dir`;
+/// without, nothing is changed (`spool verify`).
 pub fn recover(
     dir: &Path,
     repair: bool,
     evidence: &Evidence,
+    spool_key: FrameKey,
 ) -> std::io::Result<(Vec<Segment>, RecoveryReport)> {
     let started = Instant::now();
+    let mut report = RecoveryReport::default();
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    let listing = match std::fs::read_dir(dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if evidence.existed_below() > 0 {
+                report
+                    .unreadable
+                    .push((dir.to_owned(), "the segments directory is missing".into()));
+            }
+            None
+        }
+        listing => Some(listing?),
+    };
+    for entry in listing.into_iter().flatten() {
         let entry = entry?;
         let name = entry.file_name();
         match name.to_str().and_then(Segment::parse_file_name) {
@@ -182,10 +234,9 @@ pub fn recover(
     }
     names.sort();
 
-    let mut report = RecoveryReport::default();
     // Which files are segments of this spool, by their headers alone: the
     // newest of those is the one a crash may have torn.
-    let mut files = Vec::with_capacity(names.len());
+    let mut candidates = Vec::with_capacity(names.len());
     let mut interrupted = Vec::new();
     for (first_seq, path) in names {
         let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
@@ -194,18 +245,35 @@ pub fn recover(
             file.take(SEGMENT_HEADER_LEN as u64)
                 .read_to_end(&mut header)
         });
-        match read.map(|_| header_of(&header, first_seq)) {
-            Err(error) => report.unreadable.push((path, error.to_string())),
-            Ok(Ok(())) => files.push((first_seq, path)),
+        if let Err(error) = read {
+            report.unreadable.push((path, error.to_string()));
+            continue;
+        }
+        match format::read_segment_header(&header) {
+            Ok((declared, _)) if declared == first_seq => candidates.push(Candidate {
+                first_seq,
+                path,
+                header_damaged: false,
+            }),
+            Ok((declared, _)) => report.strays.push((
+                path,
+                format!(
+                    "its header says it starts at record {declared}, its name says {first_seq}: not a segment of this spool"
+                ),
+            )),
             // The relay died while creating the file: nothing was ever
             // written to it.
-            Ok(Err(_)) if format::segment_header(first_seq).starts_with(&header) => {
+            Err(_) if header.len() < SEGMENT_HEADER_LEN && begins_header(&header, first_seq) => {
                 interrupted.push((first_seq, path, header.len() as u64));
             }
-            Ok(Err(why)) => report.strays.push((path, why)),
+            Err(_) => candidates.push(Candidate {
+                first_seq,
+                path,
+                header_damaged: true,
+            }),
         }
     }
-    let newest = files.last().map(|(seq, _)| *seq);
+    let newest = candidates.last().map(|c| c.first_seq);
     for (first_seq, path, len) in interrupted {
         if newest.is_none_or(|newest| first_seq > newest) {
             if repair {
@@ -220,8 +288,9 @@ pub fn recover(
     }
 
     let mut segments: Vec<Segment> = Vec::new();
-    let last = files.len().saturating_sub(1);
-    for (i, (first_seq, path)) in files.iter().enumerate() {
+    let last = candidates.len().saturating_sub(1);
+    for (i, candidate) in candidates.iter().enumerate() {
+        let path = &candidate.path;
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -229,26 +298,59 @@ pub fn recover(
                 continue;
             }
         };
+        let salvage = format::salvage_keys(&bytes, spool_key);
+        let mut scan = segment::scan(path, &bytes, candidate.first_seq, &salvage);
+        if candidate.header_damaged && scan.segment.records == 0 {
+            // Junk, or a segment whose every record is gone with its
+            // header: damage either way; what it held is judged on the
+            // evidence like a missing segment.
+            report.damaged.push(Damage {
+                segment: path.clone(),
+                bytes: 0..bytes.len() as u64,
+                lost: None,
+                reason: format!(
+                    "{}; no record in it checks out",
+                    scan.damage[0].reason.split(';').next().unwrap_or_default()
+                ),
+            });
+            report.strays.push((
+                path.clone(),
+                "named like a segment, but holds nothing that reads as one".into(),
+            ));
+            continue;
+        }
         report.segments += 1;
-        let mut scan = segment::scan(path, &bytes, *first_seq);
         if let Some(tail) = scan.tail.take() {
-            if i == last {
+            let rest = &bytes[tail.start as usize..];
+            let torn = i == last && !format::holds_a_frame(rest, scan.segment.key);
+            if torn {
                 report.torn_tail = Some((path.clone(), tail.end - tail.start));
                 if repair {
                     cut(path, tail.start)?;
                 }
             } else {
+                // Never cut: what lies there is kept for inspection, and
+                // nothing is appended after it.
+                scan.segment.appendable = false;
                 scan.damage.push(Damage {
                     segment: path.clone(),
                     bytes: tail,
                     lost: None,
-                    reason: "the segment ends in bytes that hold no intact record".into(),
+                    reason: "the segment ends in bytes that hold no record in order".into(),
                 });
             }
         }
         report.records += scan.segment.records;
         report.damaged.extend(scan.damage);
         segments.push(scan.segment);
+    }
+    if repair {
+        for (path, why) in &mut report.strays {
+            if path.exists() {
+                move_to_strays(path)?;
+                why.push_str(" (moved to spool/strays/)");
+            }
+        }
     }
 
     // Records before the first segment that a saved cursor still needed:
@@ -260,11 +362,14 @@ pub fn recover(
         report.missing.push(*lowest..first.first_seq);
     }
     // Gaps between segments: records lost to trailing damage, or a
-    // segment that is gone.
-    for pair in segments.windows(2) {
-        let (before, after) = (&pair[0], &pair[1]);
-        if before.end_seq < after.first_seq {
-            let gap = before.end_seq..after.first_seq;
+    // segment that is gone. A segment read from a damaged header may
+    // overlap others: only what none holds is a gap.
+    let mut covering: Option<&Segment> = None;
+    for segment in &segments {
+        if let Some(before) = covering
+            && before.end_seq < segment.first_seq
+        {
+            let gap = before.end_seq..segment.first_seq;
             let tail_damage = report.damaged.iter_mut().rev().find(|d| {
                 d.segment == before.path && d.lost.is_none() && d.bytes.end >= before.len
             });
@@ -273,48 +378,75 @@ pub fn recover(
                 None => report.missing.push(gap),
             }
         }
+        if covering.is_none_or(|c| segment.end_seq > c.end_seq) {
+            covering = Some(segment);
+        }
     }
-    report.next_seq = segments.last().map_or(0, |s| s.end_seq);
+    report.next_seq = covering.map_or(0, |s| s.end_seq);
     judge(&mut report, evidence);
     report.elapsed = started.elapsed();
     Ok((segments, report))
 }
 
-/// Why `bytes` are not the segment a file named for `first_seq` must be.
-fn header_of(bytes: &[u8], first_seq: u64) -> Result<(), String> {
-    match format::read_segment_header(bytes) {
-        Ok(declared) if declared == first_seq => Ok(()),
-        Ok(declared) => Err(format!(
-            "its header says it starts at record {declared}, its name says {first_seq}: not a segment of this spool"
-        )),
-        Err(reason) if bytes.len() < SEGMENT_HEADER_LEN => {
-            Err(format!("{reason} ({} bytes)", bytes.len()))
-        }
-        Err(reason) => Err(reason.to_owned()),
+/// Whether `bytes` (shorter than a header) are how a segment header for
+/// `first_seq` begins.
+fn begins_header(bytes: &[u8], first_seq: u64) -> bool {
+    // Bytes 20.. hold the checksum and the key, unknown here.
+    let known = bytes.len().min(20);
+    format::segment_header(first_seq, FrameKey::random())[..known] == bytes[..known]
+}
+
+/// Moves a file out of the segments directory into `spool/strays/` (it is
+/// never deleted: it may be evidence), and says where it went.
+pub(super) fn move_to_strays(path: &Path) -> std::io::Result<PathBuf> {
+    let strays = path.parent().map_or_else(
+        || PathBuf::from("strays"),
+        |dir| dir.with_file_name("strays"),
+    );
+    std::fs::create_dir_all(&strays)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut to = strays.join(&*name);
+    let mut n = 1;
+    while to.exists() {
+        to = strays.join(format!("{name}.{n}"));
+        n += 1;
     }
+    std::fs::rename(path, &to)?;
+    tracing::warn!(from = %path.display(), to = %to.display(), "moved a file that is not a segment of this spool out of the segments directory");
+    Ok(to)
 }
 
 /// Keeps as lost only what some instance still needed, and adds what the
 /// evidence says existed beyond the last intact record.
 fn judge(report: &mut RecoveryReport, evidence: &Evidence) {
-    let needed_from = evidence.handled_by_all();
-    let still_needed = |range: &Range<u64>| {
-        let start = range.start.max(needed_from);
-        (start < range.end).then_some(start..range.end)
-    };
-    for damage in &mut report.damaged {
-        if let Some(lost) = &damage.lost {
-            damage.lost = still_needed(lost);
-            if damage.lost.is_none() {
-                damage
-                    .reason
-                    .push_str("; every instance had handled its records already, so none is lost");
+    report.lost_tail = Some(report.next_seq..evidence.existed_below());
+    report.forget_handled(evidence.handled_by_all());
+    report.evidence = evidence.problems.clone();
+}
+
+impl RecoveryReport {
+    /// Keeps as lost only records at `handled_by_all` or later: those
+    /// before had been handled by every instance, so losing them lost
+    /// nothing (for a spool read while a relay runs, cursors read after
+    /// the scan say this best).
+    pub fn forget_handled(&mut self, handled_by_all: u64) {
+        let still_needed = |range: &Range<u64>| {
+            let start = range.start.max(handled_by_all);
+            (start < range.end).then_some(start..range.end)
+        };
+        for damage in &mut self.damaged {
+            if let Some(lost) = &damage.lost {
+                damage.lost = still_needed(lost);
+                if damage.lost.is_none() {
+                    damage.reason.push_str(
+                        "; every instance had handled its records already, so none is lost",
+                    );
+                }
             }
         }
+        self.missing = self.missing.iter().filter_map(still_needed).collect();
+        self.lost_tail = self.lost_tail.as_ref().and_then(still_needed);
     }
-    report.missing = report.missing.iter().filter_map(still_needed).collect();
-    let existed = report.next_seq..evidence.existed_below();
-    report.lost_tail = still_needed(&existed);
 }
 
 /// Cuts `path` to `len` bytes and syncs it.
@@ -329,10 +461,12 @@ mod tests {
     use super::super::format;
     use super::*;
 
+    const KEY: FrameKey = FrameKey::from_bytes(*b"recovery");
+
     fn write_segment(dir: &Path, first_seq: u64, count: u64) -> PathBuf {
-        let mut bytes = format::segment_header(first_seq).to_vec();
+        let mut bytes = format::segment_header(first_seq, KEY).to_vec();
         for seq in first_seq..first_seq + count {
-            format::write_frame(&mut bytes, seq, format!("record {seq}").as_bytes());
+            format::write_frame(&mut bytes, KEY, seq, format!("record {seq}").as_bytes());
         }
         let path = dir.join(Segment::file_name(first_seq));
         std::fs::write(&path, bytes).unwrap();
@@ -344,7 +478,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 0, 10);
         write_segment(dir.path(), 10, 5);
-        let (segments, report) = recover(dir.path(), true, &Evidence::default()).unwrap();
+        let (segments, report) = recover(dir.path(), true, &Evidence::default(), KEY).unwrap();
         assert!(report.is_clean(), "{report}");
         assert_eq!(
             (segments.len(), report.records, report.next_seq),
@@ -359,13 +493,13 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 7).unwrap();
-        let (_, report) = recover(dir.path(), true, &Evidence::default()).unwrap();
+        let (_, report) = recover(dir.path(), true, &Evidence::default(), KEY).unwrap();
         assert!(report.is_clean());
         assert_eq!(report.records, 9);
         assert_eq!(report.next_seq, 9);
         assert!(report.torn_tail.is_some());
         // Cut off on disk: a second open finds nothing torn.
-        let (_, again) = recover(dir.path(), true, &Evidence::default()).unwrap();
+        let (_, again) = recover(dir.path(), true, &Evidence::default(), KEY).unwrap();
         assert_eq!(again.torn_tail, None);
     }
 
@@ -376,7 +510,7 @@ mod tests {
         let middle = write_segment(dir.path(), 10, 10);
         write_segment(dir.path(), 20, 10);
         std::fs::remove_file(middle).unwrap();
-        let (_, report) = recover(dir.path(), true, &Evidence::default()).unwrap();
+        let (_, report) = recover(dir.path(), true, &Evidence::default(), KEY).unwrap();
         assert_eq!(report.missing, vec![Range { start: 10, end: 20 }]);
         assert_eq!(report.records, 20);
         assert_eq!(report.lost_records(), 10);
@@ -399,7 +533,7 @@ mod tests {
             .unwrap()
             .set_len(len - 1)
             .unwrap();
-        let (_, report) = recover(dir.path(), false, &Evidence::default()).unwrap();
+        let (_, report) = recover(dir.path(), false, &Evidence::default(), KEY).unwrap();
         assert!(report.torn_tail.is_some());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 1);
     }
@@ -408,6 +542,7 @@ mod tests {
         Evidence {
             durable,
             cursors: cursors.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect(),
+            problems: Vec::new(),
         }
     }
 
@@ -436,9 +571,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write_segment(dir.path(), 0, 10);
         let mut frame = Vec::new();
-        format::write_frame(&mut frame, 10, b"record 10, never synced");
+        format::write_frame(&mut frame, KEY, 10, b"record 10, never synced");
         append_bytes(&path, &frame[..frame.len() - 6]);
-        let (_, report) = recover(dir.path(), true, &evidence(10, &[("p", 3)])).unwrap();
+        let (_, report) = recover(dir.path(), true, &evidence(10, &[("p", 3)]), KEY).unwrap();
         assert!(report.is_clean(), "{report}");
         assert_eq!(report.lost_tail, None);
         assert_eq!(report.torn_tail.as_ref().unwrap().1, frame.len() as u64 - 6);
@@ -451,7 +586,7 @@ mod tests {
         let path = write_segment(dir.path(), 0, 10);
         // Three acknowledged records cut off (and half of a fourth).
         cut_last_bytes(&path, 3 * (20 + 8) + 10);
-        let (_, report) = recover(dir.path(), false, &evidence(10, &[("p", 2)])).unwrap();
+        let (_, report) = recover(dir.path(), false, &evidence(10, &[("p", 2)]), KEY).unwrap();
         assert!(!report.is_clean(), "{report}");
         assert_eq!(report.lost_tail, Some(6..10), "{report}");
         assert_eq!(report.lost_records(), 4);
@@ -471,7 +606,7 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 0x01;
         std::fs::write(&path, bytes).unwrap();
-        let (_, report) = recover(dir.path(), false, &evidence(10, &[])).unwrap();
+        let (_, report) = recover(dir.path(), false, &evidence(10, &[]), KEY).unwrap();
         assert_eq!(report.lost_tail, Some(9..10), "{report}");
         // Without a watermark, a cursor beyond the end proves the records
         // existed; they are lost for the instance still behind.
@@ -479,11 +614,12 @@ mod tests {
             dir.path(),
             false,
             &evidence(0, &[("ahead", 10), ("behind", 4)]),
+            KEY,
         )
         .unwrap();
         assert_eq!(report.lost_tail, Some(9..10), "{report}");
         // ... and lost for nobody when every instance had them already.
-        let (_, report) = recover(dir.path(), false, &evidence(10, &[("p", 10)])).unwrap();
+        let (_, report) = recover(dir.path(), false, &evidence(10, &[("p", 10)]), KEY).unwrap();
         assert_eq!(report.lost_tail, None, "{report}");
         assert_eq!(report.lost_records(), 0);
     }
@@ -495,12 +631,22 @@ mod tests {
         let middle = write_segment(dir.path(), 10, 10);
         write_segment(dir.path(), 20, 10);
         std::fs::remove_file(middle).unwrap();
-        let (_, report) =
-            recover(dir.path(), false, &evidence(30, &[("a", 25), ("b", 20)])).unwrap();
+        let (_, report) = recover(
+            dir.path(),
+            false,
+            &evidence(30, &[("a", 25), ("b", 20)]),
+            KEY,
+        )
+        .unwrap();
         assert!(report.missing.is_empty(), "{report}");
         assert_eq!(report.lost_records(), 0, "{report}");
-        let (_, report) =
-            recover(dir.path(), false, &evidence(30, &[("a", 25), ("b", 15)])).unwrap();
+        let (_, report) = recover(
+            dir.path(),
+            false,
+            &evidence(30, &[("a", 25), ("b", 15)]),
+            KEY,
+        )
+        .unwrap();
         assert_eq!(
             report.missing,
             vec![15..20],
@@ -509,36 +655,100 @@ mod tests {
     }
 
     #[test]
-    fn stray_files_named_like_segments_are_ignored_not_counted() {
+    fn stray_files_named_like_segments_are_ignored_not_counted_and_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        write_segment(dir.path(), 100, 50);
-        // An old segment copied in under another name, and junk.
-        let old = write_segment(dir.path(), 0, 65);
-        std::fs::rename(&old, dir.path().join(Segment::file_name(35))).unwrap();
-        std::fs::write(
-            dir.path().join(Segment::file_name(60)),
-            b"not a segment at all, 40 bytes long..",
-        )
-        .unwrap();
-        let (segments, report) = recover(dir.path(), false, &evidence(150, &[("p", 120)])).unwrap();
+        let segments_dir = dir.path().join("segments");
+        std::fs::create_dir(&segments_dir).unwrap();
+        write_segment(&segments_dir, 100, 50);
+        // An old segment copied in under another name.
+        let old = write_segment(&segments_dir, 0, 65);
+        std::fs::rename(&old, segments_dir.join(Segment::file_name(35))).unwrap();
+        let evidence = evidence(150, &[("p", 120)]);
+        let (segments, report) = recover(&segments_dir, false, &evidence, KEY).unwrap();
         assert!(report.is_clean(), "{report}");
-        assert_eq!(report.strays.len(), 2, "{report}");
+        assert_eq!(report.strays.len(), 1, "{report}");
         assert_eq!((report.records, segments.len()), (50, 1), "{report}");
-        assert_eq!(report.lost_records(), 0);
         assert!(
             report.to_string().contains("not a segment of this spool"),
             "{report}"
         );
+        // Opening moves it out of the writer's way.
+        recover(&segments_dir, true, &evidence, KEY).unwrap();
+        assert!(!segments_dir.join(Segment::file_name(35)).exists());
+        assert!(
+            dir.path()
+                .join("strays")
+                .join(Segment::file_name(35))
+                .exists()
+        );
+    }
+
+    #[test]
+    fn junk_named_like_a_segment_is_damage_that_loses_nothing_held_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 100, 50);
+        std::fs::write(
+            dir.path().join(Segment::file_name(120)),
+            b"not a segment at all, 40 bytes long..",
+        )
+        .unwrap();
+        let (segments, report) =
+            recover(dir.path(), false, &evidence(150, &[("p", 120)]), KEY).unwrap();
+        assert!(!report.is_clean(), "{report}");
+        assert_eq!((report.records, segments.len()), (50, 1), "{report}");
+        assert_eq!(report.lost_records(), 0, "{report}");
+        assert!(
+            report.to_string().contains("no record in it checks out"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_segment_with_a_destroyed_header_is_read_with_the_spool_key() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 0, 10);
+        let newest = write_segment(dir.path(), 10, 5);
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[..SEGMENT_HEADER_LEN].fill(0);
+        std::fs::write(&newest, bytes).unwrap();
+        // No evidence at all (an empty watermark, no cursors): the records
+        // are still found, and the header damage still reported.
+        let (segments, report) = recover(dir.path(), true, &evidence(0, &[]), KEY).unwrap();
+        assert!(!report.is_clean(), "{report}");
+        assert_eq!((report.records, report.next_seq), (15, 15), "{report}");
+        assert_eq!(report.lost_records(), 0);
+        assert!(
+            !segments[1].appendable,
+            "nothing is appended behind a damaged header"
+        );
+        assert!(report.to_string().contains("header is damaged"), "{report}");
+    }
+
+    #[test]
+    fn a_tail_that_holds_records_is_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 0, 10);
+        // Garbage, then a record that checks out but is out of order.
+        let mut rest = vec![0x55; 7];
+        format::write_frame(&mut rest, KEY, 3, b"record 3, again");
+        append_bytes(&path, &rest);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let (segments, report) = recover(dir.path(), true, &evidence(10, &[]), KEY).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "nothing cut");
+        assert!(report.torn_tail.is_none(), "{report}");
+        assert!(!report.is_clean(), "{report}");
+        assert!(!segments[0].appendable);
+        assert_eq!((report.records, report.next_seq), (10, 10));
     }
 
     #[test]
     fn an_interrupted_segment_creation_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 0, 10);
-        let header = format::segment_header(10);
+        let header = format::segment_header(10, KEY);
         let newest = dir.path().join(Segment::file_name(10));
         std::fs::write(&newest, &header[..11]).unwrap();
-        let (_, report) = recover(dir.path(), true, &evidence(10, &[])).unwrap();
+        let (_, report) = recover(dir.path(), true, &evidence(10, &[]), KEY).unwrap();
         assert!(report.is_clean(), "{report}");
         assert!(report.strays.is_empty(), "{report}");
         assert!(!newest.exists());

@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::format::{self, Parsed, SEGMENT_HEADER_LEN};
+use super::format::{self, FrameKey, Parsed, SEGMENT_HEADER_LEN};
 
 /// A sparse index entry every this many records.
 const INDEX_EVERY: u64 = 64;
@@ -21,6 +21,12 @@ pub struct Segment {
     pub end_seq: u64,
     /// Intact records in it.
     pub records: u64,
+    /// The key its records are written with.
+    pub key: FrameKey,
+    /// Whether new records may be appended to it: its header is intact and
+    /// its file ends with its last intact record. A segment with damage at
+    /// its end or in its header is left as it is, for inspection.
+    pub appendable: bool,
     /// `(seq, offset)` of every 64th record, for finding a cursor.
     index: Vec<(u64, u64)>,
 }
@@ -39,18 +45,20 @@ impl Segment {
             .flatten()
     }
 
-    /// A new, empty segment in `dir`.
-    pub fn new(dir: &Path, first_seq: u64) -> Self {
-        Self::at(dir.join(Self::file_name(first_seq)), first_seq)
+    /// A new, empty segment in `dir`, written with `key`.
+    pub fn new(dir: &Path, first_seq: u64, key: FrameKey) -> Self {
+        Self::at(dir.join(Self::file_name(first_seq)), first_seq, key)
     }
 
-    fn at(path: PathBuf, first_seq: u64) -> Self {
+    fn at(path: PathBuf, first_seq: u64, key: FrameKey) -> Self {
         Segment {
             first_seq,
             path,
             len: SEGMENT_HEADER_LEN as u64,
             end_seq: first_seq,
             records: 0,
+            key,
+            appendable: true,
             index: Vec::new(),
         }
     }
@@ -110,8 +118,41 @@ pub struct Scan {
 }
 
 /// Scans a segment file's bytes; `named_first_seq` comes from its name.
-pub fn scan(path: &Path, bytes: &[u8], named_first_seq: u64) -> Scan {
-    let mut segment = Segment::at(path.to_owned(), named_first_seq);
+/// Its records are checked with the key its header holds; if the header
+/// is damaged, with each of `salvage` in turn (the one that finds the most
+/// records wins), and the damage is reported.
+pub fn scan(path: &Path, bytes: &[u8], named_first_seq: u64, salvage: &[FrameKey]) -> Scan {
+    let header_damage = |reason: &str| Damage {
+        segment: path.to_owned(),
+        bytes: 0..SEGMENT_HEADER_LEN.min(bytes.len()) as u64,
+        lost: None,
+        reason: format!(
+            "the segment header is damaged ({reason}); its records are read with the spool's key"
+        ),
+    };
+    match format::read_segment_header(bytes) {
+        Ok((first_seq, key)) if first_seq == named_first_seq => {
+            scan_records(path, bytes, named_first_seq, key)
+        }
+        header => {
+            let reason = match header {
+                Ok(_) => "it names another first sequence number than the file name",
+                Err(reason) => reason,
+            };
+            let mut best = salvage
+                .iter()
+                .map(|key| scan_records(path, bytes, named_first_seq, *key))
+                .max_by_key(|scan| scan.segment.records)
+                .unwrap_or_else(|| scan_records(path, bytes, named_first_seq, FrameKey::UNKEYED));
+            best.damage.insert(0, header_damage(reason));
+            best.segment.appendable = false;
+            best
+        }
+    }
+}
+
+fn scan_records(path: &Path, bytes: &[u8], named_first_seq: u64, key: FrameKey) -> Scan {
+    let mut segment = Segment::at(path.to_owned(), named_first_seq, key);
     let mut damage = Vec::new();
     let damaged = |bytes: Range<u64>, lost: Option<Range<u64>>, reason: &str| Damage {
         segment: path.to_owned(),
@@ -119,24 +160,16 @@ pub fn scan(path: &Path, bytes: &[u8], named_first_seq: u64) -> Scan {
         lost,
         reason: reason.to_owned(),
     };
-    match format::read_segment_header(bytes) {
-        Ok(first_seq) if first_seq == named_first_seq => {}
-        Ok(_) => damage.push(damaged(
-            0..SEGMENT_HEADER_LEN as u64,
-            None,
-            "the header names another first sequence number than the file name",
-        )),
-        Err(reason) => damage.push(damaged(
-            0..SEGMENT_HEADER_LEN.min(bytes.len()) as u64,
-            None,
-            reason,
-        )),
-    }
     let mut offset = SEGMENT_HEADER_LEN.min(bytes.len());
     let mut expected = named_first_seq;
     while offset < bytes.len() {
-        match format::parse_frame(&bytes[offset..]) {
-            Parsed::Frame(frame) if frame.seq >= expected => {
+        match format::parse_frame(&bytes[offset..], key) {
+            // Only a record of this spool checks out under its key, so one
+            // further on than expected means records were cut out cleanly.
+            // (Unkeyed, it may be bytes an emitter laid out: resync.)
+            Parsed::Frame(frame)
+                if frame.seq == expected || (frame.seq > expected && key != FrameKey::UNKEYED) =>
+            {
                 if frame.seq > expected {
                     damage.push(damaged(
                         offset as u64..offset as u64,
@@ -154,10 +187,10 @@ pub fn scan(path: &Path, bytes: &[u8], named_first_seq: u64) -> Scan {
                     Parsed::Incomplete => "a record is cut short",
                     Parsed::Damaged => "a record's checksum or framing does not match",
                 };
-                match format::resync(&bytes[offset..]) {
+                match format::resync(&bytes[offset..], key, expected) {
                     Some(skip) => {
                         let next = offset + skip;
-                        let lost = match format::parse_frame(&bytes[next..]) {
+                        let lost = match format::parse_frame(&bytes[next..], key) {
                             Parsed::Frame(f) if f.seq > expected => {
                                 let lost = expected..f.seq;
                                 expected = f.seq;
@@ -190,10 +223,13 @@ pub fn scan(path: &Path, bytes: &[u8], named_first_seq: u64) -> Scan {
 mod tests {
     use super::*;
 
+    const KEY: FrameKey = FrameKey::UNKEYED;
+
     fn segment_bytes(first_seq: u64, payloads: &[&[u8]]) -> Vec<u8> {
-        let mut bytes = format::segment_header(first_seq).to_vec();
+        let key = FrameKey::from_bytes(*b"segment!");
+        let mut bytes = format::segment_header(first_seq, key).to_vec();
         for (i, payload) in payloads.iter().enumerate() {
-            format::write_frame(&mut bytes, first_seq + i as u64, payload);
+            format::write_frame(&mut bytes, key, first_seq + i as u64, payload);
         }
         bytes
     }
@@ -219,13 +255,14 @@ mod tests {
             .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let bytes = segment_bytes(1000, &refs);
-        let scan = scan(Path::new("s"), &bytes, 1000);
+        let scan = scan(Path::new("s"), &bytes, 1000, &[KEY]);
         assert!(scan.damage.is_empty() && scan.tail.is_none());
         assert_eq!(scan.segment.records, 200);
         assert_eq!(scan.segment.end_seq, 1200);
         assert_eq!(scan.segment.len, bytes.len() as u64);
         let offset = scan.segment.offset_before(1130);
-        let Parsed::Frame(frame) = format::parse_frame(&bytes[offset as usize..]) else {
+        let Parsed::Frame(frame) = format::parse_frame(&bytes[offset as usize..], scan.segment.key)
+        else {
             panic!("the index points at a frame")
         };
         assert_eq!(frame.seq, 1128, "the 64-record index entry before 1130");
@@ -237,7 +274,7 @@ mod tests {
         let mut damaged = bytes.clone();
         // The second frame's payload: header 32 + frame 0 (20 + 4) + 20.
         damaged[32 + 24 + 21] ^= 0xff;
-        let scan = scan(Path::new("s"), &damaged, 0);
+        let scan = scan(Path::new("s"), &damaged, 0, &[KEY]);
         assert_eq!(scan.segment.records, 3);
         assert_eq!(scan.damage.len(), 1);
         assert_eq!(scan.damage[0].lost, Some(1..2));
@@ -249,8 +286,23 @@ mod tests {
     fn a_torn_last_record_is_a_tail() {
         let bytes = segment_bytes(0, &[b"zero", b"one"]);
         let torn = &bytes[..bytes.len() - 2];
-        let scan = scan(Path::new("s"), torn, 0);
+        let scan = scan(Path::new("s"), torn, 0, &[KEY]);
         assert_eq!(scan.segment.records, 1);
         assert_eq!(scan.tail, Some(scan.segment.len..torn.len() as u64));
+    }
+
+    #[test]
+    fn a_damaged_header_costs_no_record_the_spool_key_can_read() {
+        let key = FrameKey::from_bytes(*b"segment!");
+        let mut bytes = segment_bytes(500, &[b"zero", b"one", b"two"]);
+        bytes[..SEGMENT_HEADER_LEN].fill(0);
+        let scan = scan(Path::new("s"), &bytes, 500, &[KEY, key]);
+        assert_eq!((scan.segment.records, scan.segment.end_seq), (3, 503));
+        assert!(!scan.segment.appendable, "left as it is");
+        assert_eq!(scan.damage.len(), 1);
+        assert!(scan.damage[0].reason.contains("header is damaged"));
+        // Without the key nothing checks out: all of it is damage.
+        let scan = scan_records(Path::new("s"), &bytes, 500, KEY);
+        assert_eq!(scan.segment.records, 0);
     }
 }

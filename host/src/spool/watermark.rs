@@ -3,20 +3,22 @@
 //! write of a record nobody was promised from the loss of records that
 //! were acknowledged.
 //!
-//! The file `spool/durable` holds 24 bytes, overwritten in place after
-//! every sync and before the sync is announced:
+//! The file `spool/durable` holds two 24-byte copies, written in turn
+//! after every sync and before the sync is announced, so a torn or
+//! damaged copy leaves the other:
 //!
-//! | bytes | |
+//! | bytes (of each copy) | |
 //! |---|---|
 //! | 0..8 | magic `ARDURBL\0` |
 //! | 8..16 | every record below this sequence number was durable (u64 LE) |
 //! | 16..20 | CRC32C of bytes 0..16 |
 //! | 20..24 | zero |
 //!
-//! It is written, not synced: it only ever trails the data it describes
-//! (the data is synced first), so after a crash it may be a little behind
-//! — recovery then calls a lost tail torn — but it never claims a record
-//! that was not on disk.
+//! It is written at once and synced within 100 ms (by the writer, off the
+//! path of appends): it only ever trails the data it describes (the data
+//! is synced first), so it never claims a record that was not on disk.
+//! After a power loss it may trail by up to those 100 ms; records lost in
+//! them to damage at the same time would be reported as a torn write.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -25,12 +27,16 @@ use std::path::Path;
 use super::writer::write_all_at;
 
 const MAGIC: &[u8; 8] = b"ARDURBL\0";
-const LEN: usize = 24;
+const COPY: usize = 24;
 
 /// The watermark file, open for updates.
 pub struct Watermark {
     file: File,
     value: u64,
+    /// Which copy the next update overwrites.
+    next_copy: u64,
+    /// Written since the last sync.
+    unsynced: bool,
 }
 
 impl Watermark {
@@ -42,8 +48,13 @@ impl Watermark {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let value = read(path).unwrap_or(0);
-        Ok(Watermark { file, value })
+        let value = read(path).map_or(0, |(value, _)| value);
+        Ok(Watermark {
+            file,
+            value,
+            next_copy: 0,
+            unsynced: false,
+        })
     }
 
     /// Records that every record below `seq` is durable (never moves back).
@@ -51,14 +62,33 @@ impl Watermark {
         if seq <= self.value {
             return Ok(());
         }
-        write_all_at(&self.file, &encode(seq), 0)?;
+        write_all_at(&self.file, &encode(seq), self.next_copy * COPY as u64)?;
+        if self.value == 0 && self.next_copy == 0 {
+            // The first update writes both copies: a lone copy would read
+            // as damage of the other.
+            write_all_at(&self.file, &encode(seq), COPY as u64)?;
+        }
+        self.next_copy ^= 1;
         self.value = seq;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Whether an update waits to be synced.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Syncs the last update to disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.unsynced = false;
         Ok(())
     }
 }
 
-fn encode(seq: u64) -> [u8; LEN] {
-    let mut bytes = [0u8; LEN];
+fn encode(seq: u64) -> [u8; COPY] {
+    let mut bytes = [0u8; COPY];
     bytes[0..8].copy_from_slice(MAGIC);
     bytes[8..16].copy_from_slice(&seq.to_le_bytes());
     let crc = crc32c::crc32c(&bytes[0..16]);
@@ -66,29 +96,40 @@ fn encode(seq: u64) -> [u8; LEN] {
     bytes
 }
 
-/// The watermark at `path`: `Ok(0)` if there is none yet, `Err` saying why
-/// if the file is there but unreadable or damaged.
-pub fn read(path: &Path) -> Result<u64, String> {
+fn decode(bytes: &[u8]) -> Option<u64> {
+    let crc = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?);
+    (bytes.len() == COPY && &bytes[0..8] == MAGIC && crc == crc32c::crc32c(&bytes[0..16]))
+        .then(|| u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")))
+}
+
+/// The watermark at `path` (`0` if there is none yet), with a warning if
+/// a copy is damaged; `Err` saying why if no copy can be read.
+pub fn read(path: &Path) -> Result<(u64, Option<String>), String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, None)),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     if bytes.is_empty() {
-        return Ok(0);
+        return Ok((0, None));
     }
-    let damaged = || format!("{} is damaged", path.display());
-    let bytes: &[u8; LEN] = bytes
-        .get(..LEN)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(damaged)?;
-    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
-    if &bytes[0..8] != MAGIC || crc != crc32c::crc32c(&bytes[0..16]) {
-        return Err(damaged());
+    let copies = [
+        bytes.get(..COPY).and_then(decode),
+        bytes.get(COPY..).and_then(decode),
+    ];
+    match copies {
+        [Some(a), Some(b)] if bytes.len() == 2 * COPY => Ok((a.max(b), None)),
+        // Written before there were two copies.
+        [Some(a), None] if bytes.len() == COPY => Ok((a, None)),
+        [None, None] => Err(format!("{} is damaged (both copies)", path.display())),
+        [a, b] => Ok((
+            a.max(b).expect("one copy reads"),
+            Some(format!(
+                "{} is damaged (one of its two copies; the other is used)",
+                path.display()
+            )),
+        )),
     }
-    Ok(u64::from_le_bytes(
-        bytes[8..16].try_into().expect("8 bytes"),
-    ))
 }
 
 #[cfg(test)]
@@ -96,19 +137,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_never_moves_back_and_reports_damage() {
+    fn round_trips_never_moves_back_and_survives_a_damaged_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("durable");
-        assert_eq!(read(&path), Ok(0));
+        assert_eq!(read(&path), Ok((0, None)));
         let mut mark = Watermark::open(&path).unwrap();
-        assert_eq!(read(&path), Ok(0), "an empty new file reads as 0");
+        assert_eq!(read(&path), Ok((0, None)), "an empty new file reads as 0");
         mark.advance(42).unwrap();
+        assert_eq!(read(&path), Ok((42, None)));
         mark.advance(7).unwrap();
-        assert_eq!(read(&path), Ok(42));
-        assert_eq!(Watermark::open(&path).unwrap().value, 42);
+        mark.advance(50).unwrap();
+        assert!(mark.unsynced());
+        mark.sync().unwrap();
+        assert_eq!(read(&path), Ok((50, None)));
+        assert_eq!(Watermark::open(&path).unwrap().value, 50);
+        // One copy damaged: the other still reads, and the damage is said.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[9] ^= 1;
-        std::fs::write(&path, bytes).unwrap();
-        assert!(read(&path).unwrap_err().contains("damaged"));
+        std::fs::write(&path, &bytes).unwrap();
+        let (value, warning) = read(&path).unwrap();
+        assert!(value == 42 || value == 50, "{value}");
+        assert!(warning.unwrap().contains("one of its two copies"));
+        bytes[COPY + 9] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read(&path).unwrap_err().contains("both copies"));
     }
 }

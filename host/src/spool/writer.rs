@@ -20,7 +20,7 @@ use super::segment::Segment;
 use super::watermark::Watermark;
 use super::{Durability, Shared, cursors};
 
-/// How often changed cursors are saved.
+/// How often changed cursors are saved, and the durable watermark synced.
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(100);
 /// First wait after a failed write; doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -64,6 +64,7 @@ enum Task {
     Write(Vec<u8>, u64),
     Sync,
     SaveCursors,
+    SyncWatermark,
     /// Start a new segment so the read-out one can be deleted.
     Retire,
     Finish,
@@ -80,6 +81,8 @@ struct Writer {
     sync_failed: bool,
     last_sync: Instant,
     last_cursor_save: Instant,
+    /// When the watermark was first updated after its last sync.
+    watermark_unsynced_since: Option<Instant>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
     last_error_log: Option<Instant>,
@@ -97,6 +100,7 @@ impl Writer {
             sync_failed: false,
             last_sync: Instant::now(),
             last_cursor_save: Instant::now(),
+            watermark_unsynced_since: None,
             retry_at: None,
             retry_delay: FIRST_RETRY_DELAY,
             last_error_log: None,
@@ -120,6 +124,7 @@ impl Writer {
                 Task::Write(chunk, first_seq) => self.write(chunk, first_seq),
                 Task::Sync => self.sync(),
                 Task::SaveCursors => self.save_cursors(),
+                Task::SyncWatermark => self.sync_watermark(),
                 Task::Retire => self.retire(),
                 Task::Finish => break,
             }
@@ -128,6 +133,7 @@ impl Writer {
             self.sync();
         }
         self.save_cursors();
+        self.sync_watermark();
         self.shared.durable.send_modify(|p| p.finished = true);
     }
 
@@ -164,6 +170,12 @@ impl Writer {
             if state.deletion_due || save_at.is_some_and(|at| now >= at) {
                 return Task::SaveCursors;
             }
+            let mark_at = self
+                .watermark_unsynced_since
+                .map(|since| since + CURSOR_SAVE_INTERVAL);
+            if mark_at.is_some_and(|at| now >= at) {
+                return Task::SyncWatermark;
+            }
             if state.finishing && (state.pending.is_empty() || !may_write) {
                 return Task::Finish;
             }
@@ -174,6 +186,7 @@ impl Writer {
             let wake_at = [
                 sync_at,
                 save_at,
+                mark_at,
                 self.retry_at.filter(|_| !state.pending.is_empty()),
                 // Lingering ends at its deadline even with nothing pending:
                 // after it, appends must be able to wake us again.
@@ -297,7 +310,8 @@ impl Writer {
         Ok(runs)
     }
 
-    /// Starts a new segment at `first_seq`, syncing the one before.
+    /// Starts a new segment at `first_seq`, syncing the one before. A
+    /// failure leaves no new file behind, so the retry can create it.
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
         let durable = self.shared.options.durability != Durability::None;
         if let Some(old) = &self.active
@@ -307,20 +321,27 @@ impl Writer {
         }
         let dir = self.shared.segments_dir();
         let path = dir.join(Segment::file_name(first_seq));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let header = format::segment_header(first_seq);
-        if let Err(error) = write_all_at(&file, &header, 0)
-            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
-        {
+        let file = match create_segment(&path) {
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                // Not one of ours (recovery moves strays aside), or left by
+                // a roll that failed before it could be removed.
+                set_aside(&path)?;
+                create_segment(&path)?
+            }
+            created => created?,
+        };
+        let header = format::segment_header(first_seq, self.shared.key);
+        let made = write_all_at(&file, &header, 0).and_then(|()| {
+            if durable {
+                file.sync_all()?;
+                self.shared.options.files.injected(FileOp::SyncDir, &dir)?;
+                File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        });
+        if let Err(error) = made {
             let _ = std::fs::remove_file(&path);
             return Err(error);
-        }
-        if durable {
-            File::open(&dir)?.sync_all()?;
         }
         self.active = Some(Active {
             file,
@@ -341,7 +362,8 @@ impl Writer {
         for run in runs {
             if run.new_segment {
                 state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
-                let mut segment = Segment::new(&self.shared.segments_dir(), run.first_seq);
+                let mut segment =
+                    Segment::new(&self.shared.segments_dir(), run.first_seq, self.shared.key);
                 segment.end_seq = run.first_seq;
                 state.segments.push_back(segment);
             }
@@ -426,12 +448,29 @@ impl Writer {
         if let Err(error) = self.watermark.advance(written) {
             tracing::warn!(%error, "cannot update the spool's durable watermark; a crash now could make lost records look like a torn write");
         }
+        if self.watermark.unsynced()
+            && self.watermark_unsynced_since.is_none()
+            && self.shared.options.durability != Durability::None
+        {
+            self.watermark_unsynced_since = Some(Instant::now());
+        }
         self.shared.lock().durable_seq = written;
         self.shared.durable.send_if_modified(|p| {
             let moved = p.durable < written;
             p.durable = p.durable.max(written);
             moved
         });
+    }
+
+    /// Syncs the durable watermark, so that after a power loss it trails
+    /// what was acknowledged by [`CURSOR_SAVE_INTERVAL`] at most.
+    fn sync_watermark(&mut self) {
+        if self.watermark_unsynced_since.take().is_some()
+            && let Err(error) = self.watermark.sync()
+        {
+            tracing::warn!(%error, "cannot sync the spool's durable watermark; will try again");
+            self.watermark_unsynced_since = Some(Instant::now());
+        }
     }
 
     /// A write failed: keeps `rest` (events from `rest_first` on) for a retry.
@@ -500,7 +539,7 @@ impl Writer {
             return;
         }
         let mut state = self.shared.lock();
-        let mut fresh = Segment::new(&self.shared.segments_dir(), next);
+        let mut fresh = Segment::new(&self.shared.segments_dir(), next, self.shared.key);
         fresh.end_seq = next;
         state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
         state.segments.push_back(fresh);
@@ -580,20 +619,43 @@ pub(super) fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result
     }
 }
 
+/// Creates a new segment file at `path`; fails if one is there.
+fn create_segment(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Gets a file out of the way of the segment the writer must create at
+/// `path`: removed if it holds no more than a header (a roll that failed
+/// half way), else moved to `spool/strays/`.
+fn set_aside(path: &std::path::Path) -> io::Result<()> {
+    if std::fs::metadata(path)?.len() <= format::SEGMENT_HEADER_LEN as u64 {
+        return std::fs::remove_file(path);
+    }
+    super::recovery::move_to_strays(path).map(drop)
+}
+
 impl Writer {
-    /// Resumes writing the last segment found at start, if there is one
-    /// and the next record follows its last (after lost records it does
-    /// not: a new segment starts, so the gap stays visible between files).
+    /// Resumes writing the last segment found at start, if there is one,
+    /// the next record follows its last (after lost records it does not: a
+    /// new segment starts, so the gap stays visible between files), and it
+    /// may be appended to (intact header, the spool's key, nothing after
+    /// its last record). Otherwise the first write starts a new segment.
     fn resume(&mut self) -> io::Result<()> {
         let state = self.shared.lock();
         let Some(last) = state.segments.back() else {
             return Ok(());
         };
-        if last.end_seq != state.next_seq {
+        if last.end_seq != state.next_seq || !last.appendable || last.key != self.shared.key {
             return Ok(());
         }
         let file = OpenOptions::new().read(true).write(true).open(&last.path)?;
-        file.set_len(last.len)?;
+        if file.metadata()?.len() != last.len {
+            return Ok(());
+        }
         self.active = Some(Active {
             file,
             first_seq: last.first_seq,

@@ -30,6 +30,13 @@ fn record(i: u64) -> Record {
     })
 }
 
+/// The frame key of the spool in `dir`, to lay out records as it does.
+fn spool_key(dir: &Path) -> format::FrameKey {
+    key::read(&dir.join(KEY_FILE))
+        .unwrap()
+        .expect("the spool has a key")
+}
+
 fn records(range: Range<u64>) -> Vec<Record> {
     range.map(record).collect()
 }
@@ -332,7 +339,12 @@ async fn a_torn_write_is_cut_and_appends_continue_after_it() {
     // had been told was durable.
     let last = segments.last().unwrap();
     let mut frame = Vec::new();
-    format::write_frame(&mut frame, 400, record(400).encoded());
+    format::write_frame(
+        &mut frame,
+        spool_key(dir.path()),
+        400,
+        record(400).encoded(),
+    );
     let mut bytes = std::fs::read(last).unwrap();
     bytes.extend_from_slice(&frame[..frame.len() / 2]);
     std::fs::write(last, bytes).unwrap();
@@ -513,4 +525,5 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
 
 mod read_faults;
 mod recovery_fuzz;
+mod verify;
 mod write_faults;

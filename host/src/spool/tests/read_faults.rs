@@ -32,7 +32,7 @@ impl FaultPlan for Flaky {
         let error = match op {
             FileOp::Open => libc::EMFILE,
             FileOp::Read => libc::EIO,
-            FileOp::Write | FileOp::Sync => return None,
+            FileOp::Write | FileOp::Sync | FileOp::SyncDir => return None,
         };
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         // A multiplicative hash of the call number: failures are spread

@@ -114,3 +114,62 @@ async fn a_failing_sync_is_never_announced_as_durable() {
     assert!(spool.write_error().is_none());
     assert_eq!(spool.append_if_writable(&records(6..7)).unwrap(), 6..7);
 }
+
+#[tokio::test]
+async fn a_segment_roll_that_fails_half_way_leaves_nothing_in_the_way() {
+    // The directory sync after creating a segment fails once (EMFILE from a
+    // starved descriptor table, say): the half-made file must not block
+    // every retry.
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, plan) = broken_spool(dir.path(), FileOp::SyncDir, Durability::Always).await;
+    plan.on.store(true, Ordering::SeqCst);
+    // Enough to need new segments (4 KiB each).
+    let seqs = spool.append(&records(1..200)).unwrap();
+    assert!(matches!(
+        confirmation(&spool, seqs.end - 1).await,
+        Confirmation::Failing(_)
+    ));
+    plan.on.store(false, Ordering::SeqCst);
+    wait_until_writable(&spool).await;
+    assert_eq!(
+        confirmation(&spool, seqs.end - 1).await,
+        Confirmation::Durable
+    );
+    assert_eq!(
+        spool.append_if_writable(&records(200..201)).unwrap(),
+        200..201
+    );
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    written(&spool).await;
+    let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
+    assert_eq!(seen, (0..201).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_file_where_the_next_segment_goes_is_moved_aside_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(options(dir.path())).unwrap();
+    spool.append(&records(0..1)).unwrap();
+    written(&spool).await;
+    // Something else created the file the next segment will be (a copy, a
+    // tool): it holds bytes, so it is kept, out of the way.
+    let mut next = 1;
+    while spool.stats().segments < 2 {
+        let squatter = dir
+            .path()
+            .join("segments")
+            .join(Segment::file_name(spool.stats().next_seq));
+        std::fs::write(&squatter, vec![7u8; 100]).unwrap();
+        spool.append(&records(next..next + 20)).unwrap();
+        next += 20;
+        written(&spool).await;
+    }
+    assert!(spool.write_error().is_none());
+    let strays: Vec<_> = std::fs::read_dir(dir.path().join("strays"))
+        .unwrap()
+        .collect();
+    assert!(!strays.is_empty(), "the squatter is kept");
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
+    assert_eq!(seen, (0..next).collect::<Vec<_>>());
+}
