@@ -125,6 +125,55 @@ max_wait = "5ms"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_logging_from_its_own_thread_between_calls_is_served_not_killed() {
+    let home = Home::with_plugins(&[]);
+    compile_c_plugin("chatty.c", &home.plugin_dir());
+    let logs = logs();
+    let config = home.config(
+        r#"
+[plugins.chatty]
+plugin = "c-chatty"
+[plugins.chatty.batch]
+max_wait = "5ms"
+max_events = 10
+"#,
+    );
+    let relay = Relay::start(config).await.unwrap();
+    // Batches come and go for two seconds while the thread chatters.
+    for i in 0..200 {
+        relay.emit(sample_envelope(i)).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(relay.idle(Duration::from_secs(30)).await);
+    let metrics = relay.metrics_text();
+    let series = |name: &str| {
+        metric(
+            &metrics,
+            &format!("auditrelay_plugin_custom_total{{plugin=\"chatty\",name=\"{name}\"}}"),
+        )
+    };
+    assert_eq!(
+        series("events_counted"),
+        Some(200.0),
+        "each event delivered once (a killed runner redelivers): {metrics}"
+    );
+    assert!(series("ticks").is_some_and(|t| t > 50.0), "{metrics}");
+    let status = relay.status().plugin("chatty").unwrap().clone();
+    assert_eq!(status.delivered, 200, "{status:?}");
+    let crashes: Vec<_> = logs
+        .of_plugin("chatty")
+        .into_iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("crashed") || m.contains("protocol"))
+        })
+        .collect();
+    assert!(crashes.is_empty(), "the runner was killed: {crashes:#?}");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_library_for_another_abi_is_refused_naming_both_versions() {
     let home = Home::with_plugins(&["file"]);
     let library = compile_c_plugin("wrong_abi.c", &home.plugin_dir());

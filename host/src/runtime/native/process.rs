@@ -120,8 +120,10 @@ impl Runner {
     }
 
     /// Sends `request` (one frame, written with id `id`) and serves the
-    /// plugin's host-service frames until the answer. A frame for any
-    /// other id breaks the exchange.
+    /// plugin's host-service frames until the answer. An answer for any
+    /// other id breaks the exchange. Host-service frames (logs, metrics)
+    /// are served whatever id they carry: a plugin's own threads call them
+    /// between requests too, stamped with the request served before.
     async fn exchange(
         &mut self,
         request: &[u8],
@@ -135,12 +137,12 @@ impl Runner {
             loop {
                 let frame = read_frame_async(&mut self.stdout, MAX_REPLY).await?;
                 let (frame_id, reply) = Reply::parse(frame).map_err(std::io::Error::other)?;
-                if frame_id != id {
-                    return Err(std::io::Error::other(
-                        "a reply frame that does not belong to the request being served (something other than the runner wrote to its protocol pipe)",
-                    ));
-                }
                 match reply {
+                    Reply::Done { .. } if frame_id != id => {
+                        return Err(std::io::Error::other(
+                            "an answer that does not belong to the request being served (something other than the runner wrote to its protocol pipe)",
+                        ));
+                    }
                     Reply::Done { status, payload } => {
                         return Ok::<_, std::io::Error>((status, payload));
                     }
