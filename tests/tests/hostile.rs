@@ -351,6 +351,61 @@ async fn a_plugin_filling_its_directory_stops_at_its_quota_and_above_the_reserve
     assert_eq!(used, 0, "nothing written into the reserve");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_files_deleted_while_open_and_open_files_are_bounded_too() {
+    let quota = "grant_quota = \"4MiB\"";
+    let instances = hostile(
+        "entries",
+        "attack = \"entries_flood\"",
+        &format!("grant_dir = \"{{home}}/entries\"\n{quota}"),
+    ) + &hostile(
+        "unlinker",
+        "attack = \"unlink_open\"",
+        &format!("grant_dir = \"{{home}}/unlinker\"\n{quota}"),
+    ) + &hostile(
+        "opener",
+        "attack = \"open_many\"",
+        "grant_dir = \"{home}/opener\"",
+    );
+    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
+    healthy_got_everything(&relay, &home, &expected).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for instance in ["entries", "unlinker", "opener"] {
+        while relay.status().plugin(instance).unwrap().delivered < 3 {
+            assert!(Instant::now() < deadline, "{:#?}", relay.status());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let metrics = relay.metrics_text();
+    let custom = |instance: &str, name: &str| {
+        metric(
+            &metrics,
+            &format!("auditrelay_plugin_custom_total{{plugin=\"{instance}\",name=\"{name}\"}}"),
+        )
+        .unwrap_or(0.0) as u64
+    };
+    // Each entry counts as 4 KiB: a 4 MiB quota holds about a thousand.
+    let entries = files_under(&home.join("entries")).len() as u64
+        + std::fs::read_dir(home.join("entries")).unwrap().count() as u64;
+    assert!(
+        custom("entries", "made") <= 1024 && custom("entries", "made") >= 900,
+        "{} entries made under a 4 MiB quota ({entries} on disk)",
+        custom("entries", "made")
+    );
+    // Deleted while open, the bytes still count: three batches of up to
+    // twelve 1 MiB files, never more than the quota at once (the first
+    // batch's files stay open while the second tries).
+    let written = custom("unlinker", "written_mib");
+    assert!(
+        (3..=4).contains(&written),
+        "{written} MiB written under a 4 MiB quota by deleting files while open"
+    );
+    // At most 16 files open at once, however many it asks for.
+    let opened = custom("opener", "opened");
+    assert_eq!(opened, 16, "{opened} files held open");
+    relay.shutdown().await;
+}
+
 /// Descriptors this process has open.
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -386,7 +441,7 @@ async fn a_plugin_cannot_hold_more_connections_than_its_limit() {
         .expect("the flood ran");
     let states = logs.of_plugin("flooder");
     assert_eq!(
-        said["message"], "9992 requests refused at once",
+        said["message"], "2992 requests refused at once",
         "8 in flight at most (limits.http_requests): {states:#?}"
     );
     let during = open_descriptors();
@@ -396,6 +451,33 @@ async fn a_plugin_cannot_hold_more_connections_than_its_limit() {
     );
     relay.shutdown().await;
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_make_the_host_hold_unbounded_resources() {
+    let logs = logs();
+    let instances = hostile("hoarder", "attack = \"resource_flood\"", "");
+    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
+    healthy_got_everything(&relay, &home, &expected).await;
+    let crashed = logs
+        .wait_for("hoarder", Duration::from_secs(30), |e| {
+            e["message"].as_str().is_some_and(|m| m.contains("crashed"))
+        })
+        .unwrap_or_else(|| panic!("{:#?}", logs.of_plugin("hoarder")));
+    assert!(
+        crashed.to_string().contains("resource"),
+        "the fault names the cap: {crashed}"
+    );
+    assert_eq!(relay.status().plugin("hoarder").unwrap().delivered, 0);
+    assert!(
+        metric(
+            &relay.metrics_text(),
+            "auditrelay_plugin_custom_total{plugin=\"hoarder\",name=\"kept\"}"
+        )
+        .is_none(),
+        "a million resources were never held"
+    );
+    relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

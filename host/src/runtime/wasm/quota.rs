@@ -1,20 +1,28 @@
-//! A quota on what a WASM plugin may write into its granted directory, and
-//! a floor of free space it may never write below.
+//! Bounds on what a WASM plugin may do to its granted directory: a quota
+//! on what it may write, a cap on the files it may hold open, and a floor
+//! of free space (and of free inodes) it may never take.
 //!
-//! Every way a plugin grows files through `wasi:filesystem` passes here:
-//! positional writes, streams for writing and appending, `set-size`.
-//! Growth past `grant_quota` (the bytes of every file in the directory
-//! together) or into the last `relay.disk_reserve` of free space on the
-//! directory's filesystem fails with `insufficient-space` — the plugin sees
-//! an ordinary "disk full" — so a plugin can neither fill a shared disk
-//! nor take from the spool the room it needs to write.
+//! Every way a plugin grows the directory passes here: positional writes,
+//! streams for writing and appending, `set-size`, and every entry it
+//! creates (files, directories, symbolic and hard links, each counted as
+//! [`ENTRY_BYTES`]). Growth past `grant_quota` (the bytes of every file in
+//! the directory together, plus its entries) or into the last
+//! `relay.disk_reserve` of free space on the directory's filesystem fails
+//! with `insufficient-space` — the plugin sees an ordinary "disk full" — so
+//! a plugin can neither fill a shared disk nor take from the spool the room
+//! it needs to write. Opening more than [`MAX_OPEN_FILES`] at once fails
+//! with `insufficient-memory` (WASI has no "too many open files"), so a
+//! plugin cannot starve the relay's descriptor table.
 //!
 //! Usage is counted as files grow, starting from a scan of the directory,
-//! and shrinks when a plugin truncates or deletes; a plugin that reaches
-//! its quota has the directory scanned again (at most once a second)
-//! before it is refused, so the count never drifts into refusing a
-//! plugin that has room. Renames and hard links change nothing.
+//! and shrinks when a plugin truncates or deletes — but a file deleted
+//! while the plugin holds it open keeps its bytes on disk until it is
+//! closed, and counts until then. A plugin that reaches its quota has the
+//! directory scanned again (at most once a second) before it is refused,
+//! so the count never drifts into refusing a plugin that has room.
 
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,12 +39,20 @@ use wasmtime_wasi::p2::{FsError, FsResult, OutputStream, Pollable, StreamError, 
 
 use super::sandbox::PluginState;
 
+/// Most files and directories a plugin may hold open at once.
+pub const MAX_OPEN_FILES: usize = 16;
+/// What each directory entry a plugin creates counts as, in bytes (a
+/// block and an inode): an empty file, a directory or a link is not free.
+pub const ENTRY_BYTES: u64 = 4096;
+/// Free inodes on the granted directory's filesystem a plugin never takes.
+const INODE_RESERVE: u64 = 1024;
 /// How often a directory at its quota is scanned again.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
-/// How long a free-space reading is trusted.
+/// How long a free-space reading is trusted (less what was granted since).
 const FREE_SPACE_FOR: Duration = Duration::from_millis(250);
-/// Most directory entries a scan looks at.
-const SCAN_LIMIT: usize = 100_000;
+/// Most directory entries a scan looks at; a directory with more counts
+/// as full.
+const SCAN_LIMIT: usize = 1_000_000;
 
 /// The quota of one instance's granted directory (shared by every store
 /// the instance runs in).
@@ -69,7 +85,9 @@ impl GrantQuota {
     }
 
     /// Takes `growth` more bytes, or refuses with `insufficient-space`.
-    fn grow(&self, growth: u64) -> Result<(), ErrorCode> {
+    /// `hidden` says how many bytes a scan cannot see (files deleted but
+    /// held open), asked only when the directory is scanned again.
+    fn grow(&self, growth: u64, hidden: impl FnOnce() -> u64) -> Result<(), ErrorCode> {
         if growth == 0 {
             return Ok(());
         }
@@ -77,15 +95,14 @@ impl GrantQuota {
             let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
             if scanned.elapsed() >= RESCAN_EVERY {
                 *scanned = Instant::now();
-                self.used.store(usage(&self.dir), Ordering::Relaxed);
+                let seen = usage(&self.dir).saturating_add(hidden());
+                self.used.store(seen, Ordering::Relaxed);
             }
             if self.used().saturating_add(growth) > self.limit {
                 return Err(ErrorCode::InsufficientSpace);
             }
         }
-        if self.free_space().saturating_sub(growth) < self.reserve {
-            return Err(ErrorCode::InsufficientSpace);
-        }
+        self.take_free_space(growth)?;
         self.used.fetch_add(growth, Ordering::Relaxed);
         Ok(())
     }
@@ -98,23 +115,36 @@ impl GrantQuota {
             });
     }
 
-    /// Free bytes on the directory's filesystem (for unprivileged users).
-    fn free_space(&self) -> u64 {
+    /// Takes `growth` bytes of the filesystem's free space (for
+    /// unprivileged users) unless that would eat into the reserve. A
+    /// reading is reused for a moment, less what was taken since.
+    fn take_free_space(&self, growth: u64) -> Result<(), ErrorCode> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, bytes)) = *free
-            && at.elapsed() < FREE_SPACE_FOR
-        {
-            return bytes;
+        let bytes = match *free {
+            Some((at, bytes)) if at.elapsed() < FREE_SPACE_FOR => bytes,
+            _ => free_space(&self.dir).map_or(u64::MAX, |(bytes, _)| bytes),
+        };
+        if bytes.saturating_sub(growth) < self.reserve {
+            return Err(ErrorCode::InsufficientSpace);
         }
-        let bytes = free_space(&self.dir).unwrap_or(u64::MAX);
-        *free = Some((Instant::now(), bytes));
-        bytes
+        *free = Some((Instant::now(), bytes - growth));
+        Ok(())
+    }
+
+    /// Takes room for one more directory entry, unless the filesystem is
+    /// out of inodes but for the reserve.
+    fn grow_entry(&self, hidden: impl FnOnce() -> u64) -> Result<(), ErrorCode> {
+        if free_space(&self.dir).is_some_and(|(_, inodes)| inodes < INODE_RESERVE) {
+            return Err(ErrorCode::InsufficientSpace);
+        }
+        self.grow(ENTRY_BYTES, hidden)
     }
 }
 
-/// Apparent size of every file under `dir`.
+/// What a scan counts for `dir`: the apparent size of every file under it
+/// and [`ENTRY_BYTES`] per entry (`u64::MAX` past [`SCAN_LIMIT`] entries).
 fn usage(dir: &Path) -> u64 {
-    let mut total = 0;
+    let mut total: u64 = 0;
     let mut pending = vec![dir.to_owned()];
     let mut seen = 0;
     while let Some(dir) = pending.pop() {
@@ -124,11 +154,12 @@ fn usage(dir: &Path) -> u64 {
         for entry in entries.flatten() {
             seen += 1;
             if seen > SCAN_LIMIT {
-                return total;
+                return u64::MAX;
             }
+            total = total.saturating_add(ENTRY_BYTES);
             match entry.metadata() {
                 Ok(meta) if meta.is_dir() => pending.push(entry.path()),
-                Ok(meta) if meta.is_file() => total += meta.len(),
+                Ok(meta) if meta.is_file() => total = total.saturating_add(meta.len()),
                 _ => {}
             }
         }
@@ -136,13 +167,45 @@ fn usage(dir: &Path) -> u64 {
     total
 }
 
-fn free_space(dir: &Path) -> Option<u64> {
+/// Free bytes and free inodes on the filesystem of `dir`, as an
+/// unprivileged user may use them.
+fn free_space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs writes into the struct, which lives for the call.
-    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0)
-        .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| {
+        (
+            stat.f_bavail as u64 * stat.f_frsize as u64,
+            stat.f_favail as u64,
+        )
+    })
+}
+
+/// What one store's plugin holds open in its granted directory.
+#[derive(Default)]
+pub struct OpenFiles {
+    /// Descriptors it opened (their resource ids).
+    reps: HashSet<u32>,
+    /// Files it deleted while holding them open, by (device, inode): their
+    /// bytes stay on disk, unseen by a scan, until the last is closed.
+    orphans: HashMap<(u64, u64), Arc<std::fs::File>>,
+}
+
+/// An open file a plugin holds: its resource id, (device, inode), links,
+/// and the file.
+type HeldFile = (u32, (u64, u64), u64, Arc<std::fs::File>);
+
+/// What `fstat` says of an open file: (device, inode), links, size.
+fn file_identity(file: &impl AsRawFd) -> Option<((u64, u64), u64, u64)> {
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the struct, which lives for the call; the
+    // descriptor is borrowed from an open file.
+    (unsafe { libc::fstat(file.as_raw_fd(), &mut stat) } == 0).then_some((
+        (stat.st_dev as u64, stat.st_ino as u64),
+        stat.st_nlink as u64,
+        stat.st_size as u64,
+    ))
 }
 
 /// The filesystem interface of a plugin: wasmtime-wasi's, with every way
@@ -150,6 +213,7 @@ fn free_space(dir: &Path) -> Option<u64> {
 pub struct QuotaFs<'a> {
     inner: WasiFilesystemCtxView<'a>,
     quota: Option<Arc<GrantQuota>>,
+    open: Arc<Mutex<OpenFiles>>,
 }
 
 /// [`HasData`] for [`QuotaFs`].
@@ -161,10 +225,27 @@ impl HasData for QuotaFsData {
 
 fn quota_fs(state: &mut PluginState) -> QuotaFs<'_> {
     let quota = state.quota.clone();
+    let open = state.open_files.clone();
     QuotaFs {
         inner: WasiFilesystemView::filesystem(state),
         quota,
+        open,
     }
+}
+
+impl OpenFiles {
+    /// Bytes of files deleted but held open, which a scan cannot see.
+    fn hidden(&self) -> u64 {
+        self.orphans
+            .values()
+            .filter_map(|file| file_identity(&**file))
+            .map(|(_, _, size)| size + ENTRY_BYTES)
+            .sum()
+    }
+}
+
+fn lock(open: &Mutex<OpenFiles>) -> std::sync::MutexGuard<'_, OpenFiles> {
+    open.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Replaces `wasi:filesystem/types` in `linker` by the quota's version
@@ -187,9 +268,38 @@ impl QuotaFs<'_> {
 
     fn grow(&self, growth: u64) -> FsResult<()> {
         match &self.quota {
-            Some(quota) => quota.grow(growth).map_err(FsError::from),
+            Some(quota) => quota
+                .grow(growth, || lock(&self.open).hidden())
+                .map_err(FsError::from),
             None => Ok(()),
         }
+    }
+
+    /// Takes room for a directory entry about to be created.
+    fn grow_entry(&self) -> FsResult<()> {
+        match &self.quota {
+            Some(quota) => quota
+                .grow_entry(|| lock(&self.open).hidden())
+                .map_err(FsError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// The open files the plugin holds.
+    fn held_files(&self) -> Vec<HeldFile> {
+        let reps: Vec<u32> = lock(&self.open).reps.iter().copied().collect();
+        reps.into_iter()
+            .filter_map(|rep| {
+                let fd = Resource::<types::Descriptor>::new_borrow(rep);
+                match self.inner.table.get(&fd).ok()? {
+                    Descriptor::File(file) => {
+                        let (id, links, _) = file_identity(&*file.file)?;
+                        Some((rep, id, links, file.file.clone()))
+                    }
+                    Descriptor::Dir(_) => None,
+                }
+            })
+            .collect()
     }
 
     fn shrink(&self, bytes: u64) {
@@ -211,6 +321,7 @@ impl QuotaFs<'_> {
         let wrapped: DynOutputStream = Box::new(QuotaStream {
             inner,
             quota,
+            open: self.open.clone(),
             at,
             size,
         });
@@ -297,17 +408,43 @@ impl HostDescriptor for QuotaFs<'_> {
         oflags: types::OpenFlags,
         flags: types::DescriptorFlags,
     ) -> FsResult<Resource<types::Descriptor>> {
-        // Truncating on open gives the file's bytes back.
-        let truncated = if oflags.contains(types::OpenFlags::TRUNCATE) && self.quota.is_some() {
-            self.stat_size_at(&fd, path_flags, &path).await
-        } else {
-            None
+        if lock(&self.open).reps.len() >= MAX_OPEN_FILES {
+            return Err(ErrorCode::InsufficientMemory.into());
+        }
+        let existing = match &self.quota {
+            Some(_) => self.stat_at_path(&fd, path_flags, &path).await,
+            None => None,
         };
-        let opened = self
+        // A new entry is room taken; truncating gives a file's bytes back.
+        let creates =
+            self.quota.is_some() && existing.is_none() && oflags.contains(types::OpenFlags::CREATE);
+        if creates {
+            self.grow_entry()?;
+        }
+        let truncated = match existing {
+            Some(stat)
+                if oflags.contains(types::OpenFlags::TRUNCATE)
+                    && stat.type_ == types::DescriptorType::RegularFile =>
+            {
+                stat.size
+            }
+            _ => 0,
+        };
+        let opened = match self
             .inner
             .open_at(fd, path_flags, path, oflags, flags)
-            .await?;
-        self.shrink(truncated.unwrap_or(0));
+            .await
+        {
+            Ok(opened) => opened,
+            Err(error) => {
+                if creates {
+                    self.shrink(ENTRY_BYTES);
+                }
+                return Err(error);
+            }
+        };
+        self.shrink(truncated);
+        lock(&self.open).reps.insert(opened.rep());
         Ok(opened)
     }
 
@@ -316,15 +453,35 @@ impl HostDescriptor for QuotaFs<'_> {
         fd: Resource<types::Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        let freed = match self.quota {
-            Some(_) => {
-                self.stat_size_at(&fd, types::PathFlags::empty(), &path)
-                    .await
-            }
-            None => None,
-        };
+        if self.quota.is_none() {
+            return self.inner.unlink_file_at(fd, path).await;
+        }
+        let target = self
+            .stat_at_path(&fd, types::PathFlags::empty(), &path)
+            .await;
         self.inner.unlink_file_at(fd, path).await?;
-        self.shrink(freed.unwrap_or(0));
+        let Some(target) = target else {
+            return Ok(());
+        };
+        if target.type_ != types::DescriptorType::RegularFile || target.link_count > 1 {
+            // A link went; the bytes stay with the other names.
+            self.shrink(ENTRY_BYTES);
+            return Ok(());
+        }
+        // Deleted while held open: its bytes stay on disk until closed.
+        let held = self.held_files();
+        let newly_orphaned: Vec<_> = {
+            let open = lock(&self.open);
+            held.into_iter()
+                .filter(|(_, id, links, _)| *links == 0 && !open.orphans.contains_key(id))
+                .collect()
+        };
+        match newly_orphaned.into_iter().next() {
+            Some((_, id, _, file)) => {
+                lock(&self.open).orphans.insert(id, file);
+            }
+            None => self.shrink(target.size + ENTRY_BYTES),
+        }
         Ok(())
     }
 
@@ -390,7 +547,12 @@ impl HostDescriptor for QuotaFs<'_> {
         fd: Resource<types::Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        self.inner.create_directory_at(fd, path).await
+        self.grow_entry()?;
+        let created = self.inner.create_directory_at(fd, path).await;
+        if created.is_err() {
+            self.shrink(ENTRY_BYTES);
+        }
+        created
     }
 
     async fn stat(&mut self, fd: Resource<types::Descriptor>) -> FsResult<types::DescriptorStat> {
@@ -427,12 +589,33 @@ impl HostDescriptor for QuotaFs<'_> {
         new_descriptor: Resource<types::Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        self.inner
+        self.grow_entry()?;
+        let linked = self
+            .inner
             .link_at(fd, old_path_flags, old_path, new_descriptor, new_path)
-            .await
+            .await;
+        if linked.is_err() {
+            self.shrink(ENTRY_BYTES);
+        }
+        linked
     }
 
     fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {
+        let rep = fd.rep();
+        if lock(&self.open).reps.contains(&rep) {
+            let held = self.held_files();
+            let mut open = lock(&self.open);
+            open.reps.remove(&rep);
+            // The last descriptor of a deleted file: its bytes go now.
+            if let Some((_, id, _, _)) = held.iter().find(|(r, ..)| *r == rep)
+                && !held.iter().any(|(r, other, ..)| *r != rep && other == id)
+                && let Some(file) = open.orphans.remove(id)
+            {
+                let size = file_identity(&*file).map_or(0, |(_, _, size)| size);
+                drop(open);
+                self.shrink(size + ENTRY_BYTES);
+            }
+        }
         HostDescriptor::drop(&mut self.inner, fd)
     }
 
@@ -449,7 +632,9 @@ impl HostDescriptor for QuotaFs<'_> {
         fd: Resource<types::Descriptor>,
         path: String,
     ) -> FsResult<()> {
-        self.inner.remove_directory_at(fd, path).await
+        self.inner.remove_directory_at(fd, path).await?;
+        self.shrink(ENTRY_BYTES);
+        Ok(())
     }
 
     async fn rename_at(
@@ -468,7 +653,12 @@ impl HostDescriptor for QuotaFs<'_> {
         src_path: String,
         dest_path: String,
     ) -> FsResult<()> {
-        self.inner.symlink_at(fd, src_path, dest_path).await
+        self.grow_entry()?;
+        let linked = self.inner.symlink_at(fd, src_path, dest_path).await;
+        if linked.is_err() {
+            self.shrink(ENTRY_BYTES);
+        }
+        linked
     }
 
     fn read_via_stream(
@@ -505,20 +695,18 @@ impl HostDescriptor for QuotaFs<'_> {
 }
 
 impl QuotaFs<'_> {
-    /// The size of the file at `path` under directory `fd`, if it is one.
-    async fn stat_size_at(
+    /// What is at `path` under directory `fd`, if anything.
+    async fn stat_at_path(
         &mut self,
         fd: &Resource<types::Descriptor>,
         path_flags: types::PathFlags,
         path: &str,
-    ) -> Option<u64> {
+    ) -> Option<types::DescriptorStat> {
         let fd = Resource::new_borrow(fd.rep());
-        let stat = self
-            .inner
+        self.inner
             .stat_at(fd, path_flags, path.to_owned())
             .await
-            .ok()?;
-        (stat.type_ == types::DescriptorType::RegularFile).then_some(stat.size)
+            .ok()
     }
 }
 
@@ -526,6 +714,7 @@ impl QuotaFs<'_> {
 struct QuotaStream {
     inner: DynOutputStream,
     quota: Arc<GrantQuota>,
+    open: Arc<Mutex<OpenFiles>>,
     /// Where the next write lands; `None` for an appending stream.
     at: Option<u64>,
     /// The file's size as far as this stream knows.
@@ -538,11 +727,14 @@ impl QuotaStream {
             Some(at) => (at + len).saturating_sub(self.size),
             None => len,
         };
-        self.quota.grow(growth).map_err(|_| {
-            StreamError::LastOperationFailed(wasmtime::format_err!(
-                std::io::Error::from_raw_os_error(libc::EDQUOT)
-            ))
-        })?;
+        let open = &self.open;
+        self.quota
+            .grow(growth, || lock(open).hidden())
+            .map_err(|_| {
+                StreamError::LastOperationFailed(wasmtime::format_err!(
+                    std::io::Error::from_raw_os_error(libc::EDQUOT)
+                ))
+            })?;
         match &mut self.at {
             Some(at) => {
                 *at += len;
@@ -595,16 +787,20 @@ mod tests {
     fn growth_is_refused_at_the_quota_and_above_the_reserve() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old"), vec![0u8; 1000]).unwrap();
-        let quota = GrantQuota::new(dir.path(), 4000, 0);
-        assert_eq!(quota.used(), 1000, "what is there counts from the start");
-        assert_eq!(quota.grow(2500), Ok(()));
-        assert_eq!(quota.grow(600), Err(ErrorCode::InsufficientSpace));
+        let quota = GrantQuota::new(dir.path(), ENTRY_BYTES + 4000, 0);
+        assert_eq!(
+            quota.used(),
+            ENTRY_BYTES + 1000,
+            "what is there counts from the start, its entry too"
+        );
+        assert_eq!(quota.grow(2500, || 0), Ok(()));
+        assert_eq!(quota.grow(600, || 0), Err(ErrorCode::InsufficientSpace));
         quota.shrink(1000);
-        assert_eq!(quota.grow(600), Ok(()));
-        let free = free_space(dir.path()).unwrap();
+        assert_eq!(quota.grow(600, || 0), Ok(()));
+        let (free, _) = free_space(dir.path()).unwrap();
         let reserved = GrantQuota::new(dir.path(), u64::MAX, free + 1);
         assert_eq!(
-            reserved.grow(1),
+            reserved.grow(1, || 0),
             Err(ErrorCode::InsufficientSpace),
             "never into the reserve"
         );
@@ -614,10 +810,10 @@ mod tests {
     fn a_count_that_drifted_is_corrected_before_refusing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("big"), vec![0u8; 3000]).unwrap();
-        let quota = GrantQuota::new(dir.path(), 4000, 0);
+        let quota = GrantQuota::new(dir.path(), ENTRY_BYTES + 4000, 0);
         // The file goes behind the count's back.
         std::fs::remove_file(dir.path().join("big")).unwrap();
         *quota.scanned.lock().unwrap() = Instant::now() - RESCAN_EVERY;
-        assert_eq!(quota.grow(2000), Ok(()));
+        assert_eq!(quota.grow(2000, || 0), Ok(()));
     }
 }

@@ -17,7 +17,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http_gate::HttpGate;
-use super::quota::GrantQuota;
+use super::quota::{GrantQuota, OpenFiles};
 use crate::config::{AllowList, PluginSettings};
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
@@ -121,11 +121,17 @@ impl Sandbox {
                     )
                 })?;
         }
+        // Every resource a plugin makes (streams, pollables, requests,
+        // descriptors) lives in the relay's memory, outside its linear
+        // memory cap: so their number is capped too.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Ok(PluginState {
             quota: self.quota.clone(),
+            open_files: Arc::default(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table,
             gate: HttpGate::new(
                 self.services.clone(),
                 self.allowed_hosts.clone(),
@@ -139,9 +145,15 @@ impl Sandbox {
     }
 }
 
+/// Most resources (streams, pollables, requests, descriptors…) a plugin
+/// may hold at once.
+pub const MAX_RESOURCES: usize = 4096;
+
 /// The `T` of each plugin's `Store<T>`.
 pub struct PluginState {
     pub(super) quota: Option<Arc<GrantQuota>>,
+    /// What it holds open in its granted directory.
+    pub(super) open_files: Arc<std::sync::Mutex<OpenFiles>>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
