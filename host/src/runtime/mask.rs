@@ -12,9 +12,9 @@
 //! - in base64 (standard and URL-safe alphabets, padded or not, at any of
 //!   the three alignments it can have inside longer base64 text);
 //! - in hex (either case) and percent-encoded;
-//! - any [`FRAGMENT`] or more of its characters in a row, so that a
-//!   secret cut in two (across two calls, or by a length limit) loses
-//!   both halves if each is that long.
+//! - any run of its characters half its length or longer (at least
+//!   [`MIN_MASKED`], at most [`FRAGMENT`]), so that a secret cut in two
+//!   (across two calls, or by a length limit) loses both halves.
 //!
 //! What it cannot promise: a plugin was *given* the secret, so one that is
 //! determined to leak it can always send it to a host it may reach, or
@@ -29,7 +29,8 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 /// Secrets shorter than this are not masked: masking "a" would mangle
 /// every line and hide nothing.
 pub const MIN_MASKED: usize = 4;
-/// Runs of a secret's characters this long are masked on their own.
+/// Runs of a secret's characters this long are masked on their own (and
+/// shorter runs of a short secret, down to half its length).
 pub const FRAGMENT: usize = 8;
 /// What replaces a masked secret.
 const MASK: &str = "***";
@@ -69,12 +70,15 @@ impl SecretMask {
             for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD, &STANDARD, &URL_SAFE] {
                 patterns.push(engine.encode(bytes).into_bytes());
             }
+            // Halves, and pieces of longer ones: a cut anywhere leaves one
+            // part at least this long on each side... of a two-way split.
+            let fragment = (secret.chars().count() / 2).clamp(MIN_MASKED, FRAGMENT);
             for text in [secret, reversed.as_str()] {
                 let chars: Vec<(usize, char)> = text.char_indices().collect();
-                if chars.len() > FRAGMENT {
-                    for window in chars.windows(FRAGMENT) {
+                if chars.len() > fragment {
+                    for window in chars.windows(fragment) {
                         let start = window[0].0;
-                        let (last, c) = window[FRAGMENT - 1];
+                        let (last, c) = window[fragment - 1];
                         patterns.push(text.as_bytes()[start..last + c.len_utf8()].to_vec());
                     }
                 }
@@ -266,6 +270,23 @@ mod tests {
             "{admitted}"
         );
         assert_eq!(mask().admit("short", 100), "short");
+    }
+
+    #[test]
+    fn a_short_secret_split_in_two_loses_both_halves() {
+        for secret in ["k3y-9Q2w", "abcdefghijkl", "Tok3n-Secret-1"] {
+            let mask = SecretMask::new([secret]);
+            let half = secret.len() / 2;
+            for part in [&secret[..half], &secret[half..]] {
+                let said = format!("part <{part}>");
+                assert_eq!(mask.mask(&said), "part <***>", "{secret}: {part}");
+            }
+        }
+        // Pieces shorter than half of it are ordinary text.
+        assert_eq!(
+            SecretMask::new(["abcdefghijkl"]).mask("abc abcde"),
+            "abc abcde"
+        );
     }
 
     #[test]

@@ -161,17 +161,38 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
         .target
         .as_ref()
         .map(|t| format!("{}/{}", t.kind, t.id));
+    let mut kept = Vec::new();
     if let Some(Value::String(subject)) = subject
         && Some(&subject) != derived_subject.as_ref()
     {
-        envelope.metadata.insert("ce_subject".into(), subject);
+        kept.push(("subject".to_owned(), subject));
     }
     for (name, value) in extensions {
         let text = match value {
             Value::String(s) => s,
             other => other.to_string(),
         };
-        envelope.metadata.insert(format!("ce_{name}"), text);
+        kept.push((name, text));
+    }
+    // One reading only: an attribute never silently replaces a label the
+    // producer also put in data.
+    let mut clashes = Vec::new();
+    for (name, text) in kept {
+        let key = format!("ce_{name}");
+        match envelope.metadata.get(&key) {
+            Some(existing) if *existing != text => clashes.push(ValidationError {
+                field: format!("data.metadata.{key}"),
+                problem: format!(
+                    "is also set, to another value, by the CloudEvents attribute `{name}`; send it once"
+                ),
+            }),
+            _ => {
+                envelope.metadata.insert(key, text);
+            }
+        }
+    }
+    if !clashes.is_empty() {
+        return Err(EnvelopeError::Invalid(ValidationErrors(clashes)));
     }
     envelope
         .validate_with(limits)
@@ -255,5 +276,21 @@ mod tests {
         ce.as_object_mut().unwrap().remove("time");
         let err = from_cloudevent(ce, &Limits::default()).unwrap_err();
         assert_eq!(err.field(), Some("time"), "{err}");
+    }
+
+    #[test]
+    fn an_extension_never_silently_replaces_a_label_in_data() {
+        let mut value = to_cloudevent(&sample());
+        value["foo"] = json!("from the attribute");
+        value["data"]["metadata"] = json!({"ce_foo": "from data"});
+        let error = from_cloudevent(value.clone(), &Limits::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("data.metadata.ce_foo"),
+            "{error}"
+        );
+        // The same value twice is one reading.
+        value["data"]["metadata"] = json!({"ce_foo": "from the attribute"});
+        let back = from_cloudevent(value, &Limits::default()).unwrap();
+        assert_eq!(back.metadata["ce_foo"], "from the attribute");
     }
 }

@@ -138,10 +138,39 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that show as nothing: zero-width spaces and joiners, word
-/// joiners and invisible operators, the soft hyphen, the byte order mark.
+/// Characters that show as nothing (Unicode's Default_Ignorable_Code_Point,
+/// from DerivedCoreProperties.txt): zero-width spaces and joiners, the soft
+/// hyphen, fillers, variation selectors, tag characters, the byte order
+/// mark, invisible operators.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}'..='\u{1160}' | '\u{17b4}'..='\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// Tag characters (U+E0000–U+E007F): invisible copies of ASCII, which can
+/// carry a hidden message to whatever reads the text next.
+fn is_tag(c: char) -> bool {
+    ('\u{e0000}'..='\u{e007f}').contains(&c)
+}
+
+/// Line and paragraph separators (Unicode categories Zl, Zp): line breaks
+/// by another name.
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Spaces other than U+0020, and the blank Braille pattern: they look like
+/// a space, or like nothing, and are not one.
+fn is_lookalike_space(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{2800}'
+    )
 }
 
 /// Why `text` may not be a field of `kind`, if it may not.
@@ -155,17 +184,34 @@ fn hidden(text: &str, kind: Text) -> Option<&'static str> {
             }
         });
     }
+    if kind == Text::Name && (text.starts_with(' ') || text.ends_with(' ')) {
+        return Some(
+            "must not begin or end with a space: two names that look the same must be the same",
+        );
+    }
     if text.is_ascii() {
         return None;
+    }
+    if text.chars().any(is_line_separator) {
+        return Some("must not contain line or paragraph separators (U+2028, U+2029)");
     }
     if text.chars().any(is_bidi_control) {
         return Some(
             "must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C): they make the text display other than it is",
         );
     }
-    if kind == Text::Name && text.chars().any(is_invisible) {
+    if text.chars().any(is_tag) {
         return Some(
-            "must not contain invisible characters (zero-width spaces and joiners, U+00AD, U+2060-U+2064, U+FEFF): two names that look the same must be the same",
+            "must not contain tag characters (U+E0000-U+E007F): invisible text can carry a message nobody sees",
+        );
+    }
+    if kind == Text::Name
+        && text
+            .chars()
+            .any(|c| is_invisible(c) || is_lookalike_space(c))
+    {
+        return Some(
+            "must not contain invisible characters or spaces other than U+0020 (zero-width and variation characters, fillers, U+00AD, U+00A0, U+2800, ...: Unicode's default-ignorable code points): two names that look the same must be the same",
         );
     }
     None
@@ -377,5 +423,51 @@ mod tests {
         event.tenant = Some("acme".into());
         event.reason = Some("rotation\t(ticket 7)".into());
         assert_eq!(event.validate(), Ok(()));
+    }
+
+    #[test]
+    fn names_refuse_every_character_that_looks_like_nothing_or_like_a_space() {
+        // What got through a hand-picked list: tag characters, Hangul
+        // fillers, the combining grapheme joiner, variation selectors,
+        // Braille blank, separators, lookalike spaces, deprecated format
+        // characters, the Mongolian free variation selectors.
+        for hidden in [
+            "\u{e0041}",
+            "\u{3164}",
+            "\u{034f}",
+            "\u{fe0f}",
+            "\u{2800}",
+            "\u{2028}",
+            "\u{2029}",
+            "\u{00a0}",
+            "\u{206a}",
+            "\u{ffa0}",
+            "\u{180b}",
+            "\u{3000}",
+        ] {
+            let mut event = sample_envelope(1);
+            event.actor.id = format!("admin{hidden}");
+            let errors = event.validate().unwrap_err();
+            assert_eq!(errors.0[0].field, "actor.id", "{hidden:?}: {errors}");
+        }
+        let mut event = sample_envelope(1);
+        event.actor.id = "admin ".into();
+        assert!(
+            event
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("end with a space")
+        );
+        // Prose may hold an emoji with its variation selector or a no-break
+        // space, but no separator and no hidden tag text.
+        let mut event = sample_envelope(1);
+        event.reason = Some("ok \u{2764}\u{fe0f}\u{00a0}done".into());
+        assert_eq!(event.validate(), Ok(()));
+        for hidden in ["\u{2028}", "\u{e0041}\u{e0042}"] {
+            event.reason = Some(format!("fine{hidden}"));
+            let errors = event.validate().unwrap_err();
+            assert_eq!(errors.0[0].field, "reason", "{hidden:?}: {errors}");
+        }
     }
 }
