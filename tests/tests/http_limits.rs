@@ -105,6 +105,125 @@ async fn slow_and_idle_connections_are_closed_on_time() {
     relay.shutdown().await;
 }
 
+/// Headers of a `POST /v1/events` announcing a body of `len` bytes.
+fn post_head(len: usize) -> String {
+    format!(
+        "POST /v1/events HTTP/1.1\r\nhost: relay\r\ncontent-type: application/x-ndjson\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+/// `count` events as NDJSON, padded with blank lines to at least `len` bytes.
+fn ndjson_body(count: usize, len: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..count {
+        body.extend(serde_json::to_vec(&sample_envelope(i)).unwrap());
+        body.push(b'\n');
+    }
+    body.resize(body.len().max(len), b'\n');
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_cut_off_long_before_its_timeout() {
+    let home = Home::with_plugins(&["file"]);
+    let (relay, addr, server) =
+        in_process_relay(&home, "body_timeout = \"30s\"\nmin_body_rate = \"1KiB\"").await;
+    tokio::task::spawn_blocking(move || {
+        let body = ndjson_body(5, 64 * 1024);
+        let started = Instant::now();
+        let mut slow = connect(addr, post_head(body.len()).as_bytes());
+        // 100 bytes every 200 ms: 500 bytes/s, half the minimum.
+        let mut answer = None;
+        for piece in body.chunks(100) {
+            if slow.write_all(piece).is_err() {
+                break;
+            }
+            slow.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            if let Ok(n @ 1..) = slow.read(&mut buf) {
+                answer = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                break;
+            }
+        }
+        let answer = answer.expect("an answer before the body was sent");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("min_body_rate"), "{answer}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "cut off after {took:?}, not after body_timeout (30 s)"
+        );
+        // A body sent at once is fine.
+        let mut quick = connect(addr, post_head(body.len()).as_bytes());
+        quick.write_all(&body).unwrap();
+        let answer = until_closed_or_answer(&mut quick);
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    })
+    .await
+    .unwrap();
+    server.abort();
+    relay.shutdown().await;
+}
+
+/// The first answer on `stream`.
+fn until_closed_or_answer(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_at_once_share_one_memory_budget() {
+    let home = Home::with_plugins(&["file"]);
+    let (relay, addr, server) = in_process_relay(
+        &home,
+        "max_body_bytes = \"512KiB\"\nmax_body_memory = \"1MiB\"\nbody_timeout = \"20s\"\nmin_body_rate = \"0B\"",
+    )
+    .await;
+    let delivered = tokio::task::spawn_blocking(move || {
+        let body = ndjson_body(3, 400 * 1024);
+        // Two bodies nearly whole, held open: 800 KiB of the 1 MiB.
+        let mut held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = connect(addr, post_head(body.len()).as_bytes());
+                stream.write_all(&body[..body.len() - 10]).unwrap();
+                stream
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // A third does not fit: refused at once, nothing accepted.
+        let started = Instant::now();
+        let mut third = connect(addr, post_head(body.len()).as_bytes());
+        let _ = third.write_all(&body);
+        let answer = until_closed_or_answer(&mut third);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
+        assert!(answer.contains("max_body_memory"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The held ones finish and are accepted; then there is room again.
+        for stream in &mut held {
+            stream.write_all(&body[body.len() - 10..]).unwrap();
+            let answer = until_closed_or_answer(stream);
+            assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        }
+        let mut fourth = connect(addr, post_head(body.len()).as_bytes());
+        fourth.write_all(&body).unwrap();
+        let answer = until_closed_or_answer(&mut fourth);
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        9
+    })
+    .await
+    .unwrap();
+    assert!(relay.idle(Duration::from_secs(30)).await);
+    assert_eq!(relay.status().plugin("file").unwrap().delivered, delivered);
+    server.abort();
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_never_locks_out_real_requests() {
     let home = Home::with_plugins(&["file"]);
@@ -168,6 +287,17 @@ async fn a_flood_of_idle_connections_never_locks_out_real_requests() {
     .unwrap();
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("ingest.http.max_connections"), "{refused}");
+    // A client sending a whole request gets the answer, not a reset.
+    for i in 0..3 {
+        let answer = client
+            .post(format!("{base}/v1/events"))
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson_body(50, 64 * 1024))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} was reset instead of answered: {e:?}"));
+        assert_eq!(answer.status(), 503, "request {i}");
+    }
     drop(busy);
 
     assert!(relay.idle(Duration::from_secs(10)).await);

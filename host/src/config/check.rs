@@ -45,6 +45,15 @@ impl Config {
         if http.max_connections == 0 {
             return Err(self.invalid("ingest.http.max_connections", "must be at least 1"));
         }
+        if http.max_body_memory.as_u64() < http.max_body_bytes.as_u64() {
+            return Err(self.invalid(
+                "ingest.http.max_body_memory",
+                format!(
+                    "must be at least ingest.http.max_body_bytes ({}), or the largest body could never be read",
+                    http.max_body_bytes
+                ),
+            ));
+        }
         for (key, value) in [
             ("ingest.http.header_timeout", http.header_timeout),
             ("ingest.http.body_timeout", http.body_timeout),

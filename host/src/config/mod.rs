@@ -281,6 +281,15 @@ pub struct HttpIngestSettings {
     /// answer.
     #[serde(default = "default_body_timeout", with = "units::duration")]
     pub body_timeout: Duration,
+    /// Slowest pace a body may arrive at, in bytes per second (after its
+    /// first two seconds); slower is answered `408`. `0` allows any pace.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: ByteSize,
+    /// Most bytes of request bodies held at once, across all connections,
+    /// while they are read and decoded; a body that would go past it is
+    /// answered `503` (retry) at once.
+    #[serde(default = "default_max_body_memory")]
+    pub max_body_memory: ByteSize,
 }
 
 impl Default for HttpIngestSettings {
@@ -490,6 +499,12 @@ fn default_header_timeout() -> Duration {
 }
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_min_body_rate() -> ByteSize {
+    ByteSize::kib(16)
+}
+fn default_max_body_memory() -> ByteSize {
+    ByteSize::mib(256)
 }
 fn default_max_event_bytes() -> ByteSize {
     ByteSize::mib(1)

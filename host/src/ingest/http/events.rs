@@ -8,10 +8,10 @@
 //! | `422` | some events broke the rules; **the others were accepted** (and are durable) | `{"accepted": n, "rejected": [{"index", "id", "errors": [{"field", "problem"}]}]}` |
 //! | `400` | the body is not JSON of the expected shape; nothing accepted | `{"accepted": 0, "error": "..."}` |
 //! | `401` | missing or wrong bearer token | `{"accepted": 0, "error": "..."}` |
-//! | `408` | the body did not arrive within `ingest.http.body_timeout` | `{"accepted": 0, "error": "..."}` |
+//! | `408` | the body did not arrive within `ingest.http.body_timeout`, or slower than `min_body_rate` | `{"accepted": 0, "error": "..."}` |
 //! | `413` | body larger than `ingest.http.max_body_bytes` | `{"accepted": 0, "error": "..."}` |
 //! | `415` | unsupported `Content-Type` | `{"accepted": 0, "error": "..."}` |
-//! | `503` | spool full, disk failing or relay shutting down; **nothing is acknowledged**: retry after `Retry-After` | `{"accepted": 0, "error": "..."}` |
+//! | `503` | spool full, disk failing, relay shutting down, or `max_body_memory` of bodies held; **nothing is acknowledged**: retry after `Retry-After` | `{"accepted": 0, "error": "..."}` |
 //!
 //! The valid events of one request are appended together: all of them or
 //! none. `"accepted"` counts only events that are durable: a `503` always
@@ -56,34 +56,10 @@ pub(super) async fn post_events(
         Ok(format) => format,
         Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error),
     };
-    let read = tokio::time::timeout(
-        api.body_timeout,
-        axum::body::to_bytes(body, api.max_body_bytes),
-    );
-    let bytes = match read.await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body is larger than ingest.http.max_body_bytes ({} bytes): send smaller batches",
-                    api.max_body_bytes
-                ),
-            );
-        }
-        Err(_) => {
-            let mut response = refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the body did not arrive within {} (ingest.http.body_timeout); nothing was accepted",
-                    humantime::format_duration(api.body_timeout)
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
-        }
+    // Held until the events are dealt with: decoded events cost memory too.
+    let (bytes, _budget) = match api.bodies.read(body).await {
+        Ok(read) => read,
+        Err(refusal) => return refusal,
     };
     let relay = api.relay.clone();
     // Decoding a large batch takes milliseconds: keep it off the I/O threads.

@@ -21,6 +21,7 @@
 //! [`server`] for the table of bounds.
 
 mod admin;
+mod body;
 mod connections;
 pub mod events;
 pub mod server;
@@ -46,9 +47,9 @@ struct Api {
     relay: Relay,
     /// SHA-256 of `ingest.http.auth_token`.
     token: Option<[u8; 32]>,
-    max_body_bytes: usize,
+    /// How bodies are read, and the memory they share.
+    bodies: body::BodyBounds,
     ack_timeout: Duration,
-    body_timeout: Duration,
 }
 
 /// A bound HTTP listener, ready to serve.
@@ -127,9 +128,13 @@ pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
     let api = Api {
         relay,
         token: settings.auth_token.as_ref().map(digest),
-        max_body_bytes: usize::try_from(settings.max_body_bytes.as_u64()).unwrap_or(usize::MAX),
+        bodies: body::BodyBounds::new(
+            usize::try_from(settings.max_body_bytes.as_u64()).unwrap_or(usize::MAX),
+            settings.body_timeout,
+            settings.min_body_rate.as_u64(),
+            settings.max_body_memory.as_u64(),
+        ),
         ack_timeout: settings.ack_timeout,
-        body_timeout: settings.body_timeout,
     };
     Router::new()
         .route("/v1/events", post(events::post_events))

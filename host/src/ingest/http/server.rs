@@ -26,7 +26,7 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
@@ -41,8 +41,11 @@ use crate::metrics::Metrics;
 const MAX_REFUSALS_IN_FLIGHT: usize = 8;
 /// How long a new connection waits for the idle one it replaces to close.
 const EVICTION_WAIT: Duration = Duration::from_millis(200);
-/// How long writing a refusal may take.
+/// How long writing a refusal (and reading what the client sends before
+/// closing) may take.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes of a refused request read (and dropped) before closing.
+const MAX_DRAINED: usize = 1024 * 1024;
 /// A failed accept (out of descriptors) is logged at most this often.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -152,8 +155,18 @@ pub(super) async fn serve(
     }
 }
 
-/// Answers a connection the relay has no room for, and closes it.
+/// Answers a connection the relay has no room for, and closes it: once its
+/// request's headers are in (an answer before the request is one no client
+/// expects), within `REFUSAL_TIMEOUT` altogether.
 async fn refuse(mut stream: TcpStream, max: usize) {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut chunk).await {
+            Ok(n @ 1..) => head.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
     let body = format!(
         "{{\"accepted\":0,\"error\":\"the relay has {max} busy HTTP connections (ingest.http.max_connections): retry, or send fewer requests at once\"}}"
     );
@@ -163,6 +176,17 @@ async fn refuse(mut stream: TcpStream, max: usize) {
     );
     let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;
+    // Closing with the request still unread would reset the connection,
+    // and the client would often see the reset instead of the answer: read
+    // what it sends (up to MAX_DRAINED, within REFUSAL_TIMEOUT) first.
+    let mut drained = [0u8; 8192];
+    let mut total = 0;
+    while total < MAX_DRAINED {
+        match stream.read(&mut drained).await {
+            Ok(n @ 1..) => total += n,
+            _ => break,
+        }
+    }
 }
 
 /// One admitted connection.
