@@ -1,6 +1,7 @@
 //! A native plugin attacking its runner (`tests/fixtures/c-plugin/hostile.c`):
 //! what it forks dies with its runner, even when the relay is killed; the
-//! shared memory it touches counts against `limits.memory`; replies it
+//! shared memory it touches or fills counts against `limits.memory`, even
+//! after it killed its watchdog; replies it
 //! forges on the protocol pipe count for nothing. A healthy instance beside
 //! it receives every event.
 
@@ -128,35 +129,39 @@ async fn what_a_native_plugin_forks_dies_with_its_runner_even_when_the_relay_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_memory_counts_against_the_memory_limit() {
-    let logs = logs();
-    let (home, tables) = home_with(
-        "shared",
-        "[plugins.attacker.limits]\nmemory = \"64MiB\"\ntimeout = \"10s\"",
-    );
-    let relay = Relay::start(home.config(&tables)).await.unwrap();
-    for i in 0..5 {
-        relay.emit(sample_envelope(i)).unwrap();
+async fn memory_rlimit_data_cannot_see_counts_against_the_memory_limit() {
+    // MAP_SHARED memory; a memfd written but never mapped; shared memory
+    // touched after the plugin killed its runner's watchdog.
+    for attack in ["shared", "memfd", "nowatch"] {
+        let logs = logs();
+        let (home, tables) = home_with(
+            attack,
+            "[plugins.attacker.limits]\nmemory = \"64MiB\"\ntimeout = \"10s\"",
+        );
+        let relay = Relay::start(home.config(&tables)).await.unwrap();
+        for i in 0..5 {
+            relay.emit(sample_envelope(i)).unwrap();
+        }
+        let crash = logs
+            .wait_for("attacker", Duration::from_secs(30), |e| {
+                e["cause"] == "out_of_memory"
+            })
+            .unwrap_or_else(|| panic!("{attack}: not killed: {:#?}", logs.of_plugin("attacker")));
+        assert!(
+            crash["message"]
+                .as_str()
+                .unwrap()
+                .contains("counting shared memory"),
+            "{attack}: {crash}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ndjson_lines(&home.join("healthy")).len() < 5 {
+            assert!(Instant::now() < deadline, "{attack}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(relay.status().plugin("attacker").unwrap().delivered, 0);
+        relay.shutdown().await;
     }
-    let crash = logs
-        .wait_for("attacker", Duration::from_secs(30), |e| {
-            e["cause"] == "out_of_memory"
-        })
-        .expect("the runner is killed for its shared memory");
-    assert!(
-        crash["message"]
-            .as_str()
-            .unwrap()
-            .contains("counting shared memory"),
-        "{crash}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ndjson_lines(&home.join("healthy")).len() < 5 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(relay.status().plugin("attacker").unwrap().delivered, 0);
-    relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

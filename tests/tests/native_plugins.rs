@@ -80,14 +80,14 @@ async fn a_c_plugin_gets_logging_secrets_and_metrics_in_both_isolations() {
         r#"
 [plugins.c-runner]
 plugin = "c-counter"
-secrets = { prefix = "counted-by-runner" }
+secrets = { prefix = "runner-Q7mZ2kR9" }
 [plugins.c-runner.batch]
 max_wait = "5ms"
 
 [plugins.c-inside]
 plugin = "c-counter"
 isolation = "in-process"
-secrets = { prefix = "counted-inside" }
+secrets = { prefix = "inside-W4pX8nL3" }
 [plugins.c-inside.batch]
 max_wait = "5ms"
 "#,

@@ -14,7 +14,9 @@
 //! - in hex (either case) and percent-encoded;
 //! - any run of its characters half its length or longer (at least
 //!   [`MIN_MASKED`], at most [`FRAGMENT`]), so that a secret cut in two
-//!   (across two calls, or by a length limit) loses both halves.
+//!   (across two calls, or by a length limit) loses both halves. (So a
+//!   secret made of words masks those words wherever they appear, and a
+//!   metric name holding one is refused: secrets should be random.)
 //!
 //! What it cannot promise: a plugin was *given* the secret, so one that is
 //! determined to leak it can always send it to a host it may reach, or

@@ -6,11 +6,13 @@ use std::process::ExitStatus;
 
 use crate::runtime::{Fault, FaultKind};
 
-/// What a runner's death says about the plugin.
+/// What a runner's death says about the plugin; `over_memory`: the relay
+/// killed its group for holding more than `limits.memory`.
 pub(super) fn classify(
     status: ExitStatus,
     stderr_tail: &[String],
     memory_limit: Option<u64>,
+    over_memory: bool,
 ) -> Fault {
     let said = |needle: &str| stderr_tail.iter().find(|line| line.contains(needle));
     let last_words = stderr_tail
@@ -20,6 +22,16 @@ pub(super) fn classify(
         .map(|line| format!("; stderr: {line}"))
         .unwrap_or_default();
     let (kind, what) = match status.signal() {
+        _ if over_memory => (
+            FaultKind::OutOfMemory,
+            match memory_limit {
+                Some(limit) => format!(
+                    "held more memory than limits.memory ({}) allows, counting shared memory and its child processes; its process group was killed",
+                    bytesize::ByteSize::b(limit)
+                ),
+                None => "held more memory than limits.memory allows".to_owned(),
+            },
+        ),
         Some(libc::SIGSEGV | libc::SIGBUS) if said("overflowed its stack").is_some() => {
             (FaultKind::StackOverflow, "overflowed its stack".to_owned())
         }
@@ -45,16 +57,6 @@ pub(super) fn classify(
             "panicked where the panic could not be caught, and aborted".to_owned(),
         ),
         Some(libc::SIGABRT) => (FaultKind::Abort, "aborted (SIGABRT)".to_owned()),
-        Some(libc::SIGKILL) if said(super::watchdog::OVER_MEMORY).is_some() => (
-            FaultKind::OutOfMemory,
-            match memory_limit {
-                Some(limit) => format!(
-                    "used more memory than limits.memory ({}) allows, counting shared memory and its child processes",
-                    bytesize::ByteSize::b(limit)
-                ),
-                None => "used more memory than limits.memory allows".to_owned(),
-            },
-        ),
         Some(libc::SIGKILL) => (
             FaultKind::Other,
             "was killed (SIGKILL), perhaps by the kernel's out-of-memory killer".to_owned(),
@@ -147,8 +149,14 @@ mod tests {
                 "exited in the middle of a call",
             ),
         ];
+        let fault = classify(killed_by(libc::SIGKILL), &lines(&[]), Some(16 << 20), true);
+        assert_eq!(fault.kind, FaultKind::OutOfMemory, "{fault}");
+        assert!(
+            fault.message.contains("limits.memory (16.0 MiB)"),
+            "{fault}"
+        );
         for (status, tail, kind, message) in cases {
-            let fault = classify(status, &tail, Some(16 << 20));
+            let fault = classify(status, &tail, Some(16 << 20), false);
             assert_eq!(fault.kind, kind, "{fault}");
             assert!(fault.message.contains(message), "{fault}");
         }

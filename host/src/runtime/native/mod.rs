@@ -30,6 +30,7 @@ mod callbacks;
 mod crash;
 mod in_process;
 pub mod library;
+mod memory;
 mod outcome;
 mod process;
 pub mod protocol;

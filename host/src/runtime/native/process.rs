@@ -11,6 +11,8 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -18,6 +20,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
 use super::crash::classify;
+use super::memory;
 use super::protocol::{MAX_REPLY, Reply, Request, RunnerInit, read_frame_async};
 use super::{NativeSettings, library, outcome};
 use crate::runtime::helper_program;
@@ -47,6 +50,12 @@ struct Runner {
     /// The id the next request gets (random at start, then counted up).
     next_id: u64,
     child: Child,
+    /// Its process group (its pid: it leads the group).
+    group: libc::pid_t,
+    /// Set by the memory guard when it killed the group.
+    over_memory: Arc<AtomicBool>,
+    /// The relay's memory guard of the group, if `limits.memory` is set.
+    guard: Option<JoinHandle<()>>,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     stderr: OutputSink,
@@ -58,6 +67,7 @@ impl Runner {
         library: &Path,
         services: PluginServices,
         args: &[String],
+        memory_limit: Option<u64>,
     ) -> Result<Box<Runner>, String> {
         let program = helper_program()?;
         let mut command = Command::new(&program);
@@ -102,9 +112,17 @@ impl Runner {
             }
             sink.finish();
         });
+        let group = child.id().map_or(0, |pid| pid as libc::pid_t);
+        let over_memory = Arc::new(AtomicBool::new(false));
+        let guard = memory_limit
+            .filter(|_| group > 0)
+            .map(|limit| tokio::spawn(memory::guard(group, limit, over_memory.clone())));
         Ok(Box::new(Runner {
             next_id: rand::random::<u64>() | 1,
             child,
+            group,
+            over_memory,
+            guard,
             stdin,
             stdout: BufReader::with_capacity(64 * 1024, stdout),
             stderr,
@@ -190,12 +208,28 @@ impl Runner {
         };
         let _ = tokio::time::timeout(GRACE, &mut self.stderr_done).await;
         let tail = self.stderr.take_tail();
+        let over_memory = self.over_memory.load(Ordering::SeqCst);
         match status {
-            Some(status) => classify(status, &tail, memory_limit),
+            Some(status) => classify(status, &tail, memory_limit, over_memory),
             None => Fault::new(
                 FaultKind::Other,
                 format!("broke the protocol ({error}); its runner process {pid} was killed"),
             ),
+        }
+    }
+}
+
+/// Whatever way a runner goes, its whole group goes with it (the watchdog
+/// in the group does the same if the relay itself dies), and its guard.
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.abort();
+        }
+        if self.group > 0 {
+            // SAFETY: kill takes plain integers; the group is the runner's,
+            // which the relay started as its leader.
+            unsafe { libc::kill(-self.group, libc::SIGKILL) };
         }
     }
 }
@@ -216,7 +250,7 @@ pub(super) async fn describe_in_runner(
 ) -> Result<PluginInfo, String> {
     // Whatever it prints while loading is logged under its file name.
     let services = PluginServices::new(&path.display().to_string(), Default::default(), None);
-    let mut runner = Runner::spawn(path, services.clone(), &["--describe".to_owned()])?;
+    let mut runner = Runner::spawn(path, services.clone(), &["--describe".to_owned()], None)?;
     match runner.exchange(&[], 0, &services, timeout).await {
         Ok((0, json)) => {
             let _ = runner.child.wait().await;
@@ -272,6 +306,7 @@ impl ChildInstance {
                 "--memory-limit".to_owned(),
                 settings.memory_limit.to_string(),
             ],
+            Some(settings.memory_limit),
         )?;
         let init = RunnerInit {
             instance: settings.instance().to_owned(),

@@ -132,7 +132,7 @@ pub fn run(args: Args) -> ExitCode {
         ExitCode::FAILURE
     };
     if !args.describe
-        && let Err(error) = super::watchdog::start(args.memory_limit)
+        && let Err(error) = super::watchdog::start()
     {
         return fail(
             &mut input,
