@@ -571,6 +571,16 @@ impl Relay {
         dispatcher.drain(self.inner.shutdown_timeout).await;
         let spool = self.inner.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.finish()).await;
+        let stats = self.inner.spool.stats();
+        if stats.written_seq < stats.next_seq {
+            // Held in memory while the disk failed: nobody was told they
+            // were durable (a 503, or emit's NotDurable), and they go now.
+            tracing::error!(
+                events = stats.next_seq - stats.written_seq,
+                error = self.inner.spool.write_error().unwrap_or_default(),
+                "accepted events could not be written to disk before shutdown and are lost; none of them was acknowledged as durable"
+            );
+        }
         let undelivered: Vec<(String, u64)> = self
             .inner
             .instances

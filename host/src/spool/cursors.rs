@@ -61,7 +61,12 @@ pub fn store(path: &Path, cursors: &BTreeMap<String, u64>, sync: bool) -> std::i
     if sync {
         out.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    if sync && let Some(dir) = path.parent() {
+        // The rename itself survives power loss only once the directory is.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

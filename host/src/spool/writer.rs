@@ -46,6 +46,61 @@ struct Active {
     first_seq: u64,
     len: u64,
     records: u64,
+    /// Bytes of it known to be on disk (synced).
+    synced_len: u64,
+    /// A sync of it failed since: the kernel may have dropped the pages it
+    /// could not write, so the bytes after `synced_len` are written again
+    /// (from what the file reads back, checked) before the next sync.
+    suspect: bool,
+}
+
+impl Active {
+    /// Syncs the segment's data; after a failed sync, first writes what
+    /// was written since the last good one again.
+    fn sync(
+        &mut self,
+        files: &super::SegmentFiles,
+        path: &std::path::Path,
+        key: format::FrameKey,
+    ) -> io::Result<()> {
+        let synced = files.injected(FileOp::Sync, path).and_then(|()| {
+            if self.suspect {
+                self.rewrite_unsynced(key)?;
+            }
+            self.file.sync_data()
+        });
+        match synced {
+            Ok(()) => {
+                self.synced_len = self.len;
+                self.suspect = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.suspect = true;
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads back the bytes after `synced_len`, checks that they are the
+    /// intact records written, and writes them again (so that the next
+    /// sync writes them, whatever the failed one left behind).
+    fn rewrite_unsynced(&mut self, key: format::FrameKey) -> io::Result<()> {
+        let mut bytes = vec![0u8; (self.len - self.synced_len) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut bytes, self.synced_len)?;
+        let mut offset = 0;
+        while offset < bytes.len() {
+            match format::parse_frame(&bytes[offset..], key) {
+                format::Parsed::Frame(frame) => offset += frame.len,
+                _ => {
+                    return Err(io::Error::other(
+                        "records written since the last good sync were lost after a failed sync (the kernel dropped them): they are not durable and never will be; restart the relay, whose recovery reports them",
+                    ));
+                }
+            }
+        }
+        write_all_at(&self.file, &bytes, self.synced_len)
+    }
 }
 
 /// Frames written into one segment, to publish.
@@ -314,10 +369,15 @@ impl Writer {
     /// failure leaves no new file behind, so the retry can create it.
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
         let durable = self.shared.options.durability != Durability::None;
-        if let Some(old) = &self.active
+        let path = |seq| self.shared.segments_dir().join(Segment::file_name(seq));
+        if let Some(old) = &mut self.active
             && durable
         {
-            old.file.sync_data()?;
+            old.sync(
+                &self.shared.options.files,
+                &path(old.first_seq),
+                self.shared.key,
+            )?;
         }
         let dir = self.shared.segments_dir();
         let path = dir.join(Segment::file_name(first_seq));
@@ -348,6 +408,12 @@ impl Writer {
             first_seq,
             len: format::SEGMENT_HEADER_LEN as u64,
             records: 0,
+            synced_len: if durable {
+                format::SEGMENT_HEADER_LEN as u64
+            } else {
+                0
+            },
+            suspect: false,
         });
         Ok(())
     }
@@ -402,19 +468,13 @@ impl Writer {
 
     fn sync(&mut self) {
         let written = self.shared.lock().written_seq;
-        if let Some(active) = &self.active
-            && let Err(error) = self
-                .shared
-                .options
-                .files
-                .injected(
-                    FileOp::Sync,
-                    &self
-                        .shared
-                        .segments_dir()
-                        .join(Segment::file_name(active.first_seq)),
-                )
-                .and_then(|()| active.file.sync_data())
+        let dir = self.shared.segments_dir();
+        if let Some(active) = &mut self.active
+            && let Err(error) = active.sync(
+                &self.shared.options.files,
+                &dir.join(Segment::file_name(active.first_seq)),
+                self.shared.key,
+            )
         {
             let now = Instant::now();
             if !self.sync_failed
@@ -661,6 +721,10 @@ impl Writer {
             first_seq: last.first_seq,
             len: last.len,
             records: last.records,
+            // Recovery read it from disk; it may not all be synced, but a
+            // crash, not a failed sync, left it so.
+            synced_len: last.len,
+            suspect: false,
         });
         Ok(())
     }

@@ -173,3 +173,35 @@ async fn a_file_where_the_next_segment_goes_is_moved_aside_not_fatal() {
     let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
     assert_eq!(seen, (0..next).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn records_a_failed_sync_dropped_are_never_called_durable() {
+    // Linux may drop the pages a failed sync could not write ("fsyncgate"):
+    // a later sync then succeeds without them. The writer writes what it
+    // wrote since the last good sync again first, checked: here the
+    // kernel "dropped" them (the file no longer holds them), so they must
+    // never be called durable.
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, plan) = broken_spool(dir.path(), FileOp::Sync, Durability::Always).await;
+    let segment = dir.path().join("segments").join(Segment::file_name(0));
+    let synced = std::fs::metadata(&segment).unwrap().len();
+    plan.on.store(true, Ordering::SeqCst);
+    let seqs = spool.append(&records(1..6)).unwrap();
+    assert!(matches!(
+        confirmation(&spool, seqs.end - 1).await,
+        Confirmation::Failing(_)
+    ));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    assert!(bytes.len() as u64 > synced, "the records were written");
+    bytes[synced as usize..].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+    plan.on.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(spool.stats().durable_seq < seqs.end, "{:?}", spool.stats());
+    let error = spool.write_error().expect("still failing");
+    assert!(error.contains("lost after a failed sync"), "{error}");
+    assert!(matches!(
+        spool.append_if_writable(&records(6..7)),
+        Err(SpoolError::Unwritable(_))
+    ));
+}
