@@ -312,11 +312,9 @@ fn spool_verify_tells_lost_acknowledged_records_from_strays() {
         .max()
         .unwrap();
 
-    std::fs::write(
-        segments.join("00000000000000000007.seg"),
-        b"an old copy, truncated",
-    )
-    .unwrap();
+    // A copy of a segment under another name is not one of this spool's:
+    // ignored, and the spool is intact.
+    std::fs::copy(&newest, segments.join("00000000000000000007.seg")).unwrap();
     let verify = auditrelay(&["spool", "verify", "-c", c]);
     let report = text(&verify.stdout);
     assert!(verify.status.success(), "{report}");
@@ -324,6 +322,21 @@ fn spool_verify_tells_lost_acknowledged_records_from_strays() {
         report.contains("ignored") && report.contains("the spool is intact"),
         "{report}"
     );
+    // Junk under a segment's name could be a segment whose header is gone:
+    // damage (exit 1), though no record is missing.
+    std::fs::write(
+        segments.join("00000000000000000007.seg"),
+        b"an old copy, truncated",
+    )
+    .unwrap();
+    let verify = auditrelay(&["spool", "verify", "-c", c]);
+    let report = text(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("no record a plugin instance still needs was lost"),
+        "{report}"
+    );
+    std::fs::remove_file(segments.join("00000000000000000007.seg")).unwrap();
 
     let len = std::fs::metadata(&newest).unwrap().len();
     std::fs::OpenOptions::new()
