@@ -49,7 +49,7 @@ impl CircuitState {
 }
 
 /// A circuit breaker: opens after `threshold` consecutive failures, pauses
-/// calls (from [`FIRST_PAUSE`], doubling up to `max_open` while trials
+/// calls (from one second, doubling up to `max_open` while trials
 /// fail), then allows one trial call (half-open).
 #[derive(Debug, Clone)]
 pub struct Circuit {

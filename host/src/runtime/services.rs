@@ -10,7 +10,7 @@
 //!
 //! | what a plugin hands the host | bound |
 //! |---|---|
-//! | a log line, a stdout or stderr line | secrets masked ([`mask`](super::mask)), [`MAX_LINE`] bytes, [`LINES_PER_SECOND`] lines and [`BYTES_PER_SECOND`] a second (bursts of twice that), then suppressed and counted |
+//! | a log line, a stdout or stderr line | secrets masked ([`mask`]), [`MAX_LINE`] bytes, [`LINES_PER_SECOND`] lines and [`BYTES_PER_SECOND`] a second (bursts of twice that), then suppressed and counted |
 //! | an error message, a rejection reason, a panic message, an init error | secrets masked, [`MAX_TEXT`] bytes |
 //! | a metric name | refused if it holds a secret; the usual name rules; a refused name is warned about once |
 

@@ -8,7 +8,7 @@
 //! the sequence numbers lost. Every intact record stays deliverable.
 //!
 //! Whether missing records were *lost* is judged on [`Evidence`], not
-//! guessed from the bytes: the durable [watermark](super::watermark) says
+//! guessed from the bytes: the durable watermark (`spool/durable`) says
 //! which records had been acknowledged, the saved cursors say which every
 //! instance had already handled. So a torn write of a record nobody was
 //! promised is harmless, the same cut through acknowledged records is

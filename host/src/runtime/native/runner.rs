@@ -4,7 +4,7 @@
 //! The runner is deliberately plain: one thread, no async runtime, no
 //! configuration. It sets itself up (dies with its parent, caps its data
 //! size, keeps stdout for the protocol and points the plugin's own stdout
-//! at stderr, starts its [`watchdog`](super::watchdog)), opens the library
+//! at stderr, starts its watchdog), opens the library
 //! — which checks its ABI version — and then answers
 //! [`protocol`](super::protocol) requests until told to shut down or its
 //! stdin closes. Every reply carries the id of the request it answers.
