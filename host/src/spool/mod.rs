@@ -882,28 +882,17 @@ pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
             disk_bytes: 0,
         });
     }
-    let mut attempts = 0;
-    let (segments, mut report, cursors) = loop {
-        attempts += 1;
-        // The evidence first: it only ever trails what the segments hold,
-        // so a relay writing meanwhile cannot make records look lost.
-        let (key, key_problem, _) = frame_key(dir);
-        let mut evidence = evidence(dir);
-        evidence.problems.extend(key_problem);
-        let (segments, report) = recovery::recover(&dir.join("segments"), false, &evidence, key)?;
-        // A running relay deletes a delivered segment after saving the
-        // cursors that passed it: if one went while it was being read,
-        // read everything again, cursors first.
-        let vanished = report
-            .unreadable
-            .iter()
-            .any(|(path, _)| !path.exists() && path.parent().is_some_and(Path::exists));
-        if !vanished || attempts == 5 {
-            break (segments, report, evidence.cursors);
-        }
-    };
-    // Cursors saved during the scan may have passed records whose segment
-    // was deleted meanwhile: those were handled, not lost.
+    // The evidence first: it only ever trails what the segments hold, so a
+    // relay writing meanwhile cannot make records look lost.
+    let (key, key_problem, _) = frame_key(dir);
+    let mut evidence = evidence(dir);
+    evidence.problems.extend(key_problem);
+    let (segments, mut report) = recovery::recover(&dir.join("segments"), false, &evidence, key)?;
+    let cursors = evidence.cursors;
+    // A running relay deletes a delivered segment only after saving the
+    // cursors that passed it, so a segment that vanished during the scan
+    // (judged missing) is covered by the cursors saved since: handled,
+    // not lost.
     let (after, _) = cursors::load(&dir.join("cursors.json"));
     if let Some(handled_by_all) = after.values().copied().min() {
         report.forget_handled(handled_by_all);

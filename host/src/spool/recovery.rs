@@ -245,9 +245,15 @@ pub fn recover(
             file.take(SEGMENT_HEADER_LEN as u64)
                 .read_to_end(&mut header)
         });
-        if let Err(error) = read {
-            report.unreadable.push((path, error.to_string()));
-            continue;
+        match read {
+            // Deleted since the listing (a running relay removes delivered
+            // segments): what it held is judged like any missing segment.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                report.unreadable.push((path, error.to_string()));
+                continue;
+            }
+            Ok(_) => {}
         }
         match format::read_segment_header(&header) {
             Ok((declared, _)) if declared == first_seq => candidates.push(Candidate {
@@ -293,6 +299,7 @@ pub fn recover(
         let path = &candidate.path;
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
             Err(error) => {
                 report.unreadable.push((path.clone(), error.to_string()));
                 continue;
