@@ -30,6 +30,20 @@ const SHOWN_STEPS: usize = 16;
 /// hash set instead of by comparison.
 const LINEAR_KEYS: usize = 16;
 
+/// The bytes that end a run of plain string text: `"`, `\\` and the
+/// control characters (refused unescaped).
+const ENDS_A_RUN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Why a document was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonProblem {
@@ -60,48 +74,69 @@ impl fmt::Display for JsonProblem {
 /// Checks that `bytes` are one JSON value that every reader reads the
 /// same way (see the [module docs](self)).
 pub fn check(bytes: &[u8]) -> Result<(), JsonProblem> {
-    if let Err(error) = std::str::from_utf8(bytes) {
-        let at = error.valid_up_to();
-        return Err(problem_at(
-            bytes,
-            at,
-            String::new(),
-            "is not UTF-8 text (JSON must be UTF-8, RFC 8259 §8.1)".into(),
-        ));
-    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            return Err(problem_at(
+                bytes,
+                error.valid_up_to(),
+                String::new(),
+                "is not UTF-8 text (JSON must be UTF-8, RFC 8259 §8.1)".into(),
+            ));
+        }
+    };
     let mut walk = Walk {
         bytes,
+        text,
         at: 0,
-        path: Vec::new(),
+        path: Vec::with_capacity(16),
+        keys: Vec::with_capacity(32),
     };
     walk.skip_space();
-    walk.value()?;
+    walk.value().map_err(|refusal| *refusal)?;
     walk.skip_space();
     if walk.at < bytes.len() {
-        return Err(walk.fail("has text after the end of the JSON value"));
+        return Err(*walk.fail("has text after the end of the JSON value"));
     }
     Ok(())
 }
 
+/// A refusal on its way out of the walk, boxed so that every step's
+/// `Result` stays one word wide.
+type Refusal = Box<JsonProblem>;
+
 /// One step of the path to the value being read.
-enum Step<'a> {
-    Key(Cow<'a, str>),
+#[derive(Clone, Copy)]
+enum Step {
+    /// The key at this index of [`Walk::keys`].
+    Key(usize),
     Index(usize),
 }
 
 struct Walk<'a> {
     bytes: &'a [u8],
+    /// The same bytes as text (checked once, up front): strings are cut
+    /// from it at ASCII quotes and backslashes, so on character boundaries.
+    text: &'a str,
     at: usize,
-    path: Vec<Step<'a>>,
+    path: Vec<Step>,
+    /// The keys of every object still open, outermost first: one buffer
+    /// for the whole walk instead of one per object.
+    keys: Vec<Cow<'a, str>>,
 }
 
 impl<'a> Walk<'a> {
-    fn fail(&self, problem: impl Into<String>) -> JsonProblem {
+    fn fail(&self, problem: impl Into<String>) -> Refusal {
         self.fail_at(self.at, problem)
     }
 
-    fn fail_at(&self, at: usize, problem: impl Into<String>) -> JsonProblem {
-        problem_at(self.bytes, at, render(&self.path), problem.into())
+    fn fail_at(&self, at: usize, problem: impl Into<String>) -> Refusal {
+        Box::new(problem_at(
+            self.bytes,
+            at,
+            self.render(&self.path),
+            problem.into(),
+        ))
     }
 
     fn peek(&self) -> Option<u8> {
@@ -114,7 +149,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn expect(&mut self, byte: u8, what: &str) -> Result<(), JsonProblem> {
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), Refusal> {
         if self.peek() == Some(byte) {
             self.at += 1;
             Ok(())
@@ -123,7 +158,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn unexpected(&self, expected: &str) -> JsonProblem {
+    fn unexpected(&self, expected: &str) -> Refusal {
         match self.peek() {
             None => self.fail(format!("ends early: expected {expected}")),
             Some(b) if b.is_ascii_graphic() => {
@@ -133,7 +168,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn value(&mut self) -> Result<(), JsonProblem> {
+    fn value(&mut self) -> Result<(), Refusal> {
         match self.peek() {
             Some(b'{') => self.object(),
             Some(b'[') => self.array(),
@@ -146,7 +181,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn literal(&mut self, word: &str) -> Result<(), JsonProblem> {
+    fn literal(&mut self, word: &str) -> Result<(), Refusal> {
         if self.bytes[self.at..].starts_with(word.as_bytes()) {
             self.at += word.len();
             Ok(())
@@ -155,7 +190,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn nest(&self) -> Result<(), JsonProblem> {
+    fn nest(&self) -> Result<(), Refusal> {
         if self.path.len() >= MAX_DEPTH {
             // Name the last field on the way down, not every array index.
             let named = self
@@ -163,17 +198,17 @@ impl<'a> Walk<'a> {
                 .iter()
                 .rposition(|step| matches!(step, Step::Key(_)))
                 .map_or(0, |i| i + 1);
-            return Err(problem_at(
+            return Err(Box::new(problem_at(
                 self.bytes,
                 self.at,
-                render(&self.path[..named]),
+                self.render(&self.path[..named]),
                 format!("nests deeper than {MAX_DEPTH} levels of arrays and objects"),
-            ));
+            )));
         }
         Ok(())
     }
 
-    fn object(&mut self) -> Result<(), JsonProblem> {
+    fn object(&mut self) -> Result<(), Refusal> {
         self.nest()?;
         self.at += 1;
         self.skip_space();
@@ -181,7 +216,7 @@ impl<'a> Walk<'a> {
             self.at += 1;
             return Ok(());
         }
-        let mut keys: Vec<Cow<'a, str>> = Vec::new();
+        let first_key = self.keys.len();
         let mut many: Option<std::collections::HashSet<Cow<'a, str>>> = None;
         loop {
             self.skip_space();
@@ -192,16 +227,20 @@ impl<'a> Walk<'a> {
             let key = self.string()?;
             let duplicate = match &mut many {
                 Some(set) => !set.insert(key.clone()),
-                None if keys.contains(&key) => true,
                 None => {
-                    keys.push(key.clone());
-                    if keys.len() > LINEAR_KEYS {
-                        many = Some(keys.drain(..).collect());
+                    let own = &self.keys[first_key..];
+                    if own.len() == LINEAR_KEYS {
+                        let mut set: std::collections::HashSet<_> = own.iter().cloned().collect();
+                        let duplicate = !set.insert(key.clone());
+                        many = Some(set);
+                        duplicate
+                    } else {
+                        own.contains(&key)
                     }
-                    false
                 }
             };
-            self.path.push(Step::Key(key));
+            self.path.push(Step::Key(self.keys.len()));
+            self.keys.push(key);
             if duplicate {
                 return Err(self.fail_at(
                     key_at,
@@ -218,6 +257,7 @@ impl<'a> Walk<'a> {
                 Some(b',') => self.at += 1,
                 Some(b'}') => {
                     self.at += 1;
+                    self.keys.truncate(first_key);
                     return Ok(());
                 }
                 _ => return Err(self.unexpected("`,` or `}`")),
@@ -225,7 +265,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn array(&mut self) -> Result<(), JsonProblem> {
+    fn array(&mut self) -> Result<(), Refusal> {
         self.nest()?;
         self.at += 1;
         self.skip_space();
@@ -254,25 +294,17 @@ impl<'a> Walk<'a> {
 
     /// A string at the cursor; its text, unescaped (borrowed when it
     /// holds no escape).
-    fn string(&mut self) -> Result<Cow<'a, str>, JsonProblem> {
+    fn string(&mut self) -> Result<Cow<'a, str>, Refusal> {
         let bytes = self.bytes;
         self.at += 1;
         let start = self.at;
-        // Fast path: no escapes.
-        while let Some(&b) = bytes.get(self.at) {
-            match b {
-                b'"' => {
-                    let text = std::str::from_utf8(&bytes[start..self.at])
-                        .expect("checked as UTF-8 up front");
-                    self.at += 1;
-                    return Ok(Cow::Borrowed(text));
-                }
-                b'\\' => break,
-                0x00..=0x1f => return Err(self.control_character(b)),
-                _ => self.at += 1,
-            }
+        // Fast path: no escapes, found a word at a time.
+        self.plain_run()?;
+        if bytes.get(self.at) == Some(&b'"') {
+            self.at += 1;
+            return Ok(Cow::Borrowed(&self.text[start..self.at - 1]));
         }
-        let mut text = String::from_utf8(bytes[start..self.at].to_vec()).expect("UTF-8");
+        let mut text = self.text[start..self.at].to_owned();
         loop {
             let Some(&b) = bytes.get(self.at) else {
                 return Err(self.fail_at(start - 1, "is a string that never ends"));
@@ -286,25 +318,35 @@ impl<'a> Walk<'a> {
                 0x00..=0x1f => return Err(self.control_character(b)),
                 _ => {
                     let run = self.at;
-                    while let Some(&b) = bytes.get(self.at) {
-                        if b == b'"' || b == b'\\' || b < 0x20 {
-                            break;
-                        }
-                        self.at += 1;
-                    }
-                    text.push_str(std::str::from_utf8(&bytes[run..self.at]).expect("UTF-8"));
+                    self.plain_run()?;
+                    text.push_str(&self.text[run..self.at]);
                 }
             }
         }
     }
 
-    fn control_character(&self, byte: u8) -> JsonProblem {
+    /// Moves the cursor past string text up to the next `"` or `\\` (or
+    /// the end), refusing an unescaped control character on the way.
+    fn plain_run(&mut self) -> Result<(), Refusal> {
+        let rest = &self.bytes[self.at..];
+        let run = rest
+            .iter()
+            .position(|&b| ENDS_A_RUN[b as usize])
+            .unwrap_or(rest.len());
+        self.at += run;
+        match rest.get(run) {
+            Some(&b) if b < 0x20 => Err(self.control_character(b)),
+            _ => Ok(()),
+        }
+    }
+
+    fn control_character(&self, byte: u8) -> Refusal {
         self.fail(format!(
             "holds the control character {byte:#04x} unescaped: write it as \\u{byte:04x}"
         ))
     }
 
-    fn escape(&mut self, text: &mut String) -> Result<(), JsonProblem> {
+    fn escape(&mut self, text: &mut String) -> Result<(), Refusal> {
         let at = self.at;
         self.at += 1;
         let Some(kind) = self.peek() else {
@@ -351,7 +393,7 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn hex4(&mut self, escape_at: usize) -> Result<u32, JsonProblem> {
+    fn hex4(&mut self, escape_at: usize) -> Result<u32, Refusal> {
         let digits = self
             .bytes
             .get(self.at..self.at + 4)
@@ -370,7 +412,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn lone_surrogate(&self, at: usize, unit: u32) -> JsonProblem {
+    fn lone_surrogate(&self, at: usize, unit: u32) -> Refusal {
         self.fail_at(
             at,
             format!(
@@ -379,7 +421,7 @@ impl<'a> Walk<'a> {
         )
     }
 
-    fn number(&mut self) -> Result<(), JsonProblem> {
+    fn number(&mut self) -> Result<(), Refusal> {
         let start = self.at;
         let bytes = self.bytes;
         let digits = |walk: &mut Self| {
@@ -433,6 +475,9 @@ fn exactness(text: &str, integer: bool) -> Result<(), String> {
     if integer && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()) {
         return Ok(());
     }
+    if !integer && plainly_exact(text) {
+        return Ok(());
+    }
     let value: f64 = text.parse().expect("JSON number grammar parses as f64");
     if value.is_infinite() {
         return Err("is a number too large for a 64-bit float: send it as a string".into());
@@ -451,6 +496,23 @@ fn exactness(text: &str, integer: bool) -> Result<(), String> {
             super::canonical::es6_number(value)
         )
     })
+}
+
+/// Whether `text` has at most 15 significant digits and a magnitude far
+/// from a double's limits: every such decimal is the shortest form of its
+/// nearest double (15 digits is what a double always keeps), so it is
+/// kept exactly without parsing and formatting it.
+fn plainly_exact(text: &str) -> bool {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()),
+        None => (text, Some(0)),
+    };
+    let significant = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&d| d == b'0')
+        .count();
+    exponent.is_some_and(|e| e.abs() <= 250) && mantissa.len() <= 40 && significant <= 15
 }
 
 /// A decimal number's value as (negative, significant digits, exponent):
@@ -482,27 +544,30 @@ fn decimal(text: &str) -> (bool, String, i64) {
     (negative, digits, exponent)
 }
 
-/// The path as `a.b[2].c`: at most [`SHOWN_STEPS`] steps and 64 characters
-/// of each key, so that a hostile document cannot make the message huge.
-fn render(path: &[Step<'_>]) -> String {
-    let mut out = String::new();
-    for (i, step) in path.iter().enumerate() {
-        if i == SHOWN_STEPS {
-            out.push_str(&format!("…({} more)", path.len() - SHOWN_STEPS));
-            break;
-        }
-        match step {
-            Step::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                let key: String = key.chars().take(64).collect();
-                out.push_str(&key);
+impl Walk<'_> {
+    /// The path as `a.b[2].c`: at most [`SHOWN_STEPS`] steps and 64
+    /// characters of each key, so that a hostile document cannot make the
+    /// message huge.
+    fn render(&self, path: &[Step]) -> String {
+        let mut out = String::new();
+        for (i, step) in path.iter().enumerate() {
+            if i == SHOWN_STEPS {
+                out.push_str(&format!("…({} more)", path.len() - SHOWN_STEPS));
+                break;
             }
-            Step::Index(i) => out.push_str(&format!("[{i}]")),
+            match step {
+                Step::Key(key) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    let key: String = self.keys[*key].chars().take(64).collect();
+                    out.push_str(&key);
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
         }
+        out
     }
-    out
 }
 
 fn problem_at(bytes: &[u8], at: usize, path: String, problem: String) -> JsonProblem {
@@ -601,6 +666,38 @@ mod tests {
         );
         let p = refused("{\n  \"a\": [1,\n   2,,3]}");
         assert_eq!((p.path.as_str(), p.line, p.column), ("a[2]", 3, 6), "{p}");
+    }
+
+    #[test]
+    fn the_shortcut_for_short_numbers_agrees_with_the_full_check() {
+        let mut checked = 0;
+        for digits in [
+            "1",
+            "5",
+            "123456789012345",
+            "999999999999999",
+            "100000000000000",
+        ] {
+            for point in 0..digits.len() {
+                for exponent in [-250, -17, -1, 0, 3, 22, 250] {
+                    let (int, frac) = digits.split_at(point.max(1));
+                    let text = if frac.is_empty() {
+                        format!("{int}.0e{exponent}")
+                    } else {
+                        format!("{int}.{frac}e{exponent}")
+                    };
+                    assert!(plainly_exact(&text), "{text}");
+                    let value: f64 = text.parse().unwrap();
+                    assert_eq!(decimal(&text), decimal(&format!("{value:e}")), "{text}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100);
+        // Past the shortcut's reach, the full check decides.
+        assert!(!plainly_exact("0.1000000000000000000001"));
+        assert!(!plainly_exact("1e-400"));
+        assert!(!plainly_exact("1e99999999999"));
     }
 
     #[test]
