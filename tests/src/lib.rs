@@ -644,6 +644,19 @@ pub fn excerpt(text: &str, chars: usize) -> String {
     text.chars().take(chars).collect()
 }
 
+/// The `[plugins.healthy]` tables: a `file` instance writing to
+/// `{home}/healthy` without fsync, in 5 ms batches — the bystander whose
+/// every event the fault and attack tests check arrives.
+pub const HEALTHY_FILE_TABLES: &str = r#"
+[plugins.healthy]
+plugin = "file"
+grant_dir = "{home}/healthy"
+[plugins.healthy.config]
+fsync = false
+[plugins.healthy.batch]
+max_wait = "5ms"
+"#;
+
 /// The `[plugins.sink]` tables: the `faulty` fixture (with `fault_config`
 /// as its config, besides `url`) delivering to `receiver`, in small
 /// batches, retrying quickly.

@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
-use auditrelay_tests::{HitCounter, Home, logs, metric, ndjson_lines, sample_envelope};
+use auditrelay_tests::{
+    HEALTHY_FILE_TABLES, HitCounter, Home, logs, metric, ndjson_lines, sample_envelope,
+};
 
 /// Events emitted per run.
 const EVENTS: usize = 3000;
@@ -49,13 +51,7 @@ async fn run(instance: &str, build: Build, fault_config: &str, extra: &str) -> R
     };
     let config = home.config(&format!(
         r#"
-[plugins.healthy]
-plugin = "file"
-grant_dir = "{{home}}/healthy"
-[plugins.healthy.config]
-fsync = false
-[plugins.healthy.batch]
-max_wait = "5ms"
+{HEALTHY_FILE_TABLES}
 
 [plugins.{instance}]
 plugin = "faulty"

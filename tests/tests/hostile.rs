@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use auditrelay::{Config, Relay};
 use auditrelay_tests::{
-    Home, files_under, leaked_form, logs, metric, ndjson_lines, sample_envelope,
+    HEALTHY_FILE_TABLES, Home, files_under, leaked_form, logs, metric, ndjson_lines,
+    sample_envelope,
 };
 
 const SECRET: &str = "tok-7Hq2Xv9Lp4Zs8Wm3Kd";
@@ -21,13 +22,7 @@ async fn with_hostile(hostile: &str, events: usize) -> (Relay, Home, Config, Vec
     let home = Home::with_plugins(&["file", "hostile"]);
     let config = home.config(&format!(
         r#"
-[plugins.healthy]
-plugin = "file"
-grant_dir = "{{home}}/healthy"
-[plugins.healthy.config]
-fsync = false
-[plugins.healthy.batch]
-max_wait = "5ms"
+{HEALTHY_FILE_TABLES}
 {hostile}
 "#
     ));
