@@ -1,0 +1,18 @@
+//! The end-to-end tests: real plugins, real receivers, the real binary.
+//! Each module is one concern. They are one test binary so that the relay
+//! and wasmtime are linked once, not once per file.
+
+mod bad_input;
+mod cli;
+mod durability;
+mod end_to_end;
+mod exporters;
+mod faults;
+mod full_disk;
+mod hostile;
+mod hostile_native;
+mod http_limits;
+mod kill9;
+mod native_abi;
+mod native_plugins;
+mod sandbox;
