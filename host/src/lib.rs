@@ -27,7 +27,7 @@
 //! | [`dispatch`] | one worker per plugin instance: batches, retries, circuit breaker, dead letters |
 //! | [`runtime`] | where plugin code runs: [`runtime::wasm`] sandboxes components |
 //! | [`metrics`] | Prometheus metrics |
-//! | [`cli`] | the `auditrelay` command line |
+//! | [`cli`] | the `auditrelay` command line (feature `cli`, on by default; off, the library carries no command-line dependencies) |
 //!
 //! # In-process use
 //!
@@ -71,6 +71,7 @@
 //! captures a host backtrace, which is slow when plugins fail often. The
 //! `auditrelay` binary does this itself.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -18,6 +18,7 @@ use crate::metrics::{Metrics, Via};
 use crate::spool::{Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolStats};
 
 use start::{Instance, Starter, spool_options};
+#[cfg(feature = "cli")]
 pub(crate) use start::{dead_letter_dir, start_instance};
 
 /// How often [`Relay::idle`] looks at the plugins' progress.

@@ -25,16 +25,14 @@ use super::callbacks::{Services, vtable};
 use super::library::{Handle, NativeLibrary};
 use super::protocol::{MAX_REQUEST, Reply, Request, RunnerInit, read_frame};
 
-/// Options of `auditrelay plugin-runner`.
-#[derive(Debug, clap::Args)]
+/// Options of `auditrelay plugin-runner` (the command line parses them).
+#[derive(Debug)]
 pub struct Args {
-    /// The plugin library
+    /// The plugin library.
     pub library: PathBuf,
-    /// Print the plugin's description as one reply frame and exit
-    #[arg(long)]
+    /// Print the plugin's description as one reply frame and exit.
     pub describe: bool,
-    /// Cap the process's data size (RLIMIT_DATA), in bytes
-    #[arg(long, value_name = "BYTES")]
+    /// Cap the process's data size (`RLIMIT_DATA`), in bytes.
     pub memory_limit: Option<u64>,
 }
 

@@ -19,13 +19,12 @@ use super::cache::ComponentCache;
 /// The most memory a compile may use (`RLIMIT_DATA` of the compiler).
 pub const MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 
-/// Options of `auditrelay plugin-compiler`.
-#[derive(Debug, clap::Args)]
+/// Options of `auditrelay plugin-compiler` (the command line parses them).
+#[derive(Debug)]
 pub struct Args {
-    /// The component to compile
+    /// The component to compile.
     pub wasm: PathBuf,
-    /// The compiled-plugin cache to store it in
-    #[arg(long, value_name = "DIR")]
+    /// The compiled-plugin cache to store it in.
     pub cache: PathBuf,
 }
 
