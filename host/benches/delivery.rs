@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditrelay::metrics::Metrics;
-use auditrelay::runtime::Exporter;
-use auditrelay::runtime::services::PluginServices;
-use auditrelay::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
+use auditrelay::internals::Exporter;
+use auditrelay::internals::Metrics;
+use auditrelay::internals::PluginServices;
+use auditrelay::internals::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
 

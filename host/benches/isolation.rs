@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use auditrelay::Config;
-use auditrelay::metrics::Metrics;
-use auditrelay::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
-use auditrelay::runtime::services::PluginServices;
-use auditrelay::runtime::wasm::{Sandbox, WasmInstance, WasmRuntime};
-use auditrelay::runtime::{AnyExporter, Exporter};
+use auditrelay::internals::Metrics;
+use auditrelay::internals::PluginServices;
+use auditrelay::internals::{AnyExporter, Exporter};
+use auditrelay::internals::{ChildInstance, InProcessInstance, NativeSettings};
+use auditrelay::internals::{Sandbox, WasmInstance, WasmRuntime};
 use auditrelay_plugin_api::host::{HostServices, Level, set_native_host};
 use auditrelay_plugin_api::http::{HttpError, HttpErrorKind, Request, Response};
 use auditrelay_plugin_blackhole::Blackhole;

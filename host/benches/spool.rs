@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use auditrelay::spool::{
+use auditrelay::internals::{
     Confirmation, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
 };
 use auditrelay_plugin_api::testing::sample_envelope;

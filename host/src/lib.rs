@@ -4,8 +4,8 @@
 //! An application builds an [`AuditEventEnvelope`](envelope::AuditEventEnvelope)
 //! (who did what, when, why, with what outcome) **after its database
 //! commit** and hands it to the relay, in-process with [`Relay::emit`] or
-//! over HTTP ([`ingest::http`]). The relay validates it, encodes it once as
-//! canonical JSON and appends it to the [`spool`], a checksummed log on
+//! over HTTP ([`http`]). The relay validates it, encodes it once as
+//! canonical JSON and appends it to the spool, a checksummed log on
 //! disk; from there every enabled plugin instance reads through its own
 //! saved cursor, at its own pace, and delivers to its destination.
 //!
@@ -19,15 +19,29 @@
 //!  POST /v1/events ┘   (Record)                         └─ worker ─ batch ─ runtime::wasm ─ plugin "hec"
 //! ```
 //!
+//! Inside the crate (private modules; the source tree has one folder each):
+//!
 //! | module | does |
 //! |---|---|
-//! | [`config`] | the TOML configuration, strict, with `${ENV}` secrets |
-//! | [`ingest`] | events from outside the process (HTTP) |
-//! | [`spool`] | the durable log every plugin reads through its own cursor |
-//! | [`dispatch`] | one worker per plugin instance: batches, retries, circuit breaker, dead letters |
-//! | [`runtime`] | where plugin code runs: [`runtime::wasm`] sandboxes components |
-//! | [`metrics`] | Prometheus metrics |
-//! | [`cli`] | the `auditrelay` command line (feature `cli`, on by default; off, the library carries no command-line dependencies) |
+//! | `config` | the TOML configuration, strict, with `${ENV}` secrets |
+//! | `ingest` | events from outside the process (HTTP) |
+//! | `spool` | the durable log every plugin reads through its own cursor |
+//! | `dispatch` | one worker per plugin instance: batches, retries, circuit breaker, dead letters |
+//! | `runtime` | where plugin code runs: `runtime::wasm` sandboxes components, `runtime::native` runs `.so` plugins |
+//! | `metrics` | Prometheus metrics |
+//! | `cli` | the `auditrelay` command line (feature `cli`, on by default; off, the library carries no command-line dependencies) |
+//!
+//! # The API
+//!
+//! | item | for |
+//! |---|---|
+//! | [`Relay`] | start, emit, watch and stop the relay |
+//! | [`Config`] and [`config`] | the configuration, loaded from TOML or built in code |
+//! | [`envelope`] | the audit event and its canonical JSON (re-exported from the plugin API) |
+//! | [`http`] | `POST /v1/events` and the operator endpoints, standalone or mounted in your axum router |
+//! | [`status`] | what [`Relay::status`] and [`Relay::recovery`] report |
+//! | [`dead_letters`] | an instance's refused events |
+//! | [`StartError`], [`EmitError`], [`SpoolError`] | why starting or emitting failed |
 //!
 //! # In-process use
 //!
@@ -72,15 +86,50 @@
 //! `auditrelay` binary does this itself.
 
 #[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
 pub mod config;
-pub mod dispatch;
-pub mod ingest;
-pub mod metrics;
+mod dispatch;
+mod ingest;
+mod metrics;
 mod relay;
-pub mod runtime;
-pub mod spool;
+mod runtime;
+mod spool;
 
 pub use auditrelay_plugin_api::envelope;
 pub use config::Config;
 pub use relay::{EmitError, Receipt, Relay, RelayStatus, ShutdownReport, StartError};
+pub use spool::SpoolError;
+
+/// What the relay reports about its plugin instances and its spool
+/// ([`Relay::status`], [`Relay::recovery`], `GET /v1/status`).
+pub mod status {
+    pub use crate::dispatch::{PluginStatus, RunState};
+    pub use crate::spool::{Damage, Finding, RecoveryReport};
+}
+
+/// An instance's dead letters: the events it refused or could not take,
+/// with why ([`Relay::dead_letters`]).
+pub mod dead_letters {
+    pub use crate::dispatch::{DeadLetters, Listing};
+}
+
+/// Events over HTTP: `POST /v1/events` and the operator endpoints, served
+/// on their own or mounted in an application's own axum server.
+pub mod http {
+    pub use crate::ingest::http::{HttpIngest, router};
+}
+
+/// Internals the benchmarks and the end-to-end tests drive directly. Not
+/// part of the API: they change without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::metrics::Metrics;
+    pub use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
+    pub use crate::runtime::services::PluginServices;
+    pub use crate::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
+    pub use crate::runtime::{AnyExporter, Exporter};
+    pub use crate::spool::{
+        Batch, Confirmation, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
+    };
+}

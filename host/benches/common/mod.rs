@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use auditrelay::spool::{Batch, Record};
+use auditrelay::internals::{Batch, Record};
 use auditrelay_plugin_api::testing::sample_envelope;
 use auditrelay_plugin_api::{Event, InitContext, Plugin, parse_config};
 

@@ -611,7 +611,7 @@ impl Config {
     }
 
     /// What loading one plugin file may cost.
-    pub fn load_limits(&self) -> crate::runtime::LoadLimits {
+    pub(crate) fn load_limits(&self) -> crate::runtime::LoadLimits {
         crate::runtime::LoadLimits {
             max_size: self.relay.max_plugin_size.as_u64(),
             timeout: self.relay.plugin_load_timeout,

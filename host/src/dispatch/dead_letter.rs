@@ -36,7 +36,7 @@ use serde_json::value::RawValue;
 use crate::spool::Record;
 
 /// Dead letters taken out for replay.
-pub struct Replay {
+pub(crate) struct Replay {
     path: PathBuf,
     /// The events, with the sequence numbers they had in the spool.
     pub events: Vec<(u64, Record)>,
@@ -48,11 +48,6 @@ impl Replay {
     /// How many events will be replayed.
     pub fn len(&self) -> usize {
         self.events.len()
-    }
-
-    /// Whether there is nothing to replay.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
     }
 }
 
@@ -137,7 +132,7 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// The store of `instance` under `dir` (created on first use).
-    pub fn new(dir: &Path, instance: &str) -> Self {
+    pub(crate) fn new(dir: &Path, instance: &str) -> Self {
         DeadLetters {
             path: dir.join(format!("{instance}.ndjson")),
             instance: instance.to_owned(),
@@ -155,13 +150,13 @@ impl DeadLetters {
     }
 
     /// Whether a replay was left unfinished (or asked for while stopped).
-    pub fn replay_pending(&self) -> bool {
+    pub(crate) fn replay_pending(&self) -> bool {
         self.replay_path().exists()
     }
 
     /// Takes the dead letters out for replay (or resumes an unfinished
     /// replay); `None` if there are none.
-    pub fn begin_replay(&self) -> std::io::Result<Option<Replay>> {
+    pub(crate) fn begin_replay(&self) -> std::io::Result<Option<Replay>> {
         let path = self.replay_path();
         if !path.exists() {
             // Close our handle: new dead letters go to a new file.
@@ -258,7 +253,7 @@ impl DeadLetters {
 
     /// Removes a finished replay's file (kept if some lines were damaged,
     /// renamed so they are not replayed again).
-    pub fn end_replay(&self, replay: &Replay) -> std::io::Result<()> {
+    pub(crate) fn end_replay(&self, replay: &Replay) -> std::io::Result<()> {
         if replay.unreadable > 0 {
             let kept = self.path.with_extension(format!(
                 "damaged-{}.ndjson",
@@ -272,7 +267,7 @@ impl DeadLetters {
     /// Appends `events` (each with its spool sequence number and reason)
     /// and syncs them to disk. Consecutive events with the same reason
     /// share one line, so a batch-wide reason is stored once.
-    pub fn put(&self, events: &[(u64, Event<'_>, &str)]) -> std::io::Result<()> {
+    pub(crate) fn put(&self, events: &[(u64, Event<'_>, &str)]) -> std::io::Result<()> {
         if events.is_empty() {
             return Ok(());
         }

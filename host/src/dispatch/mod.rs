@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use circuit::{Circuit, CircuitState};
-pub use dead_letter::{DeadLetters, Listing, Replay};
+pub use circuit::Circuit;
+pub use dead_letter::{DeadLetters, Listing};
 pub use filter::EventFilter;
 pub use status::{Health, PluginStatus, RunState};
 pub use worker::{Worker, WorkerParts};
@@ -92,13 +92,6 @@ impl Dispatcher {
             ));
         });
         self.workers.push((instance, health, handle));
-    }
-
-    /// Health of every worker, in start order.
-    pub fn health(&self) -> impl Iterator<Item = (&str, &Health)> {
-        self.workers
-            .iter()
-            .map(|(name, health, _)| (name.as_str(), health))
     }
 
     /// Waits up to `timeout` for every worker to drain the (closed) spool,

@@ -207,14 +207,6 @@ impl Catalog {
         self.files.iter().filter_map(|file| file.entry.get())
     }
 
-    /// The files not loaded (nothing needed them).
-    pub fn not_loaded(&self) -> impl Iterator<Item = &Path> {
-        self.files
-            .iter()
-            .filter(|file| file.entry.get().is_none())
-            .map(|file| file.path.as_path())
-    }
-
     /// The usable plugins loaded so far.
     pub fn loaded(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
         self.entries().filter_map(|entry| match entry {

@@ -120,7 +120,7 @@ impl std::fmt::Display for CallError {
 /// A running plugin instance as the dispatcher sees it.
 ///
 /// Calls never overlap (the dispatcher owns the instance), and an instance
-/// recovers from its own faults: after [`CallError::Fault`] the next call
+/// recovers from its own faults: after `CallError::Fault` the next call
 /// runs on a fresh instance.
 pub trait Exporter: Send + 'static {
     /// Delivers a batch, in order.

@@ -101,7 +101,7 @@ pub struct SpoolOptions {
     /// fails or is slow).
     pub max_pending_bytes: usize,
     /// How readers reach segment files (the operating system, unless a
-    /// test installs a [`files::FaultPlan`]).
+    /// test installs a `files::FaultPlan`).
     pub files: SegmentFiles,
 }
 
@@ -351,7 +351,7 @@ impl Shared {
     }
 }
 
-/// The spool; see the [module docs](self).
+/// The spool; see the `spool` module docs.
 pub struct Spool {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,

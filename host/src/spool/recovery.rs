@@ -83,8 +83,7 @@ pub struct RecoveryReport {
     /// the spool is opened, moved to `spool/strays/`.
     pub strays: Vec<(PathBuf, String)>,
     /// Findings recorded when the spool was opened before (see
-    /// [`findings`](super::findings)); filled in by
-    /// [`inspect`](super::inspect) only.
+    /// `spool::findings`); filled in by `spool::inspect` only.
     pub earlier: Vec<Finding>,
     /// How long the scan took.
     pub elapsed: Duration,

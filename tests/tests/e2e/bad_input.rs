@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use auditrelay::ingest::http::HttpIngest;
+use auditrelay::http::HttpIngest;
 use auditrelay::{EmitError, Relay};
 use auditrelay_tests::{Home, ndjson_lines, ndjson_values, plugin_wasm, sample_envelope};
 

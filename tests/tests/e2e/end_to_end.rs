@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use auditrelay::Relay;
-use auditrelay::ingest::http::HttpIngest;
+use auditrelay::http::HttpIngest;
 use auditrelay_tests::{Home, metric, ndjson_lines, sample_envelope};
 
 const PER_DOOR: usize = 10_000;

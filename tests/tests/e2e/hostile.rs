@@ -538,7 +538,7 @@ async fn an_instance_whose_start_fails_is_started_again_until_it_runs() {
     let late = early.plugin("late").unwrap();
     assert_eq!(
         late.state,
-        auditrelay::dispatch::RunState::Starting,
+        auditrelay::status::RunState::Starting,
         "{early:#?}"
     );
     assert!(
@@ -554,7 +554,7 @@ async fn an_instance_whose_start_fails_is_started_again_until_it_runs() {
     let running = relay.status();
     assert_eq!(
         running.plugin("late").unwrap().state,
-        auditrelay::dispatch::RunState::Running
+        auditrelay::status::RunState::Running
     );
     relay.shutdown().await;
 }

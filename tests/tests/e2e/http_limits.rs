@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
-use auditrelay::ingest::http::HttpIngest;
+use auditrelay::http::HttpIngest;
 use auditrelay_tests::{
     Home, RelayProcess, free_port, metric, ndjson_values, post_counting, sample_envelope,
 };

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use auditrelay::Relay;
 use auditrelay::config::PluginSettings;
-use auditrelay::metrics::Metrics;
-use auditrelay::runtime::native::{InProcessInstance, NativeSettings};
-use auditrelay::runtime::services::PluginServices;
+use auditrelay::internals::Metrics;
+use auditrelay::internals::PluginServices;
+use auditrelay::internals::{InProcessInstance, NativeSettings};
 use auditrelay_tests::{Home, compile_c_plugin, logs, metric, ndjson_lines, sample_envelope};
 
 const EVENTS: usize = 2000;

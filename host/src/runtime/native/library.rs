@@ -125,11 +125,6 @@ impl NativeLibrary {
         })))
     }
 
-    /// The library's file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The plugin's description, as its JSON text.
     pub fn describe_json(&self) -> Vec<u8> {
         let mut out = Vec::new();

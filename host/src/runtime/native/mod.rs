@@ -41,7 +41,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::in_process::InProcessInstance;
-pub use self::library::NativeLibrary;
 pub use self::process::ChildInstance;
 use crate::config::{Isolation, PluginSettings};
 use crate::runtime::services::PluginServices;

@@ -36,9 +36,8 @@ use crate::runtime::{
     LoadError, LoadLimits, PluginInfo, helper_program, read_plugin_file, sha256_hex,
 };
 
-pub use self::http_gate::HttpGate;
-pub use self::instance::{StartError, WasmInstance};
-pub use self::sandbox::{GUEST_GRANTED_DIR, Sandbox};
+pub use self::instance::WasmInstance;
+pub use self::sandbox::Sandbox;
 
 use self::sandbox::PluginState;
 
