@@ -51,7 +51,7 @@ fn main() {
     std::fs::create_dir_all(&target).unwrap();
     let scratch = tempfile::tempdir_in(&target).unwrap();
     let records: Vec<Record> = (0..EVENTS)
-        .map(|i| Record::from_envelope(sample_envelope(i), &Default::default()).unwrap())
+        .map(|i| Record::from_envelope(&sample_envelope(i), &Default::default()).unwrap())
         .collect();
     let size = records.iter().map(|r| r.encoded().len()).sum::<usize>() / EVENTS;
     let runtime = tokio::runtime::Builder::new_multi_thread()

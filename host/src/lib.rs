@@ -14,10 +14,17 @@
 //! Strictly one way; no module reaches back up the chain:
 //!
 //! ```text
-//!  Relay::emit ─┐                                       ┌─ worker ─ batch ─ runtime::wasm ─ plugin "file"
-//!               ├─ validate, encode ─ spool ─ cursors ──┤
-//!  POST /v1/events ┘   (Record)                         └─ worker ─ batch ─ runtime::wasm ─ plugin "hec"
+//!  Relay::emit ───────┐                                     ┌─ worker ─ batch ─ runtime ─ plugin "file"
+//!                     ├─ Arrivals ─ admit ─ spool ─ cursors ┤
+//!  POST /v1/events ───┘  (each event                        └─ worker ─ batch ─ runtime ─ plugin "hec"
+//!   (read strictly)       validated and
+//!                         encoded once)
 //! ```
+//!
+//! Every door hands its events to the relay the same way (`relay::intake`):
+//! validated and encoded once, refused events counted and answered for,
+//! appended all together, and — for a door that waits until they are
+//! durable — without ever blocking a thread.
 //!
 //! Inside the crate (private modules; the source tree has one folder each):
 //!

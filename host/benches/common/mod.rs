@@ -45,7 +45,7 @@ pub fn plugin_dir() -> PathBuf {
 
 pub fn batch_of(n: usize) -> Batch {
     let records: Vec<Record> = (0..n)
-        .map(|i| Record::from_envelope(sample_envelope(i), &Default::default()).unwrap())
+        .map(|i| Record::from_envelope(&sample_envelope(i), &Default::default()).unwrap())
         .collect();
     Batch::of(0, &records)
 }

@@ -183,11 +183,12 @@ impl DeadLetters {
                 continue;
             };
             for entry in entries {
-                match AuditEventEnvelope::from_json_with(entry.event.get().as_bytes(), &accepted) {
-                    Ok(envelope) => replay
-                        .events
-                        .push((entry.seq, Record::from_validated(envelope))),
-                    Err(_) => replay.unreadable += 1,
+                let record = AuditEventEnvelope::read_json(entry.event.get().as_bytes())
+                    .ok()
+                    .and_then(|envelope| Record::from_envelope(&envelope, &accepted).ok());
+                match record {
+                    Some(record) => replay.events.push((entry.seq, record)),
+                    None => replay.unreadable += 1,
                 }
             }
         }

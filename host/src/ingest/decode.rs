@@ -1,4 +1,4 @@
-//! Request bodies into validated records, one verdict per event.
+//! Request bodies into [`Arrivals`], one verdict per event.
 //!
 //! | `Content-Type` | body |
 //! |---|---|
@@ -11,12 +11,13 @@
 //! a whole; otherwise each event is checked on its own and a bad event
 //! never hides the good ones.
 
-use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeError, Limits, cloudevents};
+use auditrelay_plugin_api::envelope::{
+    AuditEventEnvelope, EnvelopeError, Limits, ValidationError, cloudevents,
+};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::spool::Record;
+use crate::relay::{Arrivals, Refused};
 
 /// The body formats, by media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,99 +58,56 @@ impl Format {
     }
 }
 
-/// One rule an event broke.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// Dotted path of the field (`(event)` for the whole event).
-    pub field: String,
-    /// What is wrong.
-    pub problem: String,
-}
-
-/// Why one event of a body was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rejection {
-    /// Position in the body (array index or line number from 0).
-    pub index: usize,
-    /// The event's `id`, if it had a readable one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Every broken rule.
-    pub errors: Vec<FieldError>,
-}
-
-/// A decoded body: the good events and why the others were refused.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    /// Valid events, in body order.
-    pub records: Vec<Record>,
-    /// Refused events.
-    pub rejected: Vec<Rejection>,
-}
-
-/// Decodes a body; `Err` means the body as a whole is unusable.
-pub fn decode(body: &[u8], format: Format, limits: &Limits) -> Result<Decoded, String> {
+/// Decodes a body into the events it brings, each read strictly and then
+/// validated and encoded once by [`Arrivals::push`]; `Err` means the body
+/// as a whole is unusable.
+pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, String> {
     check_encoding(body)?;
-    let mut decoded = Decoded::default();
+    let mut arrivals = Arrivals::new(limits);
+    let mut arrive =
+        |index: usize, raw: &[u8], read: Result<AuditEventEnvelope, EnvelopeError>| match read {
+            Ok(event) => arrivals.push(index, event),
+            Err(error) => arrivals.refuse(Refused {
+                index,
+                id: readable_id(raw),
+                errors: field_errors(error, raw),
+            }),
+        };
     match format {
         Format::Json => {
             let first = body.iter().find(|b| !b.is_ascii_whitespace());
             if first == Some(&b'[') {
                 for (index, raw) in parse_array(body)?.into_iter().enumerate() {
-                    decoded.push(
-                        index,
-                        raw.get().as_bytes(),
-                        envelope(raw.get().as_bytes(), limits),
-                    );
+                    let raw = raw.get().as_bytes();
+                    arrive(index, raw, AuditEventEnvelope::read_json(raw));
                 }
             } else {
                 let raw: &RawValue = parse(body)?;
-                decoded.push(
-                    0,
-                    raw.get().as_bytes(),
-                    envelope(raw.get().as_bytes(), limits),
-                );
+                let raw = raw.get().as_bytes();
+                arrive(0, raw, AuditEventEnvelope::read_json(raw));
             }
         }
         Format::Ndjson => {
             let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
             for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-                decoded.push(index, line.as_bytes(), envelope(line.as_bytes(), limits));
+                let raw = line.as_bytes();
+                arrive(index, raw, AuditEventEnvelope::read_json(raw));
             }
         }
         Format::CloudEvent => {
             let _: &RawValue = parse(body)?;
-            decoded.push(0, body, cloudevents::from_cloudevent_json(body, limits));
+            arrive(0, body, cloudevents::read_cloudevent_json(body));
         }
         Format::CloudEventBatch => {
             let events = parse_array(body)
                 .map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
             for (index, raw) in events.into_iter().enumerate() {
                 let raw = raw.get().as_bytes();
-                decoded.push(index, raw, cloudevents::from_cloudevent_json(raw, limits));
+                arrive(index, raw, cloudevents::read_cloudevent_json(raw));
             }
         }
     }
-    Ok(decoded)
-}
-
-impl Decoded {
-    fn push(
-        &mut self,
-        index: usize,
-        raw: &[u8],
-        result: Result<AuditEventEnvelope, EnvelopeError>,
-    ) {
-        match result {
-            // Parsing validated it against the relay's limits already.
-            Ok(event) => self.records.push(Record::from_validated(event)),
-            Err(error) => self.rejected.push(Rejection {
-                index,
-                id: readable_id(raw),
-                errors: field_errors(error, raw),
-            }),
-        }
-    }
+    Ok(arrivals)
 }
 
 /// Refuses bodies that are not UTF-8 in a way a plain parser would only
@@ -173,10 +131,6 @@ fn check_encoding(body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn envelope(raw: &[u8], limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeError> {
-    AuditEventEnvelope::from_json_with(raw, limits)
-}
-
 fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| EnvelopeError::syntax(&e).to_string())
 }
@@ -185,17 +139,17 @@ fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, String> {
     parse(body)
 }
 
-fn field_errors(error: EnvelopeError, raw: &[u8]) -> Vec<FieldError> {
+fn field_errors(error: EnvelopeError, raw: &[u8]) -> Vec<ValidationError> {
     let mut errors = match error {
         EnvelopeError::Invalid(errors) => errors
             .0
             .into_iter()
-            .map(|e| FieldError {
+            .map(|e| ValidationError {
                 field: e.field,
                 problem: e.problem,
             })
             .collect(),
-        other => vec![FieldError {
+        other => vec![ValidationError {
             field: other.field().unwrap_or("(event)").to_owned(),
             problem: match &other {
                 EnvelopeError::Shape { message, .. } => message.clone(),
@@ -204,7 +158,7 @@ fn field_errors(error: EnvelopeError, raw: &[u8]) -> Vec<FieldError> {
         }],
     };
     if looks_like_cloudevent(raw) && errors.iter().any(|e| e.problem.contains("unknown field")) {
-        errors.push(FieldError {
+        errors.push(ValidationError {
             field: "(event)".into(),
             problem: "this looks like a CloudEvent: send it with Content-Type: application/cloudevents+json".into(),
         });
@@ -240,19 +194,19 @@ mod tests {
     fn single_array_and_ndjson_bodies_decode() {
         let limits = Limits::default();
         let event = json(0);
-        let one = decode(event.as_bytes(), Format::Json, &limits).unwrap();
-        assert_eq!(one.records.len(), 1);
-        assert_eq!(one.records[0].json(), event.as_bytes());
+        let one = decode(event.as_bytes(), Format::Json, limits).unwrap();
+        assert_eq!(one.records().len(), 1);
+        assert_eq!(one.records()[0].json(), event.as_bytes());
 
         let array = format!("[{},\n {}]", json(1), json(2));
-        let many = decode(array.as_bytes(), Format::Json, &limits).unwrap();
-        assert_eq!(many.records.len(), 2);
+        let many = decode(array.as_bytes(), Format::Json, limits).unwrap();
+        assert_eq!(many.records().len(), 2);
 
         let lines = format!("{}\n\n{}\n", json(3), json(4));
         assert_eq!(
-            decode(lines.as_bytes(), Format::Ndjson, &limits)
+            decode(lines.as_bytes(), Format::Ndjson, limits)
                 .unwrap()
-                .records
+                .records()
                 .len(),
             2
         );
@@ -262,17 +216,17 @@ mod tests {
     fn bad_events_are_named_and_good_ones_kept() {
         let bad = json(1).replace("\"actor\":{", "\"actor\":{\"nick\":\"x\",");
         let body = format!("[{}, {}, {{\"id\": \"broken\"}}]", json(0), bad);
-        let decoded = decode(body.as_bytes(), Format::Json, &Limits::default()).unwrap();
-        assert_eq!(decoded.records.len(), 1);
-        assert_eq!(decoded.rejected.len(), 2);
-        assert_eq!(decoded.rejected[0].index, 1);
-        assert_eq!(decoded.rejected[0].errors[0].field, "actor.nick");
-        assert_eq!(decoded.rejected[1].id.as_deref(), Some("broken"));
+        let decoded = decode(body.as_bytes(), Format::Json, Limits::default()).unwrap();
+        assert_eq!(decoded.records().len(), 1);
+        assert_eq!(decoded.refused().len(), 2);
+        assert_eq!(decoded.refused()[0].index, 1);
+        assert_eq!(decoded.refused()[0].errors[0].field, "actor.nick");
+        assert_eq!(decoded.refused()[1].id.as_deref(), Some("broken"));
     }
 
     #[test]
     fn malformed_bodies_are_refused_with_a_position() {
-        let err = decode(b"[{\"id\": 1,,}]", Format::Json, &Limits::default()).unwrap_err();
+        let err = decode(b"[{\"id\": 1,,}]", Format::Json, Limits::default()).unwrap_err();
         assert!(err.starts_with("malformed JSON at line 1 column"), "{err}");
         assert!(
             Format::from_content_type(Some("text/plain"))
@@ -295,15 +249,15 @@ mod tests {
         let envelope = sample_envelope(5);
         let event = cloudevents::to_cloudevent(&envelope);
         let body = serde_json::to_vec(&event).unwrap();
-        let decoded = decode(&body, Format::CloudEvent, &Limits::default()).unwrap();
-        assert_eq!(decoded.records[0].json(), envelope.to_canonical_json());
+        let decoded = decode(&body, Format::CloudEvent, Limits::default()).unwrap();
+        assert_eq!(decoded.records()[0].json(), envelope.to_canonical_json());
 
         let batch = serde_json::to_vec(&vec![event.clone(), event]).unwrap();
-        let decoded = decode(&batch, Format::CloudEventBatch, &Limits::default()).unwrap();
-        assert_eq!(decoded.records.len(), 2);
+        let decoded = decode(&batch, Format::CloudEventBatch, Limits::default()).unwrap();
+        assert_eq!(decoded.records().len(), 2);
 
-        let as_plain_json = decode(&body, Format::Json, &Limits::default()).unwrap();
-        let hint = &as_plain_json.rejected[0].errors;
+        let as_plain_json = decode(&body, Format::Json, Limits::default()).unwrap();
+        let hint = &as_plain_json.refused()[0].errors;
         assert!(
             hint.iter()
                 .any(|e| e.problem.contains("application/cloudevents+json")),
@@ -361,12 +315,12 @@ mod tests {
             ) {
                 let format = FORMATS[format];
                 let bytes = mutate(body(format, events), &edits);
-                if let Ok(decoded) = decode(&bytes, format, &Limits::default()) {
-                    for record in &decoded.records {
+                if let Ok(decoded) = decode(&bytes, format, Limits::default()) {
+                    for record in decoded.records() {
                         let again = AuditEventEnvelope::from_json(record.json()).expect("stored JSON reads back");
                         prop_assert_eq!(again.to_canonical_json(), record.json().to_vec());
                     }
-                    for rejection in &decoded.rejected {
+                    for rejection in decoded.refused() {
                         prop_assert!(!rejection.errors.is_empty());
                     }
                 }
@@ -374,7 +328,7 @@ mod tests {
 
             #[test]
             fn arbitrary_bodies_never_panic(format in 0..4usize, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-                let _ = decode(&bytes, FORMATS[format], &Limits::default());
+                let _ = decode(&bytes, FORMATS[format], Limits::default());
             }
         }
     }

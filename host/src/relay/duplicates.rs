@@ -129,7 +129,7 @@ mod tests {
         envelope.id = format!("id-{i}");
         envelope.time = jiff::Timestamp::UNIX_EPOCH;
         envelope.reason = Some(reason.into());
-        Record::from_validated(envelope)
+        Record::from_envelope(&envelope, &Default::default()).unwrap()
     }
 
     #[test]

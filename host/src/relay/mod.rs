@@ -1,6 +1,7 @@
 //! [`Relay`]: the running relay, for in-process use and behind the CLI.
 
 mod duplicates;
+mod intake;
 mod start;
 
 use std::ops::Range;
@@ -17,6 +18,7 @@ use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus, RunState};
 use crate::metrics::{Metrics, Via};
 use crate::spool::{Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolStats};
 
+pub(crate) use intake::{Arrivals, Refusals, Refused};
 use start::{Instance, Starter, spool_options};
 #[cfg(feature = "cli")]
 pub(crate) use start::{dead_letter_dir, start_instance};
@@ -83,6 +85,17 @@ pub enum EmitError {
     NotDurable {
         /// Why the spool cannot write.
         reason: String,
+    },
+    /// The events were appended but are not durable after `waited` (the
+    /// bound the caller set): the disk is slow. They are held in memory
+    /// only, so retry, as for [`NotDurable`](Self::NotDurable).
+    #[error(
+        "the events are not durable after {}: the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
+        humantime::format_duration(*.waited)
+    )]
+    SlowDisk {
+        /// How long the caller waited.
+        waited: Duration,
     },
 }
 
@@ -334,39 +347,18 @@ impl Relay {
     /// is durable, use [`emit_durable`](Self::emit_durable) or
     /// [`durable`](Self::durable).
     pub fn emit(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let record = self.record(event)?;
-        self.append(vec![record], Via::Api, false)
-    }
-
-    /// One event validated and encoded, or refused (and counted).
-    fn record(&self, event: AuditEventEnvelope) -> Result<Record, EmitError> {
-        Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
-            self.inner.metrics.rejected(Via::Api, "invalid", 1);
-            EmitError::Invalid {
-                index: None,
-                errors,
-            }
-        })
+        let arrivals = Arrivals::one(self.inner.limits, event);
+        Ok(self.admit(arrivals, Via::Api, Refusals::RefuseAll)?.receipt)
     }
 
     /// Accepts a batch atomically: all events, or none if any is invalid
     /// or the spool is full.
     pub fn emit_batch(&self, events: Vec<AuditEventEnvelope>) -> Result<Receipt, EmitError> {
-        let count = events.len() as u64;
-        let records = events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| {
-                Record::from_envelope(event, &self.inner.limits).map_err(|errors| {
-                    EmitError::Invalid {
-                        index: Some(index),
-                        errors,
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .inspect_err(|_| self.inner.metrics.rejected(Via::Api, "invalid", count))?;
-        self.append(records, Via::Api, false)
+        let mut arrivals = Arrivals::new(self.inner.limits);
+        for (index, event) in events.into_iter().enumerate() {
+            arrivals.push(index, event);
+        }
+        Ok(self.admit(arrivals, Via::Api, Refusals::RefuseAll)?.receipt)
     }
 
     /// Accepts one event and waits until it is durable under
@@ -374,10 +366,11 @@ impl Relay {
     /// [`EmitError::NotDurable`] if it starts failing before the event is
     /// safe.
     pub async fn emit_durable(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let record = self.record(event)?;
-        let receipt = self.append(vec![record], Via::Api, true)?;
-        self.durable(&receipt).await?;
-        Ok(receipt)
+        let arrivals = Arrivals::one(self.inner.limits, event);
+        let admitted = self
+            .admit_durable(arrivals, Via::Api, Refusals::RefuseAll, None)
+            .await?;
+        Ok(admitted.receipt)
     }
 
     /// Waits until the events of `receipt` are durable under
@@ -401,29 +394,18 @@ impl Relay {
         }
     }
 
-    /// Appends already-normalized records that the caller will wait on to
-    /// be durable (the ingest endpoints): refused at once while the spool
-    /// cannot write.
-    pub(crate) fn accept(&self, records: Vec<Record>, via: Via) -> Result<Receipt, EmitError> {
-        self.append(records, via, true)
-    }
-
-    fn append(
+    /// Counts what appending `records` came to.
+    fn appended(
         &self,
-        records: Vec<Record>,
+        records: &[Record],
+        appended: Result<Range<u64>, SpoolError>,
         via: Via,
-        only_if_writable: bool,
     ) -> Result<Receipt, EmitError> {
         let count = records.len() as u64;
-        let appended = if only_if_writable {
-            self.inner.spool.append_if_writable(&records)
-        } else {
-            self.inner.spool.append(&records)
-        };
         match appended {
             Ok(seqs) => {
                 self.inner.metrics.accepted(via, count);
-                self.inner.recent.note(&records, &self.inner.metrics);
+                self.inner.recent.note(records, &self.inner.metrics);
                 Ok(Receipt { seqs })
             }
             Err(error) => {
@@ -447,11 +429,6 @@ impl Relay {
     /// The relay's metrics (the ingest endpoints add theirs).
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
-    }
-
-    /// Counts events refused before they reached [`accept`](Self::accept).
-    pub(crate) fn count_rejected(&self, via: Via, reason: &'static str, events: u64) {
-        self.inner.metrics.rejected(via, reason, events);
     }
 
     /// The envelope limits events are checked against.

@@ -314,8 +314,10 @@ struct Shared {
     state: Mutex<State>,
     /// The writer waits here for work.
     writer_wake: Condvar,
-    /// Blocked appends wait here for room.
+    /// Blocked appends wait here for room ([`Spool::append`])...
     room: Condvar,
+    /// ...and async ones here ([`Spool::append_when_room`]).
+    room_async: tokio::sync::Notify,
     durable: watch::Sender<Progress>,
     options: SpoolOptions,
     /// What record checksums are keyed with ([`format::FrameKey`]).
@@ -324,6 +326,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// Wakes every append waiting for room (or for the spool to close).
+    fn room_freed(&self) {
+        self.room.notify_all();
+        self.room_async.notify_waiters();
+    }
+
     /// Records whether the spool can write now (`None`: it can), for
     /// appends and for everyone waiting on durability.
     fn set_write_error(&self, error: Option<String>) {
@@ -426,6 +434,7 @@ impl Spool {
             }),
             writer_wake: Condvar::new(),
             room: Condvar::new(),
+            room_async: tokio::sync::Notify::new(),
             durable,
             options,
             key,
@@ -448,20 +457,40 @@ impl Spool {
     /// All or none: a refused append keeps nothing. While the disk fails,
     /// events wait in memory (up to `max_pending_bytes`).
     pub fn append(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
-        self.append_with(records, false)
+        self.append_with(records, false, true)
     }
 
     /// Appends events as [`append`](Self::append) does, but refuses them at
-    /// once while the spool cannot write: for callers that will wait for
-    /// the events to be durable, which they would not become.
-    pub fn append_if_writable(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
-        self.append_with(records, true)
+    /// once while the spool cannot write (for callers that will wait for
+    /// the events to be durable, which they would not become), and waits
+    /// for room ([`WhenFull::Block`]) without blocking the thread: for
+    /// callers on an async runtime's I/O threads.
+    pub async fn append_when_room(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
+        let deadline = tokio::time::Instant::now() + self.shared.options.block_timeout;
+        loop {
+            // Registered before looking, so room freed in between is seen.
+            let room = self.shared.room_async.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.append_with(records, true, false) {
+                Err(SpoolError::Full { .. })
+                    if self.shared.options.when_full == WhenFull::Block
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    let _ = tokio::time::timeout_at(deadline, room).await;
+                }
+                appended => return appended,
+            }
+        }
     }
 
+    /// `may_block`: with [`WhenFull::Block`], wait for room on the
+    /// condition variable (else report the spool full at once).
     fn append_with(
         &self,
         records: &[Record],
         only_if_writable: bool,
+        may_block: bool,
     ) -> Result<Range<u64>, SpoolError> {
         let size: u64 = records
             .iter()
@@ -504,7 +533,7 @@ impl Spool {
                 }
                 WhenFull::Block => {
                     let now = Instant::now();
-                    if now >= deadline {
+                    if now >= deadline || !may_block {
                         return Err(SpoolError::Full {
                             used: state.used_bytes(),
                             capacity,
@@ -717,7 +746,7 @@ impl Spool {
         state.closed = true;
         state.wake_readers();
         self.shared.writer_wake.notify_one();
-        self.shared.room.notify_all();
+        self.shared.room_freed();
     }
 
     /// Whether [`close`](Self::close) was called.

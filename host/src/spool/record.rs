@@ -19,18 +19,11 @@ impl Record {
     /// Validates an envelope and turns it into a record. The envelope is
     /// encoded once, canonically.
     pub fn from_envelope(
-        event: AuditEventEnvelope,
+        event: &AuditEventEnvelope,
         limits: &Limits,
     ) -> Result<Self, ValidationErrors> {
         let json = event.to_validated_json(limits)?;
-        Ok(Self::with_json(&event, &json))
-    }
-
-    /// A record of an envelope the caller already validated against the
-    /// relay's limits (e.g. parsed with `AuditEventEnvelope::from_json_with`).
-    pub fn from_validated(event: AuditEventEnvelope) -> Self {
-        let json = event.to_canonical_json();
-        Self::with_json(&event, &json)
+        Ok(Self::with_json(event, &json))
     }
 
     /// A record of an event as a plugin would see it.

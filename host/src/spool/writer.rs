@@ -649,7 +649,7 @@ impl Writer {
         if let Some(end) = delete_before {
             let mut state = self.shared.lock();
             if state.delete_segments_before(end) {
-                self.shared.room.notify_all();
+                self.shared.room_freed();
             }
         }
     }

@@ -67,14 +67,38 @@ pub fn from_cloudevent_json(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<AuditEventEnvelope, EnvelopeError> {
+    validated(read_cloudevent_json(bytes)?, limits)
+}
+
+/// Reads one CloudEvent from its JSON bytes strictly, as
+/// [`from_cloudevent_json`] does, without checking the envelope's rules
+/// (see [`AuditEventEnvelope::read_json`]).
+pub fn read_cloudevent_json(bytes: &[u8]) -> Result<AuditEventEnvelope, EnvelopeError> {
     super::strict::check(bytes).map_err(EnvelopeError::from)?;
     let event: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::syntax(&e))?;
-    from_cloudevent(event, limits)
+    read_cloudevent(event)
 }
 
 /// Reads one CloudEvent (JSON parsed from bytes that passed
 /// [`strict::check`](super::strict::check)) into a validated envelope.
 pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeError> {
+    validated(read_cloudevent(event)?, limits)
+}
+
+fn validated(
+    envelope: AuditEventEnvelope,
+    limits: &Limits,
+) -> Result<AuditEventEnvelope, EnvelopeError> {
+    envelope
+        .validate_with(limits)
+        .map_err(EnvelopeError::Invalid)?;
+    Ok(envelope)
+}
+
+/// Reads one CloudEvent into an envelope without checking the envelope's
+/// rules (see [`AuditEventEnvelope::read_json`]); what is wrong with it as
+/// a CloudEvent is refused here.
+pub fn read_cloudevent(event: Value) -> Result<AuditEventEnvelope, EnvelopeError> {
     let Value::Object(mut event) = event else {
         return Err(shape("(event)", "a CloudEvent must be a JSON object"));
     };
@@ -145,7 +169,7 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
         }
     }
     let mut envelope =
-        AuditEventEnvelope::from_value(Value::Object(data), limits).map_err(|e| match e {
+        AuditEventEnvelope::read_value(Value::Object(data)).map_err(|e| match e {
             EnvelopeError::Shape { field, message }
                 if !ATTRIBUTE_KEYS.contains(&field.as_str()) =>
             {
@@ -194,9 +218,6 @@ pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelo
     if !clashes.is_empty() {
         return Err(EnvelopeError::Invalid(ValidationErrors(clashes)));
     }
-    envelope
-        .validate_with(limits)
-        .map_err(EnvelopeError::Invalid)?;
     Ok(envelope)
 }
 

@@ -100,6 +100,19 @@ impl AuditEventEnvelope {
     /// Decodes and validates one envelope from JSON: the bytes must pass
     /// [`strict::check`] first.
     pub fn from_json_with(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
+        let envelope = Self::read_json(bytes)?;
+        envelope
+            .validate_with(limits)
+            .map_err(EnvelopeError::Invalid)?;
+        Ok(envelope)
+    }
+
+    /// Reads one envelope from JSON — strictly ([`strict::check`]), with
+    /// every field in its place — without checking the envelope's rules:
+    /// for a caller that validates next, as
+    /// [`to_validated_json`](Self::to_validated_json) does while it
+    /// encodes (the relay's intake: one encoding per event, not two).
+    pub fn read_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         strict::check(bytes).map_err(EnvelopeError::from)?;
         // Tracking the path costs as much as a third of the decode: only a
         // refusal reads it again to name the field.
@@ -114,9 +127,6 @@ impl AuditEventEnvelope {
                 envelope
             }
         };
-        envelope
-            .validate_with(limits)
-            .map_err(EnvelopeError::Invalid)?;
         Ok(envelope)
     }
 
@@ -124,12 +134,18 @@ impl AuditEventEnvelope {
     /// (a value parsed from bytes that passed [`strict::check`]; duplicate
     /// keys and inexact numbers can no longer be seen here).
     pub fn from_value(value: serde_json::Value, limits: &Limits) -> Result<Self, EnvelopeError> {
-        let envelope: AuditEventEnvelope = serde_path_to_error::deserialize(value)
-            .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))?;
+        let envelope = Self::read_value(value)?;
         envelope
             .validate_with(limits)
             .map_err(EnvelopeError::Invalid)?;
         Ok(envelope)
+    }
+
+    /// Reads one envelope from a parsed JSON value without checking its
+    /// rules (see [`read_json`](Self::read_json)).
+    pub fn read_value(value: serde_json::Value) -> Result<Self, EnvelopeError> {
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))
     }
 }
 

@@ -32,7 +32,7 @@ impl Default for Limits {
 }
 
 /// One violated rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ValidationError {
     /// Dotted path of the offending field, e.g. `actor.email`.
     pub field: String,

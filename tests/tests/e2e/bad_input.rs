@@ -332,6 +332,18 @@ circuit_open_for = "200ms"
         .unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
+    // A body of only invalid events is answered for its events, full
+    // spool or not: retrying it would never help.
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&[serde_json::json!({"id": "not-an-envelope"})])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"], 0);
+    assert_eq!(answer["rejected"][0]["id"], "not-an-envelope");
 
     // Once the stuck plugin recovers, everything accepted is delivered.
     assert!(relay.idle(Duration::from_secs(30)).await);

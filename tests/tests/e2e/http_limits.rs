@@ -421,3 +421,88 @@ max_wait = "20ms"
         relay.log()
     );
 }
+
+/// `spool.when_full = "block"` with the spool full: requests waiting for
+/// room hold no server thread, so `/healthz` (and every other request)
+/// is answered at once meanwhile, on a server with two threads and more
+/// waiting requests than that; the waiting ones get their `503` once
+/// `block_timeout` has passed, naming the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_room_in_a_full_spool_hold_no_server_thread() {
+    let home = Home::with_plugins(&["faulty"]);
+    let until = jiff::Timestamp::now() + Duration::from_secs(600);
+    let config = home.config(&format!(
+        r#"
+[relay]
+max_event_bytes = "4KiB"
+shutdown_timeout = "1s"
+[spool]
+segment_size = "64KiB"
+max_size = "256KiB"
+when_full = "block"
+block_timeout = "2s"
+[plugins.stuck]
+plugin = "faulty"
+[plugins.stuck.config]
+fault = "retryable"
+fault_until = "{until}"
+"#
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let ingest = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let addr = ingest.local_addr().unwrap();
+    tokio::spawn(ingest.serve(std::future::pending()));
+    // Fill the spool (the last emit waits block_timeout, off the runtime).
+    let filler = relay.clone();
+    let filled = tokio::task::spawn_blocking(move || {
+        (0..10_000).find(|&i| filler.emit(sample_envelope(i)).is_err())
+    })
+    .await
+    .unwrap();
+    assert!(filled.is_some(), "the spool never filled");
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/events");
+    let waiting: Vec<_> = (0..6)
+        .map(|i| {
+            let request = client.post(&url).json(&[sample_envelope(20_000 + i)]);
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let answer = request.send().await.unwrap();
+                (answer, sent.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let health = client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        let took = asked.elapsed();
+        assert_eq!(health.status(), 200);
+        assert!(
+            took < Duration::from_secs(1),
+            "/healthz waited {took:?} behind requests waiting for room (block_timeout 2s)"
+        );
+    }
+    for request in waiting {
+        let (answer, took) = request.await.unwrap();
+        // Each waited its own block_timeout, side by side, not in turn
+        // behind others holding the threads.
+        assert!(
+            took < Duration::from_millis(3500),
+            "a request waiting for room was answered after {took:?} (block_timeout 2s)"
+        );
+        assert_eq!(answer.status(), 503);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["accepted"], 0);
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("spool.max_size"), "{error}");
+    }
+    relay.shutdown().await;
+}

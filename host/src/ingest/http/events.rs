@@ -30,15 +30,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{Api, refuse};
-use crate::ingest::decode::{self, Format, Rejection};
+use crate::ingest::decode::{self, Format};
 use crate::metrics::Via;
-use crate::relay::EmitError;
+use crate::relay::{EmitError, Refusals, Refused};
 use crate::spool::SpoolError;
 
 #[derive(Serialize)]
 struct Answer {
     accepted: usize,
-    rejected: Vec<Rejection>,
+    rejected: Vec<Refused>,
 }
 
 pub(super) async fn post_events(
@@ -61,50 +61,47 @@ pub(super) async fn post_events(
         Ok(read) => read,
         Err(refusal) => return refusal,
     };
-    let relay = api.relay.clone();
-    // Decoding a large batch takes milliseconds: keep it off the I/O threads.
-    let decoded =
-        tokio::task::spawn_blocking(move || decode::decode(&bytes, format, relay.limits())).await;
-    let decoded = match decoded {
-        Ok(Ok(decoded)) => decoded,
-        Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error),
-        Err(error) => {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("decoding failed: {error}"),
-            );
-        }
-    };
-    let accepted = decoded.records.len();
-    if !decoded.rejected.is_empty() {
-        api.relay
-            .count_rejected(Via::Http, "invalid", decoded.rejected.len() as u64);
-    }
-    if accepted > 0 {
-        let receipt = match api.relay.accept(decoded.records, Via::Http) {
-            Ok(receipt) => receipt,
-            Err(error) => return unavailable(&error),
-        };
-        match tokio::time::timeout(api.ack_timeout, api.relay.durable(&receipt)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return unavailable(&error),
-            Err(_) => {
-                let error = format!(
-                    "the events are not durable after {} (ingest.http.ack_timeout): the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
-                    humantime::format_duration(api.ack_timeout)
+    let limits = *api.relay.limits();
+    // Reading a large batch takes milliseconds: keep it off the I/O threads.
+    let arrivals =
+        match tokio::task::spawn_blocking(move || decode::decode(&bytes, format, limits)).await {
+            Ok(Ok(arrivals)) => arrivals,
+            Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error),
+            Err(error) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decoding failed: {error}"),
                 );
-                return unavailable_with(error, false);
             }
+        };
+    let admitted = api
+        .relay
+        .admit_durable(
+            arrivals,
+            Via::Http,
+            Refusals::TakeTheValid,
+            Some(api.ack_timeout),
+        )
+        .await;
+    let admitted = match admitted {
+        Ok(admitted) => admitted,
+        Err(EmitError::SlowDisk { waited }) => {
+            let error = format!(
+                "the events are not durable after {} (ingest.http.ack_timeout): the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
+                humantime::format_duration(waited)
+            );
+            return unavailable_with(error, false);
         }
-    }
-    let status = if decoded.rejected.is_empty() {
+        Err(error) => return unavailable(&error),
+    };
+    let status = if admitted.refused.is_empty() {
         StatusCode::ACCEPTED
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
     let answer = Answer {
-        accepted,
-        rejected: decoded.rejected,
+        accepted: admitted.receipt.len(),
+        rejected: admitted.refused,
     };
     (status, axum::Json(answer)).into_response()
 }

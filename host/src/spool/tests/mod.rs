@@ -177,19 +177,7 @@ async fn a_full_spool_refuses_whole_appends_by_default() {
 #[tokio::test]
 async fn a_blocking_spool_waits_for_room() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(dir.path());
-    opts.max_bytes = 8 * 1024;
-    opts.when_full = WhenFull::Block;
-    opts.block_timeout = Duration::from_secs(10);
-    let (spool, _) = Spool::open(opts).unwrap();
-    let spool = Arc::new(spool);
-    let consumer = spool.consumer("p", StartFrom::Now, true);
-    let mut next = 0;
-    while spool.stats().disk_bytes + spool.stats().pending_bytes < 7 * 1024 {
-        spool.append(&records(next..next + 1)).unwrap();
-        next += 1;
-    }
-    written(&spool).await;
+    let (spool, consumer, next) = nearly_full(dir.path(), Duration::from_secs(10)).await;
     let blocked = std::thread::spawn({
         let spool = spool.clone();
         move || spool.append(&records(next..next + 20))
@@ -199,6 +187,79 @@ async fn a_blocking_spool_waits_for_room() {
     let mut reader = spool.reader(consumer);
     drain(&spool, consumer, &mut reader).await;
     assert_eq!(blocked.join().unwrap().unwrap(), next..next + 20);
+}
+
+/// A spool of 8 KiB holding 7 KiB, blocking appends for `block_timeout`;
+/// the next sequence number.
+async fn nearly_full(dir: &Path, block_timeout: Duration) -> (Arc<Spool>, ConsumerId, u64) {
+    let mut opts = options(dir);
+    opts.max_bytes = 8 * 1024;
+    opts.when_full = WhenFull::Block;
+    opts.block_timeout = block_timeout;
+    let (spool, _) = Spool::open(opts).unwrap();
+    let spool = Arc::new(spool);
+    let consumer = spool.consumer("p", StartFrom::Now, true);
+    let mut next = 0;
+    while spool.stats().disk_bytes + spool.stats().pending_bytes < 7 * 1024 {
+        spool.append(&records(next..next + 1)).unwrap();
+        next += 1;
+    }
+    written(&spool).await;
+    (spool, consumer, next)
+}
+
+/// On a one-thread runtime (an HTTP server's I/O thread), an append
+/// waiting for room leaves the thread free: another task keeps running
+/// meanwhile, and makes the room the append then takes.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_append_waits_for_room_without_holding_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, consumer, next) = nearly_full(dir.path(), Duration::from_secs(10)).await;
+    let waiting = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.append_when_room(&records(next..next + 20)).await }
+    });
+    let mut ticks = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ticks += 1;
+    }
+    assert_eq!(ticks, 10, "the thread kept serving other tasks");
+    assert!(!waiting.is_finished(), "the append waits for room");
+    let mut reader = spool.reader(consumer);
+    drain(&spool, consumer, &mut reader).await;
+    let appended = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("freed room wakes the append")
+        .unwrap();
+    assert_eq!(appended.unwrap(), next..next + 20);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_append_gives_up_at_block_timeout_and_a_closed_spool_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _, next) = nearly_full(dir.path(), Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let refused = spool.append_when_room(&records(next..next + 20)).await;
+    assert!(
+        matches!(refused, Err(SpoolError::Full { .. })),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _, next) = nearly_full(dir.path(), Duration::from_secs(30)).await;
+    let waiting = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.append_when_room(&records(next..next + 20)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    spool.close();
+    let closed = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("closing wakes a waiting append")
+        .unwrap();
+    assert!(matches!(closed, Err(SpoolError::Closed)), "{closed:?}");
 }
 
 #[tokio::test]

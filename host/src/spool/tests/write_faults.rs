@@ -72,7 +72,7 @@ async fn a_failing_write_answers_waiters_at_once_and_refuses_durable_appends() {
         Confirmation::Failing(reason) => assert!(reason.contains("No space left"), "{reason}"),
         other => panic!("the events are in memory only, yet: {other:?}"),
     }
-    match spool.append_if_writable(&records(11..12)) {
+    match spool.append_when_room(&records(11..12)).await {
         Err(SpoolError::Unwritable(reason)) => assert!(reason.contains("No space left")),
         other => panic!("an append that needs durability must be refused: {other:?}"),
     }
@@ -82,7 +82,10 @@ async fn a_failing_write_answers_waiters_at_once_and_refuses_durable_appends() {
     plan.on.store(false, Ordering::SeqCst);
     wait_until_writable(&spool).await;
     assert_eq!(confirmation(&spool, 11).await, Confirmation::Durable);
-    assert_eq!(spool.append_if_writable(&records(12..13)).unwrap(), 12..13);
+    assert_eq!(
+        spool.append_when_room(&records(12..13)).await.unwrap(),
+        12..13
+    );
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
     written(&spool).await;
     let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
@@ -112,7 +115,7 @@ async fn a_failing_sync_is_never_announced_as_durable() {
         Confirmation::Durable
     );
     assert!(spool.write_error().is_none());
-    assert_eq!(spool.append_if_writable(&records(6..7)).unwrap(), 6..7);
+    assert_eq!(spool.append_when_room(&records(6..7)).await.unwrap(), 6..7);
 }
 
 #[tokio::test]
@@ -136,7 +139,7 @@ async fn a_segment_roll_that_fails_half_way_leaves_nothing_in_the_way() {
         Confirmation::Durable
     );
     assert_eq!(
-        spool.append_if_writable(&records(200..201)).unwrap(),
+        spool.append_when_room(&records(200..201)).await.unwrap(),
         200..201
     );
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
@@ -201,7 +204,7 @@ async fn records_a_failed_sync_dropped_are_never_called_durable() {
     let error = spool.write_error().expect("still failing");
     assert!(error.contains("lost after a failed sync"), "{error}");
     assert!(matches!(
-        spool.append_if_writable(&records(6..7)),
+        spool.append_when_room(&records(6..7)).await,
         Err(SpoolError::Unwritable(_))
     ));
 }

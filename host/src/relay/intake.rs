@@ -1,0 +1,208 @@
+//! The one way in. Every door — [`Relay::emit`] and its kin, `POST
+//! /v1/events`, and the sources to come — gathers its events as
+//! [`Arrivals`] and hands them to [`Relay::admit`] (or
+//! [`Relay::admit_durable`]), which counts, refuses or appends them the
+//! same way whatever the door.
+//!
+//! An arriving event is validated and encoded as canonical JSON here, once
+//! ([`Arrivals::push`]); what a door read from bytes and could not make an
+//! envelope of arrives already refused ([`Arrivals::refuse`]). Each door
+//! says what the events that break the rules mean for the others
+//! ([`Refusals`]).
+
+use std::time::Duration;
+
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationError};
+use serde::Serialize;
+
+use super::{EmitError, Receipt, Relay};
+use crate::metrics::Via;
+use crate::spool::Record;
+
+/// Why one arriving event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Refused {
+    /// Its position among the arrivals (a batch's index, a body's line).
+    pub index: usize,
+    /// Its `id`, if it had a readable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Every rule it broke.
+    pub errors: Vec<ValidationError>,
+}
+
+/// The events one call of a door brought: each accepted one validated and
+/// encoded, each refused one with why, in arrival order.
+#[derive(Debug)]
+pub(crate) struct Arrivals {
+    limits: Limits,
+    records: Vec<Record>,
+    refused: Vec<Refused>,
+    /// One event on its own ([`Relay::emit`]): its refusal names no index.
+    single: bool,
+}
+
+impl Arrivals {
+    /// No events yet; they will be checked against `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Arrivals {
+            limits,
+            records: Vec::new(),
+            refused: Vec::new(),
+            single: false,
+        }
+    }
+
+    /// One event on its own.
+    pub fn one(limits: Limits, event: AuditEventEnvelope) -> Self {
+        let mut arrivals = Arrivals::new(limits);
+        arrivals.single = true;
+        arrivals.push(0, event);
+        arrivals
+    }
+
+    /// The envelope at `index`: validated and encoded once, or refused.
+    pub fn push(&mut self, index: usize, event: AuditEventEnvelope) {
+        match Record::from_envelope(&event, &self.limits) {
+            Ok(record) => self.records.push(record),
+            Err(errors) => self.refused.push(Refused {
+                index,
+                // Long ids are refused for their length: not shown back.
+                id: Some(event.id).filter(|id| id.len() <= 128),
+                errors: errors.0,
+            }),
+        }
+    }
+
+    /// An event that could not be read as an envelope at all.
+    pub fn refuse(&mut self, refused: Refused) {
+        self.refused.push(refused);
+    }
+
+    /// The events accepted so far.
+    #[cfg(test)]
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The events refused so far.
+    #[cfg(test)]
+    pub fn refused(&self) -> &[Refused] {
+        &self.refused
+    }
+}
+
+/// What refused events mean for the other events of the same call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusals {
+    /// None is taken: the call is all or nothing ([`Relay::emit_batch`]).
+    RefuseAll,
+    /// The valid ones are taken; the answer lists the others (HTTP `422`).
+    TakeTheValid,
+}
+
+/// What a door's call achieved.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    /// Where the accepted events are in the spool.
+    pub receipt: Receipt,
+    /// The events refused (none with [`Refusals::RefuseAll`]).
+    pub refused: Vec<Refused>,
+}
+
+impl Admitted {
+    /// Every arrival was refused: answered without asking the spool, which
+    /// may be failing (the answer is about the events, not the disk).
+    fn none_of(refused: Vec<Refused>) -> Self {
+        Admitted {
+            receipt: Receipt { seqs: 0..0 },
+            refused,
+        }
+    }
+}
+
+impl Relay {
+    /// Takes `arrivals` in: counts the refused ones, and appends the rest
+    /// (all or nothing) unless `refusals` says a refusal refuses the call.
+    /// Never waits for the disk; with `spool.when_full = "block"` it waits
+    /// up to `block_timeout` for room, on this thread.
+    pub(crate) fn admit(
+        &self,
+        arrivals: Arrivals,
+        via: Via,
+        refusals: Refusals,
+    ) -> Result<Admitted, EmitError> {
+        let (records, refused) = self.sort_out(arrivals, via, refusals)?;
+        if records.is_empty() && !refused.is_empty() {
+            return Ok(Admitted::none_of(refused));
+        }
+        let appended = self.inner.spool.append(&records);
+        let receipt = self.appended(&records, appended, via)?;
+        Ok(Admitted { receipt, refused })
+    }
+
+    /// Takes `arrivals` in as [`admit`](Self::admit) does and waits until
+    /// the accepted ones are durable under `spool.durability`, at most
+    /// `durable_within` once they are appended ([`EmitError::SlowDisk`]
+    /// past it). Refused at once while the spool cannot write (they would
+    /// not become durable); waiting for room or for the disk never blocks
+    /// the thread.
+    pub(crate) async fn admit_durable(
+        &self,
+        arrivals: Arrivals,
+        via: Via,
+        refusals: Refusals,
+        durable_within: Option<Duration>,
+    ) -> Result<Admitted, EmitError> {
+        let (records, refused) = self.sort_out(arrivals, via, refusals)?;
+        if records.is_empty() && !refused.is_empty() {
+            return Ok(Admitted::none_of(refused));
+        }
+        let appended = self.inner.spool.append_when_room(&records).await;
+        let receipt = self.appended(&records, appended, via)?;
+        match durable_within {
+            None => self.durable(&receipt).await?,
+            Some(waited) => tokio::time::timeout(waited, self.durable(&receipt))
+                .await
+                .map_err(|_| EmitError::SlowDisk { waited })??,
+        }
+        Ok(Admitted { receipt, refused })
+    }
+
+    /// Counts the refused arrivals; the records to append, or the refusal
+    /// of the whole call.
+    fn sort_out(
+        &self,
+        arrivals: Arrivals,
+        via: Via,
+        refusals: Refusals,
+    ) -> Result<(Vec<Record>, Vec<Refused>), EmitError> {
+        let Arrivals {
+            records,
+            mut refused,
+            single,
+            ..
+        } = arrivals;
+        if refused.is_empty() {
+            return Ok((records, refused));
+        }
+        match refusals {
+            Refusals::TakeTheValid => {
+                self.inner
+                    .metrics
+                    .rejected(via, "invalid", refused.len() as u64);
+                Ok((records, refused))
+            }
+            Refusals::RefuseAll => {
+                let events = records.len() + refused.len();
+                self.inner.metrics.rejected(via, "invalid", events as u64);
+                refused.sort_by_key(|r| r.index);
+                let first = refused.swap_remove(0);
+                Err(EmitError::Invalid {
+                    index: (!single).then_some(first.index),
+                    errors: auditrelay_plugin_api::envelope::ValidationErrors(first.errors),
+                })
+            }
+        }
+    }
+}
