@@ -147,6 +147,16 @@ pub enum AnyExporter {
 }
 
 impl AnyExporter {
+    /// Ends the live instance (its answer was a fault); the next call
+    /// starts a fresh one, as after a crash.
+    async fn retire(&mut self) {
+        match self {
+            AnyExporter::Wasm(e) => e.retire(),
+            AnyExporter::InProcess(e) => e.retire(),
+            AnyExporter::Process(e) => e.retire().await,
+        }
+    }
+
     /// The instance's services: every answer passes their
     /// [admission](services::PluginServices::admit_delivery).
     fn services(&self) -> &services::PluginServices {
@@ -159,7 +169,9 @@ impl AnyExporter {
 }
 
 /// Whatever kind of instance answers, its answer is admitted in one place:
-/// masked, capped, and checked for being possible at all.
+/// masked, capped, and checked for being possible at all. An impossible
+/// answer is a fault like a crash, in every kind: the instance that gave
+/// it is not trusted with another call, and the next one starts afresh.
 impl Exporter for AnyExporter {
     async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
         let answer = match self {
@@ -167,7 +179,12 @@ impl Exporter for AnyExporter {
             AnyExporter::InProcess(e) => e.deliver(batch).await,
             AnyExporter::Process(e) => e.deliver(batch).await,
         };
-        self.services().admit_delivery(batch.len(), answer)
+        let answered = answer.is_ok();
+        let admitted = self.services().admit_delivery(batch.len(), answer);
+        if answered && matches!(admitted, Err(CallError::Fault(_))) {
+            self.retire().await;
+        }
+        admitted
     }
 
     async fn flush(&mut self) -> Result<(), CallError> {

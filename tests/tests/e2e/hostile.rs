@@ -508,6 +508,16 @@ async fn an_impossible_answer_is_one_fault_and_shutdown_keeps_its_deadline() {
             .contains("2000000 rejected events for a batch of"),
         "{fault}"
     );
+    // A fault like a crash: the instance that answered so is replaced.
+    let restarts = "auditrelay_plugin_restarts_total{plugin=\"bad-answers\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&relay.metrics_text(), restarts).unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the instance giving impossible answers was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     relay.shutdown().await;
     let took = started.elapsed();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
 use auditrelay_tests::{
-    Home, RelayProcess, compile_c_plugin, free_port, logs, ndjson_lines, sample_envelope,
+    Home, RelayProcess, compile_c_plugin, free_port, logs, metric, ndjson_lines, sample_envelope,
 };
 
 /// A home with the `file` plugin and the hostile C plugin, and the config
@@ -197,4 +197,48 @@ async fn replies_forged_on_the_protocol_pipe_count_for_nothing() {
         "forged acceptances counted: {attacker:?}"
     );
     relay.shutdown().await;
+}
+
+/// The same plugin bug gets the same handling in every kind of instance:
+/// an answer rejecting an event the batch does not hold is a fault, and
+/// the instance that gave it is replaced, as after a crash — in a runner
+/// process as in the relay's own process (the WASM case is in
+/// `hostile.rs`). A healthy instance beside it gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impossible_answer_replaces_the_instance_in_either_isolation() {
+    for isolation in ["process", "in-process"] {
+        let (home, tables) = home_with("bad_rejections", &format!("isolation = \"{isolation}\""));
+        let relay = Relay::start(home.config(&tables)).await.unwrap();
+        for i in 0..10 {
+            relay.emit(sample_envelope(i)).unwrap();
+        }
+        let restarts = "auditrelay_plugin_restarts_total{plugin=\"attacker\"}";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(&relay.metrics_text(), restarts).unwrap_or(0.0) < 2.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{isolation}: the instance was not replaced after impossible answers: {:#?}",
+                relay.status().plugin("attacker")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let attacker = relay.status().plugin("attacker").unwrap().clone();
+        assert_eq!(attacker.delivered, 0, "{isolation}: {attacker:#?}");
+        assert!(
+            attacker
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("impossible rejection list")),
+            "{isolation}: {attacker:#?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ndjson_lines(&home.join("healthy")).len() < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "{isolation}: the healthy instance fell behind"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        relay.shutdown().await;
+    }
 }

@@ -95,12 +95,17 @@ impl InProcessInstance {
     /// After a fault the plugin's state is suspect: release it, and let
     /// the next call start afresh.
     fn settle<T>(&mut self, result: Result<T, CallError>) -> Result<T, CallError> {
-        if let Err(CallError::Fault(_)) = &result
-            && let Some(handle) = self.handle.take()
-        {
-            self.library.shutdown(handle);
+        if let Err(CallError::Fault(_)) = &result {
+            self.retire();
         }
         result
+    }
+
+    /// Releases the live instance: the next call starts a fresh one.
+    pub(crate) fn retire(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.library.shutdown(handle);
+        }
     }
 }
 

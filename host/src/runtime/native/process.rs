@@ -376,12 +376,17 @@ impl ChildInstance {
     /// A plugin that reported a panic is not trusted with another call:
     /// its runner goes, and the next call starts a fresh one.
     async fn settle<T>(&mut self, result: Result<T, CallError>) -> Result<T, CallError> {
-        if let Err(CallError::Fault(_)) = &result
-            && let Some(mut runner) = self.live.take()
-        {
-            let _ = runner.child.kill().await;
+        if let Err(CallError::Fault(_)) = &result {
+            self.retire().await;
         }
         result
+    }
+
+    /// Kills the live runner: the next call starts a fresh one.
+    pub(crate) async fn retire(&mut self) {
+        if let Some(mut runner) = self.live.take() {
+            let _ = runner.child.kill().await;
+        }
     }
 }
 

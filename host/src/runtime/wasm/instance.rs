@@ -127,11 +127,12 @@ impl WasmInstance {
                 classify::classify(&error, evidence)
             }
         };
-        self.discard();
+        self.retire();
         Err(fault)
     }
 
-    fn discard(&mut self) {
+    /// Drops the live instance: the next call starts a fresh one.
+    pub(crate) fn retire(&mut self) {
         if let Some(live) = self.live.take() {
             live.store.data().stdout.finish();
             live.store.data().stderr.finish();
@@ -245,7 +246,7 @@ impl Exporter for WasmInstance {
                 tracing::warn!(plugin = &**self.sandbox.instance(), %fault, "plugin failed during shutdown");
             }
         }
-        self.discard();
+        self.retire();
     }
 }
 
