@@ -291,31 +291,32 @@ pub(crate) async fn start_instance(
     Ok((plugin, exporter))
 }
 
+/// Starts an instance of `plugin`, whatever its kind; a failure names the
+/// plugin's file.
 async fn start_exporter(
     plugin: &LoadedPlugin,
     settings: &PluginSettings,
     services: PluginServices,
     disk_reserve: u64,
 ) -> Result<AnyExporter, String> {
-    Ok(match plugin {
+    let (path, started) = match plugin {
         LoadedPlugin::Wasm(wasm) => {
             let sandbox = Sandbox::from_settings(settings, services, disk_reserve);
-            AnyExporter::Wasm(
-                WasmInstance::start(wasm.clone(), sandbox)
-                    .await
-                    .map_err(|e| format!("{}: {e}", wasm.path.display()))?,
-            )
+            let started = WasmInstance::start(wasm.clone(), sandbox).await;
+            (&wasm.path, started.map(AnyExporter::Wasm))
         }
         LoadedPlugin::Native(native) => {
             let settings = NativeSettings::from_settings(settings, services);
-            match settings.isolation {
-                Isolation::Process => {
-                    AnyExporter::Process(ChildInstance::start(&native.path, settings).await?)
-                }
+            let started = match settings.isolation {
+                Isolation::Process => ChildInstance::start(&native.path, settings)
+                    .await
+                    .map(AnyExporter::Process),
                 Isolation::InProcess => {
-                    AnyExporter::InProcess(InProcessInstance::start(&native.path, settings)?)
+                    InProcessInstance::start(&native.path, settings).map(AnyExporter::InProcess)
                 }
-            }
+            };
+            (&native.path, started)
         }
-    })
+    };
+    started.map_err(|error| format!("{}: {error}", path.display()))
 }

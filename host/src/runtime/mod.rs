@@ -90,6 +90,38 @@ async fn read_plugin_file(path: &Path, limits: &LoadLimits) -> Result<Vec<u8>, L
     tokio::fs::read(path).await.map_err(fail)
 }
 
+/// Why an instance could not be started (launched), whatever its kind. The relay
+/// tries again with backoff ([`CallError::Retryable`] once a started
+/// instance fails to restart).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LaunchError {
+    /// Where it runs could not be set up: its sandbox (`grant_dir` cannot
+    /// be opened), its library (cannot be loaded), its runner process
+    /// (cannot be spawned).
+    #[error("{0}")]
+    Setup(String),
+    /// The plugin's `init` refused the configuration.
+    #[error("init refused the configuration: {0}")]
+    Init(String),
+    /// The plugin crashed (or ran out of time) while starting.
+    #[error("crashed while starting: {0}")]
+    Fault(Fault),
+}
+
+impl LaunchError {
+    /// What a failed restart (after a fault) is for the call that needed
+    /// the instance: a crash is that call's fault; anything else may pass.
+    pub fn into_call_error(self) -> CallError {
+        match self {
+            LaunchError::Fault(fault) => CallError::Fault(fault),
+            other => CallError::Retryable {
+                message: format!("restarting the plugin after a fault failed: {other}"),
+                retry_after: None,
+            },
+        }
+    }
+}
+
 /// Why a call into a plugin did not succeed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallError {

@@ -214,7 +214,8 @@ path = "libwrong_abi.so"
     );
     let error = InProcessInstance::start(&library, native)
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(error.contains(expected), "{error}");
 }
 

@@ -15,7 +15,7 @@ use super::callbacks::vtable;
 use super::library::{Handle, NativeLibrary};
 use super::{NativeSettings, outcome};
 use crate::runtime::services::PluginServices;
-use crate::runtime::{CallError, Delivery, Exporter};
+use crate::runtime::{CallError, Delivery, Exporter, LaunchError};
 use crate::spool::Batch;
 
 /// A native instance running in the relay's process.
@@ -43,10 +43,9 @@ impl InProcessInstance {
 
 impl InProcessInstance {
     /// Loads the library (checking its ABI version) and starts an
-    /// instance; `Err` says why, naming the file.
-    pub fn start(path: &Path, settings: NativeSettings) -> Result<Self, String> {
-        let library =
-            NativeLibrary::open(path).map_err(|reason| format!("{}: {reason}", path.display()))?;
+    /// instance.
+    pub fn start(path: &Path, settings: NativeSettings) -> Result<Self, LaunchError> {
+        let library = NativeLibrary::open(path).map_err(LaunchError::Setup)?;
         let services = Box::new(settings.services.clone());
         let host = Box::new(vtable(&*services));
         let mut instance = InProcessInstance {
@@ -56,12 +55,7 @@ impl InProcessInstance {
             host,
             handle: None,
         };
-        instance.init().map_err(|reason| {
-            format!(
-                "{}: init refused the configuration: {reason}",
-                path.display()
-            )
-        })?;
+        instance.init().map_err(LaunchError::Init)?;
         Ok(instance)
     }
 
@@ -84,10 +78,8 @@ impl InProcessInstance {
             if let Some(metrics) = self.services.metrics() {
                 metrics.restart();
             }
-            self.init().map_err(|reason| CallError::Retryable {
-                message: format!("restarting the plugin after a fault failed: {reason}"),
-                retry_after: None,
-            })?;
+            self.init()
+                .map_err(|reason| LaunchError::Init(reason).into_call_error())?;
         }
         Ok(self.handle.as_mut().expect("set above"))
     }

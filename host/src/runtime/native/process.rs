@@ -26,7 +26,7 @@ use super::{NativeSettings, library, outcome};
 use crate::runtime::helper_program;
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
-use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo};
+use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, LaunchError, PluginInfo};
 use crate::spool::Batch;
 
 /// Environment variables a runner keeps; everything else (the relay's
@@ -281,23 +281,20 @@ impl ChildInstance {
     }
 
     /// Starts a runner for the library at `path` and initialises the
-    /// instance in it; `Err` says why, naming the file.
-    pub async fn start(path: &Path, settings: NativeSettings) -> Result<Self, String> {
+    /// instance in it.
+    pub async fn start(path: &Path, settings: NativeSettings) -> Result<Self, LaunchError> {
         let mut instance = ChildInstance {
             library: path.to_owned(),
             settings,
             live: None,
             request: Vec::new(),
         };
-        instance
-            .launch()
-            .await
-            .map_err(|reason| format!("{}: {reason}", path.display()))?;
+        instance.launch().await?;
         Ok(instance)
     }
 
     /// Starts a runner and the instance in it.
-    async fn launch(&mut self) -> Result<(), String> {
+    async fn launch(&mut self) -> Result<(), LaunchError> {
         let settings = &self.settings;
         let mut runner = Runner::spawn(
             &self.library,
@@ -307,7 +304,8 @@ impl ChildInstance {
                 settings.memory_limit.to_string(),
             ],
             Some(settings.memory_limit),
-        )?;
+        )
+        .map_err(LaunchError::Setup)?;
         let init = RunnerInit {
             instance: settings.instance().to_owned(),
             config: settings.config.clone(),
@@ -331,13 +329,11 @@ impl ChildInstance {
                 self.live = Some(runner);
                 Ok(())
             }
-            Ok((_, reason)) => Err(format!(
-                "init refused the configuration: {}",
-                settings.services.admit(&String::from_utf8_lossy(&reason))
+            Ok((_, reason)) => Err(LaunchError::Init(
+                settings.services.admit(&String::from_utf8_lossy(&reason)),
             )),
-            Err(broken) => Err(format!(
-                "crashed while starting: {}",
-                runner.end(broken, Some(settings.memory_limit)).await
+            Err(broken) => Err(LaunchError::Fault(
+                runner.end(broken, Some(settings.memory_limit)).await,
             )),
         }
     }
@@ -349,10 +345,7 @@ impl ChildInstance {
             if let Some(metrics) = self.settings.services.metrics() {
                 metrics.restart();
             }
-            self.launch().await.map_err(|reason| CallError::Retryable {
-                message: format!("restarting the plugin after a fault failed: {reason}"),
-                retry_after: None,
-            })?;
+            self.launch().await.map_err(LaunchError::into_call_error)?;
         }
         let runner = self.live.as_mut().expect("launched above");
         let id = runner.take_id();

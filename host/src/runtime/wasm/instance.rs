@@ -13,23 +13,11 @@ use super::bindings::auditrelay::plugin::types as wit;
 use super::classify::{self, Evidence};
 use super::sandbox::{GUEST_GRANTED_DIR, PluginState, Sandbox};
 use super::{WasmPlugin, new_store};
-use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, PluginInfo, RejectedEvent};
+use crate::runtime::{
+    CallError, Delivery, Exporter, Fault, FaultKind, LaunchError, PluginInfo, RejectedEvent,
+};
 use crate::spool::Batch;
 use auditrelay_plugin_api::ConfigKey;
-
-/// Why an instance could not be started.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StartError {
-    /// The sandbox could not be set up (e.g. `grant_dir` cannot be opened).
-    #[error("{0}")]
-    Sandbox(String),
-    /// The plugin's `init` refused the configuration.
-    #[error("init refused the configuration: {0}")]
-    Init(String),
-    /// The plugin crashed while starting.
-    #[error("{0}")]
-    Fault(Fault),
-}
 
 struct Live {
     store: wasmtime::Store<PluginState>,
@@ -57,13 +45,7 @@ async fn ensure_live<'a>(
         }
         let live = instantiate(plugin, sandbox)
             .await
-            .map_err(|error| match error {
-                StartError::Fault(fault) => CallError::Fault(fault),
-                other => CallError::Retryable {
-                    message: format!("restarting the plugin after a fault failed: {other}"),
-                    retry_after: None,
-                },
-            })?;
+            .map_err(LaunchError::into_call_error)?;
         *slot = Some(live);
     }
     let live = slot.as_mut().expect("set above");
@@ -81,7 +63,7 @@ pub struct WasmInstance {
 
 impl WasmInstance {
     /// Instantiates `plugin` in `sandbox` and calls `init`.
-    pub async fn start(plugin: Arc<WasmPlugin>, sandbox: Sandbox) -> Result<Self, StartError> {
+    pub async fn start(plugin: Arc<WasmPlugin>, sandbox: Sandbox) -> Result<Self, LaunchError> {
         let live = instantiate(&plugin, &sandbox).await?;
         Ok(WasmInstance {
             plugin,
@@ -157,8 +139,8 @@ async fn with_deadline<T>(
     }
 }
 
-async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, StartError> {
-    let mut store = new_store(plugin.pre.engine(), sandbox).map_err(StartError::Sandbox)?;
+async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, LaunchError> {
+    let mut store = new_store(plugin.pre.engine(), sandbox).map_err(LaunchError::Setup)?;
     store.data_mut().limiter.take_refused();
     let ctx = wit::InitContext {
         instance: sandbox.services.instance(),
@@ -178,8 +160,8 @@ async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, Sta
             store,
             plugin: bindings,
         }),
-        CallOutcome::Done((_, Err(message))) => Err(StartError::Init(message)),
-        CallOutcome::TimedOut => Err(StartError::Fault(classify::deadline(sandbox.call_timeout))),
+        CallOutcome::Done((_, Err(message))) => Err(LaunchError::Init(message)),
+        CallOutcome::TimedOut => Err(LaunchError::Fault(classify::deadline(sandbox.call_timeout))),
         CallOutcome::Trapped(error) => {
             let state = store.data_mut();
             let evidence = Evidence {
@@ -191,7 +173,7 @@ async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, Sta
             if fault.kind == FaultKind::Other && error.downcast_ref::<wasmtime::Trap>().is_none() {
                 fault.message = format!("could not instantiate: {}", fault.message);
             }
-            Err(StartError::Fault(fault))
+            Err(LaunchError::Fault(fault))
         }
     }
 }
