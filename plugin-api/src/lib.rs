@@ -11,9 +11,12 @@
 //! - [`Plugin`]: the one trait an exporter implements, and
 //!   [`export_plugin!`] to turn it into a component.
 //! - [`host`]: logging, secrets and metrics provided by the relay.
+//! - [`prelude`]: the trait, its types and the export macro in one import.
 //! - [`http`]: a blocking HTTP client over `wasi:http`; the relay lets it
 //!   reach only the hosts the operator allowed. In native builds (feature
 //!   `native-http`) the same client runs on a native transport.
+//! - [`packing`]: items encoded back to back and cut into runs that fit a
+//!   destination's limits (events per request, bytes per request).
 //! - `compression` (feature `compression`): gzip / zstd request bodies
 //!   for HTTP exporters.
 //! - [`fs`]: files in the one directory the operator granted.
@@ -23,7 +26,7 @@
 //! # A minimal plugin
 //!
 //! ```
-//! use auditrelay_plugin_api::*;
+//! use auditrelay_plugin_api::prelude::*;
 //!
 //! /// Counts events and logs the count of each batch.
 //! pub struct Counter {
@@ -84,6 +87,7 @@ pub mod host;
 pub mod http;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+pub mod packing;
 mod plugin;
 pub mod settings;
 #[cfg(not(target_arch = "wasm32"))]
@@ -95,6 +99,19 @@ mod guest;
 pub use envelope::AuditEventEnvelope;
 pub use event::{DeliverError, Delivery, Event, EventBuf, RejectedEvent};
 pub use plugin::{ConfigKey, InitContext, InitError, Plugin, PluginInfo, parse_config};
+
+/// What nearly every plugin needs, in one import:
+/// `use auditrelay_plugin_api::prelude::*;` — the [`Plugin`] trait and what
+/// its methods take and return, [`export_plugin!`], [`host`] (logging,
+/// secrets, metrics), [`settings`] (for its config type) and the envelope.
+pub mod prelude {
+    pub use crate::envelope::AuditEventEnvelope;
+    pub use crate::{host, settings};
+    pub use crate::{
+        ConfigKey, DeliverError, Delivery, Event, InitContext, InitError, Plugin, PluginInfo,
+        RejectedEvent, export_plugin,
+    };
+}
 
 /// The WIT package version this crate implements.
 pub const WIT_VERSION: &str = "1.0.0";

@@ -8,7 +8,7 @@
 //! ```
 //! use auditrelay_plugin_api::http::{Request, Response};
 //! use auditrelay_plugin_api::testing::{Harness, sample_events};
-//! use auditrelay_plugin_api::*;
+//! use auditrelay_plugin_api::prelude::*;
 //!
 //! struct Ping { url: String }
 //!

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
 
 /// The `config` table: unknown keys are refused by name.

@@ -24,7 +24,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
 
 /// The `config` table: unknown keys are refused by name.

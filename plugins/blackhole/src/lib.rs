@@ -6,7 +6,7 @@
 //! | `decode` | `false` | Decode and validate every envelope (about the work a real exporter does per event). Invalid ones are rejected individually. |
 
 use auditrelay_plugin_api::envelope::AuditEventEnvelope;
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
 
 /// The `config` table.

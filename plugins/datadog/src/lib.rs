@@ -12,8 +12,9 @@ pub mod response;
 
 use std::ops::Range;
 
-use auditrelay_plugin_api::http::{Encoded, Request, split_by_limits};
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::http::Request;
+use auditrelay_plugin_api::packing::{Encoded, split_by_limits};
+use auditrelay_plugin_api::prelude::*;
 
 use config::{DatadogConfig, SITES};
 use request::LogEncoder;

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use auditrelay_plugin_api::fs::{DirFile, GrantedDir};
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::prelude::*;
 use bytesize::ByteSize;
 use serde::Deserialize;
 

@@ -14,7 +14,7 @@ pub mod sigv4;
 use std::collections::HashMap;
 
 use auditrelay_plugin_api::http::Request;
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::prelude::*;
 use base64::Engine as _;
 use md5::{Digest, Md5};
 

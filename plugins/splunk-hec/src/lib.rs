@@ -13,8 +13,9 @@ pub mod response;
 
 use std::time::{Duration, Instant};
 
-use auditrelay_plugin_api::http::{Encoded, Request, split_by_limits};
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::http::Request;
+use auditrelay_plugin_api::packing::{Encoded, split_by_limits};
+use auditrelay_plugin_api::prelude::*;
 
 use config::HecConfig;
 use request::EventEncoder;

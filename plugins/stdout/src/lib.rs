@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use auditrelay_plugin_api::*;
+use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
 
 /// The `config` table.
