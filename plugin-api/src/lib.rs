@@ -106,11 +106,11 @@ pub use plugin::{ConfigKey, InitContext, InitError, Plugin, PluginInfo, parse_co
 /// secrets, metrics), [`settings`] (for its config type) and the envelope.
 pub mod prelude {
     pub use crate::envelope::AuditEventEnvelope;
-    pub use crate::{host, settings};
     pub use crate::{
         ConfigKey, DeliverError, Delivery, Event, InitContext, InitError, Plugin, PluginInfo,
         RejectedEvent, export_plugin,
     };
+    pub use crate::{host, settings};
 }
 
 /// The WIT package version this crate implements.
