@@ -188,17 +188,17 @@ impl Batch {
         &self.data
     }
 
-    /// The first `mid` events and the rest, as two batches; the second
-    /// keeps this batch's end.
-    pub fn split_at(&self, mid: usize) -> (Batch, Batch) {
-        let mut first = Batch::default();
-        let mut second = Batch::default();
-        for (i, (seq, range)) in self.entries.iter().enumerate() {
-            let part = if i < mid { &mut first } else { &mut second };
-            part.push(*seq, &self.data[range.clone()]);
+    /// The events at positions `part`, as a batch of their own; one that
+    /// reaches the end keeps this batch's end.
+    pub fn slice(&self, part: std::ops::Range<usize>) -> Batch {
+        let mut out = Batch::default();
+        for (seq, range) in &self.entries[part.clone()] {
+            out.push(*seq, &self.data[range.clone()]);
         }
-        second.end_seq = self.end_seq;
-        (first, second)
+        if part.end == self.entries.len() {
+            out.end_seq = self.end_seq;
+        }
+        out
     }
 
     /// The events for which `keep` says yes, in a new batch with the same

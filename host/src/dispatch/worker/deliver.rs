@@ -6,84 +6,58 @@ use std::time::{Duration, Instant};
 
 use auditrelay_plugin_api::Event;
 
+use super::poison::{Crash, PoisonSearch, Step};
 use super::{Handled, Worker};
 use crate::dispatch::circuit::CircuitState;
 use crate::runtime::{CallError, Delivery, Exporter, Fault, RejectedEvent};
 use crate::spool::Batch;
 
 impl<E: Exporter> Worker<E> {
-    /// Calls the plugin until `batch` is handled.
-    ///
-    /// A batch the plugin keeps crashing on (`isolate_after` times) is split
-    /// in halves, delivered in order, down to the single event that crashes
-    /// it, which goes to the dead letters: one poison event must not stop an
-    /// instance forever. An event is condemned only on evidence that the
-    /// plugin works otherwise (another part of the batch went through);
-    /// without it, the suspect is tried once more after the next part, and
-    /// if that crashes too the plugin is taken to be broken as a whole and
-    /// the suspect is retried until it passes, as any batch would be.
+    /// Calls the plugin until `batch` is handled. A batch the plugin keeps
+    /// crashing on is taken apart to find the event that does it, which
+    /// goes to the dead letters ([`PoisonSearch`] decides what to try
+    /// next; this does the calls, the logging and the dead letters).
     pub(super) async fn deliver(&mut self, batch: &Batch) -> Handled {
-        // Parts still to deliver; the last is next.
-        let mut pending = vec![batch.clone()];
-        let mut evidence = false;
-        let mut deferred = false;
-        let mut forever: Option<u64> = None;
-        while let Some(part) = pending.pop() {
-            // The whole batch and a single suspect must crash
-            // `isolate_after` times; a half crashing once is split again.
-            let confirm = if forever == Some(part.seq(0)) {
-                0
-            } else if part.len() == 1 || part.len() == batch.len() {
-                self.parts.isolate_after
+        let mut search = PoisonSearch::new(batch.len(), self.parts.isolate_after);
+        while let Some(Step { part, confirm }) = search.next() {
+            let events = if part.len() == batch.len() {
+                batch.clone()
             } else {
-                1
+                batch.slice(part.clone())
             };
-            match self.deliver_once(&part, confirm).await {
-                Ok(Handled::Done) => evidence = true,
+            let fault = match self.deliver_once(&events, confirm).await {
+                Ok(Handled::Done) => {
+                    search.delivered();
+                    continue;
+                }
                 Ok(Handled::Aborted) => return Handled::Aborted,
-                Err(fault) if part.len() > 1 => {
-                    tracing::warn!(
-                        plugin = &*self.parts.instance,
-                        events = part.len(),
-                        "the plugin keeps crashing on this batch ({fault}); delivering its halves separately to find the event that crashes it"
-                    );
-                    let (first, second) = part.split_at(part.len() / 2);
-                    pending.push(second);
-                    pending.push(first);
-                }
-                Err(_) if !evidence && !deferred && !pending.is_empty() => {
-                    // Is it this event, or the plugin? Try the next part first.
-                    deferred = true;
-                    let next = pending.pop().expect("not empty");
-                    pending.push(part);
-                    pending.push(next);
-                }
-                Err(fault) if !evidence => {
-                    tracing::warn!(
-                        plugin = &*self.parts.instance,
-                        "the plugin crashes on every part of this batch ({fault}); retrying it until the plugin recovers"
-                    );
-                    forever = Some(part.seq(0));
-                    pending.push(part);
-                }
-                Err(fault) => {
+                Err(fault) => fault,
+            };
+            match search.crashed(part.clone()) {
+                Crash::Split => tracing::warn!(
+                    plugin = &*self.parts.instance,
+                    events = part.len(),
+                    "the plugin keeps crashing on this batch ({fault}); delivering its halves separately to find the event that crashes it"
+                ),
+                Crash::Deferred => {}
+                Crash::BrokenAsAWhole => tracing::warn!(
+                    plugin = &*self.parts.instance,
+                    "the plugin crashes on every part of this batch ({fault}); retrying it until the plugin recovers"
+                ),
+                Crash::Condemned => {
                     let reason = format!(
                         "the plugin crashed on this event {} times in a row while it delivered the rest of its batch: {fault}",
                         self.parts.isolate_after
                     );
                     tracing::error!(
                         plugin = &*self.parts.instance,
-                        seq = part.seq(0),
+                        seq = events.seq(0),
                         "{reason}; setting it aside as a dead letter"
                     );
-                    let (seq, event) = (part.seq(0), part.event(0));
-                    if self
-                        .put_dead_letters(&[(seq, event, reason.as_str())])
-                        .is_err()
-                    {
+                    let dead = [(events.seq(0), events.event(0), reason.as_str())];
+                    if self.put_dead_letters(&dead).is_err() {
                         // Cannot set it aside: keep trying to deliver it.
-                        forever = Some(seq);
-                        pending.push(part);
+                        search.keep_trying(part);
                         continue;
                     }
                     self.succeeded(0, 1);

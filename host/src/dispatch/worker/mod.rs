@@ -12,6 +12,7 @@
 //! [`deliver`].
 
 mod deliver;
+mod poison;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
