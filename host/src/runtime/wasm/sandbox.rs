@@ -71,12 +71,10 @@ impl Sandbox {
     ) -> Self {
         let config_json =
             serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
-        let allowed_hosts = AllowList::parse(&settings.allowed_hosts)
-            .expect("allowed_hosts were checked when the config was loaded");
         Sandbox {
             services,
             config_json,
-            allowed_hosts: Arc::new(allowed_hosts),
+            allowed_hosts: settings.allow_list.clone(),
             quota: settings.grant_dir.as_ref().map(|dir| {
                 Arc::new(GrantQuota::new(
                     dir,
