@@ -30,7 +30,7 @@ use auditrelay_plugin_api::testing::sample_envelope;
 
 use common::{
     Native, NativeDeliver, batch_of, median, name_filter, ns_per_event, plugin_dir,
-    quiet_backtraces, target_dir,
+    quiet_backtraces, scratch_dir, target_dir,
 };
 
 /// Events delivered per round and path.
@@ -46,12 +46,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // The file plugin's output goes to tmpfs when there is one: the figures
-    // are about the plugin's CPU cost, not the disk's write-back speed.
-    let scratch = match Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    };
+    let scratch = scratch_dir();
     let filter = name_filter();
     one_core.block_on(compare_paths(scratch.path(), &filter));
 

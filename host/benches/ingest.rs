@@ -29,7 +29,7 @@ use auditrelay::http::HttpIngest;
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
 
-use common::{median, name_filter, ns_per_event, plugin_dir, quiet_backtraces};
+use common::{median, name_filter, ns_per_event, plugin_dir, quiet_backtraces, scratch_dir};
 
 /// Events per round and way.
 const EVENTS_PER_ROUND: usize = 20_000;
@@ -43,10 +43,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let scratch = match Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    };
+    let scratch = scratch_dir();
     runtime.block_on(compare(scratch.path(), &name_filter()));
 }
 

@@ -34,6 +34,15 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+/// A scratch directory on tmpfs when there is one: the figures are about
+/// the relay's and the plugins' CPU, not the disk's write-back speed.
+pub fn scratch_dir() -> tempfile::TempDir {
+    match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
+}
+
 pub fn plugin_dir() -> PathBuf {
     let dir = target_dir().join("plugins");
     assert!(
