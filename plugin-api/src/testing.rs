@@ -44,6 +44,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::batch::{BatchBuilder, read_batch};
 use crate::envelope::{Actor, AuditEventEnvelope, Outcome, Severity, Target};
 use crate::event::{DeliverError, Delivery, Event, EventBuf};
 use crate::host::{HostServices, Level, backend};
@@ -224,9 +225,15 @@ impl<P: Plugin> Harness<P> {
         self.deliver_events(&views)
     }
 
-    /// Calls `deliver` with borrowed events, as the relay does.
+    /// Calls `deliver` with borrowed events, as the relay does: encoded
+    /// into one batch buffer and read back with the same decoder the WASM
+    /// and native entry points use, so what the plugin sees is exactly
+    /// what it would see from the relay.
     pub fn deliver_events(&mut self, events: &[Event<'_>]) -> Result<Delivery, DeliverError> {
-        self.with_host(|plugin| plugin.deliver(events))
+        let batch: BatchBuilder = events.iter().copied().collect();
+        let events = read_batch(batch.data(), batch.count())
+            .expect("a batch the builder encoded always reads back");
+        self.with_host(|plugin| plugin.deliver(&events))
     }
 
     /// Calls `flush`.
