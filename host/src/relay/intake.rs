@@ -144,7 +144,7 @@ impl Relay {
     /// Takes `arrivals` in as [`admit`](Self::admit) does and waits until
     /// the accepted ones are durable under `spool.durability`, at most
     /// `durable_within` once they are appended ([`EmitError::SlowDisk`]
-    /// past it). Refused at once while the spool cannot write (they would
+    /// past it, naming the setting). Refused at once while the spool cannot write (they would
     /// not become durable); waiting for room or for the disk never blocks
     /// the thread.
     pub(crate) async fn admit_durable(
@@ -152,7 +152,7 @@ impl Relay {
         arrivals: Arrivals,
         via: Via,
         refusals: Refusals,
-        durable_within: Option<Duration>,
+        durable_within: Option<(Duration, &'static str)>,
     ) -> Result<Admitted, EmitError> {
         let (records, refused) = self.sort_out(arrivals, via, refusals)?;
         if records.is_empty() && !refused.is_empty() {
@@ -162,9 +162,9 @@ impl Relay {
         let receipt = self.appended(&records, appended, via)?;
         match durable_within {
             None => self.durable(&receipt).await?,
-            Some(waited) => tokio::time::timeout(waited, self.durable(&receipt))
+            Some((waited, setting)) => tokio::time::timeout(waited, self.durable(&receipt))
                 .await
-                .map_err(|_| EmitError::SlowDisk { waited })??,
+                .map_err(|_| EmitError::SlowDisk { waited, setting })??,
         }
         Ok(Admitted { receipt, refused })
     }
@@ -179,7 +179,7 @@ impl Relay {
     ) -> Result<(Vec<Record>, Vec<Refused>), EmitError> {
         let Arrivals {
             records,
-            mut refused,
+            refused,
             single,
             ..
         } = arrivals;
@@ -196,8 +196,10 @@ impl Relay {
             Refusals::RefuseAll => {
                 let events = records.len() + refused.len();
                 self.inner.metrics.rejected(via, "invalid", events as u64);
-                refused.sort_by_key(|r| r.index);
-                let first = refused.swap_remove(0);
+                let first = refused
+                    .into_iter()
+                    .min_by_key(|r| r.index)
+                    .expect("some event was refused");
                 Err(EmitError::Invalid {
                     index: (!single).then_some(first.index),
                     errors: auditrelay_plugin_api::envelope::ValidationErrors(first.errors),

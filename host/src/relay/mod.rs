@@ -87,15 +87,17 @@ pub enum EmitError {
         reason: String,
     },
     /// The events were appended but are not durable after `waited` (the
-    /// bound the caller set): the disk is slow. They are held in memory
+    /// bound `setting` set): the disk is slow. They are held in memory
     /// only, so retry, as for [`NotDurable`](Self::NotDurable).
     #[error(
-        "the events are not durable after {}: the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
+        "the events are not durable after {} ({setting}): the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
         humantime::format_duration(*.waited)
     )]
     SlowDisk {
         /// How long the caller waited.
         waited: Duration,
+        /// The setting that bounds the wait.
+        setting: &'static str,
     },
 }
 

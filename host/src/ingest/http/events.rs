@@ -80,18 +80,11 @@ pub(super) async fn post_events(
             arrivals,
             Via::Http,
             Refusals::TakeTheValid,
-            Some(api.ack_timeout),
+            Some((api.ack_timeout, "ingest.http.ack_timeout")),
         )
         .await;
     let admitted = match admitted {
         Ok(admitted) => admitted,
-        Err(EmitError::SlowDisk { waited }) => {
-            let error = format!(
-                "the events are not durable after {} (ingest.http.ack_timeout): the disk is slow; they are held in memory only, so retry (a retry may deliver them twice if they are written first)",
-                humantime::format_duration(waited)
-            );
-            return unavailable_with(error, false);
-        }
         Err(error) => return unavailable(&error),
     };
     let status = if admitted.refused.is_empty() {
@@ -108,18 +101,16 @@ pub(super) async fn post_events(
 
 /// A `503` for events that were not acknowledged: refused, or not durable.
 fn unavailable(error: &EmitError) -> Response {
-    let full = matches!(
+    // Room or a working disk may come back within a second; a slow disk
+    // or a closing relay needs longer.
+    let retry_soon = matches!(
         error,
         EmitError::Spool(SpoolError::Full { .. } | SpoolError::Unwritable(_))
             | EmitError::NotDurable { .. }
     );
-    unavailable_with(error.to_string(), full)
-}
-
-fn unavailable_with(error: String, retry_later: bool) -> Response {
-    let body = serde_json::json!({ "accepted": 0, "error": error });
+    let body = serde_json::json!({ "accepted": 0, "error": error.to_string() });
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    let after = if retry_later { "1" } else { "5" };
+    let after = if retry_soon { "1" } else { "5" };
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
