@@ -129,7 +129,8 @@ async fn compare_paths(scratch: &Path, filter: &str) {
                     .plugins["bench"],
                 PluginServices::new("bench", Default::default(), Some(metrics.plugin("bench"))),
                 0,
-            );
+            )
+            .unwrap();
             sandbox.config_json = case.config_json.to_owned();
             sandbox.grant_dir = dir("wasm");
             let mut wasm = WasmInstance::start(loaded.clone(), sandbox).await.unwrap();

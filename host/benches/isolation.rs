@@ -106,7 +106,7 @@ async fn compare(library: PathBuf, filter: &str) {
                 native.config = serde_json::from_str(config_json).unwrap();
                 native
             };
-            let mut sandbox = Sandbox::from_settings(settings, services(), 0);
+            let mut sandbox = Sandbox::from_settings(settings, services(), 0).unwrap();
             sandbox.config_json = config_json.to_owned();
             let mut direct = Native::<Blackhole>::new(config_json, None);
             let mut exporters = [

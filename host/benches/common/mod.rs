@@ -37,9 +37,10 @@ pub fn target_dir() -> PathBuf {
 /// A scratch directory on tmpfs when there is one: the figures are about
 /// the relay's and the plugins' CPU, not the disk's write-back speed.
 pub fn scratch_dir() -> tempfile::TempDir {
-    match Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
+    if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
     }
 }
 

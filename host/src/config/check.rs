@@ -1,15 +1,12 @@
 //! Checks that go beyond types: ranges, name syntax, combinations.
 
-use std::sync::Arc;
-
 use super::{AllowList, Config, ConfigError, PluginSettings};
 
 /// Smallest memory cap a Rust plugin can start in (stack + heap + data).
 const MIN_PLUGIN_MEMORY: u64 = 4 * 1024 * 1024;
 
 impl Config {
-    /// Checks what types cannot say, and keeps what it parsed on the way.
-    pub(super) fn check(&mut self) -> Result<(), ConfigError> {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
         let relay = &self.relay;
         if relay.plugin_threads == 0 || relay.plugin_threads > 256 {
             return Err(self.invalid("relay.plugin_threads", "must be between 1 and 256"));
@@ -86,7 +83,6 @@ impl Config {
             ));
         }
 
-        let mut allow_lists = Vec::with_capacity(self.plugins.len());
         for (name, settings) in &self.plugins {
             if name.is_empty()
                 || name.len() > 64
@@ -99,11 +95,7 @@ impl Config {
                     "instance names use lower-case letters, digits, '-' and '_' (at most 64)",
                 ));
             }
-            allow_lists.push(self.check_plugin(name, settings)?);
-        }
-        // Checked once, kept typed: the runtime never parses them again.
-        for (settings, allowed) in self.plugins.values_mut().zip(allow_lists) {
-            settings.allow_list = Arc::new(allowed);
+            self.check_plugin(name, settings)?;
         }
         if self.enabled_plugins().next().is_none() {
             return Err(self.invalid(
@@ -114,8 +106,7 @@ impl Config {
         Ok(())
     }
 
-    /// Checks one instance's settings; its `allowed_hosts`, parsed.
-    fn check_plugin(&self, name: &str, p: &PluginSettings) -> Result<AllowList, ConfigError> {
+    fn check_plugin(&self, name: &str, p: &PluginSettings) -> Result<(), ConfigError> {
         let key = |rest: &str| format!("plugins.{name}.{rest}");
         if p.limits.memory.as_u64() < MIN_PLUGIN_MEMORY {
             return Err(self.invalid(key("limits.memory"), "must be at least 4MiB"));
@@ -147,7 +138,7 @@ impl Config {
         if p.retry.circuit_after == 0 {
             return Err(self.invalid(key("retry.circuit_after"), "must be at least 1"));
         }
-        let allowed = AllowList::parse(&p.allowed_hosts)
+        AllowList::parse(&p.allowed_hosts)
             .map_err(|(i, message)| self.invalid(key(&format!("allowed_hosts[{i}]")), message))?;
         for secret in p.secrets.keys() {
             if secret.is_empty()
@@ -182,6 +173,6 @@ impl Config {
                 "names a plugin by its file stem (e.g. \"file\"); use `path` for a file path",
             ));
         }
-        Ok(allowed)
+        Ok(())
     }
 }

@@ -330,10 +330,6 @@ pub struct PluginSettings {
     /// patterns). Empty: none.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// `allowed_hosts`, parsed once when the configuration is checked
-    /// (settings read any other way allow no host).
-    #[serde(skip)]
-    pub(crate) allow_list: std::sync::Arc<AllowList>,
     /// Secrets by the name the plugin asks for.
     #[serde(default)]
     pub secrets: BTreeMap<String, Secret>,

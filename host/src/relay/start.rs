@@ -301,8 +301,10 @@ async fn start_exporter(
 ) -> Result<AnyExporter, String> {
     let (path, started) = match plugin {
         LoadedPlugin::Wasm(wasm) => {
-            let sandbox = Sandbox::from_settings(settings, services, disk_reserve);
-            let started = WasmInstance::start(wasm.clone(), sandbox).await;
+            let started = match Sandbox::from_settings(settings, services, disk_reserve) {
+                Ok(sandbox) => WasmInstance::start(wasm.clone(), sandbox).await,
+                Err(error) => Err(error),
+            };
             (&wasm.path, started.map(AnyExporter::Wasm))
         }
         LoadedPlugin::Native(native) => {

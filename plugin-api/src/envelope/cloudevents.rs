@@ -67,7 +67,7 @@ pub fn from_cloudevent_json(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<AuditEventEnvelope, EnvelopeError> {
-    validated(read_cloudevent_json(bytes)?, limits)
+    read_cloudevent_json(bytes)?.validated(limits)
 }
 
 /// Reads one CloudEvent from its JSON bytes strictly, as
@@ -82,17 +82,7 @@ pub fn read_cloudevent_json(bytes: &[u8]) -> Result<AuditEventEnvelope, Envelope
 /// Reads one CloudEvent (JSON parsed from bytes that passed
 /// [`strict::check`](super::strict::check)) into a validated envelope.
 pub fn from_cloudevent(event: Value, limits: &Limits) -> Result<AuditEventEnvelope, EnvelopeError> {
-    validated(read_cloudevent(event)?, limits)
-}
-
-fn validated(
-    envelope: AuditEventEnvelope,
-    limits: &Limits,
-) -> Result<AuditEventEnvelope, EnvelopeError> {
-    envelope
-        .validate_with(limits)
-        .map_err(EnvelopeError::Invalid)?;
-    Ok(envelope)
+    read_cloudevent(event)?.validated(limits)
 }
 
 /// Reads one CloudEvent into an envelope without checking the envelope's

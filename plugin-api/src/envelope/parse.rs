@@ -100,11 +100,13 @@ impl AuditEventEnvelope {
     /// Decodes and validates one envelope from JSON: the bytes must pass
     /// [`strict::check`] first.
     pub fn from_json_with(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
-        let envelope = Self::read_json(bytes)?;
-        envelope
-            .validate_with(limits)
-            .map_err(EnvelopeError::Invalid)?;
-        Ok(envelope)
+        Self::read_json(bytes)?.validated(limits)
+    }
+
+    /// The envelope, if it keeps every rule under `limits`.
+    pub(crate) fn validated(self, limits: &Limits) -> Result<Self, EnvelopeError> {
+        self.validate_with(limits).map_err(EnvelopeError::Invalid)?;
+        Ok(self)
     }
 
     /// Reads one envelope from JSON — strictly ([`strict::check`]), with
@@ -115,30 +117,19 @@ impl AuditEventEnvelope {
     pub fn read_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         strict::check(bytes).map_err(EnvelopeError::from)?;
         // Tracking the path costs as much as a third of the decode: only a
-        // refusal reads it again to name the field.
-        let envelope: AuditEventEnvelope = match serde_json::from_slice(bytes) {
-            Ok(envelope) => envelope,
-            Err(_) => {
-                let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-                let envelope: AuditEventEnvelope =
-                    serde_path_to_error::deserialize(&mut deserializer)
-                        .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))?;
-                deserializer.end().map_err(|e| EnvelopeError::syntax(&e))?;
-                envelope
-            }
-        };
-        Ok(envelope)
+        // refusal reads the bytes again, to name the field.
+        serde_json::from_slice(bytes).or_else(|_| {
+            let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+            serde_path_to_error::deserialize(&mut deserializer)
+                .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))
+        })
     }
 
     /// Decodes and validates one envelope from an already-parsed JSON value
     /// (a value parsed from bytes that passed [`strict::check`]; duplicate
     /// keys and inexact numbers can no longer be seen here).
     pub fn from_value(value: serde_json::Value, limits: &Limits) -> Result<Self, EnvelopeError> {
-        let envelope = Self::read_value(value)?;
-        envelope
-            .validate_with(limits)
-            .map_err(EnvelopeError::Invalid)?;
-        Ok(envelope)
+        Self::read_value(value)?.validated(limits)
     }
 
     /// Reads one envelope from a parsed JSON value without checking its

@@ -298,7 +298,7 @@ impl<'a> Walk<'a> {
         let bytes = self.bytes;
         self.at += 1;
         let start = self.at;
-        // Fast path: no escapes, found a word at a time.
+        // Fast path: no escapes, one table lookup per byte.
         self.plain_run()?;
         if bytes.get(self.at) == Some(&b'"') {
             self.at += 1;
@@ -315,7 +315,7 @@ impl<'a> Walk<'a> {
                     return Ok(Cow::Owned(text));
                 }
                 b'\\' => self.escape(&mut text)?,
-                0x00..=0x1f => return Err(self.control_character(b)),
+                // Plain text, or a control character `plain_run` refuses.
                 _ => {
                     let run = self.at;
                     self.plain_run()?;

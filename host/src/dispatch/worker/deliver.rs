@@ -20,12 +20,15 @@ impl<E: Exporter> Worker<E> {
     pub(super) async fn deliver(&mut self, batch: &Batch) -> Handled {
         let mut search = PoisonSearch::new(batch.len(), self.parts.isolate_after);
         while let Some(Step { part, confirm }) = search.next() {
+            // The whole batch (the usual case) goes as it is, uncopied.
+            let slice;
             let events = if part.len() == batch.len() {
-                batch.clone()
+                batch
             } else {
-                batch.slice(part.clone())
+                slice = batch.slice(part.clone());
+                &slice
             };
-            let fault = match self.deliver_once(&events, confirm).await {
+            let fault = match self.deliver_once(events, confirm).await {
                 Ok(Handled::Done) => {
                     search.delivered();
                     continue;

@@ -46,7 +46,9 @@ pub(super) struct BodyBounds {
 impl BodyBounds {
     /// A budget of `bytes` shared by every body.
     pub fn new(max_bytes: usize, timeout: Duration, min_rate: u64, bytes: u64) -> Self {
-        let units = usize::try_from(bytes / UNIT)
+        // Rounded up, as each body rounds up what it takes: a budget equal
+        // to the largest body always admits it.
+        let units = usize::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
         BodyBounds {

@@ -19,6 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::http_gate::HttpGate;
 use super::quota::{GrantQuota, OpenFiles};
 use crate::config::{AllowList, PluginSettings};
+use crate::runtime::LaunchError;
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
 
@@ -64,17 +65,25 @@ impl Sandbox {
 
     /// The sandbox an instance's settings describe, served by `services`;
     /// its writes never leave less than `disk_reserve` bytes free.
+    /// (`allowed_hosts` were checked when the configuration was loaded;
+    /// settings changed since are refused here, not trusted.)
     pub fn from_settings(
         settings: &PluginSettings,
         services: PluginServices,
         disk_reserve: u64,
-    ) -> Self {
+    ) -> Result<Self, LaunchError> {
         let config_json =
             serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
-        Sandbox {
+        let allowed_hosts = AllowList::parse(&settings.allowed_hosts).map_err(|(i, problem)| {
+            LaunchError::Setup(format!(
+                "plugins.{}.allowed_hosts[{i}]: {problem}",
+                services.instance()
+            ))
+        })?;
+        Ok(Sandbox {
             services,
             config_json,
-            allowed_hosts: settings.allow_list.clone(),
+            allowed_hosts: Arc::new(allowed_hosts),
             quota: settings.grant_dir.as_ref().map(|dir| {
                 Arc::new(GrantQuota::new(
                     dir,
@@ -86,7 +95,7 @@ impl Sandbox {
             memory_limit: settings.limits.memory.as_u64(),
             call_timeout: settings.limits.timeout,
             http_requests: settings.limits.http_requests,
-        }
+        })
     }
 
     /// The instance name, as in `[plugins.<name>]`.
