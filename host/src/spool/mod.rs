@@ -237,6 +237,28 @@ struct State {
 }
 
 impl State {
+    /// Records that a new (empty) segment file starts at `first_seq`. A
+    /// segment already listed there holds no record (its file was not one
+    /// the writer could go on with, and the roll set it aside): the new
+    /// one takes its place, so two entries never name one file — deleting
+    /// the stale one would delete the live one.
+    fn start_segment(&mut self, dir: &Path, first_seq: u64, key: format::FrameKey) {
+        if let Some(stale) = self.segments.back()
+            && stale.first_seq == first_seq
+        {
+            debug_assert_eq!(
+                stale.records, 0,
+                "a segment holding records is never rolled over"
+            );
+            self.disk_bytes -= stale.len;
+            self.segments.pop_back();
+        }
+        let mut segment = Segment::new(dir, first_seq, key);
+        segment.end_seq = first_seq;
+        self.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
+        self.segments.push_back(segment);
+    }
+
     fn first_seq(&self) -> u64 {
         self.segments
             .front()

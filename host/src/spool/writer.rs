@@ -427,11 +427,7 @@ impl Writer {
         let mut state = self.shared.lock();
         for run in runs {
             if run.new_segment {
-                state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
-                let mut segment =
-                    Segment::new(&self.shared.segments_dir(), run.first_seq, self.shared.key);
-                segment.end_seq = run.first_seq;
-                state.segments.push_back(segment);
+                state.start_segment(&self.shared.segments_dir(), run.first_seq, self.shared.key);
             }
             let segment = state
                 .segments
@@ -599,10 +595,7 @@ impl Writer {
             return;
         }
         let mut state = self.shared.lock();
-        let mut fresh = Segment::new(&self.shared.segments_dir(), next, self.shared.key);
-        fresh.end_seq = next;
-        state.disk_bytes += format::SEGMENT_HEADER_LEN as u64;
-        state.segments.push_back(fresh);
+        state.start_segment(&self.shared.segments_dir(), next, self.shared.key);
         // Deleted once the cursors that passed it are saved.
         state.deletion_due = true;
     }

@@ -588,3 +588,48 @@ mod read_faults;
 mod recovery_fuzz;
 mod verify;
 mod write_faults;
+
+/// A last segment the writer cannot go on with (another key) and that
+/// holds no record: the next roll takes its file name. The spool must
+/// then know one segment there, not two — deleting the stale entry once
+/// its records (none) are delivered would delete the live file, and every
+/// record written into it after would be lost at the next start.
+#[tokio::test]
+async fn a_segment_rolled_over_an_empty_unusable_one_is_never_deleted_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(options(dir.path())).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    spool.append(&records(0..5)).unwrap();
+    written(&spool).await;
+    drain(&spool, consumer, &mut spool.reader(consumer)).await;
+    spool.finish();
+    drop(spool);
+    let stale = dir.path().join("segments").join(Segment::file_name(5));
+    std::fs::write(
+        &stale,
+        format::segment_header(5, format::FrameKey::from_bytes(*b"otherkey")),
+    )
+    .unwrap();
+
+    let (spool, _) = Spool::open(options(dir.path())).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut reader = spool.reader(consumer);
+    spool.append(&records(5..10)).unwrap();
+    written(&spool).await;
+    assert_eq!(
+        drain(&spool, consumer, &mut reader).await,
+        (5..10).collect::<Vec<_>>()
+    );
+    // Let the cursors be saved and the delivered segments deleted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    spool.append(&records(10..20)).unwrap();
+    written(&spool).await;
+    spool.finish();
+    drop(spool);
+
+    let (spool, report) = Spool::open(options(dir.path())).unwrap();
+    assert!(report.is_clean(), "{report}");
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
+    assert_eq!(seen, (10..20).collect::<Vec<_>>());
+}
