@@ -14,7 +14,8 @@
 //! - in hex (either case) and percent-encoded;
 //! - any run of its characters half its length or longer (at least
 //!   [`MIN_MASKED`], at most [`FRAGMENT`]), so that a secret cut in two
-//!   (across two calls, or by a length limit) loses both halves. (So a
+//!   (across two calls, or by a length limit) loses both pieces when each
+//!   is at least that long — a cut in the middle always is. (So a
 //!   secret made of words masks those words wherever they appear, and a
 //!   metric name holding one is refused: secrets should be random.)
 //!
@@ -72,8 +73,8 @@ impl SecretMask {
             for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD, &STANDARD, &URL_SAFE] {
                 patterns.push(engine.encode(bytes).into_bytes());
             }
-            // Halves, and pieces of longer ones: a cut anywhere leaves one
-            // part at least this long on each side... of a two-way split.
+            // Every run of this many characters: a secret cut in two
+            // pieces each at least this long loses both of them.
             let fragment = (secret.chars().count() / 2).clamp(MIN_MASKED, FRAGMENT);
             for text in [secret, reversed.as_str()] {
                 let chars: Vec<(usize, char)> = text.char_indices().collect();

@@ -90,9 +90,9 @@ async fn read_plugin_file(path: &Path, limits: &LoadLimits) -> Result<Vec<u8>, L
     tokio::fs::read(path).await.map_err(fail)
 }
 
-/// Why an instance could not be started (launched), whatever its kind. The relay
-/// tries again with backoff ([`CallError::Retryable`] once a started
-/// instance fails to restart).
+/// Why an instance could not be launched, whatever its kind. The relay
+/// tries again with backoff; when a restart after a fault fails,
+/// [`LaunchError::into_call_error`] says what that call got.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LaunchError {
     /// Where it runs could not be set up: its sandbox (`grant_dir` cannot

@@ -377,7 +377,7 @@ impl Shared {
     }
 
     fn cursors_path(&self) -> PathBuf {
-        self.options.dir.join("cursors.json")
+        self.options.dir.join(CURSORS_FILE)
     }
 }
 
@@ -821,6 +821,8 @@ impl Spool {
 
 /// The file holding the durable watermark, in the spool's directory.
 const WATERMARK_FILE: &str = "durable";
+/// The file holding every instance's saved cursor, in the spool's directory.
+const CURSORS_FILE: &str = "cursors.json";
 /// The file holding the frame key, in the spool's directory.
 const KEY_FILE: &str = "frame-key";
 /// The file recording what recovery found, in the spool's directory.
@@ -832,7 +834,7 @@ const FINDINGS_FILE: &str = "findings.ndjson";
 /// lost, never more.
 fn evidence(dir: &Path) -> Evidence {
     let mut problems = Vec::new();
-    let (cursors, warning) = cursors::load(&dir.join("cursors.json"));
+    let (cursors, warning) = cursors::load(&dir.join(CURSORS_FILE));
     if let Some(warning) = warning {
         tracing::warn!(
             "{warning}; plugins will start from the earliest spooled event (duplicates, not loss)"
@@ -924,7 +926,7 @@ pub struct Snapshot {
 /// `auditrelay status` and `auditrelay spool verify`; safe while a relay
 /// runs, whose last segment may then look torn at its end).
 pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
-    let files = ["segments", WATERMARK_FILE, "cursors.json", KEY_FILE];
+    let files = ["segments", WATERMARK_FILE, CURSORS_FILE, KEY_FILE];
     if !files.iter().any(|f| dir.join(f).exists()) {
         // Never opened: an empty spool.
         return Ok(Snapshot {
@@ -944,7 +946,7 @@ pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
     // cursors that passed it, so a segment that vanished during the scan
     // (judged missing) is covered by the cursors saved since: handled,
     // not lost.
-    let (after, _) = cursors::load(&dir.join("cursors.json"));
+    let (after, _) = cursors::load(&dir.join(CURSORS_FILE));
     if let Some(handled_by_all) = after.values().copied().min() {
         report.forget_handled(handled_by_all);
     }

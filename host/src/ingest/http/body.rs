@@ -82,7 +82,8 @@ impl BodyBounds {
             let frame = match tokio::time::timeout_at(deadline.min(pace_due), body.frame()).await {
                 Ok(Some(Ok(frame))) => frame,
                 Ok(None) => break,
-                // The client went away or sent nonsense; nothing to answer.
+                // The client went away or sent nonsense: a 400 if it still
+                // listens.
                 Ok(Some(Err(error))) => {
                     return Err(refuse(
                         StatusCode::BAD_REQUEST,

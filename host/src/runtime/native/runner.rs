@@ -290,7 +290,7 @@ fn ignore_stop_signals() {
 
 /// Caps the data segment and private mappings (what `malloc` draws on), so
 /// a plugin that leaks fails an allocation instead of starving the host.
-/// Shared memory escapes this cap; the watchdog counts it.
+/// Shared memory escapes this cap; the relay's memory guard counts it.
 fn cap_data_size(bytes: u64) -> io::Result<()> {
     let limit = libc::rlimit {
         rlim_cur: bytes,
