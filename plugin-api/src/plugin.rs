@@ -137,7 +137,21 @@ impl ConfigKey {
         }
     }
 
-    /// A key with a default, given as TOML text (e.g. `"\"64MiB\""` or `"true"`).
+    /// An optional key with no default value: absent, the plugin does
+    /// without it. Say in `description` what that means ("unset: each
+    /// event's `source`").
+    pub fn unset(name: impl Into<String>, description: impl Into<String>) -> Self {
+        ConfigKey {
+            name: name.into(),
+            description: description.into(),
+            required: false,
+            default_value: None,
+        }
+    }
+
+    /// A key with a default, given as TOML text (e.g. `"\"64MiB\""` or
+    /// `"true"`): [`testing::config_docs`](crate::testing::config_docs)
+    /// checks that it parses to the value the code uses.
     pub fn optional(
         name: impl Into<String>,
         description: impl Into<String>,

@@ -40,6 +40,8 @@
 //! assert_eq!(harness.requests()[0].body, b"3");
 //! ```
 
+pub mod config_docs;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -92,6 +92,15 @@ mod tests {
         assert_eq!(counter.counter("events"), 5);
     }
 
+    /// `info()` is the config's documentation (`auditrelay plugins` prints
+    /// it): this keeps it true to the struct and its defaults.
+    #[test]
+    fn info_documents_the_config_as_the_code_reads_it() {
+        auditrelay_plugin_api::testing::config_docs::assert_config_documented::<Counter>(
+            serde_json::json!({}),
+        );
+    }
+
     #[test]
     fn a_bad_config_is_refused_by_name() {
         let err = Harness::<Counter>::builder()

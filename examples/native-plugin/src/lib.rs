@@ -109,6 +109,13 @@ mod tests {
     }
 
     #[test]
+    fn info_documents_the_config_as_the_code_reads_it() {
+        auditrelay_plugin_api::testing::config_docs::assert_config_documented::<UnixDatagramExporter>(
+            serde_json::json!({"socket": "/run/agent.sock"}),
+        );
+    }
+
+    #[test]
     fn a_missing_receiver_is_retried_and_named() {
         let mut plugin = Harness::<UnixDatagramExporter>::builder()
             .config(serde_json::json!({"socket": "/nonexistent/agent.sock"}))

@@ -155,3 +155,98 @@ fn relative_paths_follow_the_config_file() {
     );
     assert_eq!(config.relay.plugin_dir, dir.path().join("plugins"));
 }
+
+/// `docs/configuration.md` is the operator's reference: each of its tables
+/// must list exactly the keys serde reads for that section, and each
+/// default written as TOML (in backticks) must be what the code uses when
+/// the key is left out.
+#[test]
+fn the_configuration_reference_documents_every_key_with_its_real_default() {
+    use auditrelay_plugin_api::testing::config_docs::struct_fields;
+    let sections: [(&str, &[&str]); 8] = [
+        ("relay", struct_fields::<RelaySettings>()),
+        ("spool", struct_fields::<SpoolSettings>()),
+        ("ingest.http", struct_fields::<HttpIngestSettings>()),
+        ("plugins.<name>", struct_fields::<PluginSettings>()),
+        ("plugins.<name>.limits", struct_fields::<LimitSettings>()),
+        ("plugins.<name>.batch", struct_fields::<BatchSettings>()),
+        ("plugins.<name>.filter", struct_fields::<FilterSettings>()),
+        ("plugins.<name>.retry", struct_fields::<RetrySettings>()),
+    ];
+    let tables = reference_tables(include_str!("../../../docs/configuration.md"));
+    let baseline = format!("{:?}", parse(MINIMAL).unwrap());
+    let mut problems = Vec::new();
+    for (section, fields) in sections {
+        let Some(rows) = tables
+            .iter()
+            .find(|(name, _)| name == section)
+            .map(|(_, r)| r)
+        else {
+            problems.push(format!("no table for `[{section}]`"));
+            continue;
+        };
+        for field in fields {
+            let subsection = format!("{section}.{field}");
+            let documented = rows.iter().any(|(key, _)| key == field)
+                || tables.iter().any(|(name, _)| *name == subsection);
+            if !documented {
+                problems.push(format!("`[{section}]` key `{field}` is not documented"));
+            }
+        }
+        for (key, default) in rows {
+            if !fields.contains(&key.as_str()) {
+                problems.push(format!(
+                    "`[{section}]` documents `{key}`, which the code does not read"
+                ));
+                continue;
+            }
+            // A default in backticks is TOML; `<...>` marks a template
+            // ("<data_dir>/cache") and words describe a derived value.
+            let Some(toml) = default.strip_prefix('`').and_then(|d| d.split('`').next()) else {
+                continue;
+            };
+            if toml.contains('<') {
+                continue;
+            }
+            let text = match section.strip_prefix("plugins.<name>") {
+                Some("") => format!("[plugins.file]\ngrant_dir = \"out\"\n{key} = {toml}\n"),
+                Some(sub) => format!("{MINIMAL}[plugins.file{sub}]\n{key} = {toml}\n"),
+                None => format!("[{section}]\n{key} = {toml}\n{MINIMAL}"),
+            };
+            match parse(&text) {
+                Err(error) => {
+                    problems.push(format!("`[{section}]` {key} = {toml} is refused: {error}"))
+                }
+                Ok(config) if format!("{config:?}") != baseline => problems.push(format!(
+                    "`[{section}]` {key}: the documented default {toml} is not what the code uses"
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/configuration.md:\n  - {}",
+        problems.join("\n  - ")
+    );
+}
+
+/// The key tables of the configuration reference: for each heading naming
+/// a section (`` ## `[spool]`: ... ``), its rows as (key, default column).
+fn reference_tables(doc: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in doc.lines() {
+        if line.starts_with('#') {
+            // A heading naming no section (`allowed_hosts` patterns) ends
+            // the last one's table too.
+            let section = line.split("`[").nth(1).and_then(|s| s.split(']').next());
+            tables.push((section.unwrap_or_default().to_owned(), Vec::new()));
+        } else if let Some(row) = line.strip_prefix("| `") {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            if let (Some((_, rows)), [key, default, ..]) = (tables.last_mut(), cells.as_slice()) {
+                rows.push((key.trim_end_matches('`').to_owned(), (*default).to_owned()));
+            }
+        }
+    }
+    tables
+}

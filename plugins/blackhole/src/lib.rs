@@ -42,7 +42,7 @@ impl Plugin for Blackhole {
         )
         .key(ConfigKey::optional(
             "decode",
-            "Decode and validate every envelope before accepting it",
+            "decode and validate every envelope before accepting it (measures what a field-reading plugin pays)",
             "false",
         ))
     }

@@ -44,46 +44,33 @@ impl Plugin for DatadogExporter {
         )
         .key(ConfigKey::optional(
             "site",
-            "Datadog site",
-            config::default_site(),
+            "`datadoghq.com`, `us3.datadoghq.com`, `us5.datadoghq.com`, `datadoghq.eu`, `ap1.datadoghq.com`, `ap2.datadoghq.com`, `ddog-gov.com`",
+            "\"datadoghq.com\"",
         ))
-        .key(ConfigKey::optional(
+        .key(ConfigKey::unset(
             "endpoint",
-            "Full intake URL, overriding site",
-            "from site",
+            "full intake URL (a proxy); unset: `https://http-intake.logs.<site>/api/v2/logs`",
         ))
-        .key(ConfigKey::optional(
-            "ddsource",
-            "ddsource",
-            config::default_ddsource(),
-        ))
-        .key(ConfigKey::optional(
-            "service",
-            "service",
-            "the event's source",
-        ))
-        .key(ConfigKey::optional("hostname", "hostname", "none"))
-        .key(ConfigKey::optional("tags", "Fixed key:value tags", "[]"))
+        .key(ConfigKey::optional("ddsource", "`ddsource`", "\"auditrelay\""))
+        .key(ConfigKey::unset("service", "`service`; unset: each event's `source`"))
+        .key(ConfigKey::unset("hostname", "`hostname`; unset: left out"))
+        .key(ConfigKey::optional("tags", "fixed `key:value` tags", "[]"))
         .key(ConfigKey::optional(
             "tag_fields",
-            "Tags from envelope fields: name = envelope path",
-            "{tenant = \"tenant\", action = \"type\", outcome = \"action.outcome\"}",
+            "tags from envelope fields: name = envelope path (commas and spaces in values become `_`)",
+            "{ tenant = \"tenant\", action = \"type\", outcome = \"action.outcome\" }",
         ))
         .key(ConfigKey::optional(
             "compression",
-            "gzip, zstd or none",
-            "gzip",
+            "`\"gzip\"` (level 1), `\"zstd\"`, `\"none\"`, or `{ algorithm = \"gzip\", level = 6 }`",
+            "\"gzip\"",
         ))
         .key(ConfigKey::optional(
             "max_request_bytes",
-            "Largest uncompressed request (Datadog takes 5MB)",
-            "4.25MB",
+            "largest uncompressed request (Datadog takes 5 MB)",
+            "\"4.25MB\"",
         ))
-        .key(ConfigKey::optional(
-            "timeout",
-            "Limit for each response",
-            "30s",
-        ))
+        .key(ConfigKey::optional("timeout", "limit for each response", "\"30s\""))
     }
 
     fn init(config: DatadogConfig, _ctx: &InitContext) -> Result<Self, InitError> {

@@ -193,22 +193,22 @@ impl Plugin for FileExporter {
         )
         .key(ConfigKey::optional(
             "prefix",
-            "File name prefix",
+            "file name prefix (letters, digits, `-` and `_`): files are `<prefix>-<UTC time>-<nn>.ndjson`",
             "\"audit\"",
         ))
         .key(ConfigKey::optional(
             "rotate_bytes",
-            "Start a new file once the current one is this big",
+            "start a new file once the current one is this big",
             "\"64MiB\"",
         ))
         .key(ConfigKey::optional(
             "rotate_after",
-            "Start a new file once the current one is this old",
+            "start a new file once the current one is this old",
             "\"1h\"",
         ))
         .key(ConfigKey::optional(
             "fsync",
-            "Sync each batch to disk before acknowledging it",
+            "sync each batch to disk before acknowledging it (off: a power loss may lose what the relay already forgot)",
             "true",
         ))
     }

@@ -48,47 +48,43 @@ impl Plugin for S3Exporter {
             env!("CARGO_PKG_VERSION"),
             "Writes batches as NDJSON objects to S3 or an S3-compatible store (SigV4)",
         )
-        .key(ConfigKey::required("bucket", "Bucket to write to"))
-        .key(ConfigKey::optional(
-            "region",
-            "The bucket's region",
-            "us-east-1",
+        .key(ConfigKey::required(
+            "bucket",
+            "bucket name alone (no `s3://`, no path)",
         ))
         .key(ConfigKey::optional(
+            "region",
+            "the bucket's region; part of every signature",
+            "\"us-east-1\"",
+        ))
+        .key(ConfigKey::unset(
             "endpoint",
-            "URL of an S3-compatible store",
-            "https://s3.<region>.amazonaws.com",
+            "`scheme://host[:port]` of an S3-compatible store; unset: `https://s3.<region>.amazonaws.com`",
         ))
         .key(ConfigKey::optional(
             "force_path_style",
-            "Put the bucket in the path instead of the host name",
+            "`endpoint/bucket/key` instead of `bucket.endpoint/key`; most S3-compatible stores need `true`",
             "false",
         ))
         .key(ConfigKey::optional(
             "key_prefix",
-            "Key prefix template: strftime fields and {tenant}, {source}, {type}",
-            config::default_key_prefix(),
+            "strftime fields (UTC, from each event's `time`) and `{tenant}`, `{source}`, `{type}` (events without a tenant get `_none`); characters other than `A-Z a-z 0-9 . _ - =` in field values become `_`",
+            "\"audit/%Y/%m/%d/\"",
         ))
         .key(ConfigKey::optional(
             "compression",
-            "gzip, zstd or none",
-            "gzip",
+            "`\"gzip\"` (level 1), `\"zstd\"`, `\"none\"`, or `{ algorithm = \"gzip\", level = 6 }`",
+            "\"gzip\"",
         ))
-        .key(ConfigKey::optional(
+        .key(ConfigKey::unset(
             "access_key_id",
-            "Access key id (else the aws_access_key_id secret)",
-            "secret aws_access_key_id",
+            "the access key id, if you prefer it in plain config; unset: the `aws_access_key_id` secret",
         ))
-        .key(ConfigKey::optional(
+        .key(ConfigKey::unset(
             "storage_class",
-            "x-amz-storage-class",
-            "bucket default",
+            "`x-amz-storage-class`, e.g. `\"STANDARD_IA\"`, `\"GLACIER_IR\"`; unset: the bucket's default",
         ))
-        .key(ConfigKey::optional(
-            "timeout",
-            "Limit for each PUT's response",
-            "60s",
-        ))
+        .key(ConfigKey::optional("timeout", "limit for each PUT's response", "\"60s\""))
     }
 
     fn init(config: S3Config, _ctx: &InitContext) -> Result<Self, InitError> {

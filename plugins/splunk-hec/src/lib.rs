@@ -38,34 +38,52 @@ impl Plugin for HecExporter {
             env!("CARGO_PKG_VERSION"),
             "Sends events to Splunk's HTTP Event Collector, optionally waiting for indexer acknowledgement",
         )
-        .key(ConfigKey::required("endpoint", "https://host:8088 of the HEC"))
-        .key(ConfigKey::optional("index", "HEC index", "the token's default"))
-        .key(ConfigKey::optional("source", "HEC source", "the event's source"))
+        .key(ConfigKey::required(
+            "endpoint",
+            "`https://host:port` of the HEC, without `/services/collector`",
+        ))
+        .key(ConfigKey::unset("index", "HEC `index`; unset: the token's default index"))
+        .key(ConfigKey::unset("source", "HEC `source`; unset: each event's `source`"))
         .key(ConfigKey::optional(
             "sourcetype",
-            "HEC sourcetype",
-            config::default_sourcetype(),
+            "HEC `sourcetype`",
+            "\"auditrelay:audit\"",
         ))
-        .key(ConfigKey::optional("host", "HEC host", "Splunk's default"))
+        .key(ConfigKey::unset(
+            "host",
+            "HEC `host`; unset: Splunk's default (the sender's address)",
+        ))
         .key(ConfigKey::optional(
             "fields",
-            "Indexed fields: name = envelope path",
-            "{tenant = \"tenant\", actor = \"actor.id\", action = \"type\"}",
+            "indexed fields: name = envelope path; absent values are left out",
+            "{ tenant = \"tenant\", actor = \"actor.id\", action = \"type\" }",
         ))
-        .key(ConfigKey::optional("compression", "gzip or none", "gzip"))
+        .key(ConfigKey::optional(
+            "compression",
+            "`\"gzip\"` (level 1) or `\"none\"` (HEC does not take zstd)",
+            "\"gzip\"",
+        ))
         .key(ConfigKey::optional(
             "acknowledgements",
-            "Wait for indexer acknowledgement",
+            "wait for indexer acknowledgement (the token must have it enabled)",
             "false",
         ))
-        .key(ConfigKey::optional("ack_timeout", "Wait this long for acks, then retry", "20s"))
-        .key(ConfigKey::optional("ack_poll_interval", "Pause between ack polls", "500ms"))
+        .key(ConfigKey::optional(
+            "ack_timeout",
+            "give up waiting and retry the batch; keep it below `limits.timeout` (30 s)",
+            "\"20s\"",
+        ))
+        .key(ConfigKey::optional(
+            "ack_poll_interval",
+            "pause between polls of `/services/collector/ack`",
+            "\"500ms\"",
+        ))
         .key(ConfigKey::optional(
             "max_request_bytes",
-            "Largest uncompressed request",
-            "1MB",
+            "largest uncompressed request; batches are split to fit (Splunk Cloud's cap is 1 MB)",
+            "\"1MB\"",
         ))
-        .key(ConfigKey::optional("timeout", "Limit for each response", "30s"))
+        .key(ConfigKey::optional("timeout", "limit for each response", "\"30s\""))
     }
 
     fn init(config: HecConfig, _ctx: &InitContext) -> Result<Self, InitError> {

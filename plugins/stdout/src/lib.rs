@@ -49,7 +49,7 @@ impl Plugin for Stdout {
         )
         .key(ConfigKey::optional(
             "format",
-            "\"summary\" (one readable line per event) or \"json\" (canonical envelope)",
+            "`\"summary\"` (one readable line per event) or `\"json\"` (the canonical envelope)",
             "\"summary\"",
         ))
     }

@@ -1,0 +1,22 @@
+//! One source for the config documentation: `info()` (what
+//! `auditrelay plugins` prints) documents every key the `Config` struct
+//! reads, with defaults that parse to what the code uses, and the README's
+//! table is rendered from it (`UPDATE_GOLDEN=1 cargo test` rewrites it).
+
+use auditrelay_plugin_api::testing::config_docs;
+use auditrelay_plugin_splunk_hec::HecExporter;
+
+#[test]
+fn info_documents_every_config_key_as_the_code_reads_it() {
+    config_docs::assert_config_documented::<HecExporter>(
+        serde_json::json!({"endpoint": "https://hec.example.com:8088"}),
+    );
+}
+
+#[test]
+fn the_readme_table_is_what_info_says() {
+    config_docs::assert_readme_documents::<HecExporter>(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/README.md"
+    ));
+}
