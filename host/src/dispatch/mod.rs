@@ -15,6 +15,7 @@ mod circuit;
 mod dead_letter;
 mod filter;
 mod status;
+mod telemetry;
 mod worker;
 
 use std::time::Duration;
@@ -26,14 +27,15 @@ pub use backoff::Backoff;
 pub use circuit::Circuit;
 pub use dead_letter::{DeadLetters, Listing};
 pub use filter::EventFilter;
-pub use status::{Health, PluginStatus, RunState};
+pub use status::{PluginStatus, RunState};
+pub use telemetry::Telemetry;
 pub use worker::{Worker, WorkerParts};
 
 use crate::runtime::Exporter;
 
 /// The running workers.
 pub struct Dispatcher {
-    workers: Vec<(String, Health, JoinHandle<()>)>,
+    workers: Vec<JoinHandle<()>>,
     abort: CancellationToken,
 }
 
@@ -66,15 +68,13 @@ impl Dispatcher {
         exporter: E,
         parts: WorkerParts,
     ) {
-        let instance = parts.instance.to_string();
-        let health = parts.health.clone();
+        let instance = parts.instance.clone();
+        let telemetry = parts.telemetry.clone();
         let worker = runtime.spawn(Worker::new(exporter, parts).run());
-        let watched = (instance.clone(), health.clone());
         let handle = runtime.spawn(async move {
             let Err(error) = worker.await else {
                 return;
             };
-            let (instance, health) = watched;
             let reason = match error.try_into_panic() {
                 Ok(panic) => panic
                     .downcast_ref::<&str>()
@@ -84,21 +84,19 @@ impl Dispatcher {
                 Err(error) => error.to_string(),
             };
             let reason: String = reason.chars().take(300).collect();
-            tracing::error!(plugin = instance, reason, "the delivery loop of this instance stopped on an internal error; its events stay in the spool and are delivered after a restart (please report this)");
-            let mut status = health.lock();
-            status.state = RunState::Failed;
-            status.error = Some(format!(
+            tracing::error!(plugin = &*instance, reason, "the delivery loop of this instance stopped on an internal error; its events stay in the spool and are delivered after a restart (please report this)");
+            telemetry.internal_error(format!(
                 "the relay's delivery loop stopped on an internal error ({reason}); events stay in the spool until the relay is restarted"
             ));
         });
-        self.workers.push((instance, health, handle));
+        self.workers.push(handle);
     }
 
     /// Waits up to `timeout` for every worker to drain the (closed) spool,
     /// then stops the rest where they are.
     pub async fn drain(self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        for (_, _, mut handle) in self.workers {
+        for mut handle in self.workers {
             if tokio::time::timeout_at(deadline, &mut handle)
                 .await
                 .is_err()
@@ -156,8 +154,12 @@ mod tests {
         spool
             .append(&[Record::from_event(event.as_event())])
             .unwrap();
-        let health = Health::new(PluginStatus::starting("buggy"));
-        health.set_running("buggy", "0", "buggy.wasm".into());
+        let telemetry = Telemetry::new(
+            "buggy",
+            Arc::new(Metrics::new()).plugin("buggy"),
+            Circuit::new(5, Duration::from_secs(1)),
+        );
+        telemetry.running("buggy", "0", "buggy.wasm".into());
         let mut dispatcher = Dispatcher::new();
         let parts = WorkerParts {
             instance: Arc::from("buggy"),
@@ -166,26 +168,24 @@ mod tests {
             reader: spool.reader(consumer),
             batch: BatchSettings::default(),
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(10)),
-            circuit: Circuit::new(5, Duration::from_secs(1)),
             filter: EventFilter::new(&FilterSettings::default()),
             dead_letters: Arc::new(DeadLetters::new(dir.path(), "buggy")),
             replay: Arc::new(tokio::sync::Notify::new()),
-            metrics: Arc::new(Metrics::new()).plugin("buggy"),
-            health: health.clone(),
+            telemetry: telemetry.clone(),
             isolate_after: 0,
             abort: dispatcher.abort_token(),
         };
         dispatcher.spawn(&tokio::runtime::Handle::current(), Buggy, parts);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while health.snapshot().state != RunState::Failed {
+        while telemetry.snapshot().state != RunState::Failed {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{:?}",
-                health.snapshot()
+                telemetry.snapshot()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let error = health.snapshot().error.unwrap();
+        let error = telemetry.snapshot().error.unwrap();
         assert!(error.contains("internal error"), "{error}");
         assert!(
             error.contains("an invariant the relay relies on"),

@@ -1,7 +1,6 @@
 //! What the relay reports about each plugin instance.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
@@ -58,23 +57,14 @@ pub struct PluginStatus {
 
 impl PluginStatus {
     /// The status of an instance being started.
-    pub fn starting(instance: &str) -> Self {
-        PluginStatus {
-            state: RunState::Starting,
-            error: None,
-            ..Self::failed(instance, String::new())
-        }
-    }
-
-    /// The status of an instance that could not be started.
-    pub fn failed(instance: &str, error: String) -> Self {
+    pub(crate) fn starting(instance: &str) -> Self {
         PluginStatus {
             instance: instance.to_owned(),
             plugin: None,
             version: None,
             file: None,
-            state: RunState::Failed,
-            error: Some(error),
+            state: RunState::Starting,
+            error: None,
             circuit: "closed",
             consecutive_failures: 0,
             delivered: 0,
@@ -84,38 +74,5 @@ impl PluginStatus {
             last_success: None,
             last_error: None,
         }
-    }
-}
-
-/// The part of a [`PluginStatus`] a worker keeps up to date; shared with
-/// the relay.
-#[derive(Debug, Clone)]
-pub struct Health(Arc<Mutex<PluginStatus>>);
-
-impl Health {
-    /// Health starting from `status`.
-    pub fn new(status: PluginStatus) -> Self {
-        Health(Arc::new(Mutex::new(status)))
-    }
-
-    /// Marks the instance running the given plugin.
-    pub fn set_running(&self, plugin: &str, version: &str, file: PathBuf) {
-        let mut status = self.lock();
-        status.plugin = Some(plugin.to_owned());
-        status.version = Some(version.to_owned());
-        status.file = Some(file);
-        status.state = RunState::Running;
-        status.error = None;
-        status.consecutive_failures = 0;
-    }
-
-    /// Locks it for an update.
-    pub fn lock(&self) -> MutexGuard<'_, PluginStatus> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A copy of the current status.
-    pub fn snapshot(&self) -> PluginStatus {
-        self.lock().clone()
     }
 }

@@ -289,11 +289,10 @@ impl Relay {
                 .await
                 .map_err(|e| StartError::Runtime(e.to_string()))??
         };
-        let instances = start::register(&config, &spool);
+        let instances = start::register(&config, &spool, &metrics);
         let (tried, tried_rx) = watch::channel(0);
         let starter = Arc::new(Starter {
             catalog: Arc::new(catalog),
-            metrics: metrics.clone(),
             spool: spool.clone(),
             dispatcher: Arc::new(tokio::sync::Mutex::new(Some(Dispatcher::new()))),
             threads: handle.clone(),
@@ -335,7 +334,7 @@ impl Relay {
             .inner
             .instances
             .iter()
-            .map(|i| i.health.snapshot())
+            .map(|i| i.telemetry.snapshot())
             .collect();
         if !statuses.is_empty() && statuses.iter().all(|s| s.state == RunState::Failed) {
             return Err(StartError::NoPlugins(statuses));
@@ -474,7 +473,7 @@ impl Relay {
             .instances
             .iter()
             .map(|instance| {
-                let mut status = instance.health.snapshot();
+                let mut status = instance.telemetry.snapshot();
                 (status.lag_events, status.lag_bytes) = self.inner.spool.lag(instance.consumer);
                 status
             })

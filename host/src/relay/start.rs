@@ -16,7 +16,7 @@ use crate::config::{
     Config, DurabilityMode, Isolation, PluginSettings, StartFromMode, WhenFullMode,
 };
 use crate::dispatch::{
-    Backoff, Circuit, DeadLetters, Dispatcher, EventFilter, Health, PluginStatus, WorkerParts,
+    Backoff, Circuit, DeadLetters, Dispatcher, EventFilter, Telemetry, WorkerParts,
 };
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::runtime::AnyExporter;
@@ -34,7 +34,7 @@ pub(super) struct Instance {
     pub name: String,
     pub settings: PluginSettings,
     pub consumer: ConsumerId,
-    pub health: Health,
+    pub telemetry: Telemetry,
     pub dead_letters: Arc<DeadLetters>,
     /// Asks the worker to replay dead letters; set once it runs.
     pub replay: OnceLock<Arc<Notify>>,
@@ -96,7 +96,11 @@ pub(crate) fn dead_letter_dir(config: &Config) -> std::path::PathBuf {
 }
 
 /// Registers every enabled instance with the spool, none running yet.
-pub(super) fn register(config: &Config, spool: &Spool) -> Vec<Arc<Instance>> {
+pub(super) fn register(
+    config: &Config,
+    spool: &Spool,
+    metrics: &Arc<Metrics>,
+) -> Vec<Arc<Instance>> {
     config
         .enabled_plugins()
         .map(|(name, settings)| {
@@ -108,7 +112,14 @@ pub(super) fn register(config: &Config, spool: &Spool) -> Vec<Arc<Instance>> {
                 name: name.to_owned(),
                 settings: settings.clone(),
                 consumer: spool.consumer(name, start, true),
-                health: Health::new(PluginStatus::starting(name)),
+                telemetry: Telemetry::new(
+                    name,
+                    metrics.plugin(name),
+                    Circuit::new(
+                        settings.retry.circuit_after,
+                        settings.retry.circuit_open_for,
+                    ),
+                ),
                 dead_letters: Arc::new(DeadLetters::new(&dead_letter_dir(config), name)),
                 replay: OnceLock::new(),
             })
@@ -119,7 +130,6 @@ pub(super) fn register(config: &Config, spool: &Spool) -> Vec<Arc<Instance>> {
 /// What starting instances in the background needs.
 pub(super) struct Starter {
     pub catalog: Arc<Catalog>,
-    pub metrics: Arc<Metrics>,
     pub spool: Arc<Spool>,
     pub dispatcher: Arc<Mutex<Option<Dispatcher>>>,
     pub threads: tokio::runtime::Handle,
@@ -138,7 +148,7 @@ impl Starter {
         let name = instance.name.as_str();
         let retry = &instance.settings.retry;
         let backoff = Backoff::new(retry.initial_backoff.max(FIRST_RESTART), retry.max_backoff);
-        let metrics = self.metrics.plugin(name);
+        let metrics = instance.telemetry.metrics().clone();
         let mut failures = 0u32;
         loop {
             let started = start_instance(
@@ -151,7 +161,7 @@ impl Starter {
             .await;
             let retry_in = match started {
                 Ok((plugin, exporter)) => {
-                    self.run(&instance, &plugin, exporter, metrics).await;
+                    self.run(&instance, &plugin, exporter).await;
                     self.tried.send_modify(|n| *n += 1);
                     return;
                 }
@@ -160,7 +170,7 @@ impl Starter {
                         plugin = name,
                         "cannot start: {error}; its events stay in the spool until it runs"
                     );
-                    *instance.health.lock() = PluginStatus::failed(name, error);
+                    instance.telemetry.cannot_run(error);
                     self.tried.send_modify(|n| *n += 1);
                     return;
                 }
@@ -173,11 +183,7 @@ impl Starter {
                         retry_in = %humantime::format_duration(retry_in),
                         "cannot start: {error}; trying again (its events stay in the spool)"
                     );
-                    {
-                        let mut health = instance.health.lock();
-                        health.error = Some(error);
-                        health.consecutive_failures = failures;
-                    }
+                    instance.telemetry.start_failed(error);
                     if failures == 1 {
                         self.tried.send_modify(|n| *n += 1);
                     }
@@ -193,13 +199,7 @@ impl Starter {
 
     /// Hands a started instance to its worker, unless the relay is
     /// stopping meanwhile.
-    async fn run(
-        &self,
-        instance: &Instance,
-        plugin: &LoadedPlugin,
-        mut exporter: AnyExporter,
-        metrics: PluginMetrics,
-    ) {
+    async fn run(&self, instance: &Instance, plugin: &LoadedPlugin, mut exporter: AnyExporter) {
         let name = instance.name.as_str();
         let mut dispatcher = self.dispatcher.lock().await;
         let Some(dispatcher) = dispatcher
@@ -211,8 +211,8 @@ impl Starter {
         };
         let info = plugin.info();
         instance
-            .health
-            .set_running(&info.name, &info.version, plugin.path().to_owned());
+            .telemetry
+            .running(&info.name, &info.version, plugin.path().to_owned());
         let replay = Arc::new(Notify::new());
         let retry = &instance.settings.retry;
         let parts = WorkerParts {
@@ -222,12 +222,10 @@ impl Starter {
             reader: self.spool.reader(instance.consumer),
             batch: instance.settings.batch.clone(),
             backoff: Backoff::new(retry.initial_backoff, retry.max_backoff),
-            circuit: Circuit::new(retry.circuit_after, retry.circuit_open_for),
             filter: EventFilter::new(&instance.settings.filter),
             dead_letters: instance.dead_letters.clone(),
             replay: replay.clone(),
-            metrics,
-            health: instance.health.clone(),
+            telemetry: instance.telemetry.clone(),
             isolate_after: retry.isolate_after,
             abort: dispatcher.abort_token(),
         };

@@ -9,6 +9,7 @@ use auditrelay_plugin_api::Event;
 use super::poison::{Crash, PoisonSearch, Step};
 use super::{Handled, Worker};
 use crate::dispatch::circuit::CircuitState;
+use crate::dispatch::telemetry::Failure;
 use crate::runtime::{CallError, Delivery, Exporter, Fault, RejectedEvent};
 use crate::spool::Batch;
 
@@ -83,9 +84,7 @@ impl<E: Exporter> Worker<E> {
                 outcome = self.exporter.deliver(batch) => outcome,
                 () = self.parts.abort.cancelled() => return Ok(Handled::Aborted),
             };
-            self.parts
-                .metrics
-                .batch_duration(started.elapsed().as_secs_f64());
+            self.parts.telemetry.call_took(started.elapsed());
             let (message, retry_after) = match outcome {
                 Ok(Delivery::Accepted) => {
                     self.succeeded(batch.len(), 0);
@@ -101,7 +100,7 @@ impl<E: Exporter> Worker<E> {
                     }
                 }
                 Err(CallError::Permanent(reason)) => {
-                    self.parts.metrics.failure("permanent");
+                    self.parts.telemetry.call_failed("permanent", None);
                     tracing::warn!(
                         plugin = &*self.parts.instance,
                         events = batch.len(),
@@ -124,13 +123,14 @@ impl<E: Exporter> Worker<E> {
                     message,
                     retry_after,
                 }) => {
-                    self.parts.metrics.failure("retryable");
+                    self.parts.telemetry.call_failed("retryable", None);
                     crashes = 0;
                     (message, retry_after)
                 }
                 Err(CallError::Fault(fault)) => {
-                    self.parts.metrics.failure("fault");
-                    self.parts.metrics.trap(fault.kind.label());
+                    self.parts
+                        .telemetry
+                        .call_failed("fault", Some(fault.kind.label()));
                     tracing::error!(
                         plugin = &*self.parts.instance,
                         cause = fault.kind.label(),
@@ -156,10 +156,7 @@ impl<E: Exporter> Worker<E> {
     /// Waits while the circuit is open; `Some` if aborted meanwhile.
     async fn wait_for_circuit(&mut self) -> Option<Handled> {
         loop {
-            let state = self.parts.circuit.state(Instant::now());
-            self.parts.metrics.circuit_state(state.gauge());
-            self.parts.health.lock().circuit = state.name();
-            let CircuitState::Open { until } = state else {
+            let CircuitState::Open { until } = self.parts.telemetry.circuit() else {
                 return None;
             };
             tokio::select! {
@@ -172,11 +169,13 @@ impl<E: Exporter> Worker<E> {
     /// Records a failure and waits before the next attempt; `Some` if
     /// aborted meanwhile.
     async fn back_off(&mut self, message: &str, retry_after: Option<Duration>) -> Option<Handled> {
-        let opened = self.record_failure(message);
+        let Failure {
+            failures,
+            opened_for,
+        } = self.record_failure(message);
         let p = &mut self.parts;
-        let failures = p.circuit.failures();
-        p.metrics.retry();
-        if opened {
+        p.telemetry.retrying();
+        if opened_for.is_some() {
             return None;
         }
         let delay = p.backoff.delay(failures, retry_after);
@@ -192,55 +191,29 @@ impl<E: Exporter> Worker<E> {
         }
     }
 
-    /// Counts a failed call in the circuit and the status; whether the
-    /// circuit opened.
-    fn record_failure(&mut self, message: &str) -> bool {
-        let p = &mut self.parts;
-        let opened = p.circuit.failed(Instant::now());
-        let failures = p.circuit.failures();
-        {
-            let mut health = p.health.lock();
-            health.consecutive_failures = failures;
-            health.last_error = Some(message.to_owned());
-        }
-        if opened {
-            let state = p.circuit.state(Instant::now());
-            p.metrics.circuit_state(state.gauge());
-            p.health.lock().circuit = state.name();
-            let pause = match state {
-                CircuitState::Open { until } => until.saturating_duration_since(Instant::now()),
-                _ => Duration::ZERO,
-            };
+    /// Records a failed attempt (circuit, status, metrics) and says when
+    /// it opened the circuit.
+    fn record_failure(&mut self, message: &str) -> Failure {
+        let failure = self.parts.telemetry.failed(message);
+        if let Some(pause) = failure.opened_for {
             tracing::warn!(
-                plugin = &*p.instance,
-                failures,
+                plugin = &*self.parts.instance,
+                failures = failure.failures,
                 pause = %humantime::format_duration(pause),
                 "circuit opened: pausing deliveries to this plugin after repeated failures (last: {message})"
             );
         }
-        opened
+        failure
     }
 
     fn succeeded(&mut self, delivered: usize, dead_lettered: usize) {
-        let p = &mut self.parts;
-        let failures = p.circuit.failures();
-        if p.circuit.succeeded() || failures > 0 {
+        let failures = self.parts.telemetry.succeeded(delivered, dead_lettered);
+        if failures > 0 {
             tracing::info!(
-                plugin = &*p.instance,
+                plugin = &*self.parts.instance,
                 failures,
                 "plugin recovered; delivering again"
             );
-        }
-        p.metrics.circuit_state(CircuitState::Closed.gauge());
-        p.metrics.delivered(delivered as u64);
-        let mut health = p.health.lock();
-        health.circuit = "closed";
-        health.consecutive_failures = 0;
-        health.delivered += delivered as u64;
-        health.dead_letters += dead_lettered as u64;
-        health.last_error = None;
-        if delivered > 0 {
-            health.last_success = Some(jiff::Timestamp::now());
         }
     }
 
@@ -280,7 +253,7 @@ impl<E: Exporter> Worker<E> {
             tracing::error!(plugin = &*self.parts.instance, "{message}");
             message
         })?;
-        self.parts.metrics.dead_lettered(events.len() as u64);
+        self.parts.telemetry.dead_lettered(events.len());
         Ok(())
     }
 }

@@ -21,12 +21,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::circuit::Circuit;
 use super::dead_letter::DeadLetters;
 use super::filter::EventFilter;
-use super::status::{Health, RunState};
+use super::telemetry::Telemetry;
 use crate::config::BatchSettings;
-use crate::metrics::PluginMetrics;
 use crate::runtime::{CallError, Exporter};
 use crate::spool::{Batch, ConsumerId, Reader, Spool};
 
@@ -57,18 +55,14 @@ pub struct WorkerParts {
     pub batch: BatchSettings,
     /// Waits between retries.
     pub backoff: Backoff,
-    /// The circuit breaker.
-    pub circuit: Circuit,
     /// Which events to deliver.
     pub filter: EventFilter,
     /// Where refused events go.
     pub dead_letters: Arc<DeadLetters>,
     /// Signalled when the operator asks to replay dead letters.
     pub replay: Arc<Notify>,
-    /// This instance's metrics.
-    pub metrics: PluginMetrics,
-    /// This instance's status.
-    pub health: Health,
+    /// This instance's metrics, status and circuit breaker.
+    pub telemetry: Telemetry,
     /// Consecutive crashes on one batch before it is split (0: never).
     pub isolate_after: u32,
     /// Cancelled when the relay stops waiting for deliveries.
@@ -126,7 +120,7 @@ impl<E: Exporter> Worker<E> {
             }
             let p = &self.parts;
             p.spool.commit(p.consumer, end);
-            p.metrics.lag(p.spool.lag(p.consumer).0);
+            p.telemetry.lag(p.spool.lag(p.consumer).0);
         }
         if !aborted && !self.parts.abort.is_cancelled() {
             self.flush().await;
@@ -140,7 +134,7 @@ impl<E: Exporter> Worker<E> {
                 }
             }
         }
-        self.parts.health.lock().state = RunState::Stopped;
+        self.parts.telemetry.stopped();
     }
 
     /// The next batch, or `None` once the spool is closed and drained (or
@@ -176,7 +170,7 @@ impl<E: Exporter> Worker<E> {
             let next = self.parts.reader.next_seq();
             let closed = spool.is_closed();
             if closed {
-                self.parts.health.lock().state = RunState::Draining;
+                self.parts.telemetry.draining();
             }
             let drained = closed && next >= spool.stats().next_seq;
             if batch.is_empty() {
@@ -262,7 +256,7 @@ impl<E: Exporter> Worker<E> {
         };
         if let Err(error) = outcome {
             if let CallError::Fault(fault) = &error {
-                self.parts.metrics.trap(fault.kind.label());
+                self.parts.telemetry.metrics().trap(fault.kind.label());
             }
             tracing::warn!(plugin = &*self.parts.instance, "flush failed: {error}");
         }
