@@ -6,53 +6,56 @@ use super::{AllowList, Config, ConfigError, PluginSettings};
 const MIN_PLUGIN_MEMORY: u64 = 4 * 1024 * 1024;
 
 impl Config {
+    /// Every problem found, at once (one [`ConfigError::Invalid`], or
+    /// [`ConfigError::Several`]).
     pub(super) fn check(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
         let relay = &self.relay;
         if relay.plugin_threads == 0 || relay.plugin_threads > 256 {
-            return Err(self.invalid("relay.plugin_threads", "must be between 1 and 256"));
+            problems.add("relay.plugin_threads", "must be between 1 and 256");
         }
         if relay.max_event_bytes.as_u64() < 1024 {
-            return Err(self.invalid("relay.max_event_bytes", "must be at least 1KiB"));
+            problems.add("relay.max_event_bytes", "must be at least 1KiB");
         }
         if relay.max_buffered_bytes < relay.max_event_bytes {
-            return Err(self.invalid(
+            problems.add(
                 "relay.max_buffered_bytes",
                 "must be at least relay.max_event_bytes",
-            ));
+            );
         }
         let spool = &self.spool;
         if spool.group_commit.is_zero() || spool.group_commit > std::time::Duration::from_secs(10) {
-            return Err(self.invalid("spool.group_commit", "must be between 1ms and 10s"));
+            problems.add("spool.group_commit", "must be between 1ms and 10s");
         }
         if spool.segment_size.as_u64() < 64 * 1024
             || spool.segment_size.as_u64() > 1024 * 1024 * 1024
         {
-            return Err(self.invalid("spool.segment_size", "must be between 64KiB and 1GiB"));
+            problems.add("spool.segment_size", "must be between 64KiB and 1GiB");
         }
         if spool.max_size.as_u64() < spool.segment_size.as_u64() * 2 {
-            return Err(self.invalid(
+            problems.add(
                 "spool.max_size",
                 "must be at least twice spool.segment_size (a full spool must be able to move on)",
-            ));
+            );
         }
         if spool.max_size.as_u64() < relay.max_event_bytes.as_u64() * 4 {
-            return Err(self.invalid(
+            problems.add(
                 "spool.max_size",
                 "must hold at least four of the largest events",
-            ));
+            );
         }
         let http = &self.ingest.http;
         if http.max_connections == 0 {
-            return Err(self.invalid("ingest.http.max_connections", "must be at least 1"));
+            problems.add("ingest.http.max_connections", "must be at least 1");
         }
         if http.max_body_memory.as_u64() < http.max_body_bytes.as_u64() {
-            return Err(self.invalid(
+            problems.add(
                 "ingest.http.max_body_memory",
                 format!(
                     "must be at least ingest.http.max_body_bytes ({}), or the largest body could never be read",
                     http.max_body_bytes
                 ),
-            ));
+            );
         }
         for (key, value) in [
             ("ingest.http.header_timeout", http.header_timeout),
@@ -60,27 +63,27 @@ impl Config {
             ("ingest.http.ack_timeout", http.ack_timeout),
         ] {
             if value.is_zero() {
-                return Err(self.invalid(key, "must be longer than 0s"));
+                problems.add(key, "must be longer than 0s");
             }
         }
         if http.enabled && http.auth_token.is_none() && !http.listen.ip().is_loopback() {
-            return Err(self.invalid(
+            problems.add(
                 "ingest.http.auth_token",
                 format!(
                     "is required when listening on {} (a non-loopback address): set it, e.g. to \"${{AUDITRELAY_TOKEN}}\"",
                     http.listen
                 ),
-            ));
+            );
         }
         if http
             .auth_token
             .as_ref()
             .is_some_and(|t| t.expose().len() < 16)
         {
-            return Err(self.invalid(
+            problems.add(
                 "ingest.http.auth_token",
                 "must be at least 16 characters (use a random token)",
-            ));
+            );
         }
 
         for (name, settings) in &self.plugins {
@@ -90,66 +93,67 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
             {
-                return Err(self.invalid(
+                problems.add(
                     format!("plugins.{name}"),
                     "instance names use lower-case letters, digits, '-' and '_' (at most 64)",
-                ));
+                );
             }
-            self.check_plugin(name, settings)?;
+            self.check_plugin(name, settings, &mut problems);
         }
         if self.enabled_plugins().next().is_none() {
-            return Err(self.invalid(
+            problems.add(
                 "plugins",
                 "no plugin is enabled, so events would have nowhere to go: add a [plugins.<name>] table",
-            ));
+            );
         }
-        Ok(())
+        problems.into_result(&self.origin)
     }
 
-    fn check_plugin(&self, name: &str, p: &PluginSettings) -> Result<(), ConfigError> {
+    fn check_plugin(&self, name: &str, p: &PluginSettings, problems: &mut Problems) {
         let key = |rest: &str| format!("plugins.{name}.{rest}");
         if p.limits.memory.as_u64() < MIN_PLUGIN_MEMORY {
-            return Err(self.invalid(key("limits.memory"), "must be at least 4MiB"));
+            problems.add(key("limits.memory"), "must be at least 4MiB");
         }
         if p.limits.memory.as_u64() > 4 * 1024 * 1024 * 1024 {
-            return Err(self.invalid(
+            problems.add(
                 key("limits.memory"),
                 "must be at most 4GiB (the wasm32 address space)",
-            ));
+            );
         }
         if !(1..=256).contains(&p.limits.http_requests) {
-            return Err(self.invalid(key("limits.http_requests"), "must be between 1 and 256"));
+            problems.add(key("limits.http_requests"), "must be between 1 and 256");
         }
         if p.limits.timeout.as_millis() < 10 {
-            return Err(self.invalid(key("limits.timeout"), "must be at least 10ms"));
+            problems.add(key("limits.timeout"), "must be at least 10ms");
         }
         if !(1..=100_000).contains(&p.batch.max_events) {
-            return Err(self.invalid(key("batch.max_events"), "must be between 1 and 100000"));
+            problems.add(key("batch.max_events"), "must be between 1 and 100000");
         }
         if p.batch.max_bytes.as_u64() < 1024 {
-            return Err(self.invalid(key("batch.max_bytes"), "must be at least 1KiB"));
+            problems.add(key("batch.max_bytes"), "must be at least 1KiB");
         }
         if p.retry.initial_backoff.is_zero() || p.retry.initial_backoff > p.retry.max_backoff {
-            return Err(self.invalid(
+            problems.add(
                 key("retry.initial_backoff"),
                 "must be greater than zero and at most retry.max_backoff",
-            ));
+            );
         }
         if p.retry.circuit_after == 0 {
-            return Err(self.invalid(key("retry.circuit_after"), "must be at least 1"));
+            problems.add(key("retry.circuit_after"), "must be at least 1");
         }
-        AllowList::parse(&p.allowed_hosts)
-            .map_err(|(i, message)| self.invalid(key(&format!("allowed_hosts[{i}]")), message))?;
+        if let Err((i, message)) = AllowList::parse(&p.allowed_hosts) {
+            problems.add(key(&format!("allowed_hosts[{i}]")), message);
+        }
         for secret in p.secrets.keys() {
             if secret.is_empty()
                 || !secret
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                return Err(self.invalid(
+                problems.add(
                     key(&format!("secrets.{secret}")),
                     "secret names use letters, digits, '-' and '_'",
-                ));
+                );
             }
         }
         for (list, patterns) in [
@@ -158,21 +162,48 @@ impl Config {
         ] {
             for (i, pattern) in patterns.iter().enumerate() {
                 if pattern.trim_end_matches('*').contains('*') {
-                    return Err(self.invalid(
+                    problems.add(
                         key(&format!("{list}[{i}]")),
                         "'*' is only allowed at the end (e.g. \"group.*\")",
-                    ));
+                    );
                 }
             }
         }
         if let Some(plugin) = &p.plugin
             && (plugin.contains('/') || plugin.ends_with(".wasm"))
         {
-            return Err(self.invalid(
+            problems.add(
                 key("plugin"),
                 "names a plugin by its file stem (e.g. \"file\"); use `path` for a file path",
-            ));
+            );
         }
-        Ok(())
+    }
+}
+
+/// The problems found so far, each as (dotted key, what to do).
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push((key.into(), message.into()));
+    }
+
+    fn into_result(mut self, origin: &str) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => {
+                let (key, message) = self.0.remove(0);
+                Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key,
+                    message,
+                })
+            }
+            _ => Err(ConfigError::Several {
+                origin: origin.to_owned(),
+                problems: self.0,
+            }),
+        }
     }
 }

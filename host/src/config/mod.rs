@@ -54,6 +54,23 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// Several values are unusable: every one is listed, so one run of
+    /// `auditrelay check` shows them all.
+    #[error("{origin}: {} problems:\n{}", problems.len(), list_problems(problems))]
+    Several {
+        /// The file.
+        origin: String,
+        /// Each as (dotted key, what is wrong and what to do).
+        problems: Vec<(String, String)>,
+    },
+}
+
+fn list_problems(problems: &[(String, String)]) -> String {
+    problems
+        .iter()
+        .map(|(key, message)| format!("  - {key}: {message}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The whole configuration file.
@@ -624,14 +641,6 @@ impl Config {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.relay.data_dir.join("cache"))
-    }
-
-    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.origin.clone(),
-            key: key.into(),
-            message: message.into(),
-        }
     }
 
     /// Makes relative paths relative to `base` (the config file's directory).

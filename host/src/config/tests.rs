@@ -250,3 +250,33 @@ fn reference_tables(doc: &str) -> Vec<(String, Vec<(String, String)>)> {
     }
     tables
 }
+
+#[test]
+fn every_unusable_value_is_reported_at_once() {
+    let error = parse(
+        "[relay]\nplugin_threads = 0\n[spool]\ngroup_commit = \"0s\"\n\
+         [plugins.file]\ngrant_dir = \"out\"\n[plugins.file.batch]\nmax_events = 0\n\
+         [plugins.file.filter]\ntypes = [\"a*b\"]\n",
+    )
+    .unwrap_err();
+    let ConfigError::Several { problems, .. } = &error else {
+        panic!("expected every problem, got {error}");
+    };
+    let keys: Vec<&str> = problems.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "relay.plugin_threads",
+            "spool.group_commit",
+            "plugins.file.batch.max_events",
+            "plugins.file.filter.types[0]",
+        ]
+    );
+    let text = error.to_string();
+    assert!(
+        text.starts_with(
+            "relay.toml: 4 problems:\n  - relay.plugin_threads: must be between 1 and 256\n"
+        ),
+        "{text}"
+    );
+}
