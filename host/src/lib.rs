@@ -106,7 +106,8 @@ mod spool;
 pub use auditrelay_plugin_api::envelope;
 pub use config::Config;
 pub use relay::{EmitError, Receipt, Relay, RelayStatus, ShutdownReport, StartError};
-pub use spool::SpoolError;
+pub use runtime::catalog::PluginDirError;
+pub use spool::{SpoolError, SpoolOpenError};
 
 /// What the relay reports about its plugin instances and its spool
 /// ([`Relay::status`], [`Relay::recovery`], `GET /v1/status`).

@@ -24,7 +24,7 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
     )
     .await;
     spinner.finish_and_clear();
-    let catalog = catalog.map_err(anyhow::Error::msg)?;
+    let catalog = catalog?;
     for entry in catalog.entries() {
         match entry {
             CatalogEntry::Loaded(plugin) => println!(

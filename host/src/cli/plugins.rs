@@ -33,7 +33,7 @@ pub async fn plugins(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     })
     .await;
     spinner.finish_and_clear();
-    let catalog = catalog.map_err(anyhow::Error::msg)?;
+    let catalog = catalog?;
 
     // Which configured instances use each plugin, and how.
     let users = |plugin: &LoadedPlugin| -> Vec<String> {

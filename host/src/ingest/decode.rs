@@ -19,6 +19,31 @@ use serde_json::value::RawValue;
 
 use crate::relay::{Arrivals, Refused};
 
+/// The media types a body may have, as every refusal lists them.
+const ACCEPTED: &str = "send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json";
+
+/// Why a body was refused as a whole (nothing in it accepted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// No `Content-Type` header.
+    #[error("missing Content-Type: {ACCEPTED}")]
+    MissingContentType,
+    /// A `Content-Type` the relay does not read.
+    #[error("unsupported Content-Type {0:?}: {ACCEPTED}")]
+    UnsupportedContentType(String),
+    /// UTF-8 with a byte order mark.
+    #[error(
+        "the body starts with a byte order mark (EF BB BF): send the JSON without it (RFC 8259 §8.1)"
+    )]
+    ByteOrderMark,
+    /// UTF-16 or UTF-32, or bytes that are not UTF-8 at all.
+    #[error("{0}")]
+    NotUtf8(String),
+    /// Not JSON, or not the shape the format promises.
+    #[error("{0}")]
+    Syntax(String),
+}
+
 /// The body formats, by media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -34,7 +59,7 @@ pub enum Format {
 
 impl Format {
     /// The format of a `Content-Type` value (parameters ignored).
-    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, String> {
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, BodyError> {
         let essence = content_type
             .unwrap_or("")
             .split(';')
@@ -47,13 +72,8 @@ impl Format {
             "application/x-ndjson" | "application/jsonl" => Ok(Format::Ndjson),
             "application/cloudevents+json" => Ok(Format::CloudEvent),
             "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
-            "" => Err(
-                "missing Content-Type: send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json"
-                    .into(),
-            ),
-            other => Err(format!(
-                "unsupported Content-Type {other:?}: send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json"
-            )),
+            "" => Err(BodyError::MissingContentType),
+            other => Err(BodyError::UnsupportedContentType(other.to_owned())),
         }
     }
 }
@@ -61,7 +81,7 @@ impl Format {
 /// Decodes a body into the events it brings, each read strictly and then
 /// validated and encoded once by [`Arrivals::push`]; `Err` means the body
 /// as a whole is unusable.
-pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, String> {
+pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, BodyError> {
     check_encoding(body)?;
     let mut arrivals = Arrivals::new(limits);
     let mut arrive =
@@ -88,7 +108,8 @@ pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, S
             }
         }
         Format::Ndjson => {
-            let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+            let text = std::str::from_utf8(body)
+                .map_err(|e| BodyError::NotUtf8(format!("body is not UTF-8: {e}")))?;
             for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
                 let raw = line.as_bytes();
                 arrive(index, raw, AuditEventEnvelope::read_json(raw));
@@ -99,8 +120,9 @@ pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, S
             arrive(0, body, cloudevents::read_cloudevent_json(body));
         }
         Format::CloudEventBatch => {
-            let events = parse_array(body)
-                .map_err(|e| format!("{e} (a CloudEvents batch is a JSON array)"))?;
+            let events = parse_array(body).map_err(|e| {
+                BodyError::Syntax(format!("{e} (a CloudEvents batch is a JSON array)"))
+            })?;
             for (index, raw) in events.into_iter().enumerate() {
                 let raw = raw.get().as_bytes();
                 arrive(index, raw, cloudevents::read_cloudevent_json(raw));
@@ -112,30 +134,28 @@ pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, S
 
 /// Refuses bodies that are not UTF-8 in a way a plain parser would only
 /// call "expected value".
-fn check_encoding(body: &[u8]) -> Result<(), String> {
+fn check_encoding(body: &[u8]) -> Result<(), BodyError> {
     if body.starts_with(b"\xEF\xBB\xBF") {
-        return Err(
-            "the body starts with a byte order mark (EF BB BF): send the JSON without it (RFC 8259 §8.1)"
-                .into(),
-        );
+        return Err(BodyError::ByteOrderMark);
     }
     let utf16 = body.starts_with(b"\xFE\xFF")
         || body.starts_with(b"\xFF\xFE")
         || body.iter().take(4).any(|&b| b == 0);
     if utf16 {
-        return Err(
+        return Err(BodyError::NotUtf8(
             "the body looks like UTF-16 or UTF-32: JSON must be sent as UTF-8 (RFC 8259 §8.1)"
                 .into(),
-        );
+        ));
     }
     Ok(())
 }
 
-fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| EnvelopeError::syntax(&e).to_string())
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, BodyError> {
+    serde_json::from_slice(body)
+        .map_err(|e| BodyError::Syntax(EnvelopeError::syntax(&e).to_string()))
 }
 
-fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, String> {
+fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
     parse(body)
 }
 
@@ -226,16 +246,20 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_refused_with_a_position() {
-        let err = decode(b"[{\"id\": 1,,}]", Format::Json, Limits::default()).unwrap_err();
+        let err = decode(b"[{\"id\": 1,,}]", Format::Json, Limits::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("malformed JSON at line 1 column"), "{err}");
         assert!(
             Format::from_content_type(Some("text/plain"))
                 .unwrap_err()
+                .to_string()
                 .contains("unsupported Content-Type")
         );
         assert!(
             Format::from_content_type(None)
                 .unwrap_err()
+                .to_string()
                 .contains("missing Content-Type")
         );
         assert_eq!(

@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus, RunState};
 use crate::metrics::{Metrics, Via};
-use crate::spool::{Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolStats};
+use crate::runtime::catalog::PluginDirError;
+use crate::spool::{
+    Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolOpenError, SpoolStats,
+};
 
 pub(crate) use intake::{Arrivals, Refusals, Refused};
 use start::{Instance, Starter, spool_options};
@@ -31,14 +34,14 @@ const IDLE_POLL: Duration = Duration::from_millis(5);
 pub enum StartError {
     /// The spool could not be opened (another relay uses it, or its
     /// directory cannot be written).
-    #[error("{0}")]
-    Spool(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolOpenError),
     /// The plugin runtime could not be set up.
     #[error("cannot start the plugin runtime: {0}")]
     Runtime(String),
     /// The plugin directory could not be read.
-    #[error("{0}")]
-    PluginDir(String),
+    #[error(transparent)]
+    PluginDir(#[from] PluginDirError),
     /// No enabled plugin can run as configured (no such plugin, a broken
     /// file, a setting that does not apply), so accepted events would have
     /// nowhere to go.
@@ -265,8 +268,7 @@ impl Relay {
         let options = spool_options(&config);
         let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(options))
             .await
-            .map_err(|e| StartError::Spool(e.to_string()))?
-            .map_err(StartError::Spool)?;
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
         if recovery.is_clean() {
             tracing::info!(spool = %spool.dir().display(), "spool opened: {recovery}");
         } else {
@@ -287,7 +289,7 @@ impl Relay {
             handle
                 .spawn(async move { start::catalog(&config) })
                 .await
-                .map_err(|e| StartError::Runtime(e.to_string()))??
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?
         };
         let instances = start::register(&config, &spool, &metrics);
         let (tried, tried_rx) = watch::channel(0);

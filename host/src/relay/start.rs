@@ -251,7 +251,7 @@ pub(super) fn catalog(config: &Config) -> Result<Catalog, super::StartError> {
             .map_err(|e| super::StartError::Runtime(format!("{e:#}")))?,
     );
     Catalog::open(&runtime, &config.relay.plugin_dir, config.load_limits())
-        .map_err(super::StartError::PluginDir)
+        .map_err(super::StartError::from)
 }
 
 /// Starts one enabled instance: finds its plugin, prepares its granted

@@ -110,23 +110,37 @@ struct CatalogFile {
     entry: OnceCell<CatalogEntry>,
 }
 
+/// The plugin directory could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot read plugin_dir {}: {source} (set relay.plugin_dir, or AUDITRELAY_PLUGIN_DIR for the embedded default)",
+    dir.display()
+)]
+pub struct PluginDirError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The operating system's error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl Catalog {
     /// The `.wasm` and `.so` files in `dir`, none of them loaded yet.
     pub fn open(
         runtime: &Arc<WasmRuntime>,
         dir: &Path,
         limits: LoadLimits,
-    ) -> Result<Catalog, String> {
+    ) -> Result<Catalog, PluginDirError> {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|path| PluginKind::of_file(path).is_some() && path.is_file())
                 .collect(),
-            Err(error) => {
-                return Err(format!(
-                    "cannot read plugin_dir {}: {error} (set relay.plugin_dir, or AUDITRELAY_PLUGIN_DIR for the embedded default)",
-                    dir.display()
-                ));
+            Err(source) => {
+                return Err(PluginDirError {
+                    dir: dir.to_owned(),
+                    source,
+                });
             }
         };
         files.sort();
@@ -152,7 +166,7 @@ impl Catalog {
         dir: &Path,
         limits: LoadLimits,
         on_file: impl FnMut(&Path),
-    ) -> Result<Catalog, String> {
+    ) -> Result<Catalog, PluginDirError> {
         let catalog = Self::open(runtime, dir, limits)?;
         catalog.load_all(on_file).await;
         Ok(catalog)

@@ -126,6 +126,35 @@ pub enum SpoolError {
     Closed,
 }
 
+/// Why the spool could not be opened. Nothing in it was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolOpenError {
+    /// A file or directory of the spool could not be created, read or
+    /// written.
+    #[error("{what} {}: {source}", dir.display())]
+    Io {
+        /// What was being done ("cannot create the lock in").
+        what: &'static str,
+        /// The spool directory.
+        dir: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the spool's lock.
+    #[error(
+        "another relay is using the spool in {} (stop it, or give this one another relay.data_dir)",
+        dir.display()
+    )]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the spool writer: {0}")]
+    Writer(#[source] std::io::Error),
+}
+
 /// A reader's handle: one per plugin instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConsumerId(usize);
@@ -392,18 +421,18 @@ pub struct Spool {
 impl Spool {
     /// Opens (or creates) the spool in `options.dir`: takes its lock,
     /// scans what is there, and starts the writer.
-    pub fn open(options: SpoolOptions) -> Result<(Spool, RecoveryReport), String> {
-        let describe =
-            |what: &str, e: std::io::Error| format!("{what} {}: {e}", options.dir.display());
+    pub fn open(options: SpoolOptions) -> Result<(Spool, RecoveryReport), SpoolOpenError> {
+        let describe = |what: &'static str, source: std::io::Error| SpoolOpenError::Io {
+            what,
+            dir: options.dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(options.dir.join("segments"))
             .map_err(|e| describe("cannot create the spool directory", e))?;
         let lock = File::create(options.dir.join("LOCK"))
             .map_err(|e| describe("cannot create the lock in", e))?;
-        lock.try_lock().map_err(|_| {
-            format!(
-                "another relay is using the spool in {} (stop it, or give this one another relay.data_dir)",
-                options.dir.display()
-            )
+        lock.try_lock().map_err(|_| SpoolOpenError::Locked {
+            dir: options.dir.clone(),
         })?;
         let (key, key_problem, store_key) = frame_key(&options.dir);
         let mut evidence = evidence(&options.dir);
@@ -462,8 +491,7 @@ impl Spool {
             key,
             dropped_events: AtomicU64::new(0),
         });
-        let writer = writer::spawn(shared.clone(), watermark)
-            .map_err(|e| format!("cannot start the spool writer: {e}"))?;
+        let writer = writer::spawn(shared.clone(), watermark).map_err(SpoolOpenError::Writer)?;
         Ok((
             Spool {
                 shared,

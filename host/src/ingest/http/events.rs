@@ -54,7 +54,7 @@ pub(super) async fn post_events(
         .and_then(|v| v.to_str().ok());
     let format = match Format::from_content_type(content_type) {
         Ok(format) => format,
-        Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error),
+        Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string()),
     };
     // Held until the events are dealt with: decoded events cost memory too.
     let (bytes, _budget) = match api.bodies.read(body).await {
@@ -66,7 +66,7 @@ pub(super) async fn post_events(
     let arrivals =
         match tokio::task::spawn_blocking(move || decode::decode(&bytes, format, limits)).await {
             Ok(Ok(arrivals)) => arrivals,
-            Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error),
+            Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
             Err(error) => {
                 return refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -137,7 +137,7 @@ async fn a_restart_resumes_each_cursor_and_the_sequence() {
 async fn only_one_relay_may_use_a_spool() {
     let dir = tempfile::tempdir().unwrap();
     let (_spool, _) = Spool::open(options(dir.path())).unwrap();
-    let err = Spool::open(options(dir.path())).err().unwrap();
+    let err = Spool::open(options(dir.path())).err().unwrap().to_string();
     assert!(err.contains("another relay is using the spool"), "{err}");
 }
 
