@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditrelay::internals::Exporter;
-use auditrelay::internals::Metrics;
 use auditrelay::internals::PluginServices;
-use auditrelay::internals::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
+use auditrelay::internals::{self, Metrics};
+use auditrelay::internals::{WasmInstance, WasmPlugin, WasmRuntime};
 use auditrelay::{Config, Relay};
 use auditrelay_plugin_api::testing::sample_envelope;
 
@@ -123,7 +123,7 @@ async fn compare_paths(scratch: &Path, filter: &str) {
                     dir
                 })
             };
-            let mut sandbox = Sandbox::from_settings(
+            let mut sandbox = internals::sandbox(
                 &Config::parse("[plugins.bench]\n", "bench", &|_| None)
                     .unwrap()
                     .plugins["bench"],
@@ -140,7 +140,7 @@ async fn compare_paths(scratch: &Path, filter: &str) {
             for _ in 0..ROUNDS {
                 let started = Instant::now();
                 for _ in 0..calls {
-                    wasm.deliver(&batch).await.unwrap();
+                    wasm.deliver(batch.encoded()).await.unwrap();
                 }
                 wasm_ns.push(ns_per_event(started.elapsed(), calls * batch_size));
                 let started = Instant::now();

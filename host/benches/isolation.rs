@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use auditrelay::Config;
-use auditrelay::internals::Metrics;
 use auditrelay::internals::PluginServices;
+use auditrelay::internals::{self, Metrics};
 use auditrelay::internals::{AnyExporter, Exporter};
-use auditrelay::internals::{ChildInstance, InProcessInstance, NativeSettings};
-use auditrelay::internals::{Sandbox, WasmInstance, WasmRuntime};
+use auditrelay::internals::{ChildInstance, InProcessInstance};
+use auditrelay::internals::{WasmInstance, WasmRuntime};
 use auditrelay_plugin_api::host::{HostServices, Level, set_native_host};
 use auditrelay_plugin_api::http::{HttpError, HttpErrorKind, Request, Response};
 use auditrelay_plugin_blackhole::Blackhole;
@@ -102,11 +102,11 @@ async fn compare(library: PathBuf, filter: &str) {
             }
             let batch = batch_of(batch_size);
             let native = || {
-                let mut native = NativeSettings::from_settings(settings, services());
+                let mut native = internals::native_settings(settings, services());
                 native.config = serde_json::from_str(config_json).unwrap();
                 native
             };
-            let mut sandbox = Sandbox::from_settings(settings, services(), 0).unwrap();
+            let mut sandbox = internals::sandbox(settings, services(), 0).unwrap();
             sandbox.config_json = config_json.to_owned();
             let mut direct = Native::<Blackhole>::new(config_json, None);
             let mut exporters = [
@@ -130,7 +130,7 @@ async fn compare(library: PathBuf, filter: &str) {
                 for (exporter, times) in exporters.iter_mut().zip(&mut rounds[1..]) {
                     let started = Instant::now();
                     for _ in 0..calls {
-                        exporter.deliver(&batch).await.unwrap();
+                        exporter.deliver(batch.encoded()).await.unwrap();
                     }
                     times.push(ns_per_event(started.elapsed(), events));
                 }

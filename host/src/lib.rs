@@ -101,6 +101,7 @@ mod ingest;
 mod metrics;
 mod relay;
 mod runtime;
+mod secret;
 mod spool;
 
 pub use auditrelay_plugin_api::envelope;
@@ -133,6 +134,7 @@ pub mod http {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::metrics::Metrics;
+    pub use crate::relay::start::{native_settings, sandbox};
     pub use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
     pub use crate::runtime::services::PluginServices;
     pub use crate::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
@@ -140,4 +142,83 @@ pub mod internals {
     pub use crate::spool::{
         Batch, Confirmation, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
     };
+}
+
+/// Layers point down only (DESIGN.md's flow): a source reaches the relay,
+/// the relay the dispatcher, the dispatcher the spool and the runtime, and
+/// nothing reaches back up. The runtime knows wire batches, not spool or
+/// config types; the spool knows nothing of plugins. A `use` (or a path in
+/// code) that points up fails here, naming the file.
+#[cfg(test)]
+mod layers {
+    /// Each module, with the modules it must never name.
+    const RULES: [(&str, &[&str]); 6] = [
+        (
+            "spool",
+            &[
+                "runtime", "dispatch", "relay", "ingest", "cli", "config", "metrics",
+            ],
+        ),
+        (
+            "runtime",
+            &["spool", "dispatch", "relay", "ingest", "cli", "config"],
+        ),
+        ("dispatch", &["relay", "ingest", "cli"]),
+        ("relay", &["ingest", "cli"]),
+        (
+            "metrics",
+            &[
+                "spool", "runtime", "dispatch", "relay", "ingest", "cli", "config",
+            ],
+        ),
+        ("config", &["spool", "dispatch", "relay", "ingest", "cli"]),
+    ];
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_names_a_layer_above_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut upward = Vec::new();
+        for (module, above) in RULES {
+            let mut files = Vec::new();
+            sources(&src.join(module), &mut files);
+            assert!(!files.is_empty(), "no sources under src/{module}");
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim_start().starts_with("//") {
+                        continue; // doc links do not make a dependency
+                    }
+                    for up in above {
+                        if line.contains(&format!("crate::{up}::"))
+                            || line.contains(&format!("crate::{up};"))
+                            || line.contains(&format!("crate::{up}::{{"))
+                        {
+                            upward.push(format!(
+                                "{}:{}: {module} names {up}: {}",
+                                file.strip_prefix(&src).unwrap().display(),
+                                n + 1,
+                                line.trim()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            upward.is_empty(),
+            "layers that point up:\n{}",
+            upward.join("\n")
+        );
+    }
 }

@@ -112,6 +112,30 @@ pub fn envelope_len(encoded: &[u8]) -> Option<usize> {
     Some(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
 }
 
+/// A batch in this format, borrowed from whatever holds it: `count` events
+/// back to back in `data`. What the relay hands a plugin runtime (which
+/// never needs to know whether the bytes came from the spool, a replay or
+/// a test), and what a plugin decodes with [`read_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedBatch<'a> {
+    /// How many events `data` holds.
+    pub count: u32,
+    /// The events, each encoded with [`encode`].
+    pub data: &'a [u8],
+}
+
+impl EncodedBatch<'_> {
+    /// How many events, as a `usize`.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// Encodes events into a batch. Reuse one builder to keep its buffer.
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
@@ -146,6 +170,14 @@ impl BatchBuilder {
     /// The encoded events.
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    /// The batch, borrowed.
+    pub fn encoded(&self) -> EncodedBatch<'_> {
+        EncodedBatch {
+            count: self.count,
+            data: &self.data,
+        }
     }
 }
 

@@ -10,7 +10,6 @@ mod interpolate;
 mod units;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +17,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+pub use crate::runtime::{Isolation, PluginKind};
+pub use crate::secret::Secret;
 pub use auditrelay_plugin_api::http::AllowList;
 pub use interpolate::interpolate;
 
@@ -203,57 +204,6 @@ pub enum StartFromMode {
     Now,
     /// With the oldest event still in the spool.
     Earliest,
-}
-
-/// `[plugins.<name>] kind`: which kind of plugin file runs the instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PluginKind {
-    /// A WebAssembly component (`.wasm`), sandboxed.
-    Wasm,
-    /// A shared library (`.so`) implementing the native C ABI; trusted code.
-    Native,
-}
-
-impl PluginKind {
-    /// The kind a plugin file's extension says, if it is a plugin file.
-    pub fn of_file(path: &std::path::Path) -> Option<PluginKind> {
-        match path.extension()?.to_str()? {
-            "wasm" => Some(PluginKind::Wasm),
-            "so" => Some(PluginKind::Native),
-            _ => None,
-        }
-    }
-
-    /// The configuration value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::Wasm => "wasm",
-            PluginKind::Native => "native",
-        }
-    }
-}
-
-/// `[plugins.<name>] isolation`: where a native plugin's code runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// In a child process of its own (`auditrelay plugin-runner`), killed
-    /// and restarted when it crashes or hangs.
-    #[default]
-    Process,
-    /// Inside the relay's process: fastest, but a crash is the relay's.
-    InProcess,
-}
-
-impl Isolation {
-    /// The configuration value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Process => "process",
-            Isolation::InProcess => "in-process",
-        }
-    }
 }
 
 /// `[ingest]`
@@ -452,29 +402,6 @@ pub struct RetrySettings {
 impl Default for RetrySettings {
     fn default() -> Self {
         toml::from_str("").expect("every retry setting has a default")
-    }
-}
-
-/// A secret value: never printed by `Debug` or `Display`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself; keep it out of logs and errors.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
     }
 }
 
@@ -685,7 +612,7 @@ impl Config {
             expand_path("relay.cache_dir", dir)?;
         }
         if let Some(token) = &mut self.ingest.http.auth_token {
-            *token = Secret(expand("ingest.http.auth_token", &token.0)?);
+            *token = Secret::new(expand("ingest.http.auth_token", token.expose())?);
         }
         for (name, settings) in &mut self.plugins {
             let key = |rest: &str| format!("plugins.{name}.{rest}");
@@ -693,7 +620,10 @@ impl Config {
                 *host = expand(&key(&format!("allowed_hosts[{i}]")), host)?;
             }
             for (secret_name, secret) in &mut settings.secrets {
-                *secret = Secret(expand(&key(&format!("secrets.{secret_name}")), &secret.0)?);
+                *secret = Secret::new(expand(
+                    &key(&format!("secrets.{secret_name}")),
+                    secret.expose(),
+                )?);
             }
             if let Some(dir) = &mut settings.grant_dir {
                 expand_path(&key("grant_dir"), dir)?;

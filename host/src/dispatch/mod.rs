@@ -118,14 +118,15 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::runtime::{CallError, Delivery};
     use crate::spool::{
-        Batch, Durability, Record, SegmentFiles, Spool, SpoolOptions, StartFrom, WhenFull,
+        Durability, Record, SegmentFiles, Spool, SpoolOptions, StartFrom, WhenFull,
     };
+    use auditrelay_plugin_api::batch::EncodedBatch;
 
     /// An instance whose every call hits a bug in the relay (a panic).
     struct Buggy;
 
     impl Exporter for Buggy {
-        async fn deliver(&mut self, _batch: &Batch) -> Result<Delivery, CallError> {
+        async fn deliver(&mut self, _batch: EncodedBatch<'_>) -> Result<Delivery, CallError> {
             panic!("an invariant the relay relies on does not hold")
         }
         async fn flush(&mut self) -> Result<(), CallError> {

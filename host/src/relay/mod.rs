@@ -2,7 +2,7 @@
 
 mod duplicates;
 mod intake;
-mod start;
+pub(crate) mod start;
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};

@@ -13,17 +13,17 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Config, DurabilityMode, Isolation, PluginSettings, StartFromMode, WhenFullMode,
+    AllowList, Config, DurabilityMode, Isolation, PluginSettings, StartFromMode, WhenFullMode,
 };
 use crate::dispatch::{
     Backoff, Circuit, DeadLetters, Dispatcher, EventFilter, Telemetry, WorkerParts,
 };
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::runtime::AnyExporter;
-use crate::runtime::catalog::{Catalog, LoadedPlugin};
+use crate::runtime::catalog::{Catalog, LoadedPlugin, Wanted};
 use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
 use crate::runtime::services::PluginServices;
-use crate::runtime::wasm::{Sandbox, WasmInstance, WasmRuntime};
+use crate::runtime::wasm::{GrantQuota, Sandbox, WasmInstance, WasmRuntime};
+use crate::runtime::{AnyExporter, LaunchError};
 use crate::spool::{ConsumerId, Durability, Spool, SpoolOptions, StartFrom, WhenFull};
 
 /// The shortest wait before starting a failed instance again.
@@ -266,7 +266,14 @@ pub(crate) async fn start_instance(
     disk_reserve: u64,
 ) -> Result<(Arc<LoadedPlugin>, AnyExporter), StartFailure> {
     let plugin = catalog
-        .resolve(instance, settings)
+        .resolve(
+            instance,
+            Wanted {
+                plugin: settings.plugin.as_deref(),
+                path: settings.path.as_deref(),
+                kind: settings.kind,
+            },
+        )
         .await
         .map_err(StartFailure::Permanent)?;
     if let (LoadedPlugin::Wasm(wasm), Some(isolation)) = (&*plugin, settings.isolation) {
@@ -299,14 +306,14 @@ async fn start_exporter(
 ) -> Result<AnyExporter, String> {
     let (path, started) = match plugin {
         LoadedPlugin::Wasm(wasm) => {
-            let started = match Sandbox::from_settings(settings, services, disk_reserve) {
+            let started = match sandbox(settings, services, disk_reserve) {
                 Ok(sandbox) => WasmInstance::start(wasm.clone(), sandbox).await,
                 Err(error) => Err(error),
             };
             (&wasm.path, started.map(AnyExporter::Wasm))
         }
         LoadedPlugin::Native(native) => {
-            let settings = NativeSettings::from_settings(settings, services);
+            let settings = native_settings(settings, services);
             let started = match settings.isolation {
                 Isolation::Process => ChildInstance::start(&native.path, settings)
                     .await
@@ -319,4 +326,54 @@ async fn start_exporter(
         }
     };
     started.map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// The sandbox an instance's settings describe, served by `services`; its
+/// writes never leave less than `disk_reserve` bytes free. The runtime gets
+/// grants and limits, never the configuration itself. (`allowed_hosts` were
+/// checked when the configuration was loaded; settings edited since are
+/// refused here, not trusted.)
+pub fn sandbox(
+    settings: &PluginSettings,
+    services: PluginServices,
+    disk_reserve: u64,
+) -> Result<Sandbox, LaunchError> {
+    let config_json =
+        serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
+    let allowed_hosts = AllowList::parse(&settings.allowed_hosts).map_err(|(i, problem)| {
+        LaunchError::Setup(format!(
+            "plugins.{}.allowed_hosts[{i}]: {problem}",
+            services.instance()
+        ))
+    })?;
+    Ok(Sandbox {
+        services,
+        config_json,
+        allowed_hosts: Arc::new(allowed_hosts),
+        quota: settings.grant_dir.as_ref().map(|dir| {
+            Arc::new(GrantQuota::new(
+                dir,
+                settings.grant_quota.as_u64(),
+                disk_reserve,
+            ))
+        }),
+        grant_dir: settings.grant_dir.clone(),
+        memory_limit: settings.limits.memory.as_u64(),
+        call_timeout: settings.limits.timeout,
+        http_requests: settings.limits.http_requests,
+    })
+}
+
+/// What a native instance's settings give it and hold it to, served by
+/// `services`.
+pub fn native_settings(settings: &PluginSettings, services: PluginServices) -> NativeSettings {
+    NativeSettings {
+        services,
+        config: serde_json::to_value(&settings.config)
+            .expect("a TOML table always converts to JSON"),
+        grant_dir: settings.grant_dir.clone(),
+        memory_limit: settings.limits.memory.as_u64(),
+        call_timeout: settings.limits.timeout,
+        isolation: settings.isolation.unwrap_or_default(),
+    }
 }

@@ -96,7 +96,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn services() -> PluginServices {
         PluginServices::new(

@@ -26,7 +26,19 @@ use tokio::sync::OnceCell;
 use super::native::{self, NativePlugin};
 use super::wasm::{WasmPlugin, WasmRuntime};
 use super::{LoadError, LoadLimits, PluginInfo};
-use crate::config::{PluginKind, PluginSettings};
+use crate::runtime::PluginKind;
+
+/// Which plugin an instance asks for: its settings' `plugin`, `path` and
+/// `kind`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted<'a> {
+    /// The `describe` name (default: the instance name).
+    pub plugin: Option<&'a str>,
+    /// A file in the plugin directory, which wins over `plugin`.
+    pub path: Option<&'a Path>,
+    /// Only a plugin of this kind will do.
+    pub kind: Option<PluginKind>,
+}
 
 /// A usable plugin file of either kind.
 #[derive(Debug)]
@@ -237,11 +249,11 @@ impl Catalog {
     pub async fn resolve(
         &self,
         instance: &str,
-        settings: &PluginSettings,
+        wanted: Wanted<'_>,
     ) -> Result<Arc<LoadedPlugin>, String> {
-        if let Some(path) = &settings.path {
+        if let Some(path) = wanted.path {
             let path = self.dir.join(path);
-            if let (Some(wanted), Some(found)) = (settings.kind, PluginKind::of_file(&path))
+            if let (Some(wanted), Some(found)) = (wanted.kind, PluginKind::of_file(&path))
                 && wanted != found
             {
                 return Err(format!(
@@ -263,13 +275,13 @@ impl Catalog {
                 CatalogEntry::Broken(error) => Err(error.to_string()),
             };
         }
-        let name = settings.plugin.as_deref().unwrap_or(instance);
+        let name = wanted.plugin.unwrap_or(instance);
         let provides =
-            |p: &LoadedPlugin| p.info().name == name && settings.kind.is_none_or(|k| k == p.kind());
+            |p: &LoadedPlugin| p.info().name == name && wanted.kind.is_none_or(|k| k == p.kind());
         let mut order: Vec<&CatalogFile> = self
             .files
             .iter()
-            .filter(|f| settings.kind.is_none_or(|k| k == f.kind))
+            .filter(|f| wanted.kind.is_none_or(|k| k == f.kind))
             .collect();
         order.sort_by_key(|f| !named_after(&f.path, name));
         for file in order {

@@ -14,6 +14,7 @@ pub mod wasm;
 mod admit;
 pub mod catalog;
 mod fault;
+mod kind;
 pub mod mask;
 pub mod output;
 pub mod services;
@@ -24,8 +25,9 @@ use std::time::Duration;
 
 pub use auditrelay_plugin_api::{Delivery, PluginInfo, RejectedEvent};
 pub use fault::{Fault, FaultKind};
+pub use kind::{Isolation, PluginKind};
 
-use crate::spool::Batch;
+use auditrelay_plugin_api::batch::EncodedBatch;
 
 /// The SHA-256 of a plugin file's bytes, in lower-case hex: how `auditrelay
 /// plugins` identifies it and the compiled-component cache keys it.
@@ -158,7 +160,7 @@ pub trait Exporter: Send + 'static {
     /// Delivers a batch, in order.
     fn deliver(
         &mut self,
-        batch: &Batch,
+        batch: EncodedBatch<'_>,
     ) -> impl Future<Output = Result<Delivery, CallError>> + Send;
 
     /// Asks the plugin to push out anything it holds in memory.
@@ -205,7 +207,7 @@ impl AnyExporter {
 /// answer is a fault like a crash, in every kind: the instance that gave
 /// it is not trusted with another call, and the next one starts afresh.
 impl Exporter for AnyExporter {
-    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
+    async fn deliver(&mut self, batch: EncodedBatch<'_>) -> Result<Delivery, CallError> {
         let answer = match self {
             AnyExporter::Wasm(e) => e.deliver(batch).await,
             AnyExporter::InProcess(e) => e.deliver(batch).await,

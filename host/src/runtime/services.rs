@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use auditrelay_plugin_api::host::Level;
 
 use super::mask::{self, SecretMask};
-use crate::config::Secret;
 use crate::metrics::PluginMetrics;
+use crate::secret::Secret;
 
 /// Longest log line (or stdout/stderr line) taken from a plugin.
 pub const MAX_LINE: usize = 16 * 1024;

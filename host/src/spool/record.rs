@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use auditrelay_plugin_api::Event;
-use auditrelay_plugin_api::batch;
+use auditrelay_plugin_api::batch::{self, EncodedBatch};
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationErrors};
 
 /// One accepted event, already in the encoding plugins receive it in
@@ -186,6 +186,16 @@ impl Batch {
     /// The events in the plugin batch format.
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    /// The batch as a plugin runtime takes it: the events, without their
+    /// sequence numbers (those are the spool's and the dispatcher's).
+    pub fn encoded(&self) -> EncodedBatch<'_> {
+        EncodedBatch {
+            count: u32::try_from(self.len())
+                .expect("batches are capped far below 4 billion events"),
+            data: &self.data,
+        }
     }
 
     /// The events at positions `part`, as a batch of their own; one that

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use auditrelay::Relay;
 use auditrelay::config::PluginSettings;
-use auditrelay::internals::Metrics;
+use auditrelay::internals::InProcessInstance;
 use auditrelay::internals::PluginServices;
-use auditrelay::internals::{InProcessInstance, NativeSettings};
+use auditrelay::internals::{self, Metrics};
 use auditrelay_tests::{Home, compile_c_plugin, logs, metric, ndjson_lines, sample_envelope};
 
 const EVENTS: usize = 2000;
@@ -204,7 +204,7 @@ path = "libwrong_abi.so"
     // Loaded into this very process, only the version function runs:
     // every other entry point of the fixture aborts.
     let settings: PluginSettings = toml::from_str("isolation = \"in-process\"").unwrap();
-    let native = NativeSettings::from_settings(
+    let native = internals::native_settings(
         &settings,
         PluginServices::new(
             "future",

@@ -81,7 +81,7 @@ impl<E: Exporter> Worker<E> {
             }
             let started = Instant::now();
             let outcome = tokio::select! {
-                outcome = self.exporter.deliver(batch) => outcome,
+                outcome = self.exporter.deliver(batch.encoded()) => outcome,
                 () = self.parts.abort.cancelled() => return Ok(Handled::Aborted),
             };
             self.parts.telemetry.call_took(started.elapsed());

@@ -16,7 +16,7 @@ use super::library::{Handle, NativeLibrary};
 use super::{NativeSettings, outcome};
 use crate::runtime::services::PluginServices;
 use crate::runtime::{CallError, Delivery, Exporter, LaunchError};
-use crate::spool::Batch;
+use auditrelay_plugin_api::batch::EncodedBatch;
 
 /// A native instance running in the relay's process.
 pub struct InProcessInstance {
@@ -102,11 +102,10 @@ impl InProcessInstance {
 }
 
 impl Exporter for InProcessInstance {
-    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
-        let count = u32::try_from(batch.len()).expect("batches are capped far below 4 billion");
+    async fn deliver(&mut self, batch: EncodedBatch<'_>) -> Result<Delivery, CallError> {
         let library = self.library;
         let handle = self.live()?;
-        let (status, payload) = library.deliver(handle, count, batch.data());
+        let (status, payload) = library.deliver(handle, batch.count, batch.data);
         let result = outcome::delivery(status, &payload);
         self.settle(result)
     }

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 pub use self::in_process::InProcessInstance;
 pub use self::process::ChildInstance;
-use crate::config::{Isolation, PluginSettings};
+use crate::runtime::Isolation;
 use crate::runtime::services::PluginServices;
 use crate::runtime::{LoadError, LoadLimits, PluginInfo, read_plugin_file, sha256_hex};
 
@@ -81,20 +81,6 @@ pub struct NativeSettings {
 }
 
 impl NativeSettings {
-    /// The settings an instance's configuration describes, served by
-    /// `services`.
-    pub fn from_settings(settings: &PluginSettings, services: PluginServices) -> Self {
-        NativeSettings {
-            services,
-            config: serde_json::to_value(&settings.config)
-                .expect("a TOML table always converts to JSON"),
-            grant_dir: settings.grant_dir.clone(),
-            memory_limit: settings.limits.memory.as_u64(),
-            call_timeout: settings.limits.timeout,
-            isolation: settings.isolation.unwrap_or_default(),
-        }
-    }
-
     /// The instance name.
     pub fn instance(&self) -> &str {
         self.services.instance()

@@ -27,7 +27,7 @@ use crate::runtime::helper_program;
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
 use crate::runtime::{CallError, Delivery, Exporter, Fault, FaultKind, LaunchError, PluginInfo};
-use crate::spool::Batch;
+use auditrelay_plugin_api::batch::EncodedBatch;
 
 /// Environment variables a runner keeps; everything else (the relay's
 /// `${ENV}` secrets among it) is withheld.
@@ -384,12 +384,11 @@ impl ChildInstance {
 }
 
 impl Exporter for ChildInstance {
-    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
-        let count = u32::try_from(batch.len()).expect("batches are capped far below 4 billion");
+    async fn deliver(&mut self, batch: EncodedBatch<'_>) -> Result<Delivery, CallError> {
         let (status, payload) = self
             .call(Request::Deliver {
-                count,
-                data: batch.data(),
+                count: batch.count,
+                data: batch.data,
             })
             .await?;
         let result = outcome::delivery(status, &payload);

@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::config::AllowList;
 use crate::runtime::services::PluginServices;
+use auditrelay_plugin_api::http::AllowList;
 
 /// Connect limit applied when a plugin sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,8 +16,8 @@ use super::{WasmPlugin, new_store};
 use crate::runtime::{
     CallError, Delivery, Exporter, Fault, FaultKind, LaunchError, PluginInfo, RejectedEvent,
 };
-use crate::spool::Batch;
 use auditrelay_plugin_api::ConfigKey;
+use auditrelay_plugin_api::batch::EncodedBatch;
 
 struct Live {
     store: wasmtime::Store<PluginState>,
@@ -179,14 +179,13 @@ async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, Lau
 }
 
 impl Exporter for WasmInstance {
-    async fn deliver(&mut self, batch: &Batch) -> Result<Delivery, CallError> {
+    async fn deliver(&mut self, batch: EncodedBatch<'_>) -> Result<Delivery, CallError> {
         let live = ensure_live(&mut self.live, &self.plugin, &self.sandbox).await?;
         let exporter = live.plugin.auditrelay_plugin_exporter();
         // The spool's batch is already in the plugin wire format.
         let wit_batch = wit::Batch {
-            count: u32::try_from(batch.len())
-                .expect("batches are capped far below 4 billion events"),
-            data: batch.data(),
+            count: batch.count,
+            data: batch.data,
         };
         let call = exporter.call_deliver(&mut live.store, wit_batch);
         let outcome = with_deadline(self.sandbox.call_timeout, call).await;

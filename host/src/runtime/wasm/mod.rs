@@ -1,7 +1,7 @@
 //! The WebAssembly runtime: sandboxed exporter plugins on wasmtime.
 //!
 //! One [`WasmRuntime`] holds the engine, the linker (WASI with nothing
-//! granted, `wasi:http` behind the [allow list](crate::config::AllowList),
+//! granted, `wasi:http` behind the [allow list](auditrelay_plugin_api::http::AllowList),
 //! and the relay's `log`/`secrets`/`metrics`), the
 //! [compiled-plugin cache](cache) and the epoch ticker that drives call
 //! deadlines. [`WasmRuntime::load`] turns a `.wasm` file into a
@@ -37,6 +37,7 @@ use crate::runtime::{
 };
 
 pub use self::instance::WasmInstance;
+pub use self::quota::GrantQuota;
 pub use self::sandbox::Sandbox;
 
 use self::sandbox::PluginState;

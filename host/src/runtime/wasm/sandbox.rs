@@ -18,10 +18,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http_gate::HttpGate;
 use super::quota::{GrantQuota, OpenFiles};
-use crate::config::{AllowList, PluginSettings};
-use crate::runtime::LaunchError;
 use crate::runtime::output::{OutputSink, Stream};
 use crate::runtime::services::PluginServices;
+use auditrelay_plugin_api::http::AllowList;
 
 /// Where the granted directory appears inside the sandbox.
 pub const GUEST_GRANTED_DIR: &str = "/granted";
@@ -61,41 +60,6 @@ impl Sandbox {
             call_timeout: Duration::from_secs(10),
             http_requests: 0,
         }
-    }
-
-    /// The sandbox an instance's settings describe, served by `services`;
-    /// its writes never leave less than `disk_reserve` bytes free.
-    /// (`allowed_hosts` were checked when the configuration was loaded;
-    /// settings changed since are refused here, not trusted.)
-    pub fn from_settings(
-        settings: &PluginSettings,
-        services: PluginServices,
-        disk_reserve: u64,
-    ) -> Result<Self, LaunchError> {
-        let config_json =
-            serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON");
-        let allowed_hosts = AllowList::parse(&settings.allowed_hosts).map_err(|(i, problem)| {
-            LaunchError::Setup(format!(
-                "plugins.{}.allowed_hosts[{i}]: {problem}",
-                services.instance()
-            ))
-        })?;
-        Ok(Sandbox {
-            services,
-            config_json,
-            allowed_hosts: Arc::new(allowed_hosts),
-            quota: settings.grant_dir.as_ref().map(|dir| {
-                Arc::new(GrantQuota::new(
-                    dir,
-                    settings.grant_quota.as_u64(),
-                    disk_reserve,
-                ))
-            }),
-            grant_dir: settings.grant_dir.clone(),
-            memory_limit: settings.limits.memory.as_u64(),
-            call_timeout: settings.limits.timeout,
-            http_requests: settings.limits.http_requests,
-        })
     }
 
     /// The instance name, as in `[plugins.<name>]`.
