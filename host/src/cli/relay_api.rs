@@ -4,7 +4,6 @@
 //! change state go through its HTTP API then, and work on the files
 //! directly only when it is stopped.
 
-use std::fs::File;
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
@@ -13,17 +12,13 @@ use crate::config::Config;
 
 /// Whether a relay is running on this configuration's data directory.
 pub fn is_running(config: &Config) -> bool {
-    let lock = config.relay.data_dir.join("spool").join("LOCK");
-    match File::open(lock) {
-        Ok(file) => file.try_lock().is_err(),
-        Err(_) => false,
-    }
+    crate::spool::in_use(&config.relay.data_dir.spool())
 }
 
 /// Where a running relay says it listens: `<data_dir>/relay.json`, written
 /// by `auditrelay run` (the config may say port 0, or 0.0.0.0).
 pub fn address_file(config: &Config) -> std::path::PathBuf {
-    config.relay.data_dir.join("relay.json")
+    config.relay.data_dir.address_file()
 }
 
 /// Records where this relay listens, for the operator commands.

@@ -17,7 +17,7 @@ pub enum Command {
 pub async fn spool(config: Config, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Verify => {
-            let dir = config.relay.data_dir.join("spool");
+            let dir = config.relay.data_dir.spool();
             let spinner = super::spinner(format!("reading {}", dir.display()));
             let snapshot = tokio::task::spawn_blocking(move || crate::spool::inspect(&dir)).await?;
             spinner.finish_and_clear();

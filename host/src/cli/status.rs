@@ -91,7 +91,7 @@ pub async fn status(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The status of a stopped relay, from its spool and dead-letter files.
 fn offline(config: &Config) -> anyhow::Result<Value> {
-    let snapshot = crate::spool::inspect(&config.relay.data_dir.join("spool"))?;
+    let snapshot = crate::spool::inspect(&config.relay.data_dir.spool())?;
     let next_seq = snapshot.report.next_seq;
     let mut plugins = Vec::new();
     let mut oldest = next_seq;

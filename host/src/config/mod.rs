@@ -6,6 +6,7 @@
 //! [`interpolate`]); secrets never appear in `Debug` output.
 
 mod check;
+mod data_dir;
 mod interpolate;
 mod units;
 
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use crate::runtime::{Isolation, PluginKind};
 pub use crate::secret::Secret;
 pub use auditrelay_plugin_api::http::AllowList;
+pub use data_dir::DataDir;
 pub use interpolate::interpolate;
 
 /// The embedded default configuration used when no file is given.
@@ -101,7 +103,7 @@ pub struct Config {
 pub struct RelaySettings {
     /// Directory for the relay's own state (compiled-plugin cache).
     #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
+    pub data_dir: DataDir,
     /// Directory scanned for `*.wasm` plugins.
     #[serde(default = "default_plugin_dir")]
     pub plugin_dir: PathBuf,
@@ -408,8 +410,8 @@ impl Default for RetrySettings {
 fn default_true() -> bool {
     true
 }
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("auditrelay-data")
+fn default_data_dir() -> DataDir {
+    DataDir::new("auditrelay-data")
 }
 fn default_plugin_dir() -> PathBuf {
     PathBuf::from("plugins")
@@ -567,7 +569,7 @@ impl Config {
         self.relay
             .cache_dir
             .clone()
-            .unwrap_or_else(|| self.relay.data_dir.join("cache"))
+            .unwrap_or_else(|| self.relay.data_dir.cache())
     }
 
     /// Makes relative paths relative to `base` (the config file's directory).
@@ -577,7 +579,7 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut self.relay.data_dir);
+        resolve(self.relay.data_dir.path_mut());
         resolve(&mut self.relay.plugin_dir);
         if let Some(dir) = &mut self.relay.cache_dir {
             resolve(dir);
@@ -606,7 +608,7 @@ impl Config {
             }
             Ok(())
         };
-        expand_path("relay.data_dir", &mut self.relay.data_dir)?;
+        expand_path("relay.data_dir", self.relay.data_dir.path_mut())?;
         expand_path("relay.plugin_dir", &mut self.relay.plugin_dir)?;
         if let Some(dir) = &mut self.relay.cache_dir {
             expand_path("relay.cache_dir", dir)?;

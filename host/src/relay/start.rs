@@ -70,7 +70,7 @@ impl std::fmt::Display for StartFailure {
 pub(super) fn spool_options(config: &Config) -> SpoolOptions {
     let spool = &config.spool;
     SpoolOptions {
-        dir: config.relay.data_dir.join("spool"),
+        dir: config.relay.data_dir.spool(),
         durability: match spool.durability {
             DurabilityMode::Always => Durability::Always,
             DurabilityMode::Group => Durability::Group(spool.group_commit),
@@ -92,7 +92,7 @@ pub(super) fn spool_options(config: &Config) -> SpoolOptions {
 
 /// Where the dead letters of every instance are kept.
 pub(crate) fn dead_letter_dir(config: &Config) -> std::path::PathBuf {
-    config.relay.data_dir.join("dead-letters")
+    config.relay.data_dir.dead_letters()
 }
 
 /// Registers every enabled instance with the spool, none running yet.

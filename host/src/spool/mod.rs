@@ -402,7 +402,7 @@ impl Shared {
     }
 
     fn segments_dir(&self) -> PathBuf {
-        self.options.dir.join("segments")
+        self.options.dir.join(SEGMENTS_DIR)
     }
 
     fn cursors_path(&self) -> PathBuf {
@@ -427,9 +427,9 @@ impl Spool {
             dir: options.dir.clone(),
             source,
         };
-        std::fs::create_dir_all(options.dir.join("segments"))
+        std::fs::create_dir_all(options.dir.join(SEGMENTS_DIR))
             .map_err(|e| describe("cannot create the spool directory", e))?;
-        let lock = File::create(options.dir.join("LOCK"))
+        let lock = File::create(options.dir.join(LOCK_FILE))
             .map_err(|e| describe("cannot create the lock in", e))?;
         lock.try_lock().map_err(|_| SpoolOpenError::Locked {
             dir: options.dir.clone(),
@@ -438,7 +438,7 @@ impl Spool {
         let mut evidence = evidence(&options.dir);
         evidence.problems.extend(key_problem);
         let (segments, report) =
-            recovery::recover(&options.dir.join("segments"), true, &evidence, key)
+            recovery::recover(&options.dir.join(SEGMENTS_DIR), true, &evidence, key)
                 .map_err(|e| describe("cannot read the spool in", e))?;
         if store_key {
             key::store(&options.dir.join(KEY_FILE), key)
@@ -855,6 +855,18 @@ const CURSORS_FILE: &str = "cursors.json";
 const KEY_FILE: &str = "frame-key";
 /// The file recording what recovery found, in the spool's directory.
 const FINDINGS_FILE: &str = "findings.ndjson";
+/// The file whose lock says a relay has the spool open.
+const LOCK_FILE: &str = "LOCK";
+/// Where the segment files are.
+const SEGMENTS_DIR: &str = "segments";
+
+/// Whether a relay has the spool in `dir` open (holds its lock).
+pub fn in_use(dir: &Path) -> bool {
+    match File::open(dir.join(LOCK_FILE)) {
+        Ok(file) => file.try_lock().is_err(),
+        Err(_) => false,
+    }
+}
 
 /// What the spool's own files in `dir` say must exist: the durable
 /// watermark and the saved cursors. What is wrong with them is logged and
@@ -902,7 +914,7 @@ fn frame_key(dir: &Path) -> (format::FrameKey, Option<String>, bool) {
         Ok(None) => None,
         Err(problem) => Some(problem),
     };
-    let newest_keyed = std::fs::read_dir(dir.join("segments"))
+    let newest_keyed = std::fs::read_dir(dir.join(SEGMENTS_DIR))
         .into_iter()
         .flatten()
         .filter_map(|entry| {
@@ -968,7 +980,7 @@ pub fn inspect(dir: &Path) -> std::io::Result<Snapshot> {
     let (key, key_problem, _) = frame_key(dir);
     let mut evidence = evidence(dir);
     evidence.problems.extend(key_problem);
-    let (segments, mut report) = recovery::recover(&dir.join("segments"), false, &evidence, key)?;
+    let (segments, mut report) = recovery::recover(&dir.join(SEGMENTS_DIR), false, &evidence, key)?;
     let cursors = evidence.cursors;
     // A running relay deletes a delivered segment only after saving the
     // cursors that passed it, so a segment that vanished during the scan

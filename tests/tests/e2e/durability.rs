@@ -265,7 +265,7 @@ async fn a_damaged_spool_is_reported_and_every_undamaged_event_delivered() {
     drop(relay);
 
     // Damage: flip bytes inside one segment, delete another, tear the last.
-    let segments_dir = stuck.relay.data_dir.join("spool/segments");
+    let segments_dir = stuck.relay.data_dir.spool().join("segments");
     let mut segments: Vec<_> = std::fs::read_dir(&segments_dir)
         .unwrap()
         .map(|e| e.unwrap().path())

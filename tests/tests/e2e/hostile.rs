@@ -151,13 +151,13 @@ async fn a_granted_secret_appears_nowhere_whatever_the_plugin_does_with_it() {
             .into_iter()
             .map(|e| ("the log".to_owned(), e.to_string())),
     );
-    for (path, text) in files_under(&config.relay.data_dir)
+    for (path, text) in files_under(config.relay.data_dir.path())
         .into_iter()
         .chain(files_under(&home.join("healthy")))
     {
         places.push((path.display().to_string(), text));
     }
-    let dead_letters = files_under(&config.relay.data_dir.join("dead-letters"));
+    let dead_letters = files_under(&config.relay.data_dir.dead_letters());
     assert!(
         dead_letters.len() >= 2 && dead_letters.iter().all(|(_, t)| t.contains("***")),
         "{dead_letters:?}"
@@ -214,7 +214,8 @@ async fn a_plugins_words_are_capped_before_they_are_stored() {
         config
             .relay
             .data_dir
-            .join("dead-letters/huge-reason.ndjson"),
+            .dead_letters()
+            .join("huge-reason.ndjson"),
     )
     .unwrap()
     .len();
