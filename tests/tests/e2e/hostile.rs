@@ -402,6 +402,40 @@ async fn entries_files_deleted_while_open_and_open_files_are_bounded_too() {
     relay.shutdown().await;
 }
 
+/// The safe way to replace a file (write a temporary one, rename it over
+/// the old) must not use up the quota: the replaced file's bytes come back
+/// at the rename, or when the plugin closes it if it held it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_replaced_by_a_rename_give_their_quota_back() {
+    let instances = hostile(
+        "rewriter",
+        "attack = \"atomic_rewrite\"",
+        "grant_dir = \"{home}/rewriter\"\ngrant_quota = \"4MiB\"",
+    );
+    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
+    healthy_got_everything(&relay, &home, &expected).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relay.status().plugin("rewriter").unwrap().delivered < 3 {
+        assert!(Instant::now() < deadline, "{:#?}", relay.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rewrites = metric(
+        &relay.metrics_text(),
+        "auditrelay_plugin_custom_total{plugin=\"rewriter\",name=\"rewrites\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        rewrites >= 20.0 && rewrites % 20.0 == 0.0,
+        "{rewrites} rewrites of a 1 MiB file: every batch's 20 fit a 4 MiB quota"
+    );
+    let files: Vec<_> = files_under(&home.join("rewriter"))
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(files.len(), 1, "only the state file is left: {files:?}");
+    relay.shutdown().await;
+}
+
 /// Descriptors this process has open.
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

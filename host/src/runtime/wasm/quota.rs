@@ -456,31 +456,10 @@ impl HostDescriptor for QuotaFs<'_> {
         if self.quota.is_none() {
             return self.inner.unlink_file_at(fd, path).await;
         }
-        let target = self
-            .stat_at_path(&fd, types::PathFlags::empty(), &path)
-            .await;
+        let target = self.removal_target(&fd, &path).await;
         self.inner.unlink_file_at(fd, path).await?;
-        let Some(target) = target else {
-            return Ok(());
-        };
-        if target.type_ != types::DescriptorType::RegularFile || target.link_count > 1 {
-            // A link went; the bytes stay with the other names.
-            self.shrink(ENTRY_BYTES);
-            return Ok(());
-        }
-        // Deleted while held open: its bytes stay on disk until closed.
-        let held = self.held_files();
-        let newly_orphaned: Vec<_> = {
-            let open = lock(&self.open);
-            held.into_iter()
-                .filter(|(_, id, links, _)| *links == 0 && !open.orphans.contains_key(id))
-                .collect()
-        };
-        match newly_orphaned.into_iter().next() {
-            Some((_, id, _, file)) => {
-                lock(&self.open).orphans.insert(id, file);
-            }
-            None => self.shrink(target.size + ENTRY_BYTES),
+        if let Some(target) = target {
+            self.removed(target).await;
         }
         Ok(())
     }
@@ -644,7 +623,16 @@ impl HostDescriptor for QuotaFs<'_> {
         new_fd: Resource<types::Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        self.inner.rename_at(fd, old_path, new_fd, new_path).await
+        if self.quota.is_none() {
+            return self.inner.rename_at(fd, old_path, new_fd, new_path).await;
+        }
+        // Renamed over an existing file, that file is removed.
+        let replaced = self.removal_target(&new_fd, &new_path).await;
+        self.inner.rename_at(fd, old_path, new_fd, new_path).await?;
+        if let Some(target) = replaced {
+            self.removed(target).await;
+        }
+        Ok(())
     }
 
     async fn symlink_at(
@@ -694,7 +682,75 @@ impl HostDescriptor for QuotaFs<'_> {
     }
 }
 
+/// A file about to lose a name: what it was, and which file it is.
+struct RemovalTarget {
+    stat: types::DescriptorStat,
+    /// WASI's metadata hash (device and inode), as (lower, upper).
+    identity: Option<(u64, u64)>,
+}
+
 impl QuotaFs<'_> {
+    /// The file at `path` under `fd` that an unlink or a rename over it
+    /// would remove a name of, if there is one.
+    async fn removal_target(
+        &mut self,
+        fd: &Resource<types::Descriptor>,
+        path: &str,
+    ) -> Option<RemovalTarget> {
+        let stat = self
+            .stat_at_path(fd, types::PathFlags::empty(), path)
+            .await?;
+        let identity = self
+            .inner
+            .metadata_hash_at(
+                Resource::new_borrow(fd.rep()),
+                types::PathFlags::empty(),
+                path.to_owned(),
+            )
+            .await
+            .ok()
+            .map(|h| (h.lower, h.upper));
+        Some(RemovalTarget { stat, identity })
+    }
+
+    /// Gives back what a removed name held: an entry, and the bytes too
+    /// once the last name went, unless the plugin still holds the file
+    /// open (then they count until it is closed). Which held file it was
+    /// is told by identity, so no other deleted-but-open file is mistaken
+    /// for it.
+    async fn removed(&mut self, target: RemovalTarget) {
+        let stat = &target.stat;
+        if stat.type_ != types::DescriptorType::RegularFile || stat.link_count > 1 {
+            // A link went; the bytes stay with the other names.
+            self.shrink(ENTRY_BYTES);
+            return;
+        }
+        let mut still_open = None;
+        if target.identity.is_some() {
+            for (rep, id, links, file) in self.held_files() {
+                if links != 0 {
+                    continue;
+                }
+                let identity = self
+                    .inner
+                    .metadata_hash(Resource::new_borrow(rep))
+                    .await
+                    .ok()
+                    .map(|h| (h.lower, h.upper));
+                if identity == target.identity {
+                    still_open = Some((id, file));
+                    break;
+                }
+            }
+        }
+        match still_open {
+            Some((id, file)) => {
+                lock(&self.open).orphans.entry(id).or_insert(file);
+            }
+            None => self.shrink(stat.size + ENTRY_BYTES),
+        }
+    }
+
     /// What is at `path` under directory `fd`, if anything.
     async fn stat_at_path(
         &mut self,
