@@ -54,6 +54,15 @@ max_backoff = "100ms"
     )
 }
 
+/// Waits until `instance` has delivered `events`, failing after `patience`.
+async fn delivered(relay: &Relay, instance: &str, events: u64, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while relay.status().plugin(instance).unwrap().delivered < events {
+        assert!(Instant::now() < deadline, "{:#?}", relay.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `healthy` delivered everything and returns how long it took.
 async fn healthy_got_everything(relay: &Relay, home: &Home, expected: &[Vec<u8>]) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -306,11 +315,7 @@ async fn a_plugin_filling_its_directory_stops_at_its_quota_and_above_the_reserve
     );
     let (relay, home, _, expected) = with_hostile(&instances, 5).await;
     healthy_got_everything(&relay, &home, &expected).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while relay.status().plugin("filler").unwrap().delivered < 5 {
-        assert!(Instant::now() < deadline, "{:#?}", relay.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    delivered(&relay, "filler", 5, Duration::from_secs(30)).await;
     relay.shutdown().await;
     let used: u64 = files_under(&home.join("filler"))
         .iter()
@@ -365,12 +370,8 @@ async fn entries_files_deleted_while_open_and_open_files_are_bounded_too() {
     );
     let (relay, home, _, expected) = with_hostile(&instances, 3).await;
     healthy_got_everything(&relay, &home, &expected).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
     for instance in ["entries", "unlinker", "opener"] {
-        while relay.status().plugin(instance).unwrap().delivered < 3 {
-            assert!(Instant::now() < deadline, "{:#?}", relay.status());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        delivered(&relay, instance, 3, Duration::from_secs(60)).await;
     }
     let metrics = relay.metrics_text();
     let custom = |instance: &str, name: &str| {
@@ -414,11 +415,7 @@ async fn files_replaced_by_a_rename_give_their_quota_back() {
     );
     let (relay, home, _, expected) = with_hostile(&instances, 3).await;
     healthy_got_everything(&relay, &home, &expected).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relay.status().plugin("rewriter").unwrap().delivered < 3 {
-        assert!(Instant::now() < deadline, "{:#?}", relay.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    delivered(&relay, "rewriter", 3, Duration::from_secs(60)).await;
     let rewrites = metric(
         &relay.metrics_text(),
         "auditrelay_plugin_custom_total{plugin=\"rewriter\",name=\"rewrites\"}",
@@ -591,11 +588,7 @@ async fn an_instance_whose_start_fails_is_started_again_until_it_runs() {
         "{late:?}"
     );
     healthy_got_everything(&relay, &home, &expected).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while relay.status().plugin("late").unwrap().delivered < 10 {
-        assert!(Instant::now() < deadline, "{:#?}", relay.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    delivered(&relay, "late", 10, Duration::from_secs(30)).await;
     let running = relay.status();
     assert_eq!(
         running.plugin("late").unwrap().state,
