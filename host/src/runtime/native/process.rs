@@ -137,6 +137,21 @@ impl Runner {
         id
     }
 
+    /// Sends `request` under the next id (framed into `buf`, which is
+    /// reused between calls) and serves until its answer.
+    async fn send(
+        &mut self,
+        request: Request<'_>,
+        buf: &mut Vec<u8>,
+        services: &PluginServices,
+        timeout: Duration,
+    ) -> Result<(i32, Vec<u8>), Broken> {
+        let id = self.take_id();
+        buf.clear();
+        request.write_to(id, buf);
+        self.exchange(buf, id, services, timeout).await
+    }
+
     /// Sends `request` (one frame, written with id `id`) and serves the
     /// plugin's host-service frames until the answer. An answer for any
     /// other id breaks the exchange. Host-service frames (logs, metrics)
@@ -318,11 +333,13 @@ impl ChildInstance {
                 .collect(),
         };
         let json = serde_json::to_vec(&init).expect("the init frame is always JSON");
-        let mut frame = Vec::with_capacity(json.len() + 16);
-        let id = runner.take_id();
-        Request::Init(&json).write_to(id, &mut frame);
         let answer = runner
-            .exchange(&frame, id, &settings.services, settings.call_timeout)
+            .send(
+                Request::Init(&json),
+                &mut self.request,
+                &settings.services,
+                settings.call_timeout,
+            )
             .await;
         match answer {
             Ok((0, _)) => {
@@ -348,12 +365,14 @@ impl ChildInstance {
             self.launch().await.map_err(LaunchError::into_call_error)?;
         }
         let runner = self.live.as_mut().expect("launched above");
-        let id = runner.take_id();
-        self.request.clear();
-        request.write_to(id, &mut self.request);
         let settings = &self.settings;
         match runner
-            .exchange(&self.request, id, &settings.services, settings.call_timeout)
+            .send(
+                request,
+                &mut self.request,
+                &settings.services,
+                settings.call_timeout,
+            )
             .await
         {
             Ok(done) => Ok(done),
@@ -409,12 +428,14 @@ impl Exporter for ChildInstance {
         let Some(mut runner) = self.live.take() else {
             return;
         };
-        self.request.clear();
-        let id = runner.take_id();
-        Request::Shutdown.write_to(id, &mut self.request);
         let settings = &self.settings;
         let answer = runner
-            .exchange(&self.request, id, &settings.services, settings.call_timeout)
+            .send(
+                Request::Shutdown,
+                &mut self.request,
+                &settings.services,
+                settings.call_timeout,
+            )
             .await;
         if answer.is_err() {
             tracing::warn!(
