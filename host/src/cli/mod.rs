@@ -89,32 +89,11 @@ enum Command {
     /// Run one native plugin for the relay (started by the relay itself,
     /// for `isolation = "process"`; speaks a framed protocol on stdin/stdout)
     #[command(hide = true)]
-    PluginRunner(PluginRunnerArgs),
+    PluginRunner(crate::runtime::native::runner::Args),
     /// Compile one WASM plugin into the compiled-plugin cache (started by
     /// the relay itself, so a compile can be bounded in time and memory)
     #[command(hide = true)]
-    PluginCompiler(PluginCompilerArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct PluginRunnerArgs {
-    /// The plugin library
-    library: PathBuf,
-    /// Print the plugin's description as one reply frame and exit
-    #[arg(long)]
-    describe: bool,
-    /// Cap the process's data size (RLIMIT_DATA), in bytes
-    #[arg(long, value_name = "BYTES")]
-    memory_limit: Option<u64>,
-}
-
-#[derive(Debug, clap::Args)]
-struct PluginCompilerArgs {
-    /// The component to compile
-    wasm: PathBuf,
-    /// The compiled-plugin cache to store it in
-    #[arg(long, value_name = "DIR")]
-    cache: PathBuf,
+    PluginCompiler(crate::runtime::wasm::compiler::Args),
 }
 
 /// Runs the command line; the `auditrelay` binary's whole `main`.
@@ -130,19 +109,8 @@ pub fn main() -> ExitCode {
     // The runner is the plugin's process: no logging setup, no async
     // runtime, no threads; its stdout is the protocol.
     match cli.command {
-        Command::PluginRunner(args) => {
-            return crate::runtime::native::runner::run(crate::runtime::native::runner::Args {
-                library: args.library,
-                describe: args.describe,
-                memory_limit: args.memory_limit,
-            });
-        }
-        Command::PluginCompiler(args) => {
-            return crate::runtime::wasm::compiler::run(crate::runtime::wasm::compiler::Args {
-                wasm: args.wasm,
-                cache: args.cache,
-            });
-        }
+        Command::PluginRunner(args) => return crate::runtime::native::runner::run(args),
+        Command::PluginCompiler(args) => return crate::runtime::wasm::compiler::run(args),
         _ => {}
     }
     let quiet = !matches!(

@@ -236,6 +236,7 @@ impl Starter {
             kind = plugin.kind().as_str(),
             isolation = instance.settings.isolation.map(|i| i.as_str()),
             file = %plugin.path().display(),
+            sha256 = plugin.sha256(),
             cursor = self.spool.cursor(instance.consumer),
             "plugin started"
         );

@@ -25,14 +25,17 @@ use super::callbacks::{Services, vtable};
 use super::library::{Handle, NativeLibrary};
 use super::protocol::{MAX_REQUEST, Reply, Request, RunnerInit, read_frame};
 
-/// Options of `auditrelay plugin-runner` (the command line parses them).
+/// Options of `auditrelay plugin-runner`.
 #[derive(Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Args {
     /// The plugin library.
     pub library: PathBuf,
     /// Print the plugin's description as one reply frame and exit.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub describe: bool,
     /// Cap the process's data size (`RLIMIT_DATA`), in bytes.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES"))]
     pub memory_limit: Option<u64>,
 }
 

@@ -19,12 +19,14 @@ use super::cache::ComponentCache;
 /// The most memory a compile may use (`RLIMIT_DATA` of the compiler).
 pub const MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 
-/// Options of `auditrelay plugin-compiler` (the command line parses them).
+/// Options of `auditrelay plugin-compiler`.
 #[derive(Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Args {
     /// The component to compile.
     pub wasm: PathBuf,
     /// The compiled-plugin cache to store it in.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub cache: PathBuf,
 }
 
