@@ -2,8 +2,9 @@
 //!
 //! The harness runs the same code paths as the relay: the config goes
 //! through JSON exactly as the relay passes it, host services (log, secrets,
-//! metrics, HTTP) go to a fake host that records everything, and requests to
-//! hosts outside `allowed_hosts` fail as they would in the sandbox.
+//! metrics, stdout, HTTP) go to a fake host that records everything, and
+//! requests to hosts outside `allowed_hosts` fail as they would in the
+//! sandbox.
 //!
 //! ```
 //! use auditrelay_plugin_api::http::{Request, Response};
@@ -62,6 +63,7 @@ struct FakeHost {
     requests: Mutex<Vec<Request>>,
     counters: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<BTreeMap<String, f64>>,
+    stdout: Mutex<Vec<u8>>,
 }
 
 impl HostServices for FakeHost {
@@ -84,6 +86,11 @@ impl HostServices for FakeHost {
 
     fn gauge_set(&self, name: &str, value: f64) {
         self.gauges.lock().unwrap().insert(name.to_owned(), value);
+    }
+
+    fn write_stdout(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stdout.lock().unwrap().extend_from_slice(bytes);
+        Ok(())
     }
 
     fn http(&self, request: &Request) -> Result<Response, HttpError> {
@@ -209,6 +216,7 @@ impl<P: Plugin> Harness<P> {
                 requests: Mutex::default(),
                 counters: Mutex::default(),
                 gauges: Mutex::default(),
+                stdout: Mutex::default(),
             },
             _plugin: std::marker::PhantomData,
         }
@@ -275,6 +283,11 @@ impl<P: Plugin> Harness<P> {
     /// The current value of a plugin gauge.
     pub fn gauge(&self, name: &str) -> Option<f64> {
         self.host.gauges.lock().unwrap().get(name).copied()
+    }
+
+    /// Everything the plugin wrote with [`host::write_stdout`](crate::host::write_stdout).
+    pub fn stdout(&self) -> Vec<u8> {
+        self.host.stdout.lock().unwrap().clone()
     }
 }
 
