@@ -307,22 +307,31 @@ pub fn sample_events(n: usize) -> Vec<EventBuf> {
 ///
 /// If the file is missing or differs, naming it and how to update it.
 pub fn assert_golden(path: impl AsRef<Path>, actual: &str) {
-    let path = path.as_ref();
+    if let Err(problem) = compare_golden(path.as_ref(), actual) {
+        panic!("{problem}");
+    }
+}
+
+/// [`assert_golden`]'s comparison, with the problem as text.
+fn compare_golden(path: &Path, actual: &str) -> Result<(), String> {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(path, actual)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
+    let expected = std::fs::read_to_string(path).map_err(|e| {
+        format!(
             "cannot read golden file {}: {e} (UPDATE_GOLDEN=1 cargo test writes it)",
             path.display()
         )
-    });
-    assert!(
-        actual == expected,
-        "{} changed; if on purpose, run UPDATE_GOLDEN=1 cargo test\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
+    })?;
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} changed; if on purpose, run UPDATE_GOLDEN=1 cargo test\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        ))
+    }
 }
 
 /// Three events with fixed ids and times, for golden-file tests: a
