@@ -41,6 +41,8 @@
 //! assert_eq!(harness.requests()[0].body, b"3");
 //! ```
 
+pub mod compliance;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
