@@ -1722,9 +1722,13 @@ fn answer_variants(answer: &Answer) -> Vec<(String, Response, RetryAfter)> {
     let response = &answer.response;
     let label = |response: &Response| {
         let mut label = format!("HTTP {}", response.status);
-        if !response.body.is_empty() {
-            let body: String = response.text().chars().take(60).collect();
-            label.push_str(&format!(" {body:?}"));
+        let text = response.text();
+        if !text.is_empty() {
+            let mut body: String = text.chars().take(40).collect();
+            if body.len() < text.len() {
+                body.push('…');
+            }
+            label.push_str(&format!(" {body}"));
         }
         if let Some(value) = response.header("retry-after") {
             label.push_str(&format!(" with Retry-After: {value}"));
