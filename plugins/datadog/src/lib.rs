@@ -137,6 +137,9 @@ impl Plugin for DatadogExporter {
         for run in split_by_limits(&sizes, max.saturating_sub(2), MAX_LOGS_PER_REQUEST, 1) {
             self.send(&logs, &indexes, run, &mut rejected)?;
         }
+        // Refused by the encoder, then by the intake (413): one list in
+        // batch order, as the plugin contract's other answers are.
+        rejected.sort_unstable_by_key(|r| r.index);
         Ok(if rejected.is_empty() {
             Delivery::Accepted
         } else {

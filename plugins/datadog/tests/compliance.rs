@@ -220,3 +220,44 @@ fn a_log_larger_than_max_request_bytes_goes_alone_and_the_rest_within_it() {
 fn intake_for_any_key(_: &Request) -> Result<Response, HttpError> {
     Ok(Response::new(202, "{}"))
 }
+/// An event too large for Datadog even without its payload (possible only
+/// with the relay's limits raised; built by hand).
+fn too_large_even_truncated() -> EventBuf {
+    let envelope = AuditEventEnvelope::builder("billing", "export.created")
+        .actor(Actor::user("u-1"))
+        .outcome(Outcome::Success)
+        .build()
+        .unwrap();
+    let mut event = EventBuf::from_envelope(&envelope);
+    let mut json: Value = serde_json::from_slice(&event.envelope).unwrap();
+    json["reason"] = Value::String("y".repeat(1_030_000));
+    event.envelope = serde_json::to_vec(&json).unwrap();
+    event
+}
+
+#[test]
+fn rejections_from_the_encoder_and_from_a_413_come_in_batch_order() {
+    // Event 2's log is refused alone (413); event 4 cannot be encoded at all.
+    let mut plugin = harness(json!({}), |request| {
+        Ok(if seqs(request).contains(&2) {
+            error(413, "Payload Too Large", "Payload too large")
+        } else {
+            Response::new(202, "{}")
+        })
+    });
+    let mut events = sample_events(4);
+    events.push(too_large_even_truncated());
+    match plugin.deliver(&events).unwrap() {
+        Delivery::PartiallyRejected(rejected) => {
+            let indexes: Vec<u32> = rejected.iter().map(|r| r.index).collect();
+            assert_eq!(indexes, [2, 4], "in batch order: {rejected:?}");
+            assert!(rejected[0].reason.contains("413"), "{}", rejected[0].reason);
+            assert!(
+                rejected[1].reason.contains("1 MB"),
+                "{}",
+                rejected[1].reason
+            );
+        }
+        other => panic!("expected events 2 and 4 rejected, got {other:?}"),
+    }
+}
