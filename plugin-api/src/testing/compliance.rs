@@ -16,7 +16,7 @@
 //! | `init refuses bad config` | an unknown config key is refused naming it; so is every declared [bad config](Compliance::refuses) and [missing secret](Compliance::refuses_without_secret) |
 //! | `empty batch` | 0 events: `Accepted`, and nothing sent or written |
 //! | `every event exactly once` | batches of 1 event, of 2,500 or more (past the events-per-request limit) and past the bytes-per-request limit: with an accepting destination the answer is `Accepted`, every event arrives exactly once (none lost, none doubled), every request stays within the declared [`Limits`] (bytes counted decoded: gzip and zstd bodies are decompressed), and `flush` succeeds |
-//! | `answer mapping` | each declared [answer](Compliance::answer) gives its [`Expected`] outcome (compared by class); a retryable answer honours `Retry-After`, given as delta-seconds and as an HTTP-date |
+//! | `answer mapping` | each declared [answer](Compliance::answer) gives its [`Expected`] outcome (compared by class); a retryable error answer honours `Retry-After`, given as delta-seconds and as an HTTP-date |
 //! | `transport errors are retryable` | DNS, connect, timeout, TLS and protocol failures are retryable |
 //! | `allowed_hosts refusal` | a destination the relay refuses is a permanent failure that names `allowed_hosts` |
 //! | `refused after accepted` | a batch split into several requests whose second one is refused (with a declared retryable, then a declared permanent answer) is not claimed delivered; after the retryable refusal, a retry leaves no event lost |
@@ -148,9 +148,9 @@ pub enum Expected {
     /// `Ok(Delivery::Accepted)`.
     Delivered,
     /// `Err(DeliverError::Retryable)`, with `retry_after` taken from a
-    /// `Retry-After` header when the answer has one. The suite also sends
-    /// the answer with `Retry-After: 7` and with an HTTP-date two minutes
-    /// ahead, and expects each honoured.
+    /// `Retry-After` header when the answer has one. For an error status
+    /// (4xx, 5xx) the suite also sends the answer with `Retry-After: 7` and
+    /// with an HTTP-date two minutes ahead, and expects each honoured.
     Retryable,
     /// `Err(DeliverError::Permanent)`.
     Permanent,
@@ -1735,7 +1735,9 @@ fn answer_variants(answer: &Answer) -> Vec<(String, Response, RetryAfter)> {
         }
         label
     };
-    if answer.expected != Expected::Retryable {
+    // Retry-After means something on an error (RFC 9110 names 503, RFC
+    // 6585 429; services send it with other 4xx and 5xx), not on a 2xx.
+    if answer.expected != Expected::Retryable || response.status < 400 {
         return vec![(label(response), response.clone(), RetryAfter::Any)];
     }
     if let Some(value) = response.header("retry-after") {
