@@ -1722,7 +1722,16 @@ fn answer_variants(answer: &Answer) -> Vec<(String, Response, RetryAfter)> {
     let response = &answer.response;
     let label = |response: &Response| {
         let mut label = format!("HTTP {}", response.status);
+        // The body's start on one line, past an XML declaration.
         let text = response.text();
+        let mut text = text.trim();
+        if text.starts_with("<?xml")
+            && let Some(end) = text.find("?>")
+        {
+            text = text[end + 2..].trim_start();
+        }
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let text = words.join(" ");
         if !text.is_empty() {
             let mut body: String = text.chars().take(40).collect();
             if body.len() < text.len() {
