@@ -1021,7 +1021,14 @@ impl<P: Plugin> Run<'_, P> {
             }
         }
         self.scan_instance(EMPTY, &instance);
-        self.note(EMPTY, "0 events: Accepted, nothing sent");
+        self.note(
+            EMPTY,
+            if self.suite.is_http() {
+                "0 events: Accepted, no request sent"
+            } else {
+                "0 events: Accepted, nothing at the destination"
+            },
+        );
         problems_to_result(problems)
     }
 
