@@ -6,6 +6,10 @@
 //! requests to hosts outside `allowed_hosts` fail as they would in the
 //! sandbox.
 //!
+//! For an exporter, [`compliance`] runs the checks every exporter must
+//! pass (every event once, limits, answer mapping, retries, secrets,
+//! golden requests) from one declaration of what its README promises.
+//!
 //! ```
 //! use auditrelay_plugin_api::http::{Request, Response};
 //! use auditrelay_plugin_api::testing::{Harness, sample_events};
