@@ -32,6 +32,18 @@
 //! [`counted`](Compliance::counted). The steps about requests (answers,
 //! transport, limits, retries, golden) apply to HTTP exporters only.
 //!
+//! Good to know when writing one:
+//!
+//! - Every step starts a new instance (and, with
+//!   [`granted_dir`](Compliance::granted_dir), a new directory); the
+//!   [`server`](Compliance::server) is shared by all of them, so a fake
+//!   with state (acknowledgement ids) keeps it behind a `Mutex`.
+//! - The large batches are `max(2,500, 2.5 × the events-per-request
+//!   limit)` events, and events whose envelopes add up to 1.5 × the
+//!   bytes-per-request limit; a run takes a few seconds in a debug build.
+//! - A passing run prints what each step checked: see it with
+//!   `cargo test -- --nocapture`.
+//!
 //! # Example
 //!
 //! A small exporter that posts NDJSON, at most 100 events a request, with
