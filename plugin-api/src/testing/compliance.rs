@@ -1863,7 +1863,12 @@ fn outcome_problem(
         };
         if !honoured {
             return Some(format!(
-                "retry_after is {got:?}, not {retry_after:?} as the Retry-After header asks; take it from Response::retry_after (Response::deliver_error does)"
+                "retry_after is {got:?}, not {} as the Retry-After header asks; take it from Response::retry_after (Response::deliver_error does)",
+                match retry_after {
+                    RetryAfter::Any => "any".to_owned(),
+                    RetryAfter::Exactly(want) => format!("Some({want:?})"),
+                    RetryAfter::About(want) => format!("about Some({want:?})"),
+                }
             ));
         }
     }
