@@ -1,7 +1,9 @@
-//! Services the relay provides to plugins: logging, secrets and metrics.
+//! Services the relay provides to plugins: logging, secrets, metrics and
+//! standard output.
 //!
 //! Inside the WebAssembly sandbox these call the WIT imports
-//! `auditrelay:plugin/{log, secrets, metrics}`. In a native build they go to
+//! `auditrelay:plugin/{log, secrets, metrics}` (and WASI's stdout). In a
+//! native build they go to
 //! the [`HostServices`] installed for the current thread (the
 //! [test harness](crate::testing) installs one), else the process-wide one
 //! from [`set_native_host`], else a fallback that logs to stderr and has no
@@ -78,6 +80,17 @@ pub fn gauge_set(name: &str, value: f64) {
     backend::gauge_set(name, value)
 }
 
+/// Writes `bytes` to the plugin's standard output and flushes it.
+///
+/// The relay turns each line a plugin prints into a line of its own log
+/// (at info, tagged with the instance); the
+/// [test harness](crate::testing::Harness::stdout) records them. Use it
+/// when printing *is* the plugin's job (the `stdout` exporter); for
+/// diagnostics, [`log`] says more (a level) for less.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    backend::write_stdout(bytes)
+}
+
 /// What a native host provides to plugins running outside the sandbox.
 #[cfg(not(target_arch = "wasm32"))]
 pub trait HostServices: Send + Sync {
@@ -94,6 +107,10 @@ pub trait HostServices: Send + Sync {
         &self,
         request: &crate::http::Request,
     ) -> Result<crate::http::Response, crate::http::HttpError>;
+    /// Writes to the plugin's standard output; by default the process's.
+    fn write_stdout(&self, bytes: &[u8]) -> std::io::Result<()> {
+        backend::process_stdout(bytes)
+    }
 }
 
 /// Installs the process-wide host for native plugins (first call wins).
@@ -128,6 +145,13 @@ mod backend {
 
     pub fn gauge_set(name: &str, value: f64) {
         metrics::gauge_set(name, value)
+    }
+
+    pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
     }
 }
 
@@ -197,6 +221,19 @@ pub(crate) mod backend {
 
     pub fn gauge_set(name: &str, value: f64) {
         with_current(|host| host.gauge_set(name, value));
+    }
+
+    pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+        with_current(|host| host.write_stdout(bytes)).unwrap_or_else(|| process_stdout(bytes))
+    }
+
+    /// The process's stdout: what a native plugin's prints reach without
+    /// a host that takes them.
+    pub fn process_stdout(bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
     }
 
     pub fn http(request: &Request) -> Result<Response, HttpError> {

@@ -21,7 +21,8 @@
 //!   for HTTP exporters.
 //! - [`fs`]: files in the one directory the operator granted.
 //! - [`settings`]: helpers for config types (durations, required secrets).
-//! - [`testing`]: a harness to unit-test a plugin natively with `cargo test`.
+//! - [`testing`]: a harness to unit-test a plugin natively with `cargo test`,
+//!   and [`testing::compliance`], the suite every exporter runs.
 //!
 //! # A minimal plugin
 //!

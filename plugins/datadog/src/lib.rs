@@ -2,9 +2,10 @@
 //!
 //! Batches go to `https://http-intake.logs.<site>/api/v2/logs` as JSON
 //! arrays of log objects: at most 1000 logs and `max_request_bytes`
-//! (4.25 MB) uncompressed per request, each log at most 1 MB (a larger
-//! one has its `payload` truncated with a marker). A `413` splits the
-//! request in halves and sends each. Every key is in the plugin's README.
+//! (4.25 MB) uncompressed per request (a log larger than that alone goes
+//! alone), each log at most 1 MB (a larger one has its `payload`
+//! truncated with a marker). A `413` splits the request in halves and
+//! sends each. Every key is in the plugin's README.
 
 pub mod config;
 pub mod request;
@@ -124,6 +125,9 @@ impl Plugin for DatadogExporter {
         for run in split_by_limits(&sizes, max.saturating_sub(2), MAX_LOGS_PER_REQUEST, 1) {
             self.send(&logs, &indexes, run, &mut rejected)?;
         }
+        // Refused by the encoder, then by the intake (413): one list in
+        // batch order, as the plugin contract's other answers are.
+        rejected.sort_unstable_by_key(|r| r.index);
         Ok(if rejected.is_empty() {
             Delivery::Accepted
         } else {

@@ -1,14 +1,14 @@
 //! `stdout`: prints every event, for a quick look at what flows.
 //!
 //! The relay writes a plugin's stdout into its own log, one line per event,
-//! tagged with the instance name.
+//! tagged with the instance name. Lines go out through
+//! `host::write_stdout`, so the test harness sees them too.
 //!
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `format` | `"summary"` | `"summary"`: one readable line per event; `"json"`: the canonical envelope. |
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
@@ -66,9 +66,7 @@ impl Plugin for Stdout {
             render(self.format, event, &mut out);
             out.push('\n');
         }
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(out.as_bytes())?;
-        stdout.flush()?;
+        host::write_stdout(out.as_bytes())?;
         Ok(Delivery::Accepted)
     }
 }
@@ -109,7 +107,7 @@ export_plugin!(Stdout);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use auditrelay_plugin_api::testing::sample_events;
+    use auditrelay_plugin_api::testing::{Harness, sample_events};
 
     #[test]
     fn summary_names_who_did_what_to_what() {
@@ -120,6 +118,21 @@ mod tests {
             line.ends_with(" acme group.member_added u-0 -> group/g-0 success"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn prints_one_line_per_event_through_the_host() {
+        let mut harness = Harness::<Stdout>::builder()
+            .config(serde_json::json!({"format": "json"}))
+            .init()
+            .unwrap();
+        let events = sample_events(3);
+        assert_eq!(harness.deliver(&events), Ok(Delivery::Accepted));
+        let printed = harness.stdout();
+        let lines: Vec<&[u8]> = printed.split(|&b| b == b'\n').collect();
+        let expected: Vec<&[u8]> = events.iter().map(|e| e.envelope.as_slice()).collect();
+        assert_eq!(lines[..3], expected[..]);
+        assert_eq!(lines[3], b"", "every line ends with a newline");
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //!
 //! The harness runs the same code paths as the relay: the config goes
 //! through JSON exactly as the relay passes it, host services (log, secrets,
-//! metrics, HTTP) go to a fake host that records everything, and requests to
-//! hosts outside `allowed_hosts` fail as they would in the sandbox.
+//! metrics, stdout, HTTP) go to a fake host that records everything, and
+//! requests to hosts outside `allowed_hosts` fail as they would in the
+//! sandbox.
+//!
+//! For an exporter, [`compliance`] runs the checks every exporter must
+//! pass (every event once, limits, answer mapping, retries, secrets,
+//! golden requests) from one declaration of what its README promises.
 //!
 //! ```
 //! use auditrelay_plugin_api::http::{Request, Response};
@@ -40,6 +45,7 @@
 //! assert_eq!(harness.requests()[0].body, b"3");
 //! ```
 
+pub mod compliance;
 pub mod config_docs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +70,7 @@ struct FakeHost {
     requests: Mutex<Vec<Request>>,
     counters: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<BTreeMap<String, f64>>,
+    stdout: Mutex<Vec<u8>>,
 }
 
 impl HostServices for FakeHost {
@@ -86,6 +93,11 @@ impl HostServices for FakeHost {
 
     fn gauge_set(&self, name: &str, value: f64) {
         self.gauges.lock().unwrap().insert(name.to_owned(), value);
+    }
+
+    fn write_stdout(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stdout.lock().unwrap().extend_from_slice(bytes);
+        Ok(())
     }
 
     fn http(&self, request: &Request) -> Result<Response, HttpError> {
@@ -211,6 +223,7 @@ impl<P: Plugin> Harness<P> {
                 requests: Mutex::default(),
                 counters: Mutex::default(),
                 gauges: Mutex::default(),
+                stdout: Mutex::default(),
             },
             _plugin: std::marker::PhantomData,
         }
@@ -278,6 +291,11 @@ impl<P: Plugin> Harness<P> {
     pub fn gauge(&self, name: &str) -> Option<f64> {
         self.host.gauges.lock().unwrap().get(name).copied()
     }
+
+    /// Everything the plugin wrote with [`host::write_stdout`](crate::host::write_stdout).
+    pub fn stdout(&self) -> Vec<u8> {
+        self.host.stdout.lock().unwrap().clone()
+    }
 }
 
 /// `n` valid, distinct events as the relay would deliver them.
@@ -296,22 +314,31 @@ pub fn sample_events(n: usize) -> Vec<EventBuf> {
 ///
 /// If the file is missing or differs, naming it and how to update it.
 pub fn assert_golden(path: impl AsRef<Path>, actual: &str) {
-    let path = path.as_ref();
+    if let Err(problem) = compare_golden(path.as_ref(), actual) {
+        panic!("{problem}");
+    }
+}
+
+/// [`assert_golden`]'s comparison, with the problem as text.
+fn compare_golden(path: &Path, actual: &str) -> Result<(), String> {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(path, actual)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
+    let expected = std::fs::read_to_string(path).map_err(|e| {
+        format!(
             "cannot read golden file {}: {e} (UPDATE_GOLDEN=1 cargo test writes it)",
             path.display()
         )
-    });
-    assert!(
-        actual == expected,
-        "{} changed; if on purpose, run UPDATE_GOLDEN=1 cargo test\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
+    })?;
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} changed; if on purpose, run UPDATE_GOLDEN=1 cargo test\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        ))
+    }
 }
 
 /// Three events with fixed ids and times, for golden-file tests: a
