@@ -8,7 +8,6 @@
 //! as unknown (instances start from the earliest record still spooled).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -55,18 +54,8 @@ pub fn store(path: &Path, cursors: &BTreeMap<String, u64>, sync: bool) -> std::i
         version: 1,
         cursors: cursors.clone(),
     };
-    let tmp = path.with_extension("json.tmp");
-    let mut out = std::fs::File::create(&tmp)?;
-    out.write_all(&serde_json::to_vec_pretty(&file).expect("cursors serialize"))?;
-    if sync {
-        out.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if sync && let Some(dir) = path.parent() {
-        // The rename itself survives power loss only once the directory is.
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let json = serde_json::to_vec_pretty(&file).expect("cursors serialize");
+    super::files::replace_whole(path, &json, sync)
 }
 
 #[cfg(test)]

@@ -13,6 +13,27 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Replaces the file at `path` with `bytes`, whole: written beside it
+/// (`<name>.tmp`) and renamed over it, so a crash leaves the old file or
+/// the new one, never a mix. With `sync`, the new file and then its
+/// directory are synced too, so the replacement also survives power loss.
+pub fn replace_whole(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut file = File::create(&tmp)?;
+    io::Write::write_all(&mut file, bytes)?;
+    if sync {
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if sync && let Some(dir) = path.parent() {
+        // The rename itself survives power loss only once the directory is.
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// A call the spool makes on a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {

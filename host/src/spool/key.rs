@@ -49,14 +49,7 @@ pub fn store(path: &Path, key: FrameKey) -> io::Result<()> {
     bytes[8..16].copy_from_slice(&key);
     let crc = crc32c::crc32c(&bytes[0..16]);
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    super::files::replace_whole(path, &bytes, true)
 }
 
 #[cfg(test)]

@@ -126,6 +126,21 @@ pub enum SpoolError {
     Closed,
 }
 
+/// Who appends, which decides what an append does while it cannot write
+/// or finds no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// [`Spool::append`]: its events may wait in memory while the disk
+    /// fails, and with [`WhenFull::Block`] it waits for room on the
+    /// condition variable, holding its thread.
+    Thread,
+    /// [`Spool::append_when_room`]: refused at once while the disk cannot
+    /// write (it would wait for durability that does not come), and told
+    /// the spool is full at once so that it waits for room itself, without
+    /// holding an async thread.
+    Async,
+}
+
 /// Why the spool could not be opened. Nothing in it was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolOpenError {
@@ -507,7 +522,7 @@ impl Spool {
     /// All or none: a refused append keeps nothing. While the disk fails,
     /// events wait in memory (up to `max_pending_bytes`).
     pub fn append(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
-        self.append_with(records, false, true)
+        self.append_with(records, Caller::Thread)
     }
 
     /// Appends events as [`append`](Self::append) does, but refuses them at
@@ -522,7 +537,7 @@ impl Spool {
             let room = self.shared.room_async.notified();
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
-            match self.append_with(records, true, false) {
+            match self.append_with(records, Caller::Async) {
                 Err(SpoolError::Full { .. })
                     if self.shared.options.when_full == WhenFull::Block
                         && tokio::time::Instant::now() < deadline =>
@@ -534,14 +549,7 @@ impl Spool {
         }
     }
 
-    /// `may_block`: with [`WhenFull::Block`], wait for room on the
-    /// condition variable (else report the spool full at once).
-    fn append_with(
-        &self,
-        records: &[Record],
-        only_if_writable: bool,
-        may_block: bool,
-    ) -> Result<Range<u64>, SpoolError> {
+    fn append_with(&self, records: &[Record], caller: Caller) -> Result<Range<u64>, SpoolError> {
         let size: u64 = records
             .iter()
             .map(|r| (format::FRAME_HEADER_LEN + r.encoded().len()) as u64)
@@ -552,7 +560,9 @@ impl Spool {
             if state.closed {
                 return Err(SpoolError::Closed);
             }
-            if only_if_writable && let Some(error) = &state.write_error {
+            if caller == Caller::Async
+                && let Some(error) = &state.write_error
+            {
                 return Err(SpoolError::Unwritable(error.clone()));
             }
             if state.pending.len() + size as usize > self.shared.options.max_pending_bytes {
@@ -583,7 +593,7 @@ impl Spool {
                 }
                 WhenFull::Block => {
                     let now = Instant::now();
-                    if now >= deadline || !may_block {
+                    if now >= deadline || caller == Caller::Async {
                         return Err(SpoolError::Full {
                             used: state.used_bytes(),
                             capacity,
