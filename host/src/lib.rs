@@ -185,6 +185,81 @@ mod layers {
         }
     }
 
+    /// How many `super::` reach the crate root from `file` (under
+    /// `src/<module>/`): one per directory below the module, plus one for
+    /// a file that is not a `mod.rs`.
+    fn depth(file: &std::path::Path, module_dir: &std::path::Path) -> usize {
+        let below = file.strip_prefix(module_dir).unwrap();
+        let dirs = below.components().count() - 1;
+        dirs + usize::from(below.file_name().unwrap() != "mod.rs")
+    }
+
+    /// The crate-level modules `code` names, each with its byte offset:
+    /// `crate::name`, every top-level item of `crate::{a::x, b}`, and the
+    /// same after enough `super::` to climb out of the module.
+    fn crate_modules_named(code: &str, depth: usize) -> Vec<(usize, String)> {
+        let ident = |rest: &str| -> String {
+            rest.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let mut named = Vec::new();
+        let mut at = 0;
+        while at < code.len() {
+            let rest = &code[at..];
+            let root = if rest.starts_with("crate::") {
+                Some("crate::".len())
+            } else if rest.starts_with("super::") {
+                let chain = rest
+                    .split("super::")
+                    .skip(1)
+                    .take_while(|part| part.is_empty())
+                    .count()
+                    + 1;
+                (chain > depth).then(|| chain * "super::".len())
+            } else {
+                None
+            };
+            let Some(skip) = root else {
+                at += rest.chars().next().map_or(1, char::len_utf8);
+                continue;
+            };
+            let after = &rest[skip..];
+            if let Some(group) = after.strip_prefix('{') {
+                // Top-level items of the group: a depth count of braces.
+                let mut level = 0;
+                let mut item_start = true;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => level += 1,
+                        '}' if level == 0 => break,
+                        '}' => level -= 1,
+                        ',' if level == 0 => item_start = true,
+                        c if item_start && !c.is_whitespace() => {
+                            item_start = false;
+                            named.push((at + skip + 1 + i, ident(&group[i..])));
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                named.push((at + skip, ident(after)));
+            }
+            at += skip;
+        }
+        named
+    }
+
+    #[test]
+    fn the_scan_sees_grouped_and_relative_paths() {
+        let code = "use crate::{config::X, spool};\nuse super::super::relay::Y;\nuse super::Z;";
+        let names: Vec<String> = crate_modules_named(code, 1)
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(names, ["config", "spool", "relay"]);
+    }
+
     #[test]
     fn no_module_names_a_layer_above_it() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -195,22 +270,23 @@ mod layers {
             assert!(!files.is_empty(), "no sources under src/{module}");
             for file in files {
                 let text = std::fs::read_to_string(&file).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    if line.trim_start().starts_with("//") {
-                        continue; // doc links do not make a dependency
-                    }
-                    for up in above {
-                        if line.contains(&format!("crate::{up}::"))
-                            || line.contains(&format!("crate::{up};"))
-                            || line.contains(&format!("crate::{up}::{{"))
-                        {
-                            upward.push(format!(
-                                "{}:{}: {module} names {up}: {}",
-                                file.strip_prefix(&src).unwrap().display(),
-                                n + 1,
-                                line.trim()
-                            ));
-                        }
+                // Comments go (doc links make no dependency), lines stay.
+                let code: String = text
+                    .lines()
+                    .map(|line| match line.trim_start().starts_with("//") {
+                        true => "\n".to_owned(),
+                        false => format!("{line}\n"),
+                    })
+                    .collect();
+                for (offset, name) in crate_modules_named(&code, depth(&file, &src.join(module))) {
+                    if above.contains(&name.as_str()) {
+                        let line = code[..offset].matches('\n').count();
+                        upward.push(format!(
+                            "{}:{}: {module} names {name}: {}",
+                            file.strip_prefix(&src).unwrap().display(),
+                            line + 1,
+                            code.lines().nth(line).unwrap_or("").trim()
+                        ));
                     }
                 }
             }
