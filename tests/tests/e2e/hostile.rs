@@ -433,6 +433,39 @@ async fn files_replaced_by_a_rename_give_their_quota_back() {
     relay.shutdown().await;
 }
 
+/// A rename that changes nothing (onto itself, or onto a hard link of
+/// itself) gives nothing back: otherwise appending and renaming in place
+/// would write without limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_that_change_nothing_give_no_quota_back() {
+    let instances = hostile(
+        "renamer",
+        "attack = \"rename_in_place\"",
+        "grant_dir = \"{home}/renamer\"\ngrant_quota = \"4MiB\"",
+    );
+    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
+    healthy_got_everything(&relay, &home, &expected).await;
+    delivered(&relay, "renamer", 3, Duration::from_secs(60)).await;
+    let appended = metric(
+        &relay.metrics_text(),
+        "auditrelay_plugin_custom_total{plugin=\"renamer\",name=\"appended_mib\"}",
+    )
+    .unwrap_or(0.0);
+    relay.shutdown().await;
+    let on_disk: u64 = files_under(&home.join("renamer"))
+        .iter()
+        .map(|(p, _)| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        appended <= 4.0,
+        "{appended} MiB appended under a 4 MiB quota by renaming in place"
+    );
+    assert!(
+        on_disk <= 8 << 20,
+        "{on_disk} bytes on disk (state and its hard link name one file of at most 4 MiB)"
+    );
+}
+
 /// Descriptors this process has open.
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

@@ -626,10 +626,19 @@ impl HostDescriptor for QuotaFs<'_> {
         if self.quota.is_none() {
             return self.inner.rename_at(fd, old_path, new_fd, new_path).await;
         }
-        // Renamed over an existing file, that file is removed.
+        // Renamed over an existing file, that file is removed — unless the
+        // two names are the same file (`rename("a", "a")`, or onto a hard
+        // link of itself), which the system does as doing nothing. Unsure
+        // which, nothing is given back: counting too much only ever
+        // refuses early, and the next scan corrects it.
         let replaced = self.removal_target(&new_fd, &new_path).await;
+        let moved = self.identity_at(&fd, &old_path).await;
         self.inner.rename_at(fd, old_path, new_fd, new_path).await?;
-        if let Some(target) = replaced {
+        if let Some(target) = replaced
+            && target.identity.is_some()
+            && moved.is_some()
+            && moved != target.identity
+        {
             self.removed(target).await;
         }
         Ok(())
@@ -700,8 +709,18 @@ impl QuotaFs<'_> {
         let stat = self
             .stat_at_path(fd, types::PathFlags::empty(), path)
             .await?;
-        let identity = self
-            .inner
+        let identity = self.identity_at(fd, path).await;
+        Some(RemovalTarget { stat, identity })
+    }
+
+    /// Which file `path` under `fd` names (not following a final symlink):
+    /// WASI's metadata hash of its device and inode.
+    async fn identity_at(
+        &mut self,
+        fd: &Resource<types::Descriptor>,
+        path: &str,
+    ) -> Option<(u64, u64)> {
+        self.inner
             .metadata_hash_at(
                 Resource::new_borrow(fd.rep()),
                 types::PathFlags::empty(),
@@ -709,8 +728,7 @@ impl QuotaFs<'_> {
             )
             .await
             .ok()
-            .map(|h| (h.lower, h.upper));
-        Some(RemovalTarget { stat, identity })
+            .map(|h| (h.lower, h.upper))
     }
 
     /// Gives back what a removed name held: an entry, and the bytes too
