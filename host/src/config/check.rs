@@ -32,13 +32,13 @@ impl Config {
         {
             problems.add("spool.segment_size", "must be between 64KiB and 1GiB");
         }
-        if spool.max_size.as_u64() < spool.segment_size.as_u64() * 2 {
+        if spool.max_size.as_u64() < spool.segment_size.as_u64().saturating_mul(2) {
             problems.add(
                 "spool.max_size",
                 "must be at least twice spool.segment_size (a full spool must be able to move on)",
             );
         }
-        if spool.max_size.as_u64() < relay.max_event_bytes.as_u64() * 4 {
+        if spool.max_size.as_u64() < relay.max_event_bytes.as_u64().saturating_mul(4) {
             problems.add(
                 "spool.max_size",
                 "must hold at least four of the largest events",

@@ -280,3 +280,14 @@ fn every_unusable_value_is_reported_at_once() {
         "{text}"
     );
 }
+
+#[test]
+fn absurd_sizes_are_refused_by_name_not_overflowed() {
+    for (text, key) in [
+        ("[spool]\nsegment_size = \"9EiB\"\n", "spool.segment_size"),
+        ("[relay]\nmax_event_bytes = \"100EiB\"\n", "spool.max_size"),
+    ] {
+        let error = parse(&format!("{text}{MINIMAL}")).unwrap_err().to_string();
+        assert!(error.contains(key), "{error}");
+    }
+}
