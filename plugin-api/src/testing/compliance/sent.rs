@@ -68,11 +68,29 @@ pub fn ids_at(bytes: &[u8], pointer: &str) -> Vec<String> {
             ids.push(id.to_owned());
         }
     };
-    for value in serde_json::Deserializer::from_slice(bytes).into_iter::<Value>() {
-        match value {
-            Ok(Value::Array(items)) => items.iter().for_each(&mut take),
-            Ok(value) => take(&value),
-            Err(_) => break,
+    // A line that does not parse (a torn write) is skipped, not the end:
+    // what follows it is read too, so a duplicate after it is seen.
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        let mut torn = false;
+        for value in values.by_ref() {
+            match value {
+                Ok(Value::Array(items)) => items.iter().for_each(&mut take),
+                Ok(value) => take(&value),
+                Err(_) => {
+                    torn = true;
+                    break;
+                }
+            }
+        }
+        if !torn {
+            break;
+        }
+        let at = values.byte_offset();
+        match rest[at..].iter().position(|&b| b == b'\n') {
+            Some(newline) => rest = &rest[at + newline + 1..],
+            None => break,
         }
     }
     ids
@@ -129,7 +147,10 @@ pub(super) fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec
     }
 }
 
-/// Decodes `body` by its `Content-Encoding`.
+/// Decodes `body` by its `Content-Encoding`: every gzip member and every
+/// zstd frame, as a receiving service would, and bytes after them are an
+/// error (a single-member reader would not see a second copy of the
+/// events, or a secret, hidden behind the first).
 fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("identity") => Ok(body.to_vec()),
@@ -137,7 +158,7 @@ fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
         Some("gzip") => {
             use std::io::Read as _;
             let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(body)
+            flate2::read::MultiGzDecoder::new(body)
                 .read_to_end(&mut plain)
                 .map_err(|e| format!("Content-Encoding is gzip but the body is not gzip: {e}"))?;
             Ok(plain)
@@ -146,10 +167,15 @@ fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
         Some("zstd") => {
             use std::io::Read as _;
             let mut plain = Vec::new();
-            ruzstd::decoding::StreamingDecoder::new(body)
-                .map_err(|e| format!("Content-Encoding is zstd but the body is not zstd: {e}"))?
-                .read_to_end(&mut plain)
-                .map_err(|e| format!("Content-Encoding is zstd but the body is not zstd: {e}"))?;
+            let mut rest = body;
+            while !rest.is_empty() {
+                ruzstd::decoding::StreamingDecoder::new(&mut rest)
+                    .map_err(|e| format!("Content-Encoding is zstd but the body is not zstd: {e}"))?
+                    .read_to_end(&mut plain)
+                    .map_err(|e| {
+                        format!("Content-Encoding is zstd but the body is not zstd: {e}")
+                    })?;
+            }
             Ok(plain)
         }
         #[cfg(not(feature = "compression"))]
@@ -157,5 +183,36 @@ fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
             "the body is {encoding}: enable auditrelay-plugin-api's `compression` feature to let the suite read it"
         )),
         Some(other) => Err(format!("unknown Content-Encoding {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_that_does_not_parse_hides_nothing_after_it() {
+        let torn = b"{\"id\":\"a\"}\n{\"id\":\"b\n{\"id\":\"a\"}\n";
+        assert_eq!(
+            ids_at(torn, "/id"),
+            ["a", "a"],
+            "the duplicate after the torn line"
+        );
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn every_gzip_member_and_zstd_frame_is_read_and_trailing_bytes_refused() {
+        use crate::compression::{Algorithm, Compression};
+        for algorithm in [Algorithm::Gzip, Algorithm::Zstd] {
+            let compression = Compression::new(algorithm, 1).unwrap();
+            let encoding = compression.content_encoding();
+            let mut body = compression.compress(b"{\"id\":\"a\"}\n".to_vec());
+            body.extend(compression.compress(b"{\"id\":\"a\"}\n{\"id\":\"secret\"}\n".to_vec()));
+            let plain = decode_body(encoding, &body).unwrap();
+            assert_eq!(ids_at(&plain, "/id"), ["a", "a", "secret"], "{algorithm:?}");
+            body.extend_from_slice(b"trailing garbage");
+            assert!(decode_body(encoding, &body).is_err(), "{algorithm:?}");
+        }
     }
 }
