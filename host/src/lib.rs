@@ -156,23 +156,65 @@ mod layers {
         (
             "spool",
             &[
-                "runtime", "dispatch", "relay", "ingest", "cli", "config", "metrics",
+                "runtime",
+                "dispatch",
+                "relay",
+                "ingest",
+                "cli",
+                "config",
+                "metrics",
+                "internals",
             ],
         ),
         (
             "runtime",
-            &["spool", "dispatch", "relay", "ingest", "cli", "config"],
+            &[
+                "spool",
+                "dispatch",
+                "relay",
+                "ingest",
+                "cli",
+                "config",
+                "internals",
+            ],
         ),
-        ("dispatch", &["relay", "ingest", "cli"]),
-        ("relay", &["ingest", "cli"]),
+        ("dispatch", &["relay", "ingest", "cli", "internals"]),
+        ("relay", &["ingest", "cli", "internals"]),
         (
             "metrics",
             &[
-                "spool", "runtime", "dispatch", "relay", "ingest", "cli", "config",
+                "spool",
+                "runtime",
+                "dispatch",
+                "relay",
+                "ingest",
+                "cli",
+                "config",
+                "internals",
             ],
         ),
-        ("config", &["spool", "dispatch", "relay", "ingest", "cli"]),
+        (
+            "config",
+            &["spool", "dispatch", "relay", "ingest", "cli", "internals"],
+        ),
     ];
+
+    /// The module behind a name the crate root re-exports (`crate::Config`
+    /// is `config`'s, `crate::status` the dispatcher's), so a path through
+    /// the root is judged like the direct one.
+    fn module_of(name: &str) -> &str {
+        match name {
+            "Relay" | "Receipt" | "RelayStatus" | "ShutdownReport" | "StartError" | "EmitError" => {
+                "relay"
+            }
+            "Config" => "config",
+            "SpoolError" | "SpoolOpenError" => "spool",
+            "PluginDirError" => "runtime",
+            "status" | "dead_letters" => "dispatch",
+            "http" => "ingest",
+            other => other,
+        }
+    }
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -252,12 +294,21 @@ mod layers {
 
     #[test]
     fn the_scan_sees_grouped_and_relative_paths() {
-        let code = "use crate::{config::X, spool};\nuse super::super::relay::Y;\nuse super::Z;";
-        let names: Vec<String> = crate_modules_named(code, 1)
-            .into_iter()
-            .map(|(_, name)| name)
-            .collect();
-        assert_eq!(names, ["config", "spool", "relay"]);
+        let code = "use crate::{config::X, spool};\nuse super::super::relay::Y;\nuse super::Z;\n\
+                    use crate::internals::Batch;\nlet c: crate::Config;\nuse crate::status::PluginStatus;";
+        let named = crate_modules_named(code, 1);
+        let names: Vec<&str> = named.iter().map(|(_, name)| module_of(name)).collect();
+        assert_eq!(
+            names,
+            [
+                "config",
+                "spool",
+                "relay",
+                "internals",
+                "config",
+                "dispatch"
+            ]
+        );
     }
 
     #[test]
@@ -279,7 +330,7 @@ mod layers {
                     })
                     .collect();
                 for (offset, name) in crate_modules_named(&code, depth(&file, &src.join(module))) {
-                    if above.contains(&name.as_str()) {
+                    if above.contains(&module_of(&name)) {
                         let line = code[..offset].matches('\n').count();
                         upward.push(format!(
                             "{}:{}: {module} names {name}: {}",
