@@ -62,7 +62,10 @@ impl Telemetry {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The status now.
+    /// The status now. The circuit gauge is set from the same reading, so
+    /// metrics rendered with a status (as `GET /metrics` does) agree with
+    /// it even while the worker is not looking (an elapsed pause reads as
+    /// half-open in both).
     pub fn snapshot(&self) -> PluginStatus {
         let mut shared = self.lock();
         let state = shared.circuit.state(Instant::now());
@@ -70,11 +73,14 @@ impl Telemetry {
             RunState::Starting => shared.start_failures,
             _ => shared.circuit.failures(),
         };
-        PluginStatus {
+        let status = PluginStatus {
             circuit: state.name(),
             consecutive_failures: failures,
             ..shared.status.clone()
-        }
+        };
+        drop(shared);
+        self.metrics.circuit_state(state.gauge());
+        status
     }
 
     // The supervisor's events.
@@ -248,6 +254,24 @@ mod tests {
         assert!(
             rendered.contains("auditrelay_plugin_delivered_events_total{plugin=\"audit\"} 3"),
             "{rendered}"
+        );
+    }
+
+    #[test]
+    fn an_elapsed_pause_reads_half_open_in_the_status_and_the_gauge() {
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Telemetry::new(
+            "audit",
+            metrics.plugin("audit"),
+            Circuit::new(1, Duration::from_millis(20)),
+        );
+        assert!(telemetry.failed("down").opened_for.is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(telemetry.snapshot().circuit, "half_open");
+        assert!(
+            metrics
+                .render()
+                .contains("auditrelay_plugin_circuit_state{plugin=\"audit\"} 2")
         );
     }
 
