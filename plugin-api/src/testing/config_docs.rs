@@ -178,7 +178,21 @@ where
             ));
         }
     };
-    let text = key.default_value.as_deref()?;
+    let Some(text) = key.default_value.as_deref() else {
+        // Documented as unset: leaving it out must mean "none", the same
+        // as saying so.
+        let mut none = minimal.clone();
+        none.insert(name.clone(), serde_json::Value::Null);
+        return match parse(&serde_json::Value::Object(none)) {
+            Ok(unset) if unset == absent => None,
+            Ok(unset) => Some(format!(
+                "`{name}` is documented as unset, but leaving it out gives\n      {absent}\n    not what unset gives\n      {unset}\n    document its default"
+            )),
+            Err(error) => Some(format!(
+                "`{name}` is documented as unset, but it has no unset value ({error}): document its default"
+            )),
+        };
+    };
     let value = match toml_value(text) {
         Ok(value) => value,
         Err(error) => {
@@ -377,6 +391,12 @@ mod tests {
         undocumented: bool,
         #[serde(default = "three")]
         said_required: u32,
+        #[serde(default = "some_label")]
+        said_unset: Option<String>,
+    }
+
+    fn some_label() -> Option<String> {
+        Some("audit".into())
     }
 
     fn three() -> u32 {
@@ -393,6 +413,7 @@ mod tests {
                 .key(ConfigKey::optional("retries", "attempts", "5"))
                 .key(ConfigKey::optional("label", "a label", "audit"))
                 .key(ConfigKey::required("said_required", "said to be required"))
+                .key(ConfigKey::unset("said_unset", "said to have no default"))
                 .key(ConfigKey::optional("renamed", "gone from the struct", "1"))
         }
         fn init(_: DriftedConfig, _: &InitContext) -> Result<Self, InitError> {
@@ -416,6 +437,7 @@ mod tests {
             "`retries = 5` (the documented default) gives",
             "the default of `label`, `audit`, is not TOML text",
             "`said_required` is documented as required, but a config without it is accepted",
+            "`said_unset` is documented as unset, but leaving it out gives",
         ] {
             assert!(
                 message.contains(expected),
