@@ -433,6 +433,32 @@ async fn files_replaced_by_a_rename_give_their_quota_back() {
     relay.shutdown().await;
 }
 
+/// A file deleted while only a write stream holds it (its descriptor
+/// dropped) keeps counting until the stream goes: otherwise writing
+/// through kept streams would fill the disk past the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_held_open_by_a_stream_alone_still_count() {
+    let instances = hostile(
+        "streamer",
+        "attack = \"stream_orphans\"",
+        "grant_dir = \"{home}/streamer\"\ngrant_quota = \"4MiB\"",
+    );
+    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
+    healthy_got_everything(&relay, &home, &expected).await;
+    delivered(&relay, "streamer", 3, Duration::from_secs(60)).await;
+    let written = metric(
+        &relay.metrics_text(),
+        "auditrelay_plugin_custom_total{plugin=\"streamer\",name=\"stream_mib\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        (3.0..=4.0).contains(&written),
+        "{written} MiB written under a 4 MiB quota through streams of deleted files"
+    );
+    relay.shutdown().await;
+    drop(home);
+}
+
 /// A rename that changes nothing (onto itself, or onto a hard link of
 /// itself) gives nothing back: otherwise appending and renaming in place
 /// would write without limit.

@@ -188,8 +188,12 @@ pub struct OpenFiles {
     /// Descriptors it opened (their resource ids).
     reps: HashSet<u32>,
     /// Files it deleted while holding them open, by (device, inode): their
-    /// bytes stay on disk, unseen by a scan, until the last is closed.
+    /// bytes stay on disk, unseen by a scan, until nothing holds them (no
+    /// descriptor and no stream: see [`OpenFiles::settle`]).
     orphans: HashMap<(u64, u64), Arc<std::fs::File>>,
+    /// Files written through streams, which hold the file open by
+    /// themselves, even after its descriptor is dropped.
+    streamed: Vec<std::sync::Weak<std::fs::File>>,
 }
 
 /// An open file a plugin holds: its resource id, (device, inode), links,
@@ -234,6 +238,21 @@ fn quota_fs(state: &mut PluginState) -> QuotaFs<'_> {
 }
 
 impl OpenFiles {
+    /// Gives back the bytes of deleted files nothing holds any more (the
+    /// map's own reference is the last), returning how many.
+    fn settle(&mut self) -> u64 {
+        let mut freed = 0;
+        self.orphans.retain(|_, file| {
+            if Arc::strong_count(file) > 1 {
+                return true;
+            }
+            freed += file_identity(&**file).map_or(0, |(_, _, size)| size) + ENTRY_BYTES;
+            false
+        });
+        self.streamed.retain(|file| file.strong_count() > 0);
+        freed
+    }
+
     /// Bytes of files deleted but held open, which a scan cannot see.
     fn hidden(&self) -> u64 {
         self.orphans
@@ -308,6 +327,63 @@ impl QuotaFs<'_> {
         }
     }
 
+    /// Remembers the file behind `fd` as held by a stream too.
+    fn note_streamed(&self, fd: &Resource<types::Descriptor>) {
+        let fd = Resource::<types::Descriptor>::new_borrow(fd.rep());
+        if let Ok(Descriptor::File(file)) = self.inner.table.get(&fd) {
+            let mut open = lock(&self.open);
+            open.streamed.retain(|file| file.strong_count() > 0);
+            open.streamed.push(Arc::downgrade(&file.file));
+        }
+    }
+
+    /// Which file `path` under directory `fd` names, not following a final
+    /// symlink: (device, inode), as `fstat` gives them for open files.
+    /// Only used to match files this plugin holds open, after the same
+    /// path was resolved, sandboxed, by WASI.
+    fn identity_at(&self, fd: &Resource<types::Descriptor>, path: &str) -> Option<(u64, u64)> {
+        let fd = Resource::<types::Descriptor>::new_borrow(fd.rep());
+        let Ok(Descriptor::Dir(dir)) = self.inner.table.get(&fd) else {
+            return None;
+        };
+        let path = std::ffi::CString::new(path).ok()?;
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatat reads the NUL-terminated path and writes into the
+        // struct, both alive for the call; the directory descriptor is
+        // borrowed from an open directory.
+        let found = unsafe {
+            libc::fstatat(
+                dir.dir.as_raw_fd(),
+                path.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } == 0;
+        found.then_some((stat.st_dev as u64, stat.st_ino as u64))
+    }
+
+    /// Files the plugin holds open by a descriptor or a stream, with no name
+    /// left: (device, inode) and the file.
+    fn unnamed_open_files(&self) -> Vec<((u64, u64), Arc<std::fs::File>)> {
+        let mut files: Vec<_> = self
+            .held_files()
+            .into_iter()
+            .filter(|(_, _, links, _)| *links == 0)
+            .map(|(_, id, _, file)| (id, file))
+            .collect();
+        let streamed: Vec<_> = lock(&self.open)
+            .streamed
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for file in streamed {
+            if let Some((id, 0, _)) = file_identity(&*file) {
+                files.push((id, file));
+            }
+        }
+        files
+    }
+
     fn wrap_stream(
         &mut self,
         stream: Resource<DynOutputStream>,
@@ -320,10 +396,14 @@ impl QuotaFs<'_> {
         let inner = self.inner.table.delete(stream)?;
         let wrapped: DynOutputStream = Box::new(QuotaStream {
             inner,
-            quota,
+            quota: quota.clone(),
             open: self.open.clone(),
             at,
             size,
+            _settle: SettleOnDrop {
+                quota,
+                open: self.open.clone(),
+            },
         });
         Ok(self.inner.table.push(wrapped)?)
     }
@@ -387,6 +467,7 @@ impl HostDescriptor for QuotaFs<'_> {
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
         let size = self.size(&fd)?;
+        self.note_streamed(&fd);
         let stream = self.inner.write_via_stream(fd, offset)?;
         self.wrap_stream(stream, Some(offset), size)
     }
@@ -396,6 +477,7 @@ impl HostDescriptor for QuotaFs<'_> {
         fd: Resource<types::Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
         let size = self.size(&fd)?;
+        self.note_streamed(&fd);
         let stream = self.inner.append_via_stream(fd)?;
         self.wrap_stream(stream, None, size)
     }
@@ -459,7 +541,7 @@ impl HostDescriptor for QuotaFs<'_> {
         let target = self.removal_target(&fd, &path).await;
         self.inner.unlink_file_at(fd, path).await?;
         if let Some(target) = target {
-            self.removed(target).await;
+            self.removed(target);
         }
         Ok(())
     }
@@ -581,21 +663,14 @@ impl HostDescriptor for QuotaFs<'_> {
 
     fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {
         let rep = fd.rep();
-        if lock(&self.open).reps.contains(&rep) {
-            let held = self.held_files();
-            let mut open = lock(&self.open);
-            open.reps.remove(&rep);
-            // The last descriptor of a deleted file: its bytes go now.
-            if let Some((_, id, _, _)) = held.iter().find(|(r, ..)| *r == rep)
-                && !held.iter().any(|(r, other, ..)| *r != rep && other == id)
-                && let Some(file) = open.orphans.remove(id)
-            {
-                let size = file_identity(&*file).map_or(0, |(_, _, size)| size);
-                drop(open);
-                self.shrink(size + ENTRY_BYTES);
-            }
+        let ours = lock(&self.open).reps.remove(&rep);
+        let dropped = HostDescriptor::drop(&mut self.inner, fd);
+        if ours {
+            // The last holder of a deleted file gone: its bytes go now.
+            let freed = lock(&self.open).settle();
+            self.shrink(freed);
         }
-        HostDescriptor::drop(&mut self.inner, fd)
+        dropped
     }
 
     async fn readlink_at(
@@ -632,14 +707,14 @@ impl HostDescriptor for QuotaFs<'_> {
         // which, nothing is given back: counting too much only ever
         // refuses early, and the next scan corrects it.
         let replaced = self.removal_target(&new_fd, &new_path).await;
-        let moved = self.identity_at(&fd, &old_path).await;
+        let moved = self.identity_at(&fd, &old_path);
         self.inner.rename_at(fd, old_path, new_fd, new_path).await?;
         if let Some(target) = replaced
             && target.identity.is_some()
             && moved.is_some()
             && moved != target.identity
         {
-            self.removed(target).await;
+            self.removed(target);
         }
         Ok(())
     }
@@ -694,7 +769,7 @@ impl HostDescriptor for QuotaFs<'_> {
 /// A file about to lose a name: what it was, and which file it is.
 struct RemovalTarget {
     stat: types::DescriptorStat,
-    /// WASI's metadata hash (device and inode), as (lower, upper).
+    /// (device, inode).
     identity: Option<(u64, u64)>,
 }
 
@@ -709,26 +784,8 @@ impl QuotaFs<'_> {
         let stat = self
             .stat_at_path(fd, types::PathFlags::empty(), path)
             .await?;
-        let identity = self.identity_at(fd, path).await;
+        let identity = self.identity_at(fd, path);
         Some(RemovalTarget { stat, identity })
-    }
-
-    /// Which file `path` under `fd` names (not following a final symlink):
-    /// WASI's metadata hash of its device and inode.
-    async fn identity_at(
-        &mut self,
-        fd: &Resource<types::Descriptor>,
-        path: &str,
-    ) -> Option<(u64, u64)> {
-        self.inner
-            .metadata_hash_at(
-                Resource::new_borrow(fd.rep()),
-                types::PathFlags::empty(),
-                path.to_owned(),
-            )
-            .await
-            .ok()
-            .map(|h| (h.lower, h.upper))
     }
 
     /// Gives back what a removed name held: an entry, and the bytes too
@@ -736,31 +793,18 @@ impl QuotaFs<'_> {
     /// open (then they count until it is closed). Which held file it was
     /// is told by identity, so no other deleted-but-open file is mistaken
     /// for it.
-    async fn removed(&mut self, target: RemovalTarget) {
+    fn removed(&mut self, target: RemovalTarget) {
         let stat = &target.stat;
         if stat.type_ != types::DescriptorType::RegularFile || stat.link_count > 1 {
             // A link went; the bytes stay with the other names.
             self.shrink(ENTRY_BYTES);
             return;
         }
-        let mut still_open = None;
-        if target.identity.is_some() {
-            for (rep, id, links, file) in self.held_files() {
-                if links != 0 {
-                    continue;
-                }
-                let identity = self
-                    .inner
-                    .metadata_hash(Resource::new_borrow(rep))
-                    .await
-                    .ok()
-                    .map(|h| (h.lower, h.upper));
-                if identity == target.identity {
-                    still_open = Some((id, file));
-                    break;
-                }
-            }
-        }
+        let still_open = target.identity.and_then(|identity| {
+            self.unnamed_open_files()
+                .into_iter()
+                .find(|(id, _)| *id == identity)
+        });
         match still_open {
             Some((id, file)) => {
                 lock(&self.open).orphans.entry(id).or_insert(file);
@@ -793,6 +837,22 @@ struct QuotaStream {
     at: Option<u64>,
     /// The file's size as far as this stream knows.
     size: u64,
+    /// Last, so it runs after `inner` (and its hold on the file) is gone.
+    _settle: SettleOnDrop,
+}
+
+/// When a stream goes, a deleted file it was the last to hold gives its
+/// bytes back.
+struct SettleOnDrop {
+    quota: Arc<GrantQuota>,
+    open: Arc<Mutex<OpenFiles>>,
+}
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        let freed = lock(&self.open).settle();
+        self.quota.shrink(freed);
+    }
 }
 
 impl QuotaStream {
