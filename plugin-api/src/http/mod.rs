@@ -244,6 +244,37 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
         .map(|(_, v)| v.as_str())
 }
 
+/// Decodes `%XX` escapes (what a URL's path and query carry); anything
+/// else, a `%` not followed by two hex digits included, stays as it is.
+/// Bytes that do not form UTF-8 become U+FFFD.
+///
+/// ```
+/// use auditrelay_plugin_api::http::percent_decode;
+/// assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+/// assert_eq!(percent_decode("100% %zz %€"), "100% %zz %€");
+/// assert_eq!(percent_decode("x%e2%82%ac"), "x€");
+/// ```
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // `get`, not indexing: a `%` before a multi-byte character is kept
+        // instead of slicing through the character.
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Parses a `Retry-After` value relative to `now`.
 pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let value = value.trim();

@@ -6,6 +6,7 @@
 //! ([`PathStyle::S3`]: no dot-segment removal); other services normalize
 //! the path first ([`PathStyle::Normalized`]).
 
+use auditrelay_plugin_api::http::percent_decode;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -245,27 +246,6 @@ fn collapse_spaces(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        // `get`, not indexing: a `%` before a multi-byte character is kept
-        // as it is instead of slicing through the character (a panic).
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn signing_key(secret: &str, scope: &Scope<'_>) -> Vec<u8> {
     let date = hmac(format!("AWS4{secret}").as_bytes(), scope.date().as_bytes());
     let region = hmac(&date, scope.region.as_bytes());
@@ -281,18 +261,4 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn percent_escapes_decode_and_anything_else_stays() {
-        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%€x"), "%€x", "no slice through a character");
-        assert_eq!(percent_decode("x%e2%82%ac"), "x€");
-    }
 }

@@ -4,6 +4,7 @@
 //! once, with a count.
 
 use super::Run;
+use crate::http::percent_decode;
 use crate::plugin::Plugin;
 use crate::testing::compliance::SECRETS;
 use crate::testing::compliance::instance::Instance;
@@ -126,26 +127,6 @@ impl<P: Plugin> Run<'_, P> {
             }
         }
     }
-}
-
-/// `%XX` escapes decoded (lossy), for searching URLs.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `place` with request numbers taken out, to group sightings.
