@@ -41,6 +41,8 @@ enum Bug {
     LeaksInLog,
     /// Puts the token in the URL.
     LeaksInUrl,
+    /// Logs the token as a Basic credential, base64-encoded.
+    LeaksEncoded,
     /// Goes on after a refused request and reports Accepted.
     ClaimsRefused,
     /// Reports only the first event of a refused request as rejected,
@@ -117,6 +119,15 @@ impl Plugin for Toy {
             };
             if self.bug == Bug::LeaksInLog {
                 host::debug(format!("posting with {}", self.token));
+            }
+            if self.bug == Bug::LeaksEncoded {
+                host::debug(format!(
+                    "posting with Basic {}",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        format!("toy:{}", self.token)
+                    )
+                ));
             }
             let response = match Request::post(url)
                 .header("authorization", format!("Bearer {}", self.token))
@@ -284,6 +295,11 @@ fn leaked_secrets_fail_wherever_they_appear() {
         "a DeliverError message",
     );
     fails("leaks_in_log", "secrets never leak", "a log line (debug)");
+    fails(
+        "leaks_encoded",
+        "secrets never leak",
+        "a log line (debug) (base64)",
+    );
     fails(
         "leaks_in_url",
         "secrets never leak",

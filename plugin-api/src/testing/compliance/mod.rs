@@ -23,7 +23,7 @@
 //! | `retries are idempotent` | with [`Retries::SameRequests`], delivering a batch again — to the same instance, or to a new one as after a crash — sends the same requests (method, URL, decoded body) |
 //! | `golden requests` | [`fixed_events`] produce exactly the requests in the [golden file](Compliance::golden) |
 //! | `partial rejections are well formed` | every `PartiallyRejected` seen in any step lists indices inside the batch, ascending, each once, each with a reason |
-//! | `secrets never leak` | no granted secret's value appears in a log line, an error or rejection reason, a metric name, stdout, a written file, a URL or a body; and in headers only where [declared](Compliance::secret_in_header) |
+//! | `secrets never leak` | no granted secret's value — as it is, base64 (standard or URL-safe, at any alignment, as in a Basic credential) or hex — appears in a log line, an error or rejection reason, a metric name, stdout, a written file, a URL or a body; and in headers only where [declared](Compliance::secret_in_header) |
 //!
 //! HTTP exporters ([`Compliance::http`]) say which events a request
 //! carries with [`events_in`](Compliance::events_in); other exporters

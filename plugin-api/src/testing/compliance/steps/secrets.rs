@@ -45,16 +45,26 @@ impl<P: Plugin> Run<'_, P> {
             if allowed.contains(&name.as_str()) {
                 continue;
             }
-            let Some(at) = text.find(value.as_str()) else {
+            let Some((at, len, form)) =
+                disguises(value).into_iter().find_map(|(form, text_form)| {
+                    text.find(text_form.as_str())
+                        .map(|at| (at, text_form.len(), form))
+                })
+            else {
                 continue;
             };
+            let place = match form {
+                "" => place.to_owned(),
+                form => format!("{place} ({form})"),
+            };
+            let place = place.as_str();
             let key = (step, name.clone(), without_numbers(place));
             if let Some(leak) = self.leaks.iter_mut().find(|leak| leak.key == key) {
                 leak.count += 1;
                 continue;
             }
             let start = text.floor_char_boundary(at.saturating_sub(40));
-            let end = text.ceil_char_boundary((at + value.len() + 40).min(text.len()));
+            let end = text.ceil_char_boundary((at + len + 40).min(text.len()));
             self.leaks.push(Leak {
                 key,
                 first: format!("{place}: …{}…", &text[start..end]),
@@ -146,9 +156,75 @@ fn without_numbers(place: &str) -> String {
         .join("#n")
 }
 
+/// The forms a secret may be sent or logged in: as it is, base64
+/// (standard and URL-safe, at each of the three alignments it can have
+/// inside a longer encoded text, such as `user:secret` in a Basic
+/// `Authorization`), and hex. Encoded forms shorter than 8 characters are
+/// left out (they would match by chance).
+fn disguises(secret: &str) -> Vec<(&'static str, String)> {
+    let mut forms = vec![("", secret.to_owned())];
+    let bytes = secret.as_bytes();
+    for skip in 0..3 {
+        let mut shifted = vec![0u8; skip];
+        shifted.extend_from_slice(bytes);
+        let encoded = base64(&shifted);
+        // Only the characters that depend on the secret's bits alone.
+        let first = (skip * 8).div_ceil(6);
+        let last = ((skip + bytes.len()) * 8) / 6;
+        if last > first + 8 {
+            let core = &encoded[first..last];
+            forms.push(("base64", core.to_owned()));
+            forms.push(("base64url", core.replace('+', "-").replace('/', "_")));
+        }
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    forms.push(("hex", hex.to_uppercase()));
+    forms.push(("hex", hex));
+    forms
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_secrets_are_recognised_at_any_alignment() {
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"ab"), "YWI=");
+        let secret = "dd-secret-value-1234";
+        let forms = disguises(secret);
+        for prefix in ["", "u:", "us:", "user:"] {
+            let basic = base64(format!("{prefix}{secret}").as_bytes());
+            assert!(
+                forms
+                    .iter()
+                    .any(|(form, f)| form.starts_with("base64") && basic.contains(f.as_str())),
+                "{prefix:?}: {basic}"
+            );
+        }
+        let hex: String = secret.bytes().map(|b| format!("{b:02X}")).collect();
+        assert!(forms.iter().any(|(_, f)| hex.contains(f.as_str())));
+    }
 
     #[test]
     fn urls_are_searched_decoded_too() {
