@@ -403,24 +403,32 @@ async fn entries_files_deleted_while_open_and_open_files_are_bounded_too() {
     relay.shutdown().await;
 }
 
+/// Runs `attack` as instance `instance` with a 4 MiB `grant_quota` until
+/// it has handled 3 events; returns its custom counter `name`, the relay
+/// (still running) and the home.
+async fn quota_attack(instance: &str, attack: &str, name: &str) -> (f64, Relay, Home) {
+    let instances = hostile(
+        instance,
+        &format!("attack = \"{attack}\""),
+        &format!("grant_dir = \"{{home}}/{instance}\"\ngrant_quota = \"4MiB\""),
+    );
+    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
+    healthy_got_everything(&relay, &home, &expected).await;
+    delivered(&relay, instance, 3, Duration::from_secs(60)).await;
+    let count = metric(
+        &relay.metrics_text(),
+        &format!("auditrelay_plugin_custom_total{{plugin=\"{instance}\",name=\"{name}\"}}"),
+    )
+    .unwrap_or(0.0);
+    (count, relay, home)
+}
+
 /// The safe way to replace a file (write a temporary one, rename it over
 /// the old) must not use up the quota: the replaced file's bytes come back
 /// at the rename, or when the plugin closes it if it held it open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_replaced_by_a_rename_give_their_quota_back() {
-    let instances = hostile(
-        "rewriter",
-        "attack = \"atomic_rewrite\"",
-        "grant_dir = \"{home}/rewriter\"\ngrant_quota = \"4MiB\"",
-    );
-    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
-    healthy_got_everything(&relay, &home, &expected).await;
-    delivered(&relay, "rewriter", 3, Duration::from_secs(60)).await;
-    let rewrites = metric(
-        &relay.metrics_text(),
-        "auditrelay_plugin_custom_total{plugin=\"rewriter\",name=\"rewrites\"}",
-    )
-    .unwrap_or(0.0);
+    let (rewrites, relay, home) = quota_attack("rewriter", "atomic_rewrite", "rewrites").await;
     assert!(
         rewrites >= 20.0 && rewrites % 20.0 == 0.0,
         "{rewrites} rewrites of a 1 MiB file: every batch's 20 fit a 4 MiB quota"
@@ -438,25 +446,12 @@ async fn files_replaced_by_a_rename_give_their_quota_back() {
 /// through kept streams would fill the disk past the quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_held_open_by_a_stream_alone_still_count() {
-    let instances = hostile(
-        "streamer",
-        "attack = \"stream_orphans\"",
-        "grant_dir = \"{home}/streamer\"\ngrant_quota = \"4MiB\"",
-    );
-    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
-    healthy_got_everything(&relay, &home, &expected).await;
-    delivered(&relay, "streamer", 3, Duration::from_secs(60)).await;
-    let written = metric(
-        &relay.metrics_text(),
-        "auditrelay_plugin_custom_total{plugin=\"streamer\",name=\"stream_mib\"}",
-    )
-    .unwrap_or(0.0);
+    let (written, relay, _home) = quota_attack("streamer", "stream_orphans", "stream_mib").await;
     assert!(
         (3.0..=4.0).contains(&written),
         "{written} MiB written under a 4 MiB quota through streams of deleted files"
     );
     relay.shutdown().await;
-    drop(home);
 }
 
 /// A rename that changes nothing (onto itself, or onto a hard link of
@@ -464,19 +459,7 @@ async fn files_held_open_by_a_stream_alone_still_count() {
 /// would write without limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renames_that_change_nothing_give_no_quota_back() {
-    let instances = hostile(
-        "renamer",
-        "attack = \"rename_in_place\"",
-        "grant_dir = \"{home}/renamer\"\ngrant_quota = \"4MiB\"",
-    );
-    let (relay, home, _, expected) = with_hostile(&instances, 3).await;
-    healthy_got_everything(&relay, &home, &expected).await;
-    delivered(&relay, "renamer", 3, Duration::from_secs(60)).await;
-    let appended = metric(
-        &relay.metrics_text(),
-        "auditrelay_plugin_custom_total{plugin=\"renamer\",name=\"appended_mib\"}",
-    )
-    .unwrap_or(0.0);
+    let (appended, relay, home) = quota_attack("renamer", "rename_in_place", "appended_mib").await;
     relay.shutdown().await;
     let on_disk: u64 = files_under(&home.join("renamer"))
         .iter()
