@@ -63,6 +63,7 @@ mod parse;
 pub mod strict;
 mod time;
 mod validate;
+mod view;
 
 use std::collections::BTreeMap;
 
@@ -75,6 +76,7 @@ pub use fields::FieldPaths;
 pub use parse::EnvelopeError;
 pub use time::parse_rfc3339;
 pub use validate::{Limits, ValidationError, ValidationErrors};
+pub use view::{ActionView, ActorView, EnvelopeView, TargetView};
 
 /// The envelope schema version this crate reads and writes.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -316,6 +318,18 @@ impl Severity {
     }
 }
 
+impl ActorKind {
+    /// The lower-case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::Service => "service",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
+        }
+    }
+}
+
 /// What the action was applied to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -355,10 +369,14 @@ impl AuditEventEnvelope {
 
     /// The event time in nanoseconds since the Unix epoch.
     pub fn time_unix_nanos(&self) -> i64 {
-        // Timestamps span years -9999..=9999, which fits an i128; clamp to
-        // i64 (years 1678..=2262) for the wire, which validation enforces.
-        self.time
-            .as_nanosecond()
-            .clamp(i64::MIN as i128, i64::MAX as i128) as i64
+        unix_nanos(&self.time)
     }
+}
+
+/// `time` in nanoseconds since the Unix epoch, for the wire.
+fn unix_nanos(time: &Timestamp) -> i64 {
+    // Timestamps span years -9999..=9999, which fits an i128; clamp to
+    // i64 (years 1678..=2262) for the wire, which validation enforces.
+    time.as_nanosecond()
+        .clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }

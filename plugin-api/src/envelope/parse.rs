@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::strict::{self, JsonProblem};
-use super::{AuditEventEnvelope, Limits, ValidationErrors};
+use super::strict::JsonProblem;
+use super::{AuditEventEnvelope, EnvelopeView, Limits, ValidationErrors};
 
 /// Why bytes could not become a valid [`AuditEventEnvelope`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl AuditEventEnvelope {
     /// Decodes and validates one envelope from JSON: the bytes must pass
     /// [`strict::check`] first.
     pub fn from_json_with(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
-        Self::read_json(bytes)?.validated(limits)
+        EnvelopeView::from_json_with(bytes, limits).map(EnvelopeView::into_owned)
     }
 
     /// The envelope, if it keeps every rule under `limits`.
@@ -115,14 +115,7 @@ impl AuditEventEnvelope {
     /// [`to_validated_json`](Self::to_validated_json) does while it
     /// encodes (the relay's intake: one encoding per event, not two).
     pub fn read_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        strict::check(bytes).map_err(EnvelopeError::from)?;
-        // Tracking the path costs as much as a third of the decode: only a
-        // refusal reads the bytes again, to name the field.
-        serde_json::from_slice(bytes).or_else(|_| {
-            let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-            serde_path_to_error::deserialize(&mut deserializer)
-                .map_err(|e| shape_error(e.path().to_string(), e.into_inner()))
-        })
+        EnvelopeView::read_json(bytes).map(EnvelopeView::into_owned)
     }
 
     /// Decodes and validates one envelope from an already-parsed JSON value
@@ -140,7 +133,7 @@ impl AuditEventEnvelope {
     }
 }
 
-fn shape_error(path: String, error: serde_json::Error) -> EnvelopeError {
+pub(super) fn shape_error(path: String, error: serde_json::Error) -> EnvelopeError {
     if error.is_syntax() || error.is_eof() {
         return EnvelopeError::syntax(&error);
     }

@@ -44,6 +44,31 @@ const ENDS_A_RUN: [bool; 256] = {
     table
 };
 
+/// How many bytes of string text start `bytes` before the first `"`,
+/// `\\` or control character (all of them if none): eight at a time.
+pub(crate) fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `word` is flagged (its high bit set) if it is zero; only
+    // the lowest flag is exact, which is the one wanted.
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let ends =
+            zero(word ^ (ONES * b'"' as u64)) | zero(word ^ (ONES * b'\\' as u64)) | below_space;
+        if ends != 0 {
+            return at + (ends.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| ENDS_A_RUN[b as usize])
+        .unwrap_or(bytes.len() - at)
+}
+
 /// Why a document was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonProblem {
@@ -90,6 +115,7 @@ pub fn check(bytes: &[u8]) -> Result<(), JsonProblem> {
         text,
         at: 0,
         path: Vec::with_capacity(16),
+        outer: 0,
         keys: Vec::with_capacity(32),
     };
     walk.skip_space();
@@ -99,6 +125,24 @@ pub fn check(bytes: &[u8]) -> Result<(), JsonProblem> {
         return Err(*walk.fail("has text after the end of the JSON value"));
     }
     Ok(())
+}
+
+/// Checks the one JSON value that starts at byte `at` of `text` (space
+/// before it allowed), nested `depth` levels deep in its document, by the
+/// same rules as [`check`]; where the value ends, or `None` if it breaks
+/// a rule (the caller checks the whole document to say which).
+pub(crate) fn check_value(text: &str, at: usize, depth: usize) -> Option<usize> {
+    let mut walk = Walk {
+        bytes: text.as_bytes(),
+        text,
+        at,
+        path: Vec::new(),
+        outer: depth,
+        keys: Vec::new(),
+    };
+    walk.skip_space();
+    walk.value().ok()?;
+    Some(walk.at)
 }
 
 /// A refusal on its way out of the walk, boxed so that every step's
@@ -120,6 +164,8 @@ struct Walk<'a> {
     text: &'a str,
     at: usize,
     path: Vec<Step>,
+    /// How deep the value being checked lies in its document.
+    outer: usize,
     /// The keys of every object still open, outermost first: one buffer
     /// for the whole walk instead of one per object.
     keys: Vec<Cow<'a, str>>,
@@ -191,7 +237,7 @@ impl<'a> Walk<'a> {
     }
 
     fn nest(&self) -> Result<(), Refusal> {
-        if self.path.len() >= MAX_DEPTH {
+        if self.outer + self.path.len() >= MAX_DEPTH {
             // Name the last field on the way down, not every array index.
             let named = self
                 .path
@@ -329,10 +375,7 @@ impl<'a> Walk<'a> {
     /// the end), refusing an unescaped control character on the way.
     fn plain_run(&mut self) -> Result<(), Refusal> {
         let rest = &self.bytes[self.at..];
-        let run = rest
-            .iter()
-            .position(|&b| ENDS_A_RUN[b as usize])
-            .unwrap_or(rest.len());
+        let run = plain_run(rest);
         self.at += run;
         match rest.get(run) {
             Some(&b) if b < 0x20 => Err(self.control_character(b)),
@@ -471,7 +514,7 @@ impl<'a> Walk<'a> {
 /// Whether the number `text` (valid JSON grammar) is kept exactly: as a
 /// 64-bit integer, or as the IEEE 754 double whose shortest decimal form
 /// has the same value.
-fn exactness(text: &str, integer: bool) -> Result<(), String> {
+pub(crate) fn exactness(text: &str, integer: bool) -> Result<(), String> {
     if integer && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()) {
         return Ok(());
     }

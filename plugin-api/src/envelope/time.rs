@@ -13,7 +13,7 @@
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::Offset;
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 const EXAMPLE: &str = "send e.g. 2026-01-02T03:04:05Z or 2026-01-02T04:04:05.250+01:00";
 
@@ -140,7 +140,7 @@ pub fn parse_rfc3339(text: &str) -> Result<Timestamp, String> {
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Timestamp, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    let text = super::view::borrow::text(deserializer)?;
     parse_rfc3339(&text).map_err(serde::de::Error::custom)
 }
 

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use jiff::Timestamp;
+
 use super::{AuditEventEnvelope, ENVELOPE_VERSION};
 
 /// Size limits applied by [`AuditEventEnvelope::validate_with`].
@@ -175,6 +177,14 @@ fn is_lookalike_space(c: char) -> bool {
 
 /// Why `text` may not be a field of `kind`, if it may not.
 fn hidden(text: &str, kind: Text) -> Option<&'static str> {
+    // Most text is printable ASCII: then only the spaces at its ends can
+    // be wrong. (Counted without branching, so the loop vectorizes.)
+    let unprintable = text
+        .bytes()
+        .fold(0u8, |n, b| n | u8::from(!(0x20..0x7f).contains(&b)));
+    if unprintable == 0 {
+        return spaced_name(text, kind);
+    }
     let tab_ok = kind == Text::Prose;
     if has_control(text, tab_ok) {
         return Some(match kind {
@@ -184,10 +194,8 @@ fn hidden(text: &str, kind: Text) -> Option<&'static str> {
             }
         });
     }
-    if kind == Text::Name && (text.starts_with(' ') || text.ends_with(' ')) {
-        return Some(
-            "must not begin or end with a space: two names that look the same must be the same",
-        );
+    if let Some(problem) = spaced_name(text, kind) {
+        return Some(problem);
     }
     if text.is_ascii() {
         return None;
@@ -215,6 +223,13 @@ fn hidden(text: &str, kind: Text) -> Option<&'static str> {
         );
     }
     None
+}
+
+/// Why a name may not be `text`: a space at either end.
+fn spaced_name(text: &str, kind: Text) -> Option<&'static str> {
+    (kind == Text::Name && (text.starts_with(' ') || text.ends_with(' '))).then_some(
+        "must not begin or end with a space: two names that look the same must be the same",
+    )
 }
 
 /// Whether `text` holds a control character (Unicode category Cc:
@@ -262,49 +277,77 @@ impl AuditEventEnvelope {
         into_result(errors)?;
         Ok(json)
     }
+}
 
+/// What the rules read of an event, whichever form holds it: the owned
+/// [`AuditEventEnvelope`] and the borrowed
+/// [`EnvelopeView`](super::EnvelopeView) keep the same rules because they
+/// are checked by the same code.
+pub(super) trait Fields {
+    fn envelope_version(&self) -> u32;
+    fn id(&self) -> &str;
+    fn source(&self) -> &str;
+    fn event_type(&self) -> &str;
+    fn time(&self) -> &Timestamp;
+    fn tenant(&self) -> Option<&str>;
+    fn actor_id(&self) -> &str;
+    fn actor_email(&self) -> Option<&str>;
+    fn actor_groups(&self) -> impl ExactSizeIterator<Item = &str>;
+    fn actor_ip(&self) -> Option<&str>;
+    fn actor_user_agent(&self) -> Option<&str>;
+    fn action_name(&self) -> Option<&str>;
+    fn status_code(&self) -> Option<u16>;
+    /// Kind, id and name.
+    fn target(&self) -> Option<(&str, &str, Option<&str>)>;
+    fn reason(&self) -> Option<&str>;
+    fn trace_id(&self) -> Option<&str>;
+    fn request_id(&self) -> Option<&str>;
+    fn metadata(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
+    /// How deeply arrays and objects nest in `payload`.
+    fn payload_depth(&self) -> usize;
+
+    /// Every rule but the size limit the event breaks.
     fn field_errors(&self, limits: &Limits) -> Vec<ValidationError> {
         let mut c = Checker { errors: Vec::new() };
-        if self.envelope_version != ENVELOPE_VERSION {
+        if self.envelope_version() != ENVELOPE_VERSION {
             c.fail(
                 "envelope_version",
                 format!(
                     "version {} is not supported; this relay reads version {ENVELOPE_VERSION}",
-                    self.envelope_version
+                    self.envelope_version()
                 ),
             );
         }
-        c.token("id", &self.id, 128);
-        c.required("source", &self.source, 256);
-        c.required("type", &self.event_type, 256);
-        if !self.event_type.chars().all(is_event_type_char) {
+        c.token("id", self.id(), 128);
+        c.required("source", self.source(), 256);
+        c.required("type", self.event_type(), 256);
+        if !self.event_type().chars().all(is_event_type_char) {
             c.fail(
                 "type",
                 "may contain only letters, digits and . _ - : / (e.g. group.member_added)",
             );
         }
         // The wire format carries nanoseconds in an i64: 1677-09-21 to 2262-04-11.
-        let nanos = self.time.as_nanosecond();
+        let nanos = self.time().as_nanosecond();
         if nanos < i64::MIN as i128 || nanos > i64::MAX as i128 {
             c.fail("time", "must lie between 1677-09-22 and 2262-04-11");
         }
-        c.optional("tenant", self.tenant.as_deref(), 256, Text::Name);
+        c.optional("tenant", self.tenant(), 256, Text::Name);
 
-        let actor = &self.actor;
-        c.required("actor.id", &actor.id, 512);
-        c.optional("actor.email", actor.email.as_deref(), 320, Text::Name);
-        if let Some(email) = &actor.email
+        c.required("actor.id", self.actor_id(), 512);
+        c.optional("actor.email", self.actor_email(), 320, Text::Name);
+        if let Some(email) = self.actor_email()
             && !email.contains('@')
         {
             c.fail("actor.email", "must be an email address (no '@' found)");
         }
-        if actor.groups.len() > 256 {
+        if self.actor_groups().len() > 256 {
             c.fail("actor.groups", "has more than 256 entries");
         }
-        for (i, group) in actor.groups.iter().enumerate() {
+        for (i, group) in self.actor_groups().enumerate() {
             c.required(&format!("actor.groups[{i}]"), group, 256);
         }
-        if let Some(ip) = &actor.ip
+        if let Some(ip) = self.actor_ip()
             && ip.parse::<IpAddr>().is_err()
         {
             c.fail(
@@ -314,35 +357,35 @@ impl AuditEventEnvelope {
         }
         c.optional(
             "actor.user_agent",
-            actor.user_agent.as_deref(),
+            self.actor_user_agent(),
             1024,
             Text::Prose,
         );
 
-        c.optional("action.name", self.action.name.as_deref(), 256, Text::Name);
-        if let Some(code) = self.action.status_code
+        c.optional("action.name", self.action_name(), 256, Text::Name);
+        if let Some(code) = self.status_code()
             && !(100..=999).contains(&code)
         {
             c.fail("action.status_code", "must be a 3-digit status code");
         }
 
-        if let Some(target) = &self.target {
-            c.required("target.kind", &target.kind, 256);
-            c.required("target.id", &target.id, 512);
-            c.optional("target.name", target.name.as_deref(), 1024, Text::Prose);
+        if let Some((kind, id, name)) = self.target() {
+            c.required("target.kind", kind, 256);
+            c.required("target.id", id, 512);
+            c.optional("target.name", name, 1024, Text::Prose);
         }
-        c.optional("reason", self.reason.as_deref(), 4096, Text::Prose);
-        c.optional("trace_id", self.trace_id.as_deref(), 128, Text::Name);
-        c.optional("request_id", self.request_id.as_deref(), 256, Text::Name);
+        c.optional("reason", self.reason(), 4096, Text::Prose);
+        c.optional("trace_id", self.trace_id(), 128, Text::Name);
+        c.optional("request_id", self.request_id(), 256, Text::Name);
 
-        if self.metadata.len() > 64 {
+        if self.metadata().len() > 64 {
             c.fail("metadata", "has more than 64 entries");
         }
-        for (key, value) in &self.metadata {
+        for (key, value) in self.metadata() {
             c.required(&format!("metadata key {key:.32?}"), key, 128);
             c.text(&format!("metadata.{key:.32}"), value, 4096, Text::Prose);
         }
-        if json_depth(&self.payload) > limits.max_payload_depth {
+        if self.payload_depth() > limits.max_payload_depth {
             c.fail(
                 "payload",
                 format!("nests deeper than {} levels", limits.max_payload_depth),
@@ -353,7 +396,69 @@ impl AuditEventEnvelope {
     }
 }
 
-fn check_size(size: usize, limits: &Limits, errors: &mut Vec<ValidationError>) {
+impl Fields for AuditEventEnvelope {
+    fn envelope_version(&self) -> u32 {
+        self.envelope_version
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn source(&self) -> &str {
+        &self.source
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn time(&self) -> &Timestamp {
+        &self.time
+    }
+    fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+    fn actor_id(&self) -> &str {
+        &self.actor.id
+    }
+    fn actor_email(&self) -> Option<&str> {
+        self.actor.email.as_deref()
+    }
+    fn actor_groups(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.actor.groups.iter().map(String::as_str)
+    }
+    fn actor_ip(&self) -> Option<&str> {
+        self.actor.ip.as_deref()
+    }
+    fn actor_user_agent(&self) -> Option<&str> {
+        self.actor.user_agent.as_deref()
+    }
+    fn action_name(&self) -> Option<&str> {
+        self.action.name.as_deref()
+    }
+    fn status_code(&self) -> Option<u16> {
+        self.action.status_code
+    }
+    fn target(&self) -> Option<(&str, &str, Option<&str>)> {
+        self.target
+            .as_ref()
+            .map(|t| (t.kind.as_str(), t.id.as_str(), t.name.as_deref()))
+    }
+    fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    fn trace_id(&self) -> Option<&str> {
+        self.trace_id.as_deref()
+    }
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+    fn metadata(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn payload_depth(&self) -> usize {
+        json_depth(&self.payload)
+    }
+}
+
+pub(super) fn check_size(size: usize, limits: &Limits, errors: &mut Vec<ValidationError>) {
     if size > limits.max_event_bytes {
         errors.push(ValidationError {
             field: "(event)".into(),
@@ -365,7 +470,7 @@ fn check_size(size: usize, limits: &Limits, errors: &mut Vec<ValidationError>) {
     }
 }
 
-fn into_result(errors: Vec<ValidationError>) -> Result<(), ValidationErrors> {
+pub(super) fn into_result(errors: Vec<ValidationError>) -> Result<(), ValidationErrors> {
     if errors.is_empty() {
         Ok(())
     } else {

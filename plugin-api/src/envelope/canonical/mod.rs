@@ -19,7 +19,10 @@
 //! writes sorted keys for them. `payload` is free JSON whose map type depends
 //! on serde_json's `preserve_order` feature (which any crate in a build may
 //! switch on), so it is written through [`sorted`], which sorts object keys
-//! itself; `metadata` through [`sorted_labels`].
+//! itself; `metadata` through [`sorted_labels`]. An
+//! [`EnvelopeView`](super::EnvelopeView) writes the same bytes without
+//! serde: its fields by hand, its payload from the JSON text ([`text`]),
+//! with the helpers below that both ways share.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -29,6 +32,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::AuditEventEnvelope;
+
+pub(crate) mod text;
 
 impl AuditEventEnvelope {
     /// The canonical JSON encoding (see the [module docs](super)).
@@ -88,6 +93,38 @@ pub(crate) fn utf16_order(a: &str, b: &str) -> Ordering {
         return a.cmp(b);
     }
     a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// A number as the canonical form writes it: a double as ECMAScript
+/// does, a 64-bit integer with all its digits.
+pub(crate) fn number_text(number: &serde_json::Number) -> String {
+    match number.as_f64() {
+        Some(float) if number.is_f64() => es6_number(float),
+        _ => number.to_string(),
+    }
+}
+
+/// Writes `text` as a JSON string, escaped as serde_json escapes it (and
+/// RFC 8785 asks): `"`, `\` and control characters only.
+pub(crate) fn write_str(text: &str, out: &mut Vec<u8>) {
+    let plain = text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::Serializer::new(out)
+            .serialize_str(text)
+            .expect("writing to a Vec cannot fail");
+    }
+}
+
+/// Writes a timestamp as the envelope's `time` (what jiff's `Serialize`
+/// writes: RFC 3339 in UTC, `Z`, as few fractional digits as needed).
+pub(crate) fn write_time(time: &jiff::Timestamp, out: &mut Vec<u8>) {
+    use std::io::Write;
+    write!(out, "\"{time}\"").expect("writing to a Vec cannot fail");
 }
 
 /// How ECMAScript's `Number.prototype.toString` writes a finite double
@@ -171,7 +208,7 @@ impl Serialize for SortedValue<'_> {
                 map.end()
             }
             Value::Number(number) => match number.as_f64() {
-                Some(float) if number.is_f64() => RawValue::from_string(es6_number(float))
+                Some(_) if number.is_f64() => RawValue::from_string(number_text(number))
                     .expect("a number is valid JSON")
                     .serialize(serializer),
                 _ => number.serialize(serializer),
