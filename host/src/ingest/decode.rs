@@ -12,7 +12,7 @@
 //! never hides the good ones.
 
 use auditrelay_plugin_api::envelope::{
-    AuditEventEnvelope, EnvelopeError, Limits, ValidationError, cloudevents,
+    EnvelopeError, EnvelopeView, Limits, ValidationError, cloudevents,
 };
 
 use serde_json::value::RawValue;
@@ -84,52 +84,142 @@ impl Format {
 pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, BodyError> {
     check_encoding(body)?;
     let mut arrivals = Arrivals::new(limits);
-    let mut arrive =
-        |index: usize, raw: &[u8], read: Result<AuditEventEnvelope, EnvelopeError>| match read {
-            Ok(event) => arrivals.push(index, event),
-            Err(error) => arrivals.refuse(Refused {
-                index,
-                id: readable_id(raw),
-                errors: field_errors(error, raw),
-            }),
-        };
+    let refuse = |arrivals: &mut Arrivals, index: usize, raw: &[u8], error: EnvelopeError| {
+        arrivals.refuse(Refused {
+            index,
+            id: readable_id(raw),
+            errors: field_errors(error, raw),
+        })
+    };
+    // Envelopes are read in place ([`EnvelopeView`]); CloudEvents are
+    // mapped to owned envelopes.
+    let mut envelope = |index: usize, raw: &[u8]| match EnvelopeView::read_json(raw) {
+        Ok(event) => arrivals.push_view(index, &event),
+        Err(error) => refuse(&mut arrivals, index, raw, error),
+    };
     match format {
         Format::Json => {
             let first = body.iter().find(|b| !b.is_ascii_whitespace());
             if first == Some(&b'[') {
-                for (index, raw) in parse_array(body)?.into_iter().enumerate() {
-                    let raw = raw.get().as_bytes();
-                    arrive(index, raw, AuditEventEnvelope::read_json(raw));
+                let (elements, checked) = match split_array(body) {
+                    Some(elements) => (elements, false),
+                    None => {
+                        let elements = parse_array(body)?;
+                        (
+                            elements
+                                .into_iter()
+                                .map(|raw| raw.get().as_bytes())
+                                .collect(),
+                            true,
+                        )
+                    }
+                };
+                for (index, raw) in elements.into_iter().enumerate() {
+                    envelope(index, raw);
+                }
+                // Elements that each read as JSON, in an array's structure,
+                // are a JSON array. One that did not read may not be JSON
+                // at all: then the body is refused as a whole, in
+                // serde_json's words, as if it had been parsed first.
+                if !checked && arrivals.has_refused() {
+                    parse_array(body)?;
                 }
             } else {
                 let raw: &RawValue = parse(body)?;
-                let raw = raw.get().as_bytes();
-                arrive(0, raw, AuditEventEnvelope::read_json(raw));
+                envelope(0, raw.get().as_bytes());
             }
         }
         Format::Ndjson => {
             let text = std::str::from_utf8(body)
                 .map_err(|e| BodyError::NotUtf8(format!("body is not UTF-8: {e}")))?;
             for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-                let raw = line.as_bytes();
-                arrive(index, raw, AuditEventEnvelope::read_json(raw));
+                envelope(index, line.as_bytes());
             }
         }
-        Format::CloudEvent => {
-            let _: &RawValue = parse(body)?;
-            arrive(0, body, cloudevents::read_cloudevent_json(body));
-        }
-        Format::CloudEventBatch => {
-            let events = parse_array(body).map_err(|e| {
-                BodyError::Syntax(format!("{e} (a CloudEvents batch is a JSON array)"))
-            })?;
+        Format::CloudEvent | Format::CloudEventBatch => {
+            let events: Vec<&RawValue> = if format == Format::CloudEvent {
+                vec![parse(body)?]
+            } else {
+                parse_array(body).map_err(|e| {
+                    BodyError::Syntax(format!("{e} (a CloudEvents batch is a JSON array)"))
+                })?
+            };
             for (index, raw) in events.into_iter().enumerate() {
                 let raw = raw.get().as_bytes();
-                arrive(index, raw, cloudevents::read_cloudevent_json(raw));
+                match cloudevents::read_cloudevent_json(raw) {
+                    Ok(event) => arrivals.push(index, event),
+                    Err(error) => refuse(&mut arrivals, index, raw, error),
+                }
             }
         }
     }
     Ok(arrivals)
+}
+
+/// The elements of a JSON array, found by its structure alone (brackets
+/// and strings): each is then read strictly on its own, which finds
+/// whatever else is wrong. `None` when the structure itself is wrong (a
+/// missing or extra comma, text after the end): serde_json says where.
+fn split_array(body: &[u8]) -> Option<Vec<&[u8]>> {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut at = body.iter().position(|b| !space(b))? + 1;
+    let mut elements = Vec::new();
+    let skip_space = |at: &mut usize| {
+        while body.get(*at).is_some_and(space) {
+            *at += 1;
+        }
+    };
+    skip_space(&mut at);
+    if body.get(at) == Some(&b']') {
+        at += 1;
+    } else {
+        loop {
+            skip_space(&mut at);
+            let start = at;
+            let mut depth = 0usize;
+            // The element ends at a comma or bracket outside any string
+            // and any nesting.
+            loop {
+                match *body.get(at)? {
+                    b'"' => {
+                        at += 1;
+                        loop {
+                            let rest = body.get(at..)?;
+                            at += rest
+                                .iter()
+                                .position(|&b| b == b'"' || b == b'\\')
+                                .unwrap_or(rest.len());
+                            match *body.get(at)? {
+                                b'"' => break,
+                                b'\\' => at += 2,
+                                _ => at += 1,
+                            }
+                        }
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    b',' | b']' if depth == 0 => break,
+                    _ => {}
+                }
+                at += 1;
+            }
+            let mut end = at;
+            while end > start && space(&body[end - 1]) {
+                end -= 1;
+            }
+            if end == start {
+                return None;
+            }
+            elements.push(&body[start..end]);
+            let closing = body[at] == b']';
+            at += 1;
+            if closing {
+                break;
+            }
+        }
+    }
+    skip_space(&mut at);
+    (at == body.len()).then_some(elements)
 }
 
 /// Refuses bodies that are not UTF-8 in a way a plain parser would only
@@ -204,6 +294,7 @@ fn readable_id(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use auditrelay_plugin_api::envelope::AuditEventEnvelope;
     use auditrelay_plugin_api::testing::sample_envelope;
 
     fn json(i: usize) -> String {
@@ -266,6 +357,45 @@ mod tests {
             Format::from_content_type(Some("application/json; charset=utf-8")),
             Ok(Format::Json)
         );
+    }
+
+    #[test]
+    fn arrays_split_by_structure_as_serde_splits_them() {
+        for body in [
+            r#"[]"#,
+            r#" [ 1 , "a,]\"[" , {"b": [1, {"c": "}"}]}, [[]] ] "#,
+            "[\n{\"x\": \"\\\\\"}\t]",
+        ] {
+            let split = split_array(body.as_bytes()).expect(body);
+            let serde: Vec<&[u8]> = parse_array(body.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|raw| raw.get().as_bytes())
+                .collect();
+            assert_eq!(split, serde, "{body}");
+        }
+        for body in ["[", "[1,]", "[,1]", "[1 2", "[]x", "[{]}", "[\"open]"] {
+            assert!(
+                split_array(body.as_bytes()).is_none_or(|_| parse_array(body.as_bytes()).is_err()),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_array_that_is_not_json_is_refused_whole_even_when_it_splits() {
+        let good = json(0);
+        for body in [
+            format!("[{good}, {{\"a\": tru}}]"),
+            format!("[{good}, {{\"a\": 1}} {{}}]"),
+            format!("[{good}, [}}]"),
+        ] {
+            let err = decode(body.as_bytes(), Format::Json, Limits::default()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("malformed JSON"),
+                "{body}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -347,6 +477,33 @@ mod tests {
                     for rejection in decoded.refused() {
                         prop_assert!(!rejection.errors.is_empty());
                     }
+                }
+            }
+
+            /// A JSON body is refused as a whole exactly when serde_json
+            /// cannot read it, as when it parsed every body first.
+            #[test]
+            fn a_json_body_is_refused_whole_exactly_when_it_is_not_json(
+                events in 1..4usize,
+                edits in proptest::collection::vec(
+                    (any::<u16>(), any::<u8>(), any::<bool>())
+                        .prop_map(|(at, byte, insert)| if insert { Edit::Insert(at, byte) } else { Edit::Replace(at, byte) }),
+                    0..3,
+                ),
+                structural in proptest::sample::select(vec![b',', b'[', b']', b'{', b'}', b'"', b'\\', b' ']),
+                insert_structural in any::<u16>(),
+            ) {
+                let mut bytes = mutate(body(Format::Json, events), &edits);
+                let at = (insert_structural as usize * (bytes.len() + 1)) >> 16;
+                bytes.insert(at, structural);
+                // What the relay did before it split arrays itself.
+                let not_json = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+                    Some(b'[') => parse_array(&bytes).is_err(),
+                    _ => parse::<&RawValue>(&bytes).is_err(),
+                };
+                let decoded = decode(&bytes, Format::Json, Limits::default());
+                if check_encoding(&bytes).is_ok() {
+                    prop_assert_eq!(decoded.is_err(), not_json, "{}", String::from_utf8_lossy(&bytes));
                 }
             }
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationError};
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView, Limits, ValidationError};
 use serde::Serialize;
 
 use super::{EmitError, Receipt, Relay};
@@ -74,9 +74,29 @@ impl Arrivals {
         }
     }
 
+    /// The envelope read from `json` at `index` (the view borrows from
+    /// the bytes: nothing is copied but the canonical encoding).
+    pub fn push_view(&mut self, index: usize, event: &EnvelopeView<'_>) {
+        match Record::from_view(event, &self.limits) {
+            Ok(record) => self.records.push(record),
+            Err(errors) => self.refused.push(Refused {
+                index,
+                id: Some(event.id.as_ref())
+                    .filter(|id| id.len() <= 128)
+                    .map(str::to_owned),
+                errors: errors.0,
+            }),
+        }
+    }
+
     /// An event that could not be read as an envelope at all.
     pub fn refuse(&mut self, refused: Refused) {
         self.refused.push(refused);
+    }
+
+    /// Whether any event was refused so far.
+    pub fn has_refused(&self) -> bool {
+        !self.refused.is_empty()
     }
 
     /// The events accepted so far.

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use auditrelay_plugin_api::Event;
 use auditrelay_plugin_api::batch::{self, EncodedBatch};
-use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits, ValidationErrors};
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView, Limits, ValidationErrors};
 
 /// One accepted event, already in the encoding plugins receive it in
 /// ([`auditrelay_plugin_api::batch`]); the spool stores these bytes as they are.
@@ -24,6 +24,20 @@ impl Record {
     ) -> Result<Self, ValidationErrors> {
         let json = event.to_validated_json(limits)?;
         Ok(Self::with_json(event, &json))
+    }
+
+    /// Validates an envelope read from JSON and turns it into a record,
+    /// encoded once, canonically, straight from the view.
+    pub fn from_view(event: &EnvelopeView<'_>, limits: &Limits) -> Result<Self, ValidationErrors> {
+        let json = event.to_validated_json(limits)?;
+        Ok(Self::from_event(Event {
+            id: &event.id,
+            source: &event.source,
+            event_type: &event.event_type,
+            time_unix_nanos: event.time_unix_nanos(),
+            tenant: event.tenant.as_deref(),
+            envelope: &json,
+        }))
     }
 
     /// A record of an event as a plugin would see it.
