@@ -79,9 +79,16 @@ async fn compare_paths(scratch: &Path, filter: &str) {
             needs_dir: false,
         },
         Case {
-            label: "blackhole, decode each",
+            label: "blackhole, decode each (view)",
             wasm: "blackhole",
             config_json: r#"{"decode": true}"#,
+            native: |c, d| Box::new(Native::<auditrelay_plugin_blackhole::Blackhole>::new(c, d)),
+            needs_dir: false,
+        },
+        Case {
+            label: "blackhole, decode each (owned)",
+            wasm: "blackhole",
+            config_json: r#"{"decode": true, "owned": true}"#,
             native: |c, d| Box::new(Native::<auditrelay_plugin_blackhole::Blackhole>::new(c, d)),
             needs_dir: false,
         },

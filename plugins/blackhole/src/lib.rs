@@ -4,8 +4,9 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `decode` | `false` | Decode and validate every envelope (about the work a real exporter does per event). Invalid ones are rejected individually. |
+//! | `owned` | `false` | With `decode`: into the owned `AuditEventEnvelope` (what a plugin that keeps events pays) instead of the borrowed `EnvelopeView`. |
 
-use auditrelay_plugin_api::envelope::AuditEventEnvelope;
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView};
 use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
 
@@ -16,11 +17,15 @@ pub struct Config {
     /// Decode and validate every envelope.
     #[serde(default)]
     pub decode: bool,
+    /// Decode into the owned envelope rather than a borrowed view.
+    #[serde(default)]
+    pub owned: bool,
 }
 
 /// Counts events; see the crate docs.
 pub struct Blackhole {
     decode: bool,
+    owned: bool,
     events: u64,
 }
 
@@ -45,11 +50,17 @@ impl Plugin for Blackhole {
             "decode and validate every envelope before accepting it (measures what a field-reading plugin pays)",
             "false",
         ))
+        .key(ConfigKey::optional(
+            "owned",
+            "with decode: into the owned AuditEventEnvelope (what a plugin that keeps events pays) instead of the borrowed EnvelopeView",
+            "false",
+        ))
     }
 
     fn init(config: Config, _ctx: &InitContext) -> Result<Self, InitError> {
         Ok(Blackhole {
             decode: config.decode,
+            owned: config.owned,
             events: 0,
         })
     }
@@ -58,7 +69,12 @@ impl Plugin for Blackhole {
         let mut rejected = Vec::new();
         if self.decode {
             for (index, event) in events.iter().enumerate() {
-                if let Err(error) = AuditEventEnvelope::from_json(event.envelope) {
+                let read = if self.owned {
+                    AuditEventEnvelope::from_json(event.envelope).map(drop)
+                } else {
+                    EnvelopeView::from_json(event.envelope).map(drop)
+                };
+                if let Err(error) = read {
                     rejected.push(RejectedEvent {
                         index: index as u32,
                         reason: error.to_string(),
