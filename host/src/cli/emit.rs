@@ -1,11 +1,14 @@
 //! `auditrelay emit`
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -25,6 +28,11 @@ pub struct Args {
     /// Events per request
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_size: u32,
+    /// Requests sent at once, each on its own connection: a request waits
+    /// for its events to be durable (a group commit), so one at a time
+    /// leaves the relay idle between them
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    in_flight: u32,
     /// The events are CloudEvents 1.0 (structured JSON), not envelopes
     #[arg(long)]
     cloudevents: bool,
@@ -75,17 +83,28 @@ pub async fn emit(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let progress = progress_bar(events.len() as u64);
     let (mut accepted, mut rejected) = (0usize, 0usize);
-    for (chunk_index, chunk) in events.chunks(args.batch_size as usize).enumerate() {
-        let offset = chunk_index * args.batch_size as usize;
-        let body = batch_body(chunk);
-        let answer = send(
-            &client,
-            &endpoint,
-            args.token.as_deref(),
-            content_type,
-            body,
-        )
-        .await?;
+    // Requests in flight, oldest first: answers are reported in the order
+    // of the input, whatever order they come back in.
+    let mut in_flight = VecDeque::new();
+    let request = Request {
+        client,
+        endpoint: endpoint.into(),
+        token: args.token.map(Into::into),
+        content_type,
+    };
+    let batch_size = args.batch_size as usize;
+    let mut chunks = events.chunks(batch_size).enumerate().peekable();
+    while chunks.peek().is_some() || !in_flight.is_empty() {
+        if in_flight.len() < args.in_flight as usize
+            && let Some((chunk_index, chunk)) = chunks.next()
+        {
+            let body = Bytes::from(batch_body(chunk));
+            let sending = tokio::spawn(request.clone().send(body));
+            in_flight.push_back((chunk_index * batch_size, chunk.len(), sending));
+            continue;
+        }
+        let (offset, events, sending) = in_flight.pop_front().expect("a request is in flight");
+        let answer = sending.await.context("a request task failed")??;
         accepted += answer.accepted;
         for r in &answer.rejected {
             rejected += 1;
@@ -106,7 +125,7 @@ pub async fn emit(args: Args) -> anyhow::Result<ExitCode> {
                 )
             });
         }
-        progress.inc(chunk.len() as u64);
+        progress.inc(events as u64);
     }
     progress.finish_and_clear();
     println!("{accepted} accepted, {rejected} refused");
@@ -167,45 +186,54 @@ fn batch_body(events: &[&RawValue]) -> Vec<u8> {
     body
 }
 
-async fn send(
-    client: &reqwest::Client,
-    endpoint: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<Answer> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut request = client
-            .post(endpoint)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body.clone());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let retry_in = Duration::from_millis(250 * 2u64.pow(attempt));
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) if attempt < ATTEMPTS && (error.is_connect() || error.is_timeout()) => {
+/// How every request is sent.
+#[derive(Clone)]
+struct Request {
+    client: reqwest::Client,
+    endpoint: Arc<str>,
+    token: Option<Arc<str>>,
+    content_type: &'static str,
+}
+
+impl Request {
+    /// Posts one batch, retrying while the relay is busy or not reachable
+    /// yet; the relay's answer.
+    async fn send(self, body: Bytes) -> anyhow::Result<Answer> {
+        let endpoint = &*self.endpoint;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .client
+                .post(endpoint)
+                .header(reqwest::header::CONTENT_TYPE, self.content_type)
+                .body(body.clone());
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let retry_in = Duration::from_millis(250 * 2u64.pow(attempt));
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(error) if attempt < ATTEMPTS && (error.is_connect() || error.is_timeout()) => {
+                    tokio::time::sleep(retry_in).await;
+                    continue;
+                }
+                Err(error) => bail!("cannot reach the relay at {endpoint}: {error}"),
+            };
+            let status = response.status();
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && attempt < ATTEMPTS {
                 tokio::time::sleep(retry_in).await;
                 continue;
             }
-            Err(error) => bail!("cannot reach the relay at {endpoint}: {error}"),
-        };
-        let status = response.status();
-        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && attempt < ATTEMPTS {
-            tokio::time::sleep(retry_in).await;
-            continue;
+            let text = response.text().await.unwrap_or_default();
+            let answer: Answer = serde_json::from_str(&text).with_context(|| {
+                format!("the relay answered HTTP {status} with an unexpected body: {text:.300}")
+            })?;
+            if let Some(error) = &answer.error {
+                bail!("the relay refused the request (HTTP {status}): {error}");
+            }
+            return Ok(answer);
         }
-        let text = response.text().await.unwrap_or_default();
-        let answer: Answer = serde_json::from_str(&text).with_context(|| {
-            format!("the relay answered HTTP {status} with an unexpected body: {text:.300}")
-        })?;
-        if let Some(error) = &answer.error {
-            bail!("the relay refused the request (HTTP {status}): {error}");
-        }
-        return Ok(answer);
     }
 }
 

@@ -184,11 +184,7 @@ fn split_array(body: &[u8]) -> Option<Vec<&[u8]>> {
                     b'"' => {
                         at += 1;
                         loop {
-                            let rest = body.get(at..)?;
-                            at += rest
-                                .iter()
-                                .position(|&b| b == b'"' || b == b'\\')
-                                .unwrap_or(rest.len());
+                            at += memchr::memchr2(b'"', b'\\', body.get(at..)?)?;
                             match *body.get(at)? {
                                 b'"' => break,
                                 b'\\' => at += 2,

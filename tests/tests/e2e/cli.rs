@@ -190,6 +190,43 @@ fn run_takes_events_from_emit_and_delivers_them_before_exiting_on_sigterm() {
         text(&output.stderr)
     );
 
+    // Many requests in flight: refusals still come in the input's order,
+    // with their place in the whole input.
+    let mixed = home.join("mixed.ndjson");
+    let lines: Vec<String> = (0..100)
+        .map(|i| {
+            let line = String::from_utf8(sample_envelope(1000 + i).to_canonical_json()).unwrap();
+            if [5, 37, 93].contains(&i) {
+                line.replace("\"kind\":\"user\"", "\"kind\":\"robot\"")
+            } else {
+                line
+            }
+        })
+        .collect();
+    std::fs::write(&mixed, lines.join("\n")).unwrap();
+    let output = auditrelay(&[
+        "emit",
+        mixed.to_str().unwrap(),
+        "--url",
+        &relay.url,
+        "--batch-size",
+        "7",
+        "--in-flight",
+        "8",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output.stdout).trim(), "97 accepted, 3 refused");
+    let refused: Vec<String> = text(&output.stderr)
+        .lines()
+        .filter_map(|l| l.split(" (id").next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        refused,
+        ["event 5", "event 37", "event 93"],
+        "{}",
+        text(&output.stderr)
+    );
+
     // SIGTERM: the relay delivers the batch it was still filling, then exits 0.
     let killed = Command::new("kill")
         .args(["-TERM", &relay.child.id().to_string()])
@@ -198,7 +235,7 @@ fn run_takes_events_from_emit_and_delivers_them_before_exiting_on_sigterm() {
     assert!(killed.success());
     let status = relay.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert_eq!(ndjson_lines(&home.join("out")).len(), 100);
+    assert_eq!(ndjson_lines(&home.join("out")).len(), 197);
 }
 
 /// Runs `auditrelay` until `output` contains `wanted` (or 30 s pass).
