@@ -3,7 +3,7 @@
 //! serde_json reads too; an accepted envelope's canonical encoding reads
 //! back as the same envelope and encodes to the same bytes.
 
-use auditrelay_plugin_api::envelope::{AuditEventEnvelope, strict};
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView, strict};
 use auditrelay_plugin_api::testing::{Edit, mutate, sample_envelope};
 use proptest::prelude::*;
 
@@ -61,6 +61,9 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = strict::check(&bytes);
         let _ = AuditEventEnvelope::from_json(&bytes);
+        if let Ok(view) = EnvelopeView::from_json(&bytes) {
+            let _ = view.to_canonical_json();
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub use fields::FieldPaths;
 pub use parse::EnvelopeError;
 pub use time::parse_rfc3339;
 pub use validate::{Limits, ValidationError, ValidationErrors};
-pub use view::{ActionView, ActorView, EnvelopeView, TargetView};
+pub use view::{ActionView, ActorView, EnvelopeView, Label, TargetView};
 
 /// The envelope schema version this crate reads and writes.
 pub const ENVELOPE_VERSION: u32 = 1;

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::{ActionView, ActorView, EnvelopeView, Scanned, TargetView};
+use super::{ActionView, ActorView, EnvelopeView, Label, Scanned, TargetView};
 use crate::envelope::canonical::utf16_order;
 use crate::envelope::strict::{self, MAX_DEPTH};
 use crate::envelope::{ActorKind, Outcome, Severity, parse_rfc3339};
@@ -408,8 +408,8 @@ impl<'a> Reader<'a> {
     }
 
     /// `metadata`: an object of strings, no key twice.
-    fn labels(&mut self) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
-        let mut labels: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+    fn labels(&mut self) -> Option<Vec<Label<'a>>> {
+        let mut labels: Vec<Label<'a>> = Vec::new();
         self.object(|r, key| {
             if labels.iter().any(|(k, _)| k == key) {
                 return None;

@@ -61,7 +61,7 @@ pub struct EnvelopeView<'a> {
     pub id: Cow<'a, str>,
     /// String labels, in the order the JSON has them.
     #[serde(default, deserialize_with = "borrow::labels")]
-    pub metadata: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub metadata: Vec<Label<'a>>,
     /// Domain data of the change, as JSON text (`None` when absent or
     /// `null`).
     #[serde(borrow, default)]
@@ -94,6 +94,9 @@ pub struct EnvelopeView<'a> {
     #[serde(rename = "type", borrow)]
     pub event_type: Cow<'a, str>,
 }
+
+/// One `metadata` entry: key and value.
+pub type Label<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// What reading a payload learnt about it, so that validating and
 /// encoding need not walk it again.
@@ -580,12 +583,10 @@ pub(super) mod borrow {
     }
 
     /// An object of string values, in document order.
-    pub fn labels<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, D::Error> {
+    pub fn labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Label<'de>>, D::Error> {
         struct Expect;
         impl<'de> Visitor<'de> for Expect {
-            type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+            type Value = Vec<Label<'de>>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a map")
             }
