@@ -411,7 +411,9 @@ impl<'a> Reader<'a> {
     fn labels(&mut self) -> Option<Vec<Label<'a>>> {
         let mut labels: Vec<Label<'a>> = Vec::new();
         self.object(|r, key| {
-            if labels.iter().any(|(k, _)| k == key) {
+            // More than validation allows, or a duplicate: the reference
+            // reading (a hash set past 16 keys) decides, never a quadratic scan.
+            if labels.len() >= 64 || labels.iter().any(|(k, _)| k == key) {
                 return None;
             }
             labels.push((Cow::Borrowed(key), r.string()?));

@@ -279,8 +279,13 @@ impl<'a> EnvelopeView<'a> {
             if !labels.is_sorted_by(|a, b| utf16_order(&a.0, &b.0).is_le()) {
                 labels.sort_unstable_by(|a, b| utf16_order(&a.0, &b.0));
             }
+            // Keys come from the sender: escaped like any string.
             for (key, value) in labels {
-                json.field(key, value);
+                json.separate();
+                canonical::write_str(key, json.out);
+                json.out.push(b':');
+                json.comma = false;
+                json.string(value);
             }
             json.close('}');
         }

@@ -190,3 +190,30 @@ fn a_refusal_names_the_field_as_the_owned_type_does() {
         assert_eq!(view, owned);
     }
 }
+
+/// A metadata key is the sender's text: a quote in it must be escaped,
+/// never close the key and inject fields (found by an outside review).
+#[test]
+fn metadata_keys_are_escaped_and_cannot_inject_fields() {
+    let bytes = br#"{"metadata":{"a\":\"1\"},\"tenant\":\"victim\"":"v"},"action":{"outcome":"success"},"actor":{"id":"u-1"},"id":"e-1","source":"s","time":"2026-01-02T03:04:05Z","type":"t"}"#;
+    agree(bytes).unwrap();
+    let view = EnvelopeView::from_json(bytes).unwrap();
+    let stored = view.to_validated_json(&Limits::default()).unwrap();
+    let again = AuditEventEnvelope::from_json(&stored).unwrap();
+    assert_eq!(again.tenant, None);
+    assert_eq!(stored, owned(bytes).unwrap().to_canonical_json());
+}
+
+/// Many labels are refused in linear time (the fast reading hands them
+/// to the reference, which counts them with a hash set).
+#[test]
+fn many_labels_are_left_to_the_reference() {
+    let labels: Vec<String> = (0..5000).map(|i| format!("\"k{i}\":\"\"")).collect();
+    let text = format!(
+        r#"{{"metadata":{{{}}},"action":{{"outcome":"success"}},"actor":{{"id":"u"}},"id":"e","source":"s","time":"2026-01-02T03:04:05Z","type":"t"}}"#,
+        labels.join(",")
+    );
+    assert!(fast::read(text.as_bytes()).is_none());
+    let err = EnvelopeView::from_json(text.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("more than 64"), "{err}");
+}
