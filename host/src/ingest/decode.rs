@@ -99,7 +99,10 @@ pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, B
     };
     match format {
         Format::Json => {
-            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            // JSON's whitespace (no form feed), as the split reads it.
+            let first = body
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
             if first == Some(&b'[') {
                 let (elements, checked) = match split_array(body) {
                     Some(elements) => (elements, false),

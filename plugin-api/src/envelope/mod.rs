@@ -36,7 +36,7 @@
 //!
 //! Before anything decodes them, an envelope's bytes must pass [`strict`]:
 //! no key twice in any object, no number that cannot be kept exactly, no
-//! lone surrogate, no nesting beyond 128 levels. So the same bytes cannot
+//! lone surrogate, no nesting beyond 127 levels. So the same bytes cannot
 //! mean one event to the relay and another to a plugin or an auditor.
 //! `time` must be RFC 3339 ([`parse_rfc3339`]).
 //!

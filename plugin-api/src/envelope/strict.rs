@@ -20,8 +20,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// Deepest nesting of arrays and objects any document may have.
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting of arrays and objects any document may have: what
+/// serde_json reads (its recursion limit), so that nothing the strict
+/// reading takes is refused by a serde reader after it.
+pub const MAX_DEPTH: usize = 127;
 
 /// Steps of a path shown in a message.
 const SHOWN_STEPS: usize = 16;
@@ -695,7 +697,7 @@ mod tests {
         assert!(check(b"[\"\xff\"]").unwrap_err().problem.contains("UTF-8"));
         let deep = "[".repeat(200) + &"]".repeat(200);
         let p = refused(&deep);
-        assert!(p.problem.contains("deeper than 128"), "{p}");
+        assert!(p.problem.contains("deeper than 127"), "{p}");
         let deep = format!(
             "{{\"a\":{{\"b\":{}1{}}}}}",
             "[".repeat(200),

@@ -432,7 +432,7 @@ async fn ambiguous_input_is_refused_naming_the_field_and_kept_events_read_one_wa
                 ),
             ),
             "payload.deep",
-            "deeper than 128",
+            "deeper than 127",
         ),
     ];
     let body = cases

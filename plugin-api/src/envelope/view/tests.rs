@@ -217,3 +217,19 @@ fn many_labels_are_left_to_the_reference() {
     let err = EnvelopeView::from_json(text.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("more than 64"), "{err}");
 }
+
+/// Nesting right at the limit: every reading agrees (serde_json's own
+/// limit is the strict one), just past it every reading refuses.
+#[test]
+fn nesting_at_the_limit_reads_the_same_every_way() {
+    for levels in [126, 127, 128] {
+        let text = format!(
+            r#"{{"payload":{}{},"action":{{"outcome":"success"}},"actor":{{"id":"u"}},"id":"e","source":"s","time":"2026-01-02T03:04:05Z","type":"t"}}"#,
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        );
+        agree(text.as_bytes()).unwrap_or_else(|e| panic!("{levels}: {e}"));
+        let read = EnvelopeView::read_json(text.as_bytes());
+        assert_eq!(read.is_ok(), levels <= strict::MAX_DEPTH, "{levels}");
+    }
+}
