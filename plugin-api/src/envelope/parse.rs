@@ -98,7 +98,7 @@ impl AuditEventEnvelope {
     }
 
     /// Decodes and validates one envelope from JSON: the bytes must pass
-    /// [`strict::check`] first.
+    /// [`strict::check`](super::strict::check) first.
     pub fn from_json_with(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
         EnvelopeView::from_json_with(bytes, limits).map(EnvelopeView::into_owned)
     }
@@ -109,7 +109,7 @@ impl AuditEventEnvelope {
         Ok(self)
     }
 
-    /// Reads one envelope from JSON — strictly ([`strict::check`]), with
+    /// Reads one envelope from JSON — strictly ([`strict::check`](super::strict::check)), with
     /// every field in its place — without checking the envelope's rules:
     /// for a caller that validates next, as
     /// [`to_validated_json`](Self::to_validated_json) does while it
@@ -119,7 +119,7 @@ impl AuditEventEnvelope {
     }
 
     /// Decodes and validates one envelope from an already-parsed JSON value
-    /// (a value parsed from bytes that passed [`strict::check`]; duplicate
+    /// (a value parsed from bytes that passed [`strict::check`](super::strict::check); duplicate
     /// keys and inexact numbers can no longer be seen here).
     pub fn from_value(value: serde_json::Value, limits: &Limits) -> Result<Self, EnvelopeError> {
         Self::read_value(value)?.validated(limits)
