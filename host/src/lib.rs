@@ -114,6 +114,7 @@ pub use spool::{SpoolError, SpoolOpenError};
 /// ([`Relay::status`], [`Relay::recovery`], `GET /v1/status`).
 pub mod status {
     pub use crate::dispatch::{PluginStatus, RunState};
+    pub use crate::relay::SourceStatus;
     pub use crate::spool::{Damage, Finding, RecoveryReport};
 }
 
@@ -127,6 +128,15 @@ pub mod dead_letters {
 /// on their own or mounted in an application's own axum server.
 pub mod http {
     pub use crate::ingest::http::{HttpIngest, router};
+}
+
+/// The transactional outbox: the table's contract for the application
+/// ([`Outbox`]: DDL, the `INSERT`, writes on a sqlx transaction) and the
+/// reader that spools its committed rows ([`OutboxIngest`], what
+/// `[ingest.outbox.<name>]` runs).
+pub mod outbox {
+    pub use crate::ingest::outbox::OutboxIngest;
+    pub use auditrelay_outbox::{DEFAULT_TABLE, Dialect, Outbox, TableNameError, WriteError};
 }
 
 /// Internals the benchmarks and the end-to-end tests drive directly. Not
@@ -211,7 +221,7 @@ mod layers {
             "SpoolError" | "SpoolOpenError" => "spool",
             "PluginDirError" => "runtime",
             "status" | "dead_letters" => "dispatch",
-            "http" => "ingest",
+            "http" | "outbox" => "ingest",
             other => other,
         }
     }

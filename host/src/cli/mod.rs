@@ -18,6 +18,7 @@ mod check;
 mod demo;
 mod dlq;
 mod emit;
+mod outbox;
 mod plugins;
 mod relay_api;
 mod run;
@@ -83,6 +84,9 @@ enum Command {
     /// Work on the spool
     #[command(subcommand)]
     Spool(spool::Command),
+    /// Create or check the outbox tables applications write their events to
+    #[command(subcommand)]
+    Outbox(outbox::Command),
     /// Start the relay, send it sample events through the library API and
     /// over HTTP, wait until they are delivered and show where they landed
     Demo(demo::Args),
@@ -137,6 +141,7 @@ pub fn main() -> ExitCode {
             Command::Status(args) => status::status(load_config(&cli.config)?, args).await,
             Command::Dlq(command) => dlq::dlq(load_config(&cli.config)?, command).await,
             Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
+            Command::Outbox(command) => outbox::outbox(load_config(&cli.config)?, command).await,
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
             Command::PluginRunner(_) | Command::PluginCompiler(_) => {
                 unreachable!("handled before the runtime starts")

@@ -6,11 +6,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ingest::http::HttpIngest;
+use crate::ingest::outbox::OutboxIngest;
 use crate::relay::Relay;
 
 /// Runs until the first SIGINT/SIGTERM, then shuts down gracefully; a
-/// second signal exits at once. HTTP ingest starts as soon as the spool is
-/// open: events are accepted (and held in the spool) while plugins load.
+/// second signal exits at once. HTTP ingest and the outbox readers start as
+/// soon as the spool is open: events are accepted (and held in the spool)
+/// while plugins load.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     raise_open_file_limit();
     let relay = Relay::open(config.clone()).await?;
@@ -32,6 +34,19 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         None
     };
 
+    // Outbox rows are spooled as soon as the spool is open, like HTTP
+    // events; each reader finishes its cycle under way when stopped.
+    let outboxes: Vec<_> = config
+        .ingest
+        .outbox
+        .iter()
+        .filter(|(_, settings)| settings.enabled)
+        .map(|(name, settings)| {
+            let outbox = OutboxIngest::new(relay.clone(), name, settings);
+            tokio::spawn(outbox.run(stop.clone()))
+        })
+        .collect();
+
     let mut failed = false;
     tokio::select! {
         ready = relay.ready() => match ready {
@@ -49,6 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     stop.cancelled().await;
     if let Some(server) = server {
         let _ = server.await;
+    }
+    for outbox in outboxes {
+        let _ = outbox.await;
     }
 
     tracing::info!("shutting down: delivering what is buffered (up to relay.shutdown_timeout)");

@@ -1,6 +1,6 @@
 //! Checks that go beyond types: ranges, name syntax, combinations.
 
-use super::{AllowList, Config, ConfigError, PluginSettings};
+use super::{AllowList, Config, ConfigError, OutboxSettings, PluginSettings};
 
 /// Smallest memory cap a Rust plugin can start in (stack + heap + data).
 const MIN_PLUGIN_MEMORY: u64 = 4 * 1024 * 1024;
@@ -86,13 +86,11 @@ impl Config {
             );
         }
 
+        for (name, outbox) in &self.ingest.outbox {
+            check_outbox(name, outbox, &mut problems);
+        }
         for (name, settings) in &self.plugins {
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            {
+            if !is_instance_name(name) {
                 problems.add(
                     format!("plugins.{name}"),
                     "instance names use lower-case letters, digits, '-' and '_' (at most 64)",
@@ -206,4 +204,54 @@ impl Problems {
             }),
         }
     }
+}
+
+fn check_outbox(name: &str, outbox: &OutboxSettings, problems: &mut Problems) {
+    let key = |rest: &str| format!("ingest.outbox.{name}.{rest}");
+    if !is_instance_name(name) {
+        problems.add(
+            format!("ingest.outbox.{name}"),
+            "outbox names use lower-case letters, digits, '-' and '_' (at most 64)",
+        );
+    }
+    // The URL is a secret: a problem names its scheme, never the rest.
+    let url = outbox.url.expose();
+    match auditrelay_outbox::Dialect::of_url(url) {
+        Some(auditrelay_outbox::Dialect::Sqlite) if is_memory_sqlite(url) => problems.add(
+            key("url"),
+            "names an in-memory SQLite database, which no application can share with the relay: name the application's database file (sqlite:///path/app.db)",
+        ),
+        Some(_) => {}
+        None => problems.add(
+            key("url"),
+            "must start with postgres://, postgresql:// or sqlite: (the application's database)",
+        ),
+    }
+    if let Err(error) =
+        auditrelay_outbox::Outbox::with_table(auditrelay_outbox::Dialect::Postgres, &outbox.table)
+    {
+        problems.add(key("table"), error.to_string());
+    }
+    if !(1..=10_000).contains(&outbox.batch) {
+        problems.add(key("batch"), "must be between 1 and 10000");
+    }
+    if outbox.poll_interval < std::time::Duration::from_millis(1)
+        || outbox.poll_interval > std::time::Duration::from_secs(60)
+    {
+        problems.add(key("poll_interval"), "must be between 1ms and 60s");
+    }
+}
+
+/// Lower-case letters, digits, `-` and `_`, at most 64: names that label
+/// metrics and logs.
+fn is_instance_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_memory_sqlite(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
 }

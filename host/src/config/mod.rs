@@ -215,6 +215,46 @@ pub struct IngestSettings {
     /// `[ingest.http]`
     #[serde(default)]
     pub http: HttpIngestSettings,
+    /// `[ingest.outbox.<name>]`: outbox tables read after their commit.
+    #[serde(default)]
+    pub outbox: BTreeMap<String, OutboxSettings>,
+}
+
+/// `[ingest.outbox.<name>]`: an outbox table in the application's database
+/// (SQLite or PostgreSQL), whose committed rows the relay spools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Whether `auditrelay run` reads it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `postgres://user:${PASSWORD}@host:port/db` or `sqlite:///path/app.db`;
+    /// a secret (it may hold a password): never logged or reported.
+    pub url: Secret,
+    /// The outbox table (`auditrelay outbox schema` creates it).
+    #[serde(default = "default_outbox_table")]
+    pub table: String,
+    /// Most rows claimed, spooled and settled at once.
+    #[serde(default = "default_outbox_batch")]
+    pub batch: usize,
+    /// Longest wait between two looks at an idle table (PostgreSQL is
+    /// woken sooner by `NOTIFY`; SQLite looks sooner while rows arrive).
+    #[serde(default = "default_poll_interval", with = "units::duration")]
+    pub poll_interval: Duration,
+    /// What happens to a row once its event is durable in the spool.
+    #[serde(default)]
+    pub on_spooled: OnSpooled,
+}
+
+/// `[ingest.outbox.<name>] on_spooled`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSpooled {
+    /// The row is deleted.
+    #[default]
+    Delete,
+    /// The row stays, with `done_at` set (the application prunes).
+    MarkDone,
 }
 
 /// `[ingest.http]`: the HTTP endpoint for applications in any language.
@@ -405,6 +445,18 @@ impl Default for RetrySettings {
     fn default() -> Self {
         toml::from_str("").expect("every retry setting has a default")
     }
+}
+
+fn default_outbox_table() -> String {
+    auditrelay_outbox::DEFAULT_TABLE.to_owned()
+}
+
+fn default_outbox_batch() -> usize {
+    500
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_millis(50)
 }
 
 fn default_true() -> bool {

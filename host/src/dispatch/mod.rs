@@ -10,7 +10,7 @@
 //! default), a [circuit breaker](Circuit), and [dead letters](DeadLetters)
 //! for what the destination refuses for good.
 
-mod backoff;
+pub(crate) mod backoff;
 mod circuit;
 mod dead_letter;
 mod filter;

@@ -93,10 +93,7 @@ pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, B
     };
     // Envelopes are read in place ([`EnvelopeView`]); CloudEvents are
     // mapped to owned envelopes.
-    let mut envelope = |index: usize, raw: &[u8]| match EnvelopeView::read_json(raw) {
-        Ok(event) => arrivals.push_view(index, &event),
-        Err(error) => refuse(&mut arrivals, index, raw, error),
-    };
+    let mut envelope = |index: usize, raw: &[u8]| push_json(&mut arrivals, index, raw);
     match format {
         Format::Json => {
             // JSON's whitespace (no form feed), as the split reads it.
@@ -157,6 +154,19 @@ pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, B
         }
     }
     Ok(arrivals)
+}
+
+/// One envelope's JSON at `index`: read in place ([`EnvelopeView`]), then
+/// validated and encoded, or refused with every rule it broke.
+pub fn push_json(arrivals: &mut Arrivals, index: usize, raw: &[u8]) {
+    match EnvelopeView::read_json(raw) {
+        Ok(event) => arrivals.push_view(index, &event),
+        Err(error) => arrivals.refuse(Refused {
+            index,
+            id: readable_id(raw),
+            errors: field_errors(error, raw),
+        }),
+    }
 }
 
 /// The elements of a JSON array, found by its structure alone (brackets

@@ -2,7 +2,7 @@
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
-//! | `auditrelay_events_accepted_total` | `via` | events taken into the spool (`api` or `http`) |
+//! | `auditrelay_events_accepted_total` | `via` | events taken into the spool (`api`, `http` or `outbox`) |
 //! | `auditrelay_events_rejected_total` | `via`, `reason` | events refused at the door (`invalid`, `full`, `closed`) |
 //! | `auditrelay_spool_events` | | events some plugin instance has not handled yet |
 //! | `auditrelay_spool_bytes` | | bytes the spool's segment files take on disk |
@@ -12,6 +12,10 @@
 //! | `auditrelay_duplicate_events_total` | `content` | accepted events whose `(source, id)` one of the last 65,536 already had: `same` content (a retry) or `different` |
 //! | `auditrelay_http_connections` | | HTTP connections open now |
 //! | `auditrelay_http_connections_closed_total` | `reason` | connections the relay closed or turned away: `evicted_idle` (the longest-idle one, to make room), `refused_full` (every connection busy) |
+//! | `auditrelay_outbox_pending_rows` | `outbox` | rows committed to the outbox table and not yet spooled (counted up to 100,000) |
+//! | `auditrelay_outbox_oldest_pending_seconds` | `outbox` | age of the oldest such row (0 when none) |
+//! | `auditrelay_outbox_rejected_rows_total` | `outbox` | rows moved to the rejected table (their envelope was refused) |
+//! | `auditrelay_outbox_errors_total` | `outbox` | failed reads of the outbox (database down, connection lost, spool refusing) |
 //! | `auditrelay_plugin_delivered_events_total` | `plugin` | events the plugin acknowledged |
 //! | `auditrelay_plugin_dead_letter_events_total` | `plugin` | events set aside as dead letters |
 //! | `auditrelay_plugin_failures_total` | `plugin`, `kind` | failed calls (`retryable`, `permanent`, `fault`) |
@@ -62,6 +66,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboxLabels {
+    outbox: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     plugin: String,
 }
@@ -88,6 +97,8 @@ pub enum Via {
     Api,
     /// `POST /v1/events`.
     Http,
+    /// An outbox table (`[ingest.outbox.<name>]`).
+    Outbox,
 }
 
 impl Via {
@@ -95,6 +106,7 @@ impl Via {
         match self {
             Via::Api => "api",
             Via::Http => "http",
+            Via::Outbox => "outbox",
         }
     }
 }
@@ -113,6 +125,10 @@ pub struct Metrics {
     duplicates: Family<ContentLabels, Counter>,
     http_connections: Gauge,
     http_closed: Family<ReasonLabels, Counter>,
+    outbox_pending: Family<OutboxLabels, Gauge>,
+    outbox_oldest: Family<OutboxLabels, FloatGauge>,
+    outbox_rejected: Family<OutboxLabels, Counter>,
+    outbox_errors: Family<OutboxLabels, Counter>,
     delivered: Family<PluginLabels, Counter>,
     dead_letters: Family<PluginLabels, Counter>,
     failures: Family<PluginKindLabels, Counter>,
@@ -154,6 +170,10 @@ impl Metrics {
             duplicates: Family::default(),
             http_connections: Gauge::default(),
             http_closed: Family::default(),
+            outbox_pending: Family::default(),
+            outbox_oldest: Family::default(),
+            outbox_rejected: Family::default(),
+            outbox_errors: Family::default(),
             delivered: Family::default(),
             dead_letters: Family::default(),
             failures: Family::default(),
@@ -217,6 +237,26 @@ impl Metrics {
             "http_connections_closed",
             "HTTP connections closed to make room (evicted_idle) or turned away (refused_full)",
             metrics.http_closed.clone(),
+        );
+        r.register(
+            "outbox_pending_rows",
+            "Rows committed to the outbox and not yet spooled (counted up to 100000)",
+            metrics.outbox_pending.clone(),
+        );
+        r.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest row not yet spooled",
+            metrics.outbox_oldest.clone(),
+        );
+        r.register(
+            "outbox_rejected_rows",
+            "Outbox rows moved to the rejected table",
+            metrics.outbox_rejected.clone(),
+        );
+        r.register(
+            "outbox_errors",
+            "Failed reads of the outbox",
+            metrics.outbox_errors.clone(),
         );
         r.register(
             "plugin_delivered_events",
@@ -359,12 +399,52 @@ impl Metrics {
         }
     }
 
+    /// The handles of one outbox, resolved once.
+    pub fn outbox(&self, name: &str) -> OutboxMetrics {
+        let labels = OutboxLabels {
+            outbox: name.to_owned(),
+        };
+        OutboxMetrics {
+            pending: self.outbox_pending.get_or_create_owned(&labels),
+            oldest: self.outbox_oldest.get_or_create_owned(&labels),
+            rejected: self.outbox_rejected.get_or_create_owned(&labels),
+            errors: self.outbox_errors.get_or_create_owned(&labels),
+        }
+    }
+
     /// The whole registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The metrics of one outbox. Clones share the same series.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    pending: Gauge,
+    oldest: FloatGauge,
+    rejected: Counter,
+    errors: Counter,
+}
+
+impl OutboxMetrics {
+    /// What waits in the table: rows, and the oldest one's age.
+    pub fn backlog(&self, rows: u64, oldest_seconds: f64) {
+        self.pending.set(rows as i64);
+        self.oldest.set(oldest_seconds);
+    }
+
+    /// Counts rows moved to the rejected table.
+    pub fn rejected(&self, rows: u64) {
+        self.rejected.inc_by(rows);
+    }
+
+    /// Counts a failed read.
+    pub fn error(&self) {
+        self.errors.inc();
     }
 }
 

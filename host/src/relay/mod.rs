@@ -1,7 +1,8 @@
 //! [`Relay`]: the running relay, for in-process use and behind the CLI.
 
 mod duplicates;
-mod intake;
+pub(crate) mod intake;
+mod sources;
 pub(crate) mod start;
 
 use std::ops::Range;
@@ -22,6 +23,7 @@ use crate::spool::{
 };
 
 pub(crate) use intake::{Arrivals, Refusals, Refused};
+pub use sources::{SourceReport, SourceStatus};
 use start::{Instance, Starter, spool_options};
 #[cfg(feature = "cli")]
 pub(crate) use start::{dead_letter_dir, start_instance};
@@ -157,6 +159,8 @@ pub struct RelayStatus {
     pub spool_dropped_events: u64,
     /// Why the spool cannot write now, if it cannot.
     pub spool_write_error: Option<String>,
+    /// Sources beside the relay (outbox readers), by name.
+    pub sources: Vec<SourceStatus>,
 }
 
 impl RelayStatus {
@@ -205,6 +209,7 @@ struct Inner {
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     recent: duplicates::RecentIds,
+    sources: sources::Sources,
     limits: Limits,
     shutdown_timeout: Duration,
     recovery: RecoveryReport,
@@ -313,6 +318,7 @@ impl Relay {
                 spool,
                 metrics,
                 recent: duplicates::RecentIds::new(),
+                sources: sources::Sources::default(),
                 limits,
                 shutdown_timeout: config.relay.shutdown_timeout,
                 recovery,
@@ -494,7 +500,14 @@ impl Relay {
             spool_bytes: stats.disk_bytes,
             spool_dropped_events: stats.dropped_events,
             spool_write_error: self.inner.spool.write_error(),
+            sources: self.inner.sources.snapshot(),
         }
+    }
+
+    /// Registers a source that runs beside the relay; it reports its
+    /// state in [`RelayStatus::sources`] through the handle.
+    pub(crate) fn register_source(&self, name: String) -> SourceReport {
+        self.inner.sources.register(name)
     }
 
     /// The dead letters of an enabled instance.

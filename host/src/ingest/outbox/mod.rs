@@ -1,0 +1,451 @@
+//! The outbox source: audit events an application committed to an outbox
+//! table in its own database transaction (`[ingest.outbox.<name>]`).
+//!
+//! One cycle: claim the oldest waiting rows, read each envelope, append
+//! the valid ones to the spool and **wait until they are durable**, then,
+//! in one database transaction, move the refused rows to the rejected
+//! table (with why) and delete the others (or mark them done). A crash
+//! anywhere before that transaction commits leaves every row in the table:
+//! the next cycle spools it again, so nothing committed is lost and at
+//! worst an event is spooled twice (`(source, id)` tells the copies apart).
+//!
+//! Rows are claimed, not followed with an "id > last seen" cursor: a row's
+//! `seq` is drawn at insert, so a long transaction can commit a row below
+//! one already read, and a cursor would skip it; claiming finds every row
+//! that is there, whatever its number. One relay reads a table at a time
+//! (PostgreSQL: a session advisory lock, the others stand by and take over
+//! when its connection ends; SQLite: a lock file), so the rows of a key
+//! reach the spool in the order they became visible. PostgreSQL rows are
+//! also claimed `FOR UPDATE SKIP LOCKED`, so even two relays that each
+//! believed they held the table would not both spool a row.
+//!
+//! Waking: PostgreSQL's trigger sends `NOTIFY` on commit, and the relay
+//! also looks every `poll_interval`; SQLite is looked at every
+//! millisecond while rows arrive and less often, up to `poll_interval`,
+//! while it is idle (`PRAGMA data_version` makes a look cheap).
+
+mod postgres;
+mod sqlite;
+
+use std::time::{Duration, Instant};
+
+use auditrelay_outbox::{Dialect, Outbox};
+use auditrelay_plugin_api::envelope::ValidationError;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{OnSpooled, OutboxSettings};
+use crate::dispatch::backoff::Backoff;
+use crate::ingest::decode;
+use crate::metrics::{OutboxMetrics, Via};
+use crate::relay::{Arrivals, EmitError, Refusals, Refused, Relay, SourceReport};
+
+/// Rows counted at most when reporting the backlog (counting is a scan).
+const BACKLOG_COUNT_LIMIT: i64 = 100_000;
+/// How often the backlog is counted.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+/// The longest a cycle waits for its events to be durable before giving
+/// up (the rows stay; the next cycle tries again).
+const DURABLE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Columns the outbox table must have, and the rejected table.
+const OUTBOX_COLUMNS: [&str; 4] = ["seq", "envelope", "created_at", "done_at"];
+const REJECTED_COLUMNS: [&str; 4] = ["seq", "envelope", "error", "created_at"];
+
+/// One configured outbox, read until stopped.
+pub struct OutboxIngest {
+    relay: Relay,
+    name: String,
+    settings: OutboxSettings,
+    outbox: Outbox,
+    report: SourceReport,
+    metrics: OutboxMetrics,
+}
+
+/// A row as a cycle reads it: its envelope only when it is small enough
+/// to read at all.
+struct Row {
+    seq: i64,
+    envelope: Option<String>,
+    bytes: i64,
+}
+
+/// What a cycle does with the rows it claimed, once the spool holds the
+/// valid ones durably.
+struct Settlement {
+    /// Every claimed row: delete it, or mark it done.
+    done: Vec<i64>,
+    /// The refused ones among them, with why: move them aside first.
+    rejected: Vec<(i64, String)>,
+}
+
+/// Why a cycle did not finish.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The database failed; the connection is dropped and made again.
+    #[error("{0}")]
+    Database(String),
+    /// The spool did not take the events; the connection is kept.
+    #[error("the spool did not take the events (the rows stay in the outbox): {0}")]
+    Spool(#[from] EmitError),
+    /// Another relay reads this table now.
+    #[error("another relay reads this outbox table; standing by to take over")]
+    Standby,
+}
+
+/// An open outbox in one of the dialects.
+enum Store {
+    Postgres(postgres::Store),
+    Sqlite(sqlite::Store),
+}
+
+/// What the store needs from the settings.
+struct Plan<'a> {
+    outbox: &'a Outbox,
+    batch: i64,
+    /// Rows longer than this are refused without being read.
+    read_limit: i64,
+    on_spooled: OnSpooled,
+}
+
+impl OutboxIngest {
+    /// An outbox to read into `relay`; registers it in the relay's status.
+    pub fn new(relay: Relay, name: &str, settings: &OutboxSettings) -> Self {
+        let dialect =
+            Dialect::of_url(settings.url.expose()).expect("the configuration checked the scheme");
+        let outbox = Outbox::with_table(dialect, &settings.table)
+            .expect("the configuration checked the table name")
+            .limits(relay.limits().clone());
+        let report = relay.register_source(format!("outbox.{name}"));
+        let metrics = relay.metrics().outbox(name);
+        OutboxIngest {
+            relay,
+            name: name.to_owned(),
+            settings: settings.clone(),
+            outbox,
+            report,
+            metrics,
+        }
+    }
+
+    /// Reads the outbox until `stop`: connects (again, with backoff, while
+    /// the database is down), and runs cycles. A cycle under way when
+    /// `stop` comes is finished first, so its rows are settled.
+    pub async fn run(self, stop: CancellationToken) {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut failures = 0u32;
+        let setting = self.setting();
+        while !stop.is_cancelled() {
+            let connected = tokio::select! {
+                connected = Store::connect(self.settings.url.expose(), &self.outbox, &setting) => connected,
+                () = stop.cancelled() => return,
+            };
+            let mut store = match connected {
+                Ok(store) => store,
+                Err(error) => {
+                    failures += 1;
+                    self.failing(&error);
+                    if sleep_or_stop(backoff.delay(failures, None), &stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            for warning in store.warnings() {
+                tracing::warn!(outbox = self.name, "{warning}");
+            }
+            tracing::info!(outbox = self.name, "reading {}", store.describe());
+            self.report.update(|s| {
+                s.state = "reading";
+                s.error = None;
+            });
+            match self.read(&mut store, &stop, &backoff, &mut failures).await {
+                Ok(()) => return,
+                Err(error) => {
+                    self.failing(&error);
+                    if sleep_or_stop(backoff.delay(failures, None), &stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cycles on one connection until `stop` (`Ok`) or until the database
+    /// fails (`Err`: connect again).
+    async fn read(
+        &self,
+        store: &mut Store,
+        stop: &CancellationToken,
+        backoff: &Backoff,
+        failures: &mut u32,
+    ) -> Result<(), Failure> {
+        let plan = Plan {
+            outbox: &self.outbox,
+            batch: self.settings.batch as i64,
+            read_limit: (self.relay.limits().max_event_bytes as i64).saturating_mul(2),
+            on_spooled: self.settings.on_spooled,
+        };
+        let mut counted: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            if counted.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                counted = Some(Instant::now());
+                let (rows, oldest) = store.backlog(&plan).await.map_err(database)?;
+                self.metrics.backlog(rows, oldest);
+                self.report.update(|s| {
+                    s.pending_rows = Some(rows);
+                    s.oldest_pending_seconds = Some(oldest);
+                });
+            }
+            match self.cycle(store, &plan).await {
+                Ok(taken) => {
+                    if *failures > 0 {
+                        *failures = 0;
+                        tracing::info!(outbox = self.name, "reading again");
+                        self.report.update(|s| {
+                            s.state = "reading";
+                            s.error = None;
+                        });
+                    }
+                    // A full batch: more are likely waiting.
+                    if taken < self.settings.batch
+                        && store.wait(self.settings.poll_interval, stop).await
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(Failure::Standby) => {
+                    self.report.update(|s| {
+                        s.state = "standby";
+                        s.error = None;
+                    });
+                    if sleep_or_stop(
+                        self.settings.poll_interval.max(Duration::from_secs(1)),
+                        stop,
+                    )
+                    .await
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(error @ Failure::Spool(_)) => {
+                    *failures += 1;
+                    self.failing(&error);
+                    if sleep_or_stop(backoff.delay(*failures, None), stop).await {
+                        return Ok(());
+                    }
+                }
+                Err(error @ Failure::Database(_)) => {
+                    *failures += 1;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims, spools and settles one batch; the rows taken.
+    async fn cycle(&self, store: &mut Store, plan: &Plan<'_>) -> Result<usize, Failure> {
+        match store {
+            Store::Postgres(store) => store.cycle(plan, |rows| self.spool(rows)).await,
+            Store::Sqlite(store) => store.cycle(plan, |rows| self.spool(rows)).await,
+        }
+    }
+
+    /// Appends the rows' valid envelopes to the spool and waits until they
+    /// are durable; says what to do with every row.
+    async fn spool(&self, rows: Vec<Row>) -> Result<Settlement, Failure> {
+        let mut arrivals = Arrivals::new(self.relay.limits().clone());
+        for (index, row) in rows.iter().enumerate() {
+            match &row.envelope {
+                Some(json) => decode::push_json(&mut arrivals, index, json.as_bytes()),
+                None => arrivals.refuse(Refused {
+                    index,
+                    id: None,
+                    errors: vec![ValidationError {
+                        field: "(event)".into(),
+                        problem: format!(
+                            "the row's envelope is {} bytes, more than twice relay.max_event_bytes ({}); it was not read",
+                            row.bytes,
+                            self.relay.limits().max_event_bytes
+                        ),
+                    }],
+                }),
+            }
+        }
+        let admitted = self
+            .relay
+            .admit_durable(
+                arrivals,
+                Via::Outbox,
+                Refusals::TakeTheValid,
+                Some((DURABLE_WITHIN, "the outbox's wait for the spool (30s)")),
+            )
+            .await?;
+        let rejected: Vec<(i64, String)> = admitted
+            .refused
+            .into_iter()
+            .map(|refused| {
+                let seq = rows[refused.index].seq;
+                let why = refused
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.problem))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::warn!(
+                    outbox = self.name,
+                    "row seq {seq} refused, moved to {}: {why}",
+                    self.outbox.rejected_table()
+                );
+                (seq, why)
+            })
+            .collect();
+        let spooled = (rows.len() - rejected.len()) as u64;
+        self.metrics.rejected(rejected.len() as u64);
+        self.report.update(|s| {
+            s.spooled_events += spooled;
+            s.rejected_rows += rejected.len() as u64;
+        });
+        Ok(Settlement {
+            done: rows.iter().map(|r| r.seq).collect(),
+            rejected,
+        })
+    }
+
+    /// `ingest.outbox.<name>`, for messages.
+    fn setting(&self) -> String {
+        format!("ingest.outbox.{}", self.name)
+    }
+
+    fn failing(&self, error: &Failure) {
+        self.metrics.error();
+        tracing::warn!(outbox = self.name, "{error}; trying again");
+        let error = error.to_string();
+        self.report.update(|s| {
+            s.state = "failing";
+            s.error = Some(error);
+        });
+    }
+}
+
+impl Store {
+    async fn connect(url: &str, outbox: &Outbox, setting: &str) -> Result<Store, Failure> {
+        match outbox.dialect() {
+            Dialect::Postgres => postgres::Store::connect(url, outbox, setting)
+                .await
+                .map(Store::Postgres),
+            Dialect::Sqlite => sqlite::Store::connect(url, outbox, setting)
+                .await
+                .map(Store::Sqlite),
+        }
+    }
+
+    /// Where it reads, without secrets (`postgres 127.0.0.1:5432/app`).
+    fn describe(&self) -> String {
+        match self {
+            Store::Postgres(store) => store.describe(),
+            Store::Sqlite(store) => store.describe(),
+        }
+    }
+
+    /// What the schema check found that works but is worse than it
+    /// should be.
+    fn warnings(&self) -> &[String] {
+        match self {
+            Store::Postgres(store) => store.warnings(),
+            Store::Sqlite(store) => store.warnings(),
+        }
+    }
+
+    async fn backlog(&mut self, plan: &Plan<'_>) -> Result<(u64, f64), sqlx::Error> {
+        match self {
+            Store::Postgres(store) => store.backlog(plan).await,
+            Store::Sqlite(store) => store.backlog(plan).await,
+        }
+    }
+
+    /// Waits until rows may have arrived, at most `longest`; `true` when
+    /// `stop` came first.
+    async fn wait(&mut self, longest: Duration, stop: &CancellationToken) -> bool {
+        match self {
+            Store::Postgres(store) => store.wait(longest, stop).await,
+            Store::Sqlite(store) => store.wait(longest, stop).await,
+        }
+    }
+}
+
+/// A database error, said with what it means here.
+fn database(error: sqlx::Error) -> Failure {
+    Failure::Database(describe_error(&error, "ingest.outbox.<name>"))
+}
+
+/// sqlx's words, with the fix where the cause is known. Never the URL.
+fn describe_error(error: &sqlx::Error, setting: &str) -> String {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            let hint = match code.as_ref() {
+                "28P01" | "28000" => format!(
+                    " (check the user and password in {setting}.url; use ${{ENV}} for the password)"
+                ),
+                "3D000" => format!(" (the database in {setting}.url does not exist)"),
+                "42P01" => {
+                    " (the outbox table is missing: create it with `auditrelay outbox schema`)"
+                        .to_owned()
+                }
+                _ => String::new(),
+            };
+            format!("the database refused: {}{hint}", db.message())
+        }
+        sqlx::Error::Io(io) => format!("cannot reach the database: {io}"),
+        sqlx::Error::Tls(tls) => format!("TLS with the database failed: {tls}"),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            "cannot reach the database (timed out)".to_owned()
+        }
+        other => format!("database error: {other}"),
+    }
+}
+
+/// The problems with a table's columns, from the names it has.
+fn missing_columns(table: &str, has: &[String], wanted: &[&str], fix: &str) -> Vec<String> {
+    if has.is_empty() {
+        return vec![format!("table {table} does not exist: {fix}")];
+    }
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !has.iter().any(|h| h == c))
+        .collect();
+    if missing.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "table {table} lacks column(s) {}: it is not an auditrelay outbox table ({fix})",
+            missing.join(", ")
+        )]
+    }
+}
+
+/// Sleeps `duration`; `true` when `stop` came first.
+async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        () = stop.cancelled() => true,
+    }
+}
+
+/// What `auditrelay outbox check` finds for one configured outbox.
+pub async fn check(name: &str, settings: &OutboxSettings) -> Result<(String, Vec<String>), String> {
+    let dialect = Dialect::of_url(settings.url.expose()).ok_or("unknown URL scheme")?;
+    let outbox = Outbox::with_table(dialect, &settings.table).map_err(|e| e.to_string())?;
+    match Store::connect(
+        settings.url.expose(),
+        &outbox,
+        &format!("ingest.outbox.{name}"),
+    )
+    .await
+    {
+        Ok(store) => Ok((store.describe(), store.warnings().to_vec())),
+        Err(error) => Err(error.to_string()),
+    }
+}
