@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 pub use auditrelay_plugin_api::testing::sample_envelope;
 
+pub mod postgres;
 pub mod receivers;
 
 /// The workspace's `target` directory.
@@ -496,6 +497,16 @@ impl RelayProcess {
     /// Starts `auditrelay run -c config` (through `prefix`, e.g. `unshare`,
     /// when given) and waits until it accepts events.
     pub fn start(config: &Path, prefix: &[&str]) -> Self {
+        Self::start_with(config, prefix, &[])
+    }
+
+    /// [`start`](Self::start)s it with these environment variables set
+    /// (what `${ENV}` in the config reads).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, &[], env)
+    }
+
+    fn start_with(config: &Path, prefix: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let binary = relay_binary();
         let mut command = match prefix.split_first() {
@@ -510,6 +521,7 @@ impl RelayProcess {
             .args(["run", "-c", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("starting auditrelay run");

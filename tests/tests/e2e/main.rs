@@ -15,4 +15,5 @@ mod http_limits;
 mod kill9;
 mod native_abi;
 mod native_plugins;
+mod outbox;
 mod sandbox;

@@ -201,11 +201,14 @@ impl OutboxIngest {
                     if *failures > 0 {
                         *failures = 0;
                         tracing::info!(outbox = self.name, "reading again");
-                        self.report.update(|s| {
+                    }
+                    // From failing, or from standby: this relay reads now.
+                    self.report.update(|s| {
+                        if s.state != "reading" {
                             s.state = "reading";
                             s.error = None;
-                        });
-                    }
+                        }
+                    });
                     // A full batch: more are likely waiting.
                     if taken < self.settings.batch
                         && store.wait(self.settings.poll_interval, stop).await

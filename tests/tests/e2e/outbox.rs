@@ -1,0 +1,697 @@
+//! The outbox, against real databases (SQLite files, and PostgreSQL
+//! clusters started per test) and the real binary: the application writes
+//! rows in its own transactions, as an application would; what counts is
+//! what the application committed and what an independent receiver got,
+//! not what the relay reports.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auditrelay::envelope::AuditEventEnvelope;
+use auditrelay::outbox::{Dialect, Outbox};
+use auditrelay_tests::postgres::Postgres;
+use auditrelay_tests::{
+    Home, Receiver, RelayProcess, free_port, leaked_form, sample_envelope, sink_tables, status,
+    tally,
+};
+use rand::Rng;
+use sqlx::Connection;
+
+/// The application's database, and whatever keeps it alive.
+struct Database {
+    dialect: Dialect,
+    /// What the application connects with.
+    app_url: String,
+    /// What the relay is configured with.
+    relay_url: String,
+    postgres: Option<Postgres>,
+}
+
+impl Database {
+    async fn postgres() -> Database {
+        let server = Postgres::start();
+        let url = server.database("app").await;
+        Database {
+            dialect: Dialect::Postgres,
+            app_url: url.clone(),
+            relay_url: url,
+            postgres: Some(server),
+        }
+    }
+
+    fn sqlite(home: &Home) -> Database {
+        let path = home.join("app.db");
+        Database {
+            dialect: Dialect::Sqlite,
+            app_url: format!("sqlite://{}?mode=rwc", path.display()),
+            relay_url: format!("sqlite://{}", path.display()),
+            postgres: None,
+        }
+    }
+
+    async fn of(dialect: Dialect, home: &Home) -> Database {
+        match dialect {
+            Dialect::Postgres => Database::postgres().await,
+            Dialect::Sqlite => Database::sqlite(home),
+        }
+    }
+
+    /// The application's connection, its tables created (the outbox's with
+    /// the shipped DDL) unless `schema` is false.
+    async fn app(&self, schema: bool) -> App {
+        let outbox = Outbox::new(self.dialect);
+        let mut app = match self.dialect {
+            Dialect::Postgres => {
+                let mut db = sqlx::PgConnection::connect(&self.app_url).await.unwrap();
+                // The relay is what gets killed, not the database: commits
+                // need not wait for the disk to count as committed.
+                sqlx::query("SET synchronous_commit = off")
+                    .execute(&mut db)
+                    .await
+                    .unwrap();
+                App::Postgres(db, outbox)
+            }
+            Dialect::Sqlite => {
+                let mut db = sqlx::SqliteConnection::connect(&self.app_url)
+                    .await
+                    .unwrap();
+                sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&mut db)
+                    .await
+                    .unwrap();
+                App::Sqlite(db, outbox)
+            }
+        };
+        app.run(
+            "CREATE TABLE IF NOT EXISTS members (event_id TEXT PRIMARY KEY, grp TEXT NOT NULL)",
+        )
+        .await;
+        if schema {
+            let ddl = Outbox::new(self.dialect).schema();
+            app.run(&ddl).await;
+        }
+        app
+    }
+}
+
+/// An application: a business change and its audit event, in one
+/// transaction.
+enum App {
+    Postgres(sqlx::PgConnection, Outbox),
+    Sqlite(sqlx::SqliteConnection, Outbox),
+}
+
+impl App {
+    async fn run(&mut self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            App::Postgres(db, _) => sqlx::raw_sql(sql).execute(db).await.map(drop),
+            App::Sqlite(db, _) => sqlx::raw_sql(sql).execute(db).await.map(drop),
+        }
+        .unwrap();
+    }
+
+    /// Adds a member and writes `event` in the same transaction, then
+    /// commits it or rolls it back.
+    async fn change(&mut self, event: &AuditEventEnvelope, commit: bool) {
+        macro_rules! transaction {
+            ($db:expr, $write:ident, $outbox:expr, $placeholders:literal) => {{
+                let mut tx = $db.begin().await.unwrap();
+                sqlx::query(concat!(
+                    "INSERT INTO members (event_id, grp) VALUES ",
+                    $placeholders
+                ))
+                .bind(&event.id)
+                .bind("payments-oncall")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                $outbox.$write(&mut tx, event).await.unwrap();
+                if commit {
+                    tx.commit().await.unwrap();
+                } else {
+                    tx.rollback().await.unwrap();
+                }
+            }};
+        }
+        match self {
+            App::Postgres(db, outbox) => transaction!(db, write_postgres, outbox, "($1, $2)"),
+            App::Sqlite(db, outbox) => transaction!(db, write_sqlite, outbox, "(?1, ?2)"),
+        }
+    }
+
+    /// A row written with the documented plain `INSERT`, nothing checked.
+    async fn insert_raw(&mut self, envelope: &str) {
+        match self {
+            App::Postgres(db, outbox) => sqlx::query(sqlx::AssertSqlSafe(outbox.insert_sql()))
+                .bind(envelope)
+                .execute(db)
+                .await
+                .map(drop),
+            App::Sqlite(db, outbox) => sqlx::query(sqlx::AssertSqlSafe(outbox.insert_sql()))
+                .bind(envelope)
+                .execute(db)
+                .await
+                .map(drop),
+        }
+        .unwrap();
+    }
+
+    async fn pending(&mut self) -> i64 {
+        let sql = "SELECT count(*) FROM auditrelay_outbox WHERE done_at IS NULL";
+        match self {
+            App::Postgres(db, _) => sqlx::query_scalar(sql).fetch_one(db).await,
+            App::Sqlite(db, _) => sqlx::query_scalar(sql).fetch_one(db).await,
+        }
+        .unwrap()
+    }
+
+    /// The rejected table: (seq, error), by seq.
+    async fn rejected(&mut self) -> Vec<(i64, String)> {
+        let sql = "SELECT seq, error FROM auditrelay_outbox_rejected ORDER BY seq";
+        match self {
+            App::Postgres(db, _) => sqlx::query_as(sql).fetch_all(db).await,
+            App::Sqlite(db, _) => sqlx::query_as(sql).fetch_all(db).await,
+        }
+        .unwrap()
+    }
+
+    /// Waits until the relay settled every row.
+    async fn wait_until_drained(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.pending().await == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// A relay configuration: the outbox `app` at `url`, HTTP on `port` (for
+/// status), delivering to `receiver`.
+fn relay_config(home: &Home, receiver: &Receiver, url: &str, port: u16, extra: &str) -> PathBuf {
+    home.config_file(&format!(
+        "[relay]\nmax_event_bytes = \"1MiB\"\n[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[ingest.outbox.app]\nurl = \"{url}\"\npoll_interval = \"20ms\"\n{extra}\n{}",
+        sink_tables(receiver, "fault = \"none\"")
+    ))
+}
+
+/// The outbox's entry in `/v1/status`.
+async fn outbox_status(port: u16) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let status = status(&client, &format!("http://127.0.0.1:{port}")).await;
+    status["sources"]
+        .as_array()
+        .and_then(|sources| sources.iter().find(|s| s["name"] == "outbox.app"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no outbox.app in {status}"))
+}
+
+/// Waits until the outbox's status satisfies `done`; the last one seen.
+async fn wait_for_status(
+    port: u16,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = outbox_status(port).await;
+        if done(&status) || Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const TRANSACTIONS: usize = 20_000;
+const KILLS: usize = 10;
+
+/// Every committed row reaches the destination although the relay is
+/// SIGKILLed again and again while the application commits; no rolled
+/// back transaction produces an event.
+async fn commits_survive_repeated_kill_9(dialect: Dialect) {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::of(dialect, &home).await;
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let mut relay = RelayProcess::start(&config, &[]);
+
+    // The application: commits in order, every 10th rolled back; an
+    // event counts as committed when COMMIT returned.
+    let committed = Arc::new(Mutex::new(HashSet::new()));
+    let rolled_back = Arc::new(Mutex::new(HashSet::new()));
+    let kills_done = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (committed, rolled_back, kills_done) =
+            (committed.clone(), rolled_back.clone(), kills_done.clone());
+        async move {
+            let mut n = 0;
+            while n < TRANSACTIONS || !kills_done.load(Ordering::Relaxed) {
+                let event = sample_envelope(n);
+                let commit = n % 10 != 3;
+                app.change(&event, commit).await;
+                if commit {
+                    committed.lock().unwrap().insert(event.id);
+                } else {
+                    rolled_back.lock().unwrap().insert(event.id);
+                }
+                n += 1;
+            }
+            app
+        }
+    });
+    for _ in 0..KILLS {
+        let pause = rand::rng().random_range(200..800);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        relay.kill_9();
+        relay = RelayProcess::start(&config, &[]);
+    }
+    kills_done.store(true, Ordering::Relaxed);
+    let mut app = writer.await.unwrap();
+
+    let committed = committed.lock().unwrap().clone();
+    let rolled_back = rolled_back.lock().unwrap().clone();
+    let delivered = receiver
+        .wait_for_all(&committed, Duration::from_secs(180))
+        .await;
+    let drained = app.wait_until_drained(Duration::from_secs(30)).await;
+    assert!(
+        relay.terminate(),
+        "the last relay did not stop cleanly:\n{}",
+        relay.log()
+    );
+    let arrived = receiver.ids();
+    let result = tally(&committed, &arrived);
+    let phantom = arrived
+        .iter()
+        .filter(|id| rolled_back.contains(*id))
+        .count();
+    eprintln!(
+        "outbox ({dialect}), kill -9 x{KILLS}: {} transactions committed, {} rolled back; {} delivered, {} duplicates, {} lost, {phantom} from rolled-back transactions",
+        result.acknowledged,
+        rolled_back.len(),
+        result.distinct,
+        result.duplicates,
+        result.lost
+    );
+    assert!(result.acknowledged >= TRANSACTIONS * 9 / 10, "{result:?}");
+    assert!(delivered, "not everything committed arrived: {result:?}");
+    assert_eq!(result.lost, 0, "committed events were lost: {result:?}");
+    assert_eq!(phantom, 0, "rolled-back transactions produced events");
+    assert_eq!(
+        result.distinct,
+        committed.len(),
+        "events nobody committed arrived"
+    );
+    assert!(drained, "rows were left in the outbox");
+    assert!(app.rejected().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commits_survive_repeated_kill_9() {
+    commits_survive_repeated_kill_9(Dialect::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_survive_repeated_kill_9() {
+    commits_survive_repeated_kill_9(Dialect::Sqlite).await;
+}
+
+/// Rows whose envelope is malformed, invalid or far too large are moved to
+/// the rejected table with why, and the rows around them flow on.
+async fn bad_rows_are_moved_aside_and_the_rest_flow(dialect: Dialect) {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::of(dialect, &home).await;
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+
+    let good: Vec<_> = (0..4).map(sample_envelope).collect();
+    let json = |e: &AuditEventEnvelope| serde_json::to_string(e).unwrap();
+    app.insert_raw(&json(&good[0])).await;
+    app.insert_raw("this is not json").await; // seq 2
+    app.insert_raw(&json(&good[1])).await;
+    app.insert_raw(r#"{"id": "x", "source": "app"}"#).await; // seq 4
+    let mut huge = sample_envelope(10);
+    huge.payload = serde_json::json!({ "blob": "x".repeat(3 * 1024 * 1024) });
+    app.insert_raw(&json(&huge)).await; // seq 5: over twice max_event_bytes
+    app.insert_raw(&json(&good[2])).await;
+    let mut big = sample_envelope(11);
+    big.payload = serde_json::json!({ "blob": "y".repeat(1024 * 1024 + 10) });
+    app.insert_raw(&json(&big)).await; // seq 7: read, refused for its size
+    app.insert_raw(&json(&good[3])).await;
+
+    let relay = RelayProcess::start(&config, &[]);
+    let expected: HashSet<String> = good.iter().map(|e| e.id.clone()).collect();
+    assert!(
+        receiver
+            .wait_for_all(&expected, Duration::from_secs(30))
+            .await,
+        "the good rows did not arrive:\n{}",
+        relay.log()
+    );
+    assert!(app.wait_until_drained(Duration::from_secs(10)).await);
+    assert_eq!(receiver.ids().len(), 4, "only the good rows are delivered");
+    let rejected = app.rejected().await;
+    let seqs: Vec<i64> = rejected.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [2, 4, 5, 7], "{rejected:?}");
+    assert!(rejected[0].1.contains("malformed JSON"), "{rejected:?}");
+    assert!(rejected[1].1.contains("missing field"), "{rejected:?}");
+    assert!(
+        rejected[2]
+            .1
+            .contains("more than twice relay.max_event_bytes"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[3]
+            .1
+            .contains("bytes as canonical JSON; the limit is 1048576"),
+        "{rejected:?}"
+    );
+    let log = relay.log();
+    for seq in seqs {
+        assert!(log.contains(&format!("row seq {seq} refused")), "{log}");
+    }
+    let status = wait_for_status(port, Duration::from_secs(5), |s| s["rejected_rows"] == 4).await;
+    assert_eq!(status["state"], "reading", "{status}");
+    assert_eq!(status["spooled_events"], 4, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bad_rows_are_moved_aside_and_the_rest_flow() {
+    bad_rows_are_moved_aside_and_the_rest_flow(Dialect::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_bad_rows_are_moved_aside_and_the_rest_flow() {
+    bad_rows_are_moved_aside_and_the_rest_flow(Dialect::Sqlite).await;
+}
+
+/// A database without the outbox table: the status says so with the fix,
+/// and once the table is created the relay reads it, without a restart.
+async fn a_missing_table_is_reported_then_read_once_created(dialect: Dialect) {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::of(dialect, &home).await;
+    let mut app = database.app(false).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let relay = RelayProcess::start(&config, &[]);
+
+    let status = wait_for_status(port, Duration::from_secs(10), |s| s["state"] == "failing").await;
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("table auditrelay_outbox does not exist")
+            && error.contains("auditrelay outbox schema"),
+        "{status}"
+    );
+
+    app.run(&Outbox::new(dialect).schema()).await;
+    let event = sample_envelope(1);
+    app.change(&event, true).await;
+    let expected = HashSet::from([event.id.clone()]);
+    assert!(
+        receiver
+            .wait_for_all(&expected, Duration::from_secs(30))
+            .await,
+        "{}",
+        relay.log()
+    );
+    let status = wait_for_status(port, Duration::from_secs(5), |s| s["state"] == "reading").await;
+    assert_eq!(status["error"], serde_json::Value::Null, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_missing_table_is_reported_then_read_once_created() {
+    a_missing_table_is_reported_then_read_once_created(Dialect::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_missing_table_is_reported_then_read_once_created() {
+    a_missing_table_is_reported_then_read_once_created(Dialect::Sqlite).await;
+}
+
+/// A wrong password is reported naming the setting; the password itself
+/// (given through `${ENV}`) shows nowhere: not in the log, the status or
+/// the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_names_the_setting_and_never_the_password() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let server = Postgres::start();
+    let good = server.database("app").await;
+    let wrong = "Wr0ng-Pa55word-7f3a9c";
+    let url = good.replace(server.password(), "${OUTBOX_PASSWORD}");
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &url, port, "");
+    let mut relay = RelayProcess::start_with_env(&config, &[("OUTBOX_PASSWORD", wrong)]);
+    let status = wait_for_status(port, Duration::from_secs(10), |s| s["state"] == "failing").await;
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("password authentication failed") && error.contains("ingest.outbox.app.url"),
+        "{status}"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("auditrelay_outbox_errors_total{outbox=\"app\"}"),
+        "{metrics}"
+    );
+    let full_status = reqwest::get(format!("http://127.0.0.1:{port}/v1/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    relay.terminate();
+    for (place, text) in [
+        ("log", relay.log()),
+        ("status", full_status),
+        ("metrics", metrics),
+    ] {
+        for secret in [wrong, server.password()] {
+            assert_eq!(
+                leaked_form(&text, secret),
+                None,
+                "{place} shows a password:\n{text}"
+            );
+        }
+    }
+}
+
+/// The database goes away under the relay (dropped, connections cut): the
+/// relay reports it, keeps trying with backoff, and reads again once the
+/// database is back; rows committed before the drop and after the return
+/// all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_database_is_retried_and_reading_resumes() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::postgres().await;
+    let server = database.postgres.as_ref().unwrap();
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let relay = RelayProcess::start(&config, &[]);
+
+    let before = sample_envelope(1);
+    app.change(&before, true).await;
+    assert!(
+        receiver
+            .wait_for_all(&HashSet::from([before.id.clone()]), Duration::from_secs(20))
+            .await
+    );
+    drop(app);
+    server.drop_database("app").await;
+    let status = wait_for_status(port, Duration::from_secs(10), |s| s["state"] == "failing").await;
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("database"),
+        "{status}"
+    );
+
+    server.database("app").await;
+    let mut app = database.app(true).await;
+    let after = sample_envelope(2);
+    app.change(&after, true).await;
+    assert!(
+        receiver
+            .wait_for_all(&HashSet::from([after.id.clone()]), Duration::from_secs(30))
+            .await,
+        "{}",
+        relay.log()
+    );
+    wait_for_status(port, Duration::from_secs(5), |s| s["state"] == "reading").await;
+}
+
+/// A long transaction's row has a lower seq than rows committed after it
+/// began: a reader with an "id > last seen" cursor would skip it. Claiming
+/// finds it when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_commits_late_with_a_lower_seq_is_not_skipped() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::postgres().await;
+    let mut app = database.app(true).await;
+    let mut long = sqlx::PgConnection::connect(&database.app_url)
+        .await
+        .unwrap();
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let relay = RelayProcess::start(&config, &[]);
+
+    let outbox = Outbox::new(Dialect::Postgres);
+    let late = sample_envelope(1);
+    let mut tx = long.begin().await.unwrap();
+    outbox.write_postgres(&mut tx, &late).await.unwrap(); // seq 1, not committed
+    let early = sample_envelope(2);
+    app.change(&early, true).await; // seq 2, committed
+    assert!(
+        receiver
+            .wait_for_all(&HashSet::from([early.id.clone()]), Duration::from_secs(20))
+            .await
+    );
+    // The relay has read past seq 1 by now; then it commits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.commit().await.unwrap();
+    assert!(
+        receiver
+            .wait_for_all(&HashSet::from([late.id.clone()]), Duration::from_secs(20))
+            .await,
+        "the late row was skipped:\n{}",
+        relay.log()
+    );
+    assert_eq!(receiver.ids(), [early.id, late.id]);
+}
+
+/// Two relays on one outbox: one reads, the other stands by, no row is
+/// spooled by both; when the reader dies, the other takes over.
+async fn a_second_relay_stands_by_and_takes_over(dialect: Dialect) {
+    let database_home = Home::with_plugins(&[]);
+    let database = Database::of(dialect, &database_home).await;
+    let mut app = database.app(true).await;
+    let receiver = Receiver::start().await;
+    let (home_a, home_b) = (
+        Home::with_plugins(&["faulty"]),
+        Home::with_plugins(&["faulty"]),
+    );
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut relay_a = RelayProcess::start(
+        &relay_config(&home_a, &receiver, &database.relay_url, port_a, ""),
+        &[],
+    );
+    wait_for_status(port_a, Duration::from_secs(10), |s| s["state"] == "reading").await;
+    let relay_b = RelayProcess::start(
+        &relay_config(&home_b, &receiver, &database.relay_url, port_b, ""),
+        &[],
+    );
+    let standby =
+        wait_for_status(port_b, Duration::from_secs(10), |s| s["state"] == "standby").await;
+    assert_eq!(standby["state"], "standby", "{standby}");
+
+    let mut committed = HashSet::new();
+    for n in 0..200 {
+        let event = sample_envelope(n);
+        app.change(&event, true).await;
+        committed.insert(event.id);
+    }
+    assert!(
+        receiver
+            .wait_for_all(&committed, Duration::from_secs(30))
+            .await
+    );
+    assert!(app.wait_until_drained(Duration::from_secs(10)).await);
+    let result = tally(&committed, &receiver.ids());
+    assert_eq!(result.duplicates, 0, "both relays spooled rows: {result:?}");
+    assert_eq!(outbox_status(port_b).await["spooled_events"], 0);
+
+    relay_a.kill_9();
+    for n in 200..300 {
+        let event = sample_envelope(n);
+        app.change(&event, true).await;
+        committed.insert(event.id);
+    }
+    assert!(
+        receiver
+            .wait_for_all(&committed, Duration::from_secs(30))
+            .await,
+        "the standby relay did not take over:\n{}",
+        relay_b.log()
+    );
+    let status = outbox_status(port_b).await;
+    assert_eq!(status["state"], "reading", "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_second_relay_stands_by_and_takes_over() {
+    a_second_relay_stands_by_and_takes_over(Dialect::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_second_relay_stands_by_and_takes_over() {
+    a_second_relay_stands_by_and_takes_over(Dialect::Sqlite).await;
+}
+
+/// With `on_spooled = "mark_done"` rows stay, marked, and are not read
+/// again by the next relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_rows_stay_and_are_not_spooled_again() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(
+        &home,
+        &receiver,
+        &database.relay_url,
+        port,
+        "on_spooled = \"mark_done\"",
+    );
+    let mut relay = RelayProcess::start(&config, &[]);
+    let mut committed = HashSet::new();
+    for n in 0..20 {
+        let event = sample_envelope(n);
+        app.change(&event, true).await;
+        committed.insert(event.id);
+    }
+    assert!(
+        receiver
+            .wait_for_all(&committed, Duration::from_secs(20))
+            .await
+    );
+    assert!(app.wait_until_drained(Duration::from_secs(10)).await);
+    assert!(relay.terminate());
+    let relay = RelayProcess::start(&config, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.ids().len(),
+        20,
+        "marked rows were read again:\n{}",
+        relay.log()
+    );
+    let App::Sqlite(db, _) = &mut app else {
+        unreachable!()
+    };
+    let marked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM auditrelay_outbox WHERE done_at IS NOT NULL")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(marked, 20);
+}
