@@ -3,7 +3,10 @@ use super::*;
 #[test]
 fn a_table_name_is_a_plain_identifier_or_refused() {
     for good in ["auditrelay_outbox", "_x", "orders_audit_2"] {
-        assert!(Outbox::with_table(Dialect::Postgres, good).is_ok(), "{good}");
+        assert!(
+            Outbox::with_table(Dialect::Postgres, good).is_ok(),
+            "{good}"
+        );
     }
     let long = "a".repeat(MAX_TABLE_NAME + 1);
     for bad in [
@@ -24,14 +27,28 @@ fn a_table_name_is_a_plain_identifier_or_refused() {
 
 #[test]
 fn dialects_are_named_by_urls_and_by_name() {
-    assert_eq!(Dialect::of_url("postgres://u@h/db"), Some(Dialect::Postgres));
-    assert_eq!(Dialect::of_url("postgresql://h/db"), Some(Dialect::Postgres));
-    assert_eq!(Dialect::of_url("sqlite:///var/app.db"), Some(Dialect::Sqlite));
+    assert_eq!(
+        Dialect::of_url("postgres://u@h/db"),
+        Some(Dialect::Postgres)
+    );
+    assert_eq!(
+        Dialect::of_url("postgresql://h/db"),
+        Some(Dialect::Postgres)
+    );
+    assert_eq!(
+        Dialect::of_url("sqlite:///var/app.db"),
+        Some(Dialect::Sqlite)
+    );
     assert_eq!(Dialect::of_url("sqlite:app.db"), Some(Dialect::Sqlite));
     assert_eq!(Dialect::of_url("mysql://h/db"), None);
     assert_eq!(Dialect::of_url("no scheme"), None);
     assert_eq!("sqlite".parse::<Dialect>(), Ok(Dialect::Sqlite));
-    assert!("oracle".parse::<Dialect>().unwrap_err().contains("\"postgres\" or \"sqlite\""));
+    assert!(
+        "oracle"
+            .parse::<Dialect>()
+            .unwrap_err()
+            .contains("\"postgres\" or \"sqlite\"")
+    );
 }
 
 #[test]
@@ -39,7 +56,12 @@ fn the_schema_names_the_configured_table_everywhere() {
     let outbox = Outbox::with_table(Dialect::Postgres, "orders_audit").unwrap();
     let schema = outbox.schema();
     assert!(!schema.contains(DEFAULT_TABLE), "{schema}");
-    for name in ["orders_audit (", "orders_audit_rejected", "orders_audit_notify", "pg_notify('orders_audit'"] {
+    for name in [
+        "orders_audit (",
+        "orders_audit_rejected",
+        "orders_audit_notify",
+        "pg_notify('orders_audit'",
+    ] {
         assert!(schema.contains(name), "{name} missing from\n{schema}");
     }
 }
@@ -63,9 +85,15 @@ mod sqlite {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
         let mut db = SqliteConnection::connect(&url).await.unwrap();
         let outbox = Outbox::new(Dialect::Sqlite);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(outbox.schema())).execute(&mut db).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(outbox.schema()))
+            .execute(&mut db)
+            .await
+            .unwrap();
         // The DDL runs twice without complaint (deployments re-apply it).
-        sqlx::raw_sql(sqlx::AssertSqlSafe(outbox.schema())).execute(&mut db).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(outbox.schema()))
+            .execute(&mut db)
+            .await
+            .unwrap();
         (dir, db, outbox)
     }
 
@@ -111,7 +139,11 @@ mod sqlite {
     async fn the_documented_plain_insert_is_what_the_helper_runs() {
         let (_dir, mut db, outbox) = open().await;
         let json = r#"{"id":"x"}"#;
-        sqlx::query(sqlx::AssertSqlSafe(outbox.insert_sql())).bind(json).execute(&mut db).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(outbox.insert_sql()))
+            .bind(json)
+            .execute(&mut db)
+            .await
+            .unwrap();
         assert_eq!(rows(&mut db).await, [json]);
     }
 }

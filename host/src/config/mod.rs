@@ -668,6 +668,10 @@ impl Config {
         if let Some(token) = &mut self.ingest.http.auth_token {
             *token = Secret::new(expand("ingest.http.auth_token", token.expose())?);
         }
+        for (name, outbox) in &mut self.ingest.outbox {
+            let key = format!("ingest.outbox.{name}.url");
+            outbox.url = Secret::new(expand(&key, outbox.url.expose())?);
+        }
         for (name, settings) in &mut self.plugins {
             let key = |rest: &str| format!("plugins.{name}.{rest}");
             for (i, host) in settings.allowed_hosts.iter_mut().enumerate() {

@@ -163,10 +163,11 @@ fn relative_paths_follow_the_config_file() {
 #[test]
 fn the_configuration_reference_documents_every_key_with_its_real_default() {
     use auditrelay_plugin_api::testing::config_docs::struct_fields;
-    let sections: [(&str, &[&str]); 8] = [
+    let sections: [(&str, &[&str]); 9] = [
         ("relay", struct_fields::<RelaySettings>()),
         ("spool", struct_fields::<SpoolSettings>()),
         ("ingest.http", struct_fields::<HttpIngestSettings>()),
+        ("ingest.outbox.<name>", struct_fields::<OutboxSettings>()),
         ("plugins.<name>", struct_fields::<PluginSettings>()),
         ("plugins.<name>.limits", struct_fields::<LimitSettings>()),
         ("plugins.<name>.batch", struct_fields::<BatchSettings>()),
@@ -175,6 +176,8 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
     ];
     let tables = reference_tables(include_str!("../../../docs/configuration.md"));
     let baseline = format!("{:?}", parse(MINIMAL).unwrap());
+    let outbox = "[ingest.outbox.app]\nurl = \"sqlite:///var/lib/app/app.db\"\n";
+    let outbox_baseline = format!("{:?}", parse(&format!("{outbox}{MINIMAL}")).unwrap());
     let mut problems = Vec::new();
     for (section, fields) in sections {
         let Some(rows) = tables
@@ -208,16 +211,26 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
             if toml.contains('<') {
                 continue;
             }
-            let text = match section.strip_prefix("plugins.<name>") {
-                Some("") => format!("[plugins.file]\ngrant_dir = \"out\"\n{key} = {toml}\n"),
-                Some(sub) => format!("{MINIMAL}[plugins.file{sub}]\n{key} = {toml}\n"),
-                None => format!("[{section}]\n{key} = {toml}\n{MINIMAL}"),
+            let (text, baseline) = match section.strip_prefix("plugins.<name>") {
+                Some("") => (
+                    format!("[plugins.file]\ngrant_dir = \"out\"\n{key} = {toml}\n"),
+                    &baseline,
+                ),
+                Some(sub) => (
+                    format!("{MINIMAL}[plugins.file{sub}]\n{key} = {toml}\n"),
+                    &baseline,
+                ),
+                None if section == "ingest.outbox.<name>" => (
+                    format!("{outbox}{key} = {toml}\n{MINIMAL}"),
+                    &outbox_baseline,
+                ),
+                None => (format!("[{section}]\n{key} = {toml}\n{MINIMAL}"), &baseline),
             };
             match parse(&text) {
                 Err(error) => {
                     problems.push(format!("`[{section}]` {key} = {toml} is refused: {error}"))
                 }
-                Ok(config) if format!("{config:?}") != baseline => problems.push(format!(
+                Ok(config) if format!("{config:?}") != *baseline => problems.push(format!(
                     "`[{section}]` {key}: the documented default {toml} is not what the code uses"
                 )),
                 Ok(_) => {}
@@ -290,4 +303,40 @@ fn absurd_sizes_are_refused_by_name_not_overflowed() {
         let error = parse(&format!("{text}{MINIMAL}")).unwrap_err().to_string();
         assert!(error.contains(key), "{error}");
     }
+}
+
+/// Every problem of an outbox table is named at once, by key, and the URL
+/// (a secret) is never quoted back.
+#[test]
+fn outbox_problems_are_named_together_and_the_url_is_not_shown() {
+    let text = format!(
+        "{MINIMAL}[ingest.outbox.Orders]\nurl = \"mysql://app:s3cret-pw@db/app\"\ntable = \"orders; drop\"\nbatch = 0\npoll_interval = \"0s\"\n\
+         [ingest.outbox.mem]\nurl = \"sqlite::memory:\"\n"
+    );
+    let error = parse(&text).unwrap_err().to_string();
+    for key in [
+        "ingest.outbox.Orders: outbox names use lower-case",
+        "ingest.outbox.Orders.url: must start with postgres://",
+        "ingest.outbox.Orders.table: outbox table name \"orders; drop\" is not allowed",
+        "ingest.outbox.Orders.batch: must be between 1 and 10000",
+        "ingest.outbox.Orders.poll_interval: must be between 1ms and 60s",
+        "ingest.outbox.mem.url: names an in-memory SQLite database",
+    ] {
+        assert!(error.contains(key), "{key} missing from:\n{error}");
+    }
+    assert!(!error.contains("s3cret"), "{error}");
+    let ok = format!(
+        "{MINIMAL}[ingest.outbox.app]\nurl = \"postgres://app:${{PW}}@db/app\"\non_spooled = \"mark_done\"\n"
+    );
+    let config = Config::parse(&ok, "relay.toml", &|name| {
+        (name == "PW").then(|| "pw".into())
+    })
+    .unwrap();
+    let outbox = &config.ingest.outbox["app"];
+    assert_eq!(outbox.url.expose(), "postgres://app:pw@db/app");
+    assert_eq!(outbox.on_spooled, OnSpooled::MarkDone);
+    assert!(
+        !format!("{config:?}").contains("app:pw"),
+        "Debug shows the URL"
+    );
 }

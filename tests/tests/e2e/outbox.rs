@@ -440,19 +440,52 @@ async fn sqlite_a_missing_table_is_reported_then_read_once_created() {
     a_missing_table_is_reported_then_read_once_created(Dialect::Sqlite).await;
 }
 
-/// A wrong password is reported naming the setting; the password itself
-/// (given through `${ENV}`) shows nowhere: not in the log, the status or
-/// the metrics.
+/// The password comes from `${ENV}`; a wrong one is reported naming the
+/// setting. Neither the right nor the wrong password shows anywhere: not
+/// in the log, the status or the metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_names_the_setting_and_never_the_password() {
     let receiver = Receiver::start().await;
     let home = Home::with_plugins(&["faulty"]);
     let server = Postgres::start();
     let good = server.database("app").await;
+    let database = Database {
+        dialect: Dialect::Postgres,
+        app_url: good.clone(),
+        relay_url: good.clone(),
+        postgres: None,
+    };
+    let mut app = database.app(true).await;
     let wrong = "Wr0ng-Pa55word-7f3a9c";
     let url = good.replace(server.password(), "${OUTBOX_PASSWORD}");
     let port = free_port();
     let config = relay_config(&home, &receiver, &url, port, "");
+    let mut texts = Vec::new();
+    let mut observe = async |relay: &mut RelayProcess| {
+        let get = |path: &str| {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+        };
+        let (status, metrics) = (get("/v1/status").await, get("/metrics").await);
+        assert!(relay.terminate());
+        texts.extend([relay.log(), status, metrics.clone()]);
+        metrics
+    };
+
+    // The right password, from the environment: the outbox is read.
+    let mut relay =
+        RelayProcess::start_with_env(&config, &[("OUTBOX_PASSWORD", server.password())]);
+    let event = sample_envelope(1);
+    app.change(&event, true).await;
+    assert!(
+        receiver
+            .wait_for_all(&HashSet::from([event.id]), Duration::from_secs(20))
+            .await,
+        "{}",
+        relay.log()
+    );
+    observe(&mut relay).await;
+
     let mut relay = RelayProcess::start_with_env(&config, &[("OUTBOX_PASSWORD", wrong)]);
     let status = wait_for_status(port, Duration::from_secs(10), |s| s["state"] == "failing").await;
     let error = status["error"].as_str().unwrap_or_default();
@@ -460,33 +493,17 @@ async fn a_wrong_password_names_the_setting_and_never_the_password() {
         error.contains("password authentication failed") && error.contains("ingest.outbox.app.url"),
         "{status}"
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = observe(&mut relay).await;
     assert!(
         metrics.contains("auditrelay_outbox_errors_total{outbox=\"app\"}"),
         "{metrics}"
     );
-    let full_status = reqwest::get(format!("http://127.0.0.1:{port}/v1/status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    relay.terminate();
-    for (place, text) in [
-        ("log", relay.log()),
-        ("status", full_status),
-        ("metrics", metrics),
-    ] {
+    for text in &texts {
         for secret in [wrong, server.password()] {
             assert_eq!(
-                leaked_form(&text, secret),
+                leaked_form(text, secret),
                 None,
-                "{place} shows a password:\n{text}"
+                "a password shows in:\n{text}"
             );
         }
     }

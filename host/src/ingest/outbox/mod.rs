@@ -114,7 +114,7 @@ impl OutboxIngest {
             Dialect::of_url(settings.url.expose()).expect("the configuration checked the scheme");
         let outbox = Outbox::with_table(dialect, &settings.table)
             .expect("the configuration checked the table name")
-            .limits(relay.limits().clone());
+            .limits(*relay.limits());
         let report = relay.register_source(format!("outbox.{name}"));
         let metrics = relay.metrics().outbox(name);
         OutboxIngest {
@@ -257,7 +257,7 @@ impl OutboxIngest {
     /// Appends the rows' valid envelopes to the spool and waits until they
     /// are durable; says what to do with every row.
     async fn spool(&self, rows: Vec<Row>) -> Result<Settlement, Failure> {
-        let mut arrivals = Arrivals::new(self.relay.limits().clone());
+        let mut arrivals = Arrivals::new(*self.relay.limits());
         for (index, row) in rows.iter().enumerate() {
             match &row.envelope {
                 Some(json) => decode::push_json(&mut arrivals, index, json.as_bytes()),
