@@ -147,3 +147,16 @@ mod sqlite {
         assert_eq!(rows(&mut db).await, [json]);
     }
 }
+
+/// docs/outbox.md shows the DDL exactly as `schema()` writes it.
+#[test]
+fn the_documented_ddl_is_the_shipped_ddl() {
+    let doc = include_str!("../../docs/outbox.md");
+    for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+        let schema = Outbox::new(dialect).schema();
+        assert!(
+            doc.contains(&format!("```sql\n{schema}```")),
+            "docs/outbox.md does not show the {dialect} DDL as it is:\n{schema}"
+        );
+    }
+}
