@@ -21,8 +21,9 @@
 //!
 //! Waking: PostgreSQL's trigger sends `NOTIFY` on commit, and the relay
 //! also looks every `poll_interval`; SQLite is looked at every
-//! millisecond while rows arrive and less often, up to `poll_interval`,
-//! while it is idle (`PRAGMA data_version` makes a look cheap).
+//! millisecond for 20 ms after rows came and ever less often, up to
+//! `poll_interval`, while it stays idle (`PRAGMA data_version` makes a
+//! look cheap).
 
 mod postgres;
 mod sqlite;

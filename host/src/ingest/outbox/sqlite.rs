@@ -21,9 +21,11 @@ use super::{
 };
 use crate::config::OnSpooled;
 
-/// The first look after rows arrived comes this soon; idle, the looks
-/// slow down to `poll_interval`.
+/// After a cycle the table is looked at this often, [`QUICK_LOOKS`]
+/// times (rows tend to come in runs); then ever less often, up to
+/// `poll_interval`. A look is one `PRAGMA data_version`: microseconds.
 const FIRST_LOOK: Duration = Duration::from_millis(1);
+const QUICK_LOOKS: u32 = 20;
 /// How long the application's lock may hold up a settle.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -184,8 +186,8 @@ impl Store {
     /// nothing happens, at most `longest`.
     pub async fn wait(&mut self, longest: Duration, stop: &CancellationToken) -> bool {
         let started = tokio::time::Instant::now();
-        let mut pause = FIRST_LOOK;
-        loop {
+        let mut pause = FIRST_LOOK.min(longest);
+        for look in 1.. {
             if super::sleep_or_stop(pause, stop).await {
                 return true;
             }
@@ -204,8 +206,11 @@ impl Store {
             if started.elapsed() >= longest {
                 return false;
             }
-            pause = (pause * 2).min(longest);
+            if look >= QUICK_LOOKS {
+                pause = (pause * 2).min(longest);
+            }
         }
+        unreachable!("the looks end by returning")
     }
 
     /// The lock file beside the database, held while this relay reads it.
