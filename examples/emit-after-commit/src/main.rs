@@ -1,66 +1,44 @@
 //! An application that records audit events the way auditrelay expects:
-//! **after** its database transaction committed, never before (an event
-//! for a change that was rolled back is a lie in the audit trail).
+//! **in its own database transaction**, through the outbox. The event row
+//! commits or rolls back with the change it describes, so the audit trail
+//! holds an event exactly when the change happened — even if the process
+//! dies right after `COMMIT`. The relay (embedded here; usually its own
+//! process, `[ingest.outbox.<name>]`) spools committed rows and deletes
+//! them once they are durable.
 //!
 //! ```text
 //! scripts/build-plugins
-//! cargo run -p auditrelay-example-emit-after-commit -- examples/relay.toml
+//! cargo run -p auditrelay-example-emit-after-commit                    # SQLite, in a temporary directory
+//! cargo run -p auditrelay-example-emit-after-commit -- --postgres postgres://user:pw@127.0.0.1/app
+//! cargo run -p auditrelay-example-emit-after-commit -- --config examples/relay.toml
 //! ```
-//!
-//! The "database" here is a stand-in with a commit that can fail, so that
-//! both paths show.
 
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Context;
+use auditrelay::config::{OnSpooled, OutboxSettings, Secret};
 use auditrelay::envelope::{Actor, AuditEventEnvelope, Outcome, Target};
-use auditrelay::{Config, EmitError, Relay};
+use auditrelay::outbox::{Dialect, Outbox, OutboxIngest};
+use auditrelay::{Config, Relay};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
 
-/// A stand-in for a database: groups and their members.
-#[derive(Default)]
-struct Database {
-    groups: BTreeMap<String, Vec<String>>,
+/// The application's database connection, either kind.
+enum Db {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
 }
 
-/// A change not yet committed.
-struct Transaction<'a> {
-    db: &'a mut Database,
-    group: String,
-    member: String,
-}
-
-impl Database {
-    fn begin_add_member(&mut self, group: &str, member: &str) -> Transaction<'_> {
-        Transaction {
-            db: self,
-            group: group.to_owned(),
-            member: member.to_owned(),
-        }
-    }
-}
-
-impl Transaction<'_> {
-    /// Commits; refuses duplicates, like a unique constraint would.
-    fn commit(self) -> anyhow::Result<()> {
-        let members = self.db.groups.entry(self.group.clone()).or_default();
-        if members.contains(&self.member) {
-            anyhow::bail!("{} is already in {}", self.member, self.group);
-        }
-        members.push(self.member);
-        Ok(())
-    }
-}
-
-/// Adds a member, then records who did it and why.
-fn add_member(
-    relay: &Relay,
-    db: &mut Database,
+/// Adds `member` to `group` and writes the audit event in the same
+/// transaction; `roll_back` abandons the change (and so the event).
+async fn add_member(
+    db: &mut Db,
+    outbox: &Outbox,
     actor: &str,
     group: &str,
     member: &str,
+    roll_back: bool,
 ) -> anyhow::Result<()> {
-    db.begin_add_member(group, member).commit()?;
-    // Committed: now the event is true. Build it from what was committed.
     let event = AuditEventEnvelope::builder("access-api", "group.member_added")
         .actor(Actor::user(actor))
         .action_name("add_member")
@@ -70,36 +48,125 @@ fn add_member(
         .reason("on-call rotation")
         .payload(serde_json::json!({ "member": member }))
         .build()?;
-    match relay.emit(event) {
-        Ok(_) => Ok(()),
-        // The change is committed and cannot be undone: never drop its
-        // event silently. A real application keeps it (e.g. in an outbox
-        // table written in the same transaction) and emits it again later.
-        Err(EmitError::Spool(error)) => {
-            eprintln!("audit event not accepted yet ({error}); keep it and retry");
-            Ok(())
-        }
-        Err(error) => Err(error.into()),
+    macro_rules! transaction {
+        ($conn:expr, $write:ident, $sql:literal) => {{
+            let mut tx = $conn.begin().await?;
+            // A unique constraint refuses a member added twice: the
+            // transaction fails, and its event with it.
+            sqlx::query($sql)
+                .bind(group)
+                .bind(member)
+                .execute(&mut *tx)
+                .await?;
+            outbox.$write(&mut tx, &event).await?;
+            if roll_back {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
+        }};
     }
+    match db {
+        Db::Sqlite(conn) => transaction!(
+            conn,
+            write_sqlite,
+            "INSERT INTO members (grp, member) VALUES (?1, ?2)"
+        ),
+        Db::Postgres(conn) => transaction!(
+            conn,
+            write_postgres,
+            "INSERT INTO members (grp, member) VALUES ($1, $2)"
+        ),
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = match std::env::args().nth(1) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let mut config = match flag("--config") {
         Some(path) => Config::load(path.as_ref()).with_context(|| format!("loading {path}"))?,
         None => Config::embedded_default(),
     };
-    let relay = Relay::start(config).await?;
-    let mut db = Database::default();
+    config.ingest.http.enabled = false;
 
-    add_member(&relay, &mut db, "u-1", "payments-oncall", "u-7")?;
-    add_member(&relay, &mut db, "u-1", "admins", "u-9")?;
-    // Fails to commit: no event, because nothing happened.
-    if let Err(error) = add_member(&relay, &mut db, "u-2", "admins", "u-9") {
-        println!("not committed, so not audited: {error}");
+    // The application's database: its own table, and the outbox (the DDL
+    // `auditrelay outbox schema` prints, usually in a migration).
+    let dir = tempfile::tempdir()?;
+    let (url, dialect) = match flag("--postgres") {
+        Some(url) => (url, Dialect::Postgres),
+        None => (
+            format!("sqlite://{}", dir.path().join("app.db").display()),
+            Dialect::Sqlite,
+        ),
+    };
+    let outbox = Outbox::new(dialect);
+    let members = "CREATE TABLE IF NOT EXISTS members (grp TEXT NOT NULL, member TEXT NOT NULL, UNIQUE (grp, member))";
+    let mut db = match dialect {
+        Dialect::Sqlite => {
+            Db::Sqlite(sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc")).await?)
+        }
+        Dialect::Postgres => Db::Postgres(sqlx::PgConnection::connect(&url).await?),
+    };
+    for sql in [members.to_owned(), outbox.schema()] {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match &mut db {
+            Db::Sqlite(conn) => sqlx::raw_sql(sql).execute(conn).await.map(drop)?,
+            Db::Postgres(conn) => sqlx::raw_sql(sql).execute(conn).await.map(drop)?,
+        }
     }
 
+    // The relay, reading that outbox.
+    let settings = OutboxSettings {
+        enabled: true,
+        url: Secret::new(url),
+        table: outbox.table().to_owned(),
+        batch: 500,
+        poll_interval: Duration::from_millis(20),
+        on_spooled: OnSpooled::Delete,
+    };
+    config.ingest.outbox.insert("app".into(), settings.clone());
+    let relay = Relay::start(config).await?;
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn(OutboxIngest::new(relay.clone(), "app", &settings).run(stop.clone()));
+
+    add_member(&mut db, &outbox, "u-1", "payments-oncall", "u-7", false).await?;
+    add_member(&mut db, &outbox, "u-1", "admins", "u-9", false).await?;
+    // Fails (u-9 is in admins already): no event, because nothing happened.
+    if let Err(error) = add_member(&mut db, &outbox, "u-2", "admins", "u-9", false).await {
+        println!("not committed, so not audited: {error}");
+    }
+    // Rolled back on purpose: no event either.
+    add_member(&mut db, &outbox, "u-3", "admins", "u-11", true).await?;
+
+    // Wait until the relay spooled both committed events, then stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while relay
+        .status()
+        .sources
+        .iter()
+        .map(|s| s.spooled_events)
+        .sum::<u64>()
+        < 2
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not spool the events: {:?}",
+            relay.status().sources
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    reader.await?;
     let report = relay.shutdown().await; // delivers what it holds
-    println!("done; undelivered: {:?}", report.undelivered);
+    println!(
+        "2 committed changes, 2 audit events spooled and delivered; undelivered: {:?}",
+        report.undelivered
+    );
     Ok(())
 }
