@@ -99,6 +99,7 @@ pub mod config;
 mod dispatch;
 mod ingest;
 mod metrics;
+pub mod middleware;
 mod relay;
 mod runtime;
 mod secret;

@@ -13,6 +13,7 @@ mod hostile;
 mod hostile_native;
 mod http_limits;
 mod kill9;
+mod middleware;
 mod native_abi;
 mod native_plugins;
 mod outbox;
