@@ -78,9 +78,6 @@ pub use client_ip::Network;
 
 use crate::relay::Relay;
 
-/// A method and a route template.
-type Route = (Method, String);
-
 /// Finds the actor of a request (from a session, a verified token's
 /// claims the application put in the extensions, ...).
 type ActorFn = dyn Fn(&Request<Body>) -> Option<Actor> + Send + Sync;
@@ -98,11 +95,11 @@ struct Settings {
     trusted: Vec<Network>,
     exclude: Vec<String>,
     exports: Vec<String>,
-    overrides: HashMap<Route, String>,
+    overrides: HashMap<(Method, String), String>,
     capture: Option<usize>,
     tenant: Option<String>,
-    /// Actions already derived, by method and template.
-    actions: RwLock<HashMap<Route, Option<Arc<str>>>>,
+    /// Names already derived, by method and route template.
+    routes: RwLock<HashMap<Method, HashMap<String, Option<Arc<RouteNames>>>>>,
 }
 
 impl AuditLayer {
@@ -123,7 +120,7 @@ impl AuditLayer {
                 overrides: HashMap::new(),
                 capture: None,
                 tenant: None,
-                actions: RwLock::new(HashMap::new()),
+                routes: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -245,6 +242,7 @@ where
             return Box::pin(inner.call(request));
         };
         let audit = Audit(Arc::new(Shared {
+            settings: settings.clone(),
             draft,
             written: AtomicBool::new(false),
             details: Mutex::new(Details::default()),
@@ -275,10 +273,10 @@ where
             match event.map(|event| relay.emit(event)) {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
-                    tracing::warn!(action = %audit.0.draft.action, "audit event not recorded: {error}")
+                    tracing::warn!(action = %audit.0.draft.names.action, "audit event not recorded: {error}")
                 }
                 Err(errors) => {
-                    tracing::warn!(action = %audit.0.draft.action, "audit event not recorded, it is invalid: {errors}")
+                    tracing::warn!(action = %audit.0.draft.names.action, "audit event not recorded, it is invalid: {errors}")
                 }
             }
             Ok(response)
@@ -295,14 +293,12 @@ impl Settings {
         if self.exclude.iter().any(|prefix| under(path, prefix)) {
             return None;
         }
-        let template = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(path, MatchedPath::as_str);
+        let matched = request.extensions().get::<MatchedPath>();
+        let template = matched.map_or(path, MatchedPath::as_str);
         if *method == Method::GET && !self.exports.iter().any(|t| t == template) {
             return None;
         }
-        let action = self.action(method, template)?;
+        let names = self.names(method, template, matched.is_some())?;
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -326,32 +322,44 @@ impl Settings {
             actor.user_agent = Some(agent);
         }
         Some(Draft {
-            source: self.source.clone(),
-            tenant: self.tenant.clone(),
-            action,
+            names,
             actor,
             request_id: header("x-request-id"),
-            route: format!("{method} {template}"),
         })
     }
 
-    /// The action for a method and template, derived once.
-    fn action(&self, method: &Method, template: &str) -> Option<Arc<str>> {
-        let key = (method.clone(), template.to_owned());
-        if let Some(known) = self.actions.read().expect("never poisoned").get(&key) {
+    /// The names of a route, derived once per route template.
+    fn names(&self, method: &Method, template: &str, templated: bool) -> Option<Arc<RouteNames>> {
+        if templated
+            && let Some(known) = self
+                .routes
+                .read()
+                .expect("never poisoned")
+                .get(method)
+                .and_then(|routes| routes.get(template))
+        {
             return known.clone();
         }
-        let action: Option<Arc<str>> = match self.overrides.get(&key) {
-            Some(name) => Some(name.as_str().into()),
-            None => classify(method, template).map(Into::into),
+        let action = match self.overrides.get(&(method.clone(), template.to_owned())) {
+            Some(name) => Some(name.clone()),
+            None => classify(method, template),
         };
-        // Raw paths (no matched route) would grow the cache without
-        // bound: only templates are kept.
-        let mut actions = self.actions.write().expect("never poisoned");
-        if actions.len() < 4096 {
-            actions.insert(key, action.clone());
+        let names = action.map(|action| {
+            Arc::new(RouteNames {
+                action: action.into(),
+                route: format!("{method} {template}").into(),
+            })
+        });
+        // Only templates are kept: raw paths (no matched route) are the
+        // client's to choose, and would grow the map without bound.
+        if templated {
+            let mut routes = self.routes.write().expect("never poisoned");
+            let routes = routes.entry(method.clone()).or_default();
+            if routes.len() < 4096 {
+                routes.insert(template.to_owned(), names.clone());
+            }
         }
-        action
+        names
     }
 }
 
@@ -369,14 +377,17 @@ fn outcome_of(status: StatusCode) -> Outcome {
     }
 }
 
+/// A route's names: its action and `METHOD template`.
+struct RouteNames {
+    action: Arc<str>,
+    route: Arc<str>,
+}
+
 /// What the layer learned from the request.
 struct Draft {
-    source: String,
-    tenant: Option<String>,
-    action: Arc<str>,
+    names: Arc<RouteNames>,
     actor: Actor,
     request_id: Option<String>,
-    route: String,
 }
 
 /// What the handler adds.
@@ -390,6 +401,7 @@ struct Details {
 }
 
 struct Shared {
+    settings: Arc<Settings>,
     draft: Draft,
     written: AtomicBool,
     details: Mutex<Details>,
@@ -419,7 +431,7 @@ impl Audit {
 
     /// The action the layer named.
     pub fn action(&self) -> &str {
-        &self.0.draft.action
+        &self.0.draft.names.action
     }
 
     /// Writes the event (outcome success) on the handler's PostgreSQL
@@ -455,17 +467,17 @@ impl Audit {
         status: Option<StatusCode>,
         response_body: Option<serde_json::Value>,
     ) -> Result<AuditEventEnvelope, ValidationErrors> {
-        let draft = &self.0.draft;
+        let (draft, settings) = (&self.0.draft, &self.0.settings);
         let details = self.0.details.lock().expect("never poisoned");
-        let mut event = AuditEventEnvelope::builder(draft.source.as_str(), &*draft.action)
+        let mut event = AuditEventEnvelope::builder(settings.source.as_str(), &*draft.names.action)
             .actor(draft.actor.clone())
-            .action_name(&*draft.action)
+            .action_name(&*draft.names.action)
             .outcome(outcome)
-            .metadata("route", draft.route.as_str());
+            .metadata("route", &*draft.names.route);
         if let Some(status) = status {
             event = event.status_code(status.as_u16());
         }
-        if let Some(tenant) = &draft.tenant {
+        if let Some(tenant) = &settings.tenant {
             event = event.tenant(tenant.as_str());
         }
         if let Some(id) = &draft.request_id {
