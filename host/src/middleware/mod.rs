@@ -78,6 +78,9 @@ pub use client_ip::Network;
 
 use crate::relay::Relay;
 
+/// A method's route templates and their names (`None`: not recorded).
+type Templates = HashMap<String, Option<Arc<RouteNames>>>;
+
 /// Finds the actor of a request (from a session, a verified token's
 /// claims the application put in the extensions, ...).
 type ActorFn = dyn Fn(&Request<Body>) -> Option<Actor> + Send + Sync;
@@ -99,7 +102,7 @@ struct Settings {
     capture: Option<usize>,
     tenant: Option<String>,
     /// Names already derived, by method and route template.
-    routes: RwLock<HashMap<Method, HashMap<String, Option<Arc<RouteNames>>>>>,
+    routes: RwLock<HashMap<Method, Templates>>,
 }
 
 impl AuditLayer {
