@@ -16,11 +16,13 @@ pub struct Backoff {
 
 impl Backoff {
     /// Backoff from `initial` up to `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max: max.max(initial),
-        }
+    pub const fn new(initial: Duration, max: Duration) -> Self {
+        let max = if max.as_nanos() < initial.as_nanos() {
+            initial
+        } else {
+            max
+        };
+        Backoff { initial, max }
     }
 
     /// The wait after `failures` consecutive failures (at least 1).

@@ -712,3 +712,51 @@ async fn marked_rows_stay_and_are_not_spooled_again() {
             .unwrap();
     assert_eq!(marked, 20);
 }
+
+/// SQLite lets a TEXT column hold anything: a BLOB of invalid UTF-8, a
+/// number, text with a NUL. Each such row is refused and moved aside (it
+/// once crashed the reader, which then read nothing, silently); the rows
+/// around them flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_of_any_type_are_refused_and_the_rest_flow() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    let good: Vec<_> = (0..3).map(sample_envelope).collect();
+    let json = |e: &AuditEventEnvelope| serde_json::to_string(e).unwrap();
+    app.insert_raw(&json(&good[0])).await;
+    app.run("INSERT INTO auditrelay_outbox (envelope) VALUES (X'FFFE00')")
+        .await; // seq 2
+    app.run("INSERT INTO auditrelay_outbox (envelope) VALUES (12345)")
+        .await; // seq 3
+    app.insert_raw(&json(&good[1])).await;
+    app.run("INSERT INTO auditrelay_outbox (envelope) VALUES (1.5e300)")
+        .await; // seq 5
+    app.insert_raw("{\"id\":\"a\u{0}b\"}").await; // seq 6
+    app.insert_raw(&json(&good[2])).await;
+
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let relay = RelayProcess::start(&config, &[]);
+    let expected: HashSet<String> = good.iter().map(|e| e.id.clone()).collect();
+    assert!(
+        receiver
+            .wait_for_all(&expected, Duration::from_secs(30))
+            .await,
+        "the good rows did not arrive:\n{}",
+        relay.log()
+    );
+    assert!(
+        app.wait_until_drained(Duration::from_secs(10)).await,
+        "{}",
+        relay.log()
+    );
+    let rejected = app.rejected().await;
+    let seqs: Vec<i64> = rejected.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [2, 3, 5, 6], "{rejected:?}");
+    assert!(rejected[0].1.contains("not UTF-8"), "{rejected:?}");
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+    let status = outbox_status(port).await;
+    assert_eq!(status["state"], "reading", "{status}");
+}

@@ -28,6 +28,7 @@
 mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditrelay_outbox::{Dialect, Outbox};
@@ -48,6 +49,9 @@ const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 /// up (the rows stay; the next cycle tries again).
 const DURABLE_WITHIN: Duration = Duration::from_secs(30);
 
+/// Waits between attempts after a failure: 0.1 s doubling to 10 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+
 /// Columns the outbox table must have, and the rejected table.
 const OUTBOX_COLUMNS: [&str; 4] = ["seq", "envelope", "created_at", "done_at"];
 const REJECTED_COLUMNS: [&str; 4] = ["seq", "envelope", "error", "created_at"];
@@ -62,12 +66,29 @@ pub struct OutboxIngest {
     metrics: OutboxMetrics,
 }
 
-/// A row as a cycle reads it: its envelope only when it is small enough
-/// to read at all.
+/// A row as a cycle reads it: its envelope's bytes only when it is small
+/// enough to read at all.
 struct Row {
     seq: i64,
-    envelope: Option<String>,
+    envelope: Option<Vec<u8>>,
     bytes: i64,
+}
+
+impl Row {
+    /// From `(seq, envelope or NULL, its length)`, as both dialects select
+    /// it; a value of another type is an error, never a panic.
+    fn read<R: sqlx::Row>(row: &R) -> Result<Row, sqlx::Error>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Row {
+            seq: row.try_get(0)?,
+            envelope: row.try_get(1)?,
+            bytes: row.try_get(2)?,
+        })
+    }
 }
 
 /// What a cycle does with the rows it claimed, once the spool holds the
@@ -91,6 +112,9 @@ enum Failure {
     /// Another relay reads this table now.
     #[error("another relay reads this outbox table; standing by to take over")]
     Standby,
+    /// The reader failed in a way it should not (a bug); it starts again.
+    #[error("the outbox reader failed unexpectedly ({0}) and starts again; please report this")]
+    Panicked(String),
 }
 
 /// An open outbox in one of the dialects.
@@ -130,9 +154,40 @@ impl OutboxIngest {
 
     /// Reads the outbox until `stop`: connects (again, with backoff, while
     /// the database is down), and runs cycles. A cycle under way when
-    /// `stop` comes is finished first, so its rows are settled.
+    /// `stop` comes is finished first, so its rows are settled. Should the
+    /// reader itself fail (a bug: a panic), that is reported like a
+    /// database failure and the reader starts again, with backoff — it
+    /// never stops reading silently.
     pub async fn run(self, stop: CancellationToken) {
-        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let this = Arc::new(self);
+        let mut panics = 0u32;
+        loop {
+            let session = tokio::spawn(this.clone().session(stop.clone()));
+            match session.await {
+                Ok(()) => return,
+                Err(error) => {
+                    panics += 1;
+                    let why = match error.try_into_panic() {
+                        Ok(panic) => panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".to_owned()),
+                        Err(_) => "cancelled".to_owned(),
+                    };
+                    this.failing(&Failure::Panicked(why));
+                    if sleep_or_stop(BACKOFF.delay(panics, None), &stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connects and reads, again after each database failure, until
+    /// `stop`.
+    async fn session(self: Arc<Self>, stop: CancellationToken) {
+        let backoff = BACKOFF;
         let mut failures = 0u32;
         let setting = self.setting();
         while !stop.is_cancelled() {
@@ -238,7 +293,7 @@ impl OutboxIngest {
                         return Ok(());
                     }
                 }
-                Err(error @ Failure::Database(_)) => {
+                Err(error @ (Failure::Database(_) | Failure::Panicked(_))) => {
                     *failures += 1;
                     return Err(error);
                 }
@@ -261,7 +316,7 @@ impl OutboxIngest {
         let mut arrivals = Arrivals::new(*self.relay.limits());
         for (index, row) in rows.iter().enumerate() {
             match &row.envelope {
-                Some(json) => decode::push_json(&mut arrivals, index, json.as_bytes()),
+                Some(json) => decode::push_json(&mut arrivals, index, json),
                 None => arrivals.refuse(Refused {
                     index,
                     id: None,

@@ -90,7 +90,7 @@ impl Store {
             warnings,
             queries: Queries {
                 claim: format!(
-                    "SELECT seq, CASE WHEN octet_length(envelope) <= $1 THEN envelope END, octet_length(envelope)::BIGINT \
+                    "SELECT seq, CASE WHEN octet_length(envelope) <= $1 THEN convert_to(envelope, 'UTF8') END, octet_length(envelope)::BIGINT \
                      FROM {table} WHERE done_at IS NULL ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED"
                 ),
                 reject: format!(
@@ -139,13 +139,10 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(database)?
-            .into_iter()
-            .map(|row| Row {
-                seq: row.get(0),
-                envelope: row.get(1),
-                bytes: row.get(2),
-            })
-            .collect();
+            .iter()
+            .map(Row::read)
+            .collect::<Result<_, _>>()
+            .map_err(database)?;
         if rows.is_empty() {
             tx.commit().await.map_err(database)?;
             return Ok(0);
@@ -175,8 +172,8 @@ impl Store {
             .bind(super::BACKLOG_COUNT_LIMIT)
             .fetch_one(&mut self.connection)
             .await?;
-        let rows: i64 = row.get(0);
-        let oldest: f64 = row.get(1);
+        let rows: i64 = row.try_get(0)?;
+        let oldest: f64 = row.try_get(1)?;
         Ok((rows as u64, oldest.max(0.0)))
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use auditrelay_outbox::Outbox;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, Row as _, SqliteConnection};
+
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -79,7 +80,9 @@ impl Store {
             version: -1,
             warnings,
             claim: format!(
-                "SELECT seq, CASE WHEN length(CAST(envelope AS BLOB)) <= ?1 THEN envelope END, \
+                // As bytes: SQLite lets a TEXT column hold a BLOB, invalid
+                // UTF-8 or a number; each is read, and refused if need be.
+                "SELECT seq, CASE WHEN length(CAST(envelope AS BLOB)) <= ?1 THEN CAST(envelope AS BLOB) END, \
                  length(CAST(envelope AS BLOB)) FROM {table} WHERE done_at IS NULL ORDER BY seq LIMIT ?2"
             ),
             reject: format!(
@@ -118,13 +121,10 @@ impl Store {
             .fetch_all(&mut self.connection)
             .await
             .map_err(database)?
-            .into_iter()
-            .map(|row| Row {
-                seq: row.get(0),
-                envelope: row.get(1),
-                bytes: row.get(2),
-            })
-            .collect();
+            .iter()
+            .map(Row::read)
+            .collect::<Result<_, _>>()
+            .map_err(database)?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -177,8 +177,8 @@ impl Store {
             .bind(super::BACKLOG_COUNT_LIMIT)
             .fetch_one(&mut self.connection)
             .await?;
-        let rows: i64 = row.get(0);
-        let oldest: f64 = row.get(1);
+        let rows: i64 = row.try_get(0)?;
+        let oldest: f64 = row.try_get(1)?;
         Ok((rows as u64, oldest.max(0.0)))
     }
 

@@ -45,7 +45,7 @@ use super::{
 /// [`AuditEventEnvelope`]; strings are [`Cow`]s (borrowed unless the JSON
 /// escaped something in them), `payload` is the JSON text as sent.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename = "AuditEventEnvelope", deny_unknown_fields)]
 pub struct EnvelopeView<'a> {
     /// What was done and how it ended.
     #[serde(borrow)]
@@ -110,7 +110,7 @@ struct Scanned {
 
 /// [`Actor`], borrowed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename = "Actor", deny_unknown_fields)]
 pub struct ActorView<'a> {
     /// Email address.
     #[serde(default, deserialize_with = "borrow::optional")]
@@ -134,7 +134,7 @@ pub struct ActorView<'a> {
 
 /// [`Action`], borrowed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, bound(deserialize = "'de: 'a"))]
+#[serde(rename = "Action", deny_unknown_fields, bound(deserialize = "'de: 'a"))]
 pub struct ActionView<'a> {
     /// The operation verb.
     #[serde(default, deserialize_with = "borrow::optional")]
@@ -151,7 +151,7 @@ pub struct ActionView<'a> {
 
 /// [`Target`], borrowed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename = "Target", deny_unknown_fields)]
 pub struct TargetView<'a> {
     /// Identifier of the target within its kind.
     #[serde(borrow)]
