@@ -23,7 +23,7 @@ fn help_lists_every_command() {
     let output = auditrelay(&["--help"]);
     assert!(output.status.success());
     let help = text(&output.stdout);
-    for command in ["run", "check", "plugins", "emit", "demo"] {
+    for command in ["run", "check", "plugins", "emit", "demo", "outbox"] {
         assert!(help.contains(&format!("  {command}")), "{help}");
     }
 }
@@ -393,4 +393,62 @@ fn spool_verify_tells_lost_acknowledged_records_from_strays() {
         report.contains("1 record(s) that a plugin instance still needed are lost"),
         "{report}"
     );
+}
+
+/// `outbox schema` prints DDL that `sqlite3` applies as it is, and
+/// `outbox check` says what is wrong with a database (naming the fix) and
+/// that it is fine once the DDL ran; neither shows the URL's password.
+#[test]
+fn outbox_schema_creates_what_outbox_check_wants() {
+    let home = Home::with_plugins(&["file"]);
+    let db = home.join("app.db");
+    let config = home.config_file(&format!(
+        "[ingest.outbox.app]\nurl = \"sqlite://{}\"\n[ingest.outbox.orders]\nurl = \"postgres://app:S3cret-pw-91@127.0.0.1:1/app\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n",
+        db.display()
+    ));
+    let config = config.to_str().unwrap();
+
+    // No database file yet: a wrong path, said as such.
+    let output = auditrelay(&["outbox", "check", "-c", config, "app"]);
+    assert!(!output.status.success());
+    let said = text(&output.stdout);
+    assert!(said.contains("ingest.outbox.app: sqlite"), "{said}");
+
+    // What `... | sqlite3 app.db` would do, without needing the sqlite3
+    // program: the printed text run as one script.
+    let sqlite = |sql: &str| {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=rwc", db.display());
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut db).await.unwrap();
+        });
+    };
+    sqlite("CREATE TABLE unrelated (x)");
+    let output = auditrelay(&["outbox", "check", "-c", config, "app"]);
+    assert!(!output.status.success());
+    let said = text(&output.stdout);
+    assert!(
+        said.contains("table auditrelay_outbox does not exist")
+            && said.contains("auditrelay outbox schema --dialect sqlite"),
+        "{said}"
+    );
+
+    let schema = auditrelay(&["outbox", "schema", "--dialect", "sqlite"]);
+    assert!(schema.status.success());
+    sqlite(&text(&schema.stdout));
+    let output = auditrelay(&["outbox", "check", "-c", config, "app"]);
+    assert!(output.status.success(), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).contains("ingest.outbox.app: ok"));
+
+    // All outboxes: the unreachable PostgreSQL one fails, without its password.
+    let output = auditrelay(&["outbox", "check", "-c", config]);
+    assert!(!output.status.success());
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(
+        said.contains("ingest.outbox.orders: postgres 127.0.0.1:1/app"),
+        "{said}"
+    );
+    assert!(!said.contains("S3cret"), "{said}");
 }

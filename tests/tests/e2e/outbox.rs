@@ -760,3 +760,31 @@ async fn sqlite_rows_of_any_type_are_refused_and_the_rest_flow() {
     let status = outbox_status(port).await;
     assert_eq!(status["state"], "reading", "{status}");
 }
+
+/// One application connection committing in sequence: the events reach
+/// the destination in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_in_commit_order() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::postgres().await;
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "batch = 7");
+    let relay = RelayProcess::start(&config, &[]);
+    let mut order = Vec::new();
+    for n in 0..500 {
+        let event = sample_envelope(n);
+        app.change(&event, true).await;
+        order.push(event.id);
+    }
+    let committed: HashSet<String> = order.iter().cloned().collect();
+    assert!(
+        receiver
+            .wait_for_all(&committed, Duration::from_secs(30))
+            .await,
+        "{}",
+        relay.log()
+    );
+    assert_eq!(receiver.ids(), order);
+}
