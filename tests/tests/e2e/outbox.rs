@@ -650,7 +650,7 @@ async fn a_second_relay_stands_by_and_takes_over(dialect: Dialect) {
         "the standby relay did not take over:\n{}",
         relay_b.log()
     );
-    let status = outbox_status(port_b).await;
+    let status = wait_for_status(port_b, Duration::from_secs(5), |s| s["state"] == "reading").await;
     assert_eq!(status["state"], "reading", "{status}");
 }
 

@@ -364,6 +364,10 @@ impl OutboxIngest {
         self.report.update(|s| {
             s.spooled_events += spooled;
             s.rejected_rows += rejected.len() as u64;
+            // Rows were claimed: this relay holds the table now.
+            if s.state == "standby" {
+                s.state = "reading";
+            }
         });
         Ok(Settlement {
             done: rows.iter().map(|r| r.seq).collect(),
@@ -465,24 +469,32 @@ fn describe_error(error: &sqlx::Error, setting: &str) -> String {
     }
 }
 
-/// The problems with a table's columns, from the names it has.
-fn missing_columns(table: &str, has: &[String], wanted: &[&str], fix: &str) -> Vec<String> {
-    if has.is_empty() {
-        return vec![format!("table {table} does not exist: {fix}")];
+/// The problems of an outbox's two tables, from the column names each
+/// has (none: the table does not exist); `fix` says how to create them.
+fn table_problems(outbox: &Outbox, has: [&[String]; 2], fix: &str) -> Vec<String> {
+    let tables = [
+        (outbox.table().to_owned(), &OUTBOX_COLUMNS),
+        (outbox.rejected_table(), &REJECTED_COLUMNS),
+    ];
+    let mut problems = Vec::new();
+    for ((table, wanted), has) in tables.iter().zip(has) {
+        if has.is_empty() {
+            problems.push(format!("table {table} does not exist: {fix}"));
+            continue;
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|c| !has.iter().any(|h| h == c))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "table {table} lacks column(s) {}: it is not an auditrelay outbox table ({fix})",
+                missing.join(", ")
+            ));
+        }
     }
-    let missing: Vec<&str> = wanted
-        .iter()
-        .copied()
-        .filter(|c| !has.iter().any(|h| h == c))
-        .collect();
-    if missing.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
-            "table {table} lacks column(s) {}: it is not an auditrelay outbox table ({fix})",
-            missing.join(", ")
-        )]
-    }
+    problems
 }
 
 /// Sleeps `duration`; `true` when `stop` came first.

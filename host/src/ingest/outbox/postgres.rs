@@ -12,10 +12,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Row as _};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Failure, OUTBOX_COLUMNS, Plan, REJECTED_COLUMNS, Row, Settlement, database, describe_error,
-    missing_columns,
-};
+use super::{Failure, Plan, Row, Settlement, database, describe_error, table_problems};
 use crate::config::OnSpooled;
 
 /// One connection that claims rows, and a listener that wakes it.
@@ -235,22 +232,13 @@ pub(super) async fn inspect(
         .bind(table)
     };
     let fix = "create it with `auditrelay outbox schema --dialect postgres | psql`";
-    let mut problems = missing_columns(
-        outbox.table(),
-        &columns(outbox.table().to_owned())
-            .fetch_all(&mut *connection)
-            .await?,
-        &OUTBOX_COLUMNS,
-        fix,
-    );
-    problems.extend(missing_columns(
-        &outbox.rejected_table(),
-        &columns(outbox.rejected_table())
-            .fetch_all(&mut *connection)
-            .await?,
-        &REJECTED_COLUMNS,
-        fix,
-    ));
+    let has_outbox = columns(outbox.table().to_owned())
+        .fetch_all(&mut *connection)
+        .await?;
+    let has_rejected = columns(outbox.rejected_table())
+        .fetch_all(&mut *connection)
+        .await?;
+    let problems = table_problems(outbox, [&has_outbox, &has_rejected], fix);
     let mut warnings = Vec::new();
     let trigger: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \

@@ -16,10 +16,7 @@ use sqlx::{AssertSqlSafe, Connection, Row as _, SqliteConnection};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Failure, OUTBOX_COLUMNS, Plan, REJECTED_COLUMNS, Row, Settlement, database, describe_error,
-    missing_columns,
-};
+use super::{Failure, Plan, Row, Settlement, database, describe_error, table_problems};
 use crate::config::OnSpooled;
 
 /// After a cycle the table is looked at this often, [`QUICK_LOOKS`]
@@ -248,22 +245,13 @@ pub(super) async fn inspect(
     let columns = |table: String| {
         sqlx::query_scalar::<_, String>("SELECT name FROM pragma_table_info(?1)").bind(table)
     };
-    let mut problems = missing_columns(
-        outbox.table(),
-        &columns(outbox.table().to_owned())
-            .fetch_all(&mut *connection)
-            .await?,
-        &OUTBOX_COLUMNS,
-        fix,
-    );
-    problems.extend(missing_columns(
-        &outbox.rejected_table(),
-        &columns(outbox.rejected_table())
-            .fetch_all(&mut *connection)
-            .await?,
-        &REJECTED_COLUMNS,
-        fix,
-    ));
+    let has_outbox = columns(outbox.table().to_owned())
+        .fetch_all(&mut *connection)
+        .await?;
+    let has_rejected = columns(outbox.rejected_table())
+        .fetch_all(&mut *connection)
+        .await?;
+    let problems = table_problems(outbox, [&has_outbox, &has_rejected], fix);
     let mut warnings = Vec::new();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut *connection)
