@@ -200,8 +200,10 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (seq) WHERE done_at IS NULL;
 -- Rows whose envelope the relay refused, with why; never dropped silently.
+-- Keyed by its own id: seq numbers can repeat if the outbox table is recreated.
 CREATE TABLE IF NOT EXISTS {rejected} (
-    seq         BIGINT PRIMARY KEY,
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq         BIGINT NOT NULL,
     envelope    TEXT,
     error       TEXT NOT NULL,
     created_at  TIMESTAMPTZ NOT NULL,
@@ -237,8 +239,10 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (seq) WHERE done_at IS NULL;
 -- Rows whose envelope the relay refused, with why; never dropped silently.
+-- Keyed by its own id: seq numbers can repeat if the outbox table is recreated.
 CREATE TABLE IF NOT EXISTS {rejected} (
-    seq         INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER NOT NULL,
     envelope    TEXT,
     error       TEXT NOT NULL,
     created_at  TEXT NOT NULL,

@@ -18,6 +18,17 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let relay = Relay::open(config.clone()).await?;
     let stop = CancellationToken::new();
     tokio::spawn(watch_signals(stop.clone()));
+    // Outbox rows are spooled as soon as the spool is open, like HTTP
+    // events; each reader finishes its cycle under way when stopped. They
+    // are registered before HTTP answers, so /v1/status lists them from
+    // its first answer.
+    let outboxes: Vec<_> = config
+        .ingest
+        .outbox
+        .iter()
+        .filter(|(_, settings)| settings.enabled)
+        .map(|(name, settings)| OutboxIngest::new(relay.clone(), name, settings))
+        .collect();
     let server = if config.ingest.http.enabled {
         let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
         let addr = http.local_addr()?;
@@ -34,17 +45,9 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         None
     };
 
-    // Outbox rows are spooled as soon as the spool is open, like HTTP
-    // events; each reader finishes its cycle under way when stopped.
-    let outboxes: Vec<_> = config
-        .ingest
-        .outbox
-        .iter()
-        .filter(|(_, settings)| settings.enabled)
-        .map(|(name, settings)| {
-            let outbox = OutboxIngest::new(relay.clone(), name, settings);
-            tokio::spawn(outbox.run(stop.clone()))
-        })
+    let outboxes: Vec<_> = outboxes
+        .into_iter()
+        .map(|outbox| tokio::spawn(outbox.run(stop.clone())))
         .collect();
 
     let mut failed = false;

@@ -221,6 +221,10 @@ fn check_outbox(name: &str, outbox: &OutboxSettings, problems: &mut Problems) {
             key("url"),
             "names an in-memory SQLite database, which no application can share with the relay: name the application's database file (sqlite:///path/app.db)",
         ),
+        Some(auditrelay_outbox::Dialect::Postgres) if !userinfo_is_encoded(url) => problems.add(
+            key("url"),
+            "has a user or password holding a character a URL cannot carry as it is (@ / ? # or a space): percent-encode it (@ is %40, / is %2F, ? is %3F, # is %23, space is %20) — also when it comes from ${ENV}",
+        ),
         Some(_) => {}
         None => problems.add(
             key("url"),
@@ -250,6 +254,19 @@ fn is_instance_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Whether the `user:password@` part of a URL needs no more encoding:
+/// taken up to the last `@`, it holds none of the characters that would
+/// end it early (and have the password read as the host, or the path).
+fn userinfo_is_encoded(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return true;
+    };
+    match rest.rfind('@') {
+        Some(at) => !rest[..at].contains(['@', '/', '?', '#', ' ']),
+        None => true,
+    }
 }
 
 fn is_memory_sqlite(url: &str) -> bool {

@@ -654,6 +654,20 @@ impl Config {
                 message,
             })
         };
+        // A secret's text is never quoted back, not even when it cannot
+        // be expanded (a random password may hold a literal `${`).
+        let expand_secret = |key: &str, secret: &Secret| -> Result<Secret, ConfigError> {
+            interpolate(secret.expose(), env)
+                .map(Secret::new)
+                .map_err(|message| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    key: key.to_owned(),
+                    message: message.replace(
+                        &format!("{:?}", secret.expose()),
+                        "the value (a secret, not shown)",
+                    ),
+                })
+        };
         let expand_path = |key: &str, path: &mut PathBuf| -> Result<(), ConfigError> {
             if let Some(text) = path.to_str() {
                 *path = PathBuf::from(expand(key, text)?);
@@ -666,11 +680,11 @@ impl Config {
             expand_path("relay.cache_dir", dir)?;
         }
         if let Some(token) = &mut self.ingest.http.auth_token {
-            *token = Secret::new(expand("ingest.http.auth_token", token.expose())?);
+            *token = expand_secret("ingest.http.auth_token", token)?;
         }
         for (name, outbox) in &mut self.ingest.outbox {
             let key = format!("ingest.outbox.{name}.url");
-            outbox.url = Secret::new(expand(&key, outbox.url.expose())?);
+            outbox.url = expand_secret(&key, &outbox.url)?;
         }
         for (name, settings) in &mut self.plugins {
             let key = |rest: &str| format!("plugins.{name}.{rest}");
@@ -678,10 +692,7 @@ impl Config {
                 *host = expand(&key(&format!("allowed_hosts[{i}]")), host)?;
             }
             for (secret_name, secret) in &mut settings.secrets {
-                *secret = Secret::new(expand(
-                    &key(&format!("secrets.{secret_name}")),
-                    secret.expose(),
-                )?);
+                *secret = expand_secret(&key(&format!("secrets.{secret_name}")), secret)?;
             }
             if let Some(dir) = &mut settings.grant_dir {
                 expand_path(&key("grant_dir"), dir)?;

@@ -61,24 +61,35 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Which header the trusted proxies write the client's address into.
+/// Only that one is read: proxies append to their own header and pass the
+/// other through as the client sent it, so reading "whichever is present"
+/// would let the client choose its recorded address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, AWS and Google load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239: Envoy, some CDNs).
+    Forwarded,
+}
+
 /// The client's address: the peer's, unless the peer is a trusted proxy;
-/// then the nearest address in its forwarding header that is not itself
-/// a trusted proxy (read from the right: the left may be made up by the
-/// client). `Forwarded` (RFC 7239) is read when present, else
-/// `X-Forwarded-For`.
+/// then the nearest address in `header` that is not itself a trusted
+/// proxy (read from the right: the left may be made up by the client).
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &[Network],
+    header: ForwardedHeader,
 ) -> Option<IpAddr> {
     let peer = canonical(peer?.ip());
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(peer) {
         return Some(peer);
     }
-    let chain = forwarded_for(headers);
     let mut client = peer;
-    for hop in chain.iter().rev() {
+    for hop in forwarded_for(headers, header).iter().rev() {
         match hop {
             // An entry that is not an address ("unknown", garbage): the
             // proxy that wrote it could not say; stop at what is known.
@@ -94,30 +105,33 @@ pub fn client_ip(
     Some(client)
 }
 
-/// The addresses the forwarding headers list, left (client) to right
-/// (nearest proxy); `None` for an entry that is not an address.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
+/// The addresses `header` lists, left (client) to right (nearest proxy);
+/// `None` for an entry that is not an address. Entries are split as bytes:
+/// one unreadable entry (a byte that is not ASCII) is one unknown hop, not
+/// the loss of the whole line and of the hops a proxy appended to it.
+fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
+    let entries = headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(|entry| std::str::from_utf8(entry).ok());
+    match header {
+        ForwardedHeader::XForwardedFor => entries.map(|entry| entry.and_then(parse_node)).collect(),
+        // An element without `for=` (only `proto=`, say) names no hop.
+        ForwardedHeader::Forwarded => entries
+            .filter_map(|element| match element {
+                None => Some(None),
+                Some(element) => element.split(';').find_map(|pair| {
                     let (key, value) = pair.trim().split_once('=')?;
                     key.eq_ignore_ascii_case("for").then(|| parse_node(value))
-                })
+                }),
             })
-            .collect();
+            .collect(),
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|entry| parse_node(entry.trim()))
-        .collect()
 }
 
 /// `192.0.2.1`, `192.0.2.1:443`, `"[2001:db8::1]:443"`, `2001:db8::1`.
@@ -138,6 +152,8 @@ fn parse_node(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -160,11 +176,14 @@ mod tests {
         let trusted: Vec<Network> = vec!["10.0.0.0/8".parse().unwrap()];
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
         assert_eq!(
-            client_ip(peer("203.0.113.9"), &spoofed, &trusted),
+            client_ip(peer("203.0.113.9"), &spoofed, &trusted, XFF),
             ip("203.0.113.9")
         );
         // No proxy trusted at all: never believed.
-        assert_eq!(client_ip(peer("10.0.0.1"), &spoofed, &[]), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(peer("10.0.0.1"), &spoofed, &[], XFF),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
@@ -174,7 +193,7 @@ mod tests {
         // The client made up "6.6.6.6"; 198.51.100.7 reached the first proxy.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
         assert_eq!(
-            client_ip(peer("10.0.0.2"), &chain, &trusted),
+            client_ip(peer("10.0.0.2"), &chain, &trusted, XFF),
             ip("198.51.100.7")
         );
         // Split over two header lines, as proxies may append.
@@ -183,7 +202,7 @@ mod tests {
             ("x-forwarded-for", "198.51.100.7"),
         ]);
         assert_eq!(
-            client_ip(peer("10.0.0.2"), &split, &trusted),
+            client_ip(peer("10.0.0.2"), &split, &trusted, XFF),
             ip("198.51.100.7")
         );
         let forwarded = headers(&[(
@@ -191,24 +210,55 @@ mod tests {
             "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=10.1.1.1",
         )]);
         assert_eq!(
-            client_ip(peer("fd00::1"), &forwarded, &trusted),
+            client_ip(
+                peer("fd00::1"),
+                &forwarded,
+                &trusted,
+                ForwardedHeader::Forwarded
+            ),
             ip("2001:db8::7")
         );
         // Every hop trusted: the leftmost.
         let internal = headers(&[("x-forwarded-for", "10.9.9.9, 10.1.1.1")]);
         assert_eq!(
-            client_ip(peer("10.0.0.2"), &internal, &trusted),
+            client_ip(peer("10.0.0.2"), &internal, &trusted, XFF),
             ip("10.9.9.9")
         );
         // Garbage where an address should be: the last address known.
         let garbage = headers(&[("x-forwarded-for", "198.51.100.7, unknown, 10.1.1.1")]);
         assert_eq!(
-            client_ip(peer("10.0.0.2"), &garbage, &trusted),
+            client_ip(peer("10.0.0.2"), &garbage, &trusted, XFF),
             ip("10.1.1.1")
         );
         // IPv4-mapped IPv6 peers count as their IPv4 address.
         assert_eq!(
-            client_ip(peer("::ffff:10.0.0.2"), &chain, &trusted),
+            client_ip(peer("::ffff:10.0.0.2"), &chain, &trusted, XFF),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read_and_a_bad_byte_is_one_unknown_hop() {
+        let trusted: Vec<Network> = vec!["10.0.0.0/8".parse().unwrap()];
+        // The client sent `Forwarded`; the proxy appended to XFF.
+        let both = headers(&[
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(
+            client_ip(peer("10.0.0.2"), &both, &trusted, XFF),
+            ip("198.51.100.7")
+        );
+        let forwarded = ForwardedHeader::Forwarded;
+        assert_eq!(
+            client_ip(peer("10.0.0.2"), &both, &trusted, forwarded),
+            ip("6.6.6.6")
+        );
+        let mut garbage = HeaderMap::new();
+        let value = axum::http::HeaderValue::from_bytes(b"6.6.6.6\xff, 198.51.100.7").unwrap();
+        garbage.append("x-forwarded-for", value);
+        assert_eq!(
+            client_ip(peer("10.0.0.2"), &garbage, &trusted, XFF),
             ip("198.51.100.7")
         );
     }

@@ -40,13 +40,17 @@
 //!   success for a change it rolled back.
 //!
 //! The layer never fails or holds up a response: recording costs a few
-//! microseconds on the request's task, and a refused event is logged.
+//! microseconds on the request's task. A value the client sent that breaks
+//! the envelope's rules (a 2 KB user agent, a body nested too deep) is left
+//! out of the event, which names it in `metadata.audit_dropped`: a client
+//! cannot hide its request that way.
 //!
 //! What is recorded: the action from method + route template
 //! (`POST /api/risks` → `risk.create`; [`AuditLayer::action`] overrides),
 //! the actor from the application's extractor (anonymous without one), the
 //! client IP (the peer's, or, behind [trusted proxies](AuditLayer::trust_proxies),
-//! from `Forwarded`/`X-Forwarded-For`), the user agent, `x-request-id`,
+//! from the one [forwarding header](AuditLayer::forwarded_header) they write,
+//! `X-Forwarded-For` by default), the user agent, `x-request-id`,
 //! the outcome and status code, and with [`AuditLayer::capture_bodies`]
 //! request and response bodies up to a size. Not recorded: `HEAD`,
 //! `OPTIONS`, `GET` (unless the route is [an export](AuditLayer::record_get)),
@@ -74,7 +78,7 @@ use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{Method, Request, Response, StatusCode};
 
 pub use action::classify;
-pub use client_ip::Network;
+pub use client_ip::{ForwardedHeader, Network};
 
 use crate::relay::Relay;
 
@@ -96,6 +100,7 @@ struct Settings {
     relay: Option<Relay>,
     actor: Option<Box<ActorFn>>,
     trusted: Vec<Network>,
+    forwarded_header: ForwardedHeader,
     exclude: Vec<String>,
     exports: Vec<String>,
     overrides: HashMap<(Method, String), String>,
@@ -116,6 +121,7 @@ impl AuditLayer {
                 relay: None,
                 actor: None,
                 trusted: Vec::new(),
+                forwarded_header: ForwardedHeader::default(),
                 exclude: ["/health", "/healthz", "/livez", "/readyz", "/metrics"]
                     .map(String::from)
                     .to_vec(),
@@ -166,6 +172,12 @@ impl AuditLayer {
             .map(str::parse)
             .collect::<Result<Vec<Network>, _>>()?;
         Ok(self.with(|s| s.trusted = trusted))
+    }
+
+    /// Which header the trusted proxies write: `X-Forwarded-For` unless
+    /// told otherwise. Only that one is read.
+    pub fn forwarded_header(self, header: ForwardedHeader) -> AuditLayer {
+        self.with(|s| s.forwarded_header = header)
     }
 
     /// Paths not recorded: each is a prefix ending at a segment boundary
@@ -311,7 +323,12 @@ impl Settings {
             .as_ref()
             .and_then(|find| find(request))
             .unwrap_or_else(|| Actor::new(ActorKind::Anonymous, "anonymous"));
-        if let Some(ip) = client_ip::client_ip(peer, request.headers(), &self.trusted) {
+        if let Some(ip) = client_ip::client_ip(
+            peer,
+            request.headers(),
+            &self.trusted,
+            self.forwarded_header,
+        ) {
             actor.ip = Some(ip.to_string());
         }
         let header = |name: &str| {
@@ -463,17 +480,40 @@ impl Audit {
         Ok(())
     }
 
-    /// The envelope, as it stands.
+    /// The envelope, as it stands. What the client sent (user agent,
+    /// request id, bodies) can break the envelope's rules — too long, a
+    /// control character, nested too deep; then the event is recorded
+    /// without those values (`metadata.audit_dropped` names them) rather
+    /// than not at all: a client must not be able to hide its request.
     fn event(
         &self,
         outcome: Outcome,
         status: Option<StatusCode>,
         response_body: Option<serde_json::Value>,
     ) -> Result<AuditEventEnvelope, ValidationErrors> {
+        self.build(outcome, status, response_body, None)
+            .or_else(|errors| {
+                let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+                self.build(outcome, status, None, Some(&fields.join(",")))
+            })
+    }
+
+    /// The envelope; with `dropped`, without the client's values.
+    fn build(
+        &self,
+        outcome: Outcome,
+        status: Option<StatusCode>,
+        response_body: Option<serde_json::Value>,
+        dropped: Option<&str>,
+    ) -> Result<AuditEventEnvelope, ValidationErrors> {
         let (draft, settings) = (&self.0.draft, &self.0.settings);
         let details = self.0.details.lock().expect("never poisoned");
+        let mut actor = draft.actor.clone();
+        if dropped.is_some() {
+            actor.user_agent = None;
+        }
         let mut event = AuditEventEnvelope::builder(settings.source.as_str(), &*draft.names.action)
-            .actor(draft.actor.clone())
+            .actor(actor)
             .action_name(&*draft.names.action)
             .outcome(outcome)
             .metadata("route", &*draft.names.route);
@@ -483,7 +523,7 @@ impl Audit {
         if let Some(tenant) = &settings.tenant {
             event = event.tenant(tenant.as_str());
         }
-        if let Some(id) = &draft.request_id {
+        if let (Some(id), None) = (&draft.request_id, dropped) {
             event = event.request_id(id.as_str());
         }
         if let Some(target) = &details.target {
@@ -493,10 +533,18 @@ impl Audit {
             event = event.reason(reason.as_str());
         }
         let mut payload = details.payload.clone();
-        for (key, body) in [
-            ("request_body", details.request_body.clone()),
-            ("response_body", response_body),
-        ] {
+        let bodies = match dropped {
+            None => [details.request_body.clone(), response_body],
+            Some(_) => {
+                let not_captured = || {
+                    details.request_body.as_ref().map(
+                        |_| serde_json::json!({ "not_captured": "breaks the envelope's rules" }),
+                    )
+                };
+                [not_captured(), None]
+            }
+        };
+        for (key, body) in ["request_body", "response_body"].into_iter().zip(bodies) {
             if let Some(body) = body {
                 let object = payload.get_or_insert_with(|| serde_json::json!({}));
                 if let Some(object) = object.as_object_mut() {
@@ -506,6 +554,9 @@ impl Audit {
         }
         if let Some(payload) = payload {
             event = event.payload(payload);
+        }
+        if let Some(fields) = dropped {
+            event = event.metadata("audit_dropped", fields);
         }
         event.build()
     }

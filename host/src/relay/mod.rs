@@ -504,6 +504,13 @@ impl Relay {
         }
     }
 
+    /// The most bytes of events one call may bring
+    /// (`relay.max_buffered_bytes`); sources that gather events in batches
+    /// keep each batch below it.
+    pub(crate) fn max_batch_bytes(&self) -> usize {
+        self.inner.spool.max_append_bytes()
+    }
+
     /// Registers a source that runs beside the relay; it reports its
     /// state in [`RelayStatus::sources`] through the handle.
     pub(crate) fn register_source(&self, name: String) -> SourceReport {

@@ -831,6 +831,12 @@ impl Spool {
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
+    /// The most one append may bring (`max_pending_bytes`): a larger one
+    /// is refused even when nothing else waits.
+    pub fn max_append_bytes(&self) -> usize {
+        self.shared.options.max_pending_bytes
+    }
+
     /// Current counters.
     pub fn stats(&self) -> SpoolStats {
         let state = self.shared.lock();

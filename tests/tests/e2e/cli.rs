@@ -452,3 +452,28 @@ fn outbox_schema_creates_what_outbox_check_wants() {
     );
     assert!(!said.contains("S3cret"), "{said}");
 }
+
+/// Found by an outside review: a literal password containing `${` (random passwords do) makes
+/// `${ENV}` interpolation fail, and its message quotes the whole URL,
+/// password included, on stderr of every command that loads the config.
+#[test]
+fn an_interpolation_error_in_the_outbox_url_never_shows_the_password() {
+    let home = Home::with_plugins(&["file"]);
+    let password = "Zq9${Vx7-Secret-Tail";
+    let config = home.config_file(&format!(
+        "[ingest.outbox.app]\nurl = \"postgres://app:{password}@db.internal:5432/app\"\n\
+         [plugins.file]\ngrant_dir = \"{{home}}/events\"\n"
+    ));
+    for args in [["check", "-c"], ["run", "-c"]] {
+        let mut args = args.to_vec();
+        args.push(config.to_str().unwrap());
+        let output = auditrelay(&args);
+        assert!(!output.status.success());
+        let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+        assert!(
+            !all.contains("Secret-Tail"),
+            "`auditrelay {}` shows the password:\n{all}",
+            args[0]
+        );
+    }
+}

@@ -326,3 +326,104 @@ async fn bodies_are_captured_up_to_the_limit_and_the_handler_still_reads_them() 
     assert_eq!(created[0]["payload"]["request_body"]["id"], "g3");
     service.stop().await;
 }
+
+// Defects an outside review found, each fixed since.
+
+/// Most proxies (nginx's `$proxy_add_x_forwarded_for`, AWS ALB, HAProxy
+/// `option forwardfor`) append to `X-Forwarded-For` and pass a client's
+/// `Forwarded` header through untouched. The layer prefers `Forwarded`
+/// whenever it is present, so the client picks its own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_forwarded_header_does_not_override_the_proxys_x_forwarded_for() {
+    let service = Service::start(|layer| layer.trust_proxies(["127.0.0.1"]).unwrap()).await;
+    // Through the trusted proxy (127.0.0.1): the client sent `Forwarded`,
+    // the proxy appended the client's real address to X-Forwarded-For.
+    let through_proxy = [
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-for", "198.51.100.7"),
+    ];
+    service
+        .send("POST", "/groups/g1/archive", None, &through_proxy)
+        .await;
+    let events = service.events(1).await;
+    assert_eq!(
+        events[0]["actor"]["ip"], "198.51.100.7",
+        "the client chose its own recorded address"
+    );
+    service.stop().await;
+}
+
+/// One non-ASCII byte the client puts in its own X-Forwarded-For (the
+/// proxy appends ", <client>" on the same line) makes the whole line
+/// unreadable as `str`: the real address is dropped and the proxy's own
+/// address is recorded as the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_byte_does_not_erase_the_clients_address() {
+    let service = Service::start(|layer| layer.trust_proxies(["127.0.0.1"]).unwrap()).await;
+    let value = reqwest::header::HeaderValue::from_bytes(b"6.6.6.6\xff, 198.51.100.7").unwrap();
+    let status = service
+        .client
+        .post(format!("{}/groups/g1/archive", service.base))
+        .header("x-user", "u-1")
+        .header("x-forwarded-for", value)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 500);
+    let events = service.events(1).await;
+    assert_eq!(events[0]["actor"]["ip"], "198.51.100.7", "{events:#?}");
+    service.stop().await;
+}
+
+/// A client's User-Agent over 1024 bytes makes the event invalid: after
+/// the response it is dropped (logged only), so the request goes
+/// unaudited; through the outbox the handler's write fails and the
+/// change itself is refused with a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_user_agent_neither_hides_the_request_nor_fails_it() {
+    let service = Service::start(|layer| layer).await;
+    let agent = "Mozilla/5.0 ".repeat(100); // 1200 bytes
+    let headers = [("user-agent", agent.as_str())];
+    let created = service
+        .send(
+            "POST",
+            "/groups",
+            Some(json!({"id": "g1", "name": "A"})),
+            &headers,
+        )
+        .await;
+    let archived = service
+        .send("POST", "/groups/g1/archive", None, &headers)
+        .await;
+    let events = service.events(2).await;
+    let types: Vec<_> = events.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(
+        (created, archived, types),
+        (
+            201,
+            500,
+            vec![json!("group.create"), json!("group.archive.create")]
+        ),
+        "(create status, archive status, events recorded)"
+    );
+    service.stop().await;
+}
+
+/// With body capture, a request body nested deeper than 32 levels makes
+/// the whole event invalid: the request is not audited at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_body_does_not_hide_the_request() {
+    let service = Service::start(|layer| layer.capture_bodies(4096)).await;
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let status = service
+        .send("POST", "/groups/g1/archive", Some(deep), &[])
+        .await;
+    assert_eq!(status, 500);
+    let events = service.events(1).await;
+    assert_eq!(events.len(), 1, "the request left no audit event");
+    service.stop().await;
+}

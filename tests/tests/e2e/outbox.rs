@@ -192,11 +192,23 @@ impl App {
     }
 }
 
-/// A relay configuration: the outbox `app` at `url`, HTTP on `port` (for
-/// status), delivering to `receiver`.
+/// A relay configuration: the outbox `app` at `url` (`extra` in its
+/// table), HTTP on `port` (for status), delivering to `receiver`.
 fn relay_config(home: &Home, receiver: &Receiver, url: &str, port: u16, extra: &str) -> PathBuf {
+    relay_config_with(home, receiver, url, port, extra, "")
+}
+
+/// [`relay_config`] with `relay` in the `[relay]` table too.
+fn relay_config_with(
+    home: &Home,
+    receiver: &Receiver,
+    url: &str,
+    port: u16,
+    extra: &str,
+    relay: &str,
+) -> PathBuf {
     home.config_file(&format!(
-        "[relay]\nmax_event_bytes = \"1MiB\"\n[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[ingest.outbox.app]\nurl = \"{url}\"\npoll_interval = \"20ms\"\n{extra}\n{}",
+        "[relay]\nmax_event_bytes = \"1MiB\"\n{relay}\n[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[ingest.outbox.app]\nurl = \"{url}\"\npoll_interval = \"20ms\"\n{extra}\n{}",
         sink_tables(receiver, "fault = \"none\"")
     ))
 }
@@ -787,4 +799,297 @@ async fn events_arrive_in_commit_order() {
         relay.log()
     );
     assert_eq!(receiver.ids(), order);
+}
+
+// Defects an outside review found, each fixed since.
+
+/// SQLite's TEXT affinity keeps a BLOB a BLOB, and TEXT may hold invalid
+/// UTF-8: such a row must be moved to the rejected table like any other
+/// refused row, and the rows around it must flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_blob_envelope_is_rejected_and_the_rest_flow() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let json = |e: &AuditEventEnvelope| serde_json::to_string(e).unwrap();
+    let good: Vec<_> = (0..2).map(sample_envelope).collect();
+    app.insert_raw(&json(&good[0])).await; // seq 1
+    app.run("INSERT INTO auditrelay_outbox (envelope) VALUES (x'7b7d')")
+        .await; // seq 2: a BLOB
+    app.insert_raw(&json(&good[1])).await; // seq 3
+    let relay = RelayProcess::start(&config, &[]);
+    let expected: HashSet<String> = good.iter().map(|e| e.id.clone()).collect();
+    let arrived = receiver
+        .wait_for_all(&expected, Duration::from_secs(20))
+        .await;
+    let status = outbox_status(port).await;
+    assert!(
+        arrived,
+        "one BLOB row stopped the outbox (status says {}):\n{}",
+        status["state"],
+        relay.log()
+    );
+    let seqs: Vec<i64> = app.rejected().await.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, [2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_invalid_utf8_envelope_is_rejected_and_the_rest_flow() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let json = |e: &AuditEventEnvelope| serde_json::to_string(e).unwrap();
+    let good = sample_envelope(0);
+    app.run("INSERT INTO auditrelay_outbox (envelope) VALUES (CAST(x'7bff7d' AS TEXT))")
+        .await; // seq 1: TEXT, not UTF-8
+    app.insert_raw(&json(&good)).await; // seq 2
+    let relay = RelayProcess::start(&config, &[]);
+    let arrived = receiver
+        .wait_for_all(&HashSet::from([good.id.clone()]), Duration::from_secs(20))
+        .await;
+    let status = outbox_status(port).await;
+    assert!(
+        arrived,
+        "one non-UTF-8 row stopped the outbox (status says {}):\n{}",
+        status["state"],
+        relay.log()
+    );
+}
+
+/// A refused row whose reason contains NUL (an unknown key "x\u0000y":
+/// serde quotes it raw): PostgreSQL TEXT cannot hold NUL, so moving the
+/// row aside must not fail the cycle forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_refusal_reason_with_nul_does_not_block_the_outbox() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::postgres().await;
+    let mut app = database.app(true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let mut bad = serde_json::to_value(sample_envelope(5)).unwrap();
+    bad["x\u{0}y"] = serde_json::json!(1);
+    let bad = serde_json::to_string(&bad).unwrap();
+    assert!(bad.contains("\\u0000") && !bad.contains('\0'));
+    app.insert_raw(&bad).await; // seq 1: valid TEXT, refused by the relay
+    let good = sample_envelope(0);
+    app.insert_raw(&serde_json::to_string(&good).unwrap()).await; // seq 2
+    let relay = RelayProcess::start(&config, &[]);
+    let arrived = receiver
+        .wait_for_all(&HashSet::from([good.id.clone()]), Duration::from_secs(20))
+        .await;
+    let status = outbox_status(port).await;
+    assert!(
+        arrived,
+        "the row behind a NUL-reason refusal never arrived; status: {status}\n{}",
+        relay.log()
+    );
+    let drained = app.wait_until_drained(Duration::from_secs(10)).await;
+    let status = outbox_status(port).await;
+    let log = relay.log();
+    let last: Vec<&str> = log.lines().rev().take(3).collect();
+    assert!(
+        drained && app.rejected().await.len() == 1,
+        "rows still pending: {}; the good event arrived {} times; status: {status}\nlast log lines: {last:#?}",
+        app.pending().await,
+        receiver.ids().len()
+    );
+}
+
+/// Valid events, each well under max_event_bytes, whose batch together
+/// exceeds relay.max_buffered_bytes (64MiB by default): the spool refuses
+/// the whole batch every time, so the outbox never moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_batch_larger_than_max_buffered_bytes_is_not_stuck_forever() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    let port = free_port();
+    // 12 rows of 900 KB: more than the spool takes in one append.
+    let config = relay_config_with(
+        &home,
+        &receiver,
+        &database.relay_url,
+        port,
+        "",
+        "max_buffered_bytes = \"4MiB\"",
+    );
+    let mut expected = HashSet::new();
+    for n in 0..12 {
+        let mut event = sample_envelope(n);
+        // 900 KB that do not compress: each event is valid on its own.
+        let blob: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(900_000)
+            .map(char::from)
+            .collect();
+        event.payload = serde_json::json!({ "blob": blob });
+        app.insert_raw(&serde_json::to_string(&event).unwrap())
+            .await;
+        expected.insert(event.id);
+    }
+    let relay = RelayProcess::start(&config, &[]);
+    let arrived = receiver
+        .wait_for_all(&expected, Duration::from_secs(60))
+        .await;
+    let status = outbox_status(port).await;
+    assert!(
+        arrived,
+        "{} of 12 valid events arrived; status: {status}\n{}",
+        receiver.ids().len(),
+        auditrelay_tests::excerpt(&relay.log(), 3000)
+    );
+}
+
+/// A password with characters a URL cannot carry as they are (`@`, `/`),
+/// given through `${ENV}`: the configuration is refused, naming the setting
+/// and the fix, and no piece of the password shows. (Read as it was, the
+/// URL put pieces of the password where the host and database go, and the
+/// status showed them.)
+#[test]
+fn a_password_that_needs_encoding_is_refused_without_showing_it() {
+    let receiver_port = free_port();
+    let home = Home::with_plugins(&["faulty"]);
+    let password = "p@ssw0rdTail/2024Secret";
+    let url = "postgres://app:${OUTBOX_PASSWORD}@127.0.0.1:5432/app";
+    let config = home.config_file(&format!(
+        "[ingest.outbox.app]\nurl = \"{url}\"\n[plugins.sink]\nplugin = \"faulty\"\nallowed_hosts = [\"127.0.0.1:{receiver_port}\"]\n[plugins.sink.config]\nurl = \"http://127.0.0.1:{receiver_port}/events\"\n"
+    ));
+    let output = std::process::Command::new(auditrelay_tests::relay_binary())
+        .args(["check", "-c", config.to_str().unwrap()])
+        .env("OUTBOX_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("ingest.outbox.app.url") && said.contains("percent-encode"),
+        "{said}"
+    );
+    for piece in ["ssw0rdTail", "2024Secret"] {
+        assert!(
+            !said.contains(piece),
+            "a piece of the password ({piece}) shows in:\n{said}"
+        );
+    }
+}
+
+/// A refused row whose seq is already in the rejected table (the outbox
+/// table was recreated, so AUTOINCREMENT started again): `INSERT OR
+/// IGNORE` drops it, then the row is deleted — gone without a trace,
+/// though the log says it was moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_refused_row_is_never_dropped_silently() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    // What an earlier incarnation of the outbox table left behind.
+    app.run(
+        "INSERT INTO auditrelay_outbox_rejected (seq, envelope, error, created_at) \
+         VALUES (1, 'old', 'old', '2024-01-01T00:00:00Z')",
+    )
+    .await;
+    app.insert_raw("this is not json").await; // seq 1 again
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let relay = RelayProcess::start(&config, &[]);
+    assert!(app.wait_until_drained(Duration::from_secs(10)).await);
+    let App::Sqlite(db, _) = &mut app else {
+        unreachable!()
+    };
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM auditrelay_outbox_rejected WHERE envelope = 'this is not json'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        1,
+        "the refused row is gone from both tables:\n{}",
+        relay.log()
+    );
+}
+
+/// The settle transaction fails every time (here: a read-only URL; on
+/// PostgreSQL, a role without DELETE on the table): each cycle spools
+/// the same rows again, forever, growing the spool and the destination's
+/// copies without bound. `outbox check` says "ok" for such a URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_settle_that_always_fails_does_not_respool_forever() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::sqlite(&home);
+    let mut app = database.app(true).await;
+    let event = sample_envelope(0);
+    app.insert_raw(&serde_json::to_string(&event).unwrap())
+        .await;
+    let port = free_port();
+    let url = format!("{}?mode=ro", database.relay_url);
+    let config = relay_config(&home, &receiver, &url, port, "");
+    let mut relay = RelayProcess::start(&config, &[]);
+    // Refused at connect now: nothing is spooled that cannot be settled.
+    let status = wait_for_status(port, Duration::from_secs(10), |s| s["state"] == "failing").await;
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot write to the database"),
+        "{status}"
+    );
+    assert!(relay.terminate());
+    assert_eq!(receiver.ids().len(), 0);
+}
+
+/// A settle that fails on a database the relay can write (a trigger
+/// refusing deletes): the row is spooled once, not again on every retry,
+/// and settles once the trigger is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_settle_that_keeps_failing_spools_its_rows_once() {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::postgres().await;
+    let mut app = database.app(true).await;
+    app.run(
+        "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'deletes are not allowed here'; END $$; \
+         CREATE TRIGGER refuse_delete BEFORE DELETE ON auditrelay_outbox \
+         FOR EACH ROW EXECUTE FUNCTION refuse_delete();",
+    )
+    .await;
+    let event = sample_envelope(1);
+    app.change(&event, true).await;
+    let port = free_port();
+    let config = relay_config(&home, &receiver, &database.relay_url, port, "");
+    let relay = RelayProcess::start(&config, &[]);
+    let status = wait_for_status(port, Duration::from_secs(10), |s| {
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("deletes are not allowed"))
+    })
+    .await;
+    assert_eq!(status["state"], "failing", "{status}");
+    // Several retries (backoff from 0.1 s) pass meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.ids().len(), 1, "{}", relay.log());
+    app.run("DROP TRIGGER refuse_delete ON auditrelay_outbox")
+        .await;
+    assert!(
+        app.wait_until_drained(Duration::from_secs(20)).await,
+        "{}",
+        relay.log()
+    );
+    assert_eq!(receiver.ids(), [event.id]);
 }

@@ -28,7 +28,8 @@
 mod postgres;
 mod sqlite;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auditrelay_outbox::{Dialect, Outbox};
@@ -64,7 +65,24 @@ pub struct OutboxIngest {
     outbox: Outbox,
     report: SourceReport,
     metrics: OutboxMetrics,
+    spooled: Mutex<Unsettled>,
 }
+
+/// Rows this process spooled whose settle has not committed yet (it
+/// failed: a read-only database, a lost connection). Claimed again, they
+/// are settled without being spooled again — recognised by their seq and
+/// the hash of their bytes, so a new row that reuses a seq (the table was
+/// recreated) is never mistaken for one.
+#[derive(Default)]
+struct Unsettled {
+    rows: HashSet<(i64, u64)>,
+    /// Those of the cycle under way, forgotten once it settles.
+    this_cycle: Vec<(i64, u64)>,
+}
+
+/// Most rows remembered as spooled and unsettled; past it the memory is
+/// dropped, which costs duplicates, never events.
+const MAX_UNSETTLED: usize = 100_000;
 
 /// A row as a cycle reads it: its envelope's bytes only when it is small
 /// enough to read at all.
@@ -75,6 +93,31 @@ struct Row {
 }
 
 impl Row {
+    /// The row as this process recognises it again: seq and a hash of its
+    /// bytes.
+    fn identity(&self) -> (i64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.envelope.hash(&mut hasher);
+        self.bytes.hash(&mut hasher);
+        (self.seq, hasher.finish())
+    }
+
+    /// Keeps the longest prefix of `rows` within `budget` bytes (always
+    /// the first row: one row is never larger than the spool takes).
+    fn within(rows: &mut Vec<Row>, budget: i64) {
+        let mut total = 0i64;
+        let keep = rows
+            .iter()
+            .position(|row| {
+                total = total.saturating_add(row.envelope.as_ref().map_or(0, |e| e.len() as i64));
+                total > budget
+            })
+            .unwrap_or(rows.len())
+            .max(1);
+        rows.truncate(keep);
+    }
+
     /// From `(seq, envelope or NULL, its length)`, as both dialects select
     /// it; a value of another type is an error, never a panic.
     fn read<R: sqlx::Row>(row: &R) -> Result<Row, sqlx::Error>
@@ -129,6 +172,9 @@ struct Plan<'a> {
     batch: i64,
     /// Rows longer than this are refused without being read.
     read_limit: i64,
+    /// Most bytes of envelopes spooled in one cycle: the rows past it
+    /// wait for the next one (the spool refuses a larger append).
+    budget: i64,
     on_spooled: OnSpooled,
 }
 
@@ -149,6 +195,7 @@ impl OutboxIngest {
             outbox,
             report,
             metrics,
+            spooled: Mutex::default(),
         }
     }
 
@@ -239,6 +286,10 @@ impl OutboxIngest {
             outbox: &self.outbox,
             batch: self.settings.batch as i64,
             read_limit: (self.relay.limits().max_event_bytes as i64).saturating_mul(2),
+            // Canonical JSON can be longer than what was read (an
+            // exponent written out): at most 21/4 of it, so a sixth of the
+            // spool's limit always fits.
+            budget: (self.relay.max_batch_bytes() / 6) as i64,
             on_spooled: self.settings.on_spooled,
         };
         let mut counted: Option<Instant> = None;
@@ -304,18 +355,36 @@ impl OutboxIngest {
 
     /// Claims, spools and settles one batch; the rows taken.
     async fn cycle(&self, store: &mut Store, plan: &Plan<'_>) -> Result<usize, Failure> {
-        match store {
+        let result = match store {
             Store::Postgres(store) => store.cycle(plan, |rows| self.spool(rows)).await,
             Store::Sqlite(store) => store.cycle(plan, |rows| self.spool(rows)).await,
+        };
+        let mut spooled = self.spooled.lock().expect("never poisoned");
+        let this_cycle = std::mem::take(&mut spooled.this_cycle);
+        if result.is_ok() {
+            for row in &this_cycle {
+                spooled.rows.remove(row);
+            }
         }
+        result
     }
 
     /// Appends the rows' valid envelopes to the spool and waits until they
     /// are durable; says what to do with every row.
     async fn spool(&self, rows: Vec<Row>) -> Result<Settlement, Failure> {
         let mut arrivals = Arrivals::new(*self.relay.limits());
+        let identities: Vec<(i64, u64)> = rows.iter().map(Row::identity).collect();
+        let already = {
+            let spooled = self.spooled.lock().expect("never poisoned");
+            identities
+                .iter()
+                .map(|identity| spooled.rows.contains(identity))
+                .collect::<Vec<bool>>()
+        };
         for (index, row) in rows.iter().enumerate() {
             match &row.envelope {
+                // Spooled by an earlier cycle whose settle failed.
+                Some(_) if already[index] => {}
                 Some(json) => decode::push_json(&mut arrivals, index, json),
                 None => arrivals.refuse(Refused {
                     index,
@@ -340,17 +409,20 @@ impl OutboxIngest {
                 Some((DURABLE_WITHIN, "the outbox's wait for the spool (30s)")),
             )
             .await?;
+        let rejected_at: HashSet<usize> = admitted.refused.iter().map(|r| r.index).collect();
         let rejected: Vec<(i64, String)> = admitted
             .refused
             .into_iter()
             .map(|refused| {
                 let seq = rows[refused.index].seq;
-                let why = refused
-                    .errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.problem))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let why = escape_controls(
+                    &refused
+                        .errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.problem))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
                 tracing::warn!(
                     outbox = self.name,
                     "row seq {seq} refused, moved to {}: {why}",
@@ -359,7 +431,23 @@ impl OutboxIngest {
                 (seq, why)
             })
             .collect();
-        let spooled = (rows.len() - rejected.len()) as u64;
+        {
+            let mut spooled = self.spooled.lock().expect("never poisoned");
+            if spooled.rows.len() + rows.len() > MAX_UNSETTLED {
+                spooled.rows.clear();
+            }
+            for (index, identity) in identities.iter().enumerate() {
+                if !already[index] && !rejected_at.contains(&index) {
+                    spooled.rows.insert(*identity);
+                }
+            }
+            spooled.this_cycle = identities;
+        }
+        let spooled = already
+            .iter()
+            .enumerate()
+            .filter(|(index, already)| !**already && !rejected_at.contains(index))
+            .count() as u64;
         self.metrics.rejected(rejected.len() as u64);
         self.report.update(|s| {
             s.spooled_events += spooled;
@@ -495,6 +583,21 @@ fn table_problems(outbox: &Outbox, has: [&[String]; 2], fix: &str) -> Vec<String
         }
     }
     problems
+}
+
+/// `text` with control characters written as `\u{..}`: a refusal may
+/// quote a NUL from the row (an unknown key), which PostgreSQL text cannot
+/// hold, and a log line must not be split or forged.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Sleeps `duration`; `true` when `stop` came first.

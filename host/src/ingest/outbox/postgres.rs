@@ -92,8 +92,7 @@ impl Store {
                 ),
                 reject: format!(
                     "INSERT INTO {rejected} (seq, envelope, error, created_at) \
-                     SELECT seq, envelope, $2, created_at FROM {table} WHERE seq = $1 \
-                     ON CONFLICT (seq) DO NOTHING"
+                     SELECT seq, envelope, $2, created_at FROM {table} WHERE seq = $1"
                 ),
                 backlog: format!(
                     "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::FLOAT8, 0) \
@@ -144,7 +143,11 @@ impl Store {
             tx.commit().await.map_err(database)?;
             return Ok(0);
         }
+        // Counted before the budget: rows left for the next cycle mean
+        // it comes at once.
         let taken = rows.len();
+        let mut rows = rows;
+        Row::within(&mut rows, plan.budget);
         // Dropping `tx` on an error rolls back: the rows stay.
         let settlement = spool(rows).await?;
         for (seq, why) in &settlement.rejected {
@@ -238,7 +241,26 @@ pub(super) async fn inspect(
     let has_rejected = columns(outbox.rejected_table())
         .fetch_all(&mut *connection)
         .await?;
-    let problems = table_problems(outbox, [&has_outbox, &has_rejected], fix);
+    let mut problems = table_problems(outbox, [&has_outbox, &has_rejected], fix);
+    // The relay deletes (or marks) what it spooled, and moves refused
+    // rows aside: without those rights it would spool the same rows again
+    // and again.
+    if problems.is_empty() {
+        let (outbox_rights, rejected_rights): (bool, bool) = sqlx::query_as(
+            "SELECT has_table_privilege($1, 'SELECT, UPDATE, DELETE'), has_table_privilege($2, 'INSERT')",
+        )
+        .bind(outbox.table())
+        .bind(outbox.rejected_table())
+        .fetch_one(&mut *connection)
+        .await?;
+        if !outbox_rights || !rejected_rights {
+            problems.push(format!(
+                "the relay's user needs SELECT, UPDATE and DELETE on {} and INSERT on {} (it deletes or marks the rows it spooled, and moves refused ones aside): GRANT them",
+                outbox.table(),
+                outbox.rejected_table()
+            ));
+        }
+    }
     let mut warnings = Vec::new();
     let trigger: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \

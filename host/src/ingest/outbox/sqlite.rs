@@ -83,7 +83,7 @@ impl Store {
                  length(CAST(envelope AS BLOB)) FROM {table} WHERE done_at IS NULL ORDER BY seq LIMIT ?2"
             ),
             reject: format!(
-                "INSERT OR IGNORE INTO {rejected} (seq, envelope, error, created_at) \
+                "INSERT INTO {rejected} (seq, envelope, error, created_at) \
                  SELECT seq, envelope, ?2, created_at FROM {table} WHERE seq = ?1"
             ),
             backlog: format!(
@@ -125,7 +125,11 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
+        // Counted before the budget: rows left for the next cycle mean
+        // it comes at once.
         let taken = rows.len();
+        let mut rows = rows;
+        Row::within(&mut rows, plan.budget);
         let settlement = spool(rows).await?;
         let done = format!(
             "[{}]",
@@ -251,7 +255,27 @@ pub(super) async fn inspect(
     let has_rejected = columns(outbox.rejected_table())
         .fetch_all(&mut *connection)
         .await?;
-    let problems = table_problems(outbox, [&has_outbox, &has_rejected], fix);
+    let mut problems = table_problems(outbox, [&has_outbox, &has_rejected], fix);
+    // The relay deletes (or marks) what it spooled: a database it may
+    // only read would have it spool the same rows again and again.
+    // A write is tried (and rolled back): a read-only connection or file
+    // only says so when written to.
+    let probe = format!(
+        "BEGIN IMMEDIATE; INSERT INTO {} (seq, error, created_at) VALUES (-1, 'write probe', ''); ROLLBACK",
+        outbox.rejected_table()
+    );
+    if problems.is_empty()
+        && let Err(error) = sqlx::raw_sql(AssertSqlSafe(probe))
+            .execute(&mut *connection)
+            .await
+    {
+        // The failed statement leaves the transaction open.
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await;
+        problems.push(format!(
+            "the relay cannot write to the database, and it must delete or mark the rows it spooled: {}",
+            super::describe_error(&error, "ingest.outbox.<name>")
+        ));
+    }
     let mut warnings = Vec::new();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut *connection)
