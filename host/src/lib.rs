@@ -132,8 +132,8 @@ pub mod http {
 }
 
 /// The transactional outbox: the table's contract for the application
-/// ([`Outbox`]: DDL, the `INSERT`, writes on a sqlx transaction) and the
-/// reader that spools its committed rows ([`OutboxIngest`], what
+/// ([`Outbox`](outbox::Outbox): DDL, the `INSERT`, writes on a sqlx transaction) and the
+/// reader that spools its committed rows ([`OutboxIngest`](outbox::OutboxIngest), what
 /// `[ingest.outbox.<name>]` runs).
 pub mod outbox {
     pub use crate::ingest::outbox::OutboxIngest;
