@@ -213,6 +213,17 @@ fn relay_config_with(
     ))
 }
 
+/// What most tests start from: a receiver, a relay home, the
+/// application's database (its tables created when `schema`, the
+/// outbox's with the shipped DDL) and a port for the relay's HTTP.
+async fn setup(dialect: Dialect, schema: bool) -> (Receiver, Home, Database, App, u16) {
+    let receiver = Receiver::start().await;
+    let home = Home::with_plugins(&["faulty"]);
+    let database = Database::of(dialect, &home).await;
+    let app = database.app(schema).await;
+    (receiver, home, database, app, free_port())
+}
+
 /// The outbox's entry in `/v1/status`.
 async fn outbox_status(port: u16) -> serde_json::Value {
     let client = reqwest::Client::new();
@@ -247,11 +258,7 @@ const KILLS: usize = 10;
 /// SIGKILLed again and again while the application commits; no rolled
 /// back transaction produces an event.
 async fn commits_survive_repeated_kill_9(dialect: Dialect) {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::of(dialect, &home).await;
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(dialect, true).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
     let mut relay = RelayProcess::start(&config, &[]);
 
@@ -339,11 +346,7 @@ async fn sqlite_commits_survive_repeated_kill_9() {
 /// Rows whose envelope is malformed, invalid or far too large are moved to
 /// the rejected table with why, and the rows around them flow on.
 async fn bad_rows_are_moved_aside_and_the_rest_flow(dialect: Dialect) {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::of(dialect, &home).await;
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(dialect, true).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
 
     let good: Vec<_> = (0..4).map(sample_envelope).collect();
@@ -411,11 +414,7 @@ async fn sqlite_bad_rows_are_moved_aside_and_the_rest_flow() {
 /// A database without the outbox table: the status says so with the fix,
 /// and once the table is created the relay reads it, without a restart.
 async fn a_missing_table_is_reported_then_read_once_created(dialect: Dialect) {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::of(dialect, &home).await;
-    let mut app = database.app(false).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(dialect, false).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
     let relay = RelayProcess::start(&config, &[]);
 
@@ -527,12 +526,8 @@ async fn a_wrong_password_names_the_setting_and_never_the_password() {
 /// all arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_database_is_retried_and_reading_resumes() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::postgres().await;
+    let (receiver, home, database, mut app, port) = setup(Dialect::Postgres, true).await;
     let server = database.postgres.as_ref().unwrap();
-    let mut app = database.app(true).await;
-    let port = free_port();
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
     let relay = RelayProcess::start(&config, &[]);
 
@@ -680,11 +675,7 @@ async fn sqlite_a_second_relay_stands_by_and_takes_over() {
 /// again by the next relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marked_rows_stay_and_are_not_spooled_again() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::sqlite(&home);
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(Dialect::Sqlite, true).await;
     let config = relay_config(
         &home,
         &receiver,
@@ -777,11 +768,7 @@ async fn sqlite_rows_of_any_type_are_refused_and_the_rest_flow() {
 /// the destination in commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_in_commit_order() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::postgres().await;
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(Dialect::Postgres, true).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "batch = 7");
     let relay = RelayProcess::start(&config, &[]);
     let mut order = Vec::new();
@@ -808,11 +795,7 @@ async fn events_arrive_in_commit_order() {
 /// refused row, and the rows around it must flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_blob_envelope_is_rejected_and_the_rest_flow() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::sqlite(&home);
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(Dialect::Sqlite, true).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
     let json = |e: &AuditEventEnvelope| serde_json::to_string(e).unwrap();
     let good: Vec<_> = (0..2).map(sample_envelope).collect();
@@ -838,11 +821,7 @@ async fn sqlite_a_blob_envelope_is_rejected_and_the_rest_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_an_invalid_utf8_envelope_is_rejected_and_the_rest_flow() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::sqlite(&home);
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(Dialect::Sqlite, true).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
     let json = |e: &AuditEventEnvelope| serde_json::to_string(e).unwrap();
     let good = sample_envelope(0);
@@ -867,11 +846,7 @@ async fn sqlite_an_invalid_utf8_envelope_is_rejected_and_the_rest_flow() {
 /// row aside must not fail the cycle forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_refusal_reason_with_nul_does_not_block_the_outbox() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::postgres().await;
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(Dialect::Postgres, true).await;
     let config = relay_config(&home, &receiver, &database.relay_url, port, "");
     let mut bad = serde_json::to_value(sample_envelope(5)).unwrap();
     bad["x\u{0}y"] = serde_json::json!(1);
@@ -907,11 +882,7 @@ async fn postgres_a_refusal_reason_with_nul_does_not_block_the_outbox() {
 /// the whole batch every time, so the outbox never moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_batch_larger_than_max_buffered_bytes_is_not_stuck_forever() {
-    let receiver = Receiver::start().await;
-    let home = Home::with_plugins(&["faulty"]);
-    let database = Database::sqlite(&home);
-    let mut app = database.app(true).await;
-    let port = free_port();
+    let (receiver, home, database, mut app, port) = setup(Dialect::Sqlite, true).await;
     // 12 rows of 900 KB: more than the spool takes in one append.
     let config = relay_config_with(
         &home,
