@@ -432,3 +432,41 @@ async fn a_deeply_nested_body_does_not_hide_the_request() {
     assert_eq!(events.len(), 1, "the request left no audit event");
     service.stop().await;
 }
+
+/// A route names its own action; paths excluded by prefix are not
+/// recorded, whatever their method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_name_its_own_action_and_paths_can_be_excluded() {
+    let service = Service::start(|layer| {
+        layer
+            .action(
+                axum::http::Method::POST,
+                "/groups/{id}/archive",
+                "group.archived",
+            )
+            .exclude(["/groups/g2"])
+    })
+    .await;
+    assert_eq!(
+        service.send("POST", "/groups/g1/archive", None, &[]).await,
+        500
+    );
+    assert_eq!(
+        service.send("POST", "/groups/g2/archive", None, &[]).await,
+        500
+    );
+    // A prefix ends at a segment boundary: /groups/g20 is not under /groups/g2.
+    assert_eq!(
+        service.send("POST", "/groups/g20/archive", None, &[]).await,
+        500
+    );
+    let events = service.events(2).await;
+    let routes: Vec<_> = events.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(
+        routes,
+        [json!("group.archived"), json!("group.archived")],
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["action"]["name"], "group.archived");
+    service.stop().await;
+}
