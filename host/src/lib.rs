@@ -136,7 +136,7 @@ pub mod http {
 /// reader that spools its committed rows ([`OutboxIngest`](outbox::OutboxIngest), what
 /// `[ingest.outbox.<name>]` runs).
 pub mod outbox {
-    pub use crate::ingest::outbox::OutboxIngest;
+    pub use crate::ingest::outbox::{OutboxIngest, SettingsError};
     pub use auditrelay_outbox::{DEFAULT_TABLE, Dialect, Outbox, TableNameError, WriteError};
 }
 

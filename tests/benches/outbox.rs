@@ -163,7 +163,8 @@ impl Reader {
         ));
         let relay = Relay::start(config.clone()).await.unwrap();
         let stop = CancellationToken::new();
-        let ingest = OutboxIngest::new(relay.clone(), "bench", &config.ingest.outbox["bench"]);
+        let ingest =
+            OutboxIngest::new(relay.clone(), "bench", &config.ingest.outbox["bench"]).unwrap();
         let task = tokio::spawn(ingest.run(stop.clone()));
         Reader {
             relay,

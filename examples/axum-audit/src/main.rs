@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let relay = Relay::start(config).await?;
     let stop = CancellationToken::new();
-    let reader = tokio::spawn(OutboxIngest::new(relay.clone(), "app", &outbox).run(stop.clone()));
+    let reader = tokio::spawn(OutboxIngest::new(relay.clone(), "app", &outbox)?.run(stop.clone()));
 
     let router = app.router(audit_layer("groups-api").emit_to(relay.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;

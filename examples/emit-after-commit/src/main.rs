@@ -133,7 +133,8 @@ async fn main() -> anyhow::Result<()> {
     config.ingest.outbox.insert("app".into(), settings.clone());
     let relay = Relay::start(config).await?;
     let stop = CancellationToken::new();
-    let reader = tokio::spawn(OutboxIngest::new(relay.clone(), "app", &settings).run(stop.clone()));
+    let reader =
+        tokio::spawn(OutboxIngest::new(relay.clone(), "app", &settings)?.run(stop.clone()));
 
     add_member(&mut db, &outbox, "u-1", "payments-oncall", "u-7", false).await?;
     add_member(&mut db, &outbox, "u-1", "admins", "u-9", false).await?;

@@ -28,7 +28,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|(_, settings)| settings.enabled)
         .map(|(name, settings)| OutboxIngest::new(relay.clone(), name, settings))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let server = if config.ingest.http.enabled {
         let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
         let addr = http.local_addr()?;

@@ -40,7 +40,7 @@ impl Service {
         ));
         let relay = Relay::start(config.clone()).await.unwrap();
         let stop = CancellationToken::new();
-        let reader = OutboxIngest::new(relay.clone(), "app", &config.ingest.outbox["app"]);
+        let reader = OutboxIngest::new(relay.clone(), "app", &config.ingest.outbox["app"]).unwrap();
         tokio::spawn(reader.run(stop.clone()));
         let router = app.router(layer(audit_layer("groups-api").emit_to(relay.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

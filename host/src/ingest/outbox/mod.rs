@@ -84,6 +84,18 @@ struct Unsettled {
 /// dropped, which costs duplicates, never events.
 const MAX_UNSETTLED: usize = 100_000;
 
+/// Outbox settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The URL names no database the outbox supports (it is not shown: it
+    /// may hold a password).
+    #[error("the outbox URL must start with postgres://, postgresql:// or sqlite:")]
+    Url,
+    /// The table name is not a plain identifier.
+    #[error(transparent)]
+    Table(#[from] auditrelay_outbox::TableNameError),
+}
+
 /// A row as a cycle reads it: its envelope's bytes only when it is small
 /// enough to read at all.
 struct Row {
@@ -180,15 +192,19 @@ struct Plan<'a> {
 
 impl OutboxIngest {
     /// An outbox to read into `relay`; registers it in the relay's status.
-    pub fn new(relay: Relay, name: &str, settings: &OutboxSettings) -> Self {
-        let dialect =
-            Dialect::of_url(settings.url.expose()).expect("the configuration checked the scheme");
-        let outbox = Outbox::with_table(dialect, &settings.table)
-            .expect("the configuration checked the table name")
-            .limits(*relay.limits());
+    /// Settings from [`Config`](crate::Config) were checked already; built
+    /// by hand, a URL of another database or a table name that is not a
+    /// plain identifier is refused here.
+    pub fn new(
+        relay: Relay,
+        name: &str,
+        settings: &OutboxSettings,
+    ) -> Result<OutboxIngest, SettingsError> {
+        let dialect = Dialect::of_url(settings.url.expose()).ok_or(SettingsError::Url)?;
+        let outbox = Outbox::with_table(dialect, &settings.table)?.limits(*relay.limits());
         let report = relay.register_source(format!("outbox.{name}"));
         let metrics = relay.metrics().outbox(name);
-        OutboxIngest {
+        Ok(OutboxIngest {
             relay,
             name: name.to_owned(),
             settings: settings.clone(),
@@ -196,7 +212,7 @@ impl OutboxIngest {
             report,
             metrics,
             spooled: Mutex::default(),
-        }
+        })
     }
 
     /// Reads the outbox until `stop`: connects (again, with backoff, while
