@@ -86,6 +86,44 @@ pub async fn status(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         ]);
     }
     print_table(&rows);
+    let sources = status["sources"].as_array().cloned().unwrap_or_default();
+    if !sources.is_empty() {
+        println!();
+        let mut rows = vec![
+            [
+                "source",
+                "state",
+                "spooled",
+                "rejected",
+                "pending rows",
+                "oldest pending",
+                "error",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for source in &sources {
+            let text = |key: &str| match &source[key] {
+                Value::Null => "-".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            rows.push(vec![
+                text("name"),
+                text("state"),
+                text("spooled_events"),
+                text("rejected_rows"),
+                text("pending_rows"),
+                source["oldest_pending_seconds"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |s| format!("{s:.1}s")),
+                source["error"]
+                    .as_str()
+                    .map_or("-".to_owned(), |e| e.chars().take(80).collect()),
+            ]);
+        }
+        print_table(&rows);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
