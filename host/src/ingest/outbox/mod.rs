@@ -65,7 +65,7 @@ pub struct OutboxIngest {
     outbox: Outbox,
     report: SourceReport,
     metrics: OutboxMetrics,
-    spooled: Mutex<Unsettled>,
+    unsettled: Mutex<Unsettled>,
 }
 
 /// Rows this process spooled whose settle has not committed yet (it
@@ -76,13 +76,29 @@ pub struct OutboxIngest {
 #[derive(Default)]
 struct Unsettled {
     rows: HashSet<(i64, u64)>,
-    /// Those of the cycle under way, forgotten once it settles.
-    this_cycle: Vec<(i64, u64)>,
+    /// The cycle under way: the rows it spooled (remembered only if its
+    /// settle fails, so a cycle that settles hashes nothing) and those of
+    /// `rows` it claimed again (forgotten once it settles).
+    spooled: Vec<Row>,
+    claimed_again: Vec<(i64, u64)>,
 }
 
 /// Most rows remembered as spooled and unsettled; past it the memory is
 /// dropped, which costs duplicates, never events.
 const MAX_UNSETTLED: usize = 100_000;
+
+/// `(rows waiting, age of the oldest in seconds)` from the backlog query
+/// both dialects run.
+fn read_backlog<R: sqlx::Row>(row: &R) -> Result<(u64, f64), sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let rows: i64 = row.try_get(0)?;
+    let oldest: f64 = row.try_get(1)?;
+    Ok((rows as u64, oldest.max(0.0)))
+}
 
 /// Outbox settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -179,15 +195,13 @@ enum Store {
 }
 
 /// What the store needs from the settings.
-struct Plan<'a> {
-    outbox: &'a Outbox,
+struct Plan {
     batch: i64,
     /// Rows longer than this are refused without being read.
     read_limit: i64,
     /// Most bytes of envelopes spooled in one cycle: the rows past it
     /// wait for the next one (the spool refuses a larger append).
     budget: i64,
-    on_spooled: OnSpooled,
 }
 
 impl OutboxIngest {
@@ -211,7 +225,7 @@ impl OutboxIngest {
             outbox,
             report,
             metrics,
-            spooled: Mutex::default(),
+            unsettled: Mutex::default(),
         })
     }
 
@@ -255,7 +269,7 @@ impl OutboxIngest {
         let setting = self.setting();
         while !stop.is_cancelled() {
             let connected = tokio::select! {
-                connected = Store::connect(self.settings.url.expose(), &self.outbox, &setting) => connected,
+                connected = Store::connect(self.settings.url.expose(), &self.outbox, self.settings.on_spooled, &setting) => connected,
                 () = stop.cancelled() => return,
             };
             let mut store = match connected {
@@ -299,20 +313,18 @@ impl OutboxIngest {
         failures: &mut u32,
     ) -> Result<(), Failure> {
         let plan = Plan {
-            outbox: &self.outbox,
             batch: self.settings.batch as i64,
             read_limit: (self.relay.limits().max_event_bytes as i64).saturating_mul(2),
             // Canonical JSON can be longer than what was read (an
             // exponent written out): at most 21/4 of it, so a sixth of the
             // spool's limit always fits.
             budget: (self.relay.max_batch_bytes() / 6) as i64,
-            on_spooled: self.settings.on_spooled,
         };
         let mut counted: Option<Instant> = None;
         while !stop.is_cancelled() {
             if counted.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
                 counted = Some(Instant::now());
-                let (rows, oldest) = store.backlog(&plan).await.map_err(database)?;
+                let (rows, oldest) = store.backlog().await.map_err(database)?;
                 self.metrics.backlog(rows, oldest);
                 self.report.update(|s| {
                     s.pending_rows = Some(rows);
@@ -370,17 +382,23 @@ impl OutboxIngest {
     }
 
     /// Claims, spools and settles one batch; the rows taken.
-    async fn cycle(&self, store: &mut Store, plan: &Plan<'_>) -> Result<usize, Failure> {
+    async fn cycle(&self, store: &mut Store, plan: &Plan) -> Result<usize, Failure> {
         let result = match store {
             Store::Postgres(store) => store.cycle(plan, |rows| self.spool(rows)).await,
             Store::Sqlite(store) => store.cycle(plan, |rows| self.spool(rows)).await,
         };
-        let mut spooled = self.spooled.lock().expect("never poisoned");
-        let this_cycle = std::mem::take(&mut spooled.this_cycle);
+        let mut unsettled = self.unsettled.lock().expect("never poisoned");
+        let spooled = std::mem::take(&mut unsettled.spooled);
+        let claimed_again = std::mem::take(&mut unsettled.claimed_again);
         if result.is_ok() {
-            for row in &this_cycle {
-                spooled.rows.remove(row);
+            for identity in &claimed_again {
+                unsettled.rows.remove(identity);
             }
+        } else if !spooled.is_empty() {
+            if unsettled.rows.len() + spooled.len() > MAX_UNSETTLED {
+                unsettled.rows.clear();
+            }
+            unsettled.rows.extend(spooled.iter().map(Row::identity));
         }
         result
     }
@@ -389,14 +407,17 @@ impl OutboxIngest {
     /// are durable; says what to do with every row.
     async fn spool(&self, rows: Vec<Row>) -> Result<Settlement, Failure> {
         let mut arrivals = Arrivals::new(*self.relay.limits());
-        let identities: Vec<(i64, u64)> = rows.iter().map(Row::identity).collect();
-        let already = {
-            let spooled = self.spooled.lock().expect("never poisoned");
-            identities
-                .iter()
-                .map(|identity| spooled.rows.contains(identity))
-                .collect::<Vec<bool>>()
+        // Rows are hashed only while some earlier settle failed.
+        let claimed_again: Vec<Option<(i64, u64)>> = {
+            let unsettled = self.unsettled.lock().expect("never poisoned");
+            rows.iter()
+                .map(|row| {
+                    let identity = (!unsettled.rows.is_empty()).then(|| row.identity())?;
+                    unsettled.rows.contains(&identity).then_some(identity)
+                })
+                .collect()
         };
+        let already: Vec<bool> = claimed_again.iter().map(Option::is_some).collect();
         for (index, row) in rows.iter().enumerate() {
             match &row.envelope {
                 // Spooled by an earlier cycle whose settle failed.
@@ -447,23 +468,19 @@ impl OutboxIngest {
                 (seq, why)
             })
             .collect();
-        {
-            let mut spooled = self.spooled.lock().expect("never poisoned");
-            if spooled.rows.len() + rows.len() > MAX_UNSETTLED {
-                spooled.rows.clear();
-            }
-            for (index, identity) in identities.iter().enumerate() {
-                if !already[index] && !rejected_at.contains(&index) {
-                    spooled.rows.insert(*identity);
-                }
-            }
-            spooled.this_cycle = identities;
-        }
-        let spooled = already
-            .iter()
+        let done = rows.iter().map(|r| r.seq).collect();
+        let spooled_rows: Vec<Row> = rows
+            .into_iter()
             .enumerate()
-            .filter(|(index, already)| !**already && !rejected_at.contains(index))
-            .count() as u64;
+            .filter(|(index, _)| !already[*index] && !rejected_at.contains(index))
+            .map(|(_, row)| row)
+            .collect();
+        let spooled = spooled_rows.len() as u64;
+        {
+            let mut unsettled = self.unsettled.lock().expect("never poisoned");
+            unsettled.spooled = spooled_rows;
+            unsettled.claimed_again = claimed_again.into_iter().flatten().collect();
+        }
         self.metrics.rejected(rejected.len() as u64);
         self.report.update(|s| {
             s.spooled_events += spooled;
@@ -473,10 +490,7 @@ impl OutboxIngest {
                 s.state = "reading";
             }
         });
-        Ok(Settlement {
-            done: rows.iter().map(|r| r.seq).collect(),
-            rejected,
-        })
+        Ok(Settlement { done, rejected })
     }
 
     /// `ingest.outbox.<name>`, for messages.
@@ -496,12 +510,17 @@ impl OutboxIngest {
 }
 
 impl Store {
-    async fn connect(url: &str, outbox: &Outbox, setting: &str) -> Result<Store, Failure> {
+    async fn connect(
+        url: &str,
+        outbox: &Outbox,
+        on_spooled: OnSpooled,
+        setting: &str,
+    ) -> Result<Store, Failure> {
         match outbox.dialect() {
-            Dialect::Postgres => postgres::Store::connect(url, outbox, setting)
+            Dialect::Postgres => postgres::Store::connect(url, outbox, on_spooled, setting)
                 .await
                 .map(Store::Postgres),
-            Dialect::Sqlite => sqlite::Store::connect(url, outbox, setting)
+            Dialect::Sqlite => sqlite::Store::connect(url, outbox, on_spooled, setting)
                 .await
                 .map(Store::Sqlite),
         }
@@ -524,10 +543,10 @@ impl Store {
         }
     }
 
-    async fn backlog(&mut self, plan: &Plan<'_>) -> Result<(u64, f64), sqlx::Error> {
+    async fn backlog(&mut self) -> Result<(u64, f64), sqlx::Error> {
         match self {
-            Store::Postgres(store) => store.backlog(plan).await,
-            Store::Sqlite(store) => store.backlog(plan).await,
+            Store::Postgres(store) => store.backlog().await,
+            Store::Sqlite(store) => store.backlog().await,
         }
     }
 
@@ -631,6 +650,7 @@ pub async fn check(name: &str, settings: &OutboxSettings) -> Result<(String, Vec
     match Store::connect(
         settings.url.expose(),
         &outbox,
+        settings.on_spooled,
         &format!("ingest.outbox.{name}"),
     )
     .await

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use auditrelay_outbox::Outbox;
 use sqlx::postgres::{PgConnectOptions, PgListener};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Row as _};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Failure, Plan, Row, Settlement, database, describe_error, table_problems};
+use super::{
+    Failure, Plan, Row, Settlement, database, describe_error, read_backlog, table_problems,
+};
 use crate::config::OnSpooled;
 
 /// One connection that claims rows, and a listener that wakes it.
@@ -32,6 +34,7 @@ pub(super) struct Store {
 struct Queries {
     claim: String,
     reject: String,
+    settle: String,
     backlog: String,
 }
 
@@ -42,7 +45,12 @@ impl Drop for Store {
 }
 
 impl Store {
-    pub async fn connect(url: &str, outbox: &Outbox, setting: &str) -> Result<Store, Failure> {
+    pub async fn connect(
+        url: &str,
+        outbox: &Outbox,
+        on_spooled: OnSpooled,
+        setting: &str,
+    ) -> Result<Store, Failure> {
         let options = PgConnectOptions::from_str(url)
             // The parser's message may quote the URL, password and all.
             .map_err(|_| {
@@ -94,6 +102,12 @@ impl Store {
                     "INSERT INTO {rejected} (seq, envelope, error, created_at) \
                      SELECT seq, envelope, $2, created_at FROM {table} WHERE seq = $1"
                 ),
+                settle: match on_spooled {
+                    OnSpooled::Delete => format!("DELETE FROM {table} WHERE seq = ANY($1)"),
+                    OnSpooled::MarkDone => {
+                        format!("UPDATE {table} SET done_at = now() WHERE seq = ANY($1)")
+                    }
+                },
                 backlog: format!(
                     "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::FLOAT8, 0) \
                      FROM (SELECT created_at FROM {table} WHERE done_at IS NULL ORDER BY seq LIMIT $1) AS waiting"
@@ -111,7 +125,7 @@ impl Store {
     }
 
     /// One claim → spool → settle, in one transaction.
-    pub async fn cycle<F, Fut>(&mut self, plan: &Plan<'_>, spool: F) -> Result<usize, Failure>
+    pub async fn cycle<F, Fut>(&mut self, plan: &Plan, spool: F) -> Result<usize, Failure>
     where
         F: FnOnce(Vec<Row>) -> Fut,
         Fut: Future<Output = Result<Settlement, Failure>>,
@@ -127,7 +141,6 @@ impl Store {
                 return Err(Failure::Standby);
             }
         }
-        let settle = settle_sql(plan);
         let mut tx = self.connection.begin().await.map_err(database)?;
         let rows: Vec<Row> = sqlx::query(AssertSqlSafe(self.queries.claim.as_str()))
             .bind(plan.read_limit)
@@ -158,7 +171,7 @@ impl Store {
                 .await
                 .map_err(database)?;
         }
-        sqlx::query(AssertSqlSafe(settle.as_str()))
+        sqlx::query(AssertSqlSafe(self.queries.settle.as_str()))
             .bind(&settlement.done)
             .execute(&mut *tx)
             .await
@@ -167,14 +180,12 @@ impl Store {
         Ok(taken)
     }
 
-    pub async fn backlog(&mut self, _plan: &Plan<'_>) -> Result<(u64, f64), sqlx::Error> {
+    pub async fn backlog(&mut self) -> Result<(u64, f64), sqlx::Error> {
         let row = sqlx::query(AssertSqlSafe(self.queries.backlog.as_str()))
             .bind(super::BACKLOG_COUNT_LIMIT)
             .fetch_one(&mut self.connection)
             .await?;
-        let rows: i64 = row.try_get(0)?;
-        let oldest: f64 = row.try_get(1)?;
-        Ok((rows as u64, oldest.max(0.0)))
+        read_backlog(&row)
     }
 
     /// Until a `NOTIFY` (or one that came while the cycle ran), at most
@@ -184,16 +195,6 @@ impl Store {
             () = self.woken.notified() => false,
             () = tokio::time::sleep(longest) => false,
             () = stop.cancelled() => true,
-        }
-    }
-}
-
-fn settle_sql(plan: &Plan<'_>) -> String {
-    let table = plan.outbox.table();
-    match plan.on_spooled {
-        OnSpooled::Delete => format!("DELETE FROM {table} WHERE seq = ANY($1)"),
-        OnSpooled::MarkDone => {
-            format!("UPDATE {table} SET done_at = now() WHERE seq = ANY($1)")
         }
     }
 }

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use auditrelay_outbox::Outbox;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, Row as _, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Failure, Plan, Row, Settlement, database, describe_error, table_problems};
+use super::{
+    Failure, Plan, Row, Settlement, database, describe_error, read_backlog, table_problems,
+};
 use crate::config::OnSpooled;
 
 /// After a cycle the table is looked at this often, [`QUICK_LOOKS`]
@@ -38,11 +40,17 @@ pub(super) struct Store {
     warnings: Vec<String>,
     claim: String,
     reject: String,
+    settle: String,
     backlog: String,
 }
 
 impl Store {
-    pub async fn connect(url: &str, outbox: &Outbox, setting: &str) -> Result<Store, Failure> {
+    pub async fn connect(
+        url: &str,
+        outbox: &Outbox,
+        on_spooled: OnSpooled,
+        setting: &str,
+    ) -> Result<Store, Failure> {
         let options = SqliteConnectOptions::from_str(url)
             // The parser's message may quote the URL.
             .map_err(|_| {
@@ -86,6 +94,15 @@ impl Store {
                 "INSERT INTO {rejected} (seq, envelope, error, created_at) \
                  SELECT seq, envelope, ?2, created_at FROM {table} WHERE seq = ?1"
             ),
+            settle: match on_spooled {
+                OnSpooled::Delete => {
+                    format!("DELETE FROM {table} WHERE seq IN (SELECT value FROM json_each(?1))")
+                }
+                OnSpooled::MarkDone => format!(
+                    "UPDATE {table} SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+                     WHERE seq IN (SELECT value FROM json_each(?1))"
+                ),
+            },
             backlog: format!(
                 "SELECT count(*), COALESCE((julianday('now') - julianday(min(created_at))) * 86400.0, 0.0) \
                  FROM (SELECT created_at FROM {table} WHERE done_at IS NULL ORDER BY seq LIMIT ?1)"
@@ -102,7 +119,7 @@ impl Store {
     }
 
     /// One read → spool → settle.
-    pub async fn cycle<F, Fut>(&mut self, plan: &Plan<'_>, spool: F) -> Result<usize, Failure>
+    pub async fn cycle<F, Fut>(&mut self, plan: &Plan, spool: F) -> Result<usize, Failure>
     where
         F: FnOnce(Vec<Row>) -> Fut,
         Fut: Future<Output = Result<Settlement, Failure>>,
@@ -140,17 +157,6 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let settle = match plan.on_spooled {
-            OnSpooled::Delete => format!(
-                "DELETE FROM {} WHERE seq IN (SELECT value FROM json_each(?1))",
-                plan.outbox.table()
-            ),
-            OnSpooled::MarkDone => format!(
-                "UPDATE {} SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-                 WHERE seq IN (SELECT value FROM json_each(?1))",
-                plan.outbox.table()
-            ),
-        };
         let mut tx = self
             .connection
             .begin_with("BEGIN IMMEDIATE")
@@ -164,7 +170,7 @@ impl Store {
                 .await
                 .map_err(database)?;
         }
-        sqlx::query(AssertSqlSafe(settle))
+        sqlx::query(AssertSqlSafe(self.settle.as_str()))
             .bind(done)
             .execute(&mut *tx)
             .await
@@ -173,14 +179,12 @@ impl Store {
         Ok(taken)
     }
 
-    pub async fn backlog(&mut self, _plan: &Plan<'_>) -> Result<(u64, f64), sqlx::Error> {
+    pub async fn backlog(&mut self) -> Result<(u64, f64), sqlx::Error> {
         let row = sqlx::query(AssertSqlSafe(self.backlog.as_str()))
             .bind(super::BACKLOG_COUNT_LIMIT)
             .fetch_one(&mut self.connection)
             .await?;
-        let rows: i64 = row.try_get(0)?;
-        let oldest: f64 = row.try_get(1)?;
-        Ok((rows as u64, oldest.max(0.0)))
+        read_backlog(&row)
     }
 
     /// Until another connection commits, looking more slowly the longer
