@@ -18,7 +18,9 @@
 //! that). The embedded-store path: the same events into a redb table,
 //! one transaction per 5 ms of events for `group`, one per event for
 //! `always`, unsynced commits for `none` — what building the spool on a
-//! proven embedded database would cost.
+//! proven embedded database would cost. The spool runs with the default
+//! dedup window (500,000 ids, 10 minutes) and, next to it, without one:
+//! what remembering every identity costs an append.
 
 mod common;
 
@@ -27,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use auditrelay::internals::{
-    Confirmation, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
+    Confirmation, DedupWindow, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
 };
 use auditrelay_plugin_api::testing::sample_envelope;
 
@@ -37,6 +39,11 @@ const EVENTS: usize = 200_000;
 /// `always` on a real disk does a few thousand syncs a second.
 const ALWAYS_EVENTS: usize = 20_000;
 const GROUP: Duration = Duration::from_millis(5);
+/// The relay's default window (`spool.dedup_ids`, `spool.dedup_age`).
+const DEFAULT_WINDOW: DedupWindow = DedupWindow {
+    ids: 500_000,
+    age: Duration::from_secs(600),
+};
 
 fn main() {
     // SAFETY: no other thread exists yet.
@@ -65,9 +72,10 @@ fn main() {
     );
     println!();
     println!(
-        "{:<8} {:>12} {:>12} {:>12} {:>9} {:>10} {:>11} {:>11} {:>11}",
+        "{:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>10} {:>11} {:>11} {:>11}",
         "mode",
         "spool ev/s",
+        "no window",
         "raw ev/s",
         "redb ev/s",
         "spool/raw",
@@ -91,11 +99,19 @@ fn main() {
             &dir.join("spool"),
             &records[..count],
             durability,
+            DEFAULT_WINDOW,
+        ));
+        let (no_window, _) = runtime.block_on(spool_writes(
+            &dir.join("spool-no-window"),
+            &records[..count],
+            durability,
+            DedupWindow::OFF,
         ));
         println!(
-            "{:<8} {:>12.0} {:>12.0} {:>12.0} {:>8.2}x {:>9.2}x {:>11?} {:>11?} {:>11?}",
+            "{:<8} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>8.2}x {:>9.2}x {:>11?} {:>11?} {:>11?}",
             name,
             spool_rate,
+            no_window,
             raw,
             redb,
             spool_rate / raw,
@@ -114,6 +130,7 @@ async fn spool_writes(
     dir: &Path,
     records: &[Record],
     durability: Durability,
+    dedup: DedupWindow,
 ) -> (f64, Vec<Duration>) {
     let (spool, _) = Spool::open(SpoolOptions {
         dir: dir.to_owned(),
@@ -124,6 +141,7 @@ async fn spool_writes(
         block_timeout: Duration::ZERO,
         max_pending_bytes: usize::MAX,
         files: Default::default(),
+        dedup,
     })
     .unwrap();
     // A reader that never reads keeps every segment, as a plugin lagging
@@ -134,7 +152,7 @@ async fn spool_writes(
     let mut last = 0;
     for i in 0..records.len() {
         let call = Instant::now();
-        last = spool.append(&records[i..i + 1]).unwrap().end - 1;
+        last = spool.append(&records[i..i + 1]).unwrap().seqs.end - 1;
         latencies.push(call.elapsed());
     }
     assert_eq!(spool.durable(last).await, Confirmation::Durable);

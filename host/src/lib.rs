@@ -151,7 +151,8 @@ pub mod internals {
     pub use crate::runtime::wasm::{Sandbox, WasmInstance, WasmPlugin, WasmRuntime};
     pub use crate::runtime::{AnyExporter, Exporter};
     pub use crate::spool::{
-        Batch, Confirmation, Durability, Record, Spool, SpoolOptions, StartFrom, WhenFull, format,
+        Batch, Confirmation, DedupWindow, Durability, Record, Spool, SpoolOptions, StartFrom,
+        WhenFull, format,
     };
 }
 

@@ -163,6 +163,12 @@ pub struct SpoolSettings {
     /// With `when_full = "block"`: how long an emitter waits for room.
     #[serde(default = "default_block_timeout", with = "units::duration")]
     pub block_timeout: Duration,
+    /// How many recent identities the dedup window remembers (0: none).
+    #[serde(default = "default_dedup_ids")]
+    pub dedup_ids: u64,
+    /// How long the dedup window remembers an identity at most.
+    #[serde(default = "default_dedup_age", with = "units::duration")]
+    pub dedup_age: Duration,
 }
 
 impl Default for SpoolSettings {
@@ -485,6 +491,12 @@ fn default_spool_max_size() -> ByteSize {
 }
 fn default_block_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_dedup_ids() -> u64 {
+    500_000
+}
+fn default_dedup_age() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(30)

@@ -338,12 +338,14 @@ impl Metrics {
             .inc_by(events);
     }
 
-    /// Counts an accepted event whose identity a recent one had; `content`
-    /// is `same` or `different`.
-    pub fn duplicate(&self, content: &'static str) {
-        self.duplicates
-            .get_or_create(&ContentLabels { content })
-            .inc();
+    /// Counts accepted events whose identity a recent one had; `content`
+    /// is `same` (a copy, not spooled again) or `different` (spooled).
+    pub fn duplicates(&self, content: &'static str, events: u64) {
+        if events > 0 {
+            self.duplicates
+                .get_or_create(&ContentLabels { content })
+                .inc_by(events);
+        }
     }
 
     /// Sets how many HTTP connections are open.

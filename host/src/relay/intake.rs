@@ -135,7 +135,11 @@ impl Admitted {
     /// may be failing (the answer is about the events, not the disk).
     fn none_of(refused: Vec<Refused>) -> Self {
         Admitted {
-            receipt: Receipt { seqs: 0..0 },
+            receipt: Receipt {
+                seqs: 0..0,
+                copies: 0,
+                durable_end: 0,
+            },
             refused,
         }
     }

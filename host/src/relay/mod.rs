@@ -19,7 +19,7 @@ use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus, RunState};
 use crate::metrics::{Metrics, Via};
 use crate::runtime::catalog::PluginDirError;
 use crate::spool::{
-    Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolOpenError, SpoolStats,
+    Appended, Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolOpenError, SpoolStats,
 };
 
 pub(crate) use intake::{Arrivals, Refusals, Refused};
@@ -106,21 +106,32 @@ pub enum EmitError {
     },
 }
 
-/// Proof that events were accepted: their positions in the spool.
+/// Proof that events were accepted: their positions in the spool, and
+/// how many were copies of events it already had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     seqs: Range<u64>,
+    copies: usize,
+    /// Every accepted event is durable once the events below this are.
+    durable_end: u64,
 }
 
 impl Receipt {
-    /// Spool positions of the accepted events.
+    /// Spool positions of the events this call spooled (copies left out).
     pub fn seqs(&self) -> Range<u64> {
         self.seqs.clone()
     }
 
-    /// How many events were accepted.
+    /// Events accepted as copies of events the relay accepted recently
+    /// (same `(source, id)`, same content): not spooled again, and durable
+    /// when the first copy is (`spool.dedup_ids`, `spool.dedup_age`).
+    pub fn copies(&self) -> usize {
+        self.copies
+    }
+
+    /// How many events were accepted, copies included.
     pub fn len(&self) -> usize {
-        (self.seqs.end - self.seqs.start) as usize
+        (self.seqs.end - self.seqs.start) as usize + self.copies
     }
 
     /// Whether no events were accepted (an empty batch).
@@ -208,7 +219,7 @@ struct Inner {
     reserved_descriptors: u64,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
-    recent: duplicates::RecentIds,
+    duplicates: duplicates::Duplicates,
     sources: sources::Sources,
     limits: Limits,
     shutdown_timeout: Duration,
@@ -317,7 +328,7 @@ impl Relay {
                 reserved_descriptors: reserved_descriptors(&config),
                 spool,
                 metrics,
-                recent: duplicates::RecentIds::new(),
+                duplicates: duplicates::Duplicates::default(),
                 sources: sources::Sources::default(),
                 limits,
                 shutdown_timeout: config.relay.shutdown_timeout,
@@ -387,10 +398,10 @@ impl Relay {
     /// cannot write (the events would wait in memory for as long as the
     /// disk fails).
     pub async fn durable(&self, receipt: &Receipt) -> Result<(), EmitError> {
-        if receipt.is_empty() {
+        if receipt.durable_end == 0 {
             return Ok(());
         }
-        match self.inner.spool.durable(receipt.seqs.end - 1).await {
+        match self.inner.spool.durable(receipt.durable_end - 1).await {
             Confirmation::Durable => Ok(()),
             Confirmation::Failing(reason) => Err(EmitError::NotDurable { reason }),
             Confirmation::Stopped => Err(EmitError::NotDurable {
@@ -407,15 +418,21 @@ impl Relay {
     fn appended(
         &self,
         records: &[Record],
-        appended: Result<Range<u64>, SpoolError>,
+        appended: Result<Appended, SpoolError>,
         via: Via,
     ) -> Result<Receipt, EmitError> {
         let count = records.len() as u64;
         match appended {
-            Ok(seqs) => {
+            Ok(appended) => {
                 self.inner.metrics.accepted(via, count);
-                self.inner.recent.note(records, &self.inner.metrics);
-                Ok(Receipt { seqs })
+                self.inner
+                    .duplicates
+                    .note(records, &appended, &self.inner.metrics);
+                Ok(Receipt {
+                    seqs: appended.seqs,
+                    copies: appended.copies,
+                    durable_end: appended.durable_end,
+                })
             }
             Err(error) => {
                 let reason = match error {

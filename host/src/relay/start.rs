@@ -24,7 +24,7 @@ use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
 use crate::runtime::services::PluginServices;
 use crate::runtime::wasm::{GrantQuota, Sandbox, WasmInstance, WasmRuntime};
 use crate::runtime::{AnyExporter, LaunchError};
-use crate::spool::{ConsumerId, Durability, Spool, SpoolOptions, StartFrom, WhenFull};
+use crate::spool::{ConsumerId, DedupWindow, Durability, Spool, SpoolOptions, StartFrom, WhenFull};
 
 /// The shortest wait before starting a failed instance again.
 const FIRST_RESTART: Duration = Duration::from_secs(1);
@@ -87,6 +87,10 @@ pub(super) fn spool_options(config: &Config) -> SpoolOptions {
         max_pending_bytes: usize::try_from(config.relay.max_buffered_bytes.as_u64())
             .unwrap_or(usize::MAX),
         files: Default::default(),
+        dedup: DedupWindow {
+            ids: usize::try_from(spool.dedup_ids).unwrap_or(usize::MAX),
+            age: spool.dedup_age,
+        },
     }
 }
 

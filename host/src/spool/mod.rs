@@ -19,6 +19,7 @@
 //! The bytes on disk are described in [`format`](mod@format).
 
 mod cursors;
+mod dedup;
 pub mod files;
 pub mod findings;
 pub mod format;
@@ -32,6 +33,7 @@ mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
+use std::hash::RandomState;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+pub use dedup::DedupWindow;
 pub use files::SegmentFiles;
 pub use findings::Finding;
 pub use reader::Reader;
@@ -103,7 +106,34 @@ pub struct SpoolOptions {
     /// How readers reach segment files (the operating system, unless a
     /// test installs a `files::FaultPlan`).
     pub files: SegmentFiles,
+    /// Which recent events a copy of is not spooled again ([`dedup`]).
+    pub dedup: DedupWindow,
 }
+
+/// What an append did: the events it spooled, and those it did not
+/// because the spool had them already ([`dedup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence numbers of the events spooled, in order (copies left out).
+    pub seqs: Range<u64>,
+    /// Events not spooled: copies (same `(source, id)`, same content) of
+    /// events the spool accepted recently.
+    pub copies: usize,
+    /// Events spooled although an event the spool accepted recently had
+    /// their `(source, id)` with other content.
+    pub conflicts: usize,
+    /// The index of the first of those in the append.
+    pub first_conflict: Option<usize>,
+    /// Every event of this append, copies included, is durable once the
+    /// events below this are ([`Spool::durable`] of one less; 0 for an
+    /// empty append).
+    pub durable_end: u64,
+}
+
+/// The dedup window keeps the segments holding its events on disk only up
+/// to this share of `max_bytes` (one quarter): it may never be what fills
+/// the spool.
+pub const DEDUP_SHARE: u64 = 4;
 
 /// Why the spool refused events. Nothing of a refused append was kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +154,14 @@ pub enum SpoolError {
     /// The relay is shutting down.
     #[error("the relay is shutting down and accepts no more events")]
     Closed,
+}
+
+/// Why an append cannot go ahead now.
+enum Refusal {
+    /// It is refused.
+    Now(SpoolError),
+    /// The spool is full and `when_full = "block"`: it may wait for room.
+    WaitForRoom(SpoolError),
 }
 
 /// Who appends, which decides what an append does while it cannot write
@@ -193,6 +231,8 @@ pub struct SpoolStats {
     pub segments: usize,
     /// Events pushed out by [`WhenFull::DropOldest`] since start.
     pub dropped_events: u64,
+    /// Identities the dedup window remembers now.
+    pub dedup_ids: usize,
 }
 
 /// A segment every instance has read is replaced by a new one, and
@@ -278,6 +318,8 @@ struct State {
     finishing: bool,
     writer_idle: bool,
     write_error: Option<String>,
+    /// The identities of recent events ([`dedup`]).
+    recent: dedup::Recent,
 }
 
 impl State {
@@ -354,13 +396,55 @@ impl State {
     }
 
     /// The oldest cursor that keeps segments, or the written end if none.
-    fn keep_from(&self) -> u64 {
+    fn handled_by_all(&self) -> u64 {
         self.consumers
             .iter()
             .filter(|c| c.pins)
             .map(|c| c.cursor)
             .min()
             .unwrap_or(self.written_seq)
+    }
+
+    /// Segments ending at or before this may be deleted: every instance
+    /// has handled them, and the dedup window does not need them — or
+    /// needs more than its share of `max_bytes`, and gets the newest
+    /// segments within it.
+    fn keep_from(&self, max_bytes: u64) -> u64 {
+        let handled = self.handled_by_all();
+        let floor = self.recent.floor(self.next_seq);
+        if floor >= handled {
+            return handled;
+        }
+        let budget = max_bytes / DEDUP_SHARE;
+        let mut kept = 0;
+        for segment in self.segments.iter().rev() {
+            if segment.end_seq > handled {
+                continue;
+            }
+            if segment.end_seq <= floor {
+                break;
+            }
+            kept += segment.len;
+            if kept > budget {
+                return segment.end_seq;
+            }
+        }
+        floor
+    }
+
+    /// Asks the writer to delete what the window or the instances no
+    /// longer need, if anything.
+    fn note_deletable(&mut self, shared: &Shared) {
+        if !self.deletion_due
+            && self
+                .deletable_before(self.keep_from(shared.options.max_bytes))
+                .is_some()
+        {
+            self.deletion_due = true;
+            if self.writer_idle {
+                shared.writer_wake.notify_one();
+            }
+        }
     }
 
     fn used_bytes(&self) -> u64 {
@@ -389,6 +473,8 @@ struct Shared {
     /// What record checksums are keyed with ([`format::FrameKey`]).
     key: format::FrameKey,
     dropped_events: AtomicU64,
+    /// What the dedup window hashes identities and contents with.
+    dedup_keys: RandomState,
 }
 
 impl Shared {
@@ -497,6 +583,7 @@ impl Spool {
                 finishing: false,
                 writer_idle: false,
                 write_error: None,
+                recent: dedup::Recent::new(options.dedup),
             }),
             writer_wake: Condvar::new(),
             room: Condvar::new(),
@@ -505,7 +592,9 @@ impl Spool {
             options,
             key,
             dropped_events: AtomicU64::new(0),
+            dedup_keys: RandomState::new(),
         });
+        dedup::read_back(&shared);
         let writer = writer::spawn(shared.clone(), watermark).map_err(SpoolOpenError::Writer)?;
         Ok((
             Spool {
@@ -520,8 +609,10 @@ impl Spool {
     /// Appends events; returns their sequence numbers once they are in the
     /// log (not yet necessarily on disk: see [`durable`](Self::durable)).
     /// All or none: a refused append keeps nothing. While the disk fails,
-    /// events wait in memory (up to `max_pending_bytes`).
-    pub fn append(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
+    /// events wait in memory (up to `max_pending_bytes`). Copies of events
+    /// spooled recently are not spooled again ([`Appended::copies`]): an
+    /// append of copies only needs neither room nor a working disk.
+    pub fn append(&self, records: &[Record]) -> Result<Appended, SpoolError> {
         self.append_with(records, Caller::Thread)
     }
 
@@ -530,7 +621,7 @@ impl Spool {
     /// the events to be durable, which they would not become), and waits
     /// for room ([`WhenFull::Block`]) without blocking the thread: for
     /// callers on an async runtime's I/O threads.
-    pub async fn append_when_room(&self, records: &[Record]) -> Result<Range<u64>, SpoolError> {
+    pub async fn append_when_room(&self, records: &[Record]) -> Result<Appended, SpoolError> {
         let deadline = tokio::time::Instant::now() + self.shared.options.block_timeout;
         loop {
             // Registered before looking, so room freed in between is seen.
@@ -549,76 +640,124 @@ impl Spool {
         }
     }
 
-    fn append_with(&self, records: &[Record], caller: Caller) -> Result<Range<u64>, SpoolError> {
-        let size: u64 = records
-            .iter()
-            .map(|r| (format::FRAME_HEADER_LEN + r.encoded().len()) as u64)
-            .sum();
+    fn append_with(&self, records: &[Record], caller: Caller) -> Result<Appended, SpoolError> {
+        let frame_len = |r: &Record| (format::FRAME_HEADER_LEN + r.encoded().len()) as u64;
+        let dedup = self.shared.options.dedup.ids > 0;
+        let mut prints = if dedup {
+            dedup::Recent::fingerprints(&self.shared.dedup_keys, records)
+        } else {
+            Vec::new()
+        };
         let mut state = self.shared.lock();
         let deadline = Instant::now() + self.shared.options.block_timeout;
-        loop {
+        let sorted = loop {
             if state.closed {
                 return Err(SpoolError::Closed);
             }
-            if caller == Caller::Async
-                && let Some(error) = &state.write_error
-            {
-                return Err(SpoolError::Unwritable(error.clone()));
-            }
-            if state.pending.len() + size as usize > self.shared.options.max_pending_bytes {
-                let reason = state
-                    .write_error
-                    .clone()
-                    .unwrap_or_else(|| "the disk is not keeping up".into());
-                return Err(SpoolError::Unwritable(reason));
-            }
-            let capacity = self.shared.options.max_bytes;
-            if state.used_bytes() + size <= capacity {
-                break;
-            }
-            match self.shared.options.when_full {
-                WhenFull::Reject => {
-                    return Err(SpoolError::Full {
-                        used: state.used_bytes(),
-                        capacity,
-                    });
-                }
-                WhenFull::DropOldest => {
-                    if !self.drop_oldest(&mut state) {
-                        return Err(SpoolError::Full {
-                            used: state.used_bytes(),
-                            capacity,
-                        });
+            let first_seq = state.next_seq;
+            let sorted = state.recent.sort(&mut prints, first_seq);
+            let size: u64 = match dedup {
+                true => records
+                    .iter()
+                    .zip(&prints)
+                    .filter(|(_, p)| p.copy_of().is_none())
+                    .map(|(r, _)| frame_len(r))
+                    .sum(),
+                false => records.iter().map(frame_len).sum(),
+            };
+            let refusal = if size == 0 && !records.is_empty() {
+                // Copies only: nothing to write, nothing to wait for.
+                None
+            } else {
+                self.refusal(&mut state, size, caller)
+            };
+            match refusal {
+                None => break sorted,
+                Some(refusal) => {
+                    state.recent.undo(sorted);
+                    match refusal {
+                        Refusal::Now(error) => return Err(error),
+                        Refusal::WaitForRoom(full) => {
+                            let now = Instant::now();
+                            if now >= deadline || caller == Caller::Async {
+                                return Err(full);
+                            }
+                            state = self
+                                .shared
+                                .room
+                                .wait_timeout(state, deadline - now)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
                     }
                 }
-                WhenFull::Block => {
-                    let now = Instant::now();
-                    if now >= deadline || caller == Caller::Async {
-                        return Err(SpoolError::Full {
-                            used: state.used_bytes(),
-                            capacity,
-                        });
-                    }
-                    state = self
-                        .shared
-                        .room
-                        .wait_timeout(state, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
             }
-        }
+        };
         let start = state.next_seq;
-        for record in records {
+        for (i, record) in records.iter().enumerate() {
+            if prints.get(i).is_some_and(|p| p.copy_of().is_some()) {
+                continue;
+            }
             let seq = state.next_seq;
             format::write_frame(&mut state.pending, self.shared.key, seq, record.encoded());
             state.next_seq += 1;
         }
-        if state.writer_idle || state.pending.len() >= writer::WAKE_AT_PENDING {
+        if state.next_seq > start
+            && (state.writer_idle || state.pending.len() >= writer::WAKE_AT_PENDING)
+        {
             state.writer_idle = false;
             self.shared.writer_wake.notify_one();
         }
-        Ok(start..state.next_seq)
+        if state.recent.forget_old() {
+            state.note_deletable(&self.shared);
+        }
+        let durable_end = match sorted.newest_original {
+            Some(original) if state.next_seq == start => original + 1,
+            _ => state.next_seq,
+        };
+        Ok(Appended {
+            seqs: start..state.next_seq,
+            copies: sorted.copies,
+            conflicts: sorted.conflicts,
+            first_conflict: sorted.first_conflict,
+            durable_end: if records.is_empty() { 0 } else { durable_end },
+        })
+    }
+
+    /// Why `size` more bytes cannot be appended now, if they cannot; makes
+    /// room first if `when_full = "drop_oldest"` says so.
+    fn refusal(&self, state: &mut State, size: u64, caller: Caller) -> Option<Refusal> {
+        if caller == Caller::Async
+            && let Some(error) = &state.write_error
+        {
+            return Some(Refusal::Now(SpoolError::Unwritable(error.clone())));
+        }
+        if state.pending.len() + size as usize > self.shared.options.max_pending_bytes {
+            let reason = state
+                .write_error
+                .clone()
+                .unwrap_or_else(|| "the disk is not keeping up".into());
+            return Some(Refusal::Now(SpoolError::Unwritable(reason)));
+        }
+        let capacity = self.shared.options.max_bytes;
+        loop {
+            if state.used_bytes() + size <= capacity {
+                return None;
+            }
+            let full = SpoolError::Full {
+                used: state.used_bytes(),
+                capacity,
+            };
+            match self.shared.options.when_full {
+                WhenFull::Reject => return Some(Refusal::Now(full)),
+                WhenFull::DropOldest => {
+                    if !self.drop_oldest(state) {
+                        return Some(Refusal::Now(full));
+                    }
+                }
+                WhenFull::Block => return Some(Refusal::WaitForRoom(full)),
+            }
+        }
     }
 
     /// Deletes the oldest segment for room; `false` if only the one being
@@ -705,14 +844,8 @@ impl Spool {
         if !std::mem::replace(&mut state.cursors_dirty, true) && state.writer_idle {
             self.shared.writer_wake.notify_one();
         }
-        let keep_from = state.keep_from();
-        if !state.deletion_due && state.deletable_before(keep_from).is_some() {
-            state.deletion_due = true;
-            if state.writer_idle {
-                self.shared.writer_wake.notify_one();
-            }
-        }
-        let caught_up = keep_from >= state.next_seq;
+        state.note_deletable(&self.shared);
+        let caught_up = state.handled_by_all() >= state.next_seq;
         if caught_up
             && state.segments.back().is_some_and(|s| s.len > RETIRE_ABOVE)
             && !state.retire_due
@@ -849,6 +982,7 @@ impl Spool {
             pending_bytes: state.pending.len() as u64,
             segments: state.segments.len(),
             dropped_events: self.shared.dropped_events.load(Ordering::Relaxed),
+            dedup_ids: state.recent.len(),
         }
     }
 

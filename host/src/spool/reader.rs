@@ -23,7 +23,8 @@ struct Position {
 /// [`Spool::reader`](super::Spool::reader).
 pub struct Reader {
     shared: Arc<Shared>,
-    consumer: ConsumerId,
+    /// Whose cursor it follows (none: the spool reading itself back).
+    consumer: Option<ConsumerId>,
     next_seq: u64,
     at: Option<Position>,
     buf: Vec<u8>,
@@ -47,8 +48,16 @@ impl Reader {
     pub(super) fn new(shared: Arc<Shared>, consumer: ConsumerId) -> Self {
         let next_seq = shared.lock().consumers[consumer.0].cursor;
         Reader {
+            consumer: Some(consumer),
+            ..Self::from_seq(shared, next_seq)
+        }
+    }
+
+    /// A reader from `next_seq` that follows no instance's cursor.
+    pub(super) fn from_seq(shared: Arc<Shared>, next_seq: u64) -> Self {
+        Reader {
             shared,
-            consumer,
+            consumer: None,
             next_seq,
             at: None,
             buf: Vec::new(),
@@ -196,7 +205,9 @@ impl Reader {
     /// The segment holding the next readable event, if one is written.
     fn target(&mut self) -> Option<Target> {
         let state = self.shared.lock();
-        let cursor = state.consumers[self.consumer.0].cursor;
+        let cursor = self
+            .consumer
+            .map_or(0, |consumer| state.consumers[consumer.0].cursor);
         if cursor > self.next_seq {
             // Moved forward for us (spool.when_full = "drop_oldest").
             self.next_seq = cursor;

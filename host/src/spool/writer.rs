@@ -238,7 +238,17 @@ impl Writer {
                 state.retire_due = false;
                 return Task::Retire;
             }
+            // Identities age out of the dedup window with no event coming:
+            // the segments that held only them can go.
+            let expiry = state.recent.next_expiry();
+            if expiry.is_some_and(|at| now >= at) {
+                if state.recent.forget_old() {
+                    state.note_deletable(&self.shared);
+                }
+                continue;
+            }
             let wake_at = [
+                expiry,
                 sync_at,
                 save_at,
                 mark_at,
@@ -609,7 +619,7 @@ impl Writer {
             state.cursors_dirty = false;
             let due = std::mem::take(&mut state.deletion_due);
             let delete_before = if due {
-                state.deletable_before(state.keep_from())
+                state.deletable_before(state.keep_from(self.shared.options.max_bytes))
             } else {
                 None
             };

@@ -15,6 +15,7 @@ fn options(dir: &Path) -> SpoolOptions {
         block_timeout: Duration::from_millis(200),
         max_pending_bytes: 16 * 1024 * 1024,
         files: SegmentFiles::default(),
+        dedup: DedupWindow::OFF,
     }
 }
 
@@ -75,7 +76,7 @@ async fn events_flow_across_segments_and_delivered_segments_go() {
     assert!(report.is_clean());
     let consumer = spool.consumer("p", StartFrom::Now, true);
     let mut reader = spool.reader(consumer);
-    assert_eq!(spool.append(&records(0..500)).unwrap(), 0..500);
+    assert_eq!(spool.append(&records(0..500)).unwrap().seqs, 0..500);
     written(&spool).await;
     assert!(
         spool.stats().segments > 5,
@@ -115,7 +116,7 @@ async fn a_restart_resumes_each_cursor_and_the_sequence() {
     let fast = spool.consumer("fast", StartFrom::Now, true);
     let slow = spool.consumer("slow", StartFrom::Now, true);
     let newcomer = spool.consumer("new", StartFrom::Earliest, true);
-    assert_eq!(spool.append(&records(100..110)).unwrap(), 100..110);
+    assert_eq!(spool.append(&records(100..110)).unwrap().seqs, 100..110);
     written(&spool).await;
     assert_eq!(
         drain(&spool, fast, &mut spool.reader(fast)).await,
@@ -186,7 +187,7 @@ async fn a_blocking_spool_waits_for_room() {
     assert!(!blocked.is_finished(), "the append waits for room");
     let mut reader = spool.reader(consumer);
     drain(&spool, consumer, &mut reader).await;
-    assert_eq!(blocked.join().unwrap().unwrap(), next..next + 20);
+    assert_eq!(blocked.join().unwrap().unwrap().seqs, next..next + 20);
 }
 
 /// A spool of 8 KiB holding 7 KiB, blocking appends for `block_timeout`;
@@ -232,7 +233,7 @@ async fn an_async_append_waits_for_room_without_holding_its_thread() {
         .await
         .expect("freed room wakes the append")
         .unwrap();
-    assert_eq!(appended.unwrap(), next..next + 20);
+    assert_eq!(appended.unwrap().seqs, next..next + 20);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -296,7 +297,7 @@ async fn each_durability_mode_says_when_events_are_safe() {
         let mut opts = options(dir.path());
         opts.durability = durability;
         let (spool, _) = Spool::open(opts).unwrap();
-        let seqs = spool.append(&records(0..50)).unwrap();
+        let seqs = spool.append(&records(0..50)).unwrap().seqs;
         let durable =
             tokio::time::timeout(Duration::from_secs(5), spool.durable(seqs.end - 1)).await;
         assert_eq!(durable, Ok(Confirmation::Durable), "{durability:?}");
@@ -414,7 +415,7 @@ async fn a_torn_write_is_cut_and_appends_continue_after_it() {
     assert!(report.torn_tail.is_some());
     assert_eq!(report.next_seq, 400);
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
-    assert_eq!(spool.append(&records(400..401)).unwrap(), 400..401);
+    assert_eq!(spool.append(&records(400..401)).unwrap().seqs, 400..401);
     written(&spool).await;
     let seen = drain(&spool, consumer, &mut spool.reader(consumer)).await;
     assert_eq!(seen, (0..401).collect::<Vec<_>>());
@@ -445,7 +446,7 @@ async fn acknowledged_records_torn_off_the_end_are_reported_lost_and_never_reuse
     assert!(reader.read(10, usize::MAX, true).unwrap().is_empty());
     assert_eq!(reader.next_seq(), 400, "past the lost record");
     assert_eq!(
-        spool.append(&records(400..401)).unwrap(),
+        spool.append(&records(400..401)).unwrap().seqs,
         400..401,
         "the lost record's number is not given to another event"
     );
@@ -564,6 +565,7 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
                                     t * 10_000 + burst * 10 + i..t * 10_000 + burst * 10 + i + 1,
                                 ))
                                 .unwrap()
+                                .seqs
                                 .start;
                         }
                         std::thread::sleep(Duration::from_micros(50 * (burst % 5)));
@@ -584,6 +586,7 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
     }
 }
 
+mod dedup;
 mod read_faults;
 mod recovery_fuzz;
 mod verify;

@@ -320,7 +320,7 @@ fn check(
     );
     // And the spool takes new events after whatever it found, never
     // under a number that was acknowledged or seen by a cursor.
-    let next = spool.append(&[record(count)]).unwrap();
+    let next = spool.append(&[record(count)]).unwrap().seqs;
     prop_assert!(next.start >= existed_below && next.start >= seen.last().map_or(0, |s| s + 1));
     Ok(())
 }

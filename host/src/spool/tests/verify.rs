@@ -110,7 +110,7 @@ async fn every_kind_of_loss_is_reported_whatever_else_is_damaged() {
         // Whatever was found, the spool takes and delivers new events.
         let consumer = spool.consumer("stuck", StartFrom::Earliest, true);
         let n = spool.stats().next_seq;
-        let next = spool.append(&records(n..n + 1)).unwrap();
+        let next = spool.append(&records(n..n + 1)).unwrap().seqs;
         assert!(
             next.start >= lowest,
             "{what}: sequence number reused: {next:?}"

@@ -67,7 +67,7 @@ async fn a_failing_write_answers_waiters_at_once_and_refuses_durable_appends() {
     )
     .await;
     plan.on.store(true, Ordering::SeqCst);
-    let seqs = spool.append(&records(1..11)).unwrap();
+    let seqs = spool.append(&records(1..11)).unwrap().seqs;
     match confirmation(&spool, seqs.end - 1).await {
         Confirmation::Failing(reason) => assert!(reason.contains("No space left"), "{reason}"),
         other => panic!("the events are in memory only, yet: {other:?}"),
@@ -77,13 +77,13 @@ async fn a_failing_write_answers_waiters_at_once_and_refuses_durable_appends() {
         other => panic!("an append that needs durability must be refused: {other:?}"),
     }
     // Fire-and-forget appends still wait in memory.
-    assert_eq!(spool.append(&records(11..12)).unwrap(), 11..12);
+    assert_eq!(spool.append(&records(11..12)).unwrap().seqs, 11..12);
 
     plan.on.store(false, Ordering::SeqCst);
     wait_until_writable(&spool).await;
     assert_eq!(confirmation(&spool, 11).await, Confirmation::Durable);
     assert_eq!(
-        spool.append_when_room(&records(12..13)).await.unwrap(),
+        spool.append_when_room(&records(12..13)).await.unwrap().seqs,
         12..13
     );
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
@@ -101,7 +101,7 @@ async fn a_failing_sync_is_never_announced_as_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, plan) = broken_spool(dir.path(), FileOp::Sync, Durability::Always).await;
     plan.on.store(true, Ordering::SeqCst);
-    let seqs = spool.append(&records(1..6)).unwrap();
+    let seqs = spool.append(&records(1..6)).unwrap().seqs;
     match confirmation(&spool, seqs.end - 1).await {
         Confirmation::Failing(reason) => assert!(reason.contains("cannot sync"), "{reason}"),
         other => panic!("a failed sync must not count as durable: {other:?}"),
@@ -115,7 +115,10 @@ async fn a_failing_sync_is_never_announced_as_durable() {
         Confirmation::Durable
     );
     assert!(spool.write_error().is_none());
-    assert_eq!(spool.append_when_room(&records(6..7)).await.unwrap(), 6..7);
+    assert_eq!(
+        spool.append_when_room(&records(6..7)).await.unwrap().seqs,
+        6..7
+    );
 }
 
 #[tokio::test]
@@ -127,7 +130,7 @@ async fn a_segment_roll_that_fails_half_way_leaves_nothing_in_the_way() {
     let (spool, plan) = broken_spool(dir.path(), FileOp::SyncDir, Durability::Always).await;
     plan.on.store(true, Ordering::SeqCst);
     // Enough to need new segments (4 KiB each).
-    let seqs = spool.append(&records(1..200)).unwrap();
+    let seqs = spool.append(&records(1..200)).unwrap().seqs;
     assert!(matches!(
         confirmation(&spool, seqs.end - 1).await,
         Confirmation::Failing(_)
@@ -139,7 +142,11 @@ async fn a_segment_roll_that_fails_half_way_leaves_nothing_in_the_way() {
         Confirmation::Durable
     );
     assert_eq!(
-        spool.append_when_room(&records(200..201)).await.unwrap(),
+        spool
+            .append_when_room(&records(200..201))
+            .await
+            .unwrap()
+            .seqs,
         200..201
     );
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
@@ -189,7 +196,7 @@ async fn records_a_failed_sync_dropped_are_never_called_durable() {
     let segment = dir.path().join("segments").join(Segment::file_name(0));
     let synced = std::fs::metadata(&segment).unwrap().len();
     plan.on.store(true, Ordering::SeqCst);
-    let seqs = spool.append(&records(1..6)).unwrap();
+    let seqs = spool.append(&records(1..6)).unwrap().seqs;
     assert!(matches!(
         confirmation(&spool, seqs.end - 1).await,
         Confirmation::Failing(_)

@@ -1,0 +1,376 @@
+//! The dedup window as the spool keeps it: copies are not spooled, are
+//! durable only with their first copy, survive a restart and a crash, and
+//! the window never costs an event or fills the spool.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::*;
+use crate::spool::files::{FaultPlan, FileOp};
+
+fn with_window(dir: &Path, ids: usize) -> SpoolOptions {
+    SpoolOptions {
+        dedup: DedupWindow {
+            ids,
+            age: Duration::from_secs(600),
+        },
+        ..options(dir)
+    }
+}
+
+/// Every event the spool holds from `from` on, as (seq, id).
+async fn spooled(spool: &Spool) -> Vec<(u64, String)> {
+    let consumer = spool.consumer("check", StartFrom::Earliest, false);
+    let mut reader = spool.reader(consumer);
+    let mut all = Vec::new();
+    written(spool).await;
+    loop {
+        let batch = reader.read(1000, usize::MAX, true).unwrap();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch.events().map(|(seq, e)| (seq, e.id.to_owned())));
+    }
+}
+
+#[tokio::test]
+async fn a_copy_is_acknowledged_not_spooled_and_durable_with_its_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(with_window(dir.path(), 1000)).unwrap();
+    let first = spool.append(&records(0..10)).unwrap();
+    assert_eq!((first.seqs.clone(), first.copies), (0..10, 0));
+    // A retry of part of it, with two new events and a copy of one of them.
+    let mut retry = records(5..12);
+    retry.push(record(11));
+    let again = spool.append(&retry).unwrap();
+    assert_eq!(again.seqs, 10..12, "only the new ones are spooled");
+    assert_eq!(again.copies, 6);
+    assert_eq!(again.durable_end, 12);
+    // Copies only: durable once the newest first copy is.
+    let copies = spool.append(&records(2..4)).unwrap();
+    assert_eq!((copies.seqs.count(), copies.copies), (0, 2));
+    assert_eq!(copies.durable_end, 4);
+    assert_eq!(
+        spool.durable(copies.durable_end - 1).await,
+        Confirmation::Durable
+    );
+    let ids: Vec<u64> = spooled(&spool).await.iter().map(|(s, _)| *s).collect();
+    assert_eq!(ids, (0..12).collect::<Vec<_>>());
+    assert_eq!(spool.stats().dedup_ids, 12);
+}
+
+#[tokio::test]
+async fn other_content_under_a_known_identity_is_spooled_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(with_window(dir.path(), 1000)).unwrap();
+    spool.append(&records(0..3)).unwrap();
+    let changed = Record::from_event(Event {
+        id: "e1",
+        source: "test",
+        event_type: "t.x",
+        time_unix_nanos: 1,
+        tenant: None,
+        envelope: b"{\"n\":\"changed\"}",
+    });
+    let appended = spool.append(&[record(0), changed.clone()]).unwrap();
+    assert_eq!(appended.seqs, 3..4);
+    assert_eq!((appended.copies, appended.conflicts), (1, 1));
+    assert_eq!(appended.first_conflict, Some(1));
+    // From then on the newer content is the one whose copies collapse.
+    let again = spool.append(&[changed]).unwrap();
+    assert_eq!((again.copies, again.durable_end), (1, 4));
+}
+
+#[tokio::test]
+async fn the_window_survives_a_restart_and_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = Spool::open(with_window(dir.path(), 1000)).unwrap();
+        spool.append(&records(0..300)).unwrap();
+        written(&spool).await;
+        spool.finish();
+    }
+    {
+        let (spool, _) = Spool::open(with_window(dir.path(), 1000)).unwrap();
+        assert_eq!(spool.stats().dedup_ids, 300);
+        let retry = spool.append(&records(250..310)).unwrap();
+        assert_eq!((retry.seqs.clone(), retry.copies), (300..310, 50));
+        written(&spool).await;
+        // A crash: the files as they are now, with no shutdown.
+        copy_dir(dir.path(), crashed.path());
+    }
+    let (spool, _) = Spool::open(with_window(crashed.path(), 1000)).unwrap();
+    let retry = spool.append(&records(0..310)).unwrap();
+    assert_eq!((retry.seqs.count(), retry.copies), (0, 310));
+}
+
+/// What a `kill -9` leaves of a running spool: its files as they are.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_the_last_ids_are_read_back_and_kept_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(with_window(dir.path(), 100)).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut reader = spool.reader(consumer);
+    spool.append(&records(0..2000)).unwrap();
+    written(&spool).await;
+    drain(&spool, consumer, &mut reader).await;
+    // The writer deletes what neither the instance nor the window needs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while spool.stats().first_seq < 1900 - 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = spool.stats();
+    assert!(
+        stats.first_seq <= 1900,
+        "the window's events stay on disk: {stats:?}"
+    );
+    assert!(
+        stats.first_seq > 1500,
+        "what left the window is deleted: {stats:?}"
+    );
+    spool.finish();
+    drop(spool);
+    let (spool, _) = Spool::open(with_window(dir.path(), 100)).unwrap();
+    assert_eq!(spool.stats().dedup_ids, 100);
+    let retry = spool.append(&records(1890..1910)).unwrap();
+    assert_eq!(
+        retry.copies, 10,
+        "1900..1910 were in the window, 1890..1900 not"
+    );
+}
+
+#[tokio::test]
+async fn the_window_never_keeps_more_than_its_share_of_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = 256 * 1024;
+    let opts = SpoolOptions {
+        max_bytes,
+        ..with_window(dir.path(), 1_000_000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut reader = spool.reader(consumer);
+    // Ten times what the spool holds, delivered as it comes: the window
+    // wants all of it, and gets a quarter of the spool.
+    for chunk in 0..100u64 {
+        let appended = spool.append(&records(chunk * 400..(chunk + 1) * 400));
+        assert!(appended.is_ok(), "chunk {chunk}: {appended:?}");
+        written(&spool).await;
+        drain(&spool, consumer, &mut reader).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while spool.stats().disk_bytes > max_bytes / DEDUP_SHARE + 2 * 4096
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stats = spool.stats();
+        assert!(
+            stats.disk_bytes <= max_bytes / DEDUP_SHARE + 2 * 4096,
+            "chunk {chunk}: {stats:?}"
+        );
+    }
+    // In memory the window still has them all.
+    assert_eq!(spool.stats().dedup_ids, 40_000);
+}
+
+#[tokio::test]
+async fn identities_age_out_with_no_event_coming_and_their_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SpoolOptions {
+        dedup: DedupWindow {
+            ids: 1000,
+            age: Duration::from_secs(1),
+        },
+        ..options(dir.path())
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut reader = spool.reader(consumer);
+    spool.append(&records(0..500)).unwrap();
+    written(&spool).await;
+    drain(&spool, consumer, &mut reader).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(spool.stats().segments > 2, "{:?}", spool.stats());
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while spool.stats().dedup_ids > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = spool.stats();
+    assert_eq!(stats.dedup_ids, 0, "{stats:?}");
+    assert!(stats.segments <= 2, "{stats:?}");
+    assert_eq!(spool.append(&records(0..1)).unwrap().copies, 0);
+}
+
+#[test]
+fn copies_arriving_at_once_on_many_threads_are_spooled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(with_window(dir.path(), 100_000)).unwrap();
+    let spool = Arc::new(spool);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                let mut spooled = 0;
+                for round in 0..200u64 {
+                    // Every thread sends the same events, in shifted batches.
+                    let start = round * 10 + (t % 3);
+                    spooled += spool
+                        .append(&records(start..start + 10))
+                        .unwrap()
+                        .seqs
+                        .count();
+                }
+                spooled
+            })
+        })
+        .collect();
+    let spooled: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(spooled, 2002, "each of 0..2002 once");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut ids: Vec<String> = runtime
+        .block_on(spooled_ids(&spool))
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2002);
+}
+
+async fn spooled_ids(spool: &Spool) -> Vec<(u64, String)> {
+    spooled(spool).await
+}
+
+#[tokio::test]
+async fn copies_need_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SpoolOptions {
+        max_bytes: 64 * 1024,
+        ..with_window(dir.path(), 10_000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let mut accepted = 0;
+    let full = loop {
+        match spool.append(&records(accepted..accepted + 10)) {
+            Ok(_) => accepted += 10,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(full, SpoolError::Full { .. }), "{full}");
+    // A retry of what was accepted is still acknowledged; with one new
+    // event among the copies, the whole append is refused, all or none.
+    let retry = spool.append(&records(0..20)).unwrap();
+    assert_eq!((retry.copies, retry.durable_end), (20, 20));
+    let mut mixed = records(0..20);
+    mixed.extend(records(accepted..accepted + 10));
+    assert!(matches!(spool.append(&mixed), Err(SpoolError::Full { .. })));
+    assert_eq!(
+        spool.stats().dedup_ids as u64,
+        accepted,
+        "the refused append left no trace"
+    );
+}
+
+#[tokio::test]
+async fn copies_need_no_working_disk_and_a_refused_event_is_not_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(FailWrites(AtomicBool::new(false)));
+    let opts = SpoolOptions {
+        durability: Durability::Always,
+        files: SegmentFiles::with_faults(failing.clone()),
+        ..with_window(dir.path(), 10_000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    spool.append(&records(0..20)).unwrap();
+    written(&spool).await;
+    failing.0.store(true, Ordering::SeqCst);
+    // A fire-and-forget append meets the failing disk, and waits in memory.
+    let waiting = spool.append(&records(20..21)).unwrap();
+    assert!(matches!(
+        spool.durable(waiting.durable_end - 1).await,
+        Confirmation::Failing(_)
+    ));
+    // A retry of durable events is acknowledged, and durable at once.
+    let retry = spool.append_when_room(&records(0..20)).await.unwrap();
+    assert_eq!(retry.copies, 20);
+    assert_eq!(
+        spool.durable(retry.durable_end - 1).await,
+        Confirmation::Durable
+    );
+    // A copy of the waiting one waits with it: not durable yet.
+    let copy = spool.append(&records(20..21)).unwrap();
+    assert_eq!(copy.copies, 1);
+    assert!(matches!(
+        spool.durable(copy.durable_end - 1).await,
+        Confirmation::Failing(_)
+    ));
+    // A new event is refused, and nothing of it is remembered: it is
+    // spooled once the disk works.
+    assert!(matches!(
+        spool.append_when_room(&[record(5000)]).await,
+        Err(SpoolError::Unwritable(_))
+    ));
+    failing.0.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spool.write_error().is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        spool.durable(copy.durable_end - 1).await,
+        Confirmation::Durable
+    );
+    let later = spool.append_when_room(&[record(5000)]).await.unwrap();
+    assert_eq!((later.seqs, later.copies), (21..22, 0));
+}
+
+struct FailWrites(AtomicBool);
+
+impl FaultPlan for FailWrites {
+    fn fail(&self, op: FileOp, _path: &Path) -> Option<io::Error> {
+        (matches!(op, FileOp::Write | FileOp::Sync) && self.0.load(Ordering::SeqCst))
+            .then(|| io::Error::from_raw_os_error(libc::EIO))
+    }
+}
+
+#[tokio::test]
+async fn a_read_back_that_fails_costs_duplicates_never_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _) = Spool::open(with_window(dir.path(), 1000)).unwrap();
+        spool.append(&records(0..100)).unwrap();
+        written(&spool).await;
+        spool.finish();
+    }
+    struct FailReads;
+    impl FaultPlan for FailReads {
+        fn fail(&self, op: FileOp, _path: &Path) -> Option<io::Error> {
+            matches!(op, FileOp::Open | FileOp::Read)
+                .then(|| io::Error::from_raw_os_error(libc::EIO))
+        }
+    }
+    let opts = SpoolOptions {
+        files: SegmentFiles::with_faults(Arc::new(FailReads)),
+        ..with_window(dir.path(), 1000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    assert_eq!(spool.stats().dedup_ids, 0);
+    let appended = spool.append(&records(0..10)).unwrap();
+    assert_eq!((appended.seqs, appended.copies), (100..110, 0));
+}
