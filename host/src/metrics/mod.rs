@@ -9,7 +9,8 @@
 //! | `auditrelay_spool_pending_bytes` | | bytes accepted but not yet written (grows only while the disk fails) |
 //! | `auditrelay_spool_segments` | | segment files |
 //! | `auditrelay_spool_dropped_events_total` | | events pushed out of a full spool (`when_full = "drop_oldest"`) |
-//! | `auditrelay_duplicate_events_total` | `content` | accepted events whose `(source, id)` one of the last 65,536 already had: `same` content (a retry) or `different` |
+//! | `auditrelay_duplicate_events_total` | `content` | accepted events whose `(source, id)` an event in the dedup window already had: `same` content (a copy: acknowledged, not spooled again) or `different` (spooled) |
+//! | `auditrelay_dedup_window_ids` | | identities the dedup window remembers now (`spool.dedup_ids` at most) |
 //! | `auditrelay_http_connections` | | HTTP connections open now |
 //! | `auditrelay_http_connections_closed_total` | `reason` | connections the relay closed or turned away: `evicted_idle` (the longest-idle one, to make room), `refused_full` (every connection busy) |
 //! | `auditrelay_outbox_pending_rows` | `outbox` | rows committed to the outbox table and not yet spooled (counted up to 100,000) |
@@ -120,6 +121,7 @@ pub struct Metrics {
     spool_bytes: Gauge,
     spool_pending: Gauge,
     spool_segments: Gauge,
+    dedup_window_ids: Gauge,
     spool_dropped: Counter,
     spool_dropped_seen: AtomicU64,
     duplicates: Family<ContentLabels, Counter>,
@@ -165,6 +167,7 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             spool_pending: Gauge::default(),
             spool_segments: Gauge::default(),
+            dedup_window_ids: Gauge::default(),
             spool_dropped: Counter::default(),
             spool_dropped_seen: AtomicU64::new(0),
             duplicates: Family::default(),
@@ -217,6 +220,11 @@ impl Metrics {
             "spool_segments",
             "Spool segment files",
             metrics.spool_segments.clone(),
+        );
+        r.register(
+            "dedup_window_ids",
+            "Identities the dedup window remembers now",
+            metrics.dedup_window_ids.clone(),
         );
         r.register(
             "spool_dropped_events",
@@ -369,7 +377,9 @@ impl Metrics {
         pending_bytes: u64,
         segments: u64,
         dropped: u64,
+        dedup_ids: u64,
     ) {
+        self.dedup_window_ids.set(dedup_ids as i64);
         self.spool_events.set(events as i64);
         self.spool_bytes.set(disk_bytes as i64);
         self.spool_pending.set(pending_bytes as i64);

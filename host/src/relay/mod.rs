@@ -562,6 +562,7 @@ impl Relay {
             pending_bytes,
             segments,
             dropped_events,
+            dedup_ids,
             ..
         } = self.inner.spool.stats();
         let status = self.status();
@@ -571,6 +572,7 @@ impl Relay {
             pending_bytes,
             segments as u64,
             dropped_events,
+            dedup_ids as u64,
         );
         self.inner.metrics.render()
     }

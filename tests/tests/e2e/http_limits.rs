@@ -185,10 +185,13 @@ async fn bodies_held_at_once_share_one_memory_budget() {
     )
     .await;
     let delivered = tokio::task::spawn_blocking(move || {
-        let body = ndjson_body(3, 400 * 1024);
+        // Each body its own events (a repeated one would be a copy).
+        let bodies: Vec<Vec<u8>> = (0..4).map(|_| ndjson_body(3, 400 * 1024)).collect();
+        let body = &bodies[2];
         // Two bodies nearly whole, held open: 800 KiB of the 1 MiB.
-        let mut held: Vec<TcpStream> = (0..2)
-            .map(|_| {
+        let mut held: Vec<TcpStream> = bodies[..2]
+            .iter()
+            .map(|body| {
                 let mut stream = connect(addr, post_head(body.len()).as_bytes());
                 stream.write_all(&body[..body.len() - 10]).unwrap();
                 stream
@@ -198,20 +201,21 @@ async fn bodies_held_at_once_share_one_memory_budget() {
         // A third does not fit: refused at once, nothing accepted.
         let started = Instant::now();
         let mut third = connect(addr, post_head(body.len()).as_bytes());
-        let _ = third.write_all(&body);
+        let _ = third.write_all(body);
         let answer = until_closed_or_answer(&mut third);
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
         assert!(answer.contains("max_body_memory"), "{answer}");
         assert!(started.elapsed() < Duration::from_secs(5));
         // The held ones finish and are accepted; then there is room again.
-        for stream in &mut held {
+        for (stream, body) in held.iter_mut().zip(&bodies) {
             stream.write_all(&body[body.len() - 10..]).unwrap();
             let answer = until_closed_or_answer(stream);
             assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
         }
+        let body = &bodies[3];
         let mut fourth = connect(addr, post_head(body.len()).as_bytes());
-        fourth.write_all(&body).unwrap();
+        fourth.write_all(body).unwrap();
         let answer = until_closed_or_answer(&mut fourth);
         assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
         9

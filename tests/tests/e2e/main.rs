@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod dedup;
 mod durability;
 mod end_to_end;
 mod exporters;

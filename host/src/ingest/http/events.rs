@@ -37,8 +37,16 @@ use crate::spool::SpoolError;
 
 #[derive(Serialize)]
 struct Answer {
+    /// Every event acknowledged, copies included.
     accepted: usize,
+    /// Of those, copies of events accepted recently: not spooled again.
+    #[serde(skip_serializing_if = "is_zero")]
+    copies: usize,
     rejected: Vec<Refused>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub(super) async fn post_events(
@@ -94,6 +102,7 @@ pub(super) async fn post_events(
     };
     let answer = Answer {
         accepted: admitted.receipt.len(),
+        copies: admitted.receipt.copies(),
         rejected: admitted.refused,
     };
     (status, axum::Json(answer)).into_response()
