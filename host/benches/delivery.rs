@@ -203,11 +203,17 @@ max_wait = "1ms"
     // A few templates, cloned just before each emit: an application emits
     // an envelope it has just built, so it is in cache.
     let templates: Vec<_> = (0..64).map(sample_envelope).collect();
+    // Each event its own id: a template sent again would be a copy, which
+    // the spool acknowledges without spooling it.
+    let mut ids: Vec<String> = (0..PIPELINE_EVENTS)
+        .map(|i| format!("{}-{i}", templates[i % templates.len()].id))
+        .collect();
     let relay = Relay::start(config).await.unwrap();
     let mut latencies = Vec::with_capacity(PIPELINE_EVENTS);
     let started = Instant::now();
-    for i in 0..PIPELINE_EVENTS {
-        let envelope = templates[i % templates.len()].clone();
+    for (i, id) in ids.drain(..).enumerate() {
+        let mut envelope = templates[i % templates.len()].clone();
+        envelope.id = id;
         let call = Instant::now();
         relay.emit(envelope).unwrap();
         latencies.push(call.elapsed());

@@ -149,8 +149,6 @@ max_events = 2000
             "none" => EVENTS_PER_ROUND,
             _ => (batch * DURABLE_REQUESTS).min(EVENTS_PER_ROUND),
         };
-        let envelopes: Vec<AuditEventEnvelope> = (0..events).map(sample_envelope).collect();
-        let bodies = Bodies::of(&envelopes, batch);
         let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); ways.len()];
         for _ in 0..ROUNDS {
             for (i, &way) in ways.iter().enumerate() {
@@ -159,6 +157,10 @@ max_events = 2000
                 if way != Way::InProcess && !wanted(way) {
                     continue;
                 }
+                // New events every round and way: the same ones again would
+                // be copies, which the spool acknowledges without spooling.
+                let envelopes: Vec<AuditEventEnvelope> = (0..events).map(sample_envelope).collect();
+                let bodies = Bodies::of(&envelopes, batch);
                 let cpu_before = process_cpu();
                 let (elapsed, requests, client_cpu) = match way {
                     Way::InProcess => in_process(&relay, &envelopes, batch).await,

@@ -116,10 +116,20 @@ async fn run(home: &Home, plugin: &str, table: &str, envelopes: &[AuditEventEnve
     let config = home.config(&format!(
         "[plugins.x]\nplugin = \"{plugin}\"\n{table}\n[plugins.x.batch]\nmax_events = 2000\nmax_wait = \"20ms\"\n"
     ));
+    // New events every run: the same ones again would be copies, which
+    // the spool (kept in `home` across runs) acknowledges without spooling.
+    let run: u64 = rand::random();
+    let envelopes: Vec<AuditEventEnvelope> = envelopes
+        .iter()
+        .map(|e| AuditEventEnvelope {
+            id: format!("{}-{run:x}", e.id),
+            ..e.clone()
+        })
+        .collect();
     let relay = Relay::start(config).await.expect("the relay starts");
     let cpu_before = relay_cpu();
     let started = Instant::now();
-    for envelope in envelopes {
+    for envelope in &envelopes {
         relay.emit(envelope.clone()).expect("emit");
     }
     loop {

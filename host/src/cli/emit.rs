@@ -43,6 +43,8 @@ struct Answer {
     #[serde(default)]
     accepted: usize,
     #[serde(default)]
+    copies: usize,
+    #[serde(default)]
     rejected: Vec<Rejected>,
     #[serde(default)]
     error: Option<String>,
@@ -82,7 +84,7 @@ pub async fn emit(args: Args) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(60))
         .build()?;
     let progress = progress_bar(events.len() as u64);
-    let (mut accepted, mut rejected) = (0usize, 0usize);
+    let (mut accepted, mut copies, mut rejected) = (0usize, 0usize, 0usize);
     // Requests in flight, oldest first: answers are reported in the order
     // of the input, whatever order they come back in.
     let mut in_flight = VecDeque::new();
@@ -106,6 +108,7 @@ pub async fn emit(args: Args) -> anyhow::Result<ExitCode> {
         let (offset, events, sending) = in_flight.pop_front().expect("a request is in flight");
         let answer = sending.await.context("a request task failed")??;
         accepted += answer.accepted;
+        copies += answer.copies;
         for r in &answer.rejected {
             rejected += 1;
             let id =
@@ -128,7 +131,14 @@ pub async fn emit(args: Args) -> anyhow::Result<ExitCode> {
         progress.inc(events as u64);
     }
     progress.finish_and_clear();
-    println!("{accepted} accepted, {rejected} refused");
+    if copies > 0 {
+        // A file sent again: the relay had these already (its dedup window).
+        println!(
+            "{accepted} accepted ({copies} of them copies of events the relay already had, not spooled again), {rejected} refused"
+        );
+    } else {
+        println!("{accepted} accepted, {rejected} refused");
+    }
     Ok(if rejected == 0 {
         ExitCode::SUCCESS
     } else {

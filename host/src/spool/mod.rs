@@ -320,6 +320,10 @@ struct State {
     write_error: Option<String>,
     /// The identities of recent events ([`dedup`]).
     recent: dedup::Recent,
+    /// The lowest cursor in the cursors file as last saved: segments
+    /// before it may go at any moment without a saved cursor ever
+    /// pointing at deleted records.
+    saved_floor: u64,
 }
 
 impl State {
@@ -554,6 +558,7 @@ impl Spool {
         let watermark = watermark::Watermark::open(&options.dir.join(WATERMARK_FILE))
             .map_err(|e| describe("cannot open the durable watermark in", e))?;
         let cursors = evidence.cursors.clone();
+        let saved_floor = cursors.values().copied().min().unwrap_or(0);
         // Never reuse a sequence number that was acknowledged or that a
         // cursor has seen, even if the records behind it were lost.
         let next_seq = report.next_seq.max(evidence.existed_below());
@@ -584,6 +589,7 @@ impl Spool {
                 writer_idle: false,
                 write_error: None,
                 recent: dedup::Recent::new(options.dedup),
+                saved_floor,
             }),
             writer_wake: Condvar::new(),
             room: Condvar::new(),
@@ -744,6 +750,14 @@ impl Spool {
             if state.used_bytes() + size <= capacity {
                 return None;
             }
+            // Room for an event comes before remembering one: what only
+            // the dedup window keeps goes first.
+            if state.delete_segments_before(state.saved_floor.min(state.handled_by_all())) {
+                tracing::info!(
+                    "the spool is full: deleted delivered segments the dedup window kept (after a restart, copies of their events are spooled again)"
+                );
+                continue;
+            }
             let full = SpoolError::Full {
                 used: state.used_bytes(),
                 capacity,
@@ -782,11 +796,13 @@ impl Spool {
         self.shared
             .dropped_events
             .fetch_add(dropped, Ordering::Relaxed);
-        tracing::error!(
-            segment = %oldest.path.display(),
-            events = dropped,
-            "the spool is full and spool.when_full = \"drop_oldest\": dropped undelivered events"
-        );
+        if dropped > 0 {
+            tracing::error!(
+                segment = %oldest.path.display(),
+                events = dropped,
+                "the spool is full and spool.when_full = \"drop_oldest\": dropped undelivered events"
+            );
+        }
         if let Err(error) = std::fs::remove_file(&oldest.path) {
             tracing::warn!(segment = %oldest.path.display(), %error, "cannot delete a dropped segment");
         }

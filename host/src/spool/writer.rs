@@ -649,6 +649,8 @@ impl Writer {
             self.shared.lock().cursors_dirty = true;
             return;
         }
+        let saved_floor = snapshot.values().copied().min().unwrap_or(0);
+        self.shared.lock().saved_floor = saved_floor;
         if let Some(end) = delete_before {
             let mut state = self.shared.lock();
             if state.delete_segments_before(end) {

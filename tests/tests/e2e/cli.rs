@@ -178,6 +178,13 @@ fn run_takes_events_from_emit_and_delivers_them_before_exiting_on_sigterm() {
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).trim(), "100 accepted, 0 refused");
+    // The same file again: acknowledged, and said to be copies.
+    let output = auditrelay(&["emit", events.to_str().unwrap(), "--url", &relay.url]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout).trim(),
+        "100 accepted (100 of them copies of events the relay already had, not spooled again), 0 refused"
+    );
 
     // A refused event: named on stderr, non-zero exit.
     let bad = home.join("bad.json");

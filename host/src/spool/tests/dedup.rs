@@ -374,3 +374,47 @@ async fn a_read_back_that_fails_costs_duplicates_never_the_start() {
     let appended = spool.append(&records(0..10)).unwrap();
     assert_eq!((appended.seqs, appended.copies), (100..110, 0));
 }
+
+#[tokio::test]
+async fn a_full_spool_takes_back_the_window_s_share_before_refusing() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = 256 * 1024;
+    let opts = SpoolOptions {
+        max_bytes,
+        ..with_window(dir.path(), 1_000_000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut reader = spool.reader(consumer);
+    // Delivered events the window keeps: a quarter of the spool.
+    spool.append(&records(0..1200)).unwrap();
+    written(&spool).await;
+    drain(&spool, consumer, &mut reader).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let kept = spool.stats().disk_bytes;
+    assert!(kept > max_bytes / DEDUP_SHARE / 2, "{:?}", spool.stats());
+    // Then the instance stops reading: undelivered events fill the spool,
+    // all of it, not three quarters.
+    let frame = (format::FRAME_HEADER_LEN + record(0).encoded().len()) as u64;
+    let mut next = 1200;
+    while spool.append(&records(next..next + 1)).is_ok() {
+        next += 1;
+    }
+    let stats = spool.stats();
+    assert!(
+        stats.first_seq > 1200 - 100,
+        "every segment only the window kept is gone: {stats:?}"
+    );
+    // (Frames grow with the numbers in them: `frame` is the smallest.)
+    let undelivered = (next - 1200) * frame;
+    assert!(
+        undelivered > max_bytes * 9 / 10,
+        "{undelivered} of {max_bytes} bytes hold undelivered events: {stats:?}"
+    );
+    // The window still knows the delivered ones in memory.
+    assert_eq!(spool.append(&records(0..10)).unwrap().copies, 10);
+    // And nothing that went reads as lost: every saved cursor was past it.
+    spool.finish();
+    let verified = inspect(dir.path()).unwrap();
+    assert!(verified.report.is_clean(), "{}", verified.report);
+}
