@@ -100,6 +100,7 @@ mod dispatch;
 mod ingest;
 mod metrics;
 pub mod middleware;
+pub mod redact;
 mod relay;
 mod runtime;
 mod secret;
@@ -164,7 +165,21 @@ pub mod internals {
 #[cfg(test)]
 mod layers {
     /// Each module, with the modules it must never name.
-    const RULES: [(&str, &[&str]); 6] = [
+    const RULES: [(&str, &[&str]); 7] = [
+        (
+            "redact",
+            &[
+                "spool",
+                "runtime",
+                "dispatch",
+                "relay",
+                "ingest",
+                "cli",
+                "config",
+                "metrics",
+                "internals",
+            ],
+        ),
         (
             "spool",
             &[

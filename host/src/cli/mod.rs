@@ -9,6 +9,8 @@
 //! | `status` | every instance: state, circuit, lag, dead letters, last error |
 //! | `dlq` | lists, shows, replays or purges an instance's dead letters |
 //! | `spool verify` | checks every record of the spool |
+//! | `outbox schema`, `outbox check` | prints the outbox DDL, checks a live database |
+//! | `redact test` | shows what the redaction rules do to events |
 //! | `demo` | runs the relay on sample events and shows where they landed |
 //!
 //! Without `--config` every command uses the embedded default
@@ -20,6 +22,7 @@ mod dlq;
 mod emit;
 mod outbox;
 mod plugins;
+mod redact;
 mod relay_api;
 mod run;
 mod spool;
@@ -87,6 +90,9 @@ enum Command {
     /// Create or check the outbox tables applications write their events to
     #[command(subcommand)]
     Outbox(outbox::Command),
+    /// Try the redaction rules on events
+    #[command(subcommand)]
+    Redact(redact::Command),
     /// Start the relay, send it sample events through the library API and
     /// over HTTP, wait until they are delivered and show where they landed
     Demo(demo::Args),
@@ -142,6 +148,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(command) => dlq::dlq(load_config(&cli.config)?, command).await,
             Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
             Command::Outbox(command) => outbox::outbox(load_config(&cli.config)?, command).await,
+            Command::Redact(command) => redact::redact(load_config(&cli.config)?, command).await,
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
             Command::PluginRunner(_) | Command::PluginCompiler(_) => {
                 unreachable!("handled before the runtime starts")

@@ -57,6 +57,11 @@ impl Config {
         {
             problems.add("spool.dedup_age", "must be between 1s and 7d");
         }
+        if let Err(found) = crate::redact::Redaction::new(relay.redact_defaults, &self.redact) {
+            for (key, message) in found {
+                problems.add(&key, message);
+            }
+        }
         let http = &self.ingest.http;
         if http.max_connections == 0 {
             problems.add("ingest.http.max_connections", "must be at least 1");

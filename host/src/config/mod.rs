@@ -92,6 +92,10 @@ pub struct Config {
     /// Plugin instances by name (`[plugins.<name>]`).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// Redaction rules (`[[redact]]`), applied to every event before it
+    /// reaches the spool, after the built-in ones (`relay.redact_defaults`).
+    #[serde(default)]
+    pub redact: Vec<crate::redact::RedactRule>,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -121,6 +125,10 @@ pub struct RelaySettings {
     /// Largest accepted event (canonical JSON).
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: ByteSize,
+    /// Whether the built-in redaction rules run (secret key names and
+    /// value patterns, masked): see [`crate::redact`].
+    #[serde(default = "default_true")]
+    pub redact_defaults: bool,
     /// How long a graceful shutdown may take to deliver what is buffered.
     #[serde(default = "default_shutdown_timeout", with = "units::duration")]
     pub shutdown_timeout: Duration,
@@ -697,6 +705,11 @@ impl Config {
         for (name, outbox) in &mut self.ingest.outbox {
             let key = format!("ingest.outbox.{name}.url");
             outbox.url = expand_secret(&key, &outbox.url)?;
+        }
+        for (i, rule) in self.redact.iter_mut().enumerate() {
+            if let Some(secret) = &mut rule.hash_key {
+                *secret = expand_secret(&format!("redact[{i}].hash_key"), secret)?;
+            }
         }
         for (name, settings) in &mut self.plugins {
             let key = |rest: &str| format!("plugins.{name}.{rest}");

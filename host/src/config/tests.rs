@@ -163,7 +163,8 @@ fn relative_paths_follow_the_config_file() {
 #[test]
 fn the_configuration_reference_documents_every_key_with_its_real_default() {
     use auditrelay_plugin_api::testing::config_docs::struct_fields;
-    let sections: [(&str, &[&str]); 9] = [
+    let sections: [(&str, &[&str]); 10] = [
+        ("redact", struct_fields::<crate::redact::RedactRule>()),
         ("relay", struct_fields::<RelaySettings>()),
         ("spool", struct_fields::<SpoolSettings>()),
         ("ingest.http", struct_fields::<HttpIngestSettings>()),
@@ -178,6 +179,8 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
     let baseline = format!("{:?}", parse(MINIMAL).unwrap());
     let outbox = "[ingest.outbox.app]\nurl = \"sqlite:///var/lib/app/app.db\"\n";
     let outbox_baseline = format!("{:?}", parse(&format!("{outbox}{MINIMAL}")).unwrap());
+    const REDACT_RULE: &str = "[[redact]]\nname = \"r\"\nkeys = [\"k\"]\n";
+    let redact_baseline = format!("{:?}", parse(&format!("{REDACT_RULE}{MINIMAL}")).unwrap());
     let mut problems = Vec::new();
     for (section, fields) in sections {
         let Some(rows) = tables
@@ -220,6 +223,10 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
                     format!("{MINIMAL}[plugins.file{sub}]\n{key} = {toml}\n"),
                     &baseline,
                 ),
+                None if section == "redact" => (
+                    format!("{REDACT_RULE}{key} = {toml}\n{MINIMAL}"),
+                    &redact_baseline,
+                ),
                 None if section == "ingest.outbox.<name>" => (
                     format!("{outbox}{key} = {toml}\n{MINIMAL}"),
                     &outbox_baseline,
@@ -252,7 +259,11 @@ fn reference_tables(doc: &str) -> Vec<(String, Vec<(String, String)>)> {
         if line.starts_with('#') {
             // A heading naming no section (`allowed_hosts` patterns) ends
             // the last one's table too.
-            let section = line.split("`[").nth(1).and_then(|s| s.split(']').next());
+            // `[[redact]]` names the section `redact`, as `[spool]` does.
+            let section = line
+                .split("`[")
+                .nth(1)
+                .and_then(|s| s.trim_start_matches('[').split(']').next());
             tables.push((section.unwrap_or_default().to_owned(), Vec::new()));
         } else if let Some(row) = line.strip_prefix("| `") {
             let cells: Vec<&str> = row.split(" | ").collect();

@@ -11,13 +11,13 @@
 //! a whole; otherwise each event is checked on its own and a bad event
 //! never hides the good ones.
 
-use auditrelay_plugin_api::envelope::{
-    EnvelopeError, EnvelopeView, Limits, ValidationError, cloudevents,
-};
+use auditrelay_plugin_api::envelope::{EnvelopeError, EnvelopeView, ValidationError, cloudevents};
 
 use serde_json::value::RawValue;
 
-use crate::relay::{Arrivals, Refused};
+use std::sync::Arc;
+
+use crate::relay::{Arrivals, Refused, Rules};
 
 /// The media types a body may have, as every refusal lists them.
 const ACCEPTED: &str = "send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json";
@@ -81,9 +81,9 @@ impl Format {
 /// Decodes a body into the events it brings, each read strictly and then
 /// validated and encoded once by [`Arrivals::push`]; `Err` means the body
 /// as a whole is unusable.
-pub fn decode(body: &[u8], format: Format, limits: Limits) -> Result<Arrivals, BodyError> {
+pub fn decode(body: &[u8], format: Format, rules: Arc<Rules>) -> Result<Arrivals, BodyError> {
     check_encoding(body)?;
-    let mut arrivals = Arrivals::new(limits);
+    let mut arrivals = Arrivals::new(rules);
     let refuse = |arrivals: &mut Arrivals, index: usize, raw: &[u8], error: EnvelopeError| {
         arrivals.refuse(Refused {
             index,
@@ -303,28 +303,31 @@ fn readable_id(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use auditrelay_plugin_api::envelope::AuditEventEnvelope;
+    use auditrelay_plugin_api::envelope::{AuditEventEnvelope, Limits};
     use auditrelay_plugin_api::testing::sample_envelope;
 
     fn json(i: usize) -> String {
         String::from_utf8(sample_envelope(i).to_canonical_json()).unwrap()
     }
 
+    fn plain() -> Arc<Rules> {
+        Rules::plain(Limits::default())
+    }
+
     #[test]
     fn single_array_and_ndjson_bodies_decode() {
-        let limits = Limits::default();
         let event = json(0);
-        let one = decode(event.as_bytes(), Format::Json, limits).unwrap();
+        let one = decode(event.as_bytes(), Format::Json, plain()).unwrap();
         assert_eq!(one.records().len(), 1);
         assert_eq!(one.records()[0].json(), event.as_bytes());
 
         let array = format!("[{},\n {}]", json(1), json(2));
-        let many = decode(array.as_bytes(), Format::Json, limits).unwrap();
+        let many = decode(array.as_bytes(), Format::Json, plain()).unwrap();
         assert_eq!(many.records().len(), 2);
 
         let lines = format!("{}\n\n{}\n", json(3), json(4));
         assert_eq!(
-            decode(lines.as_bytes(), Format::Ndjson, limits)
+            decode(lines.as_bytes(), Format::Ndjson, plain())
                 .unwrap()
                 .records()
                 .len(),
@@ -336,7 +339,7 @@ mod tests {
     fn bad_events_are_named_and_good_ones_kept() {
         let bad = json(1).replace("\"actor\":{", "\"actor\":{\"nick\":\"x\",");
         let body = format!("[{}, {}, {{\"id\": \"broken\"}}]", json(0), bad);
-        let decoded = decode(body.as_bytes(), Format::Json, Limits::default()).unwrap();
+        let decoded = decode(body.as_bytes(), Format::Json, plain()).unwrap();
         assert_eq!(decoded.records().len(), 1);
         assert_eq!(decoded.refused().len(), 2);
         assert_eq!(decoded.refused()[0].index, 1);
@@ -346,7 +349,7 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_refused_with_a_position() {
-        let err = decode(b"[{\"id\": 1,,}]", Format::Json, Limits::default())
+        let err = decode(b"[{\"id\": 1,,}]", Format::Json, plain())
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("malformed JSON at line 1 column"), "{err}");
@@ -399,7 +402,7 @@ mod tests {
             format!("[{good}, {{\"a\": 1}} {{}}]"),
             format!("[{good}, [}}]"),
         ] {
-            let err = decode(body.as_bytes(), Format::Json, Limits::default()).unwrap_err();
+            let err = decode(body.as_bytes(), Format::Json, plain()).unwrap_err();
             assert!(
                 err.to_string().starts_with("malformed JSON"),
                 "{body}: {err}"
@@ -412,14 +415,14 @@ mod tests {
         let envelope = sample_envelope(5);
         let event = cloudevents::to_cloudevent(&envelope);
         let body = serde_json::to_vec(&event).unwrap();
-        let decoded = decode(&body, Format::CloudEvent, Limits::default()).unwrap();
+        let decoded = decode(&body, Format::CloudEvent, plain()).unwrap();
         assert_eq!(decoded.records()[0].json(), envelope.to_canonical_json());
 
         let batch = serde_json::to_vec(&vec![event.clone(), event]).unwrap();
-        let decoded = decode(&batch, Format::CloudEventBatch, Limits::default()).unwrap();
+        let decoded = decode(&batch, Format::CloudEventBatch, plain()).unwrap();
         assert_eq!(decoded.records().len(), 2);
 
-        let as_plain_json = decode(&body, Format::Json, Limits::default()).unwrap();
+        let as_plain_json = decode(&body, Format::Json, plain()).unwrap();
         let hint = &as_plain_json.refused()[0].errors;
         assert!(
             hint.iter()
@@ -478,7 +481,7 @@ mod tests {
             ) {
                 let format = FORMATS[format];
                 let bytes = mutate(body(format, events), &edits);
-                if let Ok(decoded) = decode(&bytes, format, Limits::default()) {
+                if let Ok(decoded) = decode(&bytes, format, plain()) {
                     for record in decoded.records() {
                         let again = AuditEventEnvelope::from_json(record.json()).expect("stored JSON reads back");
                         prop_assert_eq!(again.to_canonical_json(), record.json().to_vec());
@@ -510,7 +513,7 @@ mod tests {
                     Some(b'[') => parse_array(&bytes).is_err(),
                     _ => parse::<&RawValue>(&bytes).is_err(),
                 };
-                let decoded = decode(&bytes, Format::Json, Limits::default());
+                let decoded = decode(&bytes, Format::Json, plain());
                 if check_encoding(&bytes).is_ok() {
                     prop_assert_eq!(decoded.is_err(), not_json, "{}", String::from_utf8_lossy(&bytes));
                 }
@@ -518,7 +521,7 @@ mod tests {
 
             #[test]
             fn arbitrary_bodies_never_panic(format in 0..4usize, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-                let _ = decode(&bytes, FORMATS[format], Limits::default());
+                let _ = decode(&bytes, FORMATS[format], plain());
             }
         }
     }

@@ -4,12 +4,13 @@
 //! [`Relay::admit_durable`]), which counts, refuses or appends them the
 //! same way whatever the door.
 //!
-//! An arriving event is validated and encoded as canonical JSON here, once
-//! ([`Arrivals::push`]); what a door read from bytes and could not make an
-//! envelope of arrives already refused ([`Arrivals::refuse`]). Each door
-//! says what the events that break the rules mean for the others
-//! ([`Refusals`]).
+//! An arriving event is validated, redacted ([`crate::redact`]) and
+//! encoded as canonical JSON here, once ([`Arrivals::push`]); what a door
+//! read from bytes and could not make an envelope of arrives already
+//! refused ([`Arrivals::refuse`]). Each door says what the events that
+//! break the rules mean for the others ([`Refusals`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView, Limits, ValidationError};
@@ -17,7 +18,105 @@ use serde::Serialize;
 
 use super::{EmitError, Receipt, Relay};
 use crate::metrics::Via;
+use crate::redact::Redaction;
 use crate::spool::Record;
+
+/// What every arriving event is held to, whatever its door.
+#[derive(Debug)]
+pub(crate) struct Rules {
+    /// The envelope limits it is validated against.
+    pub limits: Limits,
+    /// What is redacted before it is spooled.
+    pub redaction: Redaction,
+}
+
+impl Rules {
+    /// Rules with `limits` and no redaction (for tests).
+    #[cfg(test)]
+    pub fn plain(limits: Limits) -> Arc<Rules> {
+        Arc::new(Rules {
+            limits,
+            redaction: Redaction::none(),
+        })
+    }
+
+    /// Validates, redacts and encodes one event; its `id` (if short
+    /// enough to show) and every rule it broke, if it is refused.
+    fn record(
+        &self,
+        mut event: AuditEventEnvelope,
+    ) -> Result<Record, (Option<String>, Vec<ValidationError>)> {
+        let refused = |event: &AuditEventEnvelope, errors: Vec<ValidationError>| {
+            // Long ids are refused for their length: not shown back.
+            (Some(event.id.clone()).filter(|id| id.len() <= 128), errors)
+        };
+        let json = match event.to_validated_json(&self.limits) {
+            Ok(json) => json,
+            Err(errors) => return Err(refused(&event, errors.0)),
+        };
+        self.redacted(&mut event, json)
+            .map_err(|errors| refused(&event, errors))
+    }
+
+    /// The record of `event`, valid and encoded as `json`, after redaction.
+    fn redacted(
+        &self,
+        event: &mut AuditEventEnvelope,
+        json: Vec<u8>,
+    ) -> Result<Record, Vec<ValidationError>> {
+        if !self
+            .redaction
+            .may_apply(&event.source, &event.event_type, &json)
+            || self.redaction.apply(event).is_empty()
+        {
+            return Ok(Record::with_json(event, &json));
+        }
+        match event.to_validated_json(&self.limits) {
+            Ok(json) => Ok(Record::with_json(event, &json)),
+            Err(errors) => Err(errors
+                .0
+                .into_iter()
+                .map(|mut e| {
+                    e.problem = format!("{} (after redaction)", e.problem);
+                    e
+                })
+                .collect()),
+        }
+    }
+
+    /// As [`record`](Self::record), for an envelope read from JSON.
+    fn record_of_view(
+        &self,
+        view: &EnvelopeView<'_>,
+    ) -> Result<Record, (Option<String>, Vec<ValidationError>)> {
+        let id = || {
+            Some(view.id.as_ref())
+                .filter(|id| id.len() <= 128)
+                .map(str::to_owned)
+        };
+        let json = view
+            .to_validated_json(&self.limits)
+            .map_err(|e| (id(), e.0))?;
+        if !self
+            .redaction
+            .may_apply(&view.source, &view.event_type, &json)
+        {
+            return Ok(Record::with_view_json(view, &json));
+        }
+        // Rarely: read into a tree, to walk it.
+        let mut event: AuditEventEnvelope = serde_json::from_slice(&json).map_err(|error| {
+            (
+                id(),
+                vec![ValidationError {
+                    field: "(envelope)".into(),
+                    problem: format!("cannot be read back for redaction: {error}"),
+                }],
+            )
+        })?;
+        self.redacted(&mut event, json)
+            .map_err(|errors| (id(), errors))
+    }
+}
 
 /// Why one arriving event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,7 +134,7 @@ pub(crate) struct Refused {
 /// encoded, each refused one with why, in arrival order.
 #[derive(Debug)]
 pub(crate) struct Arrivals {
-    limits: Limits,
+    rules: Arc<Rules>,
     records: Vec<Record>,
     refused: Vec<Refused>,
     /// One event on its own ([`Relay::emit`]): its refusal names no index.
@@ -43,10 +142,10 @@ pub(crate) struct Arrivals {
 }
 
 impl Arrivals {
-    /// No events yet; they will be checked against `limits`.
-    pub fn new(limits: Limits) -> Self {
+    /// No events yet; they will be held to `rules`.
+    pub fn new(rules: Arc<Rules>) -> Self {
         Arrivals {
-            limits,
+            rules,
             records: Vec::new(),
             refused: Vec::new(),
             single: false,
@@ -54,38 +153,36 @@ impl Arrivals {
     }
 
     /// One event on its own.
-    pub fn one(limits: Limits, event: AuditEventEnvelope) -> Self {
-        let mut arrivals = Arrivals::new(limits);
+    pub fn one(rules: Arc<Rules>, event: AuditEventEnvelope) -> Self {
+        let mut arrivals = Arrivals::new(rules);
         arrivals.single = true;
         arrivals.push(0, event);
         arrivals
     }
 
-    /// The envelope at `index`: validated and encoded once, or refused.
+    /// The envelope at `index`: validated, redacted and encoded once, or
+    /// refused.
     pub fn push(&mut self, index: usize, event: AuditEventEnvelope) {
-        match Record::from_envelope(&event, &self.limits) {
-            Ok(record) => self.records.push(record),
-            Err(errors) => self.refused.push(Refused {
-                index,
-                // Long ids are refused for their length: not shown back.
-                id: Some(event.id).filter(|id| id.len() <= 128),
-                errors: errors.0,
-            }),
-        }
+        let record = self.rules.record(event);
+        self.take(index, record);
     }
 
     /// The envelope read from `json` at `index` (the view borrows from
-    /// the bytes: nothing is copied but the canonical encoding).
+    /// the bytes: nothing is copied but the canonical encoding, unless a
+    /// redaction rule may apply).
     pub fn push_view(&mut self, index: usize, event: &EnvelopeView<'_>) {
-        match Record::from_view(event, &self.limits) {
+        let record = self.rules.record_of_view(event);
+        self.take(index, record);
+    }
+
+    fn take(
+        &mut self,
+        index: usize,
+        record: Result<Record, (Option<String>, Vec<ValidationError>)>,
+    ) {
+        match record {
             Ok(record) => self.records.push(record),
-            Err(errors) => self.refused.push(Refused {
-                index,
-                id: Some(event.id.as_ref())
-                    .filter(|id| id.len() <= 128)
-                    .map(str::to_owned),
-                errors: errors.0,
-            }),
+            Err((id, errors)) => self.refused.push(Refused { index, id, errors }),
         }
     }
 
@@ -97,6 +194,12 @@ impl Arrivals {
     /// Whether any event was refused so far.
     pub fn has_refused(&self) -> bool {
         !self.refused.is_empty()
+    }
+
+    /// The accepted events and the refused ones.
+    #[cfg(feature = "cli")]
+    pub fn into_parts(self) -> (Vec<Record>, Vec<Refused>) {
+        (self.records, self.refused)
     }
 
     /// The events accepted so far.

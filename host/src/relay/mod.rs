@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus, RunState};
 use crate::metrics::{Metrics, Via};
+use crate::redact::Redaction;
 use crate::runtime::catalog::PluginDirError;
 use crate::spool::{
     Appended, Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolOpenError, SpoolStats,
 };
 
-pub(crate) use intake::{Arrivals, Refusals, Refused};
+pub(crate) use intake::{Arrivals, Refusals, Refused, Rules};
 pub use sources::{SourceReport, SourceStatus};
 use start::{Instance, Starter, spool_options};
 #[cfg(feature = "cli")]
@@ -44,6 +45,10 @@ pub enum StartError {
     /// The plugin directory could not be read.
     #[error(transparent)]
     PluginDir(#[from] PluginDirError),
+    /// The redaction rules cannot be compiled (`auditrelay check` says
+    /// the same).
+    #[error("the redaction rules are invalid:\n  - {}", .0.join("\n  - "))]
+    Redaction(Vec<String>),
     /// No enabled plugin can run as configured (no such plugin, a broken
     /// file, a setting that does not apply), so accepted events would have
     /// nowhere to go.
@@ -221,7 +226,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     duplicates: duplicates::Duplicates,
     sources: sources::Sources,
-    limits: Limits,
+    rules: Arc<intake::Rules>,
     shutdown_timeout: Duration,
     recovery: RecoveryReport,
     instances: Vec<Arc<Instance>>,
@@ -295,11 +300,23 @@ impl Relay {
             );
         }
         let spool = Arc::new(spool);
-        let limits = Limits {
-            max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
-                .unwrap_or(usize::MAX),
-            ..Limits::default()
-        };
+        let rules = Arc::new(intake::Rules {
+            limits: Limits {
+                max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
+                    .unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+            redaction: Redaction::new(config.relay.redact_defaults, &config.redact).map_err(
+                |problems| {
+                    StartError::Redaction(
+                        problems
+                            .into_iter()
+                            .map(|(k, m)| format!("{k}: {m}"))
+                            .collect(),
+                    )
+                },
+            )?,
+        });
         let catalog = {
             let config = config.clone();
             handle
@@ -330,7 +347,7 @@ impl Relay {
                 metrics,
                 duplicates: duplicates::Duplicates::default(),
                 sources: sources::Sources::default(),
-                limits,
+                rules,
                 shutdown_timeout: config.relay.shutdown_timeout,
                 recovery,
                 instances,
@@ -367,14 +384,14 @@ impl Relay {
     /// is durable, use [`emit_durable`](Self::emit_durable) or
     /// [`durable`](Self::durable).
     pub fn emit(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let arrivals = Arrivals::one(self.inner.limits, event);
+        let arrivals = Arrivals::one(self.rules(), event);
         Ok(self.admit(arrivals, Via::Api, Refusals::RefuseAll)?.receipt)
     }
 
     /// Accepts a batch atomically: all events, or none if any is invalid
     /// or the spool is full.
     pub fn emit_batch(&self, events: Vec<AuditEventEnvelope>) -> Result<Receipt, EmitError> {
-        let mut arrivals = Arrivals::new(self.inner.limits);
+        let mut arrivals = Arrivals::new(self.rules());
         for (index, event) in events.into_iter().enumerate() {
             arrivals.push(index, event);
         }
@@ -386,7 +403,7 @@ impl Relay {
     /// [`EmitError::NotDurable`] if it starts failing before the event is
     /// safe.
     pub async fn emit_durable(&self, event: AuditEventEnvelope) -> Result<Receipt, EmitError> {
-        let arrivals = Arrivals::one(self.inner.limits, event);
+        let arrivals = Arrivals::one(self.rules(), event);
         let admitted = self
             .admit_durable(arrivals, Via::Api, Refusals::RefuseAll, None)
             .await?;
@@ -459,7 +476,13 @@ impl Relay {
 
     /// The envelope limits events are checked against.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.inner.rules.limits
+    }
+
+    /// What every arriving event is held to (limits, redaction): each door
+    /// gathers its [`Arrivals`] under them.
+    pub(crate) fn rules(&self) -> Arc<intake::Rules> {
+        self.inner.rules.clone()
     }
 
     /// Resolves once every running plugin has handled every event accepted

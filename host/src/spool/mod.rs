@@ -8,7 +8,11 @@
 //! - **Reading**: each instance reads with its own [`Reader`] from its
 //!   cursor, which moves ([`Spool::commit`]) only after the instance
 //!   handled a batch. Cursors are saved to disk. A segment is deleted once
-//!   every instance has passed it.
+//!   every instance has passed it and the dedup window no longer needs it.
+//! - **Copies** ([`dedup`]): an event the spool accepted recently (same
+//!   `(source, id)`, same content) is acknowledged again without being
+//!   spooled again ([`Appended::copies`]); the window is read back from
+//!   the segments at start, so it holds across a crash.
 //! - **When full** (`spool.max_size`), appends wait, are refused, or push out
 //!   the oldest events, as [`WhenFull`] says; the default refuses, so nothing
 //!   is lost without the emitter knowing.
@@ -19,7 +23,7 @@
 //! The bytes on disk are described in [`format`](mod@format).
 
 mod cursors;
-mod dedup;
+pub mod dedup;
 pub mod files;
 pub mod findings;
 pub mod format;

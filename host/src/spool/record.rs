@@ -30,14 +30,19 @@ impl Record {
     /// encoded once, canonically, straight from the view.
     pub fn from_view(event: &EnvelopeView<'_>, limits: &Limits) -> Result<Self, ValidationErrors> {
         let json = event.to_validated_json(limits)?;
-        Ok(Self::from_event(Event {
+        Ok(Self::with_view_json(event, &json))
+    }
+
+    /// A record of `event` whose validated canonical JSON is `json`.
+    pub fn with_view_json(event: &EnvelopeView<'_>, json: &[u8]) -> Self {
+        Self::from_event(Event {
             id: &event.id,
             source: &event.source,
             event_type: &event.event_type,
             time_unix_nanos: event.time_unix_nanos(),
             tenant: event.tenant.as_deref(),
-            envelope: &json,
-        }))
+            envelope: json,
+        })
     }
 
     /// A record of an event as a plugin would see it.
@@ -57,7 +62,8 @@ impl Record {
         Ok(Record { encoded })
     }
 
-    fn with_json(event: &AuditEventEnvelope, json: &[u8]) -> Self {
+    /// A record of `event` whose validated canonical JSON is `json`.
+    pub fn with_json(event: &AuditEventEnvelope, json: &[u8]) -> Self {
         Self::from_event(Event {
             id: &event.id,
             source: &event.source,

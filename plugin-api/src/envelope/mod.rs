@@ -81,6 +81,11 @@ pub use view::{ActionView, ActorView, EnvelopeView, Label, TargetView};
 /// The envelope schema version this crate reads and writes.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// The metadata key in which the relay records what it redacted in an
+/// event: a JSON array of `{"path", "rule", "action"}` (never a value).
+/// It does not count toward the 64 metadata entries an event may have.
+pub const REDACTION_RECORD_KEY: &str = "auditrelay.redacted";
+
 /// One audit event. See the [module documentation](self) for the JSON shape.
 ///
 /// Fields are declared in the order of their JSON names so that serializing

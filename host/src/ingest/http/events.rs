@@ -69,10 +69,10 @@ pub(super) async fn post_events(
         Ok(read) => read,
         Err(refusal) => return refusal,
     };
-    let limits = *api.relay.limits();
+    let rules = api.relay.rules();
     // Reading a large batch takes milliseconds: keep it off the I/O threads.
     let arrivals =
-        match tokio::task::spawn_blocking(move || decode::decode(&bytes, format, limits)).await {
+        match tokio::task::spawn_blocking(move || decode::decode(&bytes, format, rules)).await {
             Ok(Ok(arrivals)) => arrivals,
             Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
             Err(error) => {

@@ -406,7 +406,7 @@ impl OutboxIngest {
     /// Appends the rows' valid envelopes to the spool and waits until they
     /// are durable; says what to do with every row.
     async fn spool(&self, rows: Vec<Row>) -> Result<Settlement, Failure> {
-        let mut arrivals = Arrivals::new(*self.relay.limits());
+        let mut arrivals = Arrivals::new(self.relay.rules());
         // Rows are hashed only while some earlier settle failed.
         let claimed_again: Vec<Option<(i64, u64)>> = {
             let unsettled = self.unsettled.lock().expect("never poisoned");
