@@ -36,13 +36,18 @@ pub async fn redact(config: Config, command: Command) -> anyhow::Result<ExitCode
             bytes
         }
     };
-    let redaction = Redaction::new(config.relay.redact_defaults, &config.redact).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(|(k, m)| format!("  - {k}: {m}")).collect();
-        anyhow::anyhow!("the redaction rules are invalid:\n{}", lines.join("\n"))
-    })?;
+    let redaction =
+        Redaction::new(config.relay.redact_defaults, &config.redact).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|(k, m)| format!("  - {k}: {m}"))
+                .collect();
+            anyhow::anyhow!("the redaction rules are invalid:\n{}", lines.join("\n"))
+        })?;
     let rules = Arc::new(Rules {
         limits: Limits {
-            max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64()).unwrap_or(usize::MAX),
+            max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
+                .unwrap_or(usize::MAX),
             ..Limits::default()
         },
         redaction,
@@ -60,7 +65,13 @@ pub async fn redact(config: Config, command: Command) -> anyhow::Result<ExitCode
         let done: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
         for entry in done {
             if let Ok(entry) = serde_json::from_value::<Redacted>(entry) {
-                eprintln!("event {}: {} {} ({})", event["id"].as_str().unwrap_or("?"), entry.action, entry.path, entry.rule);
+                eprintln!(
+                    "event {}: {} {} ({})",
+                    event["id"].as_str().unwrap_or("?"),
+                    entry.action,
+                    entry.path,
+                    entry.rule
+                );
                 *by_rule.entry(entry.rule).or_default() += 1;
             }
         }
@@ -69,14 +80,29 @@ pub async fn redact(config: Config, command: Command) -> anyhow::Result<ExitCode
         let problems: Vec<String> = refusal.errors.iter().map(|e| e.to_string()).collect();
         eprintln!("event {} refused: {}", refusal.index, problems.join("; "));
     }
-    let rules: Vec<String> = by_rule.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
+    let rules: Vec<String> = by_rule
+        .iter()
+        .map(|(rule, n)| format!("{rule} {n}"))
+        .collect();
     eprintln!(
         "{} events, {redacted_events} redacted{}{}",
         records.len() + refused.len(),
-        if rules.is_empty() { String::new() } else { format!(" ({})", rules.join(", ")) },
-        if refused.is_empty() { String::new() } else { format!(", {} refused", refused.len()) },
+        if rules.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", rules.join(", "))
+        },
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!(", {} refused", refused.len())
+        },
     );
-    Ok(if refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A JSON array or one object (possibly over several lines), else NDJSON.

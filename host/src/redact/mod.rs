@@ -5,9 +5,10 @@
 //! Rules come from `[[redact]]` (see [`RedactRule`]) after two built-in
 //! ones, on unless `relay.redact_defaults = false`:
 //!
-//! - `default-keys` masks the value under any of [`DEFAULT_KEYS`] anywhere
-//!   in `payload` and `metadata` (names compared without case and without
-//!   `_`, `-`, `.` and spaces, so `apiKey`, `api_key` and `API-KEY` are one);
+//! - `default-keys` masks the value under every key, anywhere in `payload`
+//!   and `metadata`, whose name ends in one of [`DEFAULT_KEYS`] (names
+//!   compared without case and without `_`, `-`, `.` and spaces, so
+//!   `apiKey`, `api_key` and `X-API-KEY` all end in `apikey`);
 //! - `default-patterns` masks every built-in value pattern (bearer tokens,
 //!   JWTs, AWS access key ids and secret keys, private key PEM blocks, card
 //!   numbers passing the Luhn check, IBANs passing their check digits)
@@ -49,30 +50,24 @@ pub const RECORD_KEY: &str = auditrelay_plugin_api::envelope::REDACTION_RECORD_K
 /// What a masked value becomes.
 pub const MASK: &str = "[REDACTED]";
 
-/// The key names `default-keys` masks.
+/// The key names `default-keys` masks: every key whose name, compared
+/// as rules compare names, ends in one of these (`user_password`,
+/// `X-Api-Key`, `refresh_token`, `Set-Cookie`, `client_secret`).
 pub const DEFAULT_KEYS: &[&str] = &[
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "session_token",
-    "auth_token",
-    "api_key",
-    "api_secret",
-    "secret_key",
-    "authorization",
-    "proxy_authorization",
-    "cookie",
-    "set-cookie",
-    "mfa_token",
-    "otp",
-    "private_key",
-    "client_secret",
-    "credentials",
+    "*password",
+    "*passwd",
+    "*passphrase",
+    "*pwd",
+    "*secret",
+    "*token",
+    "*api_key",
+    "*authorization",
+    "*cookie",
+    "*otp",
+    "*private_key",
+    "*credentials",
+    "*credential",
+    "*session_id",
 ];
 
 /// The longest a record may be (a metadata value holds 4096 bytes).
@@ -83,6 +78,10 @@ pub struct Redaction {
     rules: Vec<Rule>,
     /// Every key name some rule selects, normalised.
     keys: HashSet<Vec<u8>>,
+    /// Every name ending some rule selects (`*token`), normalised, and
+    /// their lengths.
+    endings: HashSet<Vec<u8>>,
+    ending_lens: Vec<usize>,
     /// The hints of every pattern some rule uses.
     hints: Option<RegexSet>,
 }
@@ -101,6 +100,7 @@ impl std::fmt::Debug for Redaction {
 struct Rule {
     name: String,
     keys: HashSet<Vec<u8>>,
+    endings: Vec<Vec<u8>>,
     paths: Vec<Vec<Want>>,
     values: Vec<Matcher>,
     /// Whether the literal look at the JSON cannot rule this one out.
@@ -279,10 +279,19 @@ impl Redaction {
                     }
                 }
             }
-            let keys: HashSet<Vec<u8>> =
-                spec.keys.iter().map(|k| normalize(k.as_bytes())).collect();
+            let (endings, names): (Vec<&String>, Vec<&String>) =
+                spec.keys.iter().partition(|k| k.starts_with('*'));
+            let keys: HashSet<Vec<u8>> = names.iter().map(|k| normalize(k.as_bytes())).collect();
+            let endings: Vec<Vec<u8>> = endings
+                .iter()
+                .map(|k| normalize(k[1..].as_bytes()))
+                .collect();
+            if keys.contains(&Vec::new()) || endings.contains(&Vec::new()) {
+                problem("keys", "holds an empty name".into());
+            }
             rules.push(Rule {
                 name: spec.name.clone(),
+                endings,
                 needs_walk: !paths.is_empty() || !spec.regex.is_empty(),
                 keys,
                 paths,
@@ -296,8 +305,21 @@ impl Redaction {
             return Err(problems);
         }
         let keys = rules.iter().flat_map(|r| r.keys.iter().cloned()).collect();
+        let endings: HashSet<Vec<u8>> = rules
+            .iter()
+            .flat_map(|r| r.endings.iter().cloned())
+            .collect();
+        let mut ending_lens: Vec<usize> = endings.iter().map(Vec::len).collect();
+        ending_lens.sort_unstable();
+        ending_lens.dedup();
         let hints = (!hints.is_empty()).then(|| RegexSet::new(&hints).expect("hints compile"));
-        Ok(Redaction { rules, keys, hints })
+        Ok(Redaction {
+            rules,
+            keys,
+            endings,
+            ending_lens,
+            hints,
+        })
     }
 
     /// No rules at all.
@@ -305,6 +327,8 @@ impl Redaction {
         Redaction {
             rules: Vec::new(),
             keys: HashSet::new(),
+            endings: HashSet::new(),
+            ending_lens: Vec::new(),
             hints: None,
         }
     }
@@ -324,7 +348,7 @@ impl Redaction {
         if !any {
             return false;
         }
-        (!self.keys.is_empty() && has_key(json, &self.keys))
+        ((!self.keys.is_empty() || !self.endings.is_empty()) && self.has_key(json))
             || self.hints.as_ref().is_some_and(|h| h.is_match(json))
     }
 
@@ -387,46 +411,57 @@ fn empty_rule() -> RedactRule {
     }
 }
 
-/// Whether canonical `json` has an object key whose normalised name is
-/// in `keys` (or one written with escapes, which is then looked at closely).
-fn has_key(json: &[u8], keys: &HashSet<Vec<u8>>) -> bool {
-    let mut at = 0;
-    let mut name = Vec::with_capacity(64);
-    while let Some(open) = memchr::memchr(b'"', &json[at..]) {
-        let start = at + open + 1;
-        let mut end = start;
-        let mut escaped = false;
-        loop {
-            match memchr::memchr2(b'"', b'\\', &json[end..]) {
-                None => return false,
-                Some(i) if json[end + i] == b'\\' => {
-                    escaped = true;
-                    end += i + 2;
-                }
-                Some(i) => {
-                    end += i;
-                    break;
-                }
-            }
-        }
-        if json.get(end + 1) == Some(&b':') {
-            if escaped {
-                return true;
-            }
-            name.clear();
-            name.extend(
-                json[start..end]
-                    .iter()
-                    .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' '))
-                    .map(u8::to_ascii_lowercase),
-            );
-            if keys.contains(&name) {
-                return true;
-            }
-        }
-        at = end + 1;
+impl Redaction {
+    /// Whether a normalised key `name` is one a rule selects.
+    fn selects_key(&self, name: &[u8]) -> bool {
+        self.keys.contains(name)
+            || self
+                .ending_lens
+                .iter()
+                .any(|&len| name.len() >= len && self.endings.contains(&name[name.len() - len..]))
     }
-    false
+
+    /// Whether canonical `json` has an object key a rule selects (or one
+    /// written with escapes, which is then looked at closely).
+    fn has_key(&self, json: &[u8]) -> bool {
+        let mut at = 0;
+        let mut name = Vec::with_capacity(64);
+        while let Some(open) = memchr::memchr(b'"', &json[at..]) {
+            let start = at + open + 1;
+            let mut end = start;
+            let mut escaped = false;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &json[end..]) {
+                    None => return false,
+                    Some(i) if json[end + i] == b'\\' => {
+                        escaped = true;
+                        end += i + 2;
+                    }
+                    Some(i) => {
+                        end += i;
+                        break;
+                    }
+                }
+            }
+            if json.get(end + 1) == Some(&b':') {
+                if escaped {
+                    return true;
+                }
+                name.clear();
+                name.extend(
+                    json[start..end]
+                        .iter()
+                        .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' '))
+                        .map(u8::to_ascii_lowercase),
+                );
+                if self.selects_key(&name) {
+                    return true;
+                }
+            }
+            at = end + 1;
+        }
+        false
+    }
 }
 
 /// Writes the record of `done` into the event's metadata, appended to one
@@ -486,8 +521,9 @@ impl<'r> Walk<'r, '_> {
         self.rules
             .iter()
             .find(|rule| {
-                normalized.as_ref().is_some_and(|n| rule.keys.contains(n))
-                    || rule.paths.iter().any(|p| path.is(p))
+                normalized.as_ref().is_some_and(|n| {
+                    rule.keys.contains(n) || rule.endings.iter().any(|e| n.ends_with(e))
+                }) || rule.paths.iter().any(|p| path.is(p))
             })
             .copied()
     }

@@ -13,7 +13,8 @@ pub struct RedactRule {
     /// Names the rule in each event's record of what was redacted.
     pub name: String,
     /// Key names anywhere in `payload` and `metadata`, compared without
-    /// case and without `_`, `-`, `.` and spaces (`apiKey` is `API-KEY`).
+    /// case and without `_`, `-`, `.` and spaces (`apiKey` is `API-KEY`);
+    /// `*name` selects every name ending in `name`.
     #[serde(default)]
     pub keys: Vec<String>,
     /// Fields by path: `actor.email`, `payload.card.number`,

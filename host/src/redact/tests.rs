@@ -48,21 +48,27 @@ fn secret_keys_are_masked_at_any_depth_in_any_spelling() {
         "sessions": [{"ACCESS-TOKEN": "t-1"}, {"refresh_token": {"value": "t-2"}}],
         "Set-Cookie": ["a=1", "b=2"],
         "note": "nothing here",
+        "X-Api-Key": "k-2",
+        "csrfToken": "c-1",
+        "tokens_used": 12,
     }));
     e.metadata
         .insert("Authorization".into(), "Basic dXNlcjpwYXNz".into());
     let done = redact(&defaults(), &mut e);
     let out = text(&e);
-    for secret in ["hunter2", "k-1", "t-1", "t-2", "a=1", "dXNlcjpwYXNz"] {
+    for secret in ["hunter2", "k-1", "k-2", "c-1", "t-1", "t-2", "a=1", "dXNlcjpwYXNz"] {
         assert!(!out.contains(secret), "{secret} in {out}");
     }
     assert!(out.contains("Ana") && out.contains("nothing here"), "{out}");
+    assert_eq!(e.payload["tokens_used"], 12, "a name that only starts like a secret stays");
     let paths: Vec<&str> = done.iter().map(|d| d.path.as_str()).collect();
     assert_eq!(
         paths,
         [
             "metadata.Authorization",
             "payload.Set-Cookie",
+            "payload.X-Api-Key",
+            "payload.csrfToken",
             "payload.sessions[0].ACCESS-TOKEN",
             "payload.sessions[1].refresh_token",
             "payload.user.Password",
@@ -349,5 +355,8 @@ fn the_record_fits_an_event_whose_metadata_is_full() {
     }
     redact(&defaults(), &mut e);
     assert!(e.metadata.contains_key(RECORD_KEY));
-    assert!(e.to_validated_json(&Default::default()).is_ok(), "65 entries, one the record");
+    assert!(
+        e.to_validated_json(&Default::default()).is_ok(),
+        "65 entries, one the record"
+    );
 }

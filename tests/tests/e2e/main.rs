@@ -18,4 +18,5 @@ mod middleware;
 mod native_abi;
 mod native_plugins;
 mod outbox;
+mod redaction;
 mod sandbox;
