@@ -2,7 +2,7 @@
 
 use super::{AllowList, Config, ConfigError, OutboxSettings, PluginSettings};
 
-/// Most identities the dedup window may remember (about 5 GB).
+/// Most identities the dedup window may remember (about 7 GB of memory).
 const MAX_DEDUP_IDS: u64 = 100_000_000;
 /// Smallest memory cap a Rust plugin can start in (stack + heap + data).
 const MIN_PLUGIN_MEMORY: u64 = 4 * 1024 * 1024;
@@ -49,11 +49,12 @@ impl Config {
         if spool.dedup_ids > MAX_DEDUP_IDS {
             problems.add(
                 "spool.dedup_ids",
-                format!("must be at most {MAX_DEDUP_IDS} (each costs about 50 bytes of memory)"),
+                format!("must be at most {MAX_DEDUP_IDS} (each costs about 75 bytes of memory)"),
             );
         }
-        if spool.dedup_age < std::time::Duration::from_secs(1)
-            || spool.dedup_age > std::time::Duration::from_secs(7 * 24 * 3600)
+        if spool.dedup_ids > 0
+            && (spool.dedup_age < std::time::Duration::from_secs(1)
+                || spool.dedup_age > std::time::Duration::from_secs(7 * 24 * 3600))
         {
             problems.add("spool.dedup_age", "must be between 1s and 7d");
         }

@@ -530,8 +530,12 @@ impl<'r> Walk<'r, '_> {
 
     fn fields(&mut self, event: &mut AuditEventEnvelope) {
         let actor = Path::root("actor");
-        self.text_field(&actor.with(key("email")), &mut event.actor.email);
-        self.text_field(&actor.with(key("ip")), &mut event.actor.ip);
+        self.shaped_field(
+            &actor.with(key("email")),
+            &mut event.actor.email,
+            Shape::Email,
+        );
+        self.shaped_field(&actor.with(key("ip")), &mut event.actor.ip, Shape::Ip);
         self.text_field(&actor.with(key("user_agent")), &mut event.actor.user_agent);
         self.required_field(&actor.with(key("id")), &mut event.actor.id);
         let groups = actor.with(key("groups"));
@@ -588,6 +592,25 @@ impl<'r> Walk<'r, '_> {
                 Outcome::Replace(text) => Some(text),
                 Outcome::Remove => None,
             };
+        }
+    }
+
+    /// A field whose value must keep a shape to stay valid: what a rule
+    /// makes of it is given that shape (see [`Shape`]).
+    fn shaped_field(&mut self, path: &Path, field: &mut Option<String>, shape: Shape) {
+        let Some(text) = field else { return };
+        if let Some(rule) = self.selecting(path, None) {
+            *field = shape.redact(&rule.action, text);
+            self.done.push(Redacted {
+                path: path.to_string(),
+                rule: rule.name.clone(),
+                action: if field.is_none() {
+                    "remove"
+                } else {
+                    rule.action.label()
+                }
+                .to_owned(),
+            });
         }
     }
 
@@ -706,6 +729,40 @@ impl<'r> Walk<'r, '_> {
     }
 }
 
+/// A field the envelope rules give a shape: a redacted value keeps it, so
+/// the event stays valid.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `actor.email`: masked to `redacted@redacted.invalid`, hashed to
+    /// `<hex>@<key id>.hmac-sha256.invalid` (RFC 2606's reserved
+    /// top-level domain: it never delivers anywhere).
+    Email,
+    /// `actor.ip`: hashed to an address in `fd00::/8` (unique local, never
+    /// routed) made of the HMAC; masked or truncated, it is removed.
+    Ip,
+}
+
+impl Shape {
+    fn redact(self, action: &Action, text: &str) -> Option<String> {
+        match (self, action) {
+            (_, Action::Remove) => None,
+            (Shape::Email, Action::Hash { key, id }) => {
+                let digest = hmac(key, text.as_bytes());
+                Some(format!("{}@{id}.hmac-sha256.invalid", hex::encode(digest)))
+            }
+            (Shape::Email, _) => Some("redacted@redacted.invalid".to_owned()),
+            (Shape::Ip, Action::Hash { key, .. }) => {
+                let digest = hmac(key, text.as_bytes());
+                let mut octets = [0u8; 16];
+                octets[0] = 0xfd;
+                octets[1..].copy_from_slice(&digest[..15]);
+                Some(std::net::Ipv6Addr::from(octets).to_string())
+            }
+            (Shape::Ip, _) => None,
+        }
+    }
+}
+
 fn key(name: &str) -> Step {
     Step::Key(name.to_owned())
 }
@@ -751,12 +808,13 @@ fn part(rule: &Rule, matched: &str) -> String {
 
 /// `hmac-sha256:<id>:<hex>` of `bytes` under `key`.
 fn hash(key: &[u8], id: &str, bytes: &[u8]) -> String {
+    format!("hmac-sha256:{id}:{}", hex::encode(hmac(key, bytes)))
+}
+
+fn hmac(key: &[u8], bytes: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(bytes);
-    format!(
-        "hmac-sha256:{id}:{}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    mac.finalize().into_bytes().into()
 }
 
 /// The first `keep` characters — never more than half of `text`, so a

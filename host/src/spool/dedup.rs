@@ -35,8 +35,10 @@ use auditrelay_plugin_api::Event;
 
 use super::{Reader, Record, Shared};
 
-/// Events read at a time when the window is read back at start.
+/// Events, and bytes of them, read at a time when the window is read back
+/// at start.
 const READ_BACK_EVENTS: usize = 4096;
+const READ_BACK_BYTES: usize = 16 * 1024 * 1024;
 
 /// How much the dedup window remembers (`spool.dedup_ids`,
 /// `spool.dedup_age`).
@@ -224,12 +226,15 @@ impl Recent {
         }
     }
 
-    /// Forgets identities past the window's size or age; returns whether
-    /// any went.
-    pub fn forget_old(&mut self) -> bool {
+    /// Forgets identities past the window's size or age, at most `most`
+    /// of them (the rest at the next call); returns whether any went.
+    pub fn forget_old(&mut self, most: usize) -> bool {
         let oldest_kept = self.now().saturating_sub(self.age_secs());
         let mut forgot = false;
-        while let Some(entry) = self.order.front().copied() {
+        for _ in 0..most {
+            let Some(entry) = self.order.front().copied() else {
+                break;
+            };
             if self.order.len() <= self.window.ids && entry.at >= oldest_kept {
                 break;
             }
@@ -240,6 +245,19 @@ impl Recent {
             forgot = true;
         }
         forgot
+    }
+
+    /// Forgets every identity spooled below `seq` (its events are gone).
+    pub fn forget_below(&mut self, seq: u64) {
+        while let Some(entry) = self.order.front().copied() {
+            if entry.seq >= seq {
+                break;
+            }
+            self.order.pop_front();
+            if self.latest.get(&entry.identity).map(|l| l.seq) == Some(entry.seq) {
+                self.latest.remove(&entry.identity);
+            }
+        }
     }
 
     /// When the oldest remembered identity is due to be forgotten, if any is.
@@ -289,7 +307,7 @@ pub(super) fn read_back(shared: &Arc<Shared>) {
     };
     let mut reader = Reader::from_seq(shared.clone(), from);
     loop {
-        let batch = match reader.read(READ_BACK_EVENTS, usize::MAX, true) {
+        let batch = match reader.read(READ_BACK_EVENTS, READ_BACK_BYTES, true) {
             Ok(batch) if batch.is_empty() => break,
             Ok(batch) => batch,
             Err(error) => {
@@ -311,7 +329,7 @@ pub(super) fn read_back(shared: &Arc<Shared>) {
         }
     }
     let mut state = shared.lock();
-    state.recent.forget_old();
+    state.recent.forget_old(usize::MAX);
     tracing::debug!(
         ids = state.recent.len(),
         elapsed = ?started.elapsed(),
@@ -398,7 +416,7 @@ mod tests {
         let mut recent = window(3);
         let records: Vec<Record> = (0..5).map(|i| record(&i.to_string(), "x")).collect();
         sort(&mut recent, &records, 0);
-        assert!(recent.forget_old());
+        assert!(recent.forget_old(usize::MAX));
         assert_eq!(recent.len(), 3);
         assert_eq!(recent.floor(5), 2);
         let (_, copies) = sort(&mut recent, &records, 5);
@@ -410,7 +428,7 @@ mod tests {
         let mut recent = window(2);
         sort(&mut recent, &[record("a", "1"), record("a", "2")], 0);
         sort(&mut recent, &[record("b", "1")], 2);
-        recent.forget_old();
+        recent.forget_old(usize::MAX);
         let (_, copies) = sort(&mut recent, &[record("a", "2")], 3);
         assert_eq!(copies, [Some(1)]);
     }

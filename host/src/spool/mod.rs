@@ -328,6 +328,9 @@ struct State {
     /// before it may go at any moment without a saved cursor ever
     /// pointing at deleted records.
     saved_floor: u64,
+    /// The spool is full and the dedup window keeps delivered segments:
+    /// the writer deletes them at its next save, whatever the window.
+    reclaim_due: bool,
 }
 
 impl State {
@@ -420,7 +423,7 @@ impl State {
     fn keep_from(&self, max_bytes: u64) -> u64 {
         let handled = self.handled_by_all();
         let floor = self.recent.floor(self.next_seq);
-        if floor >= handled {
+        if floor >= handled || self.reclaim_due {
             return handled;
         }
         let budget = max_bytes / DEDUP_SHARE;
@@ -549,6 +552,22 @@ impl Spool {
         let (segments, report) =
             recovery::recover(&options.dir.join(SEGMENTS_DIR), true, &evidence, key)
                 .map_err(|e| describe("cannot read the spool in", e))?;
+        // What a crash left written but not synced is in the page cache: it
+        // reads back (the dedup window remembers it) and counts as durable
+        // from here on, so it is made durable before it counts.
+        if options.durability != Durability::None {
+            let unsynced = segments
+                .iter()
+                .filter(|s| s.records > 0 && s.end_seq > evidence.durable);
+            for segment in unsynced {
+                options
+                    .files
+                    .injected(files::FileOp::Sync, &segment.path)
+                    .and_then(|()| File::open(&segment.path)?.sync_data())
+                    .and_then(|()| File::open(options.dir.join(SEGMENTS_DIR))?.sync_all())
+                    .map_err(|e| describe("cannot sync what the last run left unsynced in", e))?;
+            }
+        }
         if store_key {
             key::store(&options.dir.join(KEY_FILE), key)
                 .map_err(|e| describe("cannot store the spool's frame key in", e))?;
@@ -594,6 +613,7 @@ impl Spool {
                 write_error: None,
                 recent: dedup::Recent::new(options.dedup),
                 saved_floor,
+                reclaim_due: false,
             }),
             writer_wake: Condvar::new(),
             room: Condvar::new(),
@@ -718,7 +738,9 @@ impl Spool {
             state.writer_idle = false;
             self.shared.writer_wake.notify_one();
         }
-        if state.recent.forget_old() {
+        // As many as came in, and a few more: what has aged out all at
+        // once goes in the writer's steps, not on an append's time.
+        if state.recent.forget_old(records.len() + 64) {
             state.note_deletable(&self.shared);
         }
         let durable_end = match sorted.newest_original {
@@ -755,12 +777,19 @@ impl Spool {
                 return None;
             }
             // Room for an event comes before remembering one: what only
-            // the dedup window keeps goes first.
+            // the dedup window keeps goes first — at once, what every saved
+            // cursor is past; the rest at the writer's next save (a saved
+            // cursor must never point at deleted records).
             if state.delete_segments_before(state.saved_floor.min(state.handled_by_all())) {
                 tracing::info!(
                     "the spool is full: deleted delivered segments the dedup window kept (after a restart, copies of their events are spooled again)"
                 );
                 continue;
+            }
+            if !state.reclaim_due && state.deletable_before(state.handled_by_all()).is_some() {
+                state.reclaim_due = true;
+                state.deletion_due = true;
+                self.shared.writer_wake.notify_one();
             }
             let full = SpoolError::Full {
                 used: state.used_bytes(),
@@ -786,6 +815,8 @@ impl Spool {
         }
         let oldest = state.segments.pop_front().expect("two or more segments");
         state.disk_bytes -= oldest.len;
+        // A copy of a dropped event is no copy: it must be spooled again.
+        state.recent.forget_below(oldest.end_seq);
         let mut dropped = 0;
         for consumer in &mut state.consumers {
             if consumer.cursor < oldest.end_seq {

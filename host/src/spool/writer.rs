@@ -33,6 +33,8 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
 const LINGER: Duration = Duration::from_micros(200);
 /// Pending bytes that wake the writer even while it lingers.
 pub(super) const WAKE_AT_PENDING: usize = 1024 * 1024;
+/// Identities the writer forgets at a time when they age out.
+const FORGET_STEP: usize = 10_000;
 
 pub(super) fn spawn(shared: Arc<Shared>, watermark: Watermark) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -242,9 +244,13 @@ impl Writer {
             // the segments that held only them can go.
             let expiry = state.recent.next_expiry();
             if expiry.is_some_and(|at| now >= at) {
-                if state.recent.forget_old() {
+                // In steps, letting appends in between: after a restart
+                // the whole window may expire at once.
+                if state.recent.forget_old(FORGET_STEP) {
                     state.note_deletable(&self.shared);
                 }
+                drop(state);
+                state = self.shared.lock();
                 continue;
             }
             let wake_at = [
@@ -623,6 +629,7 @@ impl Writer {
             } else {
                 None
             };
+            state.reclaim_due = false;
             if let Some(end) = delete_before {
                 // Instances not running now lose what they had not read.
                 let mut passed = Vec::new();
@@ -650,7 +657,14 @@ impl Writer {
             return;
         }
         let saved_floor = snapshot.values().copied().min().unwrap_or(0);
-        self.shared.lock().saved_floor = saved_floor;
+        let rose = {
+            let mut state = self.shared.lock();
+            std::mem::replace(&mut state.saved_floor, saved_floor) < saved_floor
+        };
+        if rose {
+            // An append waiting for room may find it now (see `refusal`).
+            self.shared.room_freed();
+        }
         if let Some(end) = delete_before {
             let mut state = self.shared.lock();
             if state.delete_segments_before(end) {

@@ -33,7 +33,9 @@ fn secret_event(i: usize) -> AuditEventEnvelope {
         "pem": format!("-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----", SECRETS[5]),
         "deep": [[{"client_secret": {"value": SECRETS[7]}}], {"iban": SECRETS[6]}],
     });
-    event.metadata.insert("X-Auth-Token".into(), SECRETS[7].into());
+    event
+        .metadata
+        .insert("X-Auth-Token".into(), SECRETS[7].into());
     event.reason = Some(format!("refund to card {}", SECRETS[2]));
     event
 }
@@ -75,7 +77,12 @@ async fn no_secret_reaches_the_disk_a_plugin_or_the_log_over_http() {
     let url = format!("http://127.0.0.1:{port}");
     // One event per request and a batch, as JSON and as NDJSON.
     let events: Vec<AuditEventEnvelope> = (0..20).map(secret_event).collect();
-    let answer = client.post(format!("{url}/v1/events")).json(&events[..10]).send().await.unwrap();
+    let answer = client
+        .post(format!("{url}/v1/events"))
+        .json(&events[..10])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 202, "{}", answer.text().await.unwrap());
     let ndjson: String = events[10..]
         .iter()
@@ -92,8 +99,23 @@ async fn no_secret_reaches_the_disk_a_plugin_or_the_log_over_http() {
     // Delivered to the file, refused into the other's dead letters.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status: serde_json::Value = client.get(format!("{url}/v1/status")).send().await.unwrap().json().await.unwrap();
-        let of = |name: &str| status["plugins"].as_array().unwrap().iter().find(|p| p["instance"] == name).cloned().unwrap();
+        let status: serde_json::Value = client
+            .get(format!("{url}/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let of = |name: &str| {
+            status["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["instance"] == name)
+                .cloned()
+                .unwrap()
+        };
         if of("file")["delivered"] == 20 && of("refuser")["dead_letters"] == 20 {
             break;
         }
@@ -103,7 +125,10 @@ async fn no_secret_reaches_the_disk_a_plugin_or_the_log_over_http() {
     assert!(relay.terminate(), "{}", relay.log());
     let out = std::fs::read_to_string(files_under(&home.join("out"))[0].0.clone()).unwrap();
     assert_eq!(out.lines().count(), 20);
-    assert!(out.contains("auditrelay.redacted") && out.contains("[REDACTED]"), "{out}");
+    assert!(
+        out.contains("auditrelay.redacted") && out.contains("[REDACTED]"),
+        "{out}"
+    );
     assert_no_secret(home.path(), &relay.log());
 }
 
@@ -114,7 +139,9 @@ async fn no_secret_reaches_the_disk_or_a_plugin_through_emit() {
     for i in 0..10 {
         relay.emit_durable(secret_event(i)).await.unwrap();
     }
-    relay.emit_batch((10..20).map(secret_event).collect()).unwrap();
+    relay
+        .emit_batch((10..20).map(secret_event).collect())
+        .unwrap();
     assert!(relay.idle(Duration::from_secs(30)).await);
     assert_eq!(relay.status().plugin("refuser").unwrap().dead_letters, 20);
     relay.shutdown().await;

@@ -266,6 +266,8 @@ async fn copies_need_no_room() {
         ..with_window(dir.path(), 10_000)
     };
     let (spool, _) = Spool::open(opts).unwrap();
+    // An instance that reads nothing: every event is still needed.
+    spool.consumer("p", StartFrom::Earliest, true);
     let mut accepted = 0;
     let full = loop {
         match spool.append(&records(accepted..accepted + 10)) {
@@ -417,4 +419,184 @@ async fn a_full_spool_takes_back_the_window_s_share_before_refusing() {
     spool.finish();
     let verified = inspect(dir.path()).unwrap();
     assert!(verified.report.is_clean(), "{}", verified.report);
+}
+
+/// A disabled instance's saved cursor lies below everything: the window's
+/// share still comes back when the spool fills (through the writer, which
+/// saves the cursors first).
+#[tokio::test]
+async fn a_dormant_cursor_does_not_keep_the_full_spool_from_taking_back_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = 256 * 1024;
+    let opts = || SpoolOptions {
+        max_bytes,
+        ..with_window(dir.path(), 1_000_000)
+    };
+    {
+        let (spool, _) = Spool::open(opts()).unwrap();
+        spool.consumer("disabled", StartFrom::Now, true);
+        spool.finish();
+    }
+    let (spool, _) = Spool::open(opts()).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut reader = spool.reader(consumer);
+    spool.append(&records(0..1200)).unwrap();
+    written(&spool).await;
+    drain(&spool, consumer, &mut reader).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        spool.stats().disk_bytes > max_bytes / DEDUP_SHARE / 2,
+        "{:?}",
+        spool.stats()
+    );
+    let frame = (format::FRAME_HEADER_LEN + record(0).encoded().len()) as u64;
+    let mut next = 1200;
+    // A refusal asks the writer to take the share back; a retry soon after
+    // finds the room.
+    let mut refusals = 0;
+    while refusals < 5 {
+        match spool.append(&records(next..next + 1)) {
+            Ok(_) => next += 1,
+            Err(_) => {
+                refusals += 1;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    }
+    let stats = spool.stats();
+    let undelivered = (next - 1200) * frame;
+    assert!(
+        stats.first_seq > 1200 - 100 && undelivered > max_bytes * 9 / 10,
+        "refused with only {undelivered} of {max_bytes} bytes undelivered: {stats:?}"
+    );
+    spool.finish();
+    let verified = inspect(dir.path()).unwrap();
+    assert!(verified.report.is_clean(), "{}", verified.report);
+}
+
+struct CountSyncs(std::sync::atomic::AtomicU64);
+
+impl FaultPlan for CountSyncs {
+    fn fail(&self, op: FileOp, _path: &Path) -> Option<io::Error> {
+        if op == FileOp::Sync {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        None
+    }
+}
+
+/// After a `kill -9`, what was written but never synced is read back
+/// into the window: it is synced at open, before a copy of it can be
+/// acknowledged as durable.
+#[tokio::test]
+async fn a_copy_of_an_event_a_crash_left_unsynced_is_durable_only_after_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    {
+        let opts = SpoolOptions {
+            durability: Durability::Group(Duration::from_secs(3600)),
+            ..with_window(dir.path(), 1000)
+        };
+        let (spool, _) = Spool::open(opts).unwrap();
+        assert_eq!(spool.append(&records(0..5)).unwrap().seqs, 0..5);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while spool.stats().written_seq < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(spool.stats().durable_seq, 0, "written, not synced");
+        copy_dir(dir.path(), crashed.path());
+    }
+    let syncs = Arc::new(CountSyncs(std::sync::atomic::AtomicU64::new(0)));
+    let opts = SpoolOptions {
+        durability: Durability::Always,
+        files: SegmentFiles::with_faults(syncs.clone()),
+        ..with_window(crashed.path(), 1000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let synced_at_open = syncs.0.load(Ordering::SeqCst);
+    assert!(synced_at_open > 0, "the unsynced tail is synced at open");
+    let retry = spool.append_when_room(&records(0..5)).await.unwrap();
+    assert_eq!(retry.copies, 5);
+    assert_eq!(
+        spool.durable(retry.durable_end - 1).await,
+        Confirmation::Durable
+    );
+}
+
+/// `drop_oldest` pushes events out: their identities go with them, so a
+/// retry is spooled and delivered, not acknowledged onto nothing.
+#[tokio::test]
+async fn a_retry_of_an_event_drop_oldest_pushed_out_is_spooled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SpoolOptions {
+        max_bytes: 64 * 1024,
+        when_full: WhenFull::DropOldest,
+        ..with_window(dir.path(), 100_000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let mut next = 0;
+    while spool.stats().dropped_events == 0 {
+        spool.append(&records(next..next + 10)).unwrap();
+        next += 10;
+        written(&spool).await;
+    }
+    let retry = spool.append_when_room(&records(0..1)).await.unwrap();
+    assert_eq!((retry.copies, retry.seqs.clone().count()), (0, 1), "{retry:?}");
+    let mut reader = spool.reader(consumer);
+    let mut seen = Vec::new();
+    loop {
+        let batch = reader.read(100, usize::MAX, true).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch.events().map(|(_, e)| e.id.to_owned()));
+        spool.commit(consumer, batch.end_seq());
+    }
+    assert!(seen.contains(&"e0".to_owned()), "the retry is delivered");
+}
+
+/// `when_full = "block"`: room the window's share gives comes at once,
+/// not after `block_timeout`.
+#[tokio::test]
+async fn a_blocked_append_gets_the_room_the_window_gives_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = 256 * 1024;
+    let opts = SpoolOptions {
+        max_bytes,
+        when_full: WhenFull::Block,
+        block_timeout: Duration::from_secs(3),
+        ..with_window(dir.path(), 1_000_000)
+    };
+    let (spool, _) = Spool::open(opts).unwrap();
+    let spool = Arc::new(spool);
+    let consumer = spool.consumer("p", StartFrom::Earliest, true);
+    let frame = (format::FRAME_HEADER_LEN + record(100_000).encoded().len()) as u64;
+    let mut next = 0;
+    loop {
+        let s = spool.stats();
+        if s.disk_bytes + s.pending_bytes + 2 * frame > max_bytes {
+            break;
+        }
+        spool.append(&records(next..next + 1)).unwrap();
+        next += 1;
+    }
+    written(&spool).await;
+    let mut reader = spool.reader(consumer);
+    let batch = reader.read(400, usize::MAX, true).unwrap();
+    spool.commit(consumer, batch.end_seq());
+    let started = Instant::now();
+    let blocked = {
+        let spool = spool.clone();
+        let batch = records(next..next + 10);
+        tokio::task::spawn_blocking(move || spool.append(&batch))
+            .await
+            .unwrap()
+    };
+    assert!(blocked.is_ok(), "{blocked:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "waited {:?} for room delivered segments could give at once",
+        started.elapsed()
+    );
 }

@@ -1,0 +1,128 @@
+//! What redaction adds to taking an event in: the intake's own work
+//! (validate, encode canonical JSON) next to the same with the built-in
+//! rules, for a ~1 KB envelope with nothing to redact (the quick look
+//! only), one with a secret key and a card number in it (the walk, the
+//! masks, a second encoding), and with a `paths` rule that walks every
+//! event (hashing `actor.email`). One thread, in one run; ratios to the
+//! plain intake.
+//!
+//! ```text
+//! cargo bench -p auditrelay --bench redact
+//! ```
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use auditrelay::envelope::{AuditEventEnvelope, Limits};
+use auditrelay::redact::{RedactAction, RedactRule, Redaction};
+use auditrelay_plugin_api::testing::sample_envelope;
+
+use common::{median, quiet_backtraces};
+
+const EVENTS: usize = 20_000;
+const ROUNDS: usize = 7;
+
+/// A ~1 KB envelope like the middleware captures: a request body.
+fn typical(i: usize) -> AuditEventEnvelope {
+    let mut event = sample_envelope(i);
+    event.payload = serde_json::json!({
+        "request": {
+            "method": "POST", "path": "/v1/groups/g-7/members",
+            "body": {"member": format!("u-{i}"), "role": "member", "notify": true,
+                     "comment": "added for the on-call rotation of the payments team this week",
+                     "labels": ["oncall", "payments", "q4"], "expires_in_days": 30},
+            "headers": {"content-type": "application/json", "user-agent": "curl/8.5.0",
+                        "x-request-id": format!("req-{i:08}"), "accept": "*/*"}
+        },
+        "response": {"status": 201, "body": {"id": format!("m-{i}"), "created": true,
+                     "group": {"id": "g-7", "name": "payments-oncall", "members": 12}}},
+        "timing_ms": {"db": 3.25, "total": 11.5}
+    });
+    event.metadata.insert("app_version".into(), "3.1.0".into());
+    event.metadata.insert("region".into(), "eu-west-1".into());
+    event
+}
+
+fn with_secrets(i: usize) -> AuditEventEnvelope {
+    let mut event = typical(i);
+    event.payload["request"]["body"]["password"] = "hunter2-Pa55".into();
+    event.payload["request"]["body"]["comment"] = "card 4111 1111 1111 1111 on file".into();
+    event
+}
+
+/// ns per event of what the intake does with `redaction` (none: nothing).
+fn intake(events: &[AuditEventEnvelope], redaction: Option<&Redaction>) -> f64 {
+    let limits = Limits::default();
+    let started = Instant::now();
+    for event in events {
+        let mut event = event.clone();
+        let json = event.to_validated_json(&limits).unwrap();
+        let json = match redaction {
+            Some(r) if r.may_apply(&event.source, &event.event_type, &json) => {
+                if r.apply(&mut event).is_empty() {
+                    json
+                } else {
+                    event.to_validated_json(&limits).unwrap()
+                }
+            }
+            _ => json,
+        };
+        black_box(json);
+    }
+    started.elapsed().as_nanos() as f64 / events.len() as f64
+}
+
+fn main() {
+    quiet_backtraces();
+    let clean: Vec<_> = (0..EVENTS).map(typical).collect();
+    let dirty: Vec<_> = (0..EVENTS).map(with_secrets).collect();
+    let size = clean[0].to_canonical_json().len();
+    let defaults = Redaction::new(true, &[]).unwrap();
+    let hashing = Redaction::new(
+        true,
+        &[RedactRule {
+            name: "pseudonymize".into(),
+            keys: Vec::new(),
+            paths: vec!["actor.email".into()],
+            patterns: Vec::new(),
+            regex: Vec::new(),
+            action: RedactAction::Hash,
+            keep: 4,
+            hash_key: Some(serde_json::from_str("\"0123456789abcdef0123\"").unwrap()),
+            hash_key_id: Some("k1".into()),
+            types: Vec::new(),
+            sources: Vec::new(),
+        }],
+    )
+    .unwrap();
+    let ways: [(&str, &[AuditEventEnvelope], Option<&Redaction>); 5] = [
+        ("plain intake (no rules)", &clean, None),
+        ("defaults, nothing to redact", &clean, Some(&defaults)),
+        ("defaults, key + card number", &dirty, Some(&defaults)),
+        ("plain intake, secrets event", &dirty, None),
+        ("defaults + hash actor.email", &clean, Some(&hashing)),
+    ];
+    let mut rounds = vec![Vec::new(); ways.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, events, redaction)) in ways.iter().enumerate() {
+            rounds[i].push(intake(events, *redaction));
+        }
+    }
+    println!("{EVENTS} events of ~{size} bytes, median of {ROUNDS} rounds, one thread");
+    println!(
+        "{:<32} {:>10} {:>10} {:>8}",
+        "way", "ns/event", "added ns", "ratio"
+    );
+    let base = |i: usize| median(rounds[i].clone());
+    for (i, (name, _, _)) in ways.iter().enumerate() {
+        let baseline = if i == 2 { base(3) } else { base(0) };
+        let ns = base(i);
+        println!(
+            "{name:<32} {ns:>10.0} {:>10.0} {:>7.2}x",
+            ns - baseline,
+            ns / baseline
+        );
+    }
+}
