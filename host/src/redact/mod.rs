@@ -25,6 +25,7 @@
 //! walked. Rules with `paths` or `regex` always need the walk for the
 //! events they apply to.
 
+mod names;
 mod path;
 mod patterns;
 mod rule;
@@ -34,11 +35,11 @@ use std::collections::HashSet;
 use auditrelay_plugin_api::envelope::AuditEventEnvelope;
 use hmac::{Hmac, Mac};
 use regex::Regex;
-use regex::bytes::RegexSet;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use names::{Names, normalize};
 use path::{Path, Step, Want};
 use patterns::Matcher;
 pub use rule::{RedactAction, RedactRule};
@@ -76,14 +77,10 @@ const RECORD_BUDGET: usize = 3900;
 /// Compiled redaction rules; see the [module docs](self).
 pub struct Redaction {
     rules: Vec<Rule>,
-    /// Every key name some rule selects, normalised.
-    keys: HashSet<Vec<u8>>,
-    /// Every name ending some rule selects (`*token`), normalised, and
-    /// their lengths.
-    endings: HashSet<Vec<u8>>,
-    ending_lens: Vec<usize>,
+    /// Every key name and ending some rule selects.
+    names: Names,
     /// The hints of every pattern some rule uses.
-    hints: Option<RegexSet>,
+    hints: patterns::Hints,
 }
 
 impl std::fmt::Debug for Redaction {
@@ -99,8 +96,7 @@ impl std::fmt::Debug for Redaction {
 
 struct Rule {
     name: String,
-    keys: HashSet<Vec<u8>>,
-    endings: Vec<Vec<u8>>,
+    names: Names,
     paths: Vec<Vec<Want>>,
     values: Vec<Matcher>,
     /// Whether the literal look at the JSON cannot rule this one out.
@@ -148,15 +144,6 @@ pub struct Redacted {
     pub rule: String,
     /// `mask`, `remove`, `hash` or `truncate`.
     pub action: String,
-}
-
-/// A key name as rules compare it: ASCII lower case, without `_`, `-`,
-/// `.` and spaces.
-fn normalize(name: &[u8]) -> Vec<u8> {
-    name.iter()
-        .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' '))
-        .map(u8::to_ascii_lowercase)
-        .collect()
 }
 
 impl Redaction {
@@ -279,21 +266,16 @@ impl Redaction {
                     }
                 }
             }
-            let (endings, names): (Vec<&String>, Vec<&String>) =
-                spec.keys.iter().partition(|k| k.starts_with('*'));
-            let keys: HashSet<Vec<u8>> = names.iter().map(|k| normalize(k.as_bytes())).collect();
-            let endings: Vec<Vec<u8>> = endings
-                .iter()
-                .map(|k| normalize(k[1..].as_bytes()))
-                .collect();
-            if keys.contains(&Vec::new()) || endings.contains(&Vec::new()) {
-                problem("keys", "holds an empty name".into());
+            let mut names = Names::default();
+            for key in &spec.keys {
+                if !names.add(key) {
+                    problem("keys", format!("{key:?} names no key"));
+                }
             }
             rules.push(Rule {
                 name: spec.name.clone(),
-                endings,
                 needs_walk: !paths.is_empty() || !spec.regex.is_empty(),
-                keys,
+                names,
                 paths,
                 values,
                 action,
@@ -304,20 +286,14 @@ impl Redaction {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let keys = rules.iter().flat_map(|r| r.keys.iter().cloned()).collect();
-        let endings: HashSet<Vec<u8>> = rules
-            .iter()
-            .flat_map(|r| r.endings.iter().cloned())
-            .collect();
-        let mut ending_lens: Vec<usize> = endings.iter().map(Vec::len).collect();
-        ending_lens.sort_unstable();
-        ending_lens.dedup();
-        let hints = (!hints.is_empty()).then(|| RegexSet::new(&hints).expect("hints compile"));
+        let mut names = Names::default();
+        for rule in &rules {
+            names.extend(&rule.names);
+        }
+        let hints = patterns::Hints::new(&hints);
         Ok(Redaction {
             rules,
-            keys,
-            endings,
-            ending_lens,
+            names,
             hints,
         })
     }
@@ -326,10 +302,8 @@ impl Redaction {
     pub fn none() -> Redaction {
         Redaction {
             rules: Vec::new(),
-            keys: HashSet::new(),
-            endings: HashSet::new(),
-            ending_lens: Vec::new(),
-            hints: None,
+            names: Names::default(),
+            hints: patterns::Hints::new(&[]),
         }
     }
 
@@ -348,8 +322,7 @@ impl Redaction {
         if !any {
             return false;
         }
-        ((!self.keys.is_empty() || !self.endings.is_empty()) && self.has_key(json))
-            || self.hints.as_ref().is_some_and(|h| h.is_match(json))
+        (!self.names.is_empty() && self.has_key(json)) || self.hints.any(json)
     }
 
     /// Redacts `event` in place and records what was done in its
@@ -412,53 +385,26 @@ fn empty_rule() -> RedactRule {
 }
 
 impl Redaction {
-    /// Whether a normalised key `name` is one a rule selects.
-    fn selects_key(&self, name: &[u8]) -> bool {
-        self.keys.contains(name)
-            || self
-                .ending_lens
-                .iter()
-                .any(|&len| name.len() >= len && self.endings.contains(&name[name.len() - len..]))
-    }
-
     /// Whether canonical `json` has an object key a rule selects (or one
     /// written with escapes, which is then looked at closely).
     fn has_key(&self, json: &[u8]) -> bool {
-        let mut at = 0;
         let mut name = Vec::with_capacity(64);
-        while let Some(open) = memchr::memchr(b'"', &json[at..]) {
-            let start = at + open + 1;
-            let mut end = start;
-            let mut escaped = false;
-            loop {
-                match memchr::memchr2(b'"', b'\\', &json[end..]) {
-                    None => return false,
-                    Some(i) if json[end + i] == b'\\' => {
-                        escaped = true;
-                        end += i + 2;
-                    }
-                    Some(i) => {
-                        end += i;
-                        break;
-                    }
-                }
+        // A key ends where `":` is (canonical JSON has no spaces); a `":`
+        // inside a string value only costs a closer look.
+        for end in memchr::memmem::find_iter(json, b"\":") {
+            let Some(open) = memchr::memrchr(b'"', &json[..end]) else {
+                continue;
+            };
+            let raw = &json[open + 1..end];
+            // Escapes: the name is not what its bytes say; look closely.
+            if json[end - 1] == b'\\' || raw.contains(&b'\\') || open > 0 && json[open - 1] == b'\\'
+            {
+                return true;
             }
-            if json.get(end + 1) == Some(&b':') {
-                if escaped {
-                    return true;
-                }
-                name.clear();
-                name.extend(
-                    json[start..end]
-                        .iter()
-                        .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' '))
-                        .map(u8::to_ascii_lowercase),
-                );
-                if self.selects_key(&name) {
-                    return true;
-                }
+            names::normalize_into(raw, &mut name);
+            if self.names.selects(&name) {
+                return true;
             }
-            at = end + 1;
         }
         false
     }
@@ -521,9 +467,8 @@ impl<'r> Walk<'r, '_> {
         self.rules
             .iter()
             .find(|rule| {
-                normalized.as_ref().is_some_and(|n| {
-                    rule.keys.contains(n) || rule.endings.iter().any(|e| n.ends_with(e))
-                }) || rule.paths.iter().any(|p| path.is(p))
+                normalized.as_ref().is_some_and(|n| rule.names.selects(n))
+                    || rule.paths.iter().any(|p| path.is(p))
             })
             .copied()
     }

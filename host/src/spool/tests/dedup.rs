@@ -542,7 +542,11 @@ async fn a_retry_of_an_event_drop_oldest_pushed_out_is_spooled_again() {
         written(&spool).await;
     }
     let retry = spool.append_when_room(&records(0..1)).await.unwrap();
-    assert_eq!((retry.copies, retry.seqs.clone().count()), (0, 1), "{retry:?}");
+    assert_eq!(
+        (retry.copies, retry.seqs.clone().count()),
+        (0, 1),
+        "{retry:?}"
+    );
     let mut reader = spool.reader(consumer);
     let mut seen = Vec::new();
     loop {
