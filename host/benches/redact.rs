@@ -75,22 +75,6 @@ fn intake(events: &[AuditEventEnvelope], redaction: Option<&Redaction>) -> f64 {
     started.elapsed().as_nanos() as f64 / events.len() as f64
 }
 
-fn rule() -> RedactRule {
-    RedactRule {
-        name: String::new(),
-        keys: Vec::new(),
-        paths: Vec::new(),
-        patterns: Vec::new(),
-        regex: Vec::new(),
-        action: RedactAction::Mask,
-        keep: 4,
-        hash_key: None,
-        hash_key_id: None,
-        types: Vec::new(),
-        sources: Vec::new(),
-    }
-}
-
 fn main() {
     quiet_backtraces();
     let clean: Vec<_> = (0..EVENTS).map(typical).collect();
@@ -100,31 +84,28 @@ fn main() {
     let hashing = Redaction::new(
         true,
         &[RedactRule {
-            name: "pseudonymize".into(),
             paths: vec!["actor.email".into()],
             action: RedactAction::Hash,
             hash_key: Some(serde_json::from_str("\"0123456789abcdef0123\"").unwrap()),
             hash_key_id: Some("k1".into()),
-            ..rule()
+            ..RedactRule::named("keys")
         }],
     )
     .unwrap();
     let keys_only = Redaction::new(
         false,
         &[RedactRule {
-            name: "keys".into(),
             keys: auditrelay::redact::DEFAULT_KEYS
                 .iter()
                 .map(|k| (*k).to_owned())
                 .collect(),
-            ..rule()
+            ..RedactRule::named("patterns")
         }],
     )
     .unwrap();
     let patterns_only = Redaction::new(
         false,
         &[RedactRule {
-            name: "patterns".into(),
             patterns: [
                 "bearer_token",
                 "jwt",
@@ -136,7 +117,7 @@ fn main() {
             ]
             .map(str::to_owned)
             .to_vec(),
-            ..rule()
+            ..RedactRule::named("pseudonymize")
         }],
     )
     .unwrap();

@@ -351,36 +351,18 @@ impl Redaction {
 
 fn default_keys_rule() -> RedactRule {
     RedactRule {
-        name: "default-keys".into(),
         keys: DEFAULT_KEYS.iter().map(|k| (*k).to_owned()).collect(),
-        ..empty_rule()
+        ..RedactRule::named("default-keys")
     }
 }
 
 fn default_patterns_rule() -> RedactRule {
     RedactRule {
-        name: "default-patterns".into(),
         patterns: patterns::PATTERNS
             .iter()
             .map(|p| p.name.to_owned())
             .collect(),
-        ..empty_rule()
-    }
-}
-
-fn empty_rule() -> RedactRule {
-    RedactRule {
-        name: String::new(),
-        keys: Vec::new(),
-        paths: Vec::new(),
-        patterns: Vec::new(),
-        regex: Vec::new(),
-        action: RedactAction::Mask,
-        keep: 4,
-        hash_key: None,
-        hash_key_id: None,
-        types: Vec::new(),
-        sources: Vec::new(),
+        ..RedactRule::named("default-patterns")
     }
 }
 

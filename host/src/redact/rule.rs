@@ -50,6 +50,26 @@ pub struct RedactRule {
     pub sources: Vec<String>,
 }
 
+impl RedactRule {
+    /// A rule named `name` that selects nothing yet and masks: set what
+    /// it selects with struct update syntax.
+    pub fn named(name: impl Into<String>) -> Self {
+        RedactRule {
+            name: name.into(),
+            keys: Vec::new(),
+            paths: Vec::new(),
+            patterns: Vec::new(),
+            regex: Vec::new(),
+            action: RedactAction::Mask,
+            keep: default_redact_keep(),
+            hash_key: None,
+            hash_key_id: None,
+            types: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+}
+
 /// `[[redact]] action`
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

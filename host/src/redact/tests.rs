@@ -19,10 +19,7 @@ fn defaults() -> Redaction {
 }
 
 fn rule(name: &str) -> RedactRule {
-    RedactRule {
-        name: name.into(),
-        ..empty_rule()
-    }
+    RedactRule::named(name)
 }
 
 /// Redacts `event` as the intake does: only when the look at its JSON says so.

@@ -9,7 +9,7 @@
 //!   cursor, which moves ([`Spool::commit`]) only after the instance
 //!   handled a batch. Cursors are saved to disk. A segment is deleted once
 //!   every instance has passed it and the dedup window no longer needs it.
-//! - **Copies** ([`dedup`]): an event the spool accepted recently (same
+//! - **Copies** (the `dedup` module): an event the spool accepted recently (same
 //!   `(source, id)`, same content) is acknowledged again without being
 //!   spooled again ([`Appended::copies`]); the window is read back from
 //!   the segments at start, so it holds across a crash.
@@ -23,7 +23,7 @@
 //! The bytes on disk are described in [`format`](mod@format).
 
 mod cursors;
-pub mod dedup;
+mod dedup;
 pub mod files;
 pub mod findings;
 pub mod format;
@@ -110,12 +110,12 @@ pub struct SpoolOptions {
     /// How readers reach segment files (the operating system, unless a
     /// test installs a `files::FaultPlan`).
     pub files: SegmentFiles,
-    /// Which recent events a copy of is not spooled again ([`dedup`]).
+    /// Which recent events a copy of is not spooled again.
     pub dedup: DedupWindow,
 }
 
 /// What an append did: the events it spooled, and those it did not
-/// because the spool had them already ([`dedup`]).
+/// because the spool had them already (see [`DedupWindow`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// Sequence numbers of the events spooled, in order (copies left out).
@@ -322,7 +322,7 @@ struct State {
     finishing: bool,
     writer_idle: bool,
     write_error: Option<String>,
-    /// The identities of recent events ([`dedup`]).
+    /// The identities of recent events.
     recent: dedup::Recent,
     /// The lowest cursor in the cursors file as last saved: segments
     /// before it may go at any moment without a saved cursor ever

@@ -155,17 +155,25 @@ async fn only_the_last_ids_are_read_back_and_kept_on_disk() {
     );
 }
 
-#[tokio::test]
-async fn the_window_never_keeps_more_than_its_share_of_the_spool() {
-    let dir = tempfile::tempdir().unwrap();
-    let max_bytes = 256 * 1024;
+/// A 256 KiB spool whose window would keep far more, with one instance.
+const SMALL_SPOOL: u64 = 256 * 1024;
+
+fn small_spool_big_window(dir: &Path) -> (Spool, ConsumerId, Reader) {
     let opts = SpoolOptions {
-        max_bytes,
-        ..with_window(dir.path(), 1_000_000)
+        max_bytes: SMALL_SPOOL,
+        ..with_window(dir, 1_000_000)
     };
     let (spool, _) = Spool::open(opts).unwrap();
     let consumer = spool.consumer("p", StartFrom::Earliest, true);
-    let mut reader = spool.reader(consumer);
+    let reader = spool.reader(consumer);
+    (spool, consumer, reader)
+}
+
+#[tokio::test]
+async fn the_window_never_keeps_more_than_its_share_of_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = SMALL_SPOOL;
+    let (spool, consumer, mut reader) = small_spool_big_window(dir.path());
     // Ten times what the spool holds, delivered as it comes: the window
     // wants all of it, and gets a quarter of the spool.
     for chunk in 0..100u64 {
@@ -380,14 +388,8 @@ async fn a_read_back_that_fails_costs_duplicates_never_the_start() {
 #[tokio::test]
 async fn a_full_spool_takes_back_the_window_s_share_before_refusing() {
     let dir = tempfile::tempdir().unwrap();
-    let max_bytes = 256 * 1024;
-    let opts = SpoolOptions {
-        max_bytes,
-        ..with_window(dir.path(), 1_000_000)
-    };
-    let (spool, _) = Spool::open(opts).unwrap();
-    let consumer = spool.consumer("p", StartFrom::Earliest, true);
-    let mut reader = spool.reader(consumer);
+    let max_bytes = SMALL_SPOOL;
+    let (spool, consumer, mut reader) = small_spool_big_window(dir.path());
     // Delivered events the window keeps: a quarter of the spool.
     spool.append(&records(0..1200)).unwrap();
     written(&spool).await;
