@@ -98,6 +98,7 @@ pub mod cli;
 pub mod config;
 mod dispatch;
 mod ingest;
+pub mod integrity;
 mod metrics;
 pub mod middleware;
 pub mod redact;
@@ -165,7 +166,22 @@ pub mod internals {
 #[cfg(test)]
 mod layers {
     /// Each module, with the modules it must never name.
-    const RULES: [(&str, &[&str]); 7] = [
+    const RULES: [(&str, &[&str]); 8] = [
+        (
+            "integrity",
+            &[
+                "spool",
+                "runtime",
+                "dispatch",
+                "relay",
+                "ingest",
+                "cli",
+                "config",
+                "metrics",
+                "redact",
+                "internals",
+            ],
+        ),
         (
             "redact",
             &[
