@@ -373,7 +373,11 @@ impl Redaction {
         let mut name = Vec::with_capacity(64);
         // A key ends where `":` is (canonical JSON has no spaces); a `":`
         // inside a string value only costs a closer look.
-        for end in memchr::memmem::find_iter(json, b"\":") {
+        for colon in memchr::memchr_iter(b':', json) {
+            if colon == 0 || json[colon - 1] != b'"' {
+                continue;
+            }
+            let end = colon - 1;
             let Some(open) = memchr::memrchr(b'"', &json[..end]) else {
                 continue;
             };
