@@ -228,6 +228,18 @@ pub async fn status(client: &reqwest::Client, base: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// The relay's `/metrics` text, read from the HTTP API at `base`.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Structured log events captured from every thread of this process.
 #[derive(Clone)]
 pub struct Logs {

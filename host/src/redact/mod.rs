@@ -371,8 +371,8 @@ impl Redaction {
     /// written with escapes, which is then looked at closely).
     fn has_key(&self, json: &[u8]) -> bool {
         let mut name = Vec::with_capacity(64);
-        // A key ends where `":` is (canonical JSON has no spaces); a `":`
-        // inside a string value only costs a closer look.
+        // A key ends in `":` (canonical JSON has no spaces); a `":` inside
+        // a string value only costs a closer look.
         for colon in memchr::memchr_iter(b':', json) {
             if colon == 0 || json[colon - 1] != b'"' {
                 continue;
@@ -383,8 +383,7 @@ impl Redaction {
             };
             let raw = &json[open + 1..end];
             // Escapes: the name is not what its bytes say; look closely.
-            if json[end - 1] == b'\\' || raw.contains(&b'\\') || open > 0 && json[open - 1] == b'\\'
-            {
+            if raw.contains(&b'\\') || open > 0 && json[open - 1] == b'\\' {
                 return true;
             }
             names::normalize_into(raw, &mut name);

@@ -150,15 +150,8 @@ async fn a_different_event_under_a_known_identity_is_delivered_and_counted() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = setup.arrived(&first).await;
     assert_eq!(counts[&first[0].id], 2, "both versions are delivered");
-    let metrics = setup
-        .client
-        .get(setup.url.replace("/v1/events", "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics =
+        auditrelay_tests::metrics(&setup.client, &setup.url.replace("/v1/events", "")).await;
     assert_eq!(
         auditrelay_tests::metric(
             &metrics,

@@ -257,14 +257,7 @@ async fn a_flood_of_idle_connections_never_locks_out_real_requests() {
             .unwrap();
         assert_eq!(posted.status(), 202, "event {i} during the flood");
     }
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = auditrelay_tests::metrics(&client, &base).await;
     let evicted = metric(
         &metrics,
         "auditrelay_http_connections_closed_total{reason=\"evicted_idle\"}",

@@ -99,14 +99,7 @@ async fn no_secret_reaches_the_disk_a_plugin_or_the_log_over_http() {
     // Delivered to the file, refused into the other's dead letters.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status: serde_json::Value = client
-            .get(format!("{url}/v1/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = auditrelay_tests::status(&client, &url).await;
         let of = |name: &str| {
             status["plugins"]
                 .as_array()
