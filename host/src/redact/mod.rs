@@ -298,15 +298,6 @@ impl Redaction {
         })
     }
 
-    /// No rules at all.
-    pub fn none() -> Redaction {
-        Redaction {
-            rules: Vec::new(),
-            names: Names::default(),
-            hints: patterns::Hints::new(&[]),
-        }
-    }
-
     /// Whether an event of `source` and `event_type`, encoded as `json`
     /// (canonical), may hold something to redact. `false` is certain.
     pub fn may_apply(&self, source: &str, event_type: &str, json: &[u8]) -> bool {

@@ -36,7 +36,7 @@ impl Rules {
     pub fn plain(limits: Limits) -> Arc<Rules> {
         Arc::new(Rules {
             limits,
-            redaction: Redaction::none(),
+            redaction: Redaction::new(false, &[]).expect("no rules are valid rules"),
         })
     }
 
