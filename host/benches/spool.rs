@@ -141,6 +141,7 @@ async fn spool_writes(
         block_timeout: Duration::ZERO,
         max_pending_bytes: usize::MAX,
         files: Default::default(),
+        chain: None,
         dedup,
     })
     .unwrap();

@@ -20,6 +20,7 @@ mod check;
 mod demo;
 mod dlq;
 mod emit;
+mod keys;
 mod outbox;
 mod plugins;
 mod redact;
@@ -93,6 +94,9 @@ enum Command {
     /// Try the redaction rules on events
     #[command(subcommand)]
     Redact(redact::Command),
+    /// Make or show the key that signs checkpoints
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Start the relay, send it sample events through the library API and
     /// over HTTP, wait until they are delivered and show where they landed
     Demo(demo::Args),
@@ -149,6 +153,7 @@ pub fn main() -> ExitCode {
             Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
             Command::Outbox(command) => outbox::outbox(load_config(&cli.config)?, command).await,
             Command::Redact(command) => redact::redact(load_config(&cli.config)?, command).await,
+            Command::Keys(command) => keys::keys(load_config(&cli.config)?, command),
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
             Command::PluginRunner(_) | Command::PluginCompiler(_) => {
                 unreachable!("handled before the runtime starts")

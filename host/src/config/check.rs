@@ -63,6 +63,22 @@ impl Config {
                 problems.add(&key, message);
             }
         }
+        let integrity = &self.integrity;
+        if integrity.chain {
+            if integrity.checkpoint_interval < std::time::Duration::from_secs(1)
+                || integrity.checkpoint_interval > std::time::Duration::from_secs(24 * 3600)
+            {
+                problems.add("integrity.checkpoint_interval", "must be between 1s and 1d");
+            }
+            if let Err(error) = crate::integrity::keys::check_log_name(&integrity.log) {
+                problems.add("integrity.log", error);
+            }
+            if let Some(file) = &integrity.key_file
+                && let Err(error) = crate::integrity::keys::load(file)
+            {
+                problems.add("integrity.key_file", error.to_string());
+            }
+        }
         let http = &self.ingest.http;
         if http.max_connections == 0 {
             problems.add("ingest.http.max_connections", "must be at least 1");

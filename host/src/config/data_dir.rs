@@ -43,6 +43,11 @@ impl DataDir {
         self.0.join("dead-letters")
     }
 
+    /// The relay's signing key (by default) and its checkpoint log.
+    pub fn integrity(&self) -> PathBuf {
+        self.0.join("integrity")
+    }
+
     /// The default compiled-plugin cache.
     pub fn cache(&self) -> PathBuf {
         self.0.join("cache")

@@ -96,6 +96,9 @@ pub struct Config {
     /// reaches the spool, after the built-in ones (`relay.redact_defaults`).
     #[serde(default)]
     pub redact: Vec<crate::redact::RedactRule>,
+    /// Tamper evidence: hash chains and signed checkpoints (`[integrity]`).
+    #[serde(default)]
+    pub integrity: IntegritySettings,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -182,6 +185,54 @@ pub struct SpoolSettings {
 impl Default for SpoolSettings {
     fn default() -> Self {
         toml::from_str("").expect("every spool setting has a default")
+    }
+}
+
+/// `[integrity]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegritySettings {
+    /// Seal every event into its stream's hash chain as it is spooled,
+    /// and sign checkpoints of each stream's Merkle tree. Off by default
+    /// until `auditrelay verify` ships (see docs/configuration.md).
+    #[serde(default)]
+    pub chain: bool,
+    /// Which field names an event's stream: `tenant`, `source` or `all`.
+    #[serde(default)]
+    pub stream: crate::integrity::chain::StreamKey,
+    /// How often each stream's tree is signed, events or not.
+    #[serde(default = "default_checkpoint_interval", with = "units::duration")]
+    pub checkpoint_interval: Duration,
+    /// The Ed25519 key that signs checkpoints (`auditrelay keys generate`);
+    /// default `<data_dir>/integrity/signing.key`, created at first start.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The log's name: each stream's checkpoints have the origin
+    /// `<log>/<stream>`.
+    #[serde(default = "default_log_name")]
+    pub log: String,
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_log_name() -> String {
+    "auditrelay".into()
+}
+
+impl Default for IntegritySettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every integrity setting has a default")
+    }
+}
+
+impl IntegritySettings {
+    /// The signing key's file.
+    pub fn key_path(&self, data_dir: &DataDir) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.integrity().join("signing.key"))
     }
 }
 
@@ -655,6 +706,9 @@ impl Config {
         resolve(&mut self.relay.plugin_dir);
         if let Some(dir) = &mut self.relay.cache_dir {
             resolve(dir);
+        }
+        if let Some(file) = &mut self.integrity.key_file {
+            resolve(file);
         }
         for settings in self.plugins.values_mut() {
             if let Some(dir) = &mut settings.grant_dir {

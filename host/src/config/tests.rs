@@ -163,8 +163,9 @@ fn relative_paths_follow_the_config_file() {
 #[test]
 fn the_configuration_reference_documents_every_key_with_its_real_default() {
     use auditrelay_plugin_api::testing::config_docs::struct_fields;
-    let sections: [(&str, &[&str]); 10] = [
+    let sections: [(&str, &[&str]); 11] = [
         ("redact", struct_fields::<crate::redact::RedactRule>()),
+        ("integrity", struct_fields::<IntegritySettings>()),
         ("relay", struct_fields::<RelaySettings>()),
         ("spool", struct_fields::<SpoolSettings>()),
         ("ingest.http", struct_fields::<HttpIngestSettings>()),

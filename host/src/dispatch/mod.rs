@@ -147,6 +147,7 @@ mod tests {
             block_timeout: Duration::from_millis(100),
             max_pending_bytes: 1 << 20,
             files: SegmentFiles::default(),
+            chain: None,
             dedup: crate::spool::DedupWindow::OFF,
         })
         .unwrap();

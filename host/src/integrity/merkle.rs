@@ -24,7 +24,8 @@ pub fn leaf_hash(entry: &[u8]) -> Hash {
     hasher.finalize().into()
 }
 
-fn node_hash(left: &Hash, right: &Hash) -> Hash {
+/// The hash of an inner node.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update([0x01]);
     hasher.update(left);

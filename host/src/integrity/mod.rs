@@ -1,12 +1,22 @@
 //! Tamper evidence an auditor can check without trusting the relay.
 //!
-//! Built so far, each checked against its specification's test vectors:
-//! [`merkle`], RFC 9162 tree hashes with inclusion and consistency
-//! proofs; [`note`], C2SP signed notes with Ed25519 keys; [`checkpoint`],
-//! the C2SP `tlog-checkpoint` body a log signs. The hash chain per
-//! stream, the relay signing checkpoints, `auditrelay verify` and
-//! `auditrelay prove` build on them.
+//! - [`chain`]: each event sealed to the one before it in its stream,
+//!   as the spool appends it (the envelope's `integrity` member).
+//! - [`tree`] and [`merkle`]: the events of a stream as the leaves of an
+//!   RFC 9162 Merkle tree, with inclusion and consistency proofs.
+//! - [`signed`], over [`checkpoint`] and [`note`]: the tree's size and
+//!   root signed with Ed25519 every interval (C2SP signed notes holding
+//!   `tlog-checkpoint`s), with keys from [`keys`].
+//! - Next: `auditrelay verify` and `auditrelay prove`, which check an
+//!   export with the public key alone.
+//!
+//! `docs/integrity.md` is the guide: what each mechanism proves, against
+//! whom, and how to check an S3 bucket with the public key only.
 
+pub mod chain;
 pub mod checkpoint;
+pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod signed;
+pub mod tree;

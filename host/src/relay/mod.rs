@@ -1,5 +1,6 @@
 //! [`Relay`]: the running relay, for in-process use and behind the CLI.
 
+pub mod checkpoints;
 mod duplicates;
 pub(crate) mod intake;
 mod sources;
@@ -49,6 +50,9 @@ pub enum StartError {
     /// the same).
     #[error("the redaction rules are invalid:\n  - {}", .0.join("\n  - "))]
     Redaction(Vec<String>),
+    /// The checkpoint signing key or log cannot be used (the reason).
+    #[error("tamper evidence cannot start: {0}")]
+    Integrity(String),
     /// No enabled plugin can run as configured (no such plugin, a broken
     /// file, a setting that does not apply), so accepted events would have
     /// nowhere to go.
@@ -236,6 +240,8 @@ struct Inner {
     /// Instances whose first start attempt has finished.
     tried: watch::Receiver<usize>,
     threads: Mutex<PluginThreads>,
+    /// Signs each stream's tree every interval (`None`: no chains).
+    checkpoints: Option<Arc<checkpoints::Checkpointer>>,
 }
 
 /// The relay's own runtime for plugin code. Dropping a runtime blocks,
@@ -324,6 +330,7 @@ impl Relay {
                 .await
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?
         };
+        let checkpoints = checkpoints::Checkpointer::open(&config, spool.clone())?.map(Arc::new);
         let instances = start::register(&config, &spool, &metrics);
         let (tried, tried_rx) = watch::channel(0);
         let starter = Arc::new(Starter {
@@ -340,6 +347,9 @@ impl Relay {
         for instance in &instances {
             handle.spawn(starter.clone().bring_up(instance.clone()));
         }
+        if let Some(checkpoints) = &checkpoints {
+            checkpoints.spawn(&handle, starter.stopping.clone());
+        }
         Ok(Relay {
             inner: Arc::new(Inner {
                 reserved_descriptors: reserved_descriptors(&config),
@@ -355,6 +365,7 @@ impl Relay {
                 stopping: starter.stopping.clone(),
                 tried: tried_rx,
                 threads: Mutex::new(threads),
+                checkpoints,
             }),
         })
     }
@@ -607,6 +618,24 @@ impl Relay {
     /// nothing.
     pub async fn shutdown(&self) -> ShutdownReport {
         self.inner.stopping.cancel();
+        if let Some(checkpoints) = self
+            .inner
+            .checkpoints
+            .as_ref()
+            .filter(|_| !self.inner.spool.is_closed())
+        {
+            // The last checkpoint covers every event written: wait (briefly)
+            // for what is still in memory to be written first.
+            let next = self.inner.spool.stats().next_seq;
+            if next > 0 {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.inner.spool.durable(next - 1),
+                )
+                .await;
+            }
+            checkpoints.round().await;
+        }
         self.inner.spool.close();
         let Some(dispatcher) = self.inner.dispatcher.lock().await.take() else {
             return ShutdownReport::default();

@@ -87,6 +87,7 @@ pub(super) fn spool_options(config: &Config) -> SpoolOptions {
         max_pending_bytes: usize::try_from(config.relay.max_buffered_bytes.as_u64())
             .unwrap_or(usize::MAX),
         files: Default::default(),
+        chain: config.integrity.chain.then_some(config.integrity.stream),
         dedup: DedupWindow {
             ids: usize::try_from(spool.dedup_ids).unwrap_or(usize::MAX),
             age: spool.dedup_age,

@@ -282,9 +282,15 @@ impl Recent {
 }
 
 fn fingerprint(keys: &RandomState, event: &Event<'_>) -> Fingerprint {
+    // The content as it arrived: a record read back from disk carries
+    // the seal the spool added, which a copy arriving now does not.
+    let (before, after) = crate::integrity::chain::without_seal(event.envelope);
+    let mut content = keys.build_hasher();
+    content.write(before);
+    content.write(after);
     Fingerprint {
         identity: keys.hash_one((event.source, event.id)),
-        content: keys.hash_one(event.envelope),
+        content: content.finish(),
         copy_of: None,
     }
 }

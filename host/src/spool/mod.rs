@@ -22,6 +22,7 @@
 //!
 //! The bytes on disk are described in [`format`](mod@format).
 
+mod chains;
 mod cursors;
 mod dedup;
 pub mod files;
@@ -47,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+pub use chains::StreamTree;
 pub use dedup::DedupWindow;
 pub use files::SegmentFiles;
 pub use findings::Finding;
@@ -112,6 +114,9 @@ pub struct SpoolOptions {
     pub files: SegmentFiles,
     /// Which recent events a copy of is not spooled again.
     pub dedup: DedupWindow,
+    /// How events are sealed into hash chains as they are appended
+    /// ([`crate::integrity::chain`]): by which stream; `None`, not at all.
+    pub chain: Option<crate::integrity::chain::StreamKey>,
 }
 
 /// What an append did: the events it spooled, and those it did not
@@ -331,6 +336,8 @@ struct State {
     /// The spool is full and the dedup window keeps delivered segments:
     /// the writer deletes them at its next save, whatever the window.
     reclaim_due: bool,
+    /// Every stream's hash chain and tree.
+    chains: chains::Chains,
 }
 
 impl State {
@@ -394,6 +401,20 @@ impl State {
     /// `keep_from`; returns whether any went. Only after the cursors that
     /// passed them are saved (see `deletion_due`).
     fn delete_segments_before(&mut self, keep_from: u64) -> bool {
+        let last = self.segments.len().saturating_sub(1);
+        let Some(end) = self
+            .segments
+            .iter()
+            .take(last)
+            .take_while(|s| s.end_seq <= keep_from)
+            .last()
+            .map(|s| s.end_seq)
+        else {
+            return false;
+        };
+        if !self.chains_saved_before_deleting(end) {
+            return false;
+        }
         let mut freed = false;
         while self.segments.len() > 1 && self.segments[0].end_seq <= keep_from {
             let done = self.segments.pop_front().expect("checked above");
@@ -404,6 +425,19 @@ impl State {
             }
         }
         freed
+    }
+
+    /// Saves the hash chains before records below `end` are deleted, which
+    /// a restart could then not replay; `false` (and a warning): they
+    /// cannot go yet.
+    fn chains_saved_before_deleting(&mut self, end: u64) -> bool {
+        match self.chains.save_before_deleting(end, self.written_seq) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot save the hash chains ({}); delivered segments stay until it works", chains::CHAINS_FILE);
+                false
+            }
+        }
     }
 
     /// The oldest cursor that keeps segments, or the written end if none.
@@ -580,6 +614,17 @@ impl Spool {
         }
         let watermark = watermark::Watermark::open(&options.dir.join(WATERMARK_FILE))
             .map_err(|e| describe("cannot open the durable watermark in", e))?;
+        let (chains, chains_problem) = chains::Chains::load(
+            &options.dir,
+            options.chain,
+            options.durability != Durability::None,
+        );
+        if let Some(problem) = chains_problem {
+            tracing::error!(
+                problem,
+                "the hash chains restart from what the spool holds; `auditrelay verify` will report the break"
+            );
+        }
         let cursors = evidence.cursors.clone();
         let saved_floor = cursors.values().copied().min().unwrap_or(0);
         // Never reuse a sequence number that was acknowledged or that a
@@ -614,6 +659,7 @@ impl Spool {
                 recent: dedup::Recent::new(options.dedup),
                 saved_floor,
                 reclaim_due: false,
+                chains,
             }),
             writer_wake: Condvar::new(),
             room: Condvar::new(),
@@ -625,6 +671,11 @@ impl Spool {
             dedup_keys: RandomState::new(),
         });
         dedup::read_back(&shared);
+        chains::read_back(&shared).map_err(|source| SpoolOpenError::Io {
+            what: "cannot read the hash chains back from the spool in",
+            dir: shared.options.dir.clone(),
+            source,
+        })?;
         let writer = writer::spawn(shared.clone(), watermark).map_err(SpoolOpenError::Writer)?;
         Ok((
             Spool {
@@ -672,6 +723,7 @@ impl Spool {
 
     fn append_with(&self, records: &[Record], caller: Caller) -> Result<Appended, SpoolError> {
         let frame_len = |r: &Record| (format::FRAME_HEADER_LEN + r.encoded().len()) as u64;
+        let growth = |state: &State, r: &Record| state.chains.growth(r) as u64;
         let dedup = self.shared.options.dedup.ids > 0;
         let mut prints = if dedup {
             dedup::Recent::fingerprints(&self.shared.dedup_keys, records)
@@ -691,9 +743,12 @@ impl Spool {
                     .iter()
                     .zip(&prints)
                     .filter(|(_, p)| p.copy_of().is_none())
-                    .map(|(r, _)| frame_len(r))
+                    .map(|(r, _)| frame_len(r) + growth(&state, r))
                     .sum(),
-                false => records.iter().map(frame_len).sum(),
+                false => records
+                    .iter()
+                    .map(|r| frame_len(r) + growth(&state, r))
+                    .sum(),
             };
             let refusal = if size == 0 && !records.is_empty() {
                 // Copies only: nothing to write, nothing to wait for.
@@ -729,7 +784,14 @@ impl Spool {
                 continue;
             }
             let seq = state.next_seq;
-            format::write_frame(&mut state.pending, self.shared.key, seq, record.encoded());
+            match state.chains.seal(record, seq) {
+                Some(sealed) => {
+                    format::write_frame(&mut state.pending, self.shared.key, seq, sealed.encoded())
+                }
+                None => {
+                    format::write_frame(&mut state.pending, self.shared.key, seq, record.encoded())
+                }
+            }
             state.next_seq += 1;
         }
         if state.next_seq > start
@@ -810,7 +872,9 @@ impl Spool {
     /// Deletes the oldest segment for room; `false` if only the one being
     /// written is left.
     fn drop_oldest(&self, state: &mut State) -> bool {
-        if state.segments.len() < 2 {
+        if state.segments.len() < 2
+            || !state.chains_saved_before_deleting(state.segments[0].end_seq)
+        {
             return false;
         }
         let oldest = state.segments.pop_front().expect("two or more segments");
@@ -1045,6 +1109,12 @@ impl Spool {
     /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.options.dir
+    }
+
+    /// Every stream's Merkle tree over its written events: what a signed
+    /// checkpoint commits to.
+    pub fn chain_trees(&self) -> Vec<StreamTree> {
+        self.shared.lock().chains.trees()
     }
 }
 

@@ -13,6 +13,10 @@ pub struct Record {
     /// The event, encoded by [`batch::encode`] (only ever built here, so
     /// it always decodes).
     encoded: Vec<u8>,
+    /// Whether the spool seals it into its stream's hash chain (every
+    /// event but the relay's own checkpoints, which their signature
+    /// vouches for).
+    sealable: bool,
 }
 
 impl Record {
@@ -49,7 +53,10 @@ impl Record {
     pub fn from_event(event: Event<'_>) -> Self {
         let mut encoded = Vec::new();
         batch::encode(event, &mut encoded);
-        Record { encoded }
+        Record {
+            encoded,
+            sealable: true,
+        }
     }
 
     /// A record from bytes that were encoded by [`batch::encode`] (e.g. read
@@ -59,7 +66,10 @@ impl Record {
         if used != encoded.len() {
             return Err("bytes are left after the event");
         }
-        Ok(Record { encoded })
+        Ok(Record {
+            encoded,
+            sealable: true,
+        })
     }
 
     /// A record of `event` whose validated canonical JSON is `json`.
@@ -72,6 +82,20 @@ impl Record {
             tenant: event.tenant.as_deref(),
             envelope: json,
         })
+    }
+
+    /// A record the spool does not seal (a signed checkpoint the relay
+    /// writes about the chains).
+    pub fn unsealed(event: Event<'_>) -> Self {
+        Record {
+            sealable: false,
+            ..Self::from_event(event)
+        }
+    }
+
+    /// Whether the spool seals it (see [`unsealed`](Self::unsealed)).
+    pub fn is_sealable(&self) -> bool {
+        self.sealable
     }
 
     /// The record as a plugin sees it (borrowed).

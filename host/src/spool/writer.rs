@@ -456,6 +456,8 @@ impl Writer {
             state.written_seq = run.end_seq;
             state.written_json += run.payload_bytes;
         }
+        let written_seq = state.written_seq;
+        state.chains.wrote(written_seq);
         state.wake_readers();
         let written = state.written_seq;
         drop(state);

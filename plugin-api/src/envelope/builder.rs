@@ -39,6 +39,7 @@ impl EnvelopeBuilder {
                 actor: Actor::new(super::ActorKind::System, ""),
                 envelope_version: ENVELOPE_VERSION,
                 id: uuid::Uuid::now_v7().to_string(),
+                integrity: None,
                 metadata: BTreeMap::new(),
                 payload: serde_json::Value::Null,
                 reason: None,

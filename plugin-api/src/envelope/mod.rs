@@ -103,6 +103,11 @@ pub struct AuditEventEnvelope {
     pub envelope_version: u32,
     /// Unique per `source`; a UUIDv7 when built with the builder.
     pub id: String,
+    /// The relay's seal: where the event stands in its stream's hash
+    /// chain. Written by the relay when it spools the event (an event that
+    /// arrives with one is refused); `None` before that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<Integrity>,
     /// Free-form string labels (app version, region, ...).
     #[serde(
         default,
@@ -146,6 +151,26 @@ pub struct AuditEventEnvelope {
     /// What happened, dot-separated, e.g. `group.member_added`.
     #[serde(rename = "type")]
     pub event_type: String,
+}
+
+/// An event's place in its stream's hash chain, as the relay sealed it.
+///
+/// `hash` is SHA-256 over the canonical JSON of
+/// `{"digest":…,"prev":…,"seq":…,"stream":…}`, where `digest` is the
+/// SHA-256 of the event's canonical JSON without `integrity` (all hashes
+/// in lower-case hex): so it commits to the event, its place and the
+/// event before it. The relay's `docs/integrity.md` says how to check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Integrity {
+    /// This event's chain hash.
+    pub hash: String,
+    /// The previous event's chain hash (64 zeros for the first).
+    pub prev: String,
+    /// The event's number in its stream, from 1, without gaps.
+    pub seq: u64,
+    /// The stream (by default the tenant; empty for events without one).
+    pub stream: String,
 }
 
 fn default_envelope_version() -> u32 {

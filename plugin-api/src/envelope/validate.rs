@@ -268,15 +268,36 @@ impl AuditEventEnvelope {
     }
 
     /// Validates and returns the canonical JSON, encoding only once. This is
-    /// what the relay stores for each accepted event.
+    /// what the relay stores for each accepted event, so an event that
+    /// already carries an `integrity` seal is refused: only the relay
+    /// seals.
     pub fn to_validated_json(&self, limits: &Limits) -> Result<Vec<u8>, ValidationErrors> {
-        into_result(self.field_errors(limits))?;
+        into_result(arrival_errors(self, self.integrity.is_some(), limits))?;
         let json = self.to_canonical_json();
         let mut errors = Vec::new();
         check_size(json.len(), limits, &mut errors);
         into_result(errors)?;
         Ok(json)
     }
+}
+
+/// Every rule an arriving event breaks: the field rules, and a seal it
+/// must not bring (a sender could otherwise pass off its own chain).
+pub(super) fn arrival_errors(
+    event: &impl Fields,
+    sealed: bool,
+    limits: &Limits,
+) -> Vec<ValidationError> {
+    let mut errors = event.field_errors(limits);
+    if sealed {
+        errors.push(ValidationError {
+            field: "integrity".into(),
+            problem:
+                "is the relay's seal, written when it spools the event; send the event without it"
+                    .into(),
+        });
+    }
+    errors
 }
 
 /// What the rules read of an event, whichever form holds it: the owned

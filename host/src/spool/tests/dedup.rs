@@ -305,6 +305,7 @@ async fn copies_need_no_working_disk_and_a_refused_event_is_not_remembered() {
     let opts = SpoolOptions {
         durability: Durability::Always,
         files: SegmentFiles::with_faults(failing.clone()),
+        chain: None,
         ..with_window(dir.path(), 10_000)
     };
     let (spool, _) = Spool::open(opts).unwrap();
@@ -377,6 +378,7 @@ async fn a_read_back_that_fails_costs_duplicates_never_the_start() {
     }
     let opts = SpoolOptions {
         files: SegmentFiles::with_faults(Arc::new(FailReads)),
+        chain: None,
         ..with_window(dir.path(), 1000)
     };
     let (spool, _) = Spool::open(opts).unwrap();
@@ -512,6 +514,7 @@ async fn a_copy_of_an_event_a_crash_left_unsynced_is_durable_only_after_a_sync()
     let opts = SpoolOptions {
         durability: Durability::Always,
         files: SegmentFiles::with_faults(syncs.clone()),
+        chain: None,
         ..with_window(crashed.path(), 1000)
     };
     let (spool, _) = Spool::open(opts).unwrap();

@@ -15,6 +15,7 @@ fn options(dir: &Path) -> SpoolOptions {
         block_timeout: Duration::from_millis(200),
         max_pending_bytes: 16 * 1024 * 1024,
         files: SegmentFiles::default(),
+        chain: None,
         dedup: DedupWindow::OFF,
     }
 }
@@ -586,6 +587,7 @@ async fn no_append_is_left_unwritten_whatever_the_timing() {
     }
 }
 
+mod chains;
 mod dedup;
 mod read_faults;
 mod recovery_fuzz;

@@ -172,6 +172,7 @@ impl<'a> Reader<'a> {
             },
             envelope_version: crate::envelope::ENVELOPE_VERSION,
             id: Cow::Borrowed(""),
+            integrity: None,
             metadata: Vec::new(),
             payload: None,
             scanned: None,
@@ -202,6 +203,10 @@ impl<'a> Reader<'a> {
                 "id" => {
                     first_time(&mut seen, 1 << 3)?;
                     id = Some(r.string()?);
+                }
+                "integrity" => {
+                    first_time(&mut seen, 1 << 14)?;
+                    view.integrity = Some(r.integrity()?);
                 }
                 "metadata" => {
                     first_time(&mut seen, 1 << 4)?;
@@ -356,6 +361,39 @@ impl<'a> Reader<'a> {
         })?;
         actor.id = id?;
         Some(actor)
+    }
+
+    /// `integrity`: the relay's seal, every field present.
+    fn integrity(&mut self) -> Option<crate::envelope::Integrity> {
+        let (mut hash, mut prev, mut seq, mut stream, mut seen) = (None, None, None, None, 0u32);
+        self.object(|r, key| {
+            match key {
+                "hash" => {
+                    first_time(&mut seen, 1)?;
+                    hash = Some(r.string()?.into_owned());
+                }
+                "prev" => {
+                    first_time(&mut seen, 1 << 1)?;
+                    prev = Some(r.string()?.into_owned());
+                }
+                "seq" => {
+                    first_time(&mut seen, 1 << 2)?;
+                    seq = Some(r.integer()?);
+                }
+                "stream" => {
+                    first_time(&mut seen, 1 << 3)?;
+                    stream = Some(r.string()?.into_owned());
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        Some(crate::envelope::Integrity {
+            hash: hash?,
+            prev: prev?,
+            seq: seq?,
+            stream: stream?,
+        })
     }
 
     /// `target`: an object or `null`.

@@ -38,7 +38,8 @@ use super::canonical::{self, utf16_order};
 use super::strict;
 use super::validate::{Fields, ValidationErrors};
 use super::{
-    Action, Actor, ActorKind, AuditEventEnvelope, EnvelopeError, Limits, Outcome, Severity, Target,
+    Action, Actor, ActorKind, AuditEventEnvelope, EnvelopeError, Integrity, Limits, Outcome,
+    Severity, Target,
 };
 
 /// An envelope borrowed from its JSON. Fields mean what they mean in
@@ -59,6 +60,9 @@ pub struct EnvelopeView<'a> {
     /// Unique per `source`.
     #[serde(borrow)]
     pub id: Cow<'a, str>,
+    /// The relay's seal (see [`Integrity`]).
+    #[serde(default)]
+    pub integrity: Option<Integrity>,
     /// String labels, in the order the JSON has them.
     #[serde(default, deserialize_with = "borrow::labels")]
     pub metadata: Vec<Label<'a>>,
@@ -213,9 +217,14 @@ impl<'a> EnvelopeView<'a> {
     }
 
     /// Validates and returns the canonical JSON, encoding once: what the
-    /// relay stores for an event that arrived as bytes.
+    /// relay stores for an event that arrived as bytes (refused if it
+    /// brings an `integrity` seal, as for the owned type).
     pub fn to_validated_json(&self, limits: &Limits) -> Result<Vec<u8>, ValidationErrors> {
-        super::validate::into_result(self.field_errors(limits))?;
+        super::validate::into_result(super::validate::arrival_errors(
+            self,
+            self.integrity.is_some(),
+            limits,
+        ))?;
         let json = self.to_canonical_json();
         let mut errors = Vec::new();
         super::validate::check_size(json.len(), limits, &mut errors);
@@ -272,6 +281,16 @@ impl<'a> EnvelopeView<'a> {
         json.key("envelope_version");
         json.raw(itoa(self.envelope_version as u64, &mut [0; 20]));
         json.field("id", &self.id);
+        if let Some(seal) = &self.integrity {
+            json.key("integrity");
+            json.open('{');
+            json.field("hash", &seal.hash);
+            json.field("prev", &seal.prev);
+            json.key("seq");
+            json.raw(itoa(seal.seq, &mut [0; 20]));
+            json.field("stream", &seal.stream);
+            json.close('}');
+        }
         if !self.metadata.is_empty() {
             json.key("metadata");
             json.open('{');
@@ -352,6 +371,7 @@ impl<'a> EnvelopeView<'a> {
             },
             envelope_version: self.envelope_version,
             id: text(self.id),
+            integrity: self.integrity,
             metadata: self
                 .metadata
                 .into_iter()

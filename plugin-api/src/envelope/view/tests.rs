@@ -233,3 +233,36 @@ fn nesting_at_the_limit_reads_the_same_every_way() {
         assert_eq!(read.is_ok(), levels <= strict::MAX_DEPTH, "{levels}");
     }
 }
+
+#[test]
+fn a_sealed_envelope_reads_the_same_both_ways_and_is_refused_on_arrival() {
+    let seal = r#""integrity":{"hash":"aa","prev":"bb","seq":7,"stream":"acme"}"#;
+    let json = format!(
+        r#"{{"action":{{"outcome":"success"}},"actor":{{"id":"u-1"}},"id":"e-1",{seal},"source":"s","time":"2026-01-02T03:04:05Z","type":"t"}}"#
+    );
+    let fast = EnvelopeView::read_json(json.as_bytes()).unwrap();
+    let reference = EnvelopeView::read_json_reference(json.as_bytes()).unwrap();
+    let expected = Integrity {
+        hash: "aa".into(),
+        prev: "bb".into(),
+        seq: 7,
+        stream: "acme".into(),
+    };
+    assert_eq!(fast.integrity.as_ref(), Some(&expected));
+    assert_eq!(reference.integrity.as_ref(), Some(&expected));
+    // The canonical form keeps the seal where canonical order puts it,
+    // the same from the view as from the owned envelope.
+    let canonical = fast.to_canonical_json();
+    assert!(String::from_utf8_lossy(&canonical).contains(&format!("\"id\":\"e-1\",{seal},")));
+    let owned = fast.clone().into_owned();
+    assert_eq!(owned.to_canonical_json(), canonical);
+    // Plugins read sealed events; the relay refuses them on arrival.
+    assert!(EnvelopeView::from_json(json.as_bytes()).is_ok());
+    for errors in [
+        fast.to_validated_json(&Limits::default()).unwrap_err(),
+        owned.to_validated_json(&Limits::default()).unwrap_err(),
+    ] {
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].field, "integrity");
+    }
+}

@@ -1,0 +1,247 @@
+//! The relay's signed checkpoints, and the events that carry them.
+//!
+//! Each interval the relay signs, per stream, a C2SP `tlog-checkpoint`
+//! ([`super::checkpoint`]) as a signed note ([`super::note`]) with one
+//! extension line of its own — canonical JSON after `auditrelay `:
+//!
+//! ```text
+//! auditrelay/acme
+//! 15000
+//! 7d9xZ…base64 of the root…=
+//! auditrelay {"interval":60,"stream":"acme","time":"2026-12-02T19:00:00Z"}
+//!
+//! — auditrelay Az3…signature…=
+//! ```
+//!
+//! The stream, the time and the interval are signed with the tree, so a
+//! verifier knows which window each checkpoint vouches for and sees a
+//! window without one. The note travels in an event of type
+//! `auditrelay.checkpoint` from source `auditrelay` (payload: the note and
+//! its fields, for reading by eye and by query), through the same plugins
+//! as the events, and is kept in the relay's checkpoint log.
+
+use std::time::Duration;
+
+use auditrelay_plugin_api::envelope::{Actor, AuditEventEnvelope, Outcome};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::checkpoint::Checkpoint;
+use super::merkle::Hash;
+use super::note::{self, NoteError, SigningKey, VerifierKey};
+
+/// The source of checkpoint events.
+pub const SOURCE: &str = "auditrelay";
+/// The type of checkpoint events.
+pub const EVENT_TYPE: &str = "auditrelay.checkpoint";
+/// What begins the relay's extension line in a checkpoint.
+const EXTENSION: &str = "auditrelay ";
+
+/// What a checkpoint says beyond the tree: signed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Seconds between checkpoints of the stream.
+    pub interval: u64,
+    /// The stream.
+    pub stream: String,
+    /// When the relay signed it.
+    pub time: Timestamp,
+}
+
+/// One stream's checkpoint, signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// The tree and origin.
+    pub checkpoint: Checkpoint,
+    /// Stream, time and interval.
+    pub window: Window,
+    /// The whole signed note.
+    pub note: String,
+}
+
+/// The payload of a checkpoint event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPayload {
+    /// The signing key (`<name>+<id>`).
+    pub key: String,
+    /// The signed note: the only part a verifier trusts.
+    pub note: String,
+    /// Its origin.
+    pub origin: String,
+    /// Its root hash, hex.
+    pub root: String,
+    /// Its tree size.
+    pub size: u64,
+    /// Its stream.
+    pub stream: String,
+}
+
+/// Signs checkpoints of the streams of one log.
+pub struct Signer {
+    key: SigningKey,
+    log: String,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key", &self.key)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+impl Signer {
+    /// A signer with `key` for the log named `log`, every `interval`.
+    pub fn new(key: SigningKey, log: String, interval: Duration) -> Self {
+        Signer { key, log, interval }
+    }
+
+    /// The key that verifies its checkpoints.
+    pub fn verifier(&self) -> VerifierKey {
+        self.key.verifier()
+    }
+
+    /// The origin of `stream`'s checkpoints.
+    pub fn origin(&self, stream: &str) -> String {
+        if stream.is_empty() {
+            self.log.clone()
+        } else {
+            // An origin is one line: a stream name never holds a line break
+            // (tenants and sources are names), but make sure.
+            format!("{}/{}", self.log, stream.replace(['\n', '\r'], " "))
+        }
+    }
+
+    /// The checkpoint of `stream`'s tree of `size` leaves with `root`,
+    /// signed at `time`.
+    pub fn sign(&self, stream: &str, size: u64, root: Hash, time: Timestamp) -> SignedCheckpoint {
+        let window = Window {
+            interval: self.interval.as_secs().max(1),
+            stream: stream.to_owned(),
+            time,
+        };
+        let checkpoint = Checkpoint {
+            origin: self.origin(stream),
+            size,
+            root,
+            extensions: vec![format!(
+                "{EXTENSION}{}",
+                serde_json::to_string(&window).expect("a window serializes")
+            )],
+        };
+        let note = self
+            .key
+            .sign(&checkpoint.to_text())
+            .expect("a checkpoint body ends in a newline and holds no blank line");
+        SignedCheckpoint {
+            checkpoint,
+            window,
+            note,
+        }
+    }
+}
+
+impl SignedCheckpoint {
+    /// Opens a note with `keys` and reads the checkpoint in it.
+    pub fn open(note: &str, keys: &[VerifierKey]) -> Result<SignedCheckpoint, NoteError> {
+        let text = note::open(note, keys)?;
+        let checkpoint = Checkpoint::parse(text)?;
+        let window = checkpoint
+            .extensions
+            .iter()
+            .find_map(|line| line.strip_prefix(EXTENSION))
+            .ok_or_else(|| NoteError::Malformed("no auditrelay line in the checkpoint".into()))
+            .and_then(|json| {
+                serde_json::from_str::<Window>(json).map_err(|e| {
+                    NoteError::Malformed(format!("the checkpoint's auditrelay line: {e}"))
+                })
+            })?;
+        Ok(SignedCheckpoint {
+            checkpoint,
+            window,
+            note: note.to_owned(),
+        })
+    }
+
+    /// The event that carries it; `tenant` is set when streams are tenants.
+    pub fn to_envelope(&self, key: &VerifierKey, tenant: Option<&str>) -> AuditEventEnvelope {
+        let digest = Sha256::digest(self.note.as_bytes());
+        let payload = CheckpointPayload {
+            key: key
+                .to_text()
+                .split('+')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("+"),
+            note: self.note.clone(),
+            origin: self.checkpoint.origin.clone(),
+            root: hex::encode(self.checkpoint.root),
+            size: self.checkpoint.size,
+            stream: self.window.stream.clone(),
+        };
+        let mut builder = AuditEventEnvelope::builder(SOURCE, EVENT_TYPE)
+            .id(format!("checkpoint-{}", hex::encode(&digest[..16])))
+            .time(self.window.time)
+            .actor(Actor::new(
+                auditrelay_plugin_api::envelope::ActorKind::System,
+                SOURCE,
+            ))
+            .outcome(Outcome::Success)
+            .action_name("checkpoint")
+            .payload(serde_json::to_value(payload).expect("a payload serializes"));
+        if let Some(tenant) = tenant.filter(|t| !t.is_empty()) {
+            builder = builder.tenant(tenant);
+        }
+        builder
+            .build()
+            .expect("a checkpoint event keeps the envelope rules")
+    }
+
+    /// The note of a checkpoint event, if `event` is one.
+    pub fn note_of(event: &AuditEventEnvelope) -> Option<&str> {
+        if event.source != SOURCE || event.event_type != EVENT_TYPE {
+            return None;
+        }
+        event.payload.get("note")?.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_event_opens_with_the_public_key_only() {
+        let key = SigningKey::generate("audit.example/relay").unwrap();
+        let signer = Signer::new(key, "audit.example/relay".into(), Duration::from_secs(60));
+        let time: Timestamp = "2026-12-02T19:00:00Z".parse().unwrap();
+        let signed = signer.sign("acme", 15, [9; 32], time);
+        assert_eq!(signed.checkpoint.origin, "audit.example/relay/acme");
+        let event = signed.to_envelope(&signer.verifier(), Some("acme"));
+        assert_eq!(event.tenant.as_deref(), Some("acme"));
+        let json = event.to_canonical_json();
+        let back = AuditEventEnvelope::from_json(&json).unwrap();
+        let note = SignedCheckpoint::note_of(&back).unwrap();
+        let opened = SignedCheckpoint::open(note, &[signer.verifier()]).unwrap();
+        assert_eq!(opened, signed);
+        assert_eq!(opened.window.stream, "acme");
+        assert_eq!(opened.window.interval, 60);
+        // Another key's checkpoint does not open.
+        let other = SigningKey::generate("audit.example/relay").unwrap();
+        assert!(matches!(
+            SignedCheckpoint::open(note, &[other.verifier()]),
+            Err(NoteError::UnknownKey(_))
+        ));
+        // An edited size breaks the signature.
+        let forged = note.replacen("\n15\n", "\n14\n", 1);
+        assert!(matches!(
+            SignedCheckpoint::open(&forged, &[signer.verifier()]),
+            Err(NoteError::BadSignature(_))
+        ));
+    }
+}

@@ -1,0 +1,239 @@
+//! The relay's checkpoints: every `integrity.checkpoint_interval` (and at
+//! start and at shutdown) each stream's tree is signed
+//! ([`crate::integrity::signed`]), kept in the checkpoint log
+//! (`<data_dir>/integrity/checkpoints.ndjson`) and spooled as an event, so
+//! that it reaches every plugin next to the events it vouches for.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use auditrelay_plugin_api::Event;
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use super::StartError;
+use crate::config::Config;
+use crate::integrity::chain::StreamKey;
+use crate::integrity::keys;
+use crate::integrity::note::VerifierKey;
+use crate::integrity::signed::Signer;
+use crate::spool::{Record, Spool};
+
+/// The checkpoint log's file name, in `<data_dir>/integrity`.
+pub const LOG_FILE: &str = "checkpoints.ndjson";
+
+/// Signs and spools checkpoints.
+pub(super) struct Checkpointer {
+    signer: Signer,
+    verifier: VerifierKey,
+    stream_key: StreamKey,
+    interval: std::time::Duration,
+    spool: Arc<Spool>,
+    log: Mutex<std::fs::File>,
+    log_path: PathBuf,
+}
+
+impl Checkpointer {
+    /// Loads (or, the first time, makes) the signing key and opens the
+    /// checkpoint log; `None` when `integrity.chain` is off.
+    pub(super) fn open(
+        config: &Config,
+        spool: Arc<Spool>,
+    ) -> Result<Option<Checkpointer>, StartError> {
+        let settings = &config.integrity;
+        if !settings.chain {
+            return Ok(None);
+        }
+        let key_path = settings.key_path(&config.relay.data_dir);
+        let (key, made) = keys::load_or_generate(&key_path, &settings.log)
+            .map_err(|e| StartError::Integrity(e.to_string()))?;
+        let verifier = key.verifier();
+        if made {
+            tracing::info!(
+                key_file = %key_path.display(),
+                public_key = verifier.to_text(),
+                "made a checkpoint signing key; give its public key to whoever verifies (`auditrelay keys public`)"
+            );
+        }
+        let dir = config.relay.data_dir.integrity();
+        let log_path = dir.join(LOG_FILE);
+        let log = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+            })
+            .map_err(|e| {
+                StartError::Integrity(format!(
+                    "cannot open the checkpoint log {}: {e}",
+                    log_path.display()
+                ))
+            })?;
+        Ok(Some(Checkpointer {
+            signer: Signer::new(key, settings.log.clone(), settings.checkpoint_interval),
+            verifier,
+            stream_key: settings.stream,
+            interval: settings.checkpoint_interval,
+            spool,
+            log: Mutex::new(log),
+            log_path,
+        }))
+    }
+
+    /// Signs every stream's tree now: into the log, then into the spool.
+    /// Returns how many checkpoints were spooled.
+    pub(super) async fn round(&self) -> usize {
+        let trees = self.spool.chain_trees();
+        if trees.is_empty() {
+            return 0;
+        }
+        let now = Timestamp::now();
+        let mut lines = Vec::new();
+        let mut records = Vec::with_capacity(trees.len());
+        for tree in &trees {
+            let signed = self.signer.sign(&tree.stream, tree.size, tree.root, now);
+            let tenant = (self.stream_key == StreamKey::Tenant).then_some(&*tree.stream);
+            let event = signed.to_envelope(&self.verifier, tenant);
+            let json = event.to_canonical_json();
+            lines.extend_from_slice(&json);
+            lines.push(b'\n');
+            records.push(Record::unsealed(Event {
+                id: &event.id,
+                source: &event.source,
+                event_type: &event.event_type,
+                time_unix_nanos: event.time_unix_nanos(),
+                tenant: event.tenant.as_deref(),
+                envelope: &json,
+            }));
+        }
+        if let Err(error) = self.append_to_log(&lines) {
+            tracing::warn!(
+                log = %self.log_path.display(),
+                %error,
+                "cannot write checkpoints to the checkpoint log; they are still spooled to the plugins"
+            );
+        }
+        match self.spool.append_when_room(&records).await {
+            Ok(_) => records.len(),
+            Err(error) => {
+                tracing::warn!(%error, streams = trees.len(), "cannot spool this round's checkpoints; the next round signs the trees again");
+                0
+            }
+        }
+    }
+
+    fn append_to_log(&self, lines: &[u8]) -> std::io::Result<()> {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.write_all(lines)?;
+        log.sync_data()
+    }
+
+    /// Signs a round at once (covering what the last run wrote), then
+    /// every interval until `stopping`.
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        handle: &tokio::runtime::Handle,
+        stopping: CancellationToken,
+    ) {
+        let this = self.clone();
+        handle.spawn(async move {
+            let mut ticks = tokio::time::interval(this.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => { this.round().await; }
+                    _ = stopping.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use auditrelay_plugin_api::envelope::{Actor, AuditEventEnvelope, Outcome};
+
+    use super::*;
+    use crate::integrity::chain::Opened;
+    use crate::integrity::merkle;
+    use crate::integrity::signed::SignedCheckpoint;
+    use crate::spool::StartFrom;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let text = format!(
+            "[relay]\ndata_dir = {:?}\n[integrity]\nchain = true\ncheckpoint_interval = \"1s\"\n[plugins.file]\ngrant_dir = \"out\"\n",
+            dir.display().to_string()
+        );
+        Config::parse(&text, "test", &|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_round_signs_each_streams_written_tree_into_the_log_and_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (spool, _) = Spool::open(super::super::start::spool_options(&config)).unwrap();
+        let spool = Arc::new(spool);
+        let consumer = spool.consumer("p", StartFrom::Earliest, true);
+        let records: Vec<Record> = (0..25)
+            .map(|i| {
+                let event = AuditEventEnvelope::builder("billing-api", "invoice.paid")
+                    .id(format!("e{i}"))
+                    .tenant(if i < 10 { "acme" } else { "globex" })
+                    .actor(Actor::user("u-1"))
+                    .outcome(Outcome::Success)
+                    .build()
+                    .unwrap();
+                Record::with_json(&event, &event.to_canonical_json())
+            })
+            .collect();
+        spool.append(&records).unwrap();
+        let next = spool.stats().next_seq;
+        spool.durable(next - 1).await;
+
+        let checkpoints = Checkpointer::open(&config, spool.clone()).unwrap().unwrap();
+        assert_eq!(checkpoints.round().await, 2);
+
+        // The key was made, owner-only, and is nowhere in what was written.
+        let key_path = config.integrity.key_path(&config.relay.data_dir);
+        let key = keys::load(&key_path).unwrap();
+        let secret = key.to_text();
+        let secret_part = secret.rsplit('+').next().unwrap();
+        let log =
+            std::fs::read_to_string(config.relay.data_dir.integrity().join(LOG_FILE)).unwrap();
+        assert!(!log.contains(secret_part));
+
+        // What was spooled: the events, sealed, then one checkpoint per stream.
+        let mut reader = spool.reader(consumer);
+        let batch = reader.read(100, usize::MAX, true).unwrap();
+        let mut leaves: std::collections::BTreeMap<String, Vec<merkle::Hash>> = Default::default();
+        let mut signed = Vec::new();
+        for (_, event) in batch.events() {
+            assert!(!String::from_utf8_lossy(event.envelope).contains(secret_part));
+            match Opened::read(event.envelope) {
+                Some(opened) => {
+                    assert!(opened.holds());
+                    leaves
+                        .entry(opened.stream.to_string())
+                        .or_default()
+                        .push(merkle::leaf_hash(&opened.hash));
+                }
+                None => {
+                    let envelope = AuditEventEnvelope::from_json(event.envelope).unwrap();
+                    let note = SignedCheckpoint::note_of(&envelope).unwrap();
+                    signed.push(SignedCheckpoint::open(note, &[key.verifier()]).unwrap());
+                }
+            }
+        }
+        assert_eq!(signed.len(), 2);
+        assert_eq!(log.lines().count(), 2);
+        for checkpoint in signed {
+            let stream_leaves = &leaves[&checkpoint.window.stream];
+            assert_eq!(checkpoint.checkpoint.size, stream_leaves.len() as u64);
+            assert_eq!(checkpoint.checkpoint.root, merkle::root(stream_leaves));
+            assert_eq!(checkpoint.window.interval, 1);
+        }
+        spool.finish();
+    }
+}
