@@ -190,10 +190,15 @@ mod tests {
             .collect();
         spool.append(&records).unwrap();
         let next = spool.stats().next_seq;
-        spool.durable(next - 1).await;
+        let confirmation = spool.durable(next - 1).await;
+        assert_eq!(confirmation, crate::spool::Confirmation::Durable);
+        assert_eq!(spool.chain_trees().len(), 2, "{:?}", spool.stats());
 
         let checkpoints = Checkpointer::open(&config, spool.clone()).unwrap().unwrap();
         assert_eq!(checkpoints.round().await, 2);
+        // Read once the checkpoints are written too.
+        let next = spool.stats().next_seq;
+        spool.durable(next - 1).await;
 
         // The key was made, owner-only, and is nowhere in what was written.
         let key_path = config.integrity.key_path(&config.relay.data_dir);
@@ -207,6 +212,7 @@ mod tests {
         // What was spooled: the events, sealed, then one checkpoint per stream.
         let mut reader = spool.reader(consumer);
         let batch = reader.read(100, usize::MAX, true).unwrap();
+        assert_eq!(batch.len(), 27);
         let mut leaves: std::collections::BTreeMap<String, Vec<merkle::Hash>> = Default::default();
         let mut signed = Vec::new();
         for (_, event) in batch.events() {
