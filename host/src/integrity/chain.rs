@@ -206,6 +206,14 @@ impl<'a> Opened<'a> {
     }
 }
 
+/// The seal of canonical JSON as the relay wrote it (stream, seq, prev,
+/// hash), without hashing the event: for replaying the spool's own
+/// records, which need no checking.
+pub fn seal_of(json: &[u8]) -> Option<(Cow<'_, str>, u64, Hash, Hash)> {
+    let member = find_member(json)?.member;
+    Some((member.stream, member.seq, member.prev, member.hash))
+}
+
 /// A canonical event's bytes without its seal, in two pieces (before and
 /// after it); the whole JSON and nothing when it has none.
 pub fn without_seal(json: &[u8]) -> (&[u8], &[u8]) {

@@ -21,7 +21,7 @@ use auditrelay_plugin_api::Event;
 use serde::{Deserialize, Serialize};
 
 use super::{Reader, Record, Shared};
-use crate::integrity::chain::{self, Head, Opened, StreamKey};
+use crate::integrity::chain::{self, Head, StreamKey};
 use crate::integrity::merkle::Hash;
 use crate::integrity::tree::Tree;
 
@@ -56,6 +56,13 @@ pub(super) struct Chains {
     saved_through: u64,
     path: PathBuf,
     sync: bool,
+}
+
+/// A replayed record's place in its chain.
+struct Sealed {
+    seq: u64,
+    prev: Hash,
+    hash: Hash,
 }
 
 struct Leaf {
@@ -224,10 +231,13 @@ impl Chains {
     /// Replays a record read back at open: its event, if sealed and newer
     /// than its stream's tree, joins it.
     fn replay(&mut self, json: &[u8]) {
-        let Some(opened) = Opened::read(json) else {
+        // The spool's own records: canonical as written, their seal read in
+        // place (checked by `auditrelay verify`, not here).
+        let Some((stream, seq, prev, hash)) = chain::seal_of(json) else {
             return;
         };
-        let stream: &str = &opened.stream;
+        let opened = Sealed { seq, prev, hash };
+        let stream: &str = &stream;
         if self.broken.contains(stream) {
             if let Some(head) = self.heads.get_mut(stream) {
                 *head = Head {

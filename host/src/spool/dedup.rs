@@ -281,10 +281,27 @@ impl Recent {
     }
 }
 
+/// The fingerprint of an arriving event (never sealed: sealing happens
+/// on the way in).
 fn fingerprint(keys: &RandomState, event: &Event<'_>) -> Fingerprint {
-    // The content as it arrived: a record read back from disk carries
-    // the seal the spool added, which a copy arriving now does not.
+    fingerprint_of(keys, event, event.envelope, &[])
+}
+
+/// The fingerprint of a spooled event, as it arrived: without the seal the
+/// spool added, which a copy arriving now does not carry.
+fn fingerprint_spooled(keys: &RandomState, event: &Event<'_>) -> Fingerprint {
     let (before, after) = crate::integrity::chain::without_seal(event.envelope);
+    fingerprint_of(keys, event, before, after)
+}
+
+/// `content` is the envelope in two pieces; hashing streams them, so the
+/// pieces of a sealed event hash as the unsealed event did.
+fn fingerprint_of(
+    keys: &RandomState,
+    event: &Event<'_>,
+    before: &[u8],
+    after: &[u8],
+) -> Fingerprint {
     let mut content = keys.build_hasher();
     content.write(before);
     content.write(after);
@@ -327,7 +344,7 @@ pub(super) fn read_back(shared: &Arc<Shared>) {
         };
         let prints: Vec<(u64, Fingerprint)> = batch
             .events()
-            .map(|(seq, event)| (seq, fingerprint(&shared.dedup_keys, &event)))
+            .map(|(seq, event)| (seq, fingerprint_spooled(&shared.dedup_keys, &event)))
             .collect();
         let mut state = shared.lock();
         for (seq, print) in prints {
