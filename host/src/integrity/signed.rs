@@ -8,14 +8,16 @@
 //! auditrelay/acme
 //! 15000
 //! 7d9xZ…base64 of the root…=
-//! auditrelay {"interval":60,"stream":"acme","time":"2026-12-02T19:00:00Z"}
+//! auditrelay {"interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}
 //!
 //! — auditrelay Az3…signature…=
 //! ```
 //!
-//! The stream, the time and the interval are signed with the tree, so a
-//! verifier knows which window each checkpoint vouches for and sees a
-//! window without one. The note travels in an event of type
+//! The stream, the time, the interval and the time of the stream's
+//! previous checkpoint are signed with the tree, so a verifier knows which
+//! window each checkpoint vouches for, sees when checkpoints were removed
+//! (one names a predecessor that is not there) and tells that apart from
+//! a relay that was not running (the predecessor is there, long before). The note travels in an event of type
 //! `auditrelay.checkpoint` from source `auditrelay` (payload: the note and
 //! its fields, for reading by eye and by query), through the same plugins
 //! as the events, and is kept in the relay's checkpoint log.
@@ -44,6 +46,12 @@ const EXTENSION: &str = "auditrelay ";
 pub struct Window {
     /// Seconds between checkpoints of the stream.
     pub interval: u64,
+    /// When the relay signed the stream's checkpoint before this one
+    /// (`None` for its first): a verifier that does not find that one
+    /// knows checkpoints were removed, and one that finds it more than an
+    /// interval back knows the relay was not running in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Timestamp>,
     /// The stream.
     pub stream: String,
     /// When the relay signed it.
@@ -118,10 +126,19 @@ impl Signer {
     }
 
     /// The checkpoint of `stream`'s tree of `size` leaves with `root`,
-    /// signed at `time`.
-    pub fn sign(&self, stream: &str, size: u64, root: Hash, time: Timestamp) -> SignedCheckpoint {
+    /// signed at `time`, after the stream's checkpoint signed at
+    /// `previous`.
+    pub fn sign(
+        &self,
+        stream: &str,
+        size: u64,
+        root: Hash,
+        time: Timestamp,
+        previous: Option<Timestamp>,
+    ) -> SignedCheckpoint {
         let window = Window {
             interval: self.interval.as_secs().max(1),
+            previous,
             stream: stream.to_owned(),
             time,
         };
@@ -220,7 +237,8 @@ mod tests {
         let key = SigningKey::generate("audit.example/relay").unwrap();
         let signer = Signer::new(key, "audit.example/relay".into(), Duration::from_secs(60));
         let time: Timestamp = "2026-12-02T19:00:00Z".parse().unwrap();
-        let signed = signer.sign("acme", 15, [9; 32], time);
+        let previous: Timestamp = "2026-12-02T18:59:00Z".parse().unwrap();
+        let signed = signer.sign("acme", 15, [9; 32], time, Some(previous));
         assert_eq!(signed.checkpoint.origin, "audit.example/relay/acme");
         let event = signed.to_envelope(&signer.verifier(), Some("acme"));
         assert_eq!(event.tenant.as_deref(), Some("acme"));
@@ -231,6 +249,8 @@ mod tests {
         assert_eq!(opened, signed);
         assert_eq!(opened.window.stream, "acme");
         assert_eq!(opened.window.interval, 60);
+        assert_eq!(opened.window.previous, Some(previous));
+        assert!(note.contains(r#"auditrelay {"interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}"#), "{note}");
         // Another key's checkpoint does not open.
         let other = SigningKey::generate("audit.example/relay").unwrap();
         assert!(matches!(

@@ -4,11 +4,13 @@
 //! (`<data_dir>/integrity/checkpoints.ndjson`) and spooled as an event, so
 //! that it reaches every plugin next to the events it vouches for.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use auditrelay_plugin_api::Event;
+use auditrelay_plugin_api::envelope::AuditEventEnvelope;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +19,7 @@ use crate::config::Config;
 use crate::integrity::chain::StreamKey;
 use crate::integrity::keys;
 use crate::integrity::note::VerifierKey;
-use crate::integrity::signed::Signer;
+use crate::integrity::signed::{SignedCheckpoint, Signer};
 use crate::spool::{Record, Spool};
 
 /// The checkpoint log's file name, in `<data_dir>/integrity`.
@@ -32,6 +34,9 @@ pub(super) struct Checkpointer {
     spool: Arc<Spool>,
     log: Mutex<std::fs::File>,
     log_path: PathBuf,
+    /// When each stream's last checkpoint was signed and spooled: the
+    /// next one names it, so a verifier sees checkpoints removed.
+    previous: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Checkpointer {
@@ -71,9 +76,11 @@ impl Checkpointer {
                     log_path.display()
                 ))
             })?;
+        let previous = Mutex::new(last_signed(&log_path, &verifier));
         Ok(Some(Checkpointer {
             signer: Signer::new(key, settings.log.clone(), settings.checkpoint_interval),
             verifier,
+            previous,
             stream_key: settings.stream,
             interval: settings.checkpoint_interval,
             spool,
@@ -82,8 +89,10 @@ impl Checkpointer {
         }))
     }
 
-    /// Signs every stream's tree now: into the log, then into the spool.
-    /// Returns how many checkpoints were spooled.
+    /// Signs every stream's tree now: into the spool, and once it is
+    /// durable there into the log (so the log, which the next start reads
+    /// each stream's previous checkpoint from, never names one the
+    /// plugins may not get). Returns how many checkpoints were spooled.
     pub(super) async fn round(&self) -> usize {
         let trees = self.spool.chain_trees();
         if trees.is_empty() {
@@ -92,36 +101,65 @@ impl Checkpointer {
         let now = Timestamp::now();
         let mut lines = Vec::new();
         let mut records = Vec::with_capacity(trees.len());
-        for tree in &trees {
-            let signed = self.signer.sign(&tree.stream, tree.size, tree.root, now);
-            let tenant = (self.stream_key == StreamKey::Tenant).then_some(&*tree.stream);
-            let event = signed.to_envelope(&self.verifier, tenant);
-            let json = event.to_canonical_json();
-            lines.extend_from_slice(&json);
-            lines.push(b'\n');
-            records.push(Record::unsealed(Event {
-                id: &event.id,
-                source: &event.source,
-                event_type: &event.event_type,
-                time_unix_nanos: event.time_unix_nanos(),
-                tenant: event.tenant.as_deref(),
-                envelope: &json,
-            }));
+        {
+            let previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+            for tree in &trees {
+                let before = previous.get(&*tree.stream).copied();
+                let signed = self
+                    .signer
+                    .sign(&tree.stream, tree.size, tree.root, now, before);
+                let tenant = (self.stream_key == StreamKey::Tenant).then_some(&*tree.stream);
+                let event = signed.to_envelope(&self.verifier, tenant);
+                let json = event.to_canonical_json();
+                lines.extend_from_slice(&json);
+                lines.push(b'\n');
+                records.push((event, json));
+            }
+        }
+        let spooled: Vec<Record> = records
+            .iter()
+            .map(|(event, json)| {
+                Record::unsealed(Event {
+                    id: &event.id,
+                    source: &event.source,
+                    event_type: &event.event_type,
+                    time_unix_nanos: event.time_unix_nanos(),
+                    tenant: event.tenant.as_deref(),
+                    envelope: json,
+                })
+            })
+            .collect();
+        let appended = match self.spool.append_when_room(&spooled).await {
+            Ok(appended) => appended,
+            Err(error) => {
+                tracing::warn!(%error, streams = trees.len(), "cannot spool this round's checkpoints; the next round signs the trees again");
+                return 0;
+            }
+        };
+        if appended.durable_end > 0 {
+            let confirmation = self.spool.durable(appended.durable_end - 1).await;
+            if confirmation != crate::spool::Confirmation::Durable {
+                tracing::warn!(
+                    ?confirmation,
+                    "this round's checkpoints are not durable; the next round names the round before as their predecessor"
+                );
+                return spooled.len();
+            }
+        }
+        {
+            let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+            for tree in &trees {
+                previous.insert(tree.stream.to_string(), now);
+            }
         }
         if let Err(error) = self.append_to_log(&lines) {
             tracing::warn!(
                 log = %self.log_path.display(),
                 %error,
-                "cannot write checkpoints to the checkpoint log; they are still spooled to the plugins"
+                "cannot write checkpoints to the checkpoint log; they are spooled to the plugins"
             );
         }
-        match self.spool.append_when_room(&records).await {
-            Ok(_) => records.len(),
-            Err(error) => {
-                tracing::warn!(%error, streams = trees.len(), "cannot spool this round's checkpoints; the next round signs the trees again");
-                0
-            }
-        }
+        spooled.len()
     }
 
     fn append_to_log(&self, lines: &[u8]) -> std::io::Result<()> {
@@ -149,6 +187,31 @@ impl Checkpointer {
             }
         });
     }
+}
+
+/// When each stream's last checkpoint in the log was signed (by this
+/// key; a log that cannot be read names none, and the next checkpoints
+/// start their streams' runs afresh).
+fn last_signed(log: &Path, key: &VerifierKey) -> HashMap<String, Timestamp> {
+    let mut last = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return last;
+    };
+    for line in text.lines() {
+        let Ok(event) = AuditEventEnvelope::from_json(line.as_bytes()) else {
+            continue;
+        };
+        let Some(note) = SignedCheckpoint::note_of(&event) else {
+            continue;
+        };
+        if let Ok(signed) = SignedCheckpoint::open(note, std::slice::from_ref(key)) {
+            let time = last
+                .entry(signed.window.stream)
+                .or_insert(signed.window.time);
+            *time = (*time).max(signed.window.time);
+        }
+    }
+    last
 }
 
 #[cfg(test)]
@@ -234,11 +297,37 @@ mod tests {
         }
         assert_eq!(signed.len(), 2);
         assert_eq!(log.lines().count(), 2);
+        let mut first_times = std::collections::HashMap::new();
         for checkpoint in signed {
             let stream_leaves = &leaves[&checkpoint.window.stream];
             assert_eq!(checkpoint.checkpoint.size, stream_leaves.len() as u64);
             assert_eq!(checkpoint.checkpoint.root, merkle::root(stream_leaves));
             assert_eq!(checkpoint.window.interval, 1);
+            assert_eq!(checkpoint.window.previous, None, "a stream's first");
+            first_times.insert(checkpoint.window.stream.clone(), checkpoint.window.time);
+        }
+
+        // A relay started again names each stream's last checkpoint in the
+        // log as the predecessor of its next.
+        let again = Checkpointer::open(&config, spool.clone()).unwrap().unwrap();
+        assert_eq!(again.round().await, 2);
+        let log =
+            std::fs::read_to_string(config.relay.data_dir.integrity().join(LOG_FILE)).unwrap();
+        let second: Vec<SignedCheckpoint> = log
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let event = AuditEventEnvelope::from_json(line.as_bytes()).unwrap();
+                let note = SignedCheckpoint::note_of(&event).unwrap().to_owned();
+                SignedCheckpoint::open(&note, &[key.verifier()]).unwrap()
+            })
+            .collect();
+        assert_eq!(second.len(), 2);
+        for checkpoint in second {
+            assert_eq!(
+                checkpoint.window.previous,
+                Some(first_times[&checkpoint.window.stream])
+            );
         }
         spool.finish();
     }
