@@ -20,3 +20,4 @@ pub mod merkle;
 pub mod note;
 pub mod signed;
 pub mod tree;
+pub mod verify;

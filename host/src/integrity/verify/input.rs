@@ -1,0 +1,122 @@
+//! What `verify` reads: export files as a destination left them — plain
+//! NDJSON, gzip or zstd (told apart by their first bytes, since a bucket
+//! mirrored to disk may have lost its names' extensions) — and
+//! directories of them, walked in name order (the file and S3 exporters
+//! name their files by time, so name order is write order).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Files inside a directory that are read: what the exporters write.
+const EXPORT_SUFFIXES: &[&str] = &[
+    ".ndjson",
+    ".jsonl",
+    ".json",
+    ".ndjson.gz",
+    ".jsonl.gz",
+    ".json.gz",
+    ".ndjson.zst",
+    ".jsonl.zst",
+    ".json.zst",
+    ".gz",
+    ".zst",
+];
+
+/// A line longer than this is not an event (the relay refuses envelopes
+/// far smaller); reading stops the file there instead of filling memory.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// The files `paths` name: each file as given, each directory's export
+/// files (recursively, hidden ones left out) in name order. Every path
+/// that cannot be read is named, all at once.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<String>> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors),
+            Ok(_) => files.push(path.clone()),
+            Err(error) => errors.push(format!("{}: {error}", path.display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
+    }
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => return errors.push(format!("{}: {error}", dir.display())),
+    };
+    let mut found: Vec<(PathBuf, bool)> = Vec::new();
+    for entry in entries {
+        match entry.and_then(|e| Ok((e.path(), e.file_type()?.is_dir()))) {
+            Ok((path, is_dir)) => {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let name = name.unwrap_or_default();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if is_dir || EXPORT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                    found.push((path, is_dir));
+                }
+            }
+            Err(error) => errors.push(format!("{}: {error}", dir.display())),
+        }
+    }
+    found.sort();
+    for (path, is_dir) in found {
+        if is_dir {
+            walk(&path, files, errors);
+        } else {
+            files.push(path);
+        }
+    }
+}
+
+/// Calls `each` with every line of `path` (1-based numbers, the newline
+/// and a trailing `\r` cut off), decompressing as its first bytes say.
+pub fn read_lines(path: &Path, mut each: impl FnMut(u32, &[u8])) -> std::io::Result<()> {
+    let mut file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let magic = file.fill_buf()?;
+    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(file))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let decoder = ruzstd::decoding::StreamingDecoder::new(file)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Box::new(decoder)
+    } else {
+        Box::new(file)
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::with_capacity(4096);
+    let mut number = 0u32;
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            return Ok(());
+        }
+        number = number.saturating_add(1);
+        if line.len() > MAX_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {number} is longer than {} MiB", MAX_LINE >> 20),
+            ));
+        }
+        let mut text = &line[..];
+        if let Some(rest) = text.strip_suffix(b"\n") {
+            text = rest;
+        }
+        if let Some(rest) = text.strip_suffix(b"\r") {
+            text = rest;
+        }
+        each(number, text);
+    }
+}

@@ -1,0 +1,924 @@
+//! Checking an export with the public key alone: what `auditrelay verify`
+//! and `auditrelay prove` run on.
+//!
+//! A [`Verifier`] is fed every line of an export ([`input`] reads files,
+//! gzip, zstd and directories) and keeps, per stream, each event's seal —
+//! not the events — then [`Verifier::finish`] checks it all at once:
+//!
+//! 1. each event against its own seal (edited → `modified`);
+//! 2. copies of one event (`duplicate`, not a problem), and different
+//!    events claiming one `seq`: the one its neighbours link to is the
+//!    relay's, the others `inserted`;
+//! 3. each link `prev` → the event before (a break is `chain-break`, or
+//!    `modified` when one event links to neither neighbour);
+//! 4. the sequence numbers no event holds (`missing`), and the events
+//!    read out of order (`reordered`: those off the longest run in order);
+//! 5. every checkpoint's signature (`bad-signature`, `unknown-key`), each
+//!    checkpoint's root against the tree of the events it covers
+//!    (`modified`: re-sealed events no chain check can see), sizes that
+//!    shrink or roots that fork (`chain-break`), and the predecessor each
+//!    checkpoint names (absent → `gap`; long before → a pause, not a
+//!    problem).
+//!
+//! Nothing here trusts the export: every line is bounded, every number
+//! checked, and malformed input is a problem reported, never a panic
+//! (fuzzed in the tests).
+
+pub mod input;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView};
+use jiff::Timestamp;
+
+pub use report::{Kind, Problem, Report, StreamSummary, thousands};
+
+use super::chain::{GENESIS, Opened};
+use super::checkpoint::Checkpoint;
+use super::merkle::Hash;
+use super::note::{NoteError, VerifierKey};
+use super::signed::{CheckpointPayload, SignedCheckpoint};
+use super::tree::Tree;
+
+/// Where a line was read: a file (by its index) and a line number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct At {
+    /// The file's index, as [`Verifier::file`] gave it.
+    pub file: u32,
+    /// The line, from 1.
+    pub line: u32,
+}
+
+/// Reads an export line by line, then checks it ([`finish`](Self::finish)).
+#[derive(Debug)]
+pub struct Verifier {
+    keys: Vec<VerifierKey>,
+    partial: bool,
+    files: Vec<String>,
+    lines: u64,
+    streams: HashMap<String, Vec<Entry>>,
+    notes: Vec<NoteSeen>,
+    problems: Vec<Problem>,
+    wanted: Option<(String, String)>,
+    found: Option<Found>,
+    /// When each stream's checkpoints that did not verify say they were
+    /// signed (reported already: not a gap too).
+    untrusted: HashMap<String, HashSet<Timestamp>>,
+}
+
+/// One sealed event as read.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    hash: Hash,
+    prev: Hash,
+    /// Whether its content hashes to its seal.
+    holds: bool,
+    /// Its place in the reading order.
+    order: u64,
+    at: At,
+    id: Box<str>,
+}
+
+/// One checkpoint note as read (from an event or the checkpoint log).
+#[derive(Debug)]
+struct NoteSeen {
+    note: String,
+    payload: Option<CheckpointPayload>,
+    id: String,
+    at: At,
+}
+
+/// The event [`Verifier::want`] asked for, as read.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Its stream.
+    pub stream: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its line, exactly.
+    pub line: Vec<u8>,
+}
+
+/// A checked stream's leaves and checkpoints: what proofs are made from.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// The chain hashes of `seq` 1, 2, … as far as the export holds every
+    /// one (and the chain links).
+    pub hashes: Vec<Hash>,
+    /// Its checkpoints whose signature verified and whose root the
+    /// events above hash to, by size.
+    pub checkpoints: Vec<SignedCheckpoint>,
+}
+
+/// What [`Verifier::finish`] returns.
+#[derive(Debug)]
+pub struct Verified {
+    /// The report.
+    pub report: Report,
+    /// Each stream's ledger.
+    pub ledgers: HashMap<String, Ledger>,
+    /// The event [`Verifier::want`] asked for, if read (sealed and whole).
+    pub found: Option<Found>,
+}
+
+impl Verifier {
+    /// A verifier trusting checkpoints signed by `keys`.
+    pub fn new(keys: Vec<VerifierKey>) -> Self {
+        Verifier {
+            keys,
+            partial: false,
+            files: Vec::new(),
+            lines: 0,
+            streams: HashMap::new(),
+            notes: Vec::new(),
+            problems: Vec::new(),
+            wanted: None,
+            found: None,
+            untrusted: HashMap::new(),
+        }
+    }
+
+    /// Checks a window of each stream rather than all of it: sequence
+    /// numbers before the first present are not reported missing, nor is
+    /// the predecessor of the first checkpoint.
+    pub fn partial(mut self, partial: bool) -> Self {
+        self.partial = partial;
+        self
+    }
+
+    /// Keeps the line of the event `source`/`id` (for a proof).
+    pub fn want(&mut self, source: &str, id: &str) {
+        self.wanted = Some((source.to_owned(), id.to_owned()));
+    }
+
+    /// Names the next file read; its lines are then given with its index.
+    pub fn file(&mut self, name: impl Into<String>) -> u32 {
+        self.files.push(name.into());
+        u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// Reads one file or directory (see [`input`]); a file that cannot be
+    /// read is an `unreadable` problem, and the lines before the failure
+    /// still count.
+    pub fn read_path(&mut self, path: &Path) {
+        let file = self.file(path.display().to_string());
+        let result = input::read_lines(path, |line, bytes| self.line(At { file, line }, bytes));
+        if let Err(error) = result {
+            self.problems.push(Problem {
+                kind: Kind::Unreadable,
+                stream: None,
+                seqs: None,
+                ids: Vec::new(),
+                at: vec![self.files[file as usize].clone()],
+                detail: format!("cannot read the file: {error}"),
+            });
+        }
+    }
+
+    /// Reads one line of an export.
+    pub fn line(&mut self, at: At, bytes: &[u8]) {
+        let bytes = bytes.trim_ascii();
+        if bytes.is_empty() {
+            return;
+        }
+        self.lines += 1;
+        if let Some(opened) = Opened::read(bytes) {
+            let holds = opened.holds();
+            if holds {
+                self.look_for(&opened, bytes);
+            }
+            let entry = Entry {
+                seq: opened.seq,
+                hash: opened.hash,
+                prev: opened.prev,
+                holds,
+                order: self.lines,
+                at,
+                id: opened.id.into(),
+            };
+            match self.streams.get_mut(&*opened.stream) {
+                Some(entries) => entries.push(entry),
+                None => {
+                    self.streams.insert(opened.stream.into_owned(), vec![entry]);
+                }
+            }
+            return;
+        }
+        let at_text = self.at(at);
+        match AuditEventEnvelope::from_json(bytes) {
+            Ok(event) => match SignedCheckpoint::note_of(&event) {
+                Some(note) => self.notes.push(NoteSeen {
+                    note: note.to_owned(),
+                    payload: serde_json::from_value(event.payload.clone()).ok(),
+                    id: event.id.clone(),
+                    at,
+                }),
+                None => self.problems.push(Problem {
+                    kind: Kind::Inserted,
+                    stream: None,
+                    seqs: None,
+                    ids: vec![event.id.clone()],
+                    at: vec![at_text],
+                    detail: format!(
+                        "event {}/{} carries no seal: no chain vouches for it (forged, or sent before integrity.chain was on)",
+                        event.source, event.id
+                    ),
+                }),
+            },
+            Err(error) => self.problems.push(Problem {
+                kind: Kind::Unreadable,
+                stream: None,
+                seqs: None,
+                ids: Vec::new(),
+                at: vec![at_text],
+                detail: format!("not an audit event: {error}"),
+            }),
+        }
+    }
+
+    fn look_for(&mut self, opened: &Opened<'_>, bytes: &[u8]) {
+        let Some((source, id)) = &self.wanted else {
+            return;
+        };
+        if self.found.is_some() || *opened.id != **id {
+            return;
+        }
+        let same_source = EnvelopeView::read_json(bytes).is_ok_and(|view| *view.source == **source);
+        if same_source {
+            self.found = Some(Found {
+                stream: opened.stream.to_string(),
+                seq: opened.seq,
+                line: bytes.to_vec(),
+            });
+        }
+    }
+
+    fn at(&self, at: At) -> String {
+        let file = self.files.get(at.file as usize).map_or("-", String::as_str);
+        format!("{file}:{}", at.line)
+    }
+
+    /// Checks everything read.
+    pub fn finish(mut self) -> Verified {
+        let mut problems = std::mem::take(&mut self.problems);
+        let (mut by_stream, checkpoint_duplicates) = self.open_checkpoints(&mut problems);
+        let mut names: Vec<String> = self.streams.keys().cloned().collect();
+        names.extend(
+            by_stream
+                .keys()
+                .filter(|s| !self.streams.contains_key(*s))
+                .cloned(),
+        );
+        names.sort();
+        let mut summaries = Vec::with_capacity(names.len());
+        let mut ledgers = HashMap::new();
+        for name in names {
+            let entries = self.streams.remove(&name).unwrap_or_default();
+            let checkpoints = by_stream.remove(&name).unwrap_or_default();
+            let check = StreamCheck {
+                name: &name,
+                partial: self.partial,
+                verifier: &self,
+            };
+            let (mut summary, ledger) = check.run(entries, checkpoints, &mut problems);
+            summary.checkpoint_duplicates = checkpoint_duplicates.get(&name).copied().unwrap_or(0);
+            summaries.push(summary);
+            ledgers.insert(name, ledger);
+        }
+        Verified {
+            report: Report::new(self.lines, summaries, problems),
+            ledgers,
+            found: self.found,
+        }
+    }
+
+    /// Opens each distinct note: the valid ones by stream, the rest as
+    /// problems; and how many copies each stream's notes had.
+    #[allow(clippy::type_complexity)]
+    fn open_checkpoints(
+        &mut self,
+        problems: &mut Vec<Problem>,
+    ) -> (HashMap<String, Vec<SignedCheckpoint>>, HashMap<String, u64>) {
+        let mut by_stream: HashMap<String, Vec<SignedCheckpoint>> = HashMap::new();
+        let mut copies: HashMap<String, u64> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for seen_note in std::mem::take(&mut self.notes) {
+            let window = unverified_window(&seen_note.note);
+            let stream = window.as_ref().map(|(stream, _)| stream.clone());
+            if !seen.insert(seen_note.note.clone()) {
+                *copies.entry(stream.unwrap_or_default()).or_default() += 1;
+                continue;
+            }
+            let at_text = self.at(seen_note.at);
+            let problem = |kind, detail: String| Problem {
+                kind,
+                stream: stream.clone(),
+                seqs: None,
+                ids: vec![seen_note.id.clone()],
+                at: vec![at_text.clone()],
+                detail,
+            };
+            let opened = SignedCheckpoint::open(&seen_note.note, &self.keys);
+            if opened.is_err()
+                && let Some((stream, Some(time))) = window
+            {
+                self.untrusted.entry(stream).or_default().insert(time);
+            }
+            match opened {
+                Ok(signed) => {
+                    if let Some(why) = payload_differs(seen_note.payload.as_ref(), &signed) {
+                        problems.push(problem(Kind::Modified, format!(
+                            "the checkpoint event's payload was changed: {why} (its signed note is what counts)"
+                        )));
+                    }
+                    by_stream
+                        .entry(signed.window.stream.clone())
+                        .or_default()
+                        .push(signed);
+                }
+                Err(NoteError::UnknownKey(signers)) => problems.push(problem(
+                    Kind::UnknownKey,
+                    format!("the checkpoint is signed by {signers}, no key given (--key) is one of them"),
+                )),
+                Err(NoteError::BadSignature(key)) => problems.push(problem(
+                    Kind::BadSignature,
+                    format!("the signature of {key} on the checkpoint does not verify: the checkpoint was changed or forged"),
+                )),
+                Err(error) => problems.push(problem(
+                    Kind::Unreadable,
+                    format!("the checkpoint cannot be read: {error}"),
+                )),
+            }
+        }
+        (by_stream, copies)
+    }
+}
+
+/// The stream and time a note says it is of, before anyone checked its
+/// signature (to name where a bad one belongs, and so that the checkpoint
+/// after it does not report it missing as well).
+fn unverified_window(note: &str) -> Option<(String, Option<Timestamp>)> {
+    let split = note.rfind("\n\n")?;
+    let checkpoint = Checkpoint::parse(&note[..split + 1]).ok()?;
+    checkpoint.extensions.iter().find_map(|line| {
+        let json = line.strip_prefix("auditrelay ")?;
+        let window: serde_json::Value = serde_json::from_str(json).ok()?;
+        let time = window.get("time")?.as_str()?.parse().ok();
+        Some((window.get("stream")?.as_str()?.to_owned(), time))
+    })
+}
+
+/// How a checkpoint event's payload differs from its note, if it does.
+fn payload_differs(
+    payload: Option<&CheckpointPayload>,
+    signed: &SignedCheckpoint,
+) -> Option<String> {
+    let Some(payload) = payload else {
+        return Some("it is not a checkpoint payload".into());
+    };
+    let root = hex::encode(signed.checkpoint.root);
+    if payload.size != signed.checkpoint.size {
+        Some(format!(
+            "size {} where the note says {}",
+            payload.size, signed.checkpoint.size
+        ))
+    } else if payload.root != root {
+        Some(format!("root {} where the note says {root}", payload.root))
+    } else if payload.stream != signed.window.stream {
+        Some(format!(
+            "stream {:?} where the note says {:?}",
+            payload.stream, signed.window.stream
+        ))
+    } else if payload.origin != signed.checkpoint.origin {
+        Some(format!(
+            "origin {:?} where the note says {:?}",
+            payload.origin, signed.checkpoint.origin
+        ))
+    } else {
+        None
+    }
+}
+
+/// The relay's event at one `seq`, as the checks settled it.
+#[derive(Debug, Clone, Copy)]
+struct Chosen {
+    seq: u64,
+    hash: Hash,
+    prev: Hash,
+    /// Its first copy in the stream's entries.
+    entry: usize,
+}
+
+/// One distinct event claiming a `seq`.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    hash: Hash,
+    prev: Hash,
+    entry: usize,
+}
+
+/// The checks of one stream.
+struct StreamCheck<'v> {
+    name: &'v str,
+    partial: bool,
+    verifier: &'v Verifier,
+}
+
+impl StreamCheck<'_> {
+    fn problem(
+        &self,
+        kind: Kind,
+        seqs: Option<(u64, u64)>,
+        entries: &[&Entry],
+        detail: String,
+    ) -> Problem {
+        Problem {
+            kind,
+            stream: Some(self.name.to_owned()),
+            seqs,
+            ids: entries.iter().map(|e| e.id.to_string()).collect(),
+            at: entries.iter().map(|e| self.verifier.at(e.at)).collect(),
+            detail,
+        }
+    }
+
+    fn run(
+        &self,
+        mut entries: Vec<Entry>,
+        mut checkpoints: Vec<SignedCheckpoint>,
+        problems: &mut Vec<Problem>,
+    ) -> (StreamSummary, Ledger) {
+        entries.sort_unstable_by_key(|e| (e.seq, e.order));
+        let mut bad: Vec<(u64, u64)> = Vec::new();
+        let (groups, duplicates) = self.group(&entries, problems, &mut bad);
+        let chosen = self.choose(&entries, &groups, problems);
+        self.links(&entries, &chosen, problems, &mut bad);
+        self.reordered(&entries, &chosen, problems);
+
+        // Checkpoints by size (then time): valid signatures only.
+        checkpoints.sort_by(|a, b| {
+            (a.checkpoint.size, a.window.time).cmp(&(b.checkpoint.size, b.window.time))
+        });
+        let covered = checkpoints.last().map_or(0, |c| c.checkpoint.size);
+        let top = chosen.last().map_or(0, |c| c.seq).max(covered);
+        let start = if self.partial {
+            chosen.first().map_or(1, |c| c.seq)
+        } else {
+            1
+        };
+        self.missing(&chosen, start, top, problems);
+        let hashes = prefix(&chosen);
+        let (held, unchecked) = self.roots(&hashes, &checkpoints, problems, &mut bad);
+        self.windows(&checkpoints, problems);
+        let pauses = pauses(&checkpoints);
+
+        let valid = chosen.iter().filter(|c| !within(&bad, c.seq)).count() as u64;
+        let uncovered = chosen
+            .last()
+            .filter(|last| last.seq > covered)
+            .map(|last| (covered.max(start - 1) + 1, last.seq));
+        let summary = StreamSummary {
+            stream: self.name.to_owned(),
+            expected: if top >= start { top - start + 1 } else { 0 },
+            present: chosen.len() as u64,
+            valid,
+            checkpoints: checkpoints.len() as u64,
+            unchecked_checkpoints: unchecked,
+            duplicates,
+            checkpoint_duplicates: 0,
+            uncovered,
+            pauses,
+        };
+        (
+            summary,
+            Ledger {
+                hashes,
+                checkpoints: held,
+            },
+        )
+    }
+
+    /// The distinct events at each `seq` (edited ones reported and left
+    /// out, unless nothing else claims their `seq`), and how many copies.
+    fn group(
+        &self,
+        entries: &[Entry],
+        problems: &mut Vec<Problem>,
+        bad: &mut Vec<(u64, u64)>,
+    ) -> (Vec<(u64, Vec<Variant>)>, u64) {
+        let mut groups = Vec::new();
+        let mut duplicates = 0;
+        let mut start = 0;
+        for run in entries.chunk_by(|a, b| a.seq == b.seq) {
+            let seq = run[0].seq;
+            let mut variants: Vec<Variant> = Vec::new();
+            for (offset, entry) in run.iter().enumerate() {
+                if !entry.holds {
+                    bad.push((seq, seq));
+                    problems.push(self.problem(
+                        Kind::Modified,
+                        Some((seq, seq)),
+                        &[entry],
+                        "its content does not hash to its seal: the event was edited after the relay sealed it".into(),
+                    ));
+                    continue;
+                }
+                match variants.iter().find(|v| v.hash == entry.hash) {
+                    Some(_) => duplicates += 1,
+                    None => variants.push(Variant {
+                        hash: entry.hash,
+                        prev: entry.prev,
+                        entry: start + offset,
+                    }),
+                }
+            }
+            if variants.is_empty() {
+                // Only edited copies: the hash they claim stands in for
+                // the chain's checks (it is likely the relay's).
+                variants.push(Variant {
+                    hash: run[0].hash,
+                    prev: run[0].prev,
+                    entry: start,
+                });
+            }
+            groups.push((seq, variants));
+            start += run.len();
+        }
+        (groups, duplicates)
+    }
+
+    /// The relay's event at each `seq`: the only one, or the one its
+    /// neighbours link to; the others are inserted (or, when the chain
+    /// cannot tell, a fork).
+    fn choose(
+        &self,
+        entries: &[Entry],
+        groups: &[(u64, Vec<Variant>)],
+        problems: &mut Vec<Problem>,
+    ) -> Vec<Chosen> {
+        let mut chosen: Vec<Chosen> = Vec::with_capacity(groups.len());
+        for (g, (seq, variants)) in groups.iter().enumerate() {
+            let seq = *seq;
+            let pick = if variants.len() == 1 {
+                Some(0)
+            } else {
+                let next: Vec<Hash> = groups
+                    .get(g + 1)
+                    .filter(|(next, _)| *next == seq + 1)
+                    .map(|(_, vs)| vs.iter().map(|v| v.prev).collect())
+                    .unwrap_or_default();
+                let before = match chosen.last() {
+                    _ if seq == 1 => Some(GENESIS),
+                    Some(last) if last.seq + 1 == seq => Some(last.hash),
+                    _ => None,
+                };
+                let by_next: Vec<usize> = (0..variants.len())
+                    .filter(|&i| next.contains(&variants[i].hash))
+                    .collect();
+                let by_before: Vec<usize> = (0..variants.len())
+                    .filter(|&i| Some(variants[i].prev) == before)
+                    .collect();
+                match (by_next.as_slice(), by_before.as_slice()) {
+                    ([one], _) | ([], [one]) => Some(*one),
+                    _ => None,
+                }
+            };
+            let picked = pick.unwrap_or(0);
+            for (i, variant) in variants.iter().enumerate() {
+                if i == picked {
+                    continue;
+                }
+                let entry = &entries[variant.entry];
+                problems.push(match pick {
+                    Some(_) => self.problem(
+                        Kind::Inserted,
+                        Some((seq, seq)),
+                        &[entry],
+                        format!("another event holds seq {seq} and the chain links to that one: this one was added"),
+                    ),
+                    None => self.problem(
+                        Kind::ChainBreak,
+                        Some((seq, seq)),
+                        &[&entries[variants[picked].entry], entry],
+                        format!("{} events claim seq {seq} and the chain does not tell which is the relay's: the stream forked (two writers, or a relay that lost its chain state)", variants.len()),
+                    ),
+                });
+            }
+            let v = variants[picked];
+            chosen.push(Chosen {
+                seq,
+                hash: v.hash,
+                prev: v.prev,
+                entry: v.entry,
+            });
+        }
+        chosen
+    }
+
+    /// Each event's `prev` against the hash of the event before it.
+    fn links(
+        &self,
+        entries: &[Entry],
+        chosen: &[Chosen],
+        problems: &mut Vec<Problem>,
+        bad: &mut Vec<(u64, u64)>,
+    ) {
+        let broken: Vec<usize> = (0..chosen.len())
+            .filter(|&i| {
+                let c = &chosen[i];
+                let expected = if c.seq == 1 {
+                    Some(GENESIS)
+                } else if i > 0 && chosen[i - 1].seq + 1 == c.seq {
+                    Some(chosen[i - 1].hash)
+                } else {
+                    None
+                };
+                expected.is_some_and(|hash| hash != c.prev)
+            })
+            .collect();
+        let mut i = 0;
+        while i < broken.len() {
+            let at = broken[i];
+            let c = chosen[at];
+            let replaced = broken.get(i + 1) == Some(&(at + 1));
+            if replaced {
+                bad.push((c.seq, c.seq));
+                problems.push(self.problem(
+                    Kind::Modified,
+                    Some((c.seq, c.seq)),
+                    &[&entries[c.entry]],
+                    "it links to neither neighbour: the event was replaced, seal and all".into(),
+                ));
+                i += 2;
+            } else {
+                let first = if c.seq == 1 { 1 } else { c.seq - 1 };
+                bad.push((first, c.seq));
+                let mut concerned = vec![&entries[c.entry]];
+                if at > 0 && c.seq > 1 {
+                    concerned.insert(0, &entries[chosen[at - 1].entry]);
+                }
+                problems.push(self.problem(
+                    Kind::ChainBreak,
+                    Some((first, c.seq)),
+                    &concerned,
+                    if c.seq == 1 {
+                        "the stream's first event does not start the chain (its prev is not 64 zeros)".into()
+                    } else {
+                        format!("seq {} does not link to seq {}: one of them was re-sealed after the relay sealed it, or the stream had two writers", c.seq, c.seq - 1)
+                    },
+                ));
+                i += 1;
+            }
+        }
+    }
+
+    /// The events off the longest run read in `seq` order.
+    fn reordered(&self, entries: &[Entry], chosen: &[Chosen], problems: &mut Vec<Problem>) {
+        let orders: Vec<u64> = chosen.iter().map(|c| entries[c.entry].order).collect();
+        let in_order = longest_increasing(&orders);
+        if in_order.iter().all(|&keep| keep) {
+            return;
+        }
+        let mut by_order: Vec<usize> = (0..chosen.len()).collect();
+        by_order.sort_unstable_by_key(|&i| orders[i]);
+        let mut place = vec![0; chosen.len()];
+        for (p, &i) in by_order.iter().enumerate() {
+            place[i] = p;
+        }
+        for (i, keep) in in_order.iter().enumerate() {
+            if *keep {
+                continue;
+            }
+            let c = chosen[i];
+            let before = place[i].checked_sub(1).map(|p| chosen[by_order[p]]);
+            let after = by_order.get(place[i] + 1).map(|&j| chosen[j]);
+            let (other, relation) = match (before, after) {
+                (Some(b), _) if b.seq > c.seq => (b, "after"),
+                (_, Some(a)) if a.seq < c.seq => (a, "before"),
+                (Some(b), _) => (b, "after"),
+                (None, Some(a)) => (a, "before"),
+                (None, None) => continue,
+            };
+            problems.push(self.problem(
+                Kind::Reordered,
+                Some((c.seq, c.seq)),
+                &[&entries[c.entry], &entries[other.entry]],
+                format!(
+                    "seq {} was read {relation} seq {}, out of the order the relay sealed them in",
+                    c.seq, other.seq
+                ),
+            ));
+        }
+    }
+
+    /// The sequence numbers from `start` to `top` no event holds.
+    fn missing(&self, chosen: &[Chosen], start: u64, top: u64, problems: &mut Vec<Problem>) {
+        let mut expect = start;
+        let mut report = |first: u64, last: u64| {
+            let n = last - first + 1;
+            problems.push(self.problem(
+                Kind::Missing,
+                Some((first, last)),
+                &[],
+                format!(
+                    "{} event{} the relay sealed {} not in the export",
+                    thousands(n),
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "is" } else { "are" }
+                ),
+            ));
+        };
+        for c in chosen.iter().filter(|c| c.seq >= start) {
+            if c.seq > expect {
+                report(expect, c.seq - 1);
+            }
+            expect = c.seq + 1;
+        }
+        if top >= expect {
+            report(expect, top);
+        }
+    }
+
+    /// Each checkpoint's root against the tree of the events it covers;
+    /// returns those that hold, and how many could not be checked.
+    fn roots(
+        &self,
+        hashes: &[Hash],
+        checkpoints: &[SignedCheckpoint],
+        problems: &mut Vec<Problem>,
+        bad: &mut Vec<(u64, u64)>,
+    ) -> (Vec<SignedCheckpoint>, u64) {
+        let mut tree = Tree::default();
+        let mut held: Vec<SignedCheckpoint> = Vec::new();
+        let mut unchecked = 0;
+        let mut last_good = 0u64;
+        let mut failing: Option<(u64, u64, usize)> = None;
+        let mut roots_by_size: HashMap<u64, Hash> = HashMap::new();
+        for checkpoint in checkpoints {
+            let size = checkpoint.checkpoint.size;
+            if let Some(root) = roots_by_size.insert(size, checkpoint.checkpoint.root)
+                && root != checkpoint.checkpoint.root
+            {
+                problems.push(self.problem(
+                    Kind::ChainBreak,
+                    Some((size, size)),
+                    &[],
+                    format!(
+                        "two signed checkpoints of size {size} disagree on the root: the log forked"
+                    ),
+                ));
+            }
+            if size > hashes.len() as u64 {
+                unchecked += 1;
+                continue;
+            }
+            while tree.size < size {
+                tree.push(hashes[tree.size as usize]);
+            }
+            if tree.root() == checkpoint.checkpoint.root {
+                if failing.is_none() {
+                    last_good = size;
+                }
+                held.push(checkpoint.clone());
+            } else {
+                match &mut failing {
+                    Some((_, _, later)) => *later += 1,
+                    None => failing = Some((last_good + 1, size, 0)),
+                }
+            }
+        }
+        if let Some((first, last, later)) = failing {
+            bad.push((first, last));
+            let time = checkpoints
+                .iter()
+                .find(|c| c.checkpoint.size == last)
+                .map(|c| c.window.time.to_string())
+                .unwrap_or_default();
+            problems.push(self.problem(
+                Kind::Modified,
+                Some((first, last)),
+                &[],
+                format!(
+                    "the events up to seq {last} do not hash to the checkpoint signed at {time}{}: an event in this range was changed and re-sealed{}",
+                    if first > 1 { format!(" (those up to seq {} do)", first - 1) } else { String::new() },
+                    if later > 0 { format!(" ({later} later checkpoints fail with it)") } else { String::new() }
+                ),
+            ));
+        }
+        (held, unchecked)
+    }
+
+    /// Checkpoints in time: removed ones (a predecessor named but absent)
+    /// and a tree that shrank.
+    fn windows(&self, checkpoints: &[SignedCheckpoint], problems: &mut Vec<Problem>) {
+        let mut by_time: Vec<&SignedCheckpoint> = checkpoints.iter().collect();
+        by_time.sort_by_key(|c| c.window.time);
+        let mut times: HashSet<_> = by_time.iter().map(|c| c.window.time).collect();
+        if let Some(untrusted) = self.verifier.untrusted.get(self.name) {
+            times.extend(untrusted);
+        }
+        let mut largest: Option<&SignedCheckpoint> = None;
+        for (i, checkpoint) in by_time.iter().enumerate() {
+            if let Some(previous) = checkpoint.window.previous
+                && !times.contains(&previous)
+                && !(self.partial && i == 0)
+            {
+                let before = by_time[..i]
+                    .iter()
+                    .rev()
+                    .find(|c| c.window.time < previous)
+                    .map_or(0, |c| c.checkpoint.size);
+                let size = checkpoint.checkpoint.size;
+                problems.push(self.problem(
+                    Kind::Gap,
+                    (size > before).then_some((before + 1, size)),
+                    &[],
+                    format!(
+                        "the checkpoints signed from {previous} until {} are missing: the one at {} names its predecessor at {previous}, which is not in the export",
+                        checkpoint.window.time, checkpoint.window.time
+                    ),
+                ));
+            }
+            if let Some(big) = largest
+                && checkpoint.checkpoint.size < big.checkpoint.size
+            {
+                problems.push(self.problem(
+                    Kind::ChainBreak,
+                    Some((checkpoint.checkpoint.size + 1, big.checkpoint.size)),
+                    &[],
+                    format!(
+                        "the checkpoint signed at {} covers {} events, fewer than the {} of the one signed at {}: the log was rolled back",
+                        checkpoint.window.time, checkpoint.checkpoint.size, big.checkpoint.size, big.window.time
+                    ),
+                ));
+            }
+            if largest.is_none_or(|big| checkpoint.checkpoint.size >= big.checkpoint.size) {
+                largest = Some(checkpoint);
+            }
+        }
+    }
+}
+
+/// Windows with no checkpoint because the relay was not running: the
+/// checkpoint after names the one before, more than two intervals back.
+fn pauses(checkpoints: &[SignedCheckpoint]) -> Vec<(Timestamp, Timestamp)> {
+    let times: HashSet<_> = checkpoints.iter().map(|c| c.window.time).collect();
+    let mut pauses: Vec<_> = checkpoints
+        .iter()
+        .filter_map(|c| {
+            let previous = c.window.previous.filter(|p| times.contains(p))?;
+            let gap = c.window.time.duration_since(previous).as_secs();
+            let interval = i64::try_from(c.window.interval).unwrap_or(i64::MAX);
+            (gap > interval.saturating_mul(2)).then_some((previous, c.window.time))
+        })
+        .collect();
+    pauses.sort();
+    pauses.dedup();
+    pauses
+}
+
+/// The chain hashes of `seq` 1, 2, … while every one is present.
+fn prefix(chosen: &[Chosen]) -> Vec<Hash> {
+    chosen
+        .iter()
+        .enumerate()
+        .take_while(|(i, c)| c.seq == *i as u64 + 1)
+        .map(|(_, c)| c.hash)
+        .collect()
+}
+
+/// Whether `seq` is in one of `ranges`.
+fn within(ranges: &[(u64, u64)], seq: u64) -> bool {
+    ranges
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&seq))
+}
+
+/// Which of `values` are on one longest strictly increasing subsequence
+/// (patience sorting, O(n log n)).
+fn longest_increasing(values: &[u64]) -> Vec<bool> {
+    // tails[k]: the index of the smallest last value of a run of k + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut parent: Vec<Option<usize>> = vec![None; values.len()];
+    for (i, &value) in values.iter().enumerate() {
+        let k = tails.partition_point(|&t| values[t] < value);
+        parent[i] = k.checked_sub(1).map(|k| tails[k]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut keep = vec![false; values.len()];
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        keep[i] = true;
+        at = parent[i];
+    }
+    keep
+}
