@@ -7,8 +7,10 @@
 //! - [`signed`], over [`checkpoint`] and [`note`]: the tree's size and
 //!   root signed with Ed25519 every interval (C2SP signed notes holding
 //!   `tlog-checkpoint`s), with keys from [`keys`].
-//! - Next: `auditrelay verify` and `auditrelay prove`, which check an
-//!   export with the public key alone.
+//! - [`verify`]: an export checked with the public key alone — what
+//!   `auditrelay verify` runs; [`proof`]: inclusion and consistency
+//!   proofs made from it (`auditrelay prove`) and checked alone
+//!   (`auditrelay verify --proof`).
 //!
 //! `docs/integrity.md` is the guide: what each mechanism proves, against
 //! whom, and how to check an S3 bucket with the public key only.
@@ -18,6 +20,7 @@ pub mod checkpoint;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod proof;
 pub mod signed;
 pub mod tree;
 pub mod verify;
