@@ -11,6 +11,9 @@
 //! | `spool verify` | checks every record of the spool |
 //! | `outbox schema`, `outbox check` | prints the outbox DDL, checks a live database |
 //! | `redact test` | shows what the redaction rules do to events |
+//! | `keys generate`, `keys public` | makes the checkpoint signing key, prints its public half |
+//! | `verify` | checks an export (files, gzip, a mirrored bucket) with the public key; or one proof |
+//! | `prove` | an inclusion proof of one event, or a consistency proof of two checkpoints |
 //! | `demo` | runs the relay on sample events and shows where they landed |
 //!
 //! Without `--config` every command uses the embedded default
@@ -23,11 +26,13 @@ mod emit;
 mod keys;
 mod outbox;
 mod plugins;
+mod prove;
 mod redact;
 mod relay_api;
 mod run;
 mod spool;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +102,15 @@ enum Command {
     /// Make or show the key that signs checkpoints
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Check an export — files, gzip or zstd, a directory mirrored from a
+    /// bucket — with the public key alone: names every modified, missing,
+    /// inserted, reordered or duplicated event and every removed or forged
+    /// checkpoint; exit 1 on any problem. With --proof, check one proof
+    Verify(verify::Args),
+    /// Print a proof an auditor checks alone (`verify --proof`): that an
+    /// event is in a signed checkpoint, or (--stream --from) that a later
+    /// checkpoint only appended to an earlier one
+    Prove(prove::Args),
     /// Start the relay, send it sample events through the library API and
     /// over HTTP, wait until they are delivered and show where they landed
     Demo(demo::Args),
@@ -154,6 +168,8 @@ pub fn main() -> ExitCode {
             Command::Outbox(command) => outbox::outbox(load_config(&cli.config)?, command).await,
             Command::Redact(command) => redact::redact(load_config(&cli.config)?, command).await,
             Command::Keys(command) => keys::keys(load_config(&cli.config)?, command),
+            Command::Verify(args) => verify::verify(load_config(&cli.config)?, args),
+            Command::Prove(args) => prove::prove(load_config(&cli.config)?, args),
             Command::Demo(args) => demo::demo(load_config(&cli.config)?, args).await,
             Command::PluginRunner(_) | Command::PluginCompiler(_) => {
                 unreachable!("handled before the runtime starts")

@@ -90,8 +90,8 @@ impl Proof {
             })?;
         let size = checkpoint.checkpoint.size;
         let leaves = leaves(&ledger.hashes, size)?;
-        let proof = merkle::inclusion_proof(&leaves, index as usize)
-            .expect("the index is below the size");
+        let proof =
+            merkle::inclusion_proof(&leaves, index as usize).expect("the index is below the size");
         Ok(Proof::Inclusion {
             event: line,
             checkpoint: checkpoint.note.clone(),
@@ -295,13 +295,7 @@ fn check_consistency(
         ));
     }
     if problems.is_empty()
-        && !merkle::verify_consistency(
-            m,
-            n,
-            &first.checkpoint.root,
-            &second.checkpoint.root,
-            &path,
-        )
+        && !merkle::verify_consistency(m, n, &first.checkpoint.root, &second.checkpoint.root, &path)
     {
         problems.push(format!(
             "the proof does not show the tree of {n} beginning with the tree of {m}: the log was rewritten, or the proof is wrong"

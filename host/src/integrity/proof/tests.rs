@@ -64,7 +64,11 @@ fn signer() -> Signer {
 }
 
 /// Verifies `lines`, keeping event `id` of stream `stream` if asked.
-fn verify(signer: &Signer, lines: &[String], want: Option<&str>) -> crate::integrity::verify::Verified {
+fn verify(
+    signer: &Signer,
+    lines: &[String],
+    want: Option<&str>,
+) -> crate::integrity::verify::Verified {
     let mut verifier = Verifier::new(vec![signer.verifier()]);
     if let Some(id) = want {
         verifier.want("orders", id);
@@ -94,7 +98,10 @@ fn proof_hashes(proof: &mut Proof) -> &mut Vec<String> {
 }
 
 fn failure(proof: &Proof, keys: &[VerifierKey]) -> String {
-    proof.check(keys).expect_err("the proof must fail").join("; ")
+    proof
+        .check(keys)
+        .expect_err("the proof must fail")
+        .join("; ")
 }
 
 #[test]
@@ -109,7 +116,10 @@ fn an_inclusion_proof_checks_alone_and_names_the_event() {
     assert_eq!((*index, *size), (16, 23));
     // Through JSON, as a file handed to an auditor.
     let text = serde_json::to_string(&proof).unwrap();
-    assert!(text.starts_with(r#"{"kind":"inclusion","event":"#), "{text}");
+    assert!(
+        text.starts_with(r#"{"kind":"inclusion","event":"#),
+        "{text}"
+    );
     let read: Proof = serde_json::from_str(&text).unwrap();
     let proven = read.check(&[signer.verifier()]).unwrap();
     assert_eq!(
@@ -123,7 +133,10 @@ fn an_event_no_checkpoint_covers_yet_has_no_proof() {
     let signer = signer();
     let lines = log(&signer, "acme", 12, &[10]);
     let error = inclusion(&signer, &lines, "acme-11").unwrap_err();
-    assert!(error.contains("no valid checkpoint of stream \"acme\" covers seq 11"), "{error}");
+    assert!(
+        error.contains("no valid checkpoint of stream \"acme\" covers seq 11"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -206,7 +219,10 @@ fn a_changed_inclusion_proof_fails_with_its_reason() {
         proof,
     };
     let reason = failure(&foreign, &keys);
-    assert!(reason.contains("of stream \"globex\", the checkpoint of stream \"acme\""), "{reason}");
+    assert!(
+        reason.contains("of stream \"globex\", the checkpoint of stream \"acme\""),
+        "{reason}"
+    );
 }
 
 fn signer_with_other_key() -> Signer {
@@ -233,7 +249,12 @@ fn a_consistency_proof_shows_the_log_only_grew() {
     between.check(&keys).unwrap();
 
     // Old and new swapped, a path hash changed, a size no checkpoint has.
-    let Proof::Consistency { old, new, proof: path } = between.clone() else {
+    let Proof::Consistency {
+        old,
+        new,
+        proof: path,
+    } = between.clone()
+    else {
         unreachable!()
     };
     let swapped = Proof::Consistency {
@@ -244,9 +265,14 @@ fn a_consistency_proof_shows_the_log_only_grew() {
     assert!(failure(&swapped, &keys).contains("larger than the new one"));
     let mut bad = between.clone();
     proof_hashes(&mut bad)[0] = hex::encode([7u8; 32]);
-    assert!(failure(&bad, &keys).contains("does not show the tree of 32 beginning with the tree of 7"));
+    assert!(
+        failure(&bad, &keys).contains("does not show the tree of 32 beginning with the tree of 7")
+    );
     let error = Proof::consistency(ledger, 8, None).unwrap_err();
-    assert!(error.contains("valid checkpoint sizes: 7, 32, 50"), "{error}");
+    assert!(
+        error.contains("valid checkpoint sizes: 7, 32, 50"),
+        "{error}"
+    );
 
     // Two checkpoints of a rewritten log: the relay's key signed both, but
     // the second tree does not begin with the first.
@@ -277,7 +303,10 @@ fn proof_files_that_are_not_proofs_are_refused_by_serde() {
     };
     let reasons = junk.check(&[signer().verifier()]).unwrap_err();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(reasons[0].starts_with("the old checkpoint: not a signed note"), "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("the old checkpoint: not a signed note"),
+        "{reasons:?}"
+    );
 }
 
 proptest! {
