@@ -18,33 +18,11 @@ use std::time::Instant;
 
 use auditrelay::envelope::{AuditEventEnvelope, Limits};
 use auditrelay::redact::{RedactAction, RedactRule, Redaction};
-use auditrelay_plugin_api::testing::sample_envelope;
 
-use common::{median, quiet_backtraces};
+use common::{median, quiet_backtraces, typical};
 
 const EVENTS: usize = 20_000;
 const ROUNDS: usize = 7;
-
-/// A ~1 KB envelope like the middleware captures: a request body.
-fn typical(i: usize) -> AuditEventEnvelope {
-    let mut event = sample_envelope(i);
-    event.payload = serde_json::json!({
-        "request": {
-            "method": "POST", "path": "/v1/groups/g-7/members",
-            "body": {"member": format!("u-{i}"), "role": "member", "notify": true,
-                     "comment": "added for the on-call rotation of the payments team this week",
-                     "labels": ["oncall", "payments", "q4"], "expires_in_days": 30},
-            "headers": {"content-type": "application/json", "user-agent": "curl/8.5.0",
-                        "x-request-id": format!("req-{i:08}"), "accept": "*/*"}
-        },
-        "response": {"status": 201, "body": {"id": format!("m-{i}"), "created": true,
-                     "group": {"id": "g-7", "name": "payments-oncall", "members": 12}}},
-        "timing_ms": {"db": 3.25, "total": 11.5}
-    });
-    event.metadata.insert("app_version".into(), "3.1.0".into());
-    event.metadata.insert("region".into(), "eu-west-1".into());
-    event
-}
 
 fn with_secrets(i: usize) -> AuditEventEnvelope {
     let mut event = typical(i);

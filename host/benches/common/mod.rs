@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use auditrelay::envelope::AuditEventEnvelope;
 use auditrelay::internals::{Batch, Record};
 use auditrelay_plugin_api::testing::sample_envelope;
 use auditrelay_plugin_api::{Event, InitContext, Plugin, parse_config};
@@ -99,4 +100,25 @@ pub fn ns_per_event(elapsed: Duration, events: usize) -> f64 {
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// A ~1 KB envelope like the middleware captures: a request body.
+pub fn typical(i: usize) -> AuditEventEnvelope {
+    let mut event = sample_envelope(i);
+    event.payload = serde_json::json!({
+        "request": {
+            "method": "POST", "path": "/v1/groups/g-7/members",
+            "body": {"member": format!("u-{i}"), "role": "member", "notify": true,
+                     "comment": "added for the on-call rotation of the payments team this week",
+                     "labels": ["oncall", "payments", "q4"], "expires_in_days": 30},
+            "headers": {"content-type": "application/json", "user-agent": "curl/8.5.0",
+                        "x-request-id": format!("req-{i:08}"), "accept": "*/*"}
+        },
+        "response": {"status": 201, "body": {"id": format!("m-{i}"), "created": true,
+                     "group": {"id": "g-7", "name": "payments-oncall", "members": 12}}},
+        "timing_ms": {"db": 3.25, "total": 11.5}
+    });
+    event.metadata.insert("app_version".into(), "3.1.0".into());
+    event.metadata.insert("region".into(), "eu-west-1".into());
+    event
 }

@@ -76,25 +76,76 @@ pub fn digest(before: &[u8], after: &[u8]) -> Hash {
 /// The chain hash of the event with `digest` at `seq` of `stream`, after
 /// the event whose hash is `prev`.
 pub fn link(digest: &Hash, prev: &Hash, seq: u64, stream: &str) -> Hash {
-    let mut text = Vec::with_capacity(200 + stream.len());
-    write_fields("digest", digest, prev, seq, stream, &mut text);
-    Sha256::digest(&text).into()
+    // Hashed as it is written, without building the text: this runs once
+    // per event sealed and once per event verified.
+    let mut sha = Sha256::new();
+    write_fields("digest", digest, prev, seq, stream, &mut sha);
+    sha.finalize().into()
+}
+
+/// Where [`write_fields`] writes: a buffer, or a hash fed directly.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
 }
 
 /// `{"<first>":"<hex>","prev":"<hex>","seq":<n>,"stream":"<stream>"}`:
 /// the link's text (`digest` first) and the seal's (`hash` first).
-fn write_fields(first: &str, hash: &Hash, prev: &Hash, seq: u64, stream: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"");
-    out.extend_from_slice(first.as_bytes());
-    out.extend_from_slice(b"\":\"");
-    out.extend_from_slice(hex::encode(hash).as_bytes());
-    out.extend_from_slice(b"\",\"prev\":\"");
-    out.extend_from_slice(hex::encode(prev).as_bytes());
-    out.extend_from_slice(b"\",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
-    out.extend_from_slice(b",\"stream\":");
+fn write_fields(
+    first: &str,
+    hash: &Hash,
+    prev: &Hash,
+    seq: u64,
+    stream: &str,
+    out: &mut impl Sink,
+) {
+    out.put(b"{\"");
+    out.put(first.as_bytes());
+    out.put(b"\":\"");
+    out.put(&to_hex(hash));
+    out.put(b"\",\"prev\":\"");
+    out.put(&to_hex(prev));
+    out.put(b"\",\"seq\":");
+    let mut digits = [0u8; 20];
+    out.put(decimal(seq, &mut digits));
+    out.put(b",\"stream\":");
     write_json_string(stream, out);
-    out.push(b'}');
+    out.put(b"}");
+}
+
+/// A hash in lower-case hex.
+fn to_hex(hash: &Hash) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 64];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(hash) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    text
+}
+
+/// `n` in decimal, in `buffer`'s tail.
+fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buffer[at..];
+        }
+    }
 }
 
 /// Seals `content` (canonical envelope JSON without a seal) as the next
@@ -126,10 +177,18 @@ fn write_member(hash: &Hash, prev: &Hash, seq: u64, stream: &str, out: &mut Vec<
     out.push(b',');
 }
 
-/// A string as canonical JSON writes it (escaping only `"`, `\` and
+/// A string as canonical JSON writes it (escaping only `"`, `\\` and
 /// control characters).
-fn write_json_string(text: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, text).expect("a string always serializes");
+fn write_json_string(text: &str, out: &mut impl Sink) {
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.put(b"\"");
+        out.put(text.as_bytes());
+        out.put(b"\"");
+        return;
+    }
+    let mut escaped = Vec::with_capacity(text.len() + 8);
+    serde_json::to_writer(&mut escaped, text).expect("a string always serializes");
+    out.put(&escaped);
 }
 
 /// Where the `integrity` member goes in a canonical envelope: at the start
@@ -262,12 +321,33 @@ fn find_member(json: &[u8]) -> Option<Found<'_>> {
 
 /// A hash in lower-case hex.
 pub fn parse_hash(text: &str) -> Option<Hash> {
-    if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+    from_hex(text.as_bytes())
+}
+
+/// 64 lower-case hex digits as a hash (upper case is not canonical).
+fn from_hex(text: &[u8]) -> Option<Hash> {
+    /// Each byte's value as a lower-case hex digit; 0xff: not one.
+    const NIBBLES: [u8; 256] = {
+        let mut table = [0xff; 256];
+        let mut i = 0;
+        while i < 16 {
+            table[b"0123456789abcdef"[i] as usize] = i as u8;
+            i += 1;
+        }
+        table
+    };
+    if text.len() != 64 {
         return None;
     }
     let mut hash = [0; 32];
-    hex::decode_to_slice(text, &mut hash).ok()?;
-    Some(hash)
+    let mut invalid = 0;
+    for (byte, pair) in hash.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
+        invalid |= high | low;
+        *byte = high << 4 | low;
+    }
+    // One test for all 64 digits: 0xff has the high bits no digit has.
+    (invalid & 0xf0 == 0).then_some(hash)
 }
 
 /// The `integrity` member's value exactly as [`seal`] writes it.
@@ -307,8 +387,7 @@ impl<'a> Member<'a> {
 
 /// 64 hex digits, then `then`.
 fn hex_then<'b>(bytes: &'b [u8], then: &[u8]) -> Option<(Hash, &'b [u8])> {
-    let text = std::str::from_utf8(bytes.get(..64)?).ok()?;
-    Some((parse_hash(text)?, bytes[64..].strip_prefix(then)?))
+    Some((from_hex(bytes.get(..64)?)?, bytes[64..].strip_prefix(then)?))
 }
 
 /// The length of the JSON string at the start of `bytes`, quotes included.
@@ -318,7 +397,12 @@ fn json_string_len(bytes: &[u8]) -> Option<usize> {
     }
     let mut at = 1;
     loop {
-        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        // Keys and most values are short: a plain loop beats setting up
+        // a vectorised search for each.
+        at += bytes
+            .get(at..)?
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\')?;
         match bytes[at] {
             b'\\' => at += 2,
             _ => return Some(at + 1),

@@ -111,3 +111,29 @@ fn anything_else_reads_as_no_seal_without_panicking() {
         let _ = Opened::read(&sealed[..cut]);
     }
 }
+
+#[test]
+fn the_link_text_escapes_streams_and_writes_any_seq_as_json_does() {
+    for (stream, seq) in [("acme", 9), ("a\"b\\c\u{1}é", 1_234_567), ("", u64::MAX)] {
+        let digest = [0xab; 32];
+        let prev = [0x01; 32];
+        let text = format!(
+            r#"{{"digest":"{}","prev":"{}","seq":{seq},"stream":{}}}"#,
+            hex::encode(digest),
+            hex::encode(prev),
+            serde_json::to_string(stream).unwrap()
+        );
+        assert_eq!(
+            link(&digest, &prev, seq, stream),
+            <[u8; 32]>::from(Sha256::digest(text.as_bytes())),
+            "{stream:?} {seq}"
+        );
+    }
+    assert_eq!(
+        parse_hash(&"A".repeat(64)),
+        None,
+        "upper case is not canonical"
+    );
+    assert_eq!(parse_hash(&"0".repeat(63)), None);
+    assert_eq!(parse_hash(&"ab".repeat(32)), Some([0xab; 32]));
+}
