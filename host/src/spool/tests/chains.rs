@@ -177,3 +177,75 @@ async fn a_copy_read_back_from_disk_is_still_a_copy() {
     let appended = spool.append(&[event]).unwrap();
     assert_eq!((appended.copies, appended.seqs.is_empty()), (1, true));
 }
+
+/// The trees cannot be saved (here: `chains.json.tmp` is a directory, so
+/// the save's create fails as on a full or read-only disk): delivered
+/// segments must stay, since a restart would need their records to
+/// rebuild the trees; once the save works they go, and after a kill the
+/// chains go on with no `seq` reused or skipped.
+#[tokio::test]
+async fn segments_stay_while_the_trees_cannot_be_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir
+        .path()
+        .join(format!("{}.tmp", crate::spool::chains::CHAINS_FILE));
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let mut delivered = Vec::new();
+    {
+        let (spool, _) = Spool::open(sealed_options(dir.path())).unwrap();
+        let consumer = spool.consumer("p", StartFrom::Earliest, true);
+        let mut reader = spool.reader(consumer);
+        spool
+            .append(&(0..300).map(envelope).collect::<Vec<_>>())
+            .unwrap();
+        written(&spool).await;
+        delivered.extend(deliver(&spool, consumer, &mut reader).await);
+        let segments = spool.stats().segments;
+        assert!(segments > 1, "the test needs several segments");
+        // Everything is delivered, and still nothing may go.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        spool.append(&[envelope(300)]).unwrap();
+        written(&spool).await;
+        delivered.extend(deliver(&spool, consumer, &mut reader).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            spool.stats().segments >= segments,
+            "segments were deleted while the trees could not be saved"
+        );
+        assert!(!dir.path().join(crate::spool::chains::CHAINS_FILE).exists());
+
+        // The disk recovers: the next deletion saves the trees first.
+        std::fs::remove_dir_all(&blocker).unwrap();
+        spool.append(&[envelope(301)]).unwrap();
+        written(&spool).await;
+        delivered.extend(deliver(&spool, consumer, &mut reader).await);
+        segments_deleted(&spool).await;
+        assert!(dir.path().join(crate::spool::chains::CHAINS_FILE).exists());
+        drop(spool); // as after kill -9
+    }
+    let (spool, _) = Spool::open(sealed_options(dir.path())).unwrap();
+    let consumer = spool.consumer("p2", StartFrom::Now, true);
+    let mut reader = spool.reader(consumer);
+    spool
+        .append(&(302..320).map(envelope).collect::<Vec<_>>())
+        .unwrap();
+    written(&spool).await;
+    delivered.extend(deliver(&spool, consumer, &mut reader).await);
+    let mut heads: BTreeMap<String, (u64, merkle::Hash)> = BTreeMap::new();
+    for json in &delivered {
+        let opened = Opened::read(json).expect("sealed");
+        assert!(opened.holds());
+        let head = heads
+            .entry(opened.stream.to_string())
+            .or_insert((0, GENESIS));
+        assert_eq!(
+            opened.seq,
+            head.0 + 1,
+            "{} after a failed save",
+            opened.stream
+        );
+        assert_eq!(opened.prev, head.1);
+        *head = (opened.seq, opened.hash);
+    }
+    assert_eq!(heads.values().map(|h| h.0).sum::<u64>(), 320);
+}
