@@ -143,7 +143,11 @@ impl Home {
     /// A config from `toml_text` (the `[plugins.*]` tables and any other
     /// settings), on top of defaults that point `[relay]` at this home and
     /// the shared compiled-plugin cache and put HTTP ingest on a free
-    /// loopback port. `{home}` in the text is replaced by the home's path.
+    /// loopback port, with the hash chain off unless the text turns it on:
+    /// most tests compare what plugins got with what was sent, byte for
+    /// byte, and the chain adds a member to every event and checkpoint
+    /// events to every output (the tests about it set `integrity.chain`).
+    /// `{home}` in the text is replaced by the home's path.
     pub fn config(&self, toml_text: &str) -> Config {
         let text = self.config_text(toml_text);
         Config::parse(&text, "test.toml", &|name| std::env::var(name).ok())
@@ -159,7 +163,7 @@ impl Home {
 
     fn config_text(&self, toml_text: &str) -> String {
         let defaults = format!(
-            "[relay]\nplugin_dir = {:?}\ndata_dir = {:?}\ncache_dir = {:?}\nshutdown_timeout = \"20s\"\n\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n",
+            "[relay]\nplugin_dir = {:?}\ndata_dir = {:?}\ncache_dir = {:?}\nshutdown_timeout = \"20s\"\n\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\n[integrity]\nchain = false\n",
             self.plugin_dir(),
             self.join("data"),
             target_dir().join("test-cache"),

@@ -75,6 +75,13 @@ pub async fn demo(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     relay.shutdown().await;
     stop.cancel();
     let _ = server.await;
+    if config.integrity.chain {
+        let dirs: Vec<PathBuf> = config
+            .enabled_plugins()
+            .filter_map(|(_, settings)| settings.grant_dir.clone())
+            .collect();
+        show_verified(&config, &dirs)?;
+    }
     if !delivered {
         bail!("not every event was delivered within {DELIVERY_TIMEOUT:?}; see the log above");
     }
@@ -105,6 +112,33 @@ async fn post_samples(
             );
         }
         next = end;
+    }
+    Ok(())
+}
+
+/// Verifies what the plugins wrote with the relay's public key, as an
+/// auditor would (`auditrelay verify`).
+fn show_verified(config: &Config, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let key = crate::integrity::keys::load(&config.integrity.key_path(&config.relay.data_dir))?;
+    let mut verifier = crate::integrity::verify::Verifier::new(vec![key.verifier()]);
+    let Ok(files) = crate::integrity::verify::input::expand(dirs) else {
+        return Ok(());
+    };
+    for file in &files {
+        verifier.read_path(file);
+    }
+    let report = verifier.finish().report;
+    println!();
+    println!(
+        "verified with the public key {} (as `auditrelay verify {}` does):",
+        key.verifier().to_text(),
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for line in report.to_text().lines() {
+        println!("  {line}");
     }
     Ok(())
 }

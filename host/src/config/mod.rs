@@ -193,9 +193,9 @@ impl Default for SpoolSettings {
 #[serde(deny_unknown_fields)]
 pub struct IntegritySettings {
     /// Seal every event into its stream's hash chain as it is spooled,
-    /// and sign checkpoints of each stream's Merkle tree. Off by default
-    /// until `auditrelay verify` ships (see docs/configuration.md).
-    #[serde(default)]
+    /// and sign checkpoints of each stream's Merkle tree (on by default:
+    /// what `auditrelay verify` checks).
+    #[serde(default = "default_true")]
     pub chain: bool,
     /// Which field names an event's stream: `tenant`, `source` or `all`.
     #[serde(default)]
