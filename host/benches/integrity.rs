@@ -154,7 +154,8 @@ fn export(signer: &Signer) -> Vec<Vec<u8>> {
             minute += 1;
             let at = jiff::Timestamp::from_second(1_796_000_000 + minute * 60).unwrap();
             for (s, tree) in trees.iter().enumerate() {
-                let signed = signer.sign(streams[s], tree.size, tree.root(), at, previous);
+                let signed =
+                    signer.sign(streams[s], tree.size, tree.root(), tree.last, at, previous);
                 let carrier = signed.to_envelope(&signer.verifier(), Some(streams[s]));
                 lines.push(carrier.to_canonical_json());
             }
@@ -260,7 +261,9 @@ fn checkpoints() {
 
         let started = Instant::now();
         for _ in 0..N {
-            note = signer.sign("acme", tree.size, tree.root(), at, None).note;
+            note = signer
+                .sign("acme", tree.size, tree.root(), tree.last, at, None)
+                .note;
         }
         sign.push(started.elapsed().as_nanos() as f64 / N as f64);
 

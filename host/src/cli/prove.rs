@@ -53,11 +53,22 @@ pub fn prove(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     let proof = match (&args.source, &args.id, &args.stream, args.from) {
         (Some(source), Some(id), _, _) => {
-            let found = verified.found.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("no sealed event {source}/{id} whose seal holds in the export")
-            })?;
-            let ledger = &verified.ledgers[&found.stream];
-            Proof::inclusion(ledger, found).map_err(anyhow::Error::msg)?
+            if verified.found.is_empty() {
+                anyhow::bail!("no sealed event {source}/{id} whose seal holds in the export");
+            }
+            // The one the chain holds is the relay's; others with its id
+            // are copies edited or forged (verify names them).
+            let mut tries = verified
+                .found
+                .iter()
+                .map(|found| Proof::inclusion(&verified.ledgers[&found.stream], found));
+            let first = tries.next().expect("not empty");
+            match first {
+                Ok(proof) => proof,
+                Err(error) => tries
+                    .find_map(Result::ok)
+                    .ok_or_else(|| anyhow::Error::msg(error))?,
+            }
         }
         (_, _, Some(stream), Some(from)) => {
             let ledger = verified.ledgers.get(stream).ok_or_else(|| {

@@ -26,22 +26,41 @@ pub struct Args {
     /// the first one present are not reported missing
     #[arg(long)]
     partial: bool,
+    /// Every stream must have a checkpoint signed at or after this time
+    /// (RFC 3339, e.g. when the export was taken): without it, removing a
+    /// log's newest checkpoints and the events after them looks like a
+    /// shorter log
+    #[arg(long, value_name = "TIME")]
+    until: Option<jiff::Timestamp>,
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
     /// Check one proof file made by `auditrelay prove` ("-": stdin)
     /// instead of an export
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["paths", "partial"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["paths", "partial", "until"])]
     proof: Option<PathBuf>,
 }
 
-/// Runs `verify`: exit 0 when everything holds, 1 on any problem.
+/// Runs `verify`: exit 0 when everything holds, 1 on any problem found,
+/// 2 when the export, the proof or the keys cannot be read (so a script
+/// tells "tampered" from "could not check").
 pub fn verify(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    match checked(config, args) {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn checked(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let keys = verifier_keys(&config, &args.keys)?;
     if let Some(path) = &args.proof {
         return check_proof(path, &keys, args.json);
     }
-    let verified = read(&args.paths, Verifier::new(keys).partial(args.partial))?;
+    let verifier = Verifier::new(keys).partial(args.partial).until(args.until);
+    let verified = read(&args.paths, verifier)?;
     let report = &verified.report;
     if args.json {
         println!("{}", serde_json::to_string_pretty(report)?);

@@ -61,7 +61,10 @@ impl Proof {
     /// The inclusion proof of `event` (read by the verifier) in the
     /// newest checkpoint of `ledger` that covers it.
     pub fn inclusion(ledger: &Ledger, event: &Found) -> Result<Proof, String> {
-        let index = event.seq - 1;
+        let index = event
+            .seq
+            .checked_sub(1)
+            .ok_or("the event's seal claims seq 0, which the relay never assigns")?;
         let held = ledger.hashes.get(index as usize).ok_or_else(|| {
             format!(
                 "the export does not hold every event of stream {:?} up to seq {}: no tree to prove it in (run `auditrelay verify` on it for what is missing)",
@@ -216,10 +219,9 @@ fn check_inclusion(
             "event {} was changed after it was sealed: it does not hash to its seal",
             opened.id
         )),
-        Some(opened) if opened.seq != index + 1 => problems.push(format!(
-            "the proof is for leaf {index} but the event's seq is {} (leaf {})",
-            opened.seq,
-            opened.seq - 1
+        Some(opened) if index.checked_add(1) != Some(opened.seq) => problems.push(format!(
+            "the proof is for leaf {index} but the event's seq is {}",
+            opened.seq
         )),
         Some(_) => {}
     }

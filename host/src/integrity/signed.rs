@@ -8,7 +8,7 @@
 //! auditrelay/acme
 //! 15000
 //! 7d9xZ…base64 of the root…=
-//! auditrelay {"interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}
+//! auditrelay {"head":"5f0c…","interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}
 //!
 //! — auditrelay Az3…signature…=
 //! ```
@@ -44,6 +44,12 @@ const EXTENSION: &str = "auditrelay ";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
+    /// The chain hash of the stream's event at `seq` = the tree's size
+    /// (hex; absent for an empty tree): what the chain of a window of the
+    /// stream must end at, so a verifier without the stream's beginning
+    /// (`--partial`) still holds its events to a signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
     /// Seconds between checkpoints of the stream.
     pub interval: u64,
     /// When the relay signed the stream's checkpoint before this one
@@ -126,17 +132,19 @@ impl Signer {
     }
 
     /// The checkpoint of `stream`'s tree of `size` leaves with `root`,
-    /// signed at `time`, after the stream's checkpoint signed at
-    /// `previous`.
+    /// whose last event's chain hash is `head`, signed at `time`, after
+    /// the stream's checkpoint signed at `previous`.
     pub fn sign(
         &self,
         stream: &str,
         size: u64,
         root: Hash,
+        head: Hash,
         time: Timestamp,
         previous: Option<Timestamp>,
     ) -> SignedCheckpoint {
         let window = Window {
+            head: (size > 0).then(|| hex::encode(head)),
             interval: self.interval.as_secs().max(1),
             previous,
             stream: stream.to_owned(),
@@ -238,7 +246,7 @@ mod tests {
         let signer = Signer::new(key, "audit.example/relay".into(), Duration::from_secs(60));
         let time: Timestamp = "2026-12-02T19:00:00Z".parse().unwrap();
         let previous: Timestamp = "2026-12-02T18:59:00Z".parse().unwrap();
-        let signed = signer.sign("acme", 15, [9; 32], time, Some(previous));
+        let signed = signer.sign("acme", 15, [9; 32], [8; 32], time, Some(previous));
         assert_eq!(signed.checkpoint.origin, "audit.example/relay/acme");
         let event = signed.to_envelope(&signer.verifier(), Some("acme"));
         assert_eq!(event.tenant.as_deref(), Some("acme"));
@@ -250,7 +258,7 @@ mod tests {
         assert_eq!(opened.window.stream, "acme");
         assert_eq!(opened.window.interval, 60);
         assert_eq!(opened.window.previous, Some(previous));
-        assert!(note.contains(r#"auditrelay {"interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}"#), "{note}");
+        assert!(note.contains(r#"auditrelay {"head":"0808080808080808080808080808080808080808080808080808080808080808","interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}"#), "{note}");
         // Another key's checkpoint does not open.
         let other = SigningKey::generate("audit.example/relay").unwrap();
         assert!(matches!(

@@ -105,9 +105,9 @@ impl Checkpointer {
             let previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
             for tree in &trees {
                 let before = previous.get(&*tree.stream).copied();
-                let signed = self
-                    .signer
-                    .sign(&tree.stream, tree.size, tree.root, now, before);
+                let signed =
+                    self.signer
+                        .sign(&tree.stream, tree.size, tree.root, tree.head, now, before);
                 let tenant = (self.stream_key == StreamKey::Tenant).then_some(&*tree.stream);
                 let event = signed.to_envelope(&self.verifier, tenant);
                 let json = event.to_canonical_json();

@@ -37,6 +37,8 @@ pub struct StreamTree {
     pub size: u64,
     /// Its tree hash.
     pub root: Hash,
+    /// The chain hash of its last written event.
+    pub head: Hash,
 }
 
 /// The chains of every stream.
@@ -222,6 +224,7 @@ impl Chains {
                 stream: stream.clone(),
                 size: tree.size,
                 root: tree.root(),
+                head: tree.last,
             })
             .collect();
         trees.sort_by(|a, b| a.stream.cmp(&b.stream));

@@ -46,7 +46,7 @@ fn log_by(
         lines.push(String::from_utf8(sealed).unwrap());
         if checkpoints.contains(&seq) {
             let at = Timestamp::from_second(1_796_000_000 + seq as i64 * 60).unwrap();
-            let signed = signer.sign(stream, tree.size, tree.root(), at, previous);
+            let signed = signer.sign(stream, tree.size, tree.root(), tree.last, at, previous);
             previous = Some(at);
             let carrier = signed.to_envelope(&signer.verifier(), Some(stream));
             lines.push(String::from_utf8(carrier.to_canonical_json()).unwrap());
@@ -87,7 +87,11 @@ fn verify(
 fn inclusion(signer: &Signer, lines: &[String], id: &str) -> Result<Proof, String> {
     let verified = verify(signer, lines, Some(id));
     assert!(verified.report.ok, "{}", verified.report.to_text());
-    let found = verified.found.expect("the event is in the log");
+    let found = verified
+        .found
+        .into_iter()
+        .next()
+        .expect("the event is in the log");
     Proof::inclusion(&verified.ledgers[&found.stream], &found)
 }
 

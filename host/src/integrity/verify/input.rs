@@ -36,7 +36,11 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<String>> {
     for path in paths {
         match std::fs::metadata(path) {
             Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors),
-            Ok(_) => files.push(path.clone()),
+            Ok(meta) if meta.is_file() => files.push(path.clone()),
+            Ok(_) => errors.push(format!(
+                "{}: not a regular file (a device, pipe or socket is never an export)",
+                path.display()
+            )),
             Err(error) => errors.push(format!("{}: {error}", path.display())),
         }
     }
@@ -54,14 +58,20 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
     };
     let mut found: Vec<(PathBuf, bool)> = Vec::new();
     for entry in entries {
-        match entry.and_then(|e| Ok((e.path(), e.file_type()?.is_dir()))) {
-            Ok((path, is_dir)) => {
+        // Directories are walked only when they are directories, not
+        // links to one (a link loop would never end); a link to a file is
+        // read only if the file is a regular one (not /dev/urandom).
+        match entry.and_then(|e| Ok((e.path(), e.file_type()?))) {
+            Ok((path, kind)) => {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 let name = name.unwrap_or_default();
                 if name.starts_with('.') {
                     continue;
                 }
-                if is_dir || EXPORT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                let is_dir = kind.is_dir();
+                let regular = kind.is_file()
+                    || kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+                if is_dir || regular && EXPORT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
                     found.push((path, is_dir));
                 }
             }
@@ -85,10 +95,8 @@ pub fn read_lines(path: &Path, mut each: impl FnMut(u32, &[u8])) -> std::io::Res
     let magic = file.fill_buf()?;
     let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(file))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let decoder = ruzstd::decoding::StreamingDecoder::new(file)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        Box::new(decoder)
+    } else if magic.starts_with(&ZSTD_MAGIC) {
+        Box::new(ZstdFrames::new(file))
     } else {
         Box::new(file)
     };
@@ -118,5 +126,57 @@ pub fn read_lines(path: &Path, mut each: impl FnMut(u32, &[u8])) -> std::io::Res
             text = rest;
         }
         each(number, text);
+    }
+}
+
+/// What begins a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Every frame of a zstd file, one after another, as `zstd -d` reads
+/// them: a file of several frames is not cut at the first (what follows
+/// would go unchecked), and bytes after the last frame that are not one
+/// are an error, not ignored.
+struct ZstdFrames<R: BufRead> {
+    frame: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+    source: Option<R>,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames {
+            frame: None,
+            source: Some(source),
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        loop {
+            if let Some(frame) = &mut self.frame {
+                let read = frame.read(buf)?;
+                if read > 0 || buf.is_empty() {
+                    return Ok(read);
+                }
+                let frame = self.frame.take().expect("checked above");
+                self.source = Some(frame.into_inner());
+            }
+            let Some(mut source) = self.source.take() else {
+                return Ok(0);
+            };
+            let next = source.fill_buf()?;
+            if next.is_empty() {
+                return Ok(0);
+            }
+            if !next.starts_with(&ZSTD_MAGIC) {
+                return Err(invalid(
+                    "bytes after the last zstd frame are not a zstd frame".into(),
+                ));
+            }
+            let frame = ruzstd::decoding::StreamingDecoder::new(source)
+                .map_err(|e| invalid(format!("a zstd frame: {e}")))?;
+            self.frame = Some(frame);
+        }
     }
 }

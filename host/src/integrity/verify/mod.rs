@@ -44,6 +44,16 @@ use super::note::{NoteError, VerifierKey};
 use super::signed::{CheckpointPayload, SignedCheckpoint};
 use super::tree::Tree;
 
+/// The largest `seq` taken for the relay's (2^53: a billion events a
+/// second for 285 years); larger ones are forged, and bounding them keeps
+/// every `seq ± 1` below from overflowing.
+const MAX_SEQ: u64 = 1 << 53;
+
+/// Problems found line by line (unreadable lines, unsealed events) kept
+/// at most per kind; the rest are counted only. A file of junk lines must
+/// not fill memory with their reports.
+const MAX_KEPT: usize = 10_000;
+
 /// Where a line was read: a file (by its index) and a line number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct At {
@@ -64,10 +74,16 @@ pub struct Verifier {
     notes: Vec<NoteSeen>,
     problems: Vec<Problem>,
     wanted: Option<(String, String)>,
-    found: Option<Found>,
-    /// When each stream's checkpoints that did not verify say they were
+    found: Vec<Found>,
+    /// When each stream's checkpoints whose signature failed say they were
     /// signed (reported already: not a gap too).
     untrusted: HashMap<String, HashSet<Timestamp>>,
+    /// Every stream must have a checkpoint signed at or after this.
+    until: Option<Timestamp>,
+    /// Problems found line by line and kept, by kind.
+    kept: HashMap<Kind, usize>,
+    /// Problems found line by line but not kept ([`MAX_KEPT`]), by kind.
+    unlisted: std::collections::BTreeMap<Kind, u64>,
 }
 
 /// One sealed event as read.
@@ -88,8 +104,9 @@ struct Entry {
 #[derive(Debug)]
 struct NoteSeen {
     note: String,
-    payload: Option<CheckpointPayload>,
-    id: String,
+    /// The event that carried it, canonically: it must be exactly what
+    /// the relay builds from the note.
+    event: AuditEventEnvelope,
     at: At,
 }
 
@@ -122,8 +139,10 @@ pub struct Verified {
     pub report: Report,
     /// Each stream's ledger.
     pub ledgers: HashMap<String, Ledger>,
-    /// The event [`Verifier::want`] asked for, if read (sealed and whole).
-    pub found: Option<Found>,
+    /// The events [`Verifier::want`] asked for, as read (sealed, their
+    /// seal holding): usually one; more when copies were edited, or
+    /// forged with its id — the one the chain holds is the relay's.
+    pub found: Vec<Found>,
 }
 
 impl Verifier {
@@ -138,8 +157,11 @@ impl Verifier {
             notes: Vec::new(),
             problems: Vec::new(),
             wanted: None,
-            found: None,
+            found: Vec::new(),
             untrusted: HashMap::new(),
+            until: None,
+            kept: HashMap::new(),
+            unlisted: Default::default(),
         }
     }
 
@@ -148,6 +170,15 @@ impl Verifier {
     /// the predecessor of the first checkpoint.
     pub fn partial(mut self, partial: bool) -> Self {
         self.partial = partial;
+        self
+    }
+
+    /// Requires every stream to have a checkpoint signed at or after
+    /// `time` (the export's end, as the auditor knows it): the only way
+    /// to see the newest checkpoints of every stream removed together
+    /// with the events after them.
+    pub fn until(mut self, time: Option<Timestamp>) -> Self {
+        self.until = time;
         self
     }
 
@@ -169,7 +200,7 @@ impl Verifier {
         let file = self.file(path.display().to_string());
         let result = input::read_lines(path, |line, bytes| self.line(At { file, line }, bytes));
         if let Err(error) = result {
-            self.problems.push(Problem {
+            self.keep(Problem {
                 kind: Kind::Unreadable,
                 stream: None,
                 seqs: None,
@@ -188,6 +219,21 @@ impl Verifier {
         }
         self.lines += 1;
         if let Some(opened) = Opened::read(bytes) {
+            if !(1..=MAX_SEQ).contains(&opened.seq) {
+                let at = self.at(at);
+                self.keep(Problem {
+                    kind: Kind::Inserted,
+                    stream: Some(opened.stream.into_owned()),
+                    seqs: None,
+                    ids: vec![opened.id.into_owned()],
+                    at: vec![at],
+                    detail: format!(
+                        "its seal claims seq {}, which the relay never assigns (it counts from 1): forged",
+                        opened.seq
+                    ),
+                });
+                return;
+            }
             let holds = opened.holds();
             if holds {
                 self.look_for(&opened, bytes);
@@ -214,11 +260,10 @@ impl Verifier {
             Ok(event) => match SignedCheckpoint::note_of(&event) {
                 Some(note) => self.notes.push(NoteSeen {
                     note: note.to_owned(),
-                    payload: serde_json::from_value(event.payload.clone()).ok(),
-                    id: event.id.clone(),
+                    event,
                     at,
                 }),
-                None => self.problems.push(Problem {
+                None => self.keep(Problem {
                     kind: Kind::Inserted,
                     stream: None,
                     seqs: None,
@@ -230,7 +275,7 @@ impl Verifier {
                     ),
                 }),
             },
-            Err(error) => self.problems.push(Problem {
+            Err(error) => self.keep(Problem {
                 kind: Kind::Unreadable,
                 stream: None,
                 seqs: None,
@@ -241,16 +286,33 @@ impl Verifier {
         }
     }
 
+    /// Keeps a problem found while reading, or only counts it once
+    /// [`MAX_KEPT`] of its kind are kept.
+    fn keep(&mut self, problem: Problem) {
+        let kept = self.kept.entry(problem.kind).or_default();
+        if *kept < MAX_KEPT {
+            *kept += 1;
+            self.problems.push(problem);
+        } else {
+            *self.unlisted.entry(problem.kind).or_default() += 1;
+        }
+    }
+
     fn look_for(&mut self, opened: &Opened<'_>, bytes: &[u8]) {
         let Some((source, id)) = &self.wanted else {
             return;
         };
-        if self.found.is_some() || *opened.id != **id {
+        // Bounded: an export full of forgeries of one id must not fill
+        // memory with their lines.
+        if self.found.len() >= 64 || *opened.id != **id {
             return;
         }
         let same_source = EnvelopeView::read_json(bytes).is_ok_and(|view| *view.source == **source);
         if same_source {
-            self.found = Some(Found {
+            if self.found.iter().any(|f| f.line == bytes) {
+                return;
+            }
+            self.found.push(Found {
                 stream: opened.stream.to_string(),
                 seq: opened.seq,
                 line: bytes.to_vec(),
@@ -275,11 +337,13 @@ impl Verifier {
                 .cloned(),
         );
         names.sort();
+        let rounds = rounds(&by_stream);
         let mut summaries = Vec::with_capacity(names.len());
         let mut ledgers = HashMap::new();
         for name in names {
             let entries = self.streams.remove(&name).unwrap_or_default();
             let checkpoints = by_stream.remove(&name).unwrap_or_default();
+            self.coverage(&name, &entries, &checkpoints, &rounds, &mut problems);
             let check = StreamCheck {
                 name: &name,
                 partial: self.partial,
@@ -291,14 +355,16 @@ impl Verifier {
             ledgers.insert(name, ledger);
         }
         Verified {
-            report: Report::new(self.lines, summaries, problems),
+            report: Report::new(self.lines, summaries, problems, &self.unlisted),
             ledgers,
             found: self.found,
         }
     }
 
     /// Opens each distinct note: the valid ones by stream, the rest as
-    /// problems; and how many copies each stream's notes had.
+    /// problems; and how many copies each stream's checkpoints had. Every
+    /// checkpoint event, copies too, must be exactly the one the relay
+    /// builds from its note: nothing else in it is signed.
     #[allow(clippy::type_complexity)]
     fn open_checkpoints(
         &mut self,
@@ -306,56 +372,162 @@ impl Verifier {
     ) -> (HashMap<String, Vec<SignedCheckpoint>>, HashMap<String, u64>) {
         let mut by_stream: HashMap<String, Vec<SignedCheckpoint>> = HashMap::new();
         let mut copies: HashMap<String, u64> = HashMap::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        // Each distinct note, opened once: its checkpoint and signer.
+        let mut opened: HashMap<String, Option<(SignedCheckpoint, VerifierKey)>> = HashMap::new();
+        let mut events_seen: HashSet<Vec<u8>> = HashSet::new();
         for seen_note in std::mem::take(&mut self.notes) {
             let window = unverified_window(&seen_note.note);
             let stream = window.as_ref().map(|(stream, _)| stream.clone());
-            if !seen.insert(seen_note.note.clone()) {
-                *copies.entry(stream.unwrap_or_default()).or_default() += 1;
-                continue;
-            }
             let at_text = self.at(seen_note.at);
             let problem = |kind, detail: String| Problem {
                 kind,
                 stream: stream.clone(),
                 seqs: None,
-                ids: vec![seen_note.id.clone()],
+                ids: vec![seen_note.event.id.clone()],
                 at: vec![at_text.clone()],
                 detail,
             };
-            let opened = SignedCheckpoint::open(&seen_note.note, &self.keys);
-            if opened.is_err()
-                && let Some((stream, Some(time))) = window
+            let json = seen_note.event.to_canonical_json();
+            if let Some(known) = opened.get(&seen_note.note) {
+                if let Some((signed, key)) = known
+                    && let Some(why) = carrier_differs(&seen_note.event, signed, key)
+                {
+                    problems.push(problem(Kind::Modified, why));
+                } else if !events_seen.insert(json) {
+                    *copies.entry(stream.unwrap_or_default()).or_default() += 1;
+                }
+                continue;
+            }
+            events_seen.insert(json);
+            let result = SignedCheckpoint::open(&seen_note.note, &self.keys);
+            // A changed or forged checkpoint of ours is reported already;
+            // it should not be reported missing too. A note of another key
+            // says nothing about ours: it hides no gap.
+            if matches!(result, Err(NoteError::BadSignature(_)))
+                && let Some((stream, Some(time))) = window.clone()
             {
                 self.untrusted.entry(stream).or_default().insert(time);
             }
-            match opened {
+            match result {
                 Ok(signed) => {
-                    if let Some(why) = payload_differs(seen_note.payload.as_ref(), &signed) {
-                        problems.push(problem(Kind::Modified, format!(
-                            "the checkpoint event's payload was changed: {why} (its signed note is what counts)"
-                        )));
+                    let key = self
+                        .keys
+                        .iter()
+                        .find(|k| {
+                            SignedCheckpoint::open(&seen_note.note, std::slice::from_ref(k)).is_ok()
+                        })
+                        .expect("one of the keys verified it")
+                        .clone();
+                    if let Some(why) = carrier_differs(&seen_note.event, &signed, &key) {
+                        problems.push(problem(Kind::Modified, why));
                     }
                     by_stream
                         .entry(signed.window.stream.clone())
                         .or_default()
-                        .push(signed);
+                        .push(signed.clone());
+                    opened.insert(seen_note.note, Some((signed, key)));
                 }
-                Err(NoteError::UnknownKey(signers)) => problems.push(problem(
-                    Kind::UnknownKey,
-                    format!("the checkpoint is signed by {signers}, no key given (--key) is one of them"),
-                )),
-                Err(NoteError::BadSignature(key)) => problems.push(problem(
-                    Kind::BadSignature,
-                    format!("the signature of {key} on the checkpoint does not verify: the checkpoint was changed or forged"),
-                )),
-                Err(error) => problems.push(problem(
-                    Kind::Unreadable,
-                    format!("the checkpoint cannot be read: {error}"),
-                )),
+                Err(error) => {
+                    problems.push(match error {
+                        NoteError::UnknownKey(signers) => problem(
+                            Kind::UnknownKey,
+                            format!("the checkpoint is signed by {signers}, no key given (--key) is one of them"),
+                        ),
+                        NoteError::BadSignature(key) => problem(
+                            Kind::BadSignature,
+                            format!("the signature of {key} on the checkpoint does not verify: the checkpoint was changed or forged"),
+                        ),
+                        error => problem(
+                            Kind::Unreadable,
+                            format!("the checkpoint cannot be read: {error}"),
+                        ),
+                    });
+                    opened.insert(seen_note.note, None);
+                }
             }
         }
         (by_stream, copies)
+    }
+}
+
+/// When each log signed a round, from every stream's checkpoints: the
+/// relay signs every stream it has in each round, at one time.
+fn rounds(by_stream: &HashMap<String, Vec<SignedCheckpoint>>) -> HashMap<String, Vec<Timestamp>> {
+    let mut rounds: HashMap<String, Vec<Timestamp>> = HashMap::new();
+    for checkpoints in by_stream.values() {
+        for c in checkpoints {
+            rounds.entry(log_of(c)).or_default().push(c.window.time);
+        }
+    }
+    for times in rounds.values_mut() {
+        times.sort_unstable();
+        times.dedup();
+    }
+    rounds
+}
+
+/// The log a checkpoint is of: its origin without the stream.
+fn log_of(checkpoint: &SignedCheckpoint) -> String {
+    let origin = &checkpoint.checkpoint.origin;
+    origin
+        .strip_suffix(&checkpoint.window.stream)
+        .and_then(|log| log.strip_suffix('/'))
+        .unwrap_or(origin)
+        .to_owned()
+}
+
+impl Verifier {
+    /// What must vouch for a stream: some checkpoint at all; one in every
+    /// round its log signed after its first; one at or after `until`.
+    fn coverage(
+        &self,
+        name: &str,
+        entries: &[Entry],
+        checkpoints: &[SignedCheckpoint],
+        rounds: &HashMap<String, Vec<Timestamp>>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let problem = |detail: String| Problem {
+            kind: Kind::Gap,
+            stream: Some(name.to_owned()),
+            seqs: None,
+            ids: Vec::new(),
+            at: Vec::new(),
+            detail,
+        };
+        let Some(first) = checkpoints.iter().min_by_key(|c| c.window.time) else {
+            if !entries.is_empty() {
+                problems.push(problem(format!(
+                    "no signed checkpoint vouches for the {} events of this stream: its checkpoints were removed, or it began after the last one was signed (verify again after the next)",
+                    entries.len()
+                )));
+            }
+            return;
+        };
+        let mut times: HashSet<Timestamp> = checkpoints.iter().map(|c| c.window.time).collect();
+        if let Some(untrusted) = self.untrusted.get(name) {
+            times.extend(untrusted);
+        }
+        let absent: Vec<&Timestamp> = rounds
+            .get(&log_of(first))
+            .into_iter()
+            .flatten()
+            .filter(|t| **t > first.window.time && !times.contains(t))
+            .collect();
+        if let (Some(from), Some(to)) = (absent.first(), absent.last()) {
+            problems.push(problem(format!(
+                "{} rounds of checkpoints that other streams of the log have ({from} to {to}) have none of this stream: its checkpoints were removed",
+                absent.len()
+            )));
+        }
+        let newest = checkpoints.iter().map(|c| c.window.time).max();
+        if let (Some(until), Some(newest)) = (self.until, newest)
+            && newest < until
+        {
+            problems.push(problem(format!(
+                "its newest checkpoint was signed at {newest}, before {until} (--until): the checkpoints after it, and the events they covered, were removed"
+            )));
+        }
     }
 }
 
@@ -371,6 +543,44 @@ fn unverified_window(note: &str) -> Option<(String, Option<Timestamp>)> {
         let time = window.get("time")?.as_str()?.parse().ok();
         Some((window.get("stream")?.as_str()?.to_owned(), time))
     })
+}
+
+/// How a checkpoint event differs from the one the relay builds from its
+/// note (signed by `key`), if it does.
+fn carrier_differs(
+    event: &AuditEventEnvelope,
+    signed: &SignedCheckpoint,
+    key: &VerifierKey,
+) -> Option<String> {
+    let payload = serde_json::from_value::<CheckpointPayload>(event.payload.clone()).ok();
+    if let Some(why) = payload_differs(payload.as_ref(), signed) {
+        return Some(format!(
+            "the checkpoint event's payload was changed: {why} (its signed note is what counts)"
+        ));
+    }
+    let expected = signed.to_envelope(key, event.tenant.as_deref().map(|_| &*signed.window.stream));
+    let (got, want) = (
+        serde_json::to_value(event).ok()?,
+        serde_json::to_value(&expected).ok()?,
+    );
+    if got == want {
+        return None;
+    }
+    let mut fields: Vec<&str> = match (got.as_object(), want.as_object()) {
+        (Some(got), Some(want)) => got
+            .keys()
+            .chain(want.keys())
+            .filter(|k| got.get(*k) != want.get(*k))
+            .map(String::as_str)
+            .collect(),
+        _ => Vec::new(),
+    };
+    fields.sort_unstable();
+    fields.dedup();
+    Some(format!(
+        "the checkpoint event is not the one the relay makes from its signed note ({} differ): it was changed or made by someone else",
+        fields.join(", ")
+    ))
 }
 
 /// How a checkpoint event's payload differs from its note, if it does.
@@ -473,7 +683,20 @@ impl StreamCheck<'_> {
         };
         self.missing(&chosen, start, top, problems);
         let hashes = prefix(&chosen);
-        let (held, unchecked) = self.roots(&hashes, &checkpoints, problems, &mut bad);
+        let (held, _) = self.roots(&hashes, &checkpoints, problems, &mut bad);
+        let ends = self.heads(
+            &chosen,
+            &checkpoints,
+            hashes.len() as u64,
+            problems,
+            &mut bad,
+        );
+        let unchecked = checkpoints
+            .iter()
+            .filter(|c| {
+                c.checkpoint.size > hashes.len() as u64 && !ends.contains(&c.checkpoint.size)
+            })
+            .count() as u64;
         self.windows(&checkpoints, problems);
         let pauses = pauses(&checkpoints);
 
@@ -488,6 +711,7 @@ impl StreamCheck<'_> {
             present: chosen.len() as u64,
             valid,
             checkpoints: checkpoints.len() as u64,
+            newest_checkpoint: checkpoints.iter().map(|c| c.window.time).max(),
             unchecked_checkpoints: unchecked,
             duplicates,
             checkpoint_duplicates: 0,
@@ -517,6 +741,7 @@ impl StreamCheck<'_> {
         for run in entries.chunk_by(|a, b| a.seq == b.seq) {
             let seq = run[0].seq;
             let mut variants: Vec<Variant> = Vec::new();
+            let mut hashes: HashSet<Hash> = HashSet::new();
             for (offset, entry) in run.iter().enumerate() {
                 if !entry.holds {
                     bad.push((seq, seq));
@@ -528,13 +753,14 @@ impl StreamCheck<'_> {
                     ));
                     continue;
                 }
-                match variants.iter().find(|v| v.hash == entry.hash) {
-                    Some(_) => duplicates += 1,
-                    None => variants.push(Variant {
+                if hashes.insert(entry.hash) {
+                    variants.push(Variant {
                         hash: entry.hash,
                         prev: entry.prev,
                         entry: start + offset,
-                    }),
+                    });
+                } else {
+                    duplicates += 1;
                 }
             }
             if variants.is_empty() {
@@ -567,7 +793,7 @@ impl StreamCheck<'_> {
             let pick = if variants.len() == 1 {
                 Some(0)
             } else {
-                let next: Vec<Hash> = groups
+                let next: HashSet<Hash> = groups
                     .get(g + 1)
                     .filter(|(next, _)| *next == seq + 1)
                     .map(|(_, vs)| vs.iter().map(|v| v.prev).collect())
@@ -811,6 +1037,58 @@ impl StreamCheck<'_> {
             ));
         }
         (held, unchecked)
+    }
+
+    /// Each checkpoint's head against the event at its size: the chain up
+    /// to there must end where the relay signed it did, which holds a
+    /// window of the stream (`--partial`, no seq 1) to a signature too.
+    /// Returns the sizes whose head held; a failing one is reported only
+    /// where the roots could not be held (`rooted`: the leaves from seq 1
+    /// the export has), which already name it otherwise.
+    fn heads(
+        &self,
+        chosen: &[Chosen],
+        checkpoints: &[SignedCheckpoint],
+        rooted: u64,
+        problems: &mut Vec<Problem>,
+        bad: &mut Vec<(u64, u64)>,
+    ) -> HashSet<u64> {
+        let mut held = HashSet::new();
+        let mut failed: Option<&SignedCheckpoint> = None;
+        for checkpoint in checkpoints {
+            let size = checkpoint.checkpoint.size;
+            let Some(head) = checkpoint
+                .window
+                .head
+                .as_deref()
+                .and_then(super::chain::parse_hash)
+            else {
+                continue;
+            };
+            let Ok(i) = chosen.binary_search_by_key(&size, |c| c.seq) else {
+                continue;
+            };
+            if chosen[i].hash == head {
+                held.insert(size);
+            } else if failed.is_none() && size > rooted {
+                failed = Some(checkpoint);
+            }
+        }
+        if let Some(checkpoint) = failed {
+            let size = checkpoint.checkpoint.size;
+            let first = chosen.first().map_or(1, |c| c.seq);
+            bad.push((first, size));
+            problems.push(self.problem(
+                Kind::Modified,
+                Some((first, size)),
+                &[],
+                format!(
+                    "the event at seq {size} is not the one the checkpoint signed at {} ends with: events up to it were changed and re-sealed",
+                    checkpoint.window.time
+                ),
+            ));
+        }
+        held
     }
 
     /// Checkpoints in time: removed ones (a predecessor named but absent)

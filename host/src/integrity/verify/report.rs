@@ -89,6 +89,11 @@ pub struct StreamSummary {
     pub valid: u64,
     /// Distinct checkpoints whose signature verified.
     pub checkpoints: u64,
+    /// When the newest of them was signed: what an export cut short at
+    /// its end would move back (compare it with when the export was
+    /// taken, or give `--until`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_checkpoint: Option<Timestamp>,
     /// Checkpoints that could not be held against the events, because
     /// events they cover are missing.
     pub unchecked_checkpoints: u64,
@@ -125,16 +130,23 @@ pub struct Report {
 const LISTED: usize = 20;
 
 impl Report {
-    pub(super) fn new(lines: u64, streams: Vec<StreamSummary>, mut problems: Vec<Problem>) -> Self {
+    /// The report of `problems`, and of `unlisted` more of some kinds that
+    /// were counted but not kept (see [`super::MAX_KEPT`]).
+    pub(super) fn new(
+        lines: u64,
+        streams: Vec<StreamSummary>,
+        mut problems: Vec<Problem>,
+        unlisted: &BTreeMap<Kind, u64>,
+    ) -> Self {
         problems.sort_by(|a, b| {
             (a.kind, &a.stream, a.seqs, &a.at).cmp(&(b.kind, &b.stream, b.seqs, &b.at))
         });
-        let mut counts = BTreeMap::new();
+        let mut counts = unlisted.clone();
         for problem in &problems {
             *counts.entry(problem.kind).or_insert(0) += 1;
         }
         Report {
-            ok: problems.is_empty(),
+            ok: counts.is_empty(),
             lines,
             streams,
             counts,
@@ -164,6 +176,9 @@ impl Report {
             );
             if stream.present != stream.expected {
                 let _ = write!(out, " ({} present)", thousands(stream.present));
+            }
+            if let Some(newest) = stream.newest_checkpoint {
+                let _ = write!(out, "; last checkpoint {newest}");
             }
             out.push('\n');
             if let Some((first, last)) = stream.uncovered {

@@ -94,12 +94,22 @@ impl Export {
         at: Timestamp,
         previous: Option<Timestamp>,
     ) {
-        let signed = self.signer.sign(STREAM, size, root, at, previous);
+        let head = self.head(size);
+        let signed = self.signer.sign(STREAM, size, root, head, at, previous);
         let event = signed.to_envelope(&self.signer.verifier(), Some(STREAM));
         self.checkpoints.push(self.lines.len());
         self.lines
             .push(String::from_utf8(event.to_canonical_json()).unwrap());
         self.signed.push((size, at, previous, root));
+    }
+
+    /// The chain hash of the event at `seq` (zeros if there is none).
+    fn head(&self, seq: u64) -> Hash {
+        (seq as usize)
+            .checked_sub(1)
+            .and_then(|i| self.events.get(i))
+            .and_then(|&at| Opened::read(self.lines[at].as_bytes()))
+            .map_or(GENESIS, |opened| opened.hash)
     }
 
     fn event(&mut self, seq: u64) -> &mut String {
@@ -151,7 +161,7 @@ fn an_untouched_export_verifies_clean() {
     assert!(report.ok, "{}", report.to_text());
     assert_eq!(
         report.to_text(),
-        "stream acme: 40/40 events valid, 4 checkpoints, 0 duplicates\nok: no problems in 44 lines\n"
+        "stream acme: 40/40 events valid, 4 checkpoints, 0 duplicates; last checkpoint 2026-11-30T00:57:20Z\nok: no problems in 44 lines\n"
     );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["ok"], true);
@@ -267,7 +277,7 @@ fn a_checkpoint_signed_with_another_key_is_unknown() {
     let mut export = export();
     let other = Signer::new(key(), "audit.example/relay".into(), Duration::from_secs(60));
     let (size, at, previous, root) = export.signed[2];
-    let forged = other.sign(STREAM, size, root, at, previous);
+    let forged = other.sign(STREAM, size, root, export.head(size), at, previous);
     let line = export.checkpoints[2];
     export.lines[line] = String::from_utf8(
         forged
@@ -275,12 +285,17 @@ fn a_checkpoint_signed_with_another_key_is_unknown() {
             .to_canonical_json(),
     )
     .unwrap();
-    let problem = only(&export.verify(), Kind::UnknownKey);
+    // Ours is gone (a gap: the next names it) and the other key's is
+    // named as such.
+    let report = export.verify();
+    assert_eq!(report.problems.len(), 2, "{}", report.to_text());
+    let problem = report.of(Kind::UnknownKey).next().unwrap();
     assert!(
         problem.detail.contains("audit.example/relay+"),
         "{}",
         problem.detail
     );
+    assert_eq!(report.of(Kind::Gap).count(), 1, "{}", report.to_text());
 }
 
 #[test]
@@ -312,7 +327,7 @@ fn a_duplicated_event_is_a_duplicate_not_a_problem() {
     assert!(
         report
             .to_text()
-            .starts_with("stream acme: 40/40 events valid, 4 checkpoints, 1 duplicate\n")
+            .starts_with("stream acme: 40/40 events valid, 4 checkpoints, 1 duplicate; last")
     );
 }
 
@@ -591,3 +606,5 @@ proptest! {
         prop_assert!(!report.ok);
     }
 }
+
+mod attacks;
