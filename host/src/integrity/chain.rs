@@ -117,8 +117,7 @@ fn write_fields(
     out.put(b"\",\"prev\":\"");
     out.put(&to_hex(prev));
     out.put(b"\",\"seq\":");
-    let mut digits = [0u8; 20];
-    out.put(decimal(seq, &mut digits));
+    out.put(itoa::Buffer::new().format(seq).as_bytes());
     out.put(b",\"stream\":");
     write_json_string(stream, out);
     out.put(b"}");
@@ -133,19 +132,6 @@ fn to_hex(hash: &Hash) -> [u8; 64] {
         pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
     text
-}
-
-/// `n` in decimal, in `buffer`'s tail.
-fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buffer[at..];
-        }
-    }
 }
 
 /// Seals `content` (canonical envelope JSON without a seal) as the next

@@ -9,7 +9,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use auditrelay_plugin_api::Event;
 use auditrelay_plugin_api::envelope::AuditEventEnvelope;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -118,16 +117,7 @@ impl Checkpointer {
         }
         let spooled: Vec<Record> = records
             .iter()
-            .map(|(event, json)| {
-                Record::unsealed(Event {
-                    id: &event.id,
-                    source: &event.source,
-                    event_type: &event.event_type,
-                    time_unix_nanos: event.time_unix_nanos(),
-                    tenant: event.tenant.as_deref(),
-                    envelope: json,
-                })
-            })
+            .map(|(event, json)| Record::unsealed(event, json))
             .collect();
         let appended = match self.spool.append_when_room(&spooled).await {
             Ok(appended) => appended,

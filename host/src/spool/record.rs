@@ -85,11 +85,11 @@ impl Record {
     }
 
     /// A record the spool does not seal (a signed checkpoint the relay
-    /// writes about the chains).
-    pub fn unsealed(event: Event<'_>) -> Self {
+    /// writes about the chains), of `event` whose canonical JSON is `json`.
+    pub fn unsealed(event: &AuditEventEnvelope, json: &[u8]) -> Self {
         Record {
             sealable: false,
-            ..Self::from_event(event)
+            ..Self::with_json(event, json)
         }
     }
 

@@ -13,7 +13,7 @@ use crate::integrity::chain::{self, Head};
 use crate::integrity::note::SigningKey;
 use crate::integrity::signed::Signer;
 use crate::integrity::tree::Tree;
-use crate::integrity::verify::{At, Verifier};
+use crate::integrity::verify::Verifier;
 
 /// A log of `events` events of stream `stream`, with a checkpoint after
 /// each size in `checkpoints`: its lines, as a file exporter writes them.
@@ -73,14 +73,7 @@ fn verify(
     if let Some(id) = want {
         verifier.want("orders", id);
     }
-    let file = verifier.file("log");
-    for (i, line) in lines.iter().enumerate() {
-        let at = At {
-            file,
-            line: i as u32 + 1,
-        };
-        verifier.line(at, line.as_bytes());
-    }
+    verifier.read_lines("log", lines);
     verifier.finish()
 }
 

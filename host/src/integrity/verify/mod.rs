@@ -211,6 +211,25 @@ impl Verifier {
         }
     }
 
+    /// Reads the lines of one export file held in memory, named `name`.
+    pub fn read_lines<L: AsRef<[u8]>>(
+        &mut self,
+        name: impl Into<String>,
+        lines: impl IntoIterator<Item = L>,
+    ) {
+        let file = self.file(name);
+        for (i, line) in lines.into_iter().enumerate() {
+            let line_number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            self.line(
+                At {
+                    file,
+                    line: line_number,
+                },
+                line.as_ref(),
+            );
+        }
+    }
+
     /// Reads one line of an export.
     pub fn line(&mut self, at: At, bytes: &[u8]) {
         let bytes = bytes.trim_ascii();

@@ -132,16 +132,7 @@ impl Export {
 
 fn verify_lines(lines: &[String], key: VerifierKey, partial: bool) -> Report {
     let mut verifier = Verifier::new(vec![key]).partial(partial);
-    let file = verifier.file("export.ndjson");
-    for (i, line) in lines.iter().enumerate() {
-        verifier.line(
-            At {
-                file,
-                line: i as u32 + 1,
-            },
-            line.as_bytes(),
-        );
-    }
+    verifier.read_lines("export.ndjson", lines);
     verifier.finish().report
 }
 

@@ -141,14 +141,7 @@ fn a_truncated_tail_shows_in_the_last_checkpoint_time_and_fails_until() {
         "{text}"
     );
     let mut verifier = Verifier::new(vec![export.signer.verifier()]).until(Some(time(4)));
-    let file = verifier.file("x");
-    for (i, line) in export.lines.iter().enumerate() {
-        let at = At {
-            file,
-            line: i as u32 + 1,
-        };
-        verifier.line(at, line.as_bytes());
-    }
+    verifier.read_lines("x", export.lines);
     let report = verifier.finish().report;
     assert_eq!(report.of(Kind::Gap).count(), 1, "{}", report.to_text());
 }
@@ -259,14 +252,7 @@ fn a_seq_0_event_is_inserted_and_never_proven() {
     lines.insert(0, seal_at(&content(0), STREAM, 0, GENESIS));
     let mut verifier = Verifier::new(vec![export.signer.verifier()]);
     verifier.want("billing-api", "e0");
-    let file = verifier.file("x");
-    for (i, line) in lines.iter().enumerate() {
-        let at = At {
-            file,
-            line: i as u32 + 1,
-        };
-        verifier.line(at, line.as_bytes());
-    }
+    verifier.read_lines("x", lines);
     let verified = verifier.finish();
     assert!(
         verified.found.is_empty(),
@@ -345,14 +331,7 @@ fn an_impostor_with_the_same_id_does_not_block_the_genuine_proof() {
         .insert(0, seal_at(&edited(15), STREAM, 15, prev));
     let mut verifier = Verifier::new(vec![export.signer.verifier()]);
     verifier.want("billing-api", "e15");
-    let file = verifier.file("x");
-    for (i, line) in export.lines.iter().enumerate() {
-        let at = At {
-            file,
-            line: i as u32 + 1,
-        };
-        verifier.line(at, line.as_bytes());
-    }
+    verifier.read_lines("x", export.lines);
     let verified = verifier.finish();
     assert_eq!(verified.found.len(), 2, "the impostor and the genuine one");
     let proofs: Vec<_> = verified
@@ -482,17 +461,8 @@ fn junk_lines() {
     ] {
         let export = export();
         let mut verifier = Verifier::new(vec![export.signer.verifier()]);
-        let file = verifier.file("x");
-        for (i, line) in export.lines.iter().enumerate() {
-            verifier.line(
-                At {
-                    file,
-                    line: i as u32 + 1,
-                },
-                line.as_bytes(),
-            );
-        }
-        verifier.line(At { file, line: 999 }, &junk);
+        let lines = export.lines.iter().map(|l| l.as_bytes());
+        verifier.read_lines("x", lines.chain([junk.as_slice()]));
         let report = verifier.finish().report;
         assert_eq!(
             report.of(Kind::Unreadable).count(),
