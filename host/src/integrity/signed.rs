@@ -8,7 +8,7 @@
 //! auditrelay/acme
 //! 15000
 //! 7d9xZ…base64 of the root…=
-//! auditrelay {"head":"5f0c…","interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}
+//! auditrelay {"head":"5f0c…","interval":60,"members":{"count":2,"sha256":"9a1e…"},"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}
 //!
 //! — auditrelay Az3…signature…=
 //! ```
@@ -17,7 +17,11 @@
 //! previous checkpoint are signed with the tree, so a verifier knows which
 //! window each checkpoint vouches for, sees when checkpoints were removed
 //! (one names a predecessor that is not there) and tells that apart from
-//! a relay that was not running (the predecessor is there, long before). The note travels in an event of type
+//! a relay that was not running (the predecessor is there, long before).
+//! Each also names the round's [`Members`] — how many streams the relay
+//! signed at that time, and a digest of their names — so a stream removed
+//! whole, events and checkpoints, still shows: its round is one short.
+//! The note travels in an event of type
 //! `auditrelay.checkpoint` from source `auditrelay` (payload: the note and
 //! its fields, for reading by eye and by query), through the same plugins
 //! as the events, and is kept in the relay's checkpoint log.
@@ -52,6 +56,10 @@ pub struct Window {
     pub head: Option<String>,
     /// Seconds between checkpoints of the stream.
     pub interval: u64,
+    /// Every stream the relay signed in this round (absent in
+    /// checkpoints made before rounds were signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Members>,
     /// When the relay signed the stream's checkpoint before this one
     /// (`None` for its first): a verifier that does not find that one
     /// knows checkpoints were removed, and one that finds it more than an
@@ -62,6 +70,55 @@ pub struct Window {
     pub stream: String,
     /// When the relay signed it.
     pub time: Timestamp,
+}
+
+/// The streams of one round of checkpoints: the relay signs every stream
+/// it has at one time, and each checkpoint of the round names them all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Members {
+    /// How many streams the round signed.
+    pub count: u64,
+    /// SHA-256 (hex) of their names, sorted, each followed by a line feed:
+    /// an auditor who knows which tenants there are can check the list.
+    pub sha256: String,
+}
+
+impl Members {
+    /// The members of a round of `streams` (in any order; repeats count once).
+    pub fn of<'a>(streams: impl IntoIterator<Item = &'a str>) -> Members {
+        let mut names: Vec<&str> = streams.into_iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut digest = Sha256::new();
+        for name in &names {
+            digest.update(name.as_bytes());
+            digest.update(b"\n");
+        }
+        Members {
+            count: names.len() as u64,
+            sha256: hex::encode(digest.finalize()),
+        }
+    }
+}
+
+/// One round of checkpoints: when it was signed, and its streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// When the relay signed it.
+    pub time: Timestamp,
+    /// Its streams.
+    pub members: Members,
+}
+
+impl Round {
+    /// The round of `streams` signed at `time`.
+    pub fn new<'a>(time: Timestamp, streams: impl IntoIterator<Item = &'a str>) -> Round {
+        Round {
+            time,
+            members: Members::of(streams),
+        }
+    }
 }
 
 /// One stream's checkpoint, signed.
@@ -132,7 +189,7 @@ impl Signer {
     }
 
     /// The checkpoint of `stream`'s tree of `size` leaves with `root`,
-    /// whose last event's chain hash is `head`, signed at `time`, after
+    /// whose last event's chain hash is `head`, signed in `round`, after
     /// the stream's checkpoint signed at `previous`.
     pub fn sign(
         &self,
@@ -140,15 +197,16 @@ impl Signer {
         size: u64,
         root: Hash,
         head: Hash,
-        time: Timestamp,
+        round: &Round,
         previous: Option<Timestamp>,
     ) -> SignedCheckpoint {
         let window = Window {
             head: (size > 0).then(|| hex::encode(head)),
             interval: self.interval.as_secs().max(1),
+            members: Some(round.members.clone()),
             previous,
             stream: stream.to_owned(),
-            time,
+            time: round.time,
         };
         let checkpoint = Checkpoint {
             origin: self.origin(stream),
@@ -174,7 +232,22 @@ impl Signer {
 impl SignedCheckpoint {
     /// Opens a note with `keys` and reads the checkpoint in it.
     pub fn open(note: &str, keys: &[VerifierKey]) -> Result<SignedCheckpoint, NoteError> {
-        let text = note::open(note, keys)?;
+        Self::read(note, note::open(note, keys)?)
+    }
+
+    /// Reads the checkpoint in a note without checking its signature: for
+    /// the relay's own checkpoint log, which it reads back to name each
+    /// stream's previous checkpoint whichever key signed it (so a key
+    /// rotation does not break the run of `previous`).
+    pub fn read_unverified(note: &str) -> Result<SignedCheckpoint, NoteError> {
+        let body = note
+            .rfind("\n\n")
+            .map(|split| &note[..split + 1])
+            .ok_or_else(|| NoteError::Malformed("no signature lines".into()))?;
+        Self::read(note, body)
+    }
+
+    fn read(note: &str, text: &str) -> Result<SignedCheckpoint, NoteError> {
         let checkpoint = Checkpoint::parse(text)?;
         let window = checkpoint
             .extensions
@@ -246,7 +319,8 @@ mod tests {
         let signer = Signer::new(key, "audit.example/relay".into(), Duration::from_secs(60));
         let time: Timestamp = "2026-12-02T19:00:00Z".parse().unwrap();
         let previous: Timestamp = "2026-12-02T18:59:00Z".parse().unwrap();
-        let signed = signer.sign("acme", 15, [9; 32], [8; 32], time, Some(previous));
+        let round = Round::new(time, ["acme", "globex"]);
+        let signed = signer.sign("acme", 15, [9; 32], [8; 32], &round, Some(previous));
         assert_eq!(signed.checkpoint.origin, "audit.example/relay/acme");
         let event = signed.to_envelope(&signer.verifier(), Some("acme"));
         assert_eq!(event.tenant.as_deref(), Some("acme"));
@@ -258,7 +332,7 @@ mod tests {
         assert_eq!(opened.window.stream, "acme");
         assert_eq!(opened.window.interval, 60);
         assert_eq!(opened.window.previous, Some(previous));
-        assert!(note.contains(r#"auditrelay {"head":"0808080808080808080808080808080808080808080808080808080808080808","interval":60,"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}"#), "{note}");
+        assert!(note.contains(r#"auditrelay {"head":"0808080808080808080808080808080808080808080808080808080808080808","interval":60,"members":{"count":2,"sha256":"2875cae04feec18358376021f3bfdb043192bdb6af7be00e69ab98b9e46f1dba"},"previous":"2026-12-02T18:59:00Z","stream":"acme","time":"2026-12-02T19:00:00Z"}"#), "{note}");
         // Another key's checkpoint does not open.
         let other = SigningKey::generate("audit.example/relay").unwrap();
         assert!(matches!(

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::integrity::chain::{self, Head};
 use crate::integrity::note::SigningKey;
-use crate::integrity::signed::Signer;
+use crate::integrity::signed::{Round, Signer};
 use crate::integrity::tree::Tree;
 use crate::integrity::verify::Verifier;
 
@@ -46,7 +46,14 @@ fn log_by(
         lines.push(String::from_utf8(sealed).unwrap());
         if checkpoints.contains(&seq) {
             let at = Timestamp::from_second(1_796_000_000 + seq as i64 * 60).unwrap();
-            let signed = signer.sign(stream, tree.size, tree.root(), tree.last, at, previous);
+            let signed = signer.sign(
+                stream,
+                tree.size,
+                tree.root(),
+                tree.last,
+                &Round::new(at, [stream]),
+                previous,
+            );
             previous = Some(at);
             let carrier = signed.to_envelope(&signer.verifier(), Some(stream));
             lines.push(String::from_utf8(carrier.to_canonical_json()).unwrap());

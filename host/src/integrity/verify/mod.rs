@@ -41,7 +41,7 @@ use super::chain::{GENESIS, Opened};
 use super::checkpoint::Checkpoint;
 use super::merkle::Hash;
 use super::note::{NoteError, VerifierKey};
-use super::signed::{CheckpointPayload, SignedCheckpoint};
+use super::signed::{CheckpointPayload, Members, SignedCheckpoint};
 use super::tree::Tree;
 
 /// The largest `seq` taken for the relay's (2^53: a billion events a
@@ -80,6 +80,10 @@ pub struct Verifier {
     untrusted: HashMap<String, HashSet<Timestamp>>,
     /// Every stream must have a checkpoint signed at or after this.
     until: Option<Timestamp>,
+    /// The streams the export is meant to hold, when it holds only some of
+    /// the relay's (a plugin's tenant filter): rounds are then held to
+    /// these instead of to the number of streams they signed.
+    expected: Option<std::collections::BTreeSet<String>>,
     /// Problems found line by line and kept, by kind.
     kept: HashMap<Kind, usize>,
     /// Problems found line by line but not kept ([`MAX_KEPT`]), by kind.
@@ -160,6 +164,7 @@ impl Verifier {
             found: Vec::new(),
             untrusted: HashMap::new(),
             until: None,
+            expected: None,
             kept: HashMap::new(),
             unlisted: Default::default(),
         }
@@ -179,6 +184,15 @@ impl Verifier {
     /// with the events after them.
     pub fn until(mut self, time: Option<Timestamp>) -> Self {
         self.until = time;
+        self
+    }
+
+    /// Says which streams the export holds when it holds only some of the
+    /// relay's (a plugin whose `filter.tenants` lets only these through):
+    /// each must be there and in every round, and a round is no longer
+    /// required to hold as many streams as it signed. `None`: all of them.
+    pub fn streams(mut self, streams: Option<Vec<String>>) -> Self {
+        self.expected = streams.map(|names| names.into_iter().collect());
         self
     }
 
@@ -347,7 +361,11 @@ impl Verifier {
     /// Checks everything read.
     pub fn finish(mut self) -> Verified {
         let mut problems = std::mem::take(&mut self.problems);
-        let (mut by_stream, checkpoint_duplicates) = self.open_checkpoints(&mut problems);
+        let Checkpoints {
+            mut by_stream,
+            copies: checkpoint_duplicates,
+            rounds,
+        } = self.open_checkpoints(&mut problems);
         let mut names: Vec<String> = self.streams.keys().cloned().collect();
         names.extend(
             by_stream
@@ -356,13 +374,13 @@ impl Verifier {
                 .cloned(),
         );
         names.sort();
-        let rounds = rounds(&by_stream);
+        self.rounds(&rounds, &mut problems);
         let mut summaries = Vec::with_capacity(names.len());
         let mut ledgers = HashMap::new();
         for name in names {
             let entries = self.streams.remove(&name).unwrap_or_default();
             let checkpoints = by_stream.remove(&name).unwrap_or_default();
-            self.coverage(&name, &entries, &checkpoints, &rounds, &mut problems);
+            self.coverage(&name, &entries, &checkpoints, &mut problems);
             let check = StreamCheck {
                 name: &name,
                 partial: self.partial,
@@ -384,13 +402,10 @@ impl Verifier {
     /// problems; and how many copies each stream's checkpoints had. Every
     /// checkpoint event, copies too, must be exactly the one the relay
     /// builds from its note: nothing else in it is signed.
-    #[allow(clippy::type_complexity)]
-    fn open_checkpoints(
-        &mut self,
-        problems: &mut Vec<Problem>,
-    ) -> (HashMap<String, Vec<SignedCheckpoint>>, HashMap<String, u64>) {
+    fn open_checkpoints(&mut self, problems: &mut Vec<Problem>) -> Checkpoints {
         let mut by_stream: HashMap<String, Vec<SignedCheckpoint>> = HashMap::new();
         let mut copies: HashMap<String, u64> = HashMap::new();
+        let mut rounds = Rounds::default();
         // Each distinct note, opened once: its checkpoint and signer.
         let mut opened: HashMap<String, Option<(SignedCheckpoint, VerifierKey)>> = HashMap::new();
         let mut events_seen: HashSet<Vec<u8>> = HashSet::new();
@@ -440,6 +455,7 @@ impl Verifier {
                     if let Some(why) = carrier_differs(&seen_note.event, &signed, &key) {
                         problems.push(problem(Kind::Modified, why));
                     }
+                    rounds.add(&signed, &key);
                     by_stream
                         .entry(signed.window.stream.clone())
                         .or_default()
@@ -465,45 +481,204 @@ impl Verifier {
                 }
             }
         }
-        (by_stream, copies)
-    }
-}
-
-/// When each log signed a round, from every stream's checkpoints: the
-/// relay signs every stream it has in each round, at one time.
-fn rounds(by_stream: &HashMap<String, Vec<SignedCheckpoint>>) -> HashMap<String, Vec<Timestamp>> {
-    let mut rounds: HashMap<String, Vec<Timestamp>> = HashMap::new();
-    for checkpoints in by_stream.values() {
-        for c in checkpoints {
-            rounds.entry(log_of(c)).or_default().push(c.window.time);
+        Checkpoints {
+            by_stream,
+            copies,
+            rounds,
         }
     }
-    for times in rounds.values_mut() {
-        times.sort_unstable();
-        times.dedup();
-    }
-    rounds
 }
 
-/// The log a checkpoint is of: its origin without the stream.
+/// The checkpoints of an export, opened.
+struct Checkpoints {
+    /// Those whose signature verified, by stream.
+    by_stream: HashMap<String, Vec<SignedCheckpoint>>,
+    /// How many copies of each stream's checkpoints there were.
+    copies: HashMap<String, u64>,
+    /// Their rounds.
+    rounds: Rounds,
+}
+
+/// Every round of checkpoints an export holds, by the log and key that
+/// signed it: the relay signs each of its streams in every round, at one
+/// time, and names them all ([`Members`]) in each checkpoint.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// `(log, key)` → time → the round as the export holds it.
+    by_log: HashMap<(String, String), std::collections::BTreeMap<Timestamp, RoundSeen>>,
+    /// The times some checkpoint names as its `previous`: rounds the relay
+    /// knew were durable in full. A round no later checkpoint names may
+    /// have been torn by a crash as it was written, so only these and
+    /// each log's newest are held to their members.
+    named: HashSet<Timestamp>,
+}
+
+/// One round as the export holds it.
+#[derive(Debug, Default)]
+struct RoundSeen {
+    /// What its checkpoints say it signed (one value, unless two relays
+    /// sign with one log name and key).
+    members: HashSet<Members>,
+    /// The streams whose checkpoint of the round is there.
+    streams: std::collections::BTreeSet<String>,
+}
+
+impl Rounds {
+    fn add(&mut self, signed: &SignedCheckpoint, key: &VerifierKey) {
+        let key_name = key
+            .to_text()
+            .split('+')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("+");
+        let round = self
+            .by_log
+            .entry((log_of(signed), key_name))
+            .or_default()
+            .entry(signed.window.time)
+            .or_default();
+        if let Some(members) = &signed.window.members {
+            round.members.insert(members.clone());
+        }
+        round.streams.insert(signed.window.stream.clone());
+        if let Some(previous) = signed.window.previous {
+            self.named.insert(previous);
+        }
+    }
+}
+
+/// The log a checkpoint is of: its origin without `/<stream>` (the whole
+/// origin for the stream `""`).
 fn log_of(checkpoint: &SignedCheckpoint) -> String {
     let origin = &checkpoint.checkpoint.origin;
+    let stream = &checkpoint.window.stream;
+    if stream.is_empty() {
+        return origin.clone();
+    }
     origin
-        .strip_suffix(&checkpoint.window.stream)
+        .strip_suffix(stream.as_str())
         .and_then(|log| log.strip_suffix('/'))
         .unwrap_or(origin)
         .to_owned()
 }
 
 impl Verifier {
-    /// What must vouch for a stream: some checkpoint at all; one in every
-    /// round its log signed after its first; one at or after `until`.
+    /// Every round the relay knew was durable (and each log's newest) must
+    /// hold as many streams as it signed — or, with
+    /// [`streams`](Self::streams), those named; and a stream must be in
+    /// every such round after its first. With `until`, an export without
+    /// any checkpoint fails.
+    fn rounds(&self, rounds: &Rounds, problems: &mut Vec<Problem>) {
+        let gap = |stream: Option<&str>, detail: String| Problem {
+            kind: Kind::Gap,
+            stream: stream.map(str::to_owned),
+            seqs: None,
+            ids: Vec::new(),
+            at: Vec::new(),
+            detail,
+        };
+        // Each stream with checkpoints is held to `until` in `coverage`; an
+        // export with none must fail it too.
+        if let Some(until) = self.until
+            && rounds.by_log.is_empty()
+        {
+            problems.push(gap(None, format!(
+                "the export holds no signed checkpoint, and --until says one was signed by {until}: its checkpoints, and the events they covered, were removed"
+            )));
+        }
+        if let Some(expected) = &self.expected {
+            let present: HashSet<&str> = rounds
+                .by_log
+                .values()
+                .flat_map(|times| times.values())
+                .flat_map(|round| round.streams.iter().map(String::as_str))
+                .collect();
+            for name in expected.iter().filter(|n| !present.contains(n.as_str())) {
+                problems.push(gap(Some(name), "no signed checkpoint of this stream (--streams) is in the export: its checkpoints, and likely its events, were removed".into()));
+            }
+        }
+        let mut keys: Vec<&(String, String)> = rounds.by_log.keys().collect();
+        keys.sort();
+        for key in keys {
+            let (log, _) = key;
+            let times = &rounds.by_log[key];
+            let newest = times.keys().next_back().copied();
+            let required = |t: &Timestamp| rounds.named.contains(t) || Some(*t) == newest;
+            let mut first: HashMap<&str, Timestamp> = HashMap::new();
+            let mut absent: std::collections::BTreeMap<&str, Vec<Timestamp>> = Default::default();
+            for (time, round) in times {
+                let known_absent: Vec<&str> = first
+                    .keys()
+                    .copied()
+                    .filter(|s| !round.streams.contains(*s))
+                    .collect();
+                for stream in &round.streams {
+                    first.entry(stream).or_insert(*time);
+                }
+                if !required(time) {
+                    continue;
+                }
+                for stream in &known_absent {
+                    absent.entry(stream).or_default().push(*time);
+                }
+                if self.expected.is_some() {
+                    continue;
+                }
+                let mut members = round.members.iter();
+                let (Some(members), None) = (members.next(), members.next()) else {
+                    if round.members.len() > 1 {
+                        problems.push(Problem {
+                            kind: Kind::ChainBreak,
+                            ..gap(None, format!("the checkpoints {log} signed at {time} disagree on the streams of their round: two relays sign with one log name and key (give each its own integrity.log and key)"))
+                        });
+                    }
+                    continue;
+                };
+                let seen = round.streams.len() as u64;
+                // Streams seen in earlier rounds are reported by name below;
+                // the rest of the shortfall were never seen at all.
+                let unseen = members
+                    .count
+                    .saturating_sub(seen)
+                    .saturating_sub(known_absent.len() as u64);
+                if unseen > 0 {
+                    problems.push(gap(None, format!(
+                        "the round of checkpoints {log} signed at {time} covered {} streams and the export holds {seen} of them: {unseen} stream{} no earlier round shows either had {} checkpoints, and likely {} events, removed whole{} (an export a plugin filtered to some tenants: name them with --streams)",
+                        members.count,
+                        if unseen == 1 { "" } else { "s" },
+                        if unseen == 1 { "its" } else { "their" },
+                        if unseen == 1 { "its" } else { "their" },
+                        if Some(*time) == newest { ", or the relay stopped while writing this, its newest round" } else { "" },
+                    )));
+                } else if seen == members.count
+                    && Members::of(round.streams.iter().map(String::as_str)) != *members
+                {
+                    problems.push(gap(None, format!(
+                        "the round of checkpoints {log} signed at {time} names other streams than the {seen} the export holds it for"
+                    )));
+                }
+            }
+            for (stream, times) in absent {
+                if let (Some(from), Some(to)) = (times.first(), times.last()) {
+                    problems.push(gap(Some(stream), format!(
+                        "{} round{} of checkpoints {log} signed ({from} to {to}) {} none of this stream: its checkpoints were removed{}",
+                        times.len(),
+                        if times.len() == 1 { "" } else { "s" },
+                        if times.len() == 1 { "has" } else { "have" },
+                        if Some(*to) == newest { " (or, for the newest, the relay stopped while writing it)" } else { "" },
+                    )));
+                }
+            }
+        }
+    }
+
+    /// What must vouch for a stream: some checkpoint at all, and one at or
+    /// after `until`.
     fn coverage(
         &self,
         name: &str,
         entries: &[Entry],
         checkpoints: &[SignedCheckpoint],
-        rounds: &HashMap<String, Vec<Timestamp>>,
         problems: &mut Vec<Problem>,
     ) {
         let problem = |detail: String| Problem {
@@ -514,7 +689,7 @@ impl Verifier {
             at: Vec::new(),
             detail,
         };
-        let Some(first) = checkpoints.iter().min_by_key(|c| c.window.time) else {
+        if checkpoints.is_empty() {
             if !entries.is_empty() {
                 problems.push(problem(format!(
                     "no signed checkpoint vouches for the {} events of this stream: its checkpoints were removed, or it began after the last one was signed (verify again after the next)",
@@ -522,22 +697,6 @@ impl Verifier {
                 )));
             }
             return;
-        };
-        let mut times: HashSet<Timestamp> = checkpoints.iter().map(|c| c.window.time).collect();
-        if let Some(untrusted) = self.untrusted.get(name) {
-            times.extend(untrusted);
-        }
-        let absent: Vec<&Timestamp> = rounds
-            .get(&log_of(first))
-            .into_iter()
-            .flatten()
-            .filter(|t| **t > first.window.time && !times.contains(t))
-            .collect();
-        if let (Some(from), Some(to)) = (absent.first(), absent.last()) {
-            problems.push(problem(format!(
-                "{} rounds of checkpoints that other streams of the log have ({from} to {to}) have none of this stream: its checkpoints were removed",
-                absent.len()
-            )));
         }
         let newest = checkpoints.iter().map(|c| c.window.time).max();
         if let (Some(until), Some(newest)) = (self.until, newest)
@@ -922,8 +1081,28 @@ impl StreamCheck<'_> {
         }
     }
 
-    /// The events off the longest run read in `seq` order.
+    /// The events off the longest run read in `seq` order, file by file:
+    /// a file holds its events in the order the relay sealed them, but
+    /// files have no order of their own (S3 object keys, for one, carry
+    /// the time of their first event, which two plugin batches may share
+    /// or invert).
     fn reordered(&self, entries: &[Entry], chosen: &[Chosen], problems: &mut Vec<Problem>) {
+        let mut by_file: HashMap<u32, Vec<Chosen>> = HashMap::new();
+        for c in chosen {
+            by_file
+                .entry(entries[c.entry].at.file)
+                .or_default()
+                .push(*c);
+        }
+        let mut files: Vec<u32> = by_file.keys().copied().collect();
+        files.sort_unstable();
+        for file in files {
+            self.reordered_in(entries, &by_file[&file], problems);
+        }
+    }
+
+    /// [`reordered`](Self::reordered) in one file's events, by `seq`.
+    fn reordered_in(&self, entries: &[Entry], chosen: &[Chosen], problems: &mut Vec<Problem>) {
         let orders: Vec<u64> = chosen.iter().map(|c| entries[c.entry].order).collect();
         let in_order = longest_increasing(&orders);
         if in_order.iter().all(|&keep| keep) {

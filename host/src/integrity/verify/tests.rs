@@ -13,7 +13,7 @@ use serde_json::json;
 use super::*;
 use crate::integrity::chain::{self, Head};
 use crate::integrity::note::SigningKey;
-use crate::integrity::signed::Signer;
+use crate::integrity::signed::{Round, Signer};
 
 const STREAM: &str = "acme";
 /// Events in the export, and a checkpoint after every this many.
@@ -95,7 +95,14 @@ impl Export {
         previous: Option<Timestamp>,
     ) {
         let head = self.head(size);
-        let signed = self.signer.sign(STREAM, size, root, head, at, previous);
+        let signed = self.signer.sign(
+            STREAM,
+            size,
+            root,
+            head,
+            &Round::new(at, [STREAM]),
+            previous,
+        );
         let event = signed.to_envelope(&self.signer.verifier(), Some(STREAM));
         self.checkpoints.push(self.lines.len());
         self.lines
@@ -268,7 +275,14 @@ fn a_checkpoint_signed_with_another_key_is_unknown() {
     let mut export = export();
     let other = Signer::new(key(), "audit.example/relay".into(), Duration::from_secs(60));
     let (size, at, previous, root) = export.signed[2];
-    let forged = other.sign(STREAM, size, root, export.head(size), at, previous);
+    let forged = other.sign(
+        STREAM,
+        size,
+        root,
+        export.head(size),
+        &Round::new(at, [STREAM]),
+        previous,
+    );
     let line = export.checkpoints[2];
     export.lines[line] = String::from_utf8(
         forged
@@ -599,3 +613,4 @@ proptest! {
 }
 
 mod attacks;
+mod relays;

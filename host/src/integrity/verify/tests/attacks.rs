@@ -359,7 +359,14 @@ fn a_junk_note_does_not_hide_a_gap() {
     let removed = export.checkpoints[1];
     export.delete(&[removed]);
     let other = Signer::new(key(), "audit.example/relay".into(), Duration::from_secs(60));
-    let junk = other.sign(STREAM, size, root, export.head(size), at, previous);
+    let junk = other.sign(
+        STREAM,
+        size,
+        root,
+        export.head(size),
+        &Round::new(at, [STREAM]),
+        previous,
+    );
     export.lines.push(
         String::from_utf8(
             junk.to_envelope(&other.verifier(), Some(STREAM))
