@@ -32,12 +32,17 @@ pub struct Args {
     /// shorter log
     #[arg(long, value_name = "TIME")]
     until: Option<jiff::Timestamp>,
+    /// The export holds only these streams (comma-separated; a plugin
+    /// whose filter.tenants lets only these through): each must be there,
+    /// in every round, instead of every stream the relay signed
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    streams: Option<Vec<String>>,
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
     /// Check one proof file made by `auditrelay prove` ("-": stdin)
     /// instead of an export
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["paths", "partial", "until"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["paths", "partial", "until", "streams"])]
     proof: Option<PathBuf>,
 }
 
@@ -59,7 +64,10 @@ fn checked(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.proof {
         return check_proof(path, &keys, args.json);
     }
-    let verifier = Verifier::new(keys).partial(args.partial).until(args.until);
+    let verifier = Verifier::new(keys)
+        .partial(args.partial)
+        .until(args.until)
+        .streams(args.streams);
     let verified = read(&args.paths, verifier)?;
     let report = &verified.report;
     if args.json {
@@ -67,7 +75,19 @@ fn checked(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(if report.ok {
+    Ok(if !report.unread_files.is_empty() {
+        eprintln!(
+            "error: {} file{} could not be read to the end, so the export was not checked whole: {}",
+            report.unread_files.len(),
+            if report.unread_files.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            report.unread_files.join(", ")
+        );
+        ExitCode::from(2)
+    } else if report.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -219,7 +219,7 @@ mod tests {
     use super::*;
     use crate::integrity::chain::Opened;
     use crate::integrity::merkle;
-    use crate::integrity::signed::SignedCheckpoint;
+    use crate::integrity::signed::{Members, SignedCheckpoint};
     use crate::spool::StartFrom;
 
     fn config(dir: &std::path::Path) -> Config {
@@ -321,11 +321,32 @@ mod tests {
             })
             .collect();
         assert_eq!(second.len(), 2);
-        for checkpoint in second {
+        let members = Members::of(["acme", "globex"]);
+        for checkpoint in &second {
             assert_eq!(
                 checkpoint.window.previous,
                 Some(first_times[&checkpoint.window.stream])
             );
+            assert_eq!(checkpoint.window.members.as_ref(), Some(&members));
+        }
+
+        // After a key rotation (a new key file) the new key's checkpoints
+        // still name the old key's last as their predecessor.
+        std::fs::remove_file(&key_path).unwrap();
+        let rotated = Checkpointer::open(&config, spool.clone()).unwrap().unwrap();
+        assert_ne!(rotated.verifier, key.verifier());
+        assert_eq!(rotated.round().await, 2);
+        let log =
+            std::fs::read_to_string(config.relay.data_dir.integrity().join(LOG_FILE)).unwrap();
+        for line in log.lines().skip(4) {
+            let event = AuditEventEnvelope::from_json(line.as_bytes()).unwrap();
+            let note = SignedCheckpoint::note_of(&event).unwrap().to_owned();
+            let third = SignedCheckpoint::open(&note, &[rotated.verifier.clone()]).unwrap();
+            let before = second
+                .iter()
+                .find(|c| c.window.stream == third.window.stream)
+                .unwrap();
+            assert_eq!(third.window.previous, Some(before.window.time));
         }
         spool.finish();
     }

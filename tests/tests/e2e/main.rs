@@ -20,3 +20,4 @@ mod native_plugins;
 mod outbox;
 mod redaction;
 mod sandbox;
+mod verify;

@@ -86,6 +86,8 @@ pub struct Verifier {
     expected: Option<std::collections::BTreeSet<String>>,
     /// Problems found line by line and kept, by kind.
     kept: HashMap<Kind, usize>,
+    /// Files that could not be read to their end.
+    unread: Vec<String>,
     /// Problems found line by line but not kept ([`MAX_KEPT`]), by kind.
     unlisted: std::collections::BTreeMap<Kind, u64>,
 }
@@ -166,6 +168,7 @@ impl Verifier {
             until: None,
             expected: None,
             kept: HashMap::new(),
+            unread: Vec::new(),
             unlisted: Default::default(),
         }
     }
@@ -214,6 +217,7 @@ impl Verifier {
         let file = self.file(path.display().to_string());
         let result = input::read_lines(path, |line, bytes| self.line(At { file, line }, bytes));
         if let Err(error) = result {
+            self.unread.push(self.files[file as usize].clone());
             self.keep(Problem {
                 kind: Kind::Unreadable,
                 stream: None,
@@ -391,8 +395,10 @@ impl Verifier {
             summaries.push(summary);
             ledgers.insert(name, ledger);
         }
+        let mut report = Report::new(self.lines, summaries, problems, &self.unlisted);
+        report.unread_files = self.unread;
         Verified {
-            report: Report::new(self.lines, summaries, problems, &self.unlisted),
+            report,
             ledgers,
             found: self.found,
         }

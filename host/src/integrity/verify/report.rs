@@ -124,6 +124,11 @@ pub struct Report {
     pub counts: BTreeMap<Kind, u64>,
     /// Every problem, by kind, then stream, then sequence number.
     pub problems: Vec<Problem>,
+    /// The files that could not be read to their end (each also an
+    /// `unreadable` problem): the export was not checked whole, so
+    /// `verify` exits 2, not 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unread_files: Vec<String>,
 }
 
 /// How many problems of a kind the text report lists (`--json` lists all).
@@ -151,6 +156,7 @@ impl Report {
             streams,
             counts,
             problems,
+            unread_files: Vec::new(),
         }
     }
 
