@@ -1,8 +1,9 @@
 //! What `verify` reads: export files as a destination left them — plain
 //! NDJSON, gzip or zstd (told apart by their first bytes, since a bucket
 //! mirrored to disk may have lost its names' extensions) — and
-//! directories of them, walked in name order (the file and S3 exporters
-//! name their files by time, so name order is write order).
+//! directories of them, walked in name order. Name order need not be write
+//! order (S3 object keys carry their first event's time): `verify` judges
+//! order only within a file.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -95,7 +96,7 @@ pub fn read_lines(path: &Path, mut each: impl FnMut(u32, &[u8])) -> std::io::Res
     let magic = file.fill_buf()?;
     let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(file))
-    } else if magic.starts_with(&ZSTD_MAGIC) {
+    } else if magic.starts_with(&ZSTD_MAGIC) || is_skippable(magic) {
         Box::new(ZstdFrames::new(file))
     } else {
         Box::new(file)
@@ -132,10 +133,17 @@ pub fn read_lines(path: &Path, mut each: impl FnMut(u32, &[u8])) -> std::io::Res
 /// What begins a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// Whether `bytes` begin a zstd skippable frame (magic 0x184D2A50 to
+/// 0x184D2A5F, little-endian: RFC 8878 §3.1.2), which `pzstd` and
+/// seekable-format writers put between data frames.
+fn is_skippable(bytes: &[u8]) -> bool {
+    matches!(bytes, [first, 0x2a, 0x4d, 0x18, ..] if first & 0xf0 == 0x50)
+}
+
 /// Every frame of a zstd file, one after another, as `zstd -d` reads
 /// them: a file of several frames is not cut at the first (what follows
-/// would go unchecked), and bytes after the last frame that are not one
-/// are an error, not ignored.
+/// would go unchecked), skippable frames are stepped over, and bytes after
+/// the last frame that are not one are an error, not ignored.
 struct ZstdFrames<R: BufRead> {
     frame: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
     source: Option<R>,
@@ -168,6 +176,20 @@ impl<R: BufRead> Read for ZstdFrames<R> {
             let next = source.fill_buf()?;
             if next.is_empty() {
                 return Ok(0);
+            }
+            if is_skippable(next) {
+                let mut header = [0u8; 8];
+                source.read_exact(&mut header)?;
+                let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+                let skipped =
+                    std::io::copy(&mut (&mut source).take(size.into()), &mut std::io::sink())?;
+                if skipped < u64::from(size) {
+                    return Err(invalid(format!(
+                        "a zstd skippable frame of {size} bytes ends after {skipped}"
+                    )));
+                }
+                self.source = Some(source);
+                continue;
             }
             if !next.starts_with(&ZSTD_MAGIC) {
                 return Err(invalid(

@@ -547,3 +547,45 @@ fn only_regular_files_are_read() {
     let errors = input::expand(&["/dev/zero".into()]).unwrap_err();
     assert!(errors[0].contains("not a regular file"), "{errors:?}");
 }
+
+/// `pzstd` and seekable-format writers put skippable frames between data
+/// frames: stepped over (every data frame still read), a torn one is an
+/// unreadable file.
+#[test]
+fn zstd_skippable_frames_are_stepped_over() {
+    let export = export();
+    let dir = tempfile::tempdir().unwrap();
+    let genuine = export.lines.join("\n") + "\n";
+    let (first, second) = genuine.split_at(genuine.find("\n").unwrap() + 1);
+    let skippable = |magic: u8, body: &[u8]| {
+        let mut frame = vec![magic, 0x2a, 0x4d, 0x18];
+        frame.extend((body.len() as u32).to_le_bytes());
+        frame.extend(body);
+        frame
+    };
+    let compress = |text: &str| {
+        ruzstd::encoding::compress_to_vec(
+            text.as_bytes(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        )
+    };
+    let mut bytes = skippable(0x50, b"seek table, or anything");
+    bytes.extend(compress(first));
+    bytes.extend(skippable(0x5f, &[0; 300]));
+    bytes.extend(compress(second));
+    let path = dir.path().join("export.zst");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut verifier = Verifier::new(vec![export.signer.verifier()]);
+    verifier.read_path(&path);
+    let report = verifier.finish().report;
+    assert!(report.ok, "{}", report.to_text());
+    assert_eq!(report.lines, export.lines.len() as u64);
+
+    bytes.extend(skippable(0x51, &[0; 50])[..20].to_vec());
+    std::fs::write(&path, &bytes).unwrap();
+    let mut verifier = Verifier::new(vec![export.signer.verifier()]);
+    verifier.read_path(&path);
+    let report = verifier.finish().report;
+    assert_eq!(report.unread_files.len(), 1, "{}", report.to_text());
+    assert!(report.of(Kind::Unreadable).any(|p| p.detail.contains("skippable")));
+}
