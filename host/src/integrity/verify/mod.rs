@@ -74,7 +74,7 @@ pub struct Verifier {
     notes: Vec<NoteSeen>,
     problems: Vec<Problem>,
     wanted: Option<(String, String)>,
-    found: Vec<Found>,
+    candidates: HashMap<Hash, Candidate>,
     /// When each stream's checkpoints whose signature failed say they were
     /// signed (reported already: not a gap too).
     untrusted: HashMap<String, HashSet<Timestamp>>,
@@ -116,6 +116,23 @@ struct NoteSeen {
     at: At,
 }
 
+/// Distinct events with the id [`Verifier::want`] asked for that are kept
+/// at most (all but one forged, if there are this many).
+const MAX_CANDIDATES: usize = 1 << 20;
+
+/// Of those, how many keep their line as read.
+const KEPT_LINES: usize = 64;
+
+/// One event with the id [`Verifier::want`] asked for, as read.
+#[derive(Debug)]
+struct Candidate {
+    stream: String,
+    seq: u64,
+    hash: Hash,
+    at: At,
+    line: Option<Vec<u8>>,
+}
+
 /// The event [`Verifier::want`] asked for, as read.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -147,7 +164,8 @@ pub struct Verified {
     pub ledgers: HashMap<String, Ledger>,
     /// The events [`Verifier::want`] asked for, as read (sealed, their
     /// seal holding): usually one; more when copies were edited, or
-    /// forged with its id — the one the chain holds is the relay's.
+    /// forged with its id — the one the chain holds is the relay's, and
+    /// comes first.
     pub found: Vec<Found>,
 }
 
@@ -163,7 +181,7 @@ impl Verifier {
             notes: Vec::new(),
             problems: Vec::new(),
             wanted: None,
-            found: Vec::new(),
+            candidates: HashMap::new(),
             untrusted: HashMap::new(),
             until: None,
             expected: None,
@@ -273,7 +291,7 @@ impl Verifier {
             }
             let holds = opened.holds();
             if holds {
-                self.look_for(&opened, bytes);
+                self.look_for(&opened, bytes, at);
             }
             let entry = Entry {
                 seq: opened.seq,
@@ -335,26 +353,76 @@ impl Verifier {
         }
     }
 
-    fn look_for(&mut self, opened: &Opened<'_>, bytes: &[u8]) {
+    fn look_for(&mut self, opened: &Opened<'_>, bytes: &[u8], at: At) {
         let Some((source, id)) = &self.wanted else {
             return;
         };
-        // Bounded: an export full of forgeries of one id must not fill
-        // memory with their lines.
-        if self.found.len() >= 64 || *opened.id != **id {
+        if *opened.id != **id || self.candidates.len() >= MAX_CANDIDATES {
             return;
         }
         let same_source = EnvelopeView::read_json(bytes).is_ok_and(|view| *view.source == **source);
-        if same_source {
-            if self.found.iter().any(|f| f.line == bytes) {
-                return;
-            }
-            self.found.push(Found {
+        if !same_source || self.candidates.contains_key(&opened.hash) {
+            return;
+        }
+        // Bounded: an export full of forgeries of one id must not fill
+        // memory with their lines; beyond the first few only where each
+        // was read is kept, and `finish` reads the genuine one's again.
+        let line = (self.candidates.len() < KEPT_LINES).then(|| bytes.to_vec());
+        self.candidates.insert(
+            opened.hash,
+            Candidate {
                 stream: opened.stream.to_string(),
                 seq: opened.seq,
-                line: bytes.to_vec(),
-            });
+                hash: opened.hash,
+                at,
+                line,
+            },
+        );
+    }
+
+    /// The events [`want`](Self::want) asked for, the one each stream's
+    /// chain holds first; its line is read again if it was not kept (a
+    /// file given by [`read_path`](Self::read_path)).
+    fn found(&mut self, ledgers: &HashMap<String, Ledger>) -> Vec<Found> {
+        let mut candidates: Vec<Candidate> =
+            std::mem::take(&mut self.candidates).into_values().collect();
+        let held = |c: &Candidate| {
+            ledgers.get(&c.stream).is_some_and(|ledger| {
+                c.seq
+                    .checked_sub(1)
+                    .and_then(|i| ledger.hashes.get(usize::try_from(i).ok()?))
+                    == Some(&c.hash)
+            })
+        };
+        candidates.sort_by_key(|c| (!held(c), c.at));
+        if let Some(genuine) = candidates.first_mut().filter(|c| c.line.is_none())
+            && held(genuine)
+        {
+            genuine.line = self.line_again(genuine.at);
         }
+        candidates
+            .into_iter()
+            .filter_map(|c| {
+                Some(Found {
+                    stream: c.stream,
+                    seq: c.seq,
+                    line: c.line?,
+                })
+            })
+            .collect()
+    }
+
+    /// The line at `at` of a file read from disk, read again.
+    fn line_again(&self, at: At) -> Option<Vec<u8>> {
+        let path = Path::new(self.files.get(at.file as usize)?);
+        let mut line = None;
+        input::read_lines(path, |number, bytes| {
+            if number == at.line {
+                line = Some(bytes.trim_ascii().to_vec());
+            }
+        })
+        .ok()?;
+        line
     }
 
     fn at(&self, at: At) -> String {
@@ -396,11 +464,11 @@ impl Verifier {
             ledgers.insert(name, ledger);
         }
         let mut report = Report::new(self.lines, summaries, problems, &self.unlisted);
-        report.unread_files = self.unread;
+        report.unread_files = std::mem::take(&mut self.unread);
         Verified {
+            found: self.found(&ledgers),
             report,
             ledgers,
-            found: self.found,
         }
     }
 

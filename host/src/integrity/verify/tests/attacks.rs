@@ -341,11 +341,41 @@ fn an_impostor_with_the_same_id_does_not_block_the_genuine_proof() {
             crate::integrity::proof::Proof::inclusion(&verified.ledgers[&found.stream], found)
         })
         .collect();
-    assert!(proofs[0].is_err(), "the impostor has no proof");
     assert!(
-        proofs[1].is_ok(),
-        "the genuine e15 is in the log and covered: {proofs:?}"
+        proofs[0].is_ok(),
+        "the genuine e15 is in the log, covered, and first: {proofs:?}"
     );
+    assert!(proofs[1].is_err(), "the impostor has no proof");
+}
+
+/// More impostors than lines are kept, all before the genuine event: the
+/// genuine one still comes first, its line read again from the file.
+#[test]
+fn a_crowd_of_impostors_does_not_hide_the_genuine_event() {
+    let mut export = export();
+    let original = export.event(15).clone();
+    let prev = Opened::read(original.as_bytes()).unwrap().prev;
+    for i in 0..(KEPT_LINES as u64 * 2) {
+        let body = String::from_utf8(edited(15)).unwrap().replacen(
+            "\"amount\":0",
+            &format!("\"amount\":{}", 1000 + i),
+            1,
+        );
+        export
+            .lines
+            .insert(0, seal_at(body.as_bytes(), STREAM, 15, prev));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.ndjson");
+    std::fs::write(&path, export.lines.join("\n") + "\n").unwrap();
+    let mut verifier = Verifier::new(vec![export.signer.verifier()]);
+    verifier.want("billing-api", "e15");
+    verifier.read_path(&path);
+    let verified = verifier.finish();
+    assert_eq!(verified.found.len(), KEPT_LINES + 1);
+    let genuine = &verified.found[0];
+    assert_eq!(genuine.line, original.as_bytes());
+    crate::integrity::proof::Proof::inclusion(&verified.ledgers[STREAM], genuine).unwrap();
 }
 
 // ---------------------------------------------------------------- 9
@@ -587,5 +617,9 @@ fn zstd_skippable_frames_are_stepped_over() {
     verifier.read_path(&path);
     let report = verifier.finish().report;
     assert_eq!(report.unread_files.len(), 1, "{}", report.to_text());
-    assert!(report.of(Kind::Unreadable).any(|p| p.detail.contains("skippable")));
+    assert!(
+        report
+            .of(Kind::Unreadable)
+            .any(|p| p.detail.contains("skippable"))
+    );
 }
