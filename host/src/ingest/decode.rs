@@ -161,11 +161,15 @@ pub fn decode(body: &[u8], format: Format, rules: Arc<Rules>) -> Result<Arrivals
 pub fn push_json(arrivals: &mut Arrivals, index: usize, raw: &[u8]) {
     match EnvelopeView::read_json(raw) {
         Ok(event) => arrivals.push_view(index, &event),
-        Err(error) => arrivals.refuse(Refused {
-            index,
-            id: readable_id(raw),
-            errors: field_errors(error, raw),
-        }),
+        Err(error) => {
+            // Every problem of the event, not only the first serde met.
+            let errors = field_errors(error.explained(raw, arrivals.limits()), raw);
+            arrivals.refuse(Refused {
+                index,
+                id: readable_id(raw),
+                errors,
+            })
+        }
     }
 }
 
@@ -258,6 +262,7 @@ fn parse_array(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
     parse(body)
 }
 
+/// A refused event's problems, as the answer lists them.
 fn field_errors(error: EnvelopeError, raw: &[u8]) -> Vec<ValidationError> {
     let mut errors = match error {
         EnvelopeError::Invalid(errors) => errors

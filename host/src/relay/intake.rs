@@ -142,6 +142,11 @@ pub(crate) struct Arrivals {
 }
 
 impl Arrivals {
+    /// The envelope limits events are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.rules.limits
+    }
+
     /// No events yet; they will be held to `rules`.
     pub fn new(rules: Arc<Rules>) -> Self {
         Arrivals {

@@ -58,6 +58,7 @@
 mod builder;
 mod canonical;
 pub mod cloudevents;
+mod diagnose;
 mod fields;
 mod parse;
 pub mod strict;

@@ -59,6 +59,24 @@ impl EnvelopeError {
         }
     }
 
+    /// The error with every problem of the event `bytes` it is about, not
+    /// only the first serde met: a [`Shape`](Self::Shape) error (which
+    /// stops at one field) becomes all of them, shape and rules, as
+    /// [`Invalid`](Self::Invalid) when there are several (see
+    /// [`diagnose`](super::diagnose)). Any other error is returned as it is.
+    pub fn explained(self, bytes: &[u8], limits: &Limits) -> Self {
+        // Only serde's refusals: a strict problem (a key twice, an inexact
+        // number) is about the one reading of the bytes, which a tree of
+        // them no longer shows.
+        if !matches!(self, EnvelopeError::Shape { .. }) || super::strict::check(bytes).is_err() {
+            return self;
+        }
+        match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(value) => super::diagnose::every_problem(value, self, limits),
+            Err(_) => self,
+        }
+    }
+
     /// The field the error is about, when there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -100,7 +118,9 @@ impl AuditEventEnvelope {
     /// Decodes and validates one envelope from JSON: the bytes must pass
     /// [`strict::check`](super::strict::check) first.
     pub fn from_json_with(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
-        EnvelopeView::from_json_with(bytes, limits).map(EnvelopeView::into_owned)
+        EnvelopeView::from_json_with(bytes, limits)
+            .map(EnvelopeView::into_owned)
+            .map_err(|error| error.explained(bytes, limits))
     }
 
     /// The envelope, if it keeps every rule under `limits`.

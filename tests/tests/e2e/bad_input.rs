@@ -553,3 +553,51 @@ async fn ambiguous_input_is_refused_naming_the_field_and_kept_events_read_one_wa
     let other: serde_json::Value = serde_json::from_str(&other).unwrap();
     assert_eq!(written[3], other);
 }
+
+/// An event with five bad fields — of shape and of rules — gets all five
+/// in one answer, each naming its field, so a client fixes it in one
+/// round trip; the good event beside it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_five_bad_fields_gets_all_five_in_one_answer() {
+    let home = Home::with_plugins(&["file"]);
+    let config = home.config(&format!(
+        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let endpoint = Endpoint {
+        url: format!("http://{}/v1/events", http.local_addr().unwrap()),
+        client: reqwest::Client::new(),
+    };
+    tokio::spawn(http.serve(std::future::pending()));
+
+    let mut bad = json(1);
+    bad["type"] = 7.into(); // wrong type
+    bad["time"] = "yesterday".into(); // not RFC 3339
+    bad["actor"]["email"] = "not-an-address".into(); // a rule
+    bad["action"]["outcome"] = "maybe".into(); // no such outcome
+    bad["colour"] = "red".into(); // no such field
+    let (status, answer) = endpoint.post_events(&[bad, json(2)]).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (422, Some(1)),
+        "{answer}"
+    );
+    let mut fields: Vec<&str> = answer["rejected"][0]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["action.outcome", "actor.email", "colour", "time", "type"],
+        "{answer}"
+    );
+    assert!(relay.idle(Duration::from_secs(10)).await);
+    relay.shutdown().await;
+    assert_eq!(ndjson_lines(&home.join("out")).len(), 1);
+}
