@@ -6,6 +6,7 @@
 //! | `application/x-ndjson` | one envelope per line |
 //! | `application/cloudevents+json` | one CloudEvent (structured mode) |
 //! | `application/cloudevents-batch+json` | a JSON array of CloudEvents |
+//! | any, with `ce-*` headers | one CloudEvent in binary mode: the body is its data |
 //!
 //! A body that is not valid JSON (or not the expected shape) is refused as
 //! a whole; otherwise each event is checked on its own and a bad event
@@ -152,6 +153,39 @@ pub fn decode(body: &[u8], format: Format, rules: Arc<Rules>) -> Result<Arrivals
                 }
             }
         }
+    }
+    Ok(arrivals)
+}
+
+/// One CloudEvent in the HTTP binding's binary mode: its attributes in the
+/// `ce-*` headers of the request, `Content-Type` its data's type, `body`
+/// its data ([`cloudevents::read_binary_cloudevent`]). Refused with every
+/// problem named by header or field, as a body of one event would be.
+pub fn decode_binary_cloudevent(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    rules: Arc<Rules>,
+) -> Result<Arrivals, BodyError> {
+    check_encoding(body)?;
+    let mut arrivals = Arrivals::new(rules);
+    let id = headers
+        .get("ce-id")
+        .and_then(|id| id.to_str().ok())
+        .filter(|id| id.len() <= 128)
+        .map(str::to_owned);
+    let headers = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    match cloudevents::read_binary_cloudevent(headers, body) {
+        Ok(event) => arrivals.push(0, event),
+        Err(error @ EnvelopeError::Syntax { .. }) => {
+            return Err(BodyError::Syntax(error.to_string()));
+        }
+        Err(error) => arrivals.refuse(Refused {
+            index: 0,
+            id,
+            errors: field_errors(error, body),
+        }),
     }
     Ok(arrivals)
 }

@@ -1,5 +1,6 @@
-//! Mapping between [`AuditEventEnvelope`] and CloudEvents 1.0 (structured
-//! JSON mode, `application/cloudevents+json`).
+//! Mapping between [`AuditEventEnvelope`] and CloudEvents 1.0: structured
+//! JSON mode (`application/cloudevents+json`), and on input the HTTP
+//! binding's binary mode too ([`read_binary_cloudevent`]).
 //!
 //! | envelope | CloudEvents |
 //! |---|---|
@@ -211,6 +212,142 @@ pub fn read_cloudevent(event: Value) -> Result<AuditEventEnvelope, EnvelopeError
     Ok(envelope)
 }
 
+/// Reads one CloudEvent sent in the HTTP binding's *binary* content mode
+/// (as the CloudEvents SDKs send by default): its attributes in `ce-*`
+/// headers, `datacontenttype` in `Content-Type`, the body its `data`.
+/// `headers` are every header of the request, by name (any case) and raw
+/// value. Header values are unquoted and percent-decoded as the binding
+/// says (§3.1.3.2); the body is held to the strict reading like any
+/// envelope. Problems name the header (`ce-id`, `Content-Type`) or the
+/// field in the body (`data.actor.id`).
+pub fn read_binary_cloudevent<'h>(
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> Result<AuditEventEnvelope, EnvelopeError> {
+    let mut event = Map::new();
+    let mut content_type = None;
+    for (name, raw) in headers {
+        let name = name.to_ascii_lowercase();
+        if name == "content-type" {
+            content_type = Some(String::from_utf8_lossy(raw).into_owned());
+            continue;
+        }
+        let Some(attribute) = name.strip_prefix("ce-") else {
+            continue;
+        };
+        if attribute == "datacontenttype" || attribute == "data" {
+            return Err(shape(
+                &name,
+                "must not be sent in binary mode: the data's type is the Content-Type header, and the data is the body",
+            ));
+        }
+        let value = header_value(raw).map_err(|why| shape(&name, &why))?;
+        if event
+            .insert(attribute.to_owned(), Value::String(value))
+            .is_some()
+        {
+            return Err(shape(&name, "is sent twice: send each attribute once"));
+        }
+    }
+    if let Some(content_type) = content_type {
+        event.insert("datacontenttype".into(), Value::String(content_type));
+    }
+    super::strict::check(body).map_err(|problem| {
+        let error = EnvelopeError::from(problem);
+        match error {
+            EnvelopeError::Shape { field, message } => EnvelopeError::Shape {
+                field: format!("data.{field}"),
+                message,
+            },
+            EnvelopeError::Syntax {
+                line,
+                column,
+                message,
+            } => EnvelopeError::Syntax {
+                line,
+                column,
+                message: format!("the body (the CloudEvent's data, binary mode): {message}"),
+            },
+            other => other,
+        }
+    })?;
+    let data: Value = serde_json::from_slice(body).map_err(|e| EnvelopeError::syntax(&e))?;
+    event.insert("data".into(), data);
+    read_cloudevent(Value::Object(event)).map_err(|error| match error {
+        EnvelopeError::Shape { field, message } => EnvelopeError::Shape {
+            field: header_of(&field),
+            message,
+        },
+        EnvelopeError::Invalid(ValidationErrors(errors)) => {
+            EnvelopeError::Invalid(ValidationErrors(
+                errors
+                    .into_iter()
+                    .map(|e| ValidationError {
+                        field: header_of(&e.field),
+                        problem: e.problem,
+                    })
+                    .collect(),
+            ))
+        }
+        other => other,
+    })
+}
+
+/// Where a binary-mode CloudEvent carried `field`: `data…` in the body,
+/// `datacontenttype` in `Content-Type`, an attribute in its `ce-` header.
+fn header_of(field: &str) -> String {
+    if field == "data" || field.starts_with("data.") || field.starts_with("data[") {
+        field.to_owned()
+    } else if field == "datacontenttype" {
+        "Content-Type".to_owned()
+    } else if field == "(event)" {
+        field.to_owned()
+    } else {
+        format!("ce-{field}")
+    }
+}
+
+/// A binary-mode header value as text: a quoted string unescaped
+/// (RFC 7230 §3.2.6, for older senders), then one round of
+/// percent-decoding; the bytes must be UTF-8.
+fn header_value(raw: &[u8]) -> Result<String, String> {
+    let raw = raw.trim_ascii();
+    let unquoted: Vec<u8> = match raw {
+        [b'"', inner @ .., b'"'] => {
+            let mut out = Vec::with_capacity(inner.len());
+            let mut bytes = inner.iter();
+            while let Some(&b) = bytes.next() {
+                if b == b'\\' {
+                    out.push(*bytes.next().ok_or("ends inside a backslash escape")?);
+                } else {
+                    out.push(b);
+                }
+            }
+            out
+        }
+        _ => raw.to_vec(),
+    };
+    let mut decoded = Vec::with_capacity(unquoted.len());
+    let mut at = 0;
+    while at < unquoted.len() {
+        if unquoted[at] == b'%' {
+            let hex = unquoted
+                .get(at + 1..at + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("holds a `%` that does not start a percent-encoded byte (%XY)")?;
+            decoded.push(hex);
+            at += 3;
+        } else {
+            decoded.push(unquoted[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).map_err(|_| {
+        "percent-decodes to bytes that are not UTF-8 (e.g. an overlong encoding)".into()
+    })
+}
+
 fn shape(field: &str, message: &str) -> EnvelopeError {
     EnvelopeError::Shape {
         field: field.into(),
@@ -303,5 +440,116 @@ mod tests {
         value["data"]["metadata"] = json!({"ce_foo": "from the attribute"});
         let back = from_cloudevent(value, &Limits::default()).unwrap();
         assert_eq!(back.metadata["ce_foo"], "from the attribute");
+    }
+}
+
+#[cfg(test)]
+mod binary_tests {
+    use super::*;
+
+    const DATA: &str =
+        r#"{"actor":{"id":"u-42"},"action":{"outcome":"success"},"payload":{"n":1}}"#;
+
+    fn read(headers: &[(&str, &str)], body: &str) -> Result<AuditEventEnvelope, EnvelopeError> {
+        read_binary_cloudevent(
+            headers.iter().map(|(n, v)| (*n, v.as_bytes())),
+            body.as_bytes(),
+        )
+    }
+
+    fn sdk_headers() -> Vec<(&'static str, &'static str)> {
+        // What the CloudEvents Python SDK's `to_binary` sends.
+        vec![
+            ("ce-specversion", "1.0"),
+            ("ce-id", "A234-1234-1234"),
+            ("ce-source", "access-api"),
+            ("ce-type", "group.member_added"),
+            ("ce-time", "2026-11-22T10:15:00.123456Z"),
+            ("Content-Type", "application/json"),
+            ("ce-tenant", "acme"),
+            (
+                "ce-traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("Authorization", "Bearer secret"),
+        ]
+    }
+
+    #[test]
+    fn the_sdks_binary_mode_reads_like_structured_mode() {
+        let event = read(&sdk_headers(), DATA).unwrap();
+        assert_eq!(event.id, "A234-1234-1234");
+        assert_eq!(event.source, "access-api");
+        assert_eq!(event.tenant.as_deref(), Some("acme"));
+        assert_eq!(event.actor.id, "u-42");
+        assert_eq!(
+            event.metadata.get("ce_traceparent").map(String::as_str),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert!(!event.metadata.values().any(|v| v.contains("secret")));
+    }
+
+    #[test]
+    fn header_values_are_unquoted_and_percent_decoded() {
+        let mut headers = sdk_headers();
+        headers.push(("ce-note", "Euro%20%E2%82%ac%20%F0%9F%98%80"));
+        headers.push(("ce-quoted", r#""a \"b\" c""#));
+        let event = read(&headers, DATA).unwrap();
+        assert_eq!(event.metadata["ce_note"], "Euro \u{20ac} \u{1f600}");
+        assert_eq!(event.metadata["ce_quoted"], "a \"b\" c");
+    }
+
+    #[test]
+    fn bad_headers_are_named() {
+        let cases: [(&str, &str, &str); 4] = [
+            ("ce-note", "%C0%A0", "not UTF-8"),
+            ("ce-note", "100%", "percent-encoded"),
+            ("ce-datacontenttype", "application/json", "Content-Type"),
+            ("CE-ID", "again", "twice"),
+        ];
+        for (name, value, says) in cases {
+            let mut headers = sdk_headers();
+            headers.push((name, value));
+            let error = read(&headers, DATA).unwrap_err();
+            assert_eq!(
+                error.field(),
+                Some(name.to_ascii_lowercase().as_str()),
+                "{error}"
+            );
+            assert!(error.to_string().contains(says), "{error}");
+        }
+    }
+
+    #[test]
+    fn missing_attributes_and_bad_bodies_name_where_they_belong() {
+        let headers: Vec<_> = sdk_headers()
+            .into_iter()
+            .filter(|(n, _)| *n != "ce-id")
+            .collect();
+        let error = read(&headers, DATA).unwrap_err();
+        assert_eq!(error.field(), Some("ce-id"), "{error}");
+
+        let mut headers = sdk_headers();
+        headers.retain(|(n, _)| *n != "Content-Type");
+        headers.push(("Content-Type", "text/plain"));
+        let error = read(&headers, DATA).unwrap_err();
+        assert_eq!(error.field(), Some("Content-Type"), "{error}");
+
+        let error = read(
+            &sdk_headers(),
+            r#"{"actor":{"id":"u"},"actor":{"id":"v"},"action":{"outcome":"success"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.field(), Some("data.actor"), "{error}");
+
+        let error = read(
+            &sdk_headers(),
+            r#"{"actor":{"kind":"user"},"action":{"outcome":"success"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.field(), Some("data.actor.id"), "{error}");
+
+        let error = read(&sdk_headers(), "not json").unwrap_err();
+        assert!(error.to_string().contains("binary mode"), "{error}");
     }
 }

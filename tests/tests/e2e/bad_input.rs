@@ -601,3 +601,67 @@ async fn an_event_with_five_bad_fields_gets_all_five_in_one_answer() {
     relay.shutdown().await;
     assert_eq!(ndjson_lines(&home.join("out")).len(), 1);
 }
+
+/// A CloudEvent in the HTTP binding's binary mode — attributes in `ce-*`
+/// headers, the body its data, as the CloudEvents SDKs send by default
+/// (headers written here to the binding's text, §3.1) — is accepted, and
+/// a bad one is refused naming the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_binary_mode_is_accepted_and_its_headers_named() {
+    let home = Home::with_plugins(&["file"]);
+    let config = home.config(&format!(
+        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/events", http.local_addr().unwrap());
+    tokio::spawn(http.serve(std::future::pending()));
+    let client = reqwest::Client::new();
+    let send = |id: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut request = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json; charset=utf-8")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "access-api")
+            .header("ce-type", "group.member_added")
+            .header("ce-time", "2026-11-22T10:15:00Z")
+            .header("ce-tenant", "acme")
+            .header("ce-subject", "group%2Fg-7%20(on-call)")
+            .body(r#"{"actor":{"id":"u-42"},"action":{"outcome":"success"},"target":{"kind":"group","id":"g-7"}}"#);
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, answer) = send("ce-1", None).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    let (status, answer) = send("ce-2", Some(("ce-datacontenttype", "application/json"))).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["id"], "ce-2", "{answer}");
+    assert_eq!(
+        answer["rejected"][0]["errors"][0]["field"], "ce-datacontenttype",
+        "{answer}"
+    );
+
+    assert!(relay.idle(Duration::from_secs(10)).await);
+    relay.shutdown().await;
+    let delivered = ndjson_values(&home.join("out"));
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let event = &delivered[0];
+    assert_eq!(event["id"], "ce-1");
+    assert_eq!(event["tenant"], "acme");
+    assert_eq!(event["actor"]["id"], "u-42");
+    assert_eq!(event["metadata"]["ce_subject"], "group/g-7 (on-call)");
+}

@@ -1,6 +1,8 @@
 //! `POST /v1/events`: events from applications in any language.
 //!
-//! Body formats are in [`crate::ingest::decode`]. Answers:
+//! Body formats are in [`crate::ingest::decode`]; a request with a
+//! `ce-specversion` header is one CloudEvent in the HTTP binding's binary
+//! mode. Answers:
 //!
 //! | status | when | body |
 //! |---|---|---|
@@ -60,8 +62,14 @@ pub(super) async fn post_events(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    // A CloudEvent in the HTTP binding's binary mode: its attributes in
+    // `ce-*` headers, whatever the body's type (unless the type names a
+    // CloudEvents format: that is structured mode).
+    let binary = headers.contains_key("ce-specversion")
+        && !content_type.is_some_and(|t| t.trim().starts_with("application/cloudevents"));
     let format = match Format::from_content_type(content_type) {
         Ok(format) => format,
+        Err(_) if binary => Format::Json,
         Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string()),
     };
     // Held until the events are dealt with: decoded events cost memory too.
@@ -70,18 +78,24 @@ pub(super) async fn post_events(
         Err(refusal) => return refusal,
     };
     let rules = api.relay.rules();
+    let decoding = move || {
+        if binary {
+            decode::decode_binary_cloudevent(&headers, &bytes, rules)
+        } else {
+            decode::decode(&bytes, format, rules)
+        }
+    };
     // Reading a large batch takes milliseconds: keep it off the I/O threads.
-    let arrivals =
-        match tokio::task::spawn_blocking(move || decode::decode(&bytes, format, rules)).await {
-            Ok(Ok(arrivals)) => arrivals,
-            Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
-            Err(error) => {
-                return refuse(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("decoding failed: {error}"),
-                );
-            }
-        };
+    let arrivals = match tokio::task::spawn_blocking(decoding).await {
+        Ok(Ok(arrivals)) => arrivals,
+        Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decoding failed: {error}"),
+            );
+        }
+    };
     let admitted = api
         .relay
         .admit_durable(
