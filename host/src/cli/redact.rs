@@ -6,11 +6,11 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use auditrelay_plugin_api::envelope::{Limits, REDACTION_RECORD_KEY};
+use auditrelay_plugin_api::envelope::REDACTION_RECORD_KEY;
 
 use crate::config::Config;
 use crate::ingest::decode::{Format, decode};
-use crate::redact::{Redacted, Redaction};
+use crate::redact::Redacted;
 use crate::relay::Rules;
 
 /// The redaction commands.
@@ -36,22 +36,13 @@ pub async fn redact(config: Config, command: Command) -> anyhow::Result<ExitCode
             bytes
         }
     };
-    let redaction =
-        Redaction::new(config.relay.redact_defaults, &config.redact).map_err(|problems| {
-            let lines: Vec<String> = problems
-                .iter()
-                .map(|(k, m)| format!("  - {k}: {m}"))
-                .collect();
-            anyhow::anyhow!("the redaction rules are invalid:\n{}", lines.join("\n"))
-        })?;
-    let rules = Arc::new(Rules {
-        limits: Limits {
-            max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
-                .unwrap_or(usize::MAX),
-            ..Limits::default()
-        },
-        redaction,
-    });
+    let rules = Arc::new(Rules::of(&config).map_err(|problems| {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(k, m)| format!("  - {k}: {m}"))
+            .collect();
+        anyhow::anyhow!("the redaction rules are invalid:\n{}", lines.join("\n"))
+    })?);
     let (records, refused) = decode(&input, format_of(&input), rules)?.into_parts();
     let mut by_rule: BTreeMap<String, usize> = BTreeMap::new();
     let mut redacted_events = 0;

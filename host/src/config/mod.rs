@@ -132,6 +132,11 @@ pub struct RelaySettings {
     /// value patterns, masked): see [`crate::redact`].
     #[serde(default = "default_true")]
     pub redact_defaults: bool,
+    /// What an optional field that breaks a rule (`actor.ip = "testclient"`)
+    /// does to its event: `set_aside` (kept without it, the value and the
+    /// problem recorded in `metadata["auditrelay.invalid"]`) or `refuse`.
+    #[serde(default)]
+    pub invalid_optional: crate::relay::InvalidOptional,
     /// How long a graceful shutdown may take to deliver what is buffered.
     #[serde(default = "default_shutdown_timeout", with = "units::duration")]
     pub shutdown_timeout: Duration,

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `auditrelay_events_accepted_total` | `via` | events taken into the spool (`api`, `http` or `outbox`) |
 //! | `auditrelay_events_rejected_total` | `via`, `reason` | events refused at the door (`invalid`, `full`, `closed`) |
+//! | `auditrelay_events_set_aside_total` | `via` | events taken with optional fields that broke a rule set aside into `metadata["auditrelay.invalid"]` (`relay.invalid_optional`) |
 //! | `auditrelay_spool_events` | | events some plugin instance has not handled yet |
 //! | `auditrelay_spool_bytes` | | bytes the spool's segment files take on disk |
 //! | `auditrelay_spool_pending_bytes` | | bytes accepted but not yet written (grows only while the disk fails) |
@@ -117,6 +118,7 @@ pub struct Metrics {
     registry: Registry,
     accepted: Family<ViaLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    set_aside: Family<ViaLabels, Counter>,
     spool_events: Gauge,
     spool_bytes: Gauge,
     spool_pending: Gauge,
@@ -163,6 +165,7 @@ impl Metrics {
             registry: Registry::with_prefix("auditrelay"),
             accepted: Family::default(),
             rejected: Family::default(),
+            set_aside: Family::default(),
             spool_events: Gauge::default(),
             spool_bytes: Gauge::default(),
             spool_pending: Gauge::default(),
@@ -200,6 +203,11 @@ impl Metrics {
             "events_rejected",
             "Events refused at the door",
             metrics.rejected.clone(),
+        );
+        r.register(
+            "events_set_aside",
+            "Events taken with invalid optional fields set aside into their metadata",
+            metrics.set_aside.clone(),
         );
         r.register(
             "spool_events",
@@ -334,6 +342,15 @@ impl Metrics {
         self.accepted
             .get_or_create(&ViaLabels { via: via.label() })
             .inc_by(events);
+    }
+
+    /// Counts events taken with optional fields set aside.
+    pub fn set_aside(&self, via: Via, events: u64) {
+        if events > 0 {
+            self.set_aside
+                .get_or_create(&ViaLabels { via: via.label() })
+                .inc_by(events);
+        }
     }
 
     /// Counts events refused at the door; `reason` is a short label.

@@ -28,33 +28,80 @@ pub(crate) struct Rules {
     pub limits: Limits,
     /// What is redacted before it is spooled.
     pub redaction: Redaction,
+    /// What an optional field that breaks a rule does to its event.
+    pub invalid_optional: InvalidOptional,
 }
 
+/// What an optional field that breaks a rule (`actor.ip = "testclient"`)
+/// does to its event (`relay.invalid_optional`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidOptional {
+    /// The event is kept without the field, whose value and problem are
+    /// recorded in its metadata (`auditrelay.invalid`): a sender that
+    /// cannot react to a refusal loses no event.
+    #[default]
+    SetAside,
+    /// The event is refused, as for a required field.
+    Refuse,
+}
+
+/// One event taken, and the fields of it set aside (empty for most).
+type Taken = (Record, Vec<ValidationError>);
+
+/// One event refused: its `id` (if short enough to show) and every rule
+/// it broke.
+type Refusal = (Option<String>, Vec<ValidationError>);
+
 impl Rules {
+    /// The rules `config` sets; every problem of its redaction rules, as
+    /// `(rule, problem)`.
+    pub fn of(config: &crate::Config) -> Result<Rules, Vec<(String, String)>> {
+        Ok(Rules {
+            limits: Limits {
+                max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
+                    .unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+            redaction: Redaction::new(config.relay.redact_defaults, &config.redact)?,
+            invalid_optional: config.relay.invalid_optional,
+        })
+    }
+
     /// Rules with `limits` and no redaction (for tests).
     #[cfg(test)]
     pub fn plain(limits: Limits) -> Arc<Rules> {
         Arc::new(Rules {
             limits,
             redaction: Redaction::new(false, &[]).expect("no rules are valid rules"),
+            invalid_optional: InvalidOptional::Refuse,
         })
     }
 
-    /// Validates, redacts and encodes one event; its `id` (if short
-    /// enough to show) and every rule it broke, if it is refused.
-    fn record(
-        &self,
-        mut event: AuditEventEnvelope,
-    ) -> Result<Record, (Option<String>, Vec<ValidationError>)> {
+    /// Validates, redacts and encodes one event.
+    fn record(&self, mut event: AuditEventEnvelope) -> Result<Taken, Refusal> {
         let refused = |event: &AuditEventEnvelope, errors: Vec<ValidationError>| {
             // Long ids are refused for their length: not shown back.
             (Some(event.id.clone()).filter(|id| id.len() <= 128), errors)
         };
-        let json = match event.to_validated_json(&self.limits) {
-            Ok(json) => json,
-            Err(errors) => return Err(refused(&event, errors.0)),
+        let (json, set_aside) = match event.to_validated_json(&self.limits) {
+            Ok(json) => (json, Vec::new()),
+            Err(errors) => {
+                let kept = (self.invalid_optional == InvalidOptional::SetAside)
+                    .then(|| event.set_aside(&errors.0, &self.limits))
+                    .flatten();
+                let Some((kept, _)) = kept else {
+                    return Err(refused(&event, errors.0));
+                };
+                event = kept;
+                match event.to_validated_json(&self.limits) {
+                    Ok(json) => (json, errors.0),
+                    Err(_) => return Err(refused(&event, errors.0)),
+                }
+            }
         };
         self.redacted(&mut event, json)
+            .map(|record| (record, set_aside))
             .map_err(|errors| refused(&event, errors))
     }
 
@@ -85,23 +132,25 @@ impl Rules {
     }
 
     /// As [`record`](Self::record), for an envelope read from JSON.
-    fn record_of_view(
-        &self,
-        view: &EnvelopeView<'_>,
-    ) -> Result<Record, (Option<String>, Vec<ValidationError>)> {
+    fn record_of_view(&self, view: &EnvelopeView<'_>) -> Result<Taken, Refusal> {
         let id = || {
             Some(view.id.as_ref())
                 .filter(|id| id.len() <= 128)
                 .map(str::to_owned)
         };
-        let json = view
-            .to_validated_json(&self.limits)
-            .map_err(|e| (id(), e.0))?;
+        let json = match view.to_validated_json(&self.limits) {
+            Ok(json) => json,
+            // Rarely: an owned copy, to set its fields aside.
+            Err(_) if self.invalid_optional == InvalidOptional::SetAside => {
+                return self.record(view.clone().into_owned());
+            }
+            Err(errors) => return Err((id(), errors.0)),
+        };
         if !self
             .redaction
             .may_apply(&view.source, &view.event_type, &json)
         {
-            return Ok(Record::with_view_json(view, &json));
+            return Ok((Record::with_view_json(view, &json), Vec::new()));
         }
         // Rarely: read into a tree, to walk it.
         let mut event: AuditEventEnvelope = serde_json::from_slice(&json).map_err(|error| {
@@ -114,6 +163,7 @@ impl Rules {
             )
         })?;
         self.redacted(&mut event, json)
+            .map(|record| (record, Vec::new()))
             .map_err(|errors| (id(), errors))
     }
 }
@@ -137,6 +187,8 @@ pub(crate) struct Arrivals {
     rules: Arc<Rules>,
     records: Vec<Record>,
     refused: Vec<Refused>,
+    /// Taken events with optional fields set aside, and the rules those broke.
+    set_aside: Vec<Refused>,
     /// One event on its own ([`Relay::emit`]): its refusal names no index.
     single: bool,
 }
@@ -153,6 +205,7 @@ impl Arrivals {
             rules,
             records: Vec::new(),
             refused: Vec::new(),
+            set_aside: Vec::new(),
             single: false,
         }
     }
@@ -180,13 +233,18 @@ impl Arrivals {
         self.take(index, record);
     }
 
-    fn take(
-        &mut self,
-        index: usize,
-        record: Result<Record, (Option<String>, Vec<ValidationError>)>,
-    ) {
+    fn take(&mut self, index: usize, record: Result<Taken, Refusal>) {
         match record {
-            Ok(record) => self.records.push(record),
+            Ok((record, set_aside)) => {
+                if !set_aside.is_empty() {
+                    self.set_aside.push(Refused {
+                        index,
+                        id: Some(record.as_event().id.to_owned()).filter(|id| id.len() <= 128),
+                        errors: set_aside,
+                    });
+                }
+                self.records.push(record);
+            }
             Err((id, errors)) => self.refused.push(Refused { index, id, errors }),
         }
     }
@@ -236,6 +294,9 @@ pub(crate) struct Admitted {
     pub receipt: Receipt,
     /// The events refused (none with [`Refusals::RefuseAll`]).
     pub refused: Vec<Refused>,
+    /// The events taken with optional fields set aside, and the rules
+    /// those broke ([`InvalidOptional::SetAside`]).
+    pub set_aside: Vec<Refused>,
 }
 
 impl Admitted {
@@ -249,6 +310,7 @@ impl Admitted {
                 durable_end: 0,
             },
             refused,
+            set_aside: Vec::new(),
         }
     }
 }
@@ -264,13 +326,18 @@ impl Relay {
         via: Via,
         refusals: Refusals,
     ) -> Result<Admitted, EmitError> {
-        let (records, refused) = self.sort_out(arrivals, via, refusals)?;
+        let (records, refused, set_aside) = self.sort_out(arrivals, via, refusals)?;
         if records.is_empty() && !refused.is_empty() {
             return Ok(Admitted::none_of(refused));
         }
         let appended = self.inner.spool.append(&records);
         let receipt = self.appended(&records, appended, via)?;
-        Ok(Admitted { receipt, refused })
+        self.inner.metrics.set_aside(via, set_aside.len() as u64);
+        Ok(Admitted {
+            receipt,
+            refused,
+            set_aside,
+        })
     }
 
     /// Takes `arrivals` in as [`admit`](Self::admit) does and waits until
@@ -286,7 +353,7 @@ impl Relay {
         refusals: Refusals,
         durable_within: Option<(Duration, &'static str)>,
     ) -> Result<Admitted, EmitError> {
-        let (records, refused) = self.sort_out(arrivals, via, refusals)?;
+        let (records, refused, set_aside) = self.sort_out(arrivals, via, refusals)?;
         if records.is_empty() && !refused.is_empty() {
             return Ok(Admitted::none_of(refused));
         }
@@ -298,32 +365,39 @@ impl Relay {
                 .await
                 .map_err(|_| EmitError::SlowDisk { waited, setting })??,
         }
-        Ok(Admitted { receipt, refused })
+        self.inner.metrics.set_aside(via, set_aside.len() as u64);
+        Ok(Admitted {
+            receipt,
+            refused,
+            set_aside,
+        })
     }
 
-    /// Counts the refused arrivals; the records to append, or the refusal
-    /// of the whole call.
+    /// Counts the refused arrivals; the records to append (and which had
+    /// fields set aside), or the refusal of the whole call.
+    #[allow(clippy::type_complexity)]
     fn sort_out(
         &self,
         arrivals: Arrivals,
         via: Via,
         refusals: Refusals,
-    ) -> Result<(Vec<Record>, Vec<Refused>), EmitError> {
+    ) -> Result<(Vec<Record>, Vec<Refused>, Vec<Refused>), EmitError> {
         let Arrivals {
             records,
             refused,
+            set_aside,
             single,
             ..
         } = arrivals;
         if refused.is_empty() {
-            return Ok((records, refused));
+            return Ok((records, refused, set_aside));
         }
         match refusals {
             Refusals::TakeTheValid => {
                 self.inner
                     .metrics
                     .rejected(via, "invalid", refused.len() as u64);
-                Ok((records, refused))
+                Ok((records, refused, set_aside))
             }
             Refusals::RefuseAll => {
                 let events = records.len() + refused.len();

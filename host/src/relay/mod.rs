@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::dispatch::{DeadLetters, Dispatcher, PluginStatus, RunState};
 use crate::metrics::{Metrics, Via};
-use crate::redact::Redaction;
 use crate::runtime::catalog::PluginDirError;
 use crate::spool::{
     Appended, Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolOpenError, SpoolStats,
 };
 
+pub use intake::InvalidOptional;
 pub(crate) use intake::{Arrivals, Refusals, Refused, Rules};
 pub use sources::{SourceReport, SourceStatus};
 use start::{Instance, Starter, spool_options};
@@ -306,23 +306,14 @@ impl Relay {
             );
         }
         let spool = Arc::new(spool);
-        let rules = Arc::new(intake::Rules {
-            limits: Limits {
-                max_event_bytes: usize::try_from(config.relay.max_event_bytes.as_u64())
-                    .unwrap_or(usize::MAX),
-                ..Limits::default()
-            },
-            redaction: Redaction::new(config.relay.redact_defaults, &config.redact).map_err(
-                |problems| {
-                    StartError::Redaction(
-                        problems
-                            .into_iter()
-                            .map(|(k, m)| format!("{k}: {m}"))
-                            .collect(),
-                    )
-                },
-            )?,
-        });
+        let rules = Arc::new(intake::Rules::of(&config).map_err(|problems| {
+            StartError::Redaction(
+                problems
+                    .into_iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect(),
+            )
+        })?);
         let catalog = {
             let config = config.clone();
             handle

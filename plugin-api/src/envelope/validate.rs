@@ -401,7 +401,9 @@ pub(super) trait Fields {
 
         let entries = self
             .metadata()
-            .filter(|(key, _)| *key != super::REDACTION_RECORD_KEY)
+            .filter(|(key, _)| {
+                *key != super::REDACTION_RECORD_KEY && *key != super::INVALID_RECORD_KEY
+            })
             .count();
         if entries > 64 {
             c.fail("metadata", "has more than 64 entries");

@@ -183,9 +183,11 @@ grant_dir = "{{home}}/out"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emit_refuses_invalid_events_naming_the_field() {
     let home = Home::with_plugins(&["file"]);
-    let relay = Relay::start(home.config("[plugins.file]\ngrant_dir = \"{home}/out\"\n"))
-        .await
-        .unwrap();
+    let relay = Relay::start(home.config(
+        "[relay]\ninvalid_optional = \"refuse\"\n[plugins.file]\ngrant_dir = \"{home}/out\"\n",
+    ))
+    .await
+    .unwrap();
     let mut bad = sample_envelope(0);
     bad.actor.email = Some("not-an-address".into());
     let err = relay.emit(bad.clone()).unwrap_err();
@@ -664,4 +666,85 @@ async fn cloudevents_binary_mode_is_accepted_and_its_headers_named() {
     assert_eq!(event["tenant"], "acme");
     assert_eq!(event["actor"]["id"], "u-42");
     assert_eq!(event["metadata"]["ce_subject"], "group/g-7 (on-call)");
+}
+
+/// By default an event whose *optional* fields alone break rules — a test
+/// client's `actor.ip = "testclient"`, an email without `@` — is kept
+/// without them, each value and problem recorded in its metadata and
+/// listed in the answer, so a fire-and-forget client loses nothing; one
+/// that breaks a rule of a field saying which event it is (`tenant`) is
+/// still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_optional_fields_are_set_aside_and_the_event_kept() {
+    let home = Home::with_plugins(&["file"]);
+    let config = home.config(&format!(
+        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let endpoint = Endpoint {
+        url: format!("http://{}/v1/events", http.local_addr().unwrap()),
+        client: reqwest::Client::new(),
+    };
+    let metrics_url = format!("http://{}/metrics", http.local_addr().unwrap());
+    tokio::spawn(http.serve(std::future::pending()));
+
+    let mut sloppy = json(1);
+    sloppy["actor"]["ip"] = "testclient".into();
+    sloppy["actor"]["email"] = "nobody".into();
+    let sloppy_id = sloppy["id"].clone();
+    let mut wrong_tenant = json(2);
+    wrong_tenant["actor"]["ip"] = "testclient".into();
+    wrong_tenant["tenant"] = "acme\u{202e}".into();
+    let (status, answer) = endpoint.post_events(&[sloppy, wrong_tenant, json(3)]).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (422, Some(2)),
+        "{answer}"
+    );
+    assert_eq!(answer["rejected"][0]["index"], 1, "{answer}");
+    let set_aside = &answer["set_aside"][0];
+    assert_eq!(set_aside["index"], 0, "{answer}");
+    let mut fields: Vec<&str> = set_aside["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["actor.email", "actor.ip"], "{answer}");
+
+    assert!(relay.idle(Duration::from_secs(10)).await);
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("auditrelay_events_set_aside_total{via=\"http\"} 1"),
+        "{metrics}"
+    );
+    relay.shutdown().await;
+    let delivered = ndjson_values(&home.join("out"));
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    let kept = delivered
+        .iter()
+        .find(|e| e["id"] == sloppy_id)
+        .expect("the sloppy event is kept");
+    assert!(kept["actor"].get("ip").is_none(), "{kept}");
+    let record: serde_json::Value =
+        serde_json::from_str(kept["metadata"]["auditrelay.invalid"].as_str().unwrap()).unwrap();
+    let values: Vec<&str> = record
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
+    assert!(
+        values.contains(&"testclient") && values.contains(&"nobody"),
+        "{record}"
+    );
 }

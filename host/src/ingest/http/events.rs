@@ -6,7 +6,7 @@
 //!
 //! | status | when | body |
 //! |---|---|---|
-//! | `202` | every event was accepted **and is durable** (`spool.durability`) | `{"accepted": n, "rejected": []}` |
+//! | `202` | every event was accepted **and is durable** (`spool.durability`) | `{"accepted": n, "rejected": []}`, and `"set_aside": [{"index", "id", "errors"}]` for events taken without optional fields that broke a rule (`relay.invalid_optional`) |
 //! | `422` | some events broke the rules; **the others were accepted** (and are durable) | `{"accepted": n, "rejected": [{"index", "id", "errors": [{"field", "problem"}]}]}` |
 //! | `400` | the body is not JSON of the expected shape; nothing accepted | `{"accepted": 0, "error": "..."}` |
 //! | `401` | missing or wrong bearer token | `{"accepted": 0, "error": "..."}` |
@@ -45,6 +45,10 @@ struct Answer {
     #[serde(skip_serializing_if = "is_zero")]
     copies: usize,
     rejected: Vec<Refused>,
+    /// Events taken with optional fields that broke a rule left out (their
+    /// values kept in `metadata["auditrelay.invalid"]`): the rules broken.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    set_aside: Vec<Refused>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -118,6 +122,7 @@ pub(super) async fn post_events(
         accepted: admitted.receipt.len(),
         copies: admitted.receipt.copies(),
         rejected: admitted.refused,
+        set_aside: admitted.set_aside,
     };
     (status, axum::Json(answer)).into_response()
 }
