@@ -36,6 +36,10 @@ pub(super) struct Checkpointer {
     /// When each stream's last checkpoint was signed and spooled: the
     /// next one names it, so a verifier sees checkpoints removed.
     previous: Mutex<HashMap<String, Timestamp>>,
+    /// When the last round was signed: the next is signed later even if
+    /// the wall clock stepped back (NTP, a VM resumed), so the order of
+    /// rounds in time is the order they were signed in.
+    last_round: Mutex<Option<Timestamp>>,
 }
 
 impl Checkpointer {
@@ -75,8 +79,11 @@ impl Checkpointer {
                     log_path.display()
                 ))
             })?;
-        let previous = Mutex::new(last_signed(&log_path));
+        let previous = last_signed(&log_path);
+        let last_round = Mutex::new(previous.values().max().copied());
+        let previous = Mutex::new(previous);
         Ok(Some(Checkpointer {
+            last_round,
             signer: Signer::new(key, settings.log.clone(), settings.checkpoint_interval),
             verifier,
             previous,
@@ -97,7 +104,7 @@ impl Checkpointer {
         if trees.is_empty() {
             return 0;
         }
-        let round = Round::new(Timestamp::now(), trees.iter().map(|tree| &*tree.stream));
+        let round = Round::new(self.next_time(), trees.iter().map(|tree| &*tree.stream));
         let mut lines = Vec::new();
         let mut records = Vec::with_capacity(trees.len());
         {
@@ -155,6 +162,20 @@ impl Checkpointer {
             );
         }
         spooled.len()
+    }
+
+    /// Now, or just after the last round if the clock says otherwise.
+    fn next_time(&self) -> Timestamp {
+        let mut last = self.last_round.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Timestamp::now();
+        let time = match *last {
+            Some(before) if now <= before => before
+                .checked_add(jiff::SignedDuration::from_nanos(1))
+                .unwrap_or(before),
+            _ => now,
+        };
+        *last = Some(time);
+        time
     }
 
     fn append_to_log(&self, lines: &[u8]) -> std::io::Result<()> {
@@ -348,6 +369,20 @@ mod tests {
                 .unwrap();
             assert_eq!(third.window.previous, Some(before.window.time));
         }
+
+        // A wall clock stepped back: the next round is still signed after
+        // the last one (verify reads an earlier time as a rollback).
+        let ahead = Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        *rotated.last_round.lock().unwrap() = Some(ahead);
+        assert!(rotated.next_time() > ahead);
+        let again = Checkpointer::open(&config, spool.clone()).unwrap().unwrap();
+        let last_in_log = *last_signed(&config.relay.data_dir.integrity().join(LOG_FILE))
+            .values()
+            .max()
+            .unwrap();
+        assert!(again.next_time() > last_in_log);
         spool.finish();
     }
 }

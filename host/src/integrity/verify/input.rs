@@ -144,21 +144,59 @@ fn is_skippable(bytes: &[u8]) -> bool {
 /// them: a file of several frames is not cut at the first (what follows
 /// would go unchecked), skippable frames are stepped over, and bytes after
 /// the last frame that are not one are an error, not ignored.
-struct ZstdFrames<R: BufRead> {
-    frame: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
-    source: Option<R>,
+struct ZstdFrames<R: Read> {
+    frame: Option<ruzstd::decoding::StreamingDecoder<Lookahead<R>, ruzstd::decoding::FrameDecoder>>,
+    source: Option<Lookahead<R>>,
 }
 
-impl<R: BufRead> ZstdFrames<R> {
+impl<R: Read> ZstdFrames<R> {
     fn new(source: R) -> Self {
         ZstdFrames {
             frame: None,
-            source: Some(source),
+            source: Some(Lookahead {
+                head: Vec::new(),
+                inner: source,
+            }),
         }
     }
 }
 
-impl<R: BufRead> Read for ZstdFrames<R> {
+/// A reader that can look at the next bytes before they are read: the
+/// magic of the next frame may straddle the end of a read buffer.
+struct Lookahead<R> {
+    head: Vec<u8>,
+    inner: R,
+}
+
+impl<R: Read> Lookahead<R> {
+    /// The next `n` bytes (fewer only at the end of the input), not consumed.
+    fn peek(&mut self, n: usize) -> std::io::Result<&[u8]> {
+        while self.head.len() < n {
+            let mut byte = [0u8; 64];
+            let want = (n - self.head.len()).min(byte.len());
+            let read = self.inner.read(&mut byte[..want])?;
+            if read == 0 {
+                break;
+            }
+            self.head.extend_from_slice(&byte[..read]);
+        }
+        Ok(&self.head[..self.head.len().min(n)])
+    }
+}
+
+impl<R: Read> Read for Lookahead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.head.is_empty() {
+            return self.inner.read(buf);
+        }
+        let n = self.head.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.head[..n]);
+        self.head.drain(..n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         loop {
@@ -173,7 +211,7 @@ impl<R: BufRead> Read for ZstdFrames<R> {
             let Some(mut source) = self.source.take() else {
                 return Ok(0);
             };
-            let next = source.fill_buf()?;
+            let next = source.peek(4)?;
             if next.is_empty() {
                 return Ok(0);
             }

@@ -26,11 +26,14 @@
 
 pub mod input;
 mod report;
+mod rounds;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+
+use sha2::Digest as _;
 
 use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView};
 use jiff::Timestamp;
@@ -41,7 +44,7 @@ use super::chain::{GENESIS, Opened};
 use super::checkpoint::Checkpoint;
 use super::merkle::Hash;
 use super::note::{NoteError, VerifierKey};
-use super::signed::{CheckpointPayload, Members, SignedCheckpoint};
+use super::signed::{CheckpointPayload, SignedCheckpoint};
 use super::tree::Tree;
 
 /// The largest `seq` taken for the relay's (2^53: a billion events a
@@ -72,6 +75,9 @@ pub struct Verifier {
     lines: u64,
     streams: HashMap<String, Vec<Entry>>,
     notes: Vec<NoteSeen>,
+    /// Where each distinct checkpoint event (by the digest of its
+    /// canonical JSON) is in `notes`.
+    carriers: HashMap<Hash, usize>,
     problems: Vec<Problem>,
     wanted: Option<(String, String)>,
     candidates: HashMap<Hash, Candidate>,
@@ -109,6 +115,9 @@ struct Entry {
 /// One checkpoint note as read (from an event or the checkpoint log).
 #[derive(Debug)]
 struct NoteSeen {
+    /// More lines that carried exactly this event (canonically): copies,
+    /// counted rather than kept.
+    copies: u64,
     note: String,
     /// The event that carried it, canonically: it must be exactly what
     /// the relay builds from the note.
@@ -179,6 +188,7 @@ impl Verifier {
             lines: 0,
             streams: HashMap::new(),
             notes: Vec::new(),
+            carriers: HashMap::new(),
             problems: Vec::new(),
             wanted: None,
             candidates: HashMap::new(),
@@ -300,7 +310,9 @@ impl Verifier {
                 holds,
                 order: self.lines,
                 at,
-                id: opened.id.into(),
+                // Shown in problems only: a forged 16 MiB id must not be
+                // kept whole per event.
+                id: shown_id(&opened.id),
             };
             match self.streams.get_mut(&*opened.stream) {
                 Some(entries) => entries.push(entry),
@@ -313,11 +325,27 @@ impl Verifier {
         let at_text = self.at(at);
         match AuditEventEnvelope::from_json(bytes) {
             Ok(event) => match SignedCheckpoint::note_of(&event) {
-                Some(note) => self.notes.push(NoteSeen {
-                    note: note.to_owned(),
-                    event,
-                    at,
-                }),
+                Some(note) => {
+                    // At-least-once delivery makes copies, and anyone can
+                    // make a billion: each distinct carrier is kept once.
+                    let digest: Hash =
+                        sha2::Sha256::digest(event.to_canonical_json()).into();
+                    let next = self.notes.len();
+                    match self.carriers.entry(digest) {
+                        std::collections::hash_map::Entry::Occupied(seen) => {
+                            self.notes[*seen.get()].copies += 1;
+                        }
+                        std::collections::hash_map::Entry::Vacant(new) => {
+                            new.insert(next);
+                            self.notes.push(NoteSeen {
+                                copies: 0,
+                                note: note.to_owned(),
+                                event,
+                                at,
+                            });
+                        }
+                    }
+                }
                 None => self.keep(Problem {
                     kind: Kind::Inserted,
                     stream: None,
@@ -446,7 +474,14 @@ impl Verifier {
                 .cloned(),
         );
         names.sort();
-        self.rounds(&rounds, &mut problems);
+        rounds.check(
+            &rounds::Expect {
+                streams: self.expected.as_ref(),
+                partial: self.partial,
+                until: self.until,
+            },
+            &mut problems,
+        );
         let mut summaries = Vec::with_capacity(names.len());
         let mut ledgers = HashMap::new();
         for name in names {
@@ -479,13 +514,18 @@ impl Verifier {
     fn open_checkpoints(&mut self, problems: &mut Vec<Problem>) -> Checkpoints {
         let mut by_stream: HashMap<String, Vec<SignedCheckpoint>> = HashMap::new();
         let mut copies: HashMap<String, u64> = HashMap::new();
-        let mut rounds = Rounds::default();
+        let mut rounds = rounds::Rounds::default();
         // Each distinct note, opened once: its checkpoint and signer.
         let mut opened: HashMap<String, Option<(SignedCheckpoint, VerifierKey)>> = HashMap::new();
         let mut events_seen: HashSet<Vec<u8>> = HashSet::new();
         for seen_note in std::mem::take(&mut self.notes) {
             let window = unverified_window(&seen_note.note);
             let stream = window.as_ref().map(|(stream, _)| stream.clone());
+            if seen_note.copies > 0 {
+                *copies
+                    .entry(stream.clone().unwrap_or_default())
+                    .or_default() += seen_note.copies;
+            }
             let at_text = self.at(seen_note.at);
             let problem = |kind, detail: String| Problem {
                 kind,
@@ -570,182 +610,10 @@ struct Checkpoints {
     /// How many copies of each stream's checkpoints there were.
     copies: HashMap<String, u64>,
     /// Their rounds.
-    rounds: Rounds,
-}
-
-/// Every round of checkpoints an export holds, by the log and key that
-/// signed it: the relay signs each of its streams in every round, at one
-/// time, and names them all ([`Members`]) in each checkpoint.
-#[derive(Debug, Default)]
-struct Rounds {
-    /// `(log, key)` → time → the round as the export holds it.
-    by_log: HashMap<(String, String), std::collections::BTreeMap<Timestamp, RoundSeen>>,
-    /// The times some checkpoint names as its `previous`: rounds the relay
-    /// knew were durable in full. A round no later checkpoint names may
-    /// have been torn by a crash as it was written, so only these and
-    /// each log's newest are held to their members.
-    named: HashSet<Timestamp>,
-}
-
-/// One round as the export holds it.
-#[derive(Debug, Default)]
-struct RoundSeen {
-    /// What its checkpoints say it signed (one value, unless two relays
-    /// sign with one log name and key).
-    members: HashSet<Members>,
-    /// The streams whose checkpoint of the round is there.
-    streams: std::collections::BTreeSet<String>,
-}
-
-impl Rounds {
-    fn add(&mut self, signed: &SignedCheckpoint, key: &VerifierKey) {
-        let key_name = key
-            .to_text()
-            .split('+')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("+");
-        let round = self
-            .by_log
-            .entry((log_of(signed), key_name))
-            .or_default()
-            .entry(signed.window.time)
-            .or_default();
-        if let Some(members) = &signed.window.members {
-            round.members.insert(members.clone());
-        }
-        round.streams.insert(signed.window.stream.clone());
-        if let Some(previous) = signed.window.previous {
-            self.named.insert(previous);
-        }
-    }
-}
-
-/// The log a checkpoint is of: its origin without `/<stream>` (the whole
-/// origin for the stream `""`).
-fn log_of(checkpoint: &SignedCheckpoint) -> String {
-    let origin = &checkpoint.checkpoint.origin;
-    let stream = &checkpoint.window.stream;
-    if stream.is_empty() {
-        return origin.clone();
-    }
-    origin
-        .strip_suffix(stream.as_str())
-        .and_then(|log| log.strip_suffix('/'))
-        .unwrap_or(origin)
-        .to_owned()
+    rounds: rounds::Rounds,
 }
 
 impl Verifier {
-    /// Every round the relay knew was durable (and each log's newest) must
-    /// hold as many streams as it signed — or, with
-    /// [`streams`](Self::streams), those named; and a stream must be in
-    /// every such round after its first. With `until`, an export without
-    /// any checkpoint fails.
-    fn rounds(&self, rounds: &Rounds, problems: &mut Vec<Problem>) {
-        let gap = |stream: Option<&str>, detail: String| Problem {
-            kind: Kind::Gap,
-            stream: stream.map(str::to_owned),
-            seqs: None,
-            ids: Vec::new(),
-            at: Vec::new(),
-            detail,
-        };
-        // Each stream with checkpoints is held to `until` in `coverage`; an
-        // export with none must fail it too.
-        if let Some(until) = self.until
-            && rounds.by_log.is_empty()
-        {
-            problems.push(gap(None, format!(
-                "the export holds no signed checkpoint, and --until says one was signed by {until}: its checkpoints, and the events they covered, were removed"
-            )));
-        }
-        if let Some(expected) = &self.expected {
-            let present: HashSet<&str> = rounds
-                .by_log
-                .values()
-                .flat_map(|times| times.values())
-                .flat_map(|round| round.streams.iter().map(String::as_str))
-                .collect();
-            for name in expected.iter().filter(|n| !present.contains(n.as_str())) {
-                problems.push(gap(Some(name), "no signed checkpoint of this stream (--streams) is in the export: its checkpoints, and likely its events, were removed".into()));
-            }
-        }
-        let mut keys: Vec<&(String, String)> = rounds.by_log.keys().collect();
-        keys.sort();
-        for key in keys {
-            let (log, _) = key;
-            let times = &rounds.by_log[key];
-            let newest = times.keys().next_back().copied();
-            let required = |t: &Timestamp| rounds.named.contains(t) || Some(*t) == newest;
-            let mut first: HashMap<&str, Timestamp> = HashMap::new();
-            let mut absent: std::collections::BTreeMap<&str, Vec<Timestamp>> = Default::default();
-            for (time, round) in times {
-                let known_absent: Vec<&str> = first
-                    .keys()
-                    .copied()
-                    .filter(|s| !round.streams.contains(*s))
-                    .collect();
-                for stream in &round.streams {
-                    first.entry(stream).or_insert(*time);
-                }
-                if !required(time) {
-                    continue;
-                }
-                for stream in &known_absent {
-                    absent.entry(stream).or_default().push(*time);
-                }
-                if self.expected.is_some() {
-                    continue;
-                }
-                let mut members = round.members.iter();
-                let (Some(members), None) = (members.next(), members.next()) else {
-                    if round.members.len() > 1 {
-                        problems.push(Problem {
-                            kind: Kind::ChainBreak,
-                            ..gap(None, format!("the checkpoints {log} signed at {time} disagree on the streams of their round: two relays sign with one log name and key (give each its own integrity.log and key)"))
-                        });
-                    }
-                    continue;
-                };
-                let seen = round.streams.len() as u64;
-                // Streams seen in earlier rounds are reported by name below;
-                // the rest of the shortfall were never seen at all.
-                let unseen = members
-                    .count
-                    .saturating_sub(seen)
-                    .saturating_sub(known_absent.len() as u64);
-                if unseen > 0 {
-                    problems.push(gap(None, format!(
-                        "the round of checkpoints {log} signed at {time} covered {} streams and the export holds {seen} of them: {unseen} stream{} no earlier round shows either had {} checkpoints, and likely {} events, removed whole{} (an export a plugin filtered to some tenants: name them with --streams)",
-                        members.count,
-                        if unseen == 1 { "" } else { "s" },
-                        if unseen == 1 { "its" } else { "their" },
-                        if unseen == 1 { "its" } else { "their" },
-                        if Some(*time) == newest { ", or the relay stopped while writing this, its newest round" } else { "" },
-                    )));
-                } else if seen == members.count
-                    && Members::of(round.streams.iter().map(String::as_str)) != *members
-                {
-                    problems.push(gap(None, format!(
-                        "the round of checkpoints {log} signed at {time} names other streams than the {seen} the export holds it for"
-                    )));
-                }
-            }
-            for (stream, times) in absent {
-                if let (Some(from), Some(to)) = (times.first(), times.last()) {
-                    problems.push(gap(Some(stream), format!(
-                        "{} round{} of checkpoints {log} signed ({from} to {to}) {} none of this stream: its checkpoints were removed{}",
-                        times.len(),
-                        if times.len() == 1 { "" } else { "s" },
-                        if times.len() == 1 { "has" } else { "have" },
-                        if Some(*to) == newest { " (or, for the newest, the relay stopped while writing it)" } else { "" },
-                    )));
-                }
-            }
-        }
-    }
-
     /// What must vouch for a stream: some checkpoint at all, and one at or
     /// after `until`.
     fn coverage(
@@ -1440,6 +1308,15 @@ fn prefix(chosen: &[Chosen]) -> Vec<Hash> {
         .take_while(|(i, c)| c.seq == *i as u64 + 1)
         .map(|(_, c)| c.hash)
         .collect()
+}
+
+/// An event's id as problems show it: at most 128 characters (the
+/// envelope's limit), so a forged long one costs no more to keep.
+fn shown_id(id: &str) -> Box<str> {
+    match id.char_indices().nth(128) {
+        Some((cut, _)) => format!("{}…", &id[..cut]).into(),
+        None => id.into(),
+    }
 }
 
 /// Whether `seq` is in one of `ranges`.

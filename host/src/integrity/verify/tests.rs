@@ -614,3 +614,4 @@ proptest! {
 
 mod attacks;
 mod relays;
+mod review3;
