@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use auditrelay::envelope::{AuditEventEnvelope, Limits};
 use auditrelay::integrity::chain::{self, Head, StreamKey};
 use auditrelay::integrity::note::SigningKey;
-use auditrelay::integrity::signed::{SignedCheckpoint, Signer};
+use auditrelay::integrity::signed::{Round, SignedCheckpoint, Signer};
 use auditrelay::integrity::tree::Tree;
 use auditrelay::integrity::verify::{Verifier, input};
 use auditrelay::internals::{
@@ -153,9 +153,16 @@ fn export(signer: &Signer) -> Vec<Vec<u8>> {
         if (i + 1) % CHECKPOINT_EVERY == 0 {
             minute += 1;
             let at = jiff::Timestamp::from_second(1_796_000_000 + minute * 60).unwrap();
+            let round = Round::new(at, streams);
             for (s, tree) in trees.iter().enumerate() {
-                let signed =
-                    signer.sign(streams[s], tree.size, tree.root(), tree.last, at, previous);
+                let signed = signer.sign(
+                    streams[s],
+                    tree.size,
+                    tree.root(),
+                    tree.last,
+                    &round,
+                    previous,
+                );
                 let carrier = signed.to_envelope(&signer.verifier(), Some(streams[s]));
                 lines.push(carrier.to_canonical_json());
             }
@@ -243,6 +250,7 @@ fn checkpoints() {
         tree.push(Sha256::digest(i.to_be_bytes()).into());
     }
     let at = jiff::Timestamp::from_second(1_796_000_000).unwrap();
+    let round = Round::new(at, ["acme"]);
     let (mut seal, mut sign, mut open, mut root) = (vec![], vec![], vec![], vec![]);
     let mut note = String::new();
     for _ in 0..ROUNDS {
@@ -262,7 +270,7 @@ fn checkpoints() {
         let started = Instant::now();
         for _ in 0..N {
             note = signer
-                .sign("acme", tree.size, tree.root(), tree.last, at, None)
+                .sign("acme", tree.size, tree.root(), tree.last, &round, None)
                 .note;
         }
         sign.push(started.elapsed().as_nanos() as f64 / N as f64);

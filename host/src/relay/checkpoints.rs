@@ -362,7 +362,8 @@ mod tests {
         for line in log.lines().skip(4) {
             let event = AuditEventEnvelope::from_json(line.as_bytes()).unwrap();
             let note = SignedCheckpoint::note_of(&event).unwrap().to_owned();
-            let third = SignedCheckpoint::open(&note, &[rotated.verifier.clone()]).unwrap();
+            let third =
+                SignedCheckpoint::open(&note, std::slice::from_ref(&rotated.verifier)).unwrap();
             let before = second
                 .iter()
                 .find(|c| c.window.stream == third.window.stream)
