@@ -63,7 +63,7 @@ impl EnvelopeError {
     /// only the first serde met: a [`Shape`](Self::Shape) error (which
     /// stops at one field) becomes all of them, shape and rules, as
     /// [`Invalid`](Self::Invalid) when there are several (see
-    /// [`diagnose`](super::diagnose)). Any other error is returned as it is.
+    /// the `diagnose` module). Any other error is returned as it is.
     pub fn explained(self, bytes: &[u8], limits: &Limits) -> Self {
         // Only serde's refusals: a strict problem (a key twice, an inexact
         // number) is about the one reading of the bytes, which a tree of

@@ -46,6 +46,37 @@ impl Endpoint {
     }
 }
 
+/// A relay whose file plugin writes to `<home>/out`, with HTTP ingest on a
+/// free port behind [`TOKEN`].
+async fn served(home: &Home) -> (Relay, Endpoint, std::net::SocketAddr) {
+    let config = home.config(&format!(
+        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
+    ));
+    let relay = Relay::start(config.clone()).await.unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+        .await
+        .unwrap();
+    let addr = http.local_addr().unwrap();
+    tokio::spawn(http.serve(std::future::pending()));
+    let endpoint = Endpoint {
+        url: format!("http://{addr}/v1/events"),
+        client: reqwest::Client::new(),
+    };
+    (relay, endpoint, addr)
+}
+
+/// The fields an answer's `errors` name, sorted.
+fn fields_of(errors: &serde_json::Value) -> Vec<&str> {
+    let mut fields: Vec<&str> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    fields
+}
+
 fn json(i: usize) -> serde_json::Value {
     serde_json::to_value(sample_envelope(i)).unwrap()
 }
@@ -367,19 +398,7 @@ circuit_open_for = "200ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_input_is_refused_naming_the_field_and_kept_events_read_one_way() {
     let home = Home::with_plugins(&["file"]);
-    let config = home.config(&format!(
-        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
-    ));
-    let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
-        .await
-        .unwrap();
-    let addr = http.local_addr().unwrap();
-    let endpoint = Endpoint {
-        url: format!("http://{addr}/v1/events"),
-        client: reqwest::Client::new(),
-    };
-    tokio::spawn(http.serve(std::future::pending()));
+    let (relay, endpoint, _) = served(&home).await;
 
     let text = |i: usize| serde_json::to_string(&json(i)).unwrap();
     let with = |i: usize, from: &str, to: &str| {
@@ -562,18 +581,7 @@ async fn ambiguous_input_is_refused_naming_the_field_and_kept_events_read_one_wa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_with_five_bad_fields_gets_all_five_in_one_answer() {
     let home = Home::with_plugins(&["file"]);
-    let config = home.config(&format!(
-        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
-    ));
-    let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
-        .await
-        .unwrap();
-    let endpoint = Endpoint {
-        url: format!("http://{}/v1/events", http.local_addr().unwrap()),
-        client: reqwest::Client::new(),
-    };
-    tokio::spawn(http.serve(std::future::pending()));
+    let (relay, endpoint, _) = served(&home).await;
 
     let mut bad = json(1);
     bad["type"] = 7.into(); // wrong type
@@ -587,15 +595,8 @@ async fn an_event_with_five_bad_fields_gets_all_five_in_one_answer() {
         (422, Some(1)),
         "{answer}"
     );
-    let mut fields: Vec<&str> = answer["rejected"][0]["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    fields.sort_unstable();
     assert_eq!(
-        fields,
+        fields_of(&answer["rejected"][0]["errors"]),
         ["action.outcome", "actor.email", "colour", "time", "type"],
         "{answer}"
     );
@@ -611,15 +612,8 @@ async fn an_event_with_five_bad_fields_gets_all_five_in_one_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudevents_binary_mode_is_accepted_and_its_headers_named() {
     let home = Home::with_plugins(&["file"]);
-    let config = home.config(&format!(
-        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
-    ));
-    let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
-        .await
-        .unwrap();
-    let url = format!("http://{}/v1/events", http.local_addr().unwrap());
-    tokio::spawn(http.serve(std::future::pending()));
+    let (relay, endpoint, _) = served(&home).await;
+    let url = endpoint.url.clone();
     let client = reqwest::Client::new();
     let send = |id: &'static str, extra: Option<(&'static str, &'static str)>| {
         let mut request = client
@@ -677,19 +671,8 @@ async fn cloudevents_binary_mode_is_accepted_and_its_headers_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_optional_fields_are_set_aside_and_the_event_kept() {
     let home = Home::with_plugins(&["file"]);
-    let config = home.config(&format!(
-        "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
-    ));
-    let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
-        .await
-        .unwrap();
-    let endpoint = Endpoint {
-        url: format!("http://{}/v1/events", http.local_addr().unwrap()),
-        client: reqwest::Client::new(),
-    };
-    let metrics_url = format!("http://{}/metrics", http.local_addr().unwrap());
-    tokio::spawn(http.serve(std::future::pending()));
+    let (relay, endpoint, addr) = served(&home).await;
+    let metrics_url = format!("http://{addr}/metrics");
 
     let mut sloppy = json(1);
     sloppy["actor"]["ip"] = "testclient".into();
@@ -707,14 +690,11 @@ async fn invalid_optional_fields_are_set_aside_and_the_event_kept() {
     assert_eq!(answer["rejected"][0]["index"], 1, "{answer}");
     let set_aside = &answer["set_aside"][0];
     assert_eq!(set_aside["index"], 0, "{answer}");
-    let mut fields: Vec<&str> = set_aside["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    fields.sort_unstable();
-    assert_eq!(fields, ["actor.email", "actor.ip"], "{answer}");
+    assert_eq!(
+        fields_of(&set_aside["errors"]),
+        ["actor.email", "actor.ip"],
+        "{answer}"
+    );
 
     assert!(relay.idle(Duration::from_secs(10)).await);
     let metrics = reqwest::get(&metrics_url)

@@ -110,6 +110,19 @@ impl Export {
         self.signed.push((size, at, previous, root));
     }
 
+    /// Checkpoint `i` again, as `other` signs it (another key's).
+    fn signed_by(&self, other: &Signer, i: usize) -> SignedCheckpoint {
+        let (size, at, previous, root) = self.signed[i];
+        other.sign(
+            STREAM,
+            size,
+            root,
+            self.head(size),
+            &Round::new(at, [STREAM]),
+            previous,
+        )
+    }
+
     /// The chain hash of the event at `seq` (zeros if there is none).
     fn head(&self, seq: u64) -> Hash {
         (seq as usize)
@@ -274,15 +287,7 @@ fn a_replaced_checkpoint_has_a_bad_signature() {
 fn a_checkpoint_signed_with_another_key_is_unknown() {
     let mut export = export();
     let other = Signer::new(key(), "audit.example/relay".into(), Duration::from_secs(60));
-    let (size, at, previous, root) = export.signed[2];
-    let forged = other.sign(
-        STREAM,
-        size,
-        root,
-        export.head(size),
-        &Round::new(at, [STREAM]),
-        previous,
-    );
+    let forged = export.signed_by(&other, 2);
     let line = export.checkpoints[2];
     export.lines[line] = String::from_utf8(
         forged

@@ -385,18 +385,10 @@ fn a_crowd_of_impostors_does_not_hide_the_genuine_event() {
 #[test]
 fn a_junk_note_does_not_hide_a_gap() {
     let mut export = export();
-    let (size, at, previous, root) = export.signed[1];
     let removed = export.checkpoints[1];
-    export.delete(&[removed]);
     let other = Signer::new(key(), "audit.example/relay".into(), Duration::from_secs(60));
-    let junk = other.sign(
-        STREAM,
-        size,
-        root,
-        export.head(size),
-        &Round::new(at, [STREAM]),
-        previous,
-    );
+    let junk = export.signed_by(&other, 1);
+    export.delete(&[removed]);
     export.lines.push(
         String::from_utf8(
             junk.to_envelope(&other.verifier(), Some(STREAM))

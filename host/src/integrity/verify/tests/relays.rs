@@ -8,26 +8,31 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
+use crate::integrity::signed::{Members, Window};
 
-/// A relay's streams and the files its plugin wrote: events are written to
-/// the current file, and [`Relay::file`] starts the next (an S3 object).
-struct Relay {
-    signer: Signer,
-    chains: BTreeMap<String, (Head, Tree)>,
-    previous: HashMap<String, Timestamp>,
-    files: Vec<Vec<String>>,
-    minute: i64,
-    count: u64,
+/// A relay's streams and the files its plugin wrote, signed round by round
+/// as the relay signs them: events are written to the current file, and
+/// [`Relay::file`] starts the next (an S3 object). It signs notes itself
+/// so that a round can be signed without `members` (a relay from before
+/// they existed) and the key can be swapped (a rotation at a restart).
+pub(super) struct Relay {
+    pub(super) log: String,
+    pub(super) key: SigningKey,
+    /// Whether rounds sign their members (false: an older relay).
+    pub(super) members: bool,
+    pub(super) chains: BTreeMap<String, (Head, Tree)>,
+    pub(super) previous: HashMap<String, Timestamp>,
+    pub(super) files: Vec<Vec<String>>,
+    pub(super) minute: i64,
+    pub(super) count: u64,
 }
 
 impl Relay {
-    fn new(log: &str) -> Relay {
+    pub(super) fn new(log: &str) -> Relay {
         Relay {
-            signer: Signer::new(
-                SigningKey::generate(log).unwrap(),
-                log.into(),
-                Duration::from_secs(60),
-            ),
+            log: log.into(),
+            key: SigningKey::generate(log).unwrap(),
+            members: true,
             chains: BTreeMap::new(),
             previous: HashMap::new(),
             files: vec![Vec::new()],
@@ -36,8 +41,19 @@ impl Relay {
         }
     }
 
-    /// `n` events of `stream` (the tenant; `""` for none).
-    fn events(&mut self, stream: &str, n: u64) {
+    pub(super) fn verifier(&self) -> VerifierKey {
+        self.key.verifier()
+    }
+
+    /// A restart with a new key file: the log is read back, so the next
+    /// round names the last durable one whichever key signed it.
+    pub(super) fn rotate(&mut self) -> VerifierKey {
+        let old = self.verifier();
+        self.key = SigningKey::generate(&self.log).unwrap();
+        old
+    }
+
+    pub(super) fn events(&mut self, stream: &str, n: u64) {
         for _ in 0..n {
             self.count += 1;
             let mut builder = AuditEventEnvelope::builder("billing-api", "invoice.paid")
@@ -55,17 +71,15 @@ impl Relay {
         }
     }
 
-    fn write(&mut self, line: String) {
+    pub(super) fn write(&mut self, line: String) {
         self.files.last_mut().unwrap().push(line);
     }
 
-    /// Starts the next file.
-    fn file(&mut self) {
+    pub(super) fn file(&mut self) {
         self.files.push(Vec::new());
     }
 
-    /// A round of every stream, durable: the next names it.
-    fn round(&mut self) -> Timestamp {
+    pub(super) fn round(&mut self) -> Timestamp {
         let streams: Vec<String> = self.chains.keys().cloned().collect();
         self.round_writing(
             &streams.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -74,22 +88,42 @@ impl Relay {
     }
 
     /// A round of every stream of which only `kept`'s checkpoints were
-    /// written (`durable`: whether the relay saw it durable and names it).
-    fn round_writing(&mut self, kept: &[&str], durable: bool) -> Timestamp {
+    /// written; `durable`: whether the relay saw it durable (and names it).
+    pub(super) fn round_writing(&mut self, kept: &[&str], durable: bool) -> Timestamp {
         self.minute += 1;
-        let round = Round::new(time(self.minute), self.chains.keys().map(String::as_str));
+        let at = time(self.minute);
+        let members = Members::of(self.chains.keys().map(String::as_str));
         let mut lines = Vec::new();
         for (stream, (head, tree)) in &self.chains {
-            let signed = self.signer.sign(
-                stream,
-                tree.size,
-                tree.root(),
-                head.hash,
-                &round,
-                self.previous.get(stream).copied(),
-            );
+            let window = Window {
+                head: (tree.size > 0).then(|| hex::encode(head.hash)),
+                interval: 60,
+                members: self.members.then(|| members.clone()),
+                previous: self.previous.get(stream).copied(),
+                stream: stream.clone(),
+                time: at,
+            };
+            let checkpoint = Checkpoint {
+                origin: if stream.is_empty() {
+                    self.log.clone()
+                } else {
+                    format!("{}/{stream}", self.log)
+                },
+                size: tree.size,
+                root: tree.root(),
+                extensions: vec![format!(
+                    "auditrelay {}",
+                    serde_json::to_string(&window).unwrap()
+                )],
+            };
+            let note = self.key.sign(&checkpoint.to_text()).unwrap();
+            let signed = SignedCheckpoint {
+                checkpoint,
+                window,
+                note,
+            };
             let tenant = (!stream.is_empty()).then_some(stream.as_str());
-            let event = signed.to_envelope(&self.signer.verifier(), tenant);
+            let event = signed.to_envelope(&self.key.verifier(), tenant);
             if kept.contains(&stream.as_str()) {
                 lines.push(String::from_utf8(event.to_canonical_json()).unwrap());
             }
@@ -99,31 +133,35 @@ impl Relay {
         }
         if durable {
             for stream in self.chains.keys() {
-                self.previous.insert(stream.clone(), round.time);
+                self.previous.insert(stream.clone(), at);
             }
         }
-        round.time
+        at
     }
 
-    /// Every line, file after file.
-    fn lines(&self) -> Vec<String> {
+    /// `rounds` rounds, each after `tenants`' events (`(tenant, how many)`).
+    pub(super) fn rounds(&mut self, rounds: usize, tenants: &[(&str, u64)]) {
+        for _ in 0..rounds {
+            for (tenant, n) in tenants {
+                self.events(tenant, *n);
+            }
+            self.round();
+        }
+    }
+
+    pub(super) fn lines(&self) -> Vec<String> {
         self.files.concat()
     }
 
-    fn verify(&self) -> Report {
-        verify_lines(&self.lines(), self.signer.verifier(), false)
+    pub(super) fn verify(&self) -> Report {
+        verify_lines(&self.lines(), self.verifier(), false)
     }
 }
 
 /// A relay of three tenants over three rounds.
 fn three_tenants() -> Relay {
     let mut relay = Relay::new("audit.example/relay");
-    for _ in 0..3 {
-        for (tenant, n) in [("acme", 4), ("globex", 2), ("initech", 3)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(3, &[("acme", 4), ("globex", 2), ("initech", 3)]);
     relay
 }
 
@@ -148,7 +186,7 @@ fn three_tenants_verify_clean() {
 fn a_tenant_removed_whole_is_a_gap_in_every_round() {
     let relay = three_tenants();
     let lines = without_tenant(&relay.lines(), "globex");
-    let report = verify_lines(&lines, relay.signer.verifier(), false);
+    let report = verify_lines(&lines, relay.verifier(), false);
     assert!(!report.ok, "{}", report.to_text());
     let gaps: Vec<&Problem> = report.of(Kind::Gap).collect();
     assert_eq!(gaps.len(), 3, "one per round:\n{}", report.to_text());
@@ -162,7 +200,7 @@ fn a_tenant_removed_whole_is_a_gap_in_every_round() {
     assert_eq!(report.problems.len(), 3, "{}", report.to_text());
 
     // --until cannot stand in for it: the other streams are up to date.
-    let mut verifier = Verifier::new(vec![relay.signer.verifier()]).until(Some(time(3)));
+    let mut verifier = Verifier::new(vec![relay.verifier()]).until(Some(time(3)));
     verifier.read_lines("x", &lines);
     assert_eq!(verifier.finish().report.of(Kind::Gap).count(), 3);
 }
@@ -174,7 +212,7 @@ fn an_export_filtered_to_some_tenants_is_held_to_the_named_ones() {
     let relay = three_tenants();
     let lines = without_tenant(&relay.lines(), "globex");
     let check = |streams: &[&str], lines: &[String]| {
-        let mut verifier = Verifier::new(vec![relay.signer.verifier()])
+        let mut verifier = Verifier::new(vec![relay.verifier()])
             .streams(Some(streams.iter().map(|s| s.to_string()).collect()));
         verifier.read_lines("x", lines);
         verifier.finish().report
@@ -207,9 +245,9 @@ fn an_export_filtered_to_some_tenants_is_held_to_the_named_ones() {
 #[test]
 fn an_empty_export_fails_until() {
     let relay = three_tenants();
-    let report = verify_lines(&[], relay.signer.verifier(), false);
+    let report = verify_lines(&[], relay.verifier(), false);
     assert!(report.ok, "{}", report.to_text());
-    let mut verifier = Verifier::new(vec![relay.signer.verifier()]).until(Some(time(1)));
+    let mut verifier = Verifier::new(vec![relay.verifier()]).until(Some(time(1)));
     verifier.read_lines("x", Vec::<String>::new());
     let report = verifier.finish().report;
     only(&report, Kind::Gap);
@@ -226,7 +264,7 @@ fn files_read_in_any_order_are_not_reordered_but_lines_within_one_are() {
         relay.file();
     }
     relay.round();
-    let key = relay.signer.verifier();
+    let key = relay.verifier();
     let mut verifier = Verifier::new(vec![key.clone()]);
     for (i, file) in relay.files.iter().enumerate().rev() {
         verifier.read_lines(format!("part-{i}.ndjson"), file);
@@ -264,7 +302,7 @@ fn two_relays_with_one_log_name_are_told_apart_by_their_keys() {
     }
     let mut lines = a.lines();
     lines.extend(b.lines());
-    let mut verifier = Verifier::new(vec![a.signer.verifier(), b.signer.verifier()]);
+    let mut verifier = Verifier::new(vec![a.verifier(), b.verifier()]);
     verifier.read_lines("x", &lines);
     let report = verifier.finish().report;
     assert!(report.ok, "{}", report.to_text());
@@ -319,7 +357,7 @@ fn a_bad_signature_does_not_fill_a_removed_round() {
         .unwrap();
     // The note's size edited: the signature no longer holds.
     lines[at] = lines[at].replacen("\\n4\\n", "\\n3\\n", 1);
-    let report = verify_lines(&lines, relay.signer.verifier(), false);
+    let report = verify_lines(&lines, relay.verifier(), false);
     assert_eq!(
         report.of(Kind::BadSignature).count(),
         1,
@@ -342,17 +380,12 @@ fn a_bad_signature_does_not_fill_a_removed_round() {
 #[test]
 fn a_key_rotation_leaves_no_seam() {
     let mut relay = three_tenants();
-    let old = relay.signer.verifier();
-    relay.signer = Signer::new(
-        SigningKey::generate("audit.example/relay").unwrap(),
-        "audit.example/relay".into(),
-        Duration::from_secs(60),
-    );
+    let old = relay.rotate();
     relay.events("acme", 3);
     relay.round();
     relay.events("globex", 1);
     relay.round();
-    let keys = vec![old.clone(), relay.signer.verifier()];
+    let keys = vec![old.clone(), relay.verifier()];
     let check = |lines: &[String]| {
         let mut verifier = Verifier::new(keys.clone());
         verifier.read_lines("x", lines);
@@ -362,7 +395,7 @@ fn a_key_rotation_leaves_no_seam() {
     assert!(report.ok, "{}", report.to_text());
 
     // globex's checkpoints under the new key removed, with its new event.
-    let new_key = relay.signer.verifier().to_text();
+    let new_key = relay.verifier().to_text();
     let new_key_name = new_key.split('+').take(2).collect::<Vec<_>>().join("+");
     let lines: Vec<String> = relay
         .lines()
@@ -397,6 +430,6 @@ fn a_log_name_ending_in_a_slash_keeps_its_streams_together() {
         .rposition(|l| l.contains("auditrelay.checkpoint") && !l.contains("\"tenant\""))
         .unwrap();
     lines.remove(last);
-    let report = verify_lines(&lines, relay.signer.verifier(), false);
+    let report = verify_lines(&lines, relay.verifier(), false);
     assert!(!report.ok, "{}", report.to_text());
 }

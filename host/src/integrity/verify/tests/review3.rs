@@ -4,142 +4,8 @@
 //! verifier was then changed to pass it (one, a window beginning inside a
 //! round, cannot be told from an attack: it is reported with the way out).
 
-use std::collections::{BTreeMap, HashMap};
-
+use super::relays::Relay;
 use super::*;
-use crate::integrity::signed::{Members, Window};
-
-/// A relay as `relays.rs` simulates it, signing notes itself so that a
-/// round can be signed without `members` (a relay from before they
-/// existed) and the key can be swapped (a rotation at a restart).
-struct Relay {
-    log: String,
-    key: SigningKey,
-    /// Whether rounds sign their members (false: an older relay).
-    members: bool,
-    chains: BTreeMap<String, (Head, Tree)>,
-    previous: HashMap<String, Timestamp>,
-    files: Vec<Vec<String>>,
-    minute: i64,
-    count: u64,
-}
-
-impl Relay {
-    fn new(log: &str) -> Relay {
-        Relay {
-            log: log.into(),
-            key: SigningKey::generate(log).unwrap(),
-            members: true,
-            chains: BTreeMap::new(),
-            previous: HashMap::new(),
-            files: vec![Vec::new()],
-            minute: 0,
-            count: 0,
-        }
-    }
-
-    fn verifier(&self) -> VerifierKey {
-        self.key.verifier()
-    }
-
-    /// A restart with a new key file: the log is read back, so the next
-    /// round names the last durable one whichever key signed it.
-    fn rotate(&mut self) -> VerifierKey {
-        let old = self.verifier();
-        self.key = SigningKey::generate(&self.log).unwrap();
-        old
-    }
-
-    fn events(&mut self, stream: &str, n: u64) {
-        for _ in 0..n {
-            self.count += 1;
-            let mut builder = AuditEventEnvelope::builder("billing-api", "invoice.paid")
-                .id(format!("e{}", self.count))
-                .actor(Actor::user("u-1"))
-                .outcome(Outcome::Success);
-            if !stream.is_empty() {
-                builder = builder.tenant(stream);
-            }
-            let body = builder.build().unwrap().to_canonical_json();
-            let (head, tree) = self.chains.entry(stream.to_owned()).or_default();
-            let sealed = chain::seal(&body, stream, head);
-            tree.push(head.hash);
-            self.write(String::from_utf8(sealed).unwrap());
-        }
-    }
-
-    fn write(&mut self, line: String) {
-        self.files.last_mut().unwrap().push(line);
-    }
-
-    fn file(&mut self) {
-        self.files.push(Vec::new());
-    }
-
-    fn round(&mut self) -> Timestamp {
-        let streams: Vec<String> = self.chains.keys().cloned().collect();
-        self.round_writing(
-            &streams.iter().map(String::as_str).collect::<Vec<_>>(),
-            true,
-        )
-    }
-
-    /// A round of every stream of which only `kept`'s checkpoints were
-    /// written; `durable`: whether the relay saw it durable (and names it).
-    fn round_writing(&mut self, kept: &[&str], durable: bool) -> Timestamp {
-        self.minute += 1;
-        let at = time(self.minute);
-        let members = Members::of(self.chains.keys().map(String::as_str));
-        let mut lines = Vec::new();
-        for (stream, (head, tree)) in &self.chains {
-            let window = Window {
-                head: (tree.size > 0).then(|| hex::encode(head.hash)),
-                interval: 60,
-                members: self.members.then(|| members.clone()),
-                previous: self.previous.get(stream).copied(),
-                stream: stream.clone(),
-                time: at,
-            };
-            let checkpoint = Checkpoint {
-                origin: if stream.is_empty() {
-                    self.log.clone()
-                } else {
-                    format!("{}/{stream}", self.log)
-                },
-                size: tree.size,
-                root: tree.root(),
-                extensions: vec![format!(
-                    "auditrelay {}",
-                    serde_json::to_string(&window).unwrap()
-                )],
-            };
-            let note = self.key.sign(&checkpoint.to_text()).unwrap();
-            let signed = SignedCheckpoint {
-                checkpoint,
-                window,
-                note,
-            };
-            let tenant = (!stream.is_empty()).then_some(stream.as_str());
-            let event = signed.to_envelope(&self.key.verifier(), tenant);
-            if kept.contains(&stream.as_str()) {
-                lines.push(String::from_utf8(event.to_canonical_json()).unwrap());
-            }
-        }
-        for line in lines {
-            self.write(line);
-        }
-        if durable {
-            for stream in self.chains.keys() {
-                self.previous.insert(stream.clone(), at);
-            }
-        }
-        at
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.files.concat()
-    }
-}
 
 fn check(
     keys: &[VerifierKey],
@@ -171,20 +37,10 @@ fn key_name(key: &VerifierKey) -> String {
 fn rotated(members: bool) -> (Relay, VerifierKey) {
     let mut relay = Relay::new("audit.example/relay");
     relay.members = members;
-    for _ in 0..3 {
-        for (tenant, n) in [("acme", 4), ("globex", 2), ("initech", 3)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(3, &[("acme", 4), ("globex", 2), ("initech", 3)]);
     let old = relay.rotate();
     relay.file();
-    for _ in 0..2 {
-        for (tenant, n) in [("acme", 4), ("globex", 2), ("initech", 3)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(2, &[("acme", 4), ("globex", 2), ("initech", 3)]);
     (relay, old)
 }
 
@@ -242,19 +98,9 @@ fn review3_streams_hides_a_tenants_tail_cut_at_a_key_rotation() {
 #[test]
 fn review3_control_streams_tail_cut_without_rotation_is_caught() {
     let mut relay = Relay::new("audit.example/relay");
-    for _ in 0..3 {
-        for (tenant, n) in [("acme", 4), ("globex", 2)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(3, &[("acme", 4), ("globex", 2)]);
     relay.file();
-    for _ in 0..2 {
-        for (tenant, n) in [("acme", 4), ("globex", 2)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(2, &[("acme", 4), ("globex", 2)]);
     let mut lines = relay.files[0].clone();
     lines.extend(
         relay.files[1]
@@ -297,12 +143,7 @@ fn review3_legacy_checkpoints_hide_a_tenants_tail_cut_at_a_key_rotation() {
 #[test]
 fn review3_partial_window_beginning_inside_a_round_says_so() {
     let mut relay = Relay::new("audit.example/relay");
-    for _ in 0..4 {
-        for (tenant, n) in [("acme", 4), ("globex", 2), ("initech", 3)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(4, &[("acme", 4), ("globex", 2), ("initech", 3)]);
     let lines = relay.lines();
     // The window starts at initech's checkpoint of round 2: the object
     // before it (acme's and globex's) belongs to the day before.
@@ -343,12 +184,7 @@ fn review3_partial_window_beginning_inside_a_round_says_so() {
 #[test]
 fn review3_a_round_torn_by_a_crash_before_a_key_rotation_is_no_gap() {
     let mut relay = Relay::new("audit.example/relay");
-    for _ in 0..3 {
-        for (tenant, n) in [("acme", 4), ("globex", 2), ("initech", 3)] {
-            relay.events(tenant, n);
-        }
-        relay.round();
-    }
+    relay.rounds(3, &[("acme", 4), ("globex", 2), ("initech", 3)]);
     relay.events("acme", 2);
     relay.round_writing(&["acme"], false);
     let old = relay.rotate();
