@@ -136,7 +136,7 @@ pub struct RelaySettings {
     /// does to its event: `set_aside` (kept without it, the value and the
     /// problem recorded in `metadata["auditrelay.invalid"]`) or `refuse`.
     #[serde(default)]
-    pub invalid_optional: crate::relay::InvalidOptional,
+    pub invalid_optional: InvalidOptional,
     /// How long a graceful shutdown may take to deliver what is buffered.
     #[serde(default = "default_shutdown_timeout", with = "units::duration")]
     pub shutdown_timeout: Duration,
@@ -473,6 +473,20 @@ impl Default for BatchSettings {
     fn default() -> Self {
         toml::from_str("").expect("every batch setting has a default")
     }
+}
+
+/// What an optional field that breaks a rule (`actor.ip = "testclient"`)
+/// does to its event (`relay.invalid_optional`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidOptional {
+    /// The event is kept without the field, whose value and problem are
+    /// recorded in its metadata (`auditrelay.invalid`): a sender that
+    /// cannot react to a refusal loses no event.
+    #[default]
+    SetAside,
+    /// The event is refused, as for a required field.
+    Refuse,
 }
 
 /// `[plugins.<name>.filter]`: an event is delivered if it matches every

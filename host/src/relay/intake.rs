@@ -17,6 +17,7 @@ use auditrelay_plugin_api::envelope::{AuditEventEnvelope, EnvelopeView, Limits, 
 use serde::Serialize;
 
 use super::{EmitError, Receipt, Relay};
+use crate::config::InvalidOptional;
 use crate::metrics::Via;
 use crate::redact::Redaction;
 use crate::spool::Record;
@@ -30,20 +31,6 @@ pub(crate) struct Rules {
     pub redaction: Redaction,
     /// What an optional field that breaks a rule does to its event.
     pub invalid_optional: InvalidOptional,
-}
-
-/// What an optional field that breaks a rule (`actor.ip = "testclient"`)
-/// does to its event (`relay.invalid_optional`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvalidOptional {
-    /// The event is kept without the field, whose value and problem are
-    /// recorded in its metadata (`auditrelay.invalid`): a sender that
-    /// cannot react to a refusal loses no event.
-    #[default]
-    SetAside,
-    /// The event is refused, as for a required field.
-    Refuse,
 }
 
 /// One event taken, and the fields of it set aside (empty for most).

@@ -23,7 +23,6 @@ use crate::spool::{
     Appended, Confirmation, Record, RecoveryReport, Spool, SpoolError, SpoolOpenError, SpoolStats,
 };
 
-pub use intake::InvalidOptional;
 pub(crate) use intake::{Arrivals, Refusals, Refused, Rules};
 pub use sources::{SourceReport, SourceStatus};
 use start::{Instance, Starter, spool_options};

@@ -552,6 +552,9 @@ async fn a_retry_of_an_event_drop_oldest_pushed_out_is_spooled_again() {
         (0, 1),
         "{retry:?}"
     );
+    // Readers see what is written: wait for the retry to be, or a loaded
+    // machine reads an empty batch first and stops.
+    written(&spool).await;
     let mut reader = spool.reader(consumer);
     let mut seen = Vec::new();
     loop {
