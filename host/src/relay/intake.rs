@@ -401,3 +401,35 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use auditrelay_plugin_api::envelope::{Actor, Outcome};
+
+    use super::*;
+
+    /// A secret (recognised by its shape) sent in an optional field that
+    /// breaks a rule is set aside into the record — and redaction, which
+    /// runs after, still finds it there: it reaches no spool and no plugin.
+    #[test]
+    fn a_secret_in_a_field_set_aside_is_still_redacted() {
+        let secret = "AKIAIOSFODNN7EXAMPLE";
+        let rules = Rules {
+            limits: Limits::default(),
+            redaction: Redaction::new(true, &[]).unwrap(),
+            invalid_optional: InvalidOptional::SetAside,
+        };
+        let mut event = AuditEventEnvelope::builder("api", "user.login")
+            .actor(Actor::user("u-1"))
+            .outcome(Outcome::Success)
+            .build()
+            .unwrap();
+        event.actor.email = Some(format!("Bearer {secret}"));
+        event.reason = Some(format!("key {secret}\u{7}"));
+        let (record, set_aside) = rules.record(event).unwrap();
+        assert_eq!(set_aside.len(), 2, "{set_aside:?}");
+        let json = String::from_utf8(record.json().to_vec()).unwrap();
+        assert!(json.contains("auditrelay.invalid"), "{json}");
+        assert!(!json.contains(secret), "{json}");
+    }
+}
