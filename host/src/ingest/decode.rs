@@ -316,9 +316,20 @@ fn field_errors(error: EnvelopeError, raw: &[u8]) -> Vec<ValidationError> {
         }],
     };
     if looks_like_cloudevent(raw) && errors.iter().any(|e| e.problem.contains("unknown field")) {
+        // Point to the CloudEvents door only if the event would pass it;
+        // otherwise say why it would not, so the hint is no dead end.
+        let problem = match cloudevents::read_cloudevent_json(raw) {
+            Ok(_) => {
+                "this is a CloudEvent: send it with Content-Type: application/cloudevents+json"
+                    .to_owned()
+            }
+            Err(error) => format!(
+                "this has a `specversion` like a CloudEvent, but would not be taken as one either ({error}): send an auditrelay envelope, or a CloudEvent whose data holds actor and action"
+            ),
+        };
         errors.push(ValidationError {
             field: "(event)".into(),
-            problem: "this looks like a CloudEvent: send it with Content-Type: application/cloudevents+json".into(),
+            problem,
         });
     }
     errors
@@ -468,6 +479,18 @@ mod tests {
                 .any(|e| e.problem.contains("application/cloudevents+json")),
             "{hint:?}"
         );
+
+        // CloudEvents-style, but no CloudEvent the relay reads (no actor in
+        // data): the hint says why instead of pointing at a dead end.
+        let styled = br#"{"specversion":"1.0","id":"1","source":"s","type":"t","time":"2026-01-02T03:04:05Z","data":{"subject":"u-1"}}"#;
+        let refused = decode(styled, Format::Json, plain()).unwrap();
+        let hint = &refused.refused()[0].errors;
+        let last = &hint.last().unwrap().problem;
+        assert!(
+            last.contains("would not be taken as one either") && last.contains("data."),
+            "{hint:?}"
+        );
+        assert!(!last.contains("send it with Content-Type"), "{hint:?}");
     }
 
     mod fuzz {
