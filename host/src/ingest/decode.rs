@@ -20,6 +20,10 @@ use std::sync::Arc;
 
 use crate::relay::{Arrivals, Refused, Rules};
 
+/// Refused events of one body whose every problem is named; the rest name
+/// their first.
+const EXPLAINED_PER_BODY: usize = 100;
+
 /// The media types a body may have, as every refusal lists them.
 const ACCEPTED: &str = "send application/json (one envelope or an array), application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json";
 
@@ -196,8 +200,15 @@ pub fn push_json(arrivals: &mut Arrivals, index: usize, raw: &[u8]) {
     match EnvelopeView::read_json(raw) {
         Ok(event) => arrivals.push_view(index, &event),
         Err(error) => {
-            // Every problem of the event, not only the first serde met.
-            let errors = field_errors(error.explained(raw, arrivals.limits()), raw);
+            // Every problem of the event, not only the first serde met —
+            // for the first events refused: explaining reads an event up
+            // to 32 times, and a body of bad events must not cost more.
+            let error = if arrivals.refused_count() < EXPLAINED_PER_BODY {
+                error.explained(raw, arrivals.limits())
+            } else {
+                error
+            };
+            let errors = field_errors(error, raw);
             arrivals.refuse(Refused {
                 index,
                 id: readable_id(raw),
@@ -458,6 +469,25 @@ mod tests {
                 "{body}: {err}"
             );
         }
+    }
+
+    /// Every problem is named for the first refused events of a body; past
+    /// them, the first only: a body of bad events costs the relay a
+    /// bounded amount more than one of good ones.
+    #[test]
+    fn a_body_of_bad_events_names_every_problem_of_the_first_ones() {
+        let bad = |i: usize| {
+            format!(
+                r#"{{"id":"e{i}","source":"s","type":7,"time":"x","actor":{{"id":"u"}},"action":{{"outcome":"success"}}}}"#
+            )
+        };
+        let body: String = (0..EXPLAINED_PER_BODY + 5).map(|i| bad(i) + "\n").collect();
+        let decoded = decode(body.as_bytes(), Format::Ndjson, plain()).unwrap();
+        let refused = decoded.refused();
+        assert_eq!(refused.len(), EXPLAINED_PER_BODY + 5);
+        assert_eq!(refused[0].errors.len(), 2, "{:?}", refused[0]);
+        assert_eq!(refused[EXPLAINED_PER_BODY - 1].errors.len(), 2);
+        assert_eq!(refused[EXPLAINED_PER_BODY].errors.len(), 1);
     }
 
     #[test]

@@ -241,6 +241,11 @@ impl Arrivals {
         self.refused.push(refused);
     }
 
+    /// How many events were refused so far.
+    pub fn refused_count(&self) -> usize {
+        self.refused.len()
+    }
+
     /// Whether any event was refused so far.
     pub fn has_refused(&self) -> bool {
         !self.refused.is_empty()
