@@ -1029,6 +1029,13 @@ impl StreamCheck<'_> {
     /// the time of their first event, which two plugin batches may share
     /// or invert).
     fn reordered(&self, entries: &[Entry], chosen: &[Chosen], problems: &mut Vec<Problem>) {
+        let file_of = |c: &Chosen| entries[c.entry].at.file;
+        if chosen
+            .first()
+            .is_none_or(|first| chosen.iter().all(|c| file_of(c) == file_of(first)))
+        {
+            return self.reordered_in(entries, chosen, problems);
+        }
         let mut by_file: HashMap<u32, Vec<Chosen>> = HashMap::new();
         for c in chosen {
             by_file
