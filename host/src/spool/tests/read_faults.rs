@@ -57,10 +57,11 @@ fn read_all_through_failures(
     let mut seen = Vec::new();
     let mut errors = 0;
     while (seen.len() as u64) < count {
+        // What was written *before* the read: read after, a writer still
+        // appending could have written more than the empty read could see.
+        let written_before = spool.stats().written_seq;
         match reader.read(37, 3000, true) {
-            Ok(batch)
-                if batch.is_empty() && reader.caught_up() && spool.stats().written_seq >= count =>
-            {
+            Ok(batch) if batch.is_empty() && reader.caught_up() && written_before >= count => {
                 break;
             }
             Ok(batch) => {
