@@ -499,6 +499,38 @@ mod binary_tests {
         assert_eq!(event.metadata["ce_quoted"], "a \"b\" c");
     }
 
+    /// Encodes `text` as the binding says a sender must (§3.1.3.2): space,
+    /// `"`, `%` and everything outside printable ASCII percent-encoded.
+    fn encode(text: &str) -> String {
+        let mut out = String::new();
+        for byte in text.bytes() {
+            if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Any attribute text a sender encodes decodes back to itself, and
+        /// any header bytes at all are read or refused, never a panic.
+        #[test]
+        fn header_values_round_trip_and_never_panic(
+            text in "\\PC{0,40}",
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        ) {
+            proptest::prop_assert_eq!(header_value(encode(&text).as_bytes()), Ok(text.clone()));
+            let _ = header_value(&junk);
+            let mut headers = sdk_headers();
+            let encoded = encode(&text);
+            headers.push(("ce-note", encoded.as_str()));
+            let event = read(&headers, DATA).unwrap();
+            proptest::prop_assert_eq!(event.metadata.get("ce_note"), Some(&text));
+        }
+    }
+
     #[test]
     fn bad_headers_are_named() {
         let cases: [(&str, &str, &str); 4] = [
