@@ -216,6 +216,12 @@ impl VerifierKey {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// `<name>+<id>`: the key without its key material, as checkpoint
+    /// events name their signer.
+    pub fn name_and_id(&self) -> String {
+        format!("{}+{:08x}", self.name, self.id)
+    }
 }
 
 /// The text of `note` if a signature of one of `keys` on it verifies.

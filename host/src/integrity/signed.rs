@@ -270,12 +270,7 @@ impl SignedCheckpoint {
     pub fn to_envelope(&self, key: &VerifierKey, tenant: Option<&str>) -> AuditEventEnvelope {
         let digest = Sha256::digest(self.note.as_bytes());
         let payload = CheckpointPayload {
-            key: key
-                .to_text()
-                .split('+')
-                .take(2)
-                .collect::<Vec<_>>()
-                .join("+"),
+            key: key.name_and_id(),
             note: self.note.clone(),
             origin: self.checkpoint.origin.clone(),
             root: hex::encode(self.checkpoint.root),

@@ -517,7 +517,6 @@ impl Verifier {
         let mut rounds = rounds::Rounds::default();
         // Each distinct note, opened once: its checkpoint and signer.
         let mut opened: HashMap<String, Option<(SignedCheckpoint, VerifierKey)>> = HashMap::new();
-        let mut events_seen: HashSet<Vec<u8>> = HashSet::new();
         for seen_note in std::mem::take(&mut self.notes) {
             let window = unverified_window(&seen_note.note);
             let stream = window.as_ref().map(|(stream, _)| stream.clone());
@@ -535,18 +534,16 @@ impl Verifier {
                 at: vec![at_text.clone()],
                 detail,
             };
-            let json = seen_note.event.to_canonical_json();
+            // Each carrier here is distinct (copies were counted as read):
+            // another carrier of a note already opened is only checked.
             if let Some(known) = opened.get(&seen_note.note) {
                 if let Some((signed, key)) = known
                     && let Some(why) = carrier_differs(&seen_note.event, signed, key)
                 {
                     problems.push(problem(Kind::Modified, why));
-                } else if !events_seen.insert(json) {
-                    *copies.entry(stream.unwrap_or_default()).or_default() += 1;
                 }
                 continue;
             }
-            events_seen.insert(json);
             let result = SignedCheckpoint::open(&seen_note.note, &self.keys);
             // A changed or forged checkpoint of ours is reported already;
             // it should not be reported missing too. A note of another key
@@ -1029,24 +1026,15 @@ impl StreamCheck<'_> {
     /// the time of their first event, which two plugin batches may share
     /// or invert).
     fn reordered(&self, entries: &[Entry], chosen: &[Chosen], problems: &mut Vec<Problem>) {
-        let file_of = |c: &Chosen| entries[c.entry].at.file;
-        if chosen
-            .first()
-            .is_none_or(|first| chosen.iter().all(|c| file_of(c) == file_of(first)))
-        {
-            return self.reordered_in(entries, chosen, problems);
-        }
-        let mut by_file: HashMap<u32, Vec<Chosen>> = HashMap::new();
+        let mut by_file: std::collections::BTreeMap<u32, Vec<Chosen>> = Default::default();
         for c in chosen {
             by_file
                 .entry(entries[c.entry].at.file)
                 .or_default()
                 .push(*c);
         }
-        let mut files: Vec<u32> = by_file.keys().copied().collect();
-        files.sort_unstable();
-        for file in files {
-            self.reordered_in(entries, &by_file[&file], problems);
+        for in_file in by_file.values() {
+            self.reordered_in(entries, in_file, problems);
         }
     }
 

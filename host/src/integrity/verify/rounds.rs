@@ -65,15 +65,9 @@ pub(super) struct Expect<'e> {
 impl Rounds {
     /// Adds one checkpoint whose signature `key` verified.
     pub(super) fn add(&mut self, signed: &SignedCheckpoint, key: &VerifierKey) {
-        let key_name = key
-            .to_text()
-            .split('+')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join("+");
         let round = self
             .by_key
-            .entry((log_of(signed), key_name))
+            .entry((log_of(signed), key.name_and_id()))
             .or_default()
             .entry(signed.window.time)
             .or_default();

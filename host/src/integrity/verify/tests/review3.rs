@@ -4,7 +4,7 @@
 //! verifier was then changed to pass it (one, a window beginning inside a
 //! round, cannot be told from an attack: it is reported with the way out).
 
-use super::relays::Relay;
+use super::relays::{Relay, without_tenant};
 use super::*;
 
 fn check(
@@ -24,14 +24,6 @@ fn is_checkpoint_of(line: &str, tenant: &str) -> bool {
     line.contains("auditrelay.checkpoint") && line.contains(&format!("\"tenant\":\"{tenant}\""))
 }
 
-fn key_name(key: &VerifierKey) -> String {
-    key.to_text()
-        .split('+')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join("+")
-}
-
 /// Three tenants, three rounds under a first key; a rotation; two more
 /// rounds under the second. Returns the relay and the old key.
 fn rotated(members: bool) -> (Relay, VerifierKey) {
@@ -47,14 +39,9 @@ fn rotated(members: bool) -> (Relay, VerifierKey) {
 /// globex's part after the rotation cut: its events in the second file
 /// and every checkpoint the new key signed for it.
 fn without_globex_after_rotation(relay: &Relay) -> Vec<String> {
-    let new_key = key_name(&relay.verifier());
+    let new_key = relay.verifier().name_and_id();
     let mut lines = relay.files[0].clone();
-    lines.extend(
-        relay.files[1]
-            .iter()
-            .filter(|l| !l.contains("\"tenant\":\"globex\""))
-            .cloned(),
-    );
+    lines.extend(without_tenant(&relay.files[1], "globex"));
     assert!(
         lines
             .iter()
@@ -73,18 +60,11 @@ fn review3_streams_hides_a_tenants_tail_cut_at_a_key_rotation() {
     let (relay, old) = rotated(true);
     let keys = [old, relay.verifier()];
     // The export a plugin filtered to acme and globex.
-    let filtered: Vec<String> = relay
-        .lines()
-        .into_iter()
-        .filter(|l| !l.contains("\"tenant\":\"initech\""))
-        .collect();
+    let filtered = without_tenant(&relay.lines(), "initech");
     let honest = check(&keys, &filtered, false, Some(&["acme", "globex"]));
     assert!(honest.ok, "{}", honest.to_text());
 
-    let cut: Vec<String> = without_globex_after_rotation(&relay)
-        .into_iter()
-        .filter(|l| !l.contains("\"tenant\":\"initech\""))
-        .collect();
+    let cut = without_tenant(&without_globex_after_rotation(&relay), "initech");
     let report = check(&keys, &cut, false, Some(&["acme", "globex"]));
     // The same cut without a rotation is a gap (see below): it must be one here.
     assert!(
@@ -102,12 +82,7 @@ fn review3_control_streams_tail_cut_without_rotation_is_caught() {
     relay.file();
     relay.rounds(2, &[("acme", 4), ("globex", 2)]);
     let mut lines = relay.files[0].clone();
-    lines.extend(
-        relay.files[1]
-            .iter()
-            .filter(|l| !l.contains("\"tenant\":\"globex\""))
-            .cloned(),
-    );
+    lines.extend(without_tenant(&relay.files[1], "globex"));
     let report = check(
         &[relay.verifier()],
         &lines,
