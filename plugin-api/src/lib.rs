@@ -86,6 +86,7 @@ mod event;
 pub mod fs;
 pub mod host;
 pub mod http;
+pub mod mapper;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 pub mod packing;
@@ -109,13 +110,13 @@ pub mod prelude {
     pub use crate::envelope::AuditEventEnvelope;
     pub use crate::{
         ConfigKey, DeliverError, Delivery, Event, InitContext, InitError, Plugin, PluginInfo,
-        RejectedEvent, export_plugin,
+        RejectedEvent, export_mapper, export_plugin,
     };
     pub use crate::{host, settings};
 }
 
 /// The WIT package version this crate implements.
-pub const WIT_VERSION: &str = "1.0.0";
+pub const WIT_VERSION: &str = "1.1.0";
 
 /// Exports a [`Plugin`] implementation as the plugin's entry point.
 ///
@@ -147,6 +148,8 @@ macro_rules! export_plugin {
 /// Implementation details used by [`export_plugin!`]; not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::guest::mapper::{self as mapper_glue, bindings as mapper_bindings};
     #[cfg(target_arch = "wasm32")]
     pub use crate::guest::{bindings, deliver, describe, flush, init, shutdown};
     #[cfg(not(target_arch = "wasm32"))]

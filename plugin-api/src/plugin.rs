@@ -168,6 +168,12 @@ impl ConfigKey {
 
 /// Parses a plugin's JSON config into `P::Config`, naming the bad key.
 pub fn parse_config<P: Plugin>(config_json: &str) -> Result<P::Config, InitError> {
+    parse_config_as(config_json)
+}
+
+/// Parses a plugin's (exporter's or mapper's) JSON config into `C`,
+/// naming the bad key.
+pub(crate) fn parse_config_as<C: DeserializeOwned>(config_json: &str) -> Result<C, InitError> {
     let json = if config_json.trim().is_empty() {
         "{}"
     } else {

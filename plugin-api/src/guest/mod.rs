@@ -6,6 +6,8 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod mapper;
+
 use crate::batch::read_batch;
 use crate::event::{DeliverError, Delivery};
 use crate::plugin::{InitContext, Plugin, parse_config};
@@ -38,7 +40,7 @@ thread_local! {
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
-fn with_instance<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> Option<R> {
+fn with_instance<P: Any, R>(f: impl FnOnce(&mut P) -> R) -> Option<R> {
     INSTANCE.with(|slot| {
         slot.borrow_mut()
             .as_mut()
@@ -51,7 +53,11 @@ const NOT_INITIALISED: &str = "the plugin was called before init succeeded";
 
 /// `describe` for plugin `P`.
 pub fn describe<P: Plugin>() -> wit::PluginInfo {
-    let info = P::info();
+    to_wit_info(P::info())
+}
+
+/// The WIT form of what a plugin (exporter or mapper) says about itself.
+fn to_wit_info(info: crate::PluginInfo) -> wit::PluginInfo {
     wit::PluginInfo {
         name: info.name,
         version: info.version,
@@ -72,13 +78,24 @@ pub fn describe<P: Plugin>() -> wit::PluginInfo {
 /// `init` for plugin `P`.
 pub fn init<P: Plugin>(ctx: wit::InitContext) -> Result<(), String> {
     let config = parse_config::<P>(&ctx.config_json).map_err(|e| e.0)?;
-    let ctx = InitContext {
+    let plugin = P::init(config, &init_context(ctx)).map_err(|e| e.0)?;
+    keep_instance(plugin);
+    Ok(())
+}
+
+fn init_context(ctx: wit::InitContext) -> InitContext {
+    InitContext {
         instance: ctx.instance,
         granted_dir: ctx.granted_dir.map(PathBuf::from),
-    };
-    let plugin = P::init(config, &ctx).map_err(|e| e.0)?;
-    INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
-    Ok(())
+    }
+}
+
+fn keep_instance<T: Any>(instance: T) {
+    INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(instance)));
+}
+
+fn drop_instance() {
+    INSTANCE.with(|slot| slot.borrow_mut().take());
 }
 
 /// `deliver` for plugin `P`.
@@ -114,7 +131,7 @@ pub fn flush<P: Plugin>() -> Result<(), wit::DeliveryError> {
 /// `shutdown` for plugin `P`.
 pub fn shutdown<P: Plugin>() {
     with_instance::<P, _>(|plugin| plugin.shutdown());
-    INSTANCE.with(|slot| slot.borrow_mut().take());
+    drop_instance();
 }
 
 fn to_wit_error(error: DeliverError) -> wit::DeliveryError {

@@ -47,6 +47,9 @@
 
 pub mod compliance;
 pub mod config_docs;
+mod mapper;
+
+pub use mapper::MapperHarness;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -62,6 +65,7 @@ use crate::plugin::{InitContext, InitError, Plugin, parse_config};
 type HttpHandler = dyn Fn(&Request) -> Result<Response, HttpError> + Send + Sync;
 
 /// The fake host: records what the plugin did.
+#[derive(Default)]
 struct FakeHost {
     secrets: HashMap<String, String>,
     allowed_hosts: Vec<String>,
@@ -215,16 +219,7 @@ impl<P: Plugin> Harness<P> {
             instance: "test".into(),
             config: serde_json::json!({}),
             granted_dir: None,
-            host: FakeHost {
-                secrets: HashMap::new(),
-                allowed_hosts: Vec::new(),
-                http: None,
-                logs: Mutex::default(),
-                requests: Mutex::default(),
-                counters: Mutex::default(),
-                gauges: Mutex::default(),
-                stdout: Mutex::default(),
-            },
+            host: FakeHost::default(),
             _plugin: std::marker::PhantomData,
         }
     }
