@@ -282,6 +282,12 @@ pub(crate) async fn start_instance(
         )
         .await
         .map_err(StartFailure::Permanent)?;
+    if let LoadedPlugin::Mapper(mapper) = &*plugin {
+        return Err(StartFailure::Permanent(format!(
+            "plugins.{instance}: {} is a mapper plugin (world mapper-plugin), which maps a source's records and delivers nothing; name it as a source's mapper, and enable an exporter here",
+            mapper.path.display()
+        )));
+    }
     if let (LoadedPlugin::Wasm(wasm), Some(isolation)) = (&*plugin, settings.isolation) {
         return Err(StartFailure::Permanent(format!(
             "plugins.{instance}.isolation = \"{}\" applies to native plugins only; {} is a WASM plugin, which always runs sandboxed (remove the key)",
@@ -317,6 +323,9 @@ async fn start_exporter(
                 Err(error) => Err(error),
             };
             (&wasm.path, started.map(AnyExporter::Wasm))
+        }
+        LoadedPlugin::Mapper(mapper) => {
+            return Err(format!("{}: is a mapper plugin, not an exporter", mapper.path.display()));
         }
         LoadedPlugin::Native(native) => {
             let settings = native_settings(settings, services);

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use super::native::{self, NativePlugin};
-use super::wasm::{WasmPlugin, WasmRuntime};
+use super::wasm::{WasmComponent, WasmMapper, WasmPlugin, WasmRuntime};
 use super::{LoadError, LoadLimits, PluginInfo};
 use crate::runtime::PluginKind;
 
@@ -43,8 +43,11 @@ pub struct Wanted<'a> {
 /// A usable plugin file of either kind.
 #[derive(Debug)]
 pub enum LoadedPlugin {
-    /// A WebAssembly component, compiled and linked.
+    /// A WebAssembly exporter component, compiled and linked.
     Wasm(Arc<WasmPlugin>),
+    /// A WebAssembly mapper component (world `mapper-plugin`), compiled
+    /// and linked: a source's mapper, never a `[plugins.<name>]` instance.
+    Mapper(Arc<WasmMapper>),
     /// A native shared library that described itself.
     Native(NativePlugin),
 }
@@ -54,6 +57,7 @@ impl LoadedPlugin {
     pub fn path(&self) -> &Path {
         match self {
             LoadedPlugin::Wasm(p) => &p.path,
+            LoadedPlugin::Mapper(p) => &p.path,
             LoadedPlugin::Native(p) => &p.path,
         }
     }
@@ -62,6 +66,7 @@ impl LoadedPlugin {
     pub fn sha256(&self) -> &str {
         match self {
             LoadedPlugin::Wasm(p) => &p.sha256,
+            LoadedPlugin::Mapper(p) => &p.sha256,
             LoadedPlugin::Native(p) => &p.sha256,
         }
     }
@@ -70,6 +75,7 @@ impl LoadedPlugin {
     pub fn info(&self) -> &PluginInfo {
         match self {
             LoadedPlugin::Wasm(p) => &p.info,
+            LoadedPlugin::Mapper(p) => &p.info,
             LoadedPlugin::Native(p) => &p.info,
         }
     }
@@ -77,18 +83,18 @@ impl LoadedPlugin {
     /// Which kind of plugin it is.
     pub fn kind(&self) -> PluginKind {
         match self {
-            LoadedPlugin::Wasm(_) => PluginKind::Wasm,
+            LoadedPlugin::Wasm(_) | LoadedPlugin::Mapper(_) => PluginKind::Wasm,
             LoadedPlugin::Native(_) => PluginKind::Native,
         }
     }
 
-    /// The contract it implements: the WIT package or the C ABI version.
+    /// The contract it implements: the WIT package and world, or the C
+    /// ABI version.
     pub fn interface(&self) -> String {
+        let wit = auditrelay_plugin_api::WIT_VERSION;
         match self {
-            LoadedPlugin::Wasm(_) => format!(
-                "auditrelay:plugin@{} (WIT)",
-                auditrelay_plugin_api::WIT_VERSION
-            ),
+            LoadedPlugin::Wasm(_) => format!("auditrelay:plugin@{wit}, world exporter-plugin (WIT)"),
+            LoadedPlugin::Mapper(_) => format!("auditrelay:plugin@{wit}, world mapper-plugin (WIT)"),
             LoadedPlugin::Native(_) => format!(
                 "native ABI {} (include/auditrelay_plugin.h)",
                 native::ABI_VERSION
@@ -206,14 +212,20 @@ impl Catalog {
                             Ok(LoadedPlugin::Native(NativePlugin { info, ..p }))
                         }),
                     PluginKind::Wasm => {
-                        self.runtime
-                            .load(&file.path, &self.limits)
-                            .await
-                            .and_then(|mut p| {
-                                p.info =
-                                    bounded_info(p.info).map_err(|r| LoadError::new(&p.path, r))?;
-                                Ok(LoadedPlugin::Wasm(Arc::new(p)))
-                            })
+                        let bounded = |info: &PluginInfo| {
+                            bounded_info(info.clone()).map_err(|r| LoadError::new(&file.path, r))
+                        };
+                        match self.runtime.load_any(&file.path, &self.limits).await {
+                            Ok(WasmComponent::Exporter(mut p)) => bounded(&p.info).map(|info| {
+                                p.info = info;
+                                LoadedPlugin::Wasm(Arc::new(p))
+                            }),
+                            Ok(WasmComponent::Mapper(mut p)) => bounded(&p.info).map(|info| {
+                                p.info = info;
+                                LoadedPlugin::Mapper(Arc::new(p))
+                            }),
+                            Err(error) => Err(error),
+                        }
                     }
                 };
                 match loaded {

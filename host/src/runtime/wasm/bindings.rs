@@ -18,3 +18,23 @@ wasmtime::component::bindgen!({
     },
     require_store_data_send: true,
 });
+
+/// The `mapper-plugin` world (WIT 1.1.0). The interfaces it shares with
+/// the exporter world are the exporter bindings' own, so one linker and
+/// one `Host` implementation serve both kinds of plugin.
+pub mod mapper_world {
+    wasmtime::component::bindgen!({
+        world: "mapper-plugin",
+        path: "../wit",
+        exports: { default: async },
+        // As the exporter bindings, whose types these share.
+        ownership: Borrowing { duplicate_if_necessary: true },
+        with: {
+            "auditrelay:plugin/types": super::auditrelay::plugin::types,
+            "auditrelay:plugin/log": super::auditrelay::plugin::log,
+            "auditrelay:plugin/secrets": super::auditrelay::plugin::secrets,
+            "auditrelay:plugin/metrics": super::auditrelay::plugin::metrics,
+        },
+        require_store_data_send: true,
+    });
+}

@@ -100,13 +100,7 @@ impl WasmInstance {
                     .live
                     .as_mut()
                     .expect("a call ran, so an instance is live");
-                let state = live.store.data_mut();
-                let evidence = Evidence {
-                    refused_memory: state.limiter.take_refused(),
-                    memory_limit: state.limiter.limit(),
-                    stderr_tail: state.stderr.take_tail(),
-                };
-                classify::classify(&error, evidence)
+                classify::classify(&error, evidence(live.store.data_mut()))
             }
         };
         self.retire();
@@ -122,13 +116,13 @@ impl WasmInstance {
     }
 }
 
-enum CallOutcome<T> {
+pub(super) enum CallOutcome<T> {
     Done(T),
     TimedOut,
     Trapped(wasmtime::Error),
 }
 
-async fn with_deadline<T>(
+pub(super) async fn with_deadline<T>(
     timeout: Duration,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> CallOutcome<T> {
@@ -162,20 +156,30 @@ async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, Lau
         }),
         CallOutcome::Done((_, Err(message))) => Err(LaunchError::Init(message)),
         CallOutcome::TimedOut => Err(LaunchError::Fault(classify::deadline(sandbox.call_timeout))),
-        CallOutcome::Trapped(error) => {
-            let state = store.data_mut();
-            let evidence = Evidence {
-                refused_memory: state.limiter.take_refused(),
-                memory_limit: state.limiter.limit(),
-                stderr_tail: state.stderr.take_tail(),
-            };
-            let mut fault = classify::classify(&error, evidence);
-            if fault.kind == FaultKind::Other && error.downcast_ref::<wasmtime::Trap>().is_none() {
-                fault.message = format!("could not instantiate: {}", fault.message);
-            }
-            Err(LaunchError::Fault(fault))
-        }
+        CallOutcome::Trapped(error) => Err(LaunchError::Fault(start_fault(
+            &error,
+            store.data_mut(),
+        ))),
     }
+}
+
+/// What the sandbox saw during the call that just failed.
+pub(super) fn evidence(state: &mut PluginState) -> Evidence {
+    Evidence {
+        refused_memory: state.limiter.take_refused(),
+        memory_limit: state.limiter.limit(),
+        stderr_tail: state.stderr.take_tail(),
+    }
+}
+
+/// The fault of an instance that failed while it was instantiated or
+/// initialised.
+pub(super) fn start_fault(error: &wasmtime::Error, state: &mut PluginState) -> Fault {
+    let mut fault = classify::classify(error, evidence(state));
+    if fault.kind == FaultKind::Other && error.downcast_ref::<wasmtime::Trap>().is_none() {
+        fault.message = format!("could not instantiate: {}", fault.message);
+    }
+    fault
 }
 
 impl Exporter for WasmInstance {

@@ -19,6 +19,7 @@ pub mod compiler;
 mod host_api;
 mod http_gate;
 mod instance;
+pub mod mapper;
 mod quota;
 mod sandbox;
 
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, OptLevel, Store};
 
 use self::bindings::ExporterPluginPre;
@@ -37,6 +38,7 @@ use crate::runtime::{
 };
 
 pub use self::instance::WasmInstance;
+pub use self::mapper::{ForeignRecord, MapperInstance, RecordBatch, WasmMapper};
 pub use self::quota::GrantQuota;
 pub use self::sandbox::Sandbox;
 
@@ -119,17 +121,65 @@ impl WasmRuntime {
         })
     }
 
-    /// Compiles (or loads from the cache), links and describes a plugin,
-    /// within `limits`: a file larger than `max_size` is refused before it
-    /// is read; a compile runs in a compiler process killed at `timeout`
-    /// (in the relay's own process, waited for no longer than `timeout`,
-    /// when there is no cache directory or no `auditrelay` executable).
-    /// Every way a file can be unusable gets its own [`LoadError`] message.
+    /// Compiles (or loads from the cache), links and describes an
+    /// exporter plugin, within `limits`: a file larger than `max_size` is
+    /// refused before it is read; a compile runs in a compiler process
+    /// killed at `timeout` (in the relay's own process, waited for no
+    /// longer than `timeout`, when there is no cache directory or no
+    /// `auditrelay` executable). Every way a file can be unusable gets its
+    /// own [`LoadError`] message.
     pub async fn load(
         self: &Arc<Self>,
         path: &Path,
         limits: &LoadLimits,
     ) -> Result<WasmPlugin, LoadError> {
+        let compiled = self.compile(path, limits).await?;
+        self.exporter(path, compiled).await
+    }
+
+    /// Loads a component of either world, as [`load`](Self::load) does:
+    /// a mapper if it exports the mapper interface, else an exporter.
+    pub async fn load_any(
+        self: &Arc<Self>,
+        path: &Path,
+        limits: &LoadLimits,
+    ) -> Result<WasmComponent, LoadError> {
+        let compiled = self.compile(path, limits).await?;
+        if exports(&compiled.pre, mapper::EXPORT) {
+            mapper::from_compiled(path, compiled).await.map(WasmComponent::Mapper)
+        } else {
+            self.exporter(path, compiled).await.map(WasmComponent::Exporter)
+        }
+    }
+
+    async fn exporter(&self, path: &Path, compiled: Compiled) -> Result<WasmPlugin, LoadError> {
+        let fail = |reason: String| LoadError::new(path, reason);
+        let pre = ExporterPluginPre::new(compiled.pre.clone()).map_err(|e| {
+            if exports(&compiled.pre, mapper::EXPORT) {
+                return fail(
+                    "is a mapper plugin (it exports auditrelay:plugin/mapper): name it as a source's mapper, not in [plugins.<name>]".into(),
+                );
+            }
+            fail(format!(
+                "does not export the exporter interface auditrelay:plugin/exporter@1.x ({e:#}); build it with auditrelay-plugin-api's export_plugin!"
+            ))
+        })?;
+        let info = describe(&self.engine, &pre)
+            .await
+            .map_err(|e| fail(format!("describe() failed: {e}")))?;
+        Ok(WasmPlugin {
+            path: path.to_owned(),
+            sha256: compiled.sha256,
+            info,
+            cache: compiled.cache,
+            load_time: compiled.load_time,
+            pre,
+        })
+    }
+
+    /// Reads, compiles (or loads from the cache) and links a component of
+    /// either world, within `limits`.
+    async fn compile(self: &Arc<Self>, path: &Path, limits: &LoadLimits) -> Result<Compiled, LoadError> {
         let fail = |reason: String| LoadError::new(path, reason);
         let bytes = read_plugin_file(path, limits).await?;
         check_header(&bytes).map_err(fail)?;
@@ -162,26 +212,16 @@ impl WasmRuntime {
             .map_err(|e| fail(format!("is not a valid WebAssembly component: {e:#}")))?;
         let load_time = started.elapsed();
 
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             fail(format!(
                 "needs imports this relay does not provide ({e:#}); plugins may import auditrelay:plugin@1.x, wasi:http@0.2 and the WASI 0.2 interfaces Rust's std uses"
             ))
         })?;
-        let pre = ExporterPluginPre::new(instance_pre).map_err(|e| {
-            fail(format!(
-                "does not export the exporter interface auditrelay:plugin/exporter@1.0.0 ({e:#}); build it with auditrelay-plugin-api's export_plugin!"
-            ))
-        })?;
-        let info = describe(&self.engine, &pre)
-            .await
-            .map_err(|e| fail(format!("describe() failed: {e}")))?;
-        Ok(WasmPlugin {
-            path: path.to_owned(),
+        Ok(Compiled {
+            pre,
             sha256,
-            info,
             cache,
             load_time,
-            pre,
         })
     }
 
@@ -189,6 +229,28 @@ impl WasmRuntime {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// A loaded plugin component, of the world it was built for.
+#[derive(Debug)]
+pub enum WasmComponent {
+    /// World `exporter-plugin`: delivers events.
+    Exporter(WasmPlugin),
+    /// World `mapper-plugin`: maps foreign records to events.
+    Mapper(WasmMapper),
+}
+
+/// A component compiled and linked, before its world is known.
+struct Compiled {
+    pre: InstancePre<PluginState>,
+    sha256: String,
+    cache: CacheOutcome,
+    load_time: Duration,
+}
+
+/// Whether the component exports the interface `name`.
+fn exports(pre: &InstancePre<PluginState>, name: &str) -> bool {
+    pre.component().get_export_index(None, name).is_some()
 }
 
 /// Tells apart "not wasm at all", "a core module" and "a component".
