@@ -66,7 +66,7 @@ fn check_passes_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
 
 #[test]
 fn plugins_lists_each_file_with_its_kind_interface_isolation_and_hash() {
-    let home = Home::with_plugins(&["file"]);
+    let home = Home::with_plugins(&["file", "json-map"]);
     home.add_native_plugin("auditrelay_plugin_file");
     compile_c_plugin("wrong_abi.c", &home.plugin_dir());
     std::fs::write(home.plugin_dir().join("broken.wasm"), b"nope").unwrap();
@@ -80,7 +80,9 @@ fn plugins_lists_each_file_with_its_kind_interface_isolation_and_hash() {
     for expected in [
         "file 0.1.0 - Appends events as NDJSON",
         "kind:      wasm (sandboxed: only what its instance is granted)",
-        "interface: auditrelay:plugin@1.0.0 (WIT)",
+        "interface: auditrelay:plugin@1.1.0, world exporter-plugin (WIT)",
+        "json-map 0.1.0 - ",
+        "interface: auditrelay:plugin@1.1.0, world mapper-plugin (WIT)",
         "used by:   [plugins.archive] (enabled)",
         "kind:      native (trusted code with full network and filesystem access",
         "interface: native ABI 1 (include/auditrelay_plugin.h)",
