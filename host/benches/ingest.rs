@@ -128,7 +128,7 @@ max_events = 2000
     .unwrap();
     std::fs::create_dir_all(scratch.join("archive")).unwrap();
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+    let http = HttpIngest::bind(relay.clone(), &config)
         .await
         .unwrap();
     let addr = http.local_addr().unwrap();

@@ -27,7 +27,7 @@ pub async fn demo(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     // Any free port: the demo must not clash with a relay already running.
     config.ingest.http.listen.set_port(0);
     let relay = super::run::start(&config).await?;
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
+    let http = HttpIngest::bind(relay.clone(), &config).await?;
     let url = format!("http://{}/v1/events", http.local_addr()?);
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(http.serve(stop.clone().cancelled_owned()));

@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .map(|(name, settings)| OutboxIngest::new(relay.clone(), name, settings))
         .collect::<Result<_, _>>()?;
     let server = if config.ingest.http.enabled {
-        let http = HttpIngest::bind(relay.clone(), &config.ingest.http).await?;
+        let http = HttpIngest::bind(relay.clone(), &config).await?;
         let addr = http.local_addr()?;
         super::relay_api::record_address(&config, addr);
         tracing::info!(

@@ -1,6 +1,8 @@
 //! Checks that go beyond types: ranges, name syntax, combinations.
 
-use super::{AllowList, Config, ConfigError, OutboxSettings, PluginSettings};
+use super::{
+    AllowList, Config, ConfigError, OutboxSettings, PluginSettings, WebhookAuth, WebhookSettings,
+};
 
 /// Most identities the dedup window may remember (about 7 GB of memory).
 const MAX_DEDUP_IDS: u64 = 100_000_000;
@@ -124,6 +126,9 @@ impl Config {
         for (name, outbox) in &self.ingest.outbox {
             check_outbox(name, outbox, &mut problems);
         }
+        for (name, webhook) in &self.ingest.webhook {
+            check_webhook(name, webhook, &mut problems);
+        }
         for (name, settings) in &self.plugins {
             if !is_instance_name(name) {
                 problems.add(
@@ -238,6 +243,60 @@ impl Problems {
                 problems: self.0,
             }),
         }
+    }
+}
+
+fn check_webhook(name: &str, webhook: &WebhookSettings, problems: &mut Problems) {
+    use super::webhook::{CREDENTIAL_HEADERS, MIN_SECRET_BYTES};
+    let key = |rest: &str| format!("ingest.webhook.{name}.{rest}");
+    if !is_instance_name(name) {
+        problems.add(
+            format!("ingest.webhook.{name}"),
+            "source names use lower-case letters, digits, '-' and '_' (at most 64)",
+        );
+    }
+    if webhook.secret.expose().len() < MIN_SECRET_BYTES {
+        problems.add(
+            key("secret"),
+            format!("must be at least {MIN_SECRET_BYTES} bytes (use a random value, e.g. from openssl rand -hex 32)"),
+        );
+    }
+    let is_header = |h: &str| {
+        !h.is_empty()
+            && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if webhook.auth == WebhookAuth::Hmac {
+        for (field, header) in [
+            ("signature_header", &webhook.signature_header),
+            ("timestamp_header", &webhook.timestamp_header),
+        ] {
+            if !is_header(header) {
+                problems.add(key(field), format!("{header:?} is not a lower-case header name"));
+            }
+        }
+        if webhook.max_skew < std::time::Duration::from_secs(1)
+            || webhook.max_skew > std::time::Duration::from_secs(3600)
+        {
+            problems.add(key("max_skew"), "must be between 1s and 1h");
+        }
+    }
+    for header in &webhook.metadata_headers {
+        let credential = CREDENTIAL_HEADERS.contains(&header.as_str())
+            || (webhook.auth == WebhookAuth::Hmac
+                && (header == &webhook.signature_header || header == &webhook.timestamp_header));
+        if !is_header(header) {
+            problems.add(key("metadata_headers"), format!("{header:?} is not a lower-case header name"));
+        } else if credential {
+            problems.add(
+                key("metadata_headers"),
+                format!("{header:?} carries credentials and is never handed to a mapper; remove it"),
+            );
+        }
+    }
+    if let Some(mapper) = &webhook.mapper
+        && mapper.plugin.is_empty()
+    {
+        problems.add(key("mapper.plugin"), "names no mapper: set it, e.g. to \"json-map\"");
     }
 }
 

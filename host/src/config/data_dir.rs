@@ -43,6 +43,12 @@ impl DataDir {
         self.0.join("dead-letters")
     }
 
+    /// What a source keeps: `<name>/replay` (signatures used) and
+    /// `<name>/refused.ndjson` (records its mapper refused).
+    pub fn sources(&self) -> PathBuf {
+        self.0.join("sources")
+    }
+
     /// The relay's signing key (by default) and its checkpoint log.
     pub fn integrity(&self) -> PathBuf {
         self.0.join("integrity")

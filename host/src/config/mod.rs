@@ -9,6 +9,7 @@ mod check;
 mod data_dir;
 mod interpolate;
 mod units;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ pub use crate::secret::Secret;
 pub use auditrelay_plugin_api::http::AllowList;
 pub use data_dir::DataDir;
 pub use interpolate::interpolate;
+pub use webhook::{MapperSettings, WebhookAuth, WebhookSettings};
 
 /// The embedded default configuration used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -288,6 +290,10 @@ pub struct IngestSettings {
     /// `[ingest.outbox.<name>]`: outbox tables read after their commit.
     #[serde(default)]
     pub outbox: BTreeMap<String, OutboxSettings>,
+    /// `[ingest.webhook.<name>]`: signed webhooks, at
+    /// `POST /v1/sources/<name>` on the HTTP endpoint.
+    #[serde(default)]
+    pub webhook: BTreeMap<String, WebhookSettings>,
 }
 
 /// `[ingest.outbox.<name>]`: an outbox table in the application's database
@@ -543,7 +549,7 @@ fn default_poll_interval() -> Duration {
     Duration::from_millis(50)
 }
 
-fn default_true() -> bool {
+pub(super) fn default_true() -> bool {
     true
 }
 fn default_data_dir() -> DataDir {

@@ -1,5 +1,6 @@
 //! Ways events come in besides [`Relay::emit`](crate::Relay::emit): HTTP,
-//! and outbox tables in the application's database.
+//! outbox tables in the application's database, and webhooks from other
+//! systems, mapped by mapper plugins.
 //!
 //! Every source ends in the same place: validated, canonical
 //! [`Record`](crate::spool::Record)s appended to the spool.
@@ -7,3 +8,5 @@
 pub mod decode;
 pub mod http;
 pub mod outbox;
+pub(crate) mod refused;
+pub mod webhook;

@@ -101,6 +101,8 @@ pub enum Via {
     Http,
     /// An outbox table (`[ingest.outbox.<name>]`).
     Outbox,
+    /// A webhook source (`[ingest.webhook.<name>]`).
+    Webhook,
 }
 
 impl Via {
@@ -109,6 +111,7 @@ impl Via {
             Via::Api => "api",
             Via::Http => "http",
             Via::Outbox => "outbox",
+            Via::Webhook => "webhook",
         }
     }
 }

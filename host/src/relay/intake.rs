@@ -236,6 +236,28 @@ impl Arrivals {
         }
     }
 
+    /// Takes every event of `other` (held to the same rules), as if pushed
+    /// here: a source checks one record's events apart, then keeps all of
+    /// them or none.
+    pub fn append(&mut self, other: Arrivals) {
+        self.records.extend(other.records);
+        self.refused.extend(other.refused);
+        self.set_aside.extend(other.set_aside);
+    }
+
+    /// Every rule the events refused so far broke, as one line (for a
+    /// source's reason).
+    pub fn refusal_text(&self) -> String {
+        self.refused
+            .iter()
+            .map(|r| {
+                let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+                format!("event {}: {}", r.index, errors.join("; "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// An event that could not be read as an envelope at all.
     pub fn refuse(&mut self, refused: Refused) {
         self.refused.push(refused);

@@ -3,6 +3,7 @@
 pub mod checkpoints;
 mod duplicates;
 pub(crate) mod intake;
+mod mappers;
 mod sources;
 pub(crate) mod start;
 
@@ -24,6 +25,7 @@ use crate::spool::{
 };
 
 pub(crate) use intake::{Arrivals, Refusals, Refused, Rules};
+pub(crate) use mappers::SourceMapper;
 pub use sources::{SourceReport, SourceStatus};
 use start::{Instance, Starter, spool_options};
 #[cfg(feature = "cli")]
@@ -241,6 +243,10 @@ struct Inner {
     threads: Mutex<PluginThreads>,
     /// Signs each stream's tree every interval (`None`: no chains).
     checkpoints: Option<Arc<checkpoints::Checkpointer>>,
+    /// The plugin directory, for sources' mappers.
+    catalog: Arc<crate::runtime::catalog::Catalog>,
+    /// Where plugin code runs.
+    plugin_threads: tokio::runtime::Handle,
 }
 
 /// The relay's own runtime for plugin code. Dropping a runtime blocks,
@@ -323,8 +329,9 @@ impl Relay {
         let checkpoints = checkpoints::Checkpointer::open(&config, spool.clone())?.map(Arc::new);
         let instances = start::register(&config, &spool, &metrics);
         let (tried, tried_rx) = watch::channel(0);
+        let catalog = Arc::new(catalog);
         let starter = Arc::new(Starter {
-            catalog: Arc::new(catalog),
+            catalog: catalog.clone(),
             spool: spool.clone(),
             dispatcher: Arc::new(tokio::sync::Mutex::new(Some(Dispatcher::new()))),
             threads: handle.clone(),
@@ -356,6 +363,8 @@ impl Relay {
                 tried: tried_rx,
                 threads: Mutex::new(threads),
                 checkpoints,
+                catalog,
+                plugin_threads: handle,
             }),
         })
     }

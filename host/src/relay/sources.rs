@@ -1,4 +1,4 @@
-//! What the sources that run beside the relay (outbox readers) report
+//! What the sources that run beside the relay (outbox readers, webhooks) report
 //! about themselves, for `GET /v1/status`. A source registers once and
 //! updates its entry; the relay only reads it.
 
@@ -9,7 +9,7 @@ use serde::Serialize;
 /// One source's state as `GET /v1/status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SourceStatus {
-    /// `outbox.<name>`.
+    /// `outbox.<name>` or `webhook.<name>`.
     pub name: String,
     /// `connecting`, `reading`, `standby` (another relay holds the table)
     /// or `failing` (see `error`; retried with backoff).
@@ -25,6 +25,9 @@ pub struct SourceStatus {
     pub spooled_events: u64,
     /// Rows it moved aside because their envelope was refused.
     pub rejected_rows: u64,
+    /// Records its mapper refused (or mapped to invalid envelopes), kept
+    /// in `<data_dir>/sources/<name>/refused.ndjson`.
+    pub refused_records: u64,
 }
 
 /// A source's handle on its entry.

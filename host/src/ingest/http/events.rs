@@ -25,7 +25,7 @@
 //! well, so a retry may deliver them twice (`(source, id)` tells the copies
 //! apart) — never zero times for an event the client was told to retry.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,22 +63,41 @@ pub(super) async fn post_events(
     if let Some(refusal) = api.refusal(&headers) {
         return refusal;
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // A CloudEvent in the HTTP binding's binary mode: its attributes in
-    // `ce-*` headers, whatever the body's type (unless the type names a
-    // CloudEvents format: that is structured mode).
-    let binary = headers.contains_key("ce-specversion")
-        && !content_type.is_some_and(|t| t.trim().starts_with("application/cloudevents"));
-    let format = match Format::from_content_type(content_type) {
-        Ok(format) => format,
-        Err(_) if binary => Format::Json,
-        Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string()),
-    };
+    // An unsupported type is refused before the body is read.
+    if let Err(refusal) = body_format(&headers) {
+        return refusal;
+    }
     // Held until the events are dealt with: decoded events cost memory too.
     let (bytes, _budget) = match api.bodies.read(body).await {
         Ok(read) => read,
+        Err(refusal) => return refusal,
+    };
+    store(&api, headers, bytes, Via::Http).await
+}
+
+/// How the body is written: a format, and whether it is a CloudEvent in
+/// the HTTP binding's binary mode (its attributes in `ce-*` headers,
+/// whatever the body's type, unless the type names a CloudEvents format:
+/// that is structured mode).
+fn body_format(headers: &HeaderMap) -> Result<(Format, bool), Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let binary = headers.contains_key("ce-specversion")
+        && !content_type.is_some_and(|t| t.trim().starts_with("application/cloudevents"));
+    match Format::from_content_type(content_type) {
+        Ok(format) => Ok((format, binary)),
+        Err(_) if binary => Ok((Format::Json, true)),
+        Err(error) => Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string())),
+    }
+}
+
+/// Reads a body of envelopes and spools the valid ones, answering as the
+/// table above says (`via` counts them: `POST /v1/events` or a webhook
+/// source without a mapper).
+pub(super) async fn store(api: &Api, headers: HeaderMap, bytes: Bytes, via: Via) -> Response {
+    let (format, binary) = match body_format(&headers) {
+        Ok(found) => found,
         Err(refusal) => return refusal,
     };
     let rules = api.relay.rules();
@@ -104,7 +123,7 @@ pub(super) async fn post_events(
         .relay
         .admit_durable(
             arrivals,
-            Via::Http,
+            via,
             Refusals::TakeTheValid,
             Some((api.ack_timeout, "ingest.http.ack_timeout")),
         )

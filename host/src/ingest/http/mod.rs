@@ -4,6 +4,7 @@
 //! | route | does |
 //! |---|---|
 //! | `POST /v1/events` | accepts events ([`events`]) |
+//! | `POST /v1/sources/{name}` | a webhook source's requests, with its own authentication ([`webhook`](crate::ingest::webhook)) |
 //! | `GET /v1/status` | every plugin instance's state, as JSON |
 //! | `GET /v1/dead-letters/{instance}` | an instance's dead letters (`?limit=`, `?offset=`) |
 //! | `POST /v1/dead-letters/{instance}/replay` | delivers them again |
@@ -11,8 +12,8 @@
 //! | `GET /healthz` | liveness: `200` while the relay runs |
 //! | `GET /metrics` | Prometheus text format |
 //!
-//! With `ingest.http.auth_token` set, every route but `/healthz` and
-//! `/metrics` needs `Authorization: Bearer <token>` (the scheme in any
+//! With `ingest.http.auth_token` set, every route but `/healthz`,
+//! `/metrics` and the webhook sources (which check their own secret) needs `Authorization: Bearer <token>` (the scheme in any
 //! letter case, RFC 7235 §2.1). Tokens are compared as SHA-256 digests in
 //! constant time, so neither the time taken nor anything else tells how
 //! much of a guess was right, or how long the token is.
@@ -25,6 +26,7 @@ mod body;
 mod connections;
 pub mod events;
 pub mod server;
+mod sources;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,7 +40,8 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HttpIngestSettings, Secret};
+use crate::config::{Config, Secret};
+use crate::ingest::webhook::Webhooks;
 use crate::relay::Relay;
 
 /// What every handler shares.
@@ -50,6 +53,7 @@ struct Api {
     /// How bodies are read, and the memory they share.
     bodies: body::BodyBounds,
     ack_timeout: Duration,
+    webhooks: Webhooks,
 }
 
 /// A bound HTTP listener, ready to serve.
@@ -61,11 +65,13 @@ pub struct HttpIngest {
 }
 
 impl HttpIngest {
-    /// Binds `settings.listen` (port 0 picks a free port). The connection
-    /// cap is `ingest.http.max_connections`, or less if the process's
-    /// descriptor limit leaves room for fewer once the relay's own needs
-    /// are set aside.
-    pub async fn bind(relay: Relay, settings: &HttpIngestSettings) -> std::io::Result<Self> {
+    /// Binds `ingest.http.listen` (port 0 picks a free port) and opens the
+    /// webhook sources of `config`. The connection cap is
+    /// `ingest.http.max_connections`, or less if the process's descriptor
+    /// limit leaves room for fewer once the relay's own needs are set
+    /// aside.
+    pub async fn bind(relay: Relay, config: &Config) -> std::io::Result<Self> {
+        let settings = &config.ingest.http;
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -91,7 +97,7 @@ impl HttpIngest {
         Ok(HttpIngest {
             listener,
             metrics: relay.metrics().clone(),
-            router: router(relay, settings),
+            router: router(relay, config)?,
             bounds: server::Bounds {
                 max_connections,
                 header_timeout: settings.header_timeout,
@@ -124,7 +130,9 @@ impl HttpIngest {
 }
 
 /// The routes, for serving or testing.
-pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
+pub fn router(relay: Relay, config: &Config) -> std::io::Result<Router> {
+    let settings = &config.ingest.http;
+    let webhooks = Webhooks::open(&relay, config)?;
     let api = Api {
         relay,
         token: settings.auth_token.as_ref().map(digest),
@@ -135,9 +143,11 @@ pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
             settings.max_body_memory.as_u64(),
         ),
         ack_timeout: settings.ack_timeout,
+        webhooks,
     };
-    Router::new()
+    Ok(Router::new()
         .route("/v1/events", post(events::post_events))
+        .route("/v1/sources/{name}", post(sources::post_source))
         .route("/v1/status", get(admin::status))
         .route(
             "/v1/dead-letters/{instance}",
@@ -151,7 +161,7 @@ pub fn router(relay: Relay, settings: &HttpIngestSettings) -> Router {
         .route("/metrics", get(admin::metrics))
         // Bodies are read with our own limit, to answer with a useful error.
         .layer(DefaultBodyLimit::disable())
-        .with_state(api)
+        .with_state(api))
 }
 
 /// A JSON error answer: `{"accepted": 0, "error": "..."}`.
@@ -186,7 +196,7 @@ impl Api {
 
 /// The credentials of an `Authorization: Bearer <token>` value: the
 /// scheme matched in any case, then one or more spaces.
-fn bearer(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer(value: &[u8]) -> Option<&[u8]> {
     let scheme = value.get(..6)?;
     if !scheme.eq_ignore_ascii_case(b"bearer") || value.get(6) != Some(&b' ') {
         return None;
@@ -205,7 +215,7 @@ fn digest(token: &Secret) -> [u8; 32] {
 }
 
 /// Compares two digests without stopping at the first difference.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

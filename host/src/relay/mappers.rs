@@ -1,0 +1,91 @@
+//! The mapper plugins of sources: found in the plugin directory like
+//! exporters, started in the same sandbox, and run on the relay's plugin
+//! threads (never on a thread serving HTTP).
+
+use std::sync::Arc;
+
+use auditrelay_plugin_api::mapper::Mapped;
+
+use super::Relay;
+use crate::config::MapperSettings;
+use crate::runtime::catalog::{LoadedPlugin, Wanted};
+use crate::runtime::services::PluginServices;
+use crate::runtime::wasm::{MapperInstance, RecordBatch, Sandbox};
+use crate::runtime::{LaunchError, PluginKind};
+
+/// A source's running mapper. Calls are taken one at a time.
+pub(crate) struct SourceMapper {
+    instance: Arc<tokio::sync::Mutex<MapperInstance>>,
+    threads: tokio::runtime::Handle,
+}
+
+impl Relay {
+    /// Starts the mapper `settings` name for `source` (its key prefix in
+    /// messages, e.g. `ingest.webhook.shop`), labelled `label` in logs and
+    /// metrics. The error names the key and the fix.
+    pub(crate) async fn start_mapper(
+        &self,
+        source: &str,
+        label: &str,
+        settings: &MapperSettings,
+    ) -> Result<SourceMapper, String> {
+        let catalog = self.inner.catalog.clone();
+        let wanted = Wanted {
+            plugin: Some(&settings.plugin),
+            path: settings.path.as_deref(),
+            kind: Some(PluginKind::Wasm),
+        };
+        let plugin = catalog
+            .resolve(&format!("{source}.mapper"), wanted)
+            .await
+            .map_err(|e| e.replacen("plugins.", "", 1))?;
+        let mapper = match &*plugin {
+            LoadedPlugin::Mapper(mapper) => mapper.clone(),
+            other => {
+                return Err(format!(
+                    "{source}.mapper: {} is an exporter plugin, not a mapper; name a mapper (such as json-map) here",
+                    other.path().display()
+                ));
+            }
+        };
+        let services = PluginServices::new(
+            label,
+            settings.secrets.clone(),
+            Some(self.inner.metrics.plugin(label)),
+        );
+        let sandbox = Sandbox {
+            config_json: serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON"),
+            memory_limit: settings.limits.memory.as_u64(),
+            call_timeout: settings.limits.timeout,
+            services: services.clone(),
+            ..Sandbox::describe_only()
+        };
+        let threads = self.inner.plugin_threads.clone();
+        let started = threads
+            .spawn(MapperInstance::start(mapper, sandbox))
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        let instance = started.map_err(|error: LaunchError| {
+            format!("{source}.mapper ({}): {}", plugin.path().display(), services.admit(&error.to_string()))
+        })?;
+        Ok(SourceMapper {
+            instance: Arc::new(tokio::sync::Mutex::new(instance)),
+            threads,
+        })
+    }
+}
+
+impl SourceMapper {
+    /// Maps `batch` on the plugin threads: one answer per record.
+    pub(crate) async fn map(&self, batch: Arc<RecordBatch>) -> Vec<Mapped> {
+        let instance = self.instance.clone();
+        let records = batch.records.len();
+        let mapped = self
+            .threads
+            .spawn(async move { instance.lock().await.map(&batch).await })
+            .await;
+        // The plugin threads stop only at shutdown: every record refused
+        // then, and kept by the source like any refusal.
+        mapped.unwrap_or_else(|_| vec![Mapped::refused("the relay is shutting down; not mapped"); records])
+    }
+}
