@@ -53,7 +53,7 @@ async fn served(home: &Home) -> (Relay, Endpoint, std::net::SocketAddr) {
         "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+    let http = HttpIngest::bind(relay.clone(), &config)
         .await
         .unwrap();
     let addr = http.local_addr().unwrap();
@@ -96,7 +96,7 @@ grant_dir = "{{home}}/out"
 "#
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+    let http = HttpIngest::bind(relay.clone(), &config)
         .await
         .unwrap();
     let endpoint = Endpoint {
@@ -339,7 +339,7 @@ circuit_open_for = "200ms"
     // `stuck` keeps failing until later, so events pile up for it.
     let config = config_until(jiff::Timestamp::now() + Duration::from_secs(2));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+    let http = HttpIngest::bind(relay.clone(), &config)
         .await
         .unwrap();
     let url = format!("http://{}/v1/events", http.local_addr().unwrap());

@@ -26,7 +26,7 @@ max_wait = "20ms"
 "#,
     );
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config.ingest.http)
+    let http = HttpIngest::bind(relay.clone(), &config)
         .await
         .unwrap();
     let url = format!("http://{}/v1/events", http.local_addr().unwrap());
