@@ -22,4 +22,5 @@ mod outbox;
 mod redaction;
 mod sandbox;
 mod verify;
+mod webhooks;
 mod wit_versions;
