@@ -293,10 +293,17 @@ fn check_webhook(name: &str, webhook: &WebhookSettings, problems: &mut Problems)
             );
         }
     }
-    if let Some(mapper) = &webhook.mapper
-        && mapper.plugin.is_empty()
-    {
-        problems.add(key("mapper.plugin"), "names no mapper: set it, e.g. to \"json-map\"");
+    if let Some(mapper) = &webhook.mapper {
+        if mapper.plugin.is_empty() {
+            problems.add(key("mapper.plugin"), "names no mapper: set it, e.g. to \"json-map\"");
+        }
+        let memory = mapper.limits.memory.as_u64();
+        if !(4 << 20..=4 << 30).contains(&memory) {
+            problems.add(key("mapper.limits.memory"), "must be between 4MiB and 4GiB");
+        }
+        if mapper.limits.timeout < std::time::Duration::from_millis(10) {
+            problems.add(key("mapper.limits.timeout"), "must be at least 10ms");
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub use crate::secret::Secret;
 pub use auditrelay_plugin_api::http::AllowList;
 pub use data_dir::DataDir;
 pub use interpolate::interpolate;
-pub use webhook::{MapperSettings, WebhookAuth, WebhookSettings};
+pub use webhook::{MapperLimits, MapperSettings, WebhookAuth, WebhookSettings};
 
 /// The embedded default configuration used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");

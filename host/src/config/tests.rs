@@ -163,13 +163,16 @@ fn relative_paths_follow_the_config_file() {
 #[test]
 fn the_configuration_reference_documents_every_key_with_its_real_default() {
     use auditrelay_plugin_api::testing::config_docs::struct_fields;
-    let sections: [(&str, &[&str]); 11] = [
+    let sections: [(&str, &[&str]); 14] = [
         ("redact", struct_fields::<crate::redact::RedactRule>()),
         ("integrity", struct_fields::<IntegritySettings>()),
         ("relay", struct_fields::<RelaySettings>()),
         ("spool", struct_fields::<SpoolSettings>()),
         ("ingest.http", struct_fields::<HttpIngestSettings>()),
         ("ingest.outbox.<name>", struct_fields::<OutboxSettings>()),
+        ("ingest.webhook.<name>", struct_fields::<WebhookSettings>()),
+        ("ingest.webhook.<name>.mapper", struct_fields::<MapperSettings>()),
+        ("ingest.webhook.<name>.mapper.limits", struct_fields::<MapperLimits>()),
         ("plugins.<name>", struct_fields::<PluginSettings>()),
         ("plugins.<name>.limits", struct_fields::<LimitSettings>()),
         ("plugins.<name>.batch", struct_fields::<BatchSettings>()),
@@ -180,6 +183,10 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
     let baseline = format!("{:?}", parse(MINIMAL).unwrap());
     let outbox = "[ingest.outbox.app]\nurl = \"sqlite:///var/lib/app/app.db\"\n";
     let outbox_baseline = format!("{:?}", parse(&format!("{outbox}{MINIMAL}")).unwrap());
+    let webhook = "[ingest.webhook.shop]\nauth = \"hmac\"\nsecret = \"0123456789abcdef\"\n";
+    let webhook_baseline = format!("{:?}", parse(&format!("{webhook}{MINIMAL}")).unwrap());
+    let mapper = "[ingest.webhook.shop.mapper]\nplugin = \"json-map\"\n";
+    let mapper_baseline = format!("{:?}", parse(&format!("{webhook}{mapper}{MINIMAL}")).unwrap());
     const REDACT_RULE: &str = "[[redact]]\nname = \"r\"\nkeys = [\"k\"]\n";
     let redact_baseline = format!("{:?}", parse(&format!("{REDACT_RULE}{MINIMAL}")).unwrap());
     let mut problems = Vec::new();
@@ -227,6 +234,18 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
                 None if section == "redact" => (
                     format!("{REDACT_RULE}{key} = {toml}\n{MINIMAL}"),
                     &redact_baseline,
+                ),
+                None if section == "ingest.webhook.<name>" => (
+                    format!("{webhook}{key} = {toml}\n{MINIMAL}"),
+                    &webhook_baseline,
+                ),
+                None if section == "ingest.webhook.<name>.mapper" => (
+                    format!("{webhook}{mapper}{key} = {toml}\n{MINIMAL}"),
+                    &mapper_baseline,
+                ),
+                None if section == "ingest.webhook.<name>.mapper.limits" => (
+                    format!("{webhook}{mapper}[ingest.webhook.shop.mapper.limits]\n{key} = {toml}\n{MINIMAL}"),
+                    &mapper_baseline,
                 ),
                 None if section == "ingest.outbox.<name>" => (
                     format!("{outbox}{key} = {toml}\n{MINIMAL}"),
@@ -351,4 +370,44 @@ fn outbox_problems_are_named_together_and_the_url_is_not_shown() {
         !format!("{config:?}").contains("app:pw"),
         "Debug shows the URL"
     );
+}
+
+#[test]
+fn a_webhook_source_is_checked_whole_and_its_secret_never_shown() {
+    let text = format!(
+        r#"
+[ingest.webhook.Shop]
+auth = "hmac"
+secret = "short-secret"
+signature_header = "X-Sig"
+max_skew = "2h"
+metadata_headers = ["authorization", "x-webhook-timestamp", "x-shop-topic", "X-Bad"]
+[ingest.webhook.Shop.mapper]
+plugin = ""
+[ingest.webhook.Shop.mapper.limits]
+memory = "1MiB"
+timeout = "1ms"
+{MINIMAL}"#
+    );
+    let error = parse(&text).unwrap_err().to_string();
+    for problem in [
+        "ingest.webhook.Shop: source names use lower-case letters",
+        "ingest.webhook.Shop.secret: must be at least 16 bytes",
+        "ingest.webhook.Shop.signature_header: \"X-Sig\" is not a lower-case header name",
+        "ingest.webhook.Shop.max_skew: must be between 1s and 1h",
+        "ingest.webhook.Shop.metadata_headers: \"authorization\" carries credentials",
+        "ingest.webhook.Shop.metadata_headers: \"x-webhook-timestamp\" carries credentials",
+        "ingest.webhook.Shop.metadata_headers: \"X-Bad\" is not a lower-case header name",
+        "ingest.webhook.Shop.mapper.plugin: names no mapper",
+        "ingest.webhook.Shop.mapper.limits.memory: must be between 4MiB and 4GiB",
+        "ingest.webhook.Shop.mapper.limits.timeout: must be at least 10ms",
+    ] {
+        assert!(error.contains(problem), "{problem:?} in:\n{error}");
+    }
+    assert!(!error.contains("x-shop-topic"), "{error}");
+    assert!(!error.contains("short-secret"), "{error}");
+    let unknown = parse(&format!("[ingest.webhook.shop]\nauth = \"hmac-v1\"\nsecret = \"0123456789abcdef\"\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("bearer") && unknown.contains("hub-signature"), "{unknown}");
 }

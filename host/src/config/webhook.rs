@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::units;
-use super::{LimitSettings, Secret, default_true};
+use super::{Secret, default_true, units};
 
 /// `[ingest.webhook.<name>]`: `POST /v1/sources/<name>`.
 #[derive(Debug, Clone, Deserialize)]
@@ -86,10 +86,35 @@ pub struct MapperSettings {
     /// Secrets by the name the mapper asks for.
     #[serde(default)]
     pub secrets: BTreeMap<String, Secret>,
-    /// Memory and time per call (`http_requests` does not apply: a mapper
-    /// has no network).
+    /// Memory and time per call.
     #[serde(default)]
-    pub limits: LimitSettings,
+    pub limits: MapperLimits,
+}
+
+/// `[ingest.<kind>.<name>.mapper.limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapperLimits {
+    /// Linear memory cap for the mapper.
+    #[serde(default = "default_mapper_memory")]
+    pub memory: ByteSize,
+    /// Wall-clock deadline for each call: a sender waits on it, so it is
+    /// short by default.
+    #[serde(default = "default_mapper_timeout", with = "units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for MapperLimits {
+    fn default() -> Self {
+        toml::from_str("").expect("every limit has a default")
+    }
+}
+
+fn default_mapper_memory() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_mapper_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_signature_header() -> String {
