@@ -433,3 +433,43 @@ fields = { type = "kind" }
     assert!(source.error.unwrap().contains("config.fields.type"));
     served.relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_audit_webhook_lands_as_envelopes() {
+    let served = serve(
+        &["file", "k8s-audit"],
+        r#"
+[plugins.archive]
+plugin = "file"
+grant_dir = "{home}/out"
+[plugins.archive.config]
+fsync = false
+[plugins.archive.batch]
+max_wait = "5ms"
+
+[ingest.webhook.k8s]
+auth = "bearer"
+secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
+[ingest.webhook.k8s.mapper]
+plugin = "k8s-audit"
+[ingest.webhook.k8s.mapper.config]
+cluster = "prod-eu"
+tenant_from_namespace = true
+"#,
+    )
+    .await;
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/k8s-audit/tests/samples/webhook-eventlist.json");
+    let body = std::fs::read(sample).unwrap();
+    let bearer = [("authorization", format!("Bearer {SECRET}"))];
+    let (status, answer) = served.post("k8s", &bearer, body.clone()).await;
+    assert_eq!((status, answer["accepted"].clone()), (202, json!(2)), "{answer}");
+    // The API server retries a batch it got no answer for: stored once.
+    let (status, answer) = served.post("k8s", &bearer, body).await;
+    assert_eq!((status, answer["copies"].clone()), (202, json!(2)), "{answer}");
+    let stored = served.stored().await;
+    let types: Vec<&str> = stored.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["k8s.pods.create", "k8s.configmaps.delete"]);
+    assert_eq!(stored[1]["tenant"], "kube-system");
+    assert!(stored.iter().all(|e| e["source"] == "k8s"));
+    served.relay.shutdown().await;
+}
