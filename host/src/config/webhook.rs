@@ -37,6 +37,10 @@ pub struct WebhookSettings {
     /// an event-type header. Never the auth headers.
     #[serde(default)]
     pub metadata_headers: Vec<String>,
+    /// The most `<data_dir>/sources/<name>/refused.ndjson` may hold; past
+    /// it, requests with refused records are answered `503`.
+    #[serde(default = "default_max_refused_bytes")]
+    pub max_refused_bytes: ByteSize,
     /// The mapper that turns a request body into envelopes; none: the body
     /// is envelopes, read as `POST /v1/events` reads them.
     #[serde(default)]
@@ -122,6 +126,9 @@ fn default_signature_header() -> String {
 }
 fn default_timestamp_header() -> String {
     "x-webhook-timestamp".into()
+}
+fn default_max_refused_bytes() -> ByteSize {
+    ByteSize::gib(1)
 }
 fn default_skew() -> Duration {
     Duration::from_secs(300)

@@ -7,6 +7,7 @@
 
 pub mod decode;
 pub mod http;
+mod lines;
 pub mod outbox;
 pub(crate) mod refused;
 pub mod webhook;

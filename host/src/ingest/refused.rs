@@ -12,15 +12,23 @@
 //! `data_base64` holds them. A line is synced to disk before the request
 //! (or the cursor) that brought the record is acknowledged: a record is
 //! always either in the spool as events, here, or not acknowledged.
+//!
+//! A record whose bytes were kept among the last [`RECENT`] is not kept
+//! again (a sender retrying, or replaying a captured request, adds
+//! nothing), and the file never grows past its cap: past it, a record is
+//! not acknowledged (`503`) until the operator moves the file away.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use base64::Engine;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
+use super::lines::open_for_append;
 use crate::runtime::wasm::ForeignRecord;
 
 /// A refused record and why.
@@ -42,20 +50,57 @@ struct Line<'a> {
     data_base64: Option<String>,
 }
 
+/// Records remembered (by a digest of their bytes) as kept already.
+pub const RECENT: usize = 10_000;
+
 /// One source's refused records.
 pub(crate) struct RefusedRecords {
     path: PathBuf,
     source: String,
-    file: Mutex<Option<File>>,
+    max_bytes: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    file: Option<File>,
+    /// Bytes in the file.
+    bytes: u64,
+    recent: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+/// The file is at its cap.
+#[derive(Debug)]
+pub(crate) enum KeepError {
+    /// Writing or syncing failed.
+    Io(std::io::Error),
+    /// Keeping more would pass `max_bytes`.
+    Full { max_bytes: u64 },
+}
+
+impl std::fmt::Display for KeepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeepError::Io(error) => write!(f, "{error}"),
+            KeepError::Full { max_bytes } => write!(
+                f,
+                "it holds {} (max_refused_bytes); move it away (and look at why its records are refused) to take more",
+                bytesize::ByteSize(*max_bytes)
+            ),
+        }
+    }
 }
 
 impl RefusedRecords {
-    /// The store of `source` in `dir` (created on first use).
-    pub fn new(dir: &Path, source: &str) -> Self {
+    /// The store of `source` in `dir` (created on first use), at most
+    /// `max_bytes` big.
+    pub fn new(dir: &Path, source: &str, max_bytes: u64) -> Self {
         RefusedRecords {
             path: dir.join("refused.ndjson"),
             source: source.to_owned(),
-            file: Mutex::new(None),
+            max_bytes,
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -64,14 +109,22 @@ impl RefusedRecords {
         &self.path
     }
 
-    /// Appends `refused` (records of `content_type`) and syncs them to disk.
-    pub fn keep(&self, content_type: &str, refused: &[RefusedRecord<'_>]) -> std::io::Result<()> {
+    /// Appends `refused` (records of `content_type`) and syncs them to
+    /// disk, but for records kept recently; how many were new.
+    pub fn keep(&self, content_type: &str, refused: &[RefusedRecord<'_>]) -> Result<usize, KeepError> {
         if refused.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let digests: Vec<[u8; 32]> = refused.iter().map(|r| Sha256::digest(&r.record.data).into()).collect();
         let refused_at = jiff::Timestamp::now().to_string();
         let mut text = Vec::new();
-        for entry in refused {
+        let mut fresh = Vec::new();
+        for (entry, digest) in refused.iter().zip(&digests) {
+            if state.recent.contains(digest) || fresh.contains(digest) {
+                continue;
+            }
+            fresh.push(*digest);
             let utf8 = std::str::from_utf8(&entry.record.data).ok();
             let line = Line {
                 refused_at: refused_at.clone(),
@@ -87,38 +140,36 @@ impl RefusedRecords {
             serde_json::to_writer(&mut text, &line).expect("writing to memory");
             text.push(b'\n');
         }
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut opened = OpenOptions::new().create(true).append(true).read(true).open(&self.path)?;
-            // A write that failed half way left a partial line: end it, so
-            // the next record starts a line of its own.
-            if ends_mid_line(&mut opened)? {
-                opened.write_all(b"\n")?;
-            }
-            *file = Some(opened);
+        if fresh.is_empty() {
+            return Ok(0);
         }
-        let handle = file.as_mut().expect("opened above");
+        if state.file.is_none() {
+            let file = open_for_append(&self.path).map_err(KeepError::Io)?;
+            state.bytes = file.metadata().map_err(KeepError::Io)?.len();
+            state.file = Some(file);
+        }
+        if state.bytes + text.len() as u64 > self.max_bytes {
+            return Err(KeepError::Full { max_bytes: self.max_bytes });
+        }
+        let handle = state.file.as_mut().expect("opened above");
         let written = handle.write_all(&text).and_then(|()| handle.sync_data());
-        if written.is_err() {
+        if let Err(error) = written {
             // A failed write may have left part of a line: the next one
-            // starts on a fresh handle, and readers skip the damaged line.
-            *file = None;
+            // starts on a fresh handle, which ends it first.
+            state.file = None;
+            return Err(KeepError::Io(error));
         }
-        written
+        state.bytes += text.len() as u64;
+        for digest in &fresh {
+            state.recent.insert(*digest);
+            state.order.push_back(*digest);
+            if state.order.len() > RECENT
+                && let Some(oldest) = state.order.pop_front()
+            {
+                state.recent.remove(&oldest);
+            }
+        }
+        Ok(fresh.len())
     }
 }
 
-/// Whether `file` is non-empty and its last byte is not a newline.
-fn ends_mid_line(file: &mut File) -> std::io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    if file.metadata()?.len() == 0 {
-        return Ok(false);
-    }
-    file.seek(SeekFrom::End(-1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
-}

@@ -173,6 +173,8 @@ pub(crate) struct Refused {
 pub(crate) struct Arrivals {
     rules: Arc<Rules>,
     records: Vec<Record>,
+    /// Each record's position among the arrivals.
+    indexes: Vec<usize>,
     refused: Vec<Refused>,
     /// Taken events with optional fields set aside, and the rules those broke.
     set_aside: Vec<Refused>,
@@ -191,6 +193,7 @@ impl Arrivals {
         Arrivals {
             rules,
             records: Vec::new(),
+            indexes: Vec::new(),
             refused: Vec::new(),
             set_aside: Vec::new(),
             single: false,
@@ -231,6 +234,7 @@ impl Arrivals {
                     });
                 }
                 self.records.push(record);
+                self.indexes.push(index);
             }
             Err((id, errors)) => self.refused.push(Refused { index, id, errors }),
         }
@@ -241,8 +245,35 @@ impl Arrivals {
     /// them or none.
     pub fn append(&mut self, other: Arrivals) {
         self.records.extend(other.records);
+        self.indexes.extend(other.indexes);
         self.refused.extend(other.refused);
         self.set_aside.extend(other.set_aside);
+    }
+
+    /// Refuses every event whose `source` is not `source`: a door that
+    /// belongs to one source (a webhook) takes no events of another.
+    pub fn confine_to(&mut self, source: &str, door: &str) {
+        let records = std::mem::take(&mut self.records);
+        let indexes = std::mem::take(&mut self.indexes);
+        for (record, index) in records.into_iter().zip(indexes) {
+            let event = record.as_event();
+            if event.source == source {
+                self.records.push(record);
+                self.indexes.push(index);
+                continue;
+            }
+            self.refused.push(Refused {
+                index,
+                id: Some(event.id.to_owned()).filter(|id| id.len() <= 128),
+                errors: vec![ValidationError {
+                    field: "source".into(),
+                    problem: format!(
+                        "is {:?}, but {door} takes only events of source {source:?}; send the others to POST /v1/events",
+                        event.source
+                    ),
+                }],
+            });
+        }
     }
 
     /// Every rule the events refused so far broke, as one line (for a

@@ -17,6 +17,7 @@ use crate::runtime::{LaunchError, PluginKind};
 pub(crate) struct SourceMapper {
     instance: Arc<tokio::sync::Mutex<MapperInstance>>,
     threads: tokio::runtime::Handle,
+    services: PluginServices,
 }
 
 impl Relay {
@@ -71,21 +72,39 @@ impl Relay {
         Ok(SourceMapper {
             instance: Arc::new(tokio::sync::Mutex::new(instance)),
             threads,
+            services,
         })
     }
 }
 
 impl SourceMapper {
-    /// Maps `batch` on the plugin threads: one answer per record.
-    pub(crate) async fn map(&self, batch: Arc<RecordBatch>) -> Vec<Mapped> {
+    /// Maps `batch` on the plugin threads: one answer per record. The
+    /// error (nothing mapped, nothing to keep) when the relay is shutting
+    /// down or the host failed.
+    pub(crate) async fn map(&self, batch: Arc<RecordBatch>) -> Result<Vec<Mapped>, String> {
         let instance = self.instance.clone();
-        let records = batch.records.len();
         let mapped = self
             .threads
             .spawn(async move { instance.lock().await.map(&batch).await })
             .await;
-        // The plugin threads stop only at shutdown: every record refused
-        // then, and kept by the source like any refusal.
-        mapped.unwrap_or_else(|_| vec![Mapped::refused("the relay is shutting down; not mapped"); records])
+        mapped.map_err(|error| {
+            if error.is_panic() {
+                tracing::error!("mapping crashed in the host: {error}");
+                "mapping failed in the relay itself (a bug: see the relay's log); retry".to_owned()
+            } else {
+                "the relay is shutting down; retry".to_owned()
+            }
+        })
+    }
+
+    /// Text about the mapper's answers as the relay may show it: the
+    /// mapper's secrets masked, capped.
+    pub(crate) fn admit(&self, text: &str) -> String {
+        self.services.admit(text)
+    }
+
+    /// Whether `text` holds one of the mapper's secrets.
+    pub(crate) fn holds_secret(&self, text: &str) -> bool {
+        self.services.holds_secret(text)
     }
 }

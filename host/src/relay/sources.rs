@@ -28,6 +28,8 @@ pub struct SourceStatus {
     /// Records its mapper refused (or mapped to invalid envelopes), kept
     /// in `<data_dir>/sources/<name>/refused.ndjson`.
     pub refused_records: u64,
+    /// Records its mapper mapped to no event, on purpose (not allowlisted).
+    pub dropped_records: u64,
 }
 
 /// A source's handle on its entry.

@@ -94,6 +94,12 @@ impl PluginServices {
         self.mask.admit(text, MAX_TEXT)
     }
 
+    /// Whether `text` holds (any form the mask knows of) one of the
+    /// plugin's secrets.
+    pub fn holds_secret(&self, text: &str) -> bool {
+        matches!(self.mask.mask(text), std::borrow::Cow::Owned(_))
+    }
+
     /// Logs `message` under the plugin's name: masked, cut to
     /// [`MAX_LINE`], within the instance's log budget.
     pub fn log(&self, level: Level, message: &str) {

@@ -8,7 +8,6 @@ use serde::Deserialize;
 /// `metadata.<key>`).
 pub const FIELDS: &[&str] = &[
     "id",
-    "source",
     "type",
     "time",
     "tenant",

@@ -24,7 +24,8 @@
 //! | `records` | unset | JSON pointer to an array whose elements are the events; unset: the record is one event. |
 //! | `time_format` | `"rfc3339"` | `rfc3339`, `unix_seconds` or `unix_millis`. |
 //!
-//! `source` is the relay source's name unless mapped. An `id` that is a
+//! `source` is always the relay source's name: a source writes only its
+//! own (the relay refuses an event that claims another). An `id` that is a
 //! number is written as text; one that is not an envelope id (printable
 //! ASCII, at most 128 bytes) becomes `sha256:<hex of it>`, so that a
 //! record sent twice still deduplicates. Without an `id` mapping the id is
@@ -141,9 +142,7 @@ impl JsonMap {
             let value = self.convert(field, value)?;
             set(&mut envelope, field, value);
         }
-        envelope
-            .entry("source")
-            .or_insert_with(|| Value::String(source.to_owned()));
+        envelope.insert("source".into(), Value::String(source.to_owned()));
         envelope
             .entry("id")
             .or_insert_with(|| Value::String(content_id(item)));

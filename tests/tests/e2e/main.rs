@@ -24,3 +24,4 @@ mod sandbox;
 mod verify;
 mod webhooks;
 mod wit_versions;
+mod webhook_attacks;

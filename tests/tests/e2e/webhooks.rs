@@ -374,6 +374,49 @@ memory = "16MiB"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapper_that_writes_its_secret_into_an_event_has_the_record_refused_and_masked() {
+    const TOKEN: &str = "crm-api-token-9d8c7b6a5f4e";
+    let served = serve(
+        &["file", "faulty-mapper"],
+        &format!(
+            r#"
+[plugins.archive]
+plugin = "file"
+grant_dir = "{{home}}/out"
+[plugins.archive.batch]
+max_wait = "5ms"
+
+[ingest.webhook.crm]
+auth = "hub-signature"
+secret = "{SECRET}"
+[ingest.webhook.crm.mapper]
+plugin = "faulty-mapper"
+[ingest.webhook.crm.mapper.secrets]
+token = "{TOKEN}"
+"#
+        ),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for (n, what) in ["leak-event", "leak-invalid", "ok"].iter().enumerate() {
+        let body = format!(r#"{{"n":{n},"do":"{what}"}}"#).into_bytes();
+        let (status, answer) = served.post("crm", &[("x-hub-signature-256", sign_hub(SECRET, &body))], body).await;
+        assert_eq!(status, 202, "{answer}");
+        answers.push(answer);
+    }
+    assert_eq!(answers[0]["refused"][0]["reason"], "mapped event 0 holds one of the mapper's secrets");
+    assert_eq!(answers[1]["refused"][0]["reason"], "mapped event 0 holds one of the mapper's secrets");
+    let stored = served.stored().await;
+    assert_eq!(stored.len(), 1);
+    let mut outputs: Vec<String> = answers.iter().map(Value::to_string).collect();
+    outputs.extend(files_under(served.home.path()).into_iter().filter(|(p, _)| !p.ends_with("relay.toml")).map(|(_, t)| t));
+    for text in &outputs {
+        assert_eq!(leaked_form(text, TOKEN), None, "{}", &text[..text.len().min(300)]);
+    }
+    served.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_a_mapper_takes_envelopes_behind_a_bearer_token() {
     let served = serve(
         &["file"],
@@ -392,13 +435,23 @@ secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
 "#,
     )
     .await;
-    let events: Vec<_> = (0..3).map(sample_envelope).collect();
+    let mut events: Vec<_> = (0..3).map(sample_envelope).collect();
+    for event in &mut events {
+        event.source = "billing".into();
+    }
     let body = serde_json::to_vec(&events).unwrap();
     let (status, answer) = served.post("billing", &[("authorization", format!("Bearer {SECRET}x"))], body.clone()).await;
     assert_eq!(status, 401, "{answer}");
     assert!(answer["error"].as_str().unwrap().starts_with("authorization: not the bearer token"));
     let (status, answer) = served.post("billing", &[("authorization", format!("Bearer {SECRET}"))], body).await;
     assert_eq!((status, answer["accepted"].clone()), (202, json!(3)), "{answer}");
+    assert_eq!(served.stored().await.len(), 3);
+    // A sender holding this source's secret writes no other source's events.
+    let mut other = sample_envelope(9);
+    other.source = "identity-provider".into();
+    let (status, answer) = served.post("billing", &[("authorization", format!("Bearer {SECRET}"))], serde_json::to_vec(&other).unwrap()).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["errors"][0]["field"], "source", "{answer}");
     assert_eq!(served.stored().await.len(), 3);
     served.relay.shutdown().await;
 }

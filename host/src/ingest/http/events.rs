@@ -72,7 +72,7 @@ pub(super) async fn post_events(
         Ok(read) => read,
         Err(refusal) => return refusal,
     };
-    store(&api, headers, bytes, Via::Http).await
+    store(&api, headers, bytes, None).await
 }
 
 /// How the body is written: a format, and whether it is a CloudEvent in
@@ -93,9 +93,10 @@ fn body_format(headers: &HeaderMap) -> Result<(Format, bool), Response> {
 }
 
 /// Reads a body of envelopes and spools the valid ones, answering as the
-/// table above says (`via` counts them: `POST /v1/events` or a webhook
-/// source without a mapper).
-pub(super) async fn store(api: &Api, headers: HeaderMap, bytes: Bytes, via: Via) -> Response {
+/// table above says: for `POST /v1/events`, or (`webhook`: its name) a
+/// webhook source without a mapper, which takes only events of its own
+/// source.
+pub(super) async fn store(api: &Api, headers: HeaderMap, bytes: Bytes, webhook: Option<&str>) -> Response {
     let (format, binary) = match body_format(&headers) {
         Ok(found) => found,
         Err(refusal) => return refusal,
@@ -109,7 +110,7 @@ pub(super) async fn store(api: &Api, headers: HeaderMap, bytes: Bytes, via: Via)
         }
     };
     // Reading a large batch takes milliseconds: keep it off the I/O threads.
-    let arrivals = match tokio::task::spawn_blocking(decoding).await {
+    let mut arrivals = match tokio::task::spawn_blocking(decoding).await {
         Ok(Ok(arrivals)) => arrivals,
         Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, error.to_string()),
         Err(error) => {
@@ -118,6 +119,13 @@ pub(super) async fn store(api: &Api, headers: HeaderMap, bytes: Bytes, via: Via)
                 format!("decoding failed: {error}"),
             );
         }
+    };
+    let via = match webhook {
+        Some(name) => {
+            arrivals.confine_to(name, &format!("webhook source {name}"));
+            Via::Webhook
+        }
+        None => Via::Http,
     };
     let admitted = api
         .relay

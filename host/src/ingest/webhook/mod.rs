@@ -16,13 +16,16 @@
 //! | `401` | missing, malformed, wrong or stale credentials; nothing stored | `{"accepted": 0, "error": "<header>: ..."}` |
 //! | `404` | no enabled source of that name | `{"accepted": 0, "error": "..."}` |
 //! | `409` | the v2 signature was used before; nothing stored | `{"accepted": 0, "error": "<signature header>: ..."}` |
-//! | `503` | the mapper cannot start, the spool cannot take the events, or the refused records cannot be kept; nothing acknowledged (retry) | `{"accepted": 0, "error": "..."}` |
+//! | `503` | the mapper cannot start, the spool cannot take the events, the refused records cannot be kept, the same signature is being stored now, or the relay is stopping; nothing acknowledged (retry) | `{"accepted": 0, "error": "..."}` |
 //!
 //! Without a mapper the answers are `POST /v1/events`'s
 //! ([`events`](crate::ingest::http::events)).
 
 pub mod replay;
 pub mod verify;
+
+#[cfg(test)]
+mod attacks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,8 +94,8 @@ struct Answer {
     accepted: usize,
     #[serde(skip_serializing_if = "is_zero")]
     copies: usize,
-    /// Records not turned into events, kept with the reason (not to be
-    /// sent again: fix the mapper and replay them).
+    /// Records not turned into events, kept with the reason in the
+    /// source's `refused.ndjson` (not to be sent again).
     refused: Vec<RecordRefusal>,
 }
 
@@ -132,7 +135,7 @@ impl Webhooks {
                 verifier,
                 replay,
                 mapper: OnceCell::new(),
-                refused: RefusedRecords::new(&dir, name),
+                refused: RefusedRecords::new(&dir, name, settings.max_refused_bytes.as_u64()),
                 report,
             });
             if webhook.settings.mapper.is_some() {
@@ -189,6 +192,11 @@ impl Webhook {
         started.as_ref().map_err(String::as_str)
     }
 
+    /// What the headers alone tell, before the body is read.
+    pub fn precheck(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        self.verifier.precheck(headers, jiff::Timestamp::now().as_second())
+    }
+
     /// Authenticates a request and holds its signature; the proof of a
     /// request that may be stored.
     pub fn admit(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<replay::Reservation>, Rejection> {
@@ -198,14 +206,18 @@ impl Webhook {
             return Ok(None);
         };
         let header = &self.settings.signature_header;
-        cache.reserve(signature, timestamp, now).map(Some).map_err(|replayed| Rejection {
-            status: StatusCode::CONFLICT,
-            reason: match replayed {
-                Replayed::Accepted(at) => format!(
+        cache.reserve(signature, timestamp, now).map(Some).map_err(|replayed| match replayed {
+            Replayed::Accepted(at) => Rejection {
+                status: StatusCode::CONFLICT,
+                reason: format!(
                     "{header}: this signature (signed at {at}) was accepted before; each delivery must be signed afresh (nothing was stored)"
                 ),
-                Replayed::InFlight => format!(
-                    "{header}: a request with this signature is being stored now; nothing was stored from this one"
+            },
+            // The first may yet fail: this one is not refused for good.
+            Replayed::InFlight => Rejection {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: format!(
+                    "{header}: a request with this signature is being stored now; retry shortly (if it was stored, the retry is answered 409)"
                 ),
             },
         })
@@ -248,8 +260,12 @@ impl Webhook {
                 metadata,
             }],
         });
-        let answers = mapper.map(batch.clone()).await;
-        let (arrivals, refused) = sort_out(relay, &batch, answers);
+        let answers = match mapper.map(batch.clone()).await {
+            Ok(answers) => answers,
+            Err(error) => return Outcome::refused(StatusCode::SERVICE_UNAVAILABLE, error),
+        };
+        let sorted = sort_out(relay, mapper, &self.name, &batch, answers);
+        let refused = sorted.refused;
         let kept: Vec<RefusedRecord<'_>> = refused
             .iter()
             .map(|(at, reason)| RefusedRecord {
@@ -257,12 +273,19 @@ impl Webhook {
                 reason: reason.clone(),
             })
             .collect();
-        if let Err(error) = self.refused.keep(&batch.content_type, &kept) {
-            return Outcome::refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot keep a refused record in {}: {error}; nothing was acknowledged, retry", self.refused.path().display()),
-            );
-        }
+        let newly_kept = match self.refused.keep(&batch.content_type, &kept) {
+            Ok(newly) => newly,
+            Err(error) => {
+                return Outcome::refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "cannot keep a refused record in {}: {error}; nothing was acknowledged, retry",
+                        self.refused.path().display()
+                    ),
+                );
+            }
+        };
+        let arrivals = sorted.arrivals;
         let admitted = relay
             .admit_durable(arrivals, Via::Webhook, Refusals::TakeTheValid, Some((ack_timeout, "ingest.http.ack_timeout")))
             .await;
@@ -273,10 +296,13 @@ impl Webhook {
         let accepted = admitted.receipt.len();
         self.report.update(|s| {
             s.spooled_events += (accepted - admitted.receipt.copies()) as u64;
-            s.refused_records += refused.len() as u64;
+            s.refused_records += newly_kept as u64;
+            s.dropped_records += sorted.dropped as u64;
         });
-        for (_, reason) in &refused {
-            tracing::warn!(source = %format!("webhook.{}", self.name), "a record was refused and kept in {}: {reason}", self.refused.path().display());
+        if newly_kept > 0 {
+            for (_, reason) in &refused {
+                tracing::warn!(source = %format!("webhook.{}", self.name), "a record was refused and kept in {}: {reason}", self.refused.path().display());
+            }
         }
         let answer = Answer {
             accepted,
@@ -294,38 +320,66 @@ impl Webhook {
     }
 }
 
-/// The events of every record whose answer holds only valid envelopes; the
-/// others refused, with the reason, by position.
-fn sort_out(relay: &Relay, batch: &RecordBatch, answers: Vec<Mapped>) -> (Arrivals, Vec<(usize, String)>) {
+/// A batch's answers sorted out.
+struct Sorted {
+    /// The events of every record whose answer holds only valid envelopes
+    /// of this source.
+    arrivals: Arrivals,
+    /// The other records, by position, with the reason (masked).
+    refused: Vec<(usize, String)>,
+    /// Records mapped to no event on purpose.
+    dropped: usize,
+}
+
+/// Sorts out `answers` to `batch` of source `name`: a record is taken
+/// whole or refused whole. An envelope that is not valid, claims another
+/// `source` (a sender may only write its own name) or holds one of the
+/// mapper's secrets refuses its record.
+fn sort_out(relay: &Relay, mapper: &SourceMapper, name: &str, batch: &RecordBatch, answers: Vec<Mapped>) -> Sorted {
     let rules = relay.rules();
-    let mut arrivals = Arrivals::new(rules.clone());
-    let mut refused = Vec::new();
+    let mut sorted = Sorted {
+        arrivals: Arrivals::new(rules.clone()),
+        refused: Vec::new(),
+        dropped: 0,
+    };
     for (at, answer) in answers.into_iter().enumerate().take(batch.records.len()) {
         let envelopes = match answer {
             Mapped::Refused(reason) => {
-                refused.push((at, format!("the mapper refused it: {reason}")));
+                sorted.refused.push((at, format!("the mapper refused it: {reason}")));
+                continue;
+            }
+            Mapped::Envelopes(envelopes) if envelopes.is_empty() => {
+                sorted.dropped += 1;
                 continue;
             }
             Mapped::Envelopes(envelopes) => envelopes,
         };
         let mut own = Arrivals::new(rules.clone());
-        let mut unreadable = Vec::new();
+        let mut problems = Vec::new();
         for (k, json) in envelopes.iter().enumerate() {
+            if mapper.holds_secret(json) {
+                problems.push(format!("mapped event {k} holds one of the mapper's secrets"));
+                continue;
+            }
             match AuditEventEnvelope::from_json(json.as_bytes()) {
+                Ok(event) if event.source != name => problems.push(format!(
+                    "mapped event {k} has source {:?}; a webhook source writes only its own name ({name:?})",
+                    event.source
+                )),
                 Ok(event) => own.push(k, event),
-                Err(error) => unreadable.push(format!("mapped event {k} is not a valid envelope: {error}")),
+                Err(error) => problems.push(format!("mapped event {k} is not a valid envelope: {error}")),
             }
         }
-        if !unreadable.is_empty() || own.has_refused() {
-            if own.has_refused() {
-                unreadable.push(own.refusal_text());
-            }
-            refused.push((at, unreadable.join("; ")));
-            continue;
+        if own.has_refused() {
+            problems.push(own.refusal_text());
         }
-        arrivals.append(own);
+        if problems.is_empty() {
+            sorted.arrivals.append(own);
+        } else {
+            sorted.refused.push((at, mapper.admit(&problems.join("; "))));
+        }
     }
-    (arrivals, refused)
+    sorted
 }
 
 /// A `503` for events that were not acknowledged.

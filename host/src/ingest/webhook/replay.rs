@@ -7,14 +7,18 @@
 //! refused as a replay and nothing is lost. The file holds one
 //! `<signed at> <hex signature>` line per accepted request, appended
 //! without `fsync`: a crash may forget the last ones, and then the
-//! envelope ids' dedup still stores a replayed body once. It is rewritten
-//! with the live entries when expired ones outnumber them.
+//! envelope ids' dedup still stores a replayed body once. Expired
+//! signatures are forgotten whenever the cache has doubled since it last
+//! looked, and the file is rewritten with the live entries when expired
+//! ones outnumber them: both stay within twice what the window holds.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::ingest::lines::open_for_append;
 
 type Signature = [u8; 32];
 
@@ -35,6 +39,8 @@ struct State {
     file: Option<File>,
     /// Lines in the file.
     lines: usize,
+    /// Forget expired signatures once `seen` holds this many.
+    prune_at: usize,
 }
 
 /// A signature held while its request is stored; dropped without
@@ -102,11 +108,7 @@ impl ReplayCache {
         if !state.pending.insert(signature) {
             return Err(Replayed::InFlight);
         }
-        // Forget what expired, now and then (amortised over the inserts).
-        if state.seen.len() > 1024 && state.seen.len().is_power_of_two() {
-            let oldest = now - self.window;
-            state.seen.retain(|_, at| *at >= oldest);
-        }
+        self.prune(&mut state, now);
         Ok(Reservation {
             cache: self.clone(),
             signature,
@@ -121,15 +123,32 @@ impl ReplayCache {
         self.lock().seen.len()
     }
 
+    /// Forgets expired signatures once the cache has doubled since it
+    /// last did (amortised: each insert pays for one look at one entry).
+    fn prune(&self, state: &mut State, now: i64) {
+        if state.seen.len() < state.prune_at.max(1024) {
+            return;
+        }
+        let oldest = now - self.window;
+        state.seen.retain(|_, at| *at >= oldest);
+        state.prune_at = 2 * state.seen.len();
+    }
+
     fn commit(&self, signature: Signature, timestamp: i64) -> std::io::Result<()> {
         let mut state = self.lock();
         state.pending.remove(&signature);
         state.seen.insert(signature, timestamp);
+        self.prune(&mut state, jiff::Timestamp::now().as_second().max(timestamp));
         let line = format!("{timestamp} {}\n", hex::encode(signature));
         if state.file.is_none() {
-            state.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            state.file = Some(open_for_append(&self.path)?);
         }
-        state.file.as_mut().expect("opened above").write_all(line.as_bytes())?;
+        let written = state.file.as_mut().expect("opened above").write_all(line.as_bytes());
+        if written.is_err() {
+            // Maybe a torn line: the next write reopens and ends it.
+            state.file = None;
+        }
+        written?;
         state.lines += 1;
         self.compact_if_stale(&mut state)
     }

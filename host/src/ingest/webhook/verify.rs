@@ -1,7 +1,9 @@
 //! Whether a webhook request comes from its sender: a bearer token, the
 //! GRC platform's v2 HMAC over `<timestamp>:<hex SHA-256 of the body>`, or
 //! GitHub's `X-Hub-Signature-256` over the raw body. Every comparison is
-//! constant-time; every refusal names the header and the fix.
+//! constant-time; every refusal names the header and the fix, and never
+//! quotes a credential header's value. [`Verifier::precheck`] runs what the
+//! headers alone can tell before a body is read.
 
 use std::time::Duration;
 
@@ -81,6 +83,18 @@ impl Verifier {
         self.max_skew
     }
 
+    /// What can be checked before the body is read: the credential headers
+    /// are there and well formed, a bearer token is right, a v2 signing
+    /// time is within the window. A request refused here costs no body
+    /// memory, so a sender without credentials cannot hold any.
+    pub fn precheck(&self, headers: &HeaderMap, now: i64) -> Result<(), Rejection> {
+        match self.auth {
+            WebhookAuth::Bearer => self.bearer(headers).map(|_| ()),
+            WebhookAuth::HubSignature => self.hub_signature_header(headers).map(|_| ()),
+            WebhookAuth::Hmac => self.v2_headers(headers, now).map(|_| ()),
+        }
+    }
+
     /// Checks `headers` and `body` at `now` (Unix seconds).
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Proof, Rejection> {
         match self.auth {
@@ -107,7 +121,8 @@ impl Verifier {
         }
     }
 
-    fn hub_signature(&self, headers: &HeaderMap, body: &[u8]) -> Result<Proof, Rejection> {
+    /// The hub signature's bytes, from the headers alone.
+    fn hub_signature_header(&self, headers: &HeaderMap) -> Result<Vec<u8>, Rejection> {
         let name = HUB_SIGNATURE_HEADER;
         let value = text_header(headers, name)?.ok_or_else(|| {
             Rejection::unauthorized(format!(
@@ -117,7 +132,12 @@ impl Verifier {
         let hex = value.strip_prefix("sha256=").ok_or_else(|| {
             Rejection::unauthorized(format!("{name}: must start with \"sha256=\", then the hex HMAC-SHA256 of the raw body"))
         })?;
-        let signature = signature_bytes(name, hex)?;
+        signature_bytes(name, hex)
+    }
+
+    fn hub_signature(&self, headers: &HeaderMap, body: &[u8]) -> Result<Proof, Rejection> {
+        let name = HUB_SIGNATURE_HEADER;
+        let signature = self.hub_signature_header(headers)?;
         let mut mac = self.mac();
         mac.update(body);
         mac.verify_slice(&signature).map_err(|_| {
@@ -128,7 +148,9 @@ impl Verifier {
         Ok(Proof::Credential)
     }
 
-    fn hmac_v2(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Proof, Rejection> {
+    /// The v2 signature, its timestamp as sent and as a time, from the
+    /// headers alone; a signing time outside the window is refused here.
+    fn v2_headers<'h>(&self, headers: &'h HeaderMap, now: i64) -> Result<(Vec<u8>, &'h str, i64), Rejection> {
         let (sig_name, ts_name) = (&self.signature_header, &self.timestamp_header);
         let signature = text_header(headers, sig_name)?;
         let timestamp = text_header(headers, ts_name)?;
@@ -145,20 +167,8 @@ impl Verifier {
                 )));
             }
         };
-        let signed_at: i64 = timestamp.trim().parse().map_err(|_| {
-            Rejection::unauthorized(format!("{ts_name}: {:?} is not a time in Unix seconds", cut(timestamp)))
-        })?;
-        let hex = signature.strip_prefix("sha256=").unwrap_or(signature);
-        let signature = signature_bytes(sig_name, hex)?;
-        let mut mac = self.mac();
-        mac.update(timestamp.trim().as_bytes());
-        mac.update(b":");
-        mac.update(hex::encode(Sha256::digest(body)).as_bytes());
-        mac.verify_slice(&signature).map_err(|_| {
-            Rejection::unauthorized(format!(
-                "{sig_name}: does not match the body and {ts_name} (a wrong secret, or the body or the timestamp changed after signing)"
-            ))
-        })?;
+        let signed_at = signing_time(ts_name, timestamp)?;
+        let signature = signature_bytes(sig_name, signature.strip_prefix("sha256=").unwrap_or(signature))?;
         let skew = now.saturating_sub(signed_at);
         let max = i64::try_from(self.max_skew.as_secs()).unwrap_or(i64::MAX);
         if skew.abs() > max {
@@ -168,6 +178,21 @@ impl Verifier {
                 skew.unsigned_abs()
             )));
         }
+        Ok((signature, timestamp.trim(), signed_at))
+    }
+
+    fn hmac_v2(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Proof, Rejection> {
+        let (signature, timestamp, signed_at) = self.v2_headers(headers, now)?;
+        let mut mac = self.mac();
+        mac.update(timestamp.as_bytes());
+        mac.update(b":");
+        mac.update(hex::encode(Sha256::digest(body)).as_bytes());
+        mac.verify_slice(&signature).map_err(|_| {
+            Rejection::unauthorized(format!(
+                "{}: does not match the body and {} (a wrong secret, or the body or the timestamp changed after signing)",
+                self.signature_header, self.timestamp_header
+            ))
+        })?;
         let mut bytes = [0; 32];
         bytes.copy_from_slice(&signature);
         Ok(Proof::Signed {
@@ -198,23 +223,28 @@ fn text_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>
 }
 
 /// 32 signature bytes from 64 hex digits.
+/// A credential header's value is never quoted back (a sender may have put
+/// the secret itself there): only its length.
 fn signature_bytes(name: &str, hex: &str) -> Result<Vec<u8>, Rejection> {
     match hex::decode(hex.trim()) {
         Ok(bytes) if bytes.len() == 32 => Ok(bytes),
         _ => Err(Rejection::unauthorized(format!(
-            "{name}: {:?} is not an HMAC-SHA256 in hex (64 hex digits)",
-            cut(hex)
+            "{name}: the {} bytes sent are not an HMAC-SHA256 in hex (64 hex digits)",
+            hex.len()
         ))),
     }
 }
 
-/// At most 80 bytes of what a sender sent, for a reason.
-fn cut(text: &str) -> &str {
-    let mut end = text.len().min(80);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// The signing time in `value`: Unix seconds, digits only.
+fn signing_time(name: &str, value: &str) -> Result<i64, Rejection> {
+    let digits = value.trim();
+    match digits.parse::<i64>() {
+        Ok(at) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(at),
+        _ => Err(Rejection::unauthorized(format!(
+            "{name}: the {} bytes sent are not a time in Unix seconds (digits only)",
+            value.len()
+        ))),
     }
-    &text[..end]
 }
 
 #[cfg(test)]

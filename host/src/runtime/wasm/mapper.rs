@@ -185,7 +185,7 @@ impl MapperInstance {
         for record in batch.records.chunks(1) {
             if in_a_row == FAULTS_IN_A_ROW {
                 answers.push(Mapped::refused(format!(
-                    "not mapped: the mapper faulted on the {FAULTS_IN_A_ROW} records before this one; fix it and replay the dead letters"
+                    "not mapped: the mapper faulted on the {FAULTS_IN_A_ROW} records before this one; fix it, then send the records the source kept again"
                 )));
                 continue;
             }

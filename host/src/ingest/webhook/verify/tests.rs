@@ -34,7 +34,7 @@ fn signed(body: &[u8], at: i64) -> HeaderMap {
     headers(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", &v2(SECRET, &ts, body))])
 }
 
-fn reason(result: Result<Proof, Rejection>) -> String {
+fn reason<T: std::fmt::Debug>(result: Result<T, Rejection>) -> String {
     let rejection = result.expect_err("refused");
     assert_eq!(rejection.status, StatusCode::UNAUTHORIZED);
     assert!(!rejection.reason.contains(SECRET), "{}", rejection.reason);
@@ -68,12 +68,12 @@ fn every_v2_failure_names_its_header() {
         (
             headers(&[("x-webhook-timestamp", "yesterday"), ("x-webhook-signature", &good)]),
             body,
-            "x-webhook-timestamp: \"yesterday\" is not a time in Unix seconds",
+            "x-webhook-timestamp: the 9 bytes sent are not a time in Unix seconds",
         ),
         (
             headers(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", "abc")]),
             body,
-            "x-webhook-signature: \"abc\" is not an HMAC-SHA256 in hex",
+            "x-webhook-signature: the 3 bytes sent are not an HMAC-SHA256 in hex",
         ),
         (
             headers(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", &v2("another-secret-of-32-bytes-01234", &ts, body))]),
@@ -98,10 +98,20 @@ fn every_v2_failure_names_its_header() {
         let reason = reason(verifier.verify(&sent, body, NOW));
         assert!(reason.starts_with(expected), "{expected:?}, got {reason:?}");
     }
-    // A stale request is refused only once its signature is good: a
-    // forger learns nothing from the clock.
-    let forged = headers(&[("x-webhook-timestamp", "1"), ("x-webhook-signature", &good)]);
-    assert!(reason(verifier.verify(&forged, body, NOW)).contains("does not match"));
+    // What the headers alone tell is refused before a body is read: a
+    // request without credentials holds no body memory.
+    let stale = headers(&[("x-webhook-timestamp", "1"), ("x-webhook-signature", &good)]);
+    assert!(reason(verifier.precheck(&stale, NOW)).contains("more than max_skew"));
+    assert!(reason(verifier.precheck(&headers(&[]), NOW)).contains("missing"));
+    assert!(verifier.precheck(&signed(body, NOW), NOW).is_ok());
+    // A secret sent where the signature belongs is never quoted back.
+    let misplaced = headers(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", SECRET)]);
+    let said = reason(verifier.verify(&misplaced, body, NOW));
+    assert!(said.contains("the 32 bytes sent"), "{said}");
+    for spelling in ["+1764583200", "01764583200", "1764583200.0", "-1"] {
+        let sent = headers(&[("x-webhook-timestamp", spelling), ("x-webhook-signature", &good)]);
+        assert!(reason(verifier.verify(&sent, body, NOW)).contains("not a time in Unix seconds") || spelling == "01764583200", "{spelling}");
+    }
 }
 
 #[test]
