@@ -1,8 +1,12 @@
 //! How much does the way in cost? The same events accepted in-process
-//! (`Relay::emit_batch`, then `durable`) and over HTTP (`POST /v1/events`
+//! (`Relay::emit_batch`, then `durable`), over HTTP (`POST /v1/events`
 //! on loopback, one keep-alive connection, as JSON arrays and as NDJSON),
-//! in one run, at batch sizes 1, 100 and 2,000, without and with a
-//! durability wait, all delivered to the file plugin.
+//! and through a webhook source (`POST /v1/sources/<name>`, v2 HMAC
+//! verified and the signature checked against the replay cache: the
+//! NDJSON body as envelopes, and the same events as a shop's own records
+//! mapped by the `json-map` mapper plugin), in one run, at batch sizes 1,
+//! 100 and 2,000, without and with a durability wait, all delivered to
+//! the file plugin.
 //!
 //! ```text
 //! scripts/build-plugins && cargo bench -p auditrelay --bench ingest
@@ -77,6 +81,8 @@ enum Way {
     InProcess,
     HttpJson,
     HttpNdjson,
+    WebhookHmac,
+    WebhookMapped,
 }
 
 impl Way {
@@ -85,9 +91,14 @@ impl Way {
             Way::InProcess => "emit_batch + durable",
             Way::HttpJson => "POST, JSON array",
             Way::HttpNdjson => "POST, NDJSON",
+            Way::WebhookHmac => "webhook, HMAC, NDJSON",
+            Way::WebhookMapped => "webhook, HMAC, json-map",
         }
     }
 }
+
+/// The webhook sources' shared key.
+const WEBHOOK_SECRET: &str = "bench-webhook-secret-0123456789";
 
 /// What one round of one way measured.
 #[derive(Default, Clone)]
@@ -117,6 +128,19 @@ plugin = "file"
 grant_dir = {:?}
 [plugins.archive.batch]
 max_events = 2000
+# Named as the sample envelopes' source: a webhook takes only its own.
+[ingest.webhook.access-api]
+auth = "hmac"
+secret = "{WEBHOOK_SECRET}"
+[ingest.webhook.shop]
+auth = "hmac"
+secret = "{WEBHOOK_SECRET}"
+[ingest.webhook.shop.mapper]
+plugin = "json-map"
+[ingest.webhook.shop.mapper.config]
+records = ""
+fields = {{ id = "/uid", type = "/kind", time = "/at", "actor.id" = "/user/id", "target.id" = "/order" }}
+constants = {{ "action.outcome" = "success", "target.kind" = "order" }}
 "#,
             plugin_dir(),
             scratch.join("data"),
@@ -139,7 +163,13 @@ max_events = 2000
     relay.durable(&first).await.unwrap();
     assert!(relay.idle(Duration::from_secs(300)).await);
 
-    let ways = [Way::InProcess, Way::HttpJson, Way::HttpNdjson];
+    let ways = [
+        Way::InProcess,
+        Way::HttpJson,
+        Way::HttpNdjson,
+        Way::WebhookHmac,
+        Way::WebhookMapped,
+    ];
     for batch in [1, 100, 2000] {
         let wanted = |way: Way| format!("{} {durability} {batch}", way.name()).contains(filter);
         if !ways.into_iter().any(wanted) {
@@ -164,8 +194,16 @@ max_events = 2000
                 let cpu_before = process_cpu();
                 let (elapsed, requests, client_cpu) = match way {
                     Way::InProcess => in_process(&relay, &envelopes, batch).await,
-                    Way::HttpJson => post_all(addr, &bodies.json, "application/json").await,
-                    Way::HttpNdjson => post_all(addr, &bodies.ndjson, "application/x-ndjson").await,
+                    Way::HttpJson => post_all(addr, plain("/v1/events", &bodies.json, "application/json")).await,
+                    Way::HttpNdjson => {
+                        post_all(addr, plain("/v1/events", &bodies.ndjson, "application/x-ndjson")).await
+                    }
+                    Way::WebhookHmac => {
+                        post_all(addr, signed("/v1/sources/access-api", &bodies.ndjson, "application/x-ndjson")).await
+                    }
+                    Way::WebhookMapped => {
+                        post_all(addr, signed("/v1/sources/shop", &bodies.foreign, "application/json")).await
+                    }
                 };
                 // Delivered, so the plugin's share is counted too.
                 assert!(relay.idle(Duration::from_secs(120)).await);
@@ -229,46 +267,100 @@ async fn in_process(
     (started.elapsed(), requests, cloning)
 }
 
-/// The request bodies of one round, in both formats.
+/// The request bodies of one round, in every format.
 struct Bodies {
     json: Vec<Vec<u8>>,
     ndjson: Vec<Vec<u8>>,
+    /// The same events as a shop's own records, a JSON array per request.
+    foreign: Vec<Vec<u8>>,
 }
 
 impl Bodies {
     fn of(envelopes: &[AuditEventEnvelope], batch: usize) -> Self {
         let mut json = Vec::new();
         let mut ndjson = Vec::new();
+        let mut foreign = Vec::new();
         for chunk in envelopes.chunks(batch) {
             let lines: Vec<Vec<u8>> = chunk.iter().map(|e| e.to_canonical_json()).collect();
             json.push([b"[".as_slice(), &lines.join(&b","[..]), b"]"].concat());
             ndjson.push(lines.join(&b"\n"[..]));
+            let records: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "uid": e.id.to_string(), "kind": e.event_type, "at": e.time.to_string(),
+                        "user": {"id": e.actor.id}, "order": format!("o-{}", e.id),
+                    })
+                })
+                .collect();
+            foreign.push(serde_json::to_vec(&records).unwrap());
         }
-        Bodies { json, ndjson }
+        Bodies { json, ndjson, foreign }
     }
+}
+
+/// One prepared request: its path, extra header lines and body.
+struct Request {
+    path: &'static str,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// Requests of `bodies` to `path`, unsigned.
+fn plain(path: &'static str, bodies: &[Vec<u8>], content_type: &str) -> Vec<Request> {
+    bodies
+        .iter()
+        .map(|body| Request {
+            path,
+            headers: format!("Content-Type: {content_type}\r\n"),
+            body: body.clone(),
+        })
+        .collect()
+}
+
+/// Requests of `bodies` to `path`, each signed with the v2 HMAC (before
+/// timing: signing is the sender's cost).
+fn signed(path: &'static str, bodies: &[Vec<u8>], content_type: &str) -> Vec<Request> {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let now = jiff::Timestamp::now().as_second();
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            // One second apart at most 2,000 requests back: every signature
+            // differs, and all are well inside the skew window.
+            let timestamp = now - (i % 250) as i64;
+            let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+            mac.update(format!("{timestamp}:{}", hex::encode(Sha256::digest(body))).as_bytes());
+            let signature = hex::encode(mac.finalize().into_bytes());
+            Request {
+                path,
+                headers: format!(
+                    "Content-Type: {content_type}\r\nX-Webhook-Timestamp: {timestamp}\r\nX-Webhook-Signature: {signature}\r\n"
+                ),
+                body: body.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Sends every body on one keep-alive connection, each request after the
 /// previous answer (as a client that must know each batch is durable);
 /// the time, each request's time, and the client thread's CPU.
-async fn post_all(
-    addr: SocketAddr,
-    bodies: &[Vec<u8>],
-    content_type: &'static str,
-) -> (Duration, Vec<f64>, Duration) {
-    let bodies = bodies.to_vec();
+async fn post_all(addr: SocketAddr, prepared: Vec<Request>) -> (Duration, Vec<f64>, Duration) {
     tokio::task::spawn_blocking(move || {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut writer = stream;
-        let mut requests = Vec::with_capacity(bodies.len());
+        let mut requests = Vec::with_capacity(prepared.len());
         let cpu_before = thread_cpu();
         let started = Instant::now();
-        for body in &bodies {
+        for Request { path, headers, body } in &prepared {
             let sent = Instant::now();
             let head = format!(
-                "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n",
                 body.len()
             );
             writer.write_all(head.as_bytes()).unwrap();
