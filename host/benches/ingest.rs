@@ -152,9 +152,7 @@ constants = {{ "action.outcome" = "success", "target.kind" = "order" }}
     .unwrap();
     std::fs::create_dir_all(scratch.join("archive")).unwrap();
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let addr = http.local_addr().unwrap();
     let server = tokio::spawn(http.serve(std::future::pending()));
     // The plugin compiles while the relay already takes events: measure
@@ -194,15 +192,33 @@ constants = {{ "action.outcome" = "success", "target.kind" = "order" }}
                 let cpu_before = process_cpu();
                 let (elapsed, requests, client_cpu) = match way {
                     Way::InProcess => in_process(&relay, &envelopes, batch).await,
-                    Way::HttpJson => post_all(addr, plain("/v1/events", &bodies.json, "application/json")).await,
+                    Way::HttpJson => {
+                        post_all(addr, plain("/v1/events", &bodies.json, "application/json")).await
+                    }
                     Way::HttpNdjson => {
-                        post_all(addr, plain("/v1/events", &bodies.ndjson, "application/x-ndjson")).await
+                        post_all(
+                            addr,
+                            plain("/v1/events", &bodies.ndjson, "application/x-ndjson"),
+                        )
+                        .await
                     }
                     Way::WebhookHmac => {
-                        post_all(addr, signed("/v1/sources/access-api", &bodies.ndjson, "application/x-ndjson")).await
+                        post_all(
+                            addr,
+                            signed(
+                                "/v1/sources/access-api",
+                                &bodies.ndjson,
+                                "application/x-ndjson",
+                            ),
+                        )
+                        .await
                     }
                     Way::WebhookMapped => {
-                        post_all(addr, signed("/v1/sources/shop", &bodies.foreign, "application/json")).await
+                        post_all(
+                            addr,
+                            signed("/v1/sources/shop", &bodies.foreign, "application/json"),
+                        )
+                        .await
                     }
                 };
                 // Delivered, so the plugin's share is counted too.
@@ -295,7 +311,11 @@ impl Bodies {
                 .collect();
             foreign.push(serde_json::to_vec(&records).unwrap());
         }
-        Bodies { json, ndjson, foreign }
+        Bodies {
+            json,
+            ndjson,
+            foreign,
+        }
     }
 }
 
@@ -357,7 +377,12 @@ async fn post_all(addr: SocketAddr, prepared: Vec<Request>) -> (Duration, Vec<f6
         let mut requests = Vec::with_capacity(prepared.len());
         let cpu_before = thread_cpu();
         let started = Instant::now();
-        for Request { path, headers, body } in &prepared {
+        for Request {
+            path,
+            headers,
+            body,
+        } in &prepared
+        {
             let sent = Instant::now();
             let head = format!(
                 "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n",

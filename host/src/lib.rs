@@ -150,12 +150,12 @@ pub mod internals {
     pub use crate::relay::start::{native_settings, sandbox};
     pub use crate::runtime::native::{ChildInstance, InProcessInstance, NativeSettings};
     pub use crate::runtime::services::PluginServices;
-    pub use crate::secret::Secret;
     pub use crate::runtime::wasm::{
         ForeignRecord, MapperInstance, RecordBatch, Sandbox, WasmInstance, WasmMapper, WasmPlugin,
         WasmRuntime,
     };
     pub use crate::runtime::{AnyExporter, Exporter};
+    pub use crate::secret::Secret;
     pub use crate::spool::{
         Batch, Confirmation, DedupWindow, Durability, Record, Spool, SpoolOptions, StartFrom,
         WhenFull, format,

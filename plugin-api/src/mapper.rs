@@ -113,7 +113,8 @@ impl<'a> Record<'a> {
     /// The bytes read as JSON into `T`; the error names where the JSON is
     /// wrong, as a reason for [`Mapped::refused`].
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_slice(self.data).map_err(|e| format!("the record is not the JSON expected: {e}"))
+        serde_json::from_slice(self.data)
+            .map_err(|e| format!("the record is not the JSON expected: {e}"))
     }
 }
 
@@ -147,7 +148,11 @@ impl Mapped {
         for envelope in envelopes {
             match serde_json::to_string(&envelope) {
                 Ok(text) => json.push(text),
-                Err(e) => return Mapped::Refused(format!("the mapped event cannot be written as JSON: {e}")),
+                Err(e) => {
+                    return Mapped::Refused(format!(
+                        "the mapped event cannot be written as JSON: {e}"
+                    ));
+                }
             }
         }
         Mapped::Envelopes(json)

@@ -263,7 +263,8 @@ fn check_webhook(name: &str, webhook: &WebhookSettings, problems: &mut Problems)
     }
     let is_header = |h: &str| {
         !h.is_empty()
-            && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     if webhook.auth == WebhookAuth::Hmac {
         for (field, header) in [
@@ -271,7 +272,10 @@ fn check_webhook(name: &str, webhook: &WebhookSettings, problems: &mut Problems)
             ("timestamp_header", &webhook.timestamp_header),
         ] {
             if !is_header(header) {
-                problems.add(key(field), format!("{header:?} is not a lower-case header name"));
+                problems.add(
+                    key(field),
+                    format!("{header:?} is not a lower-case header name"),
+                );
             }
         }
         if webhook.max_skew < std::time::Duration::from_secs(1)
@@ -285,17 +289,25 @@ fn check_webhook(name: &str, webhook: &WebhookSettings, problems: &mut Problems)
             || (webhook.auth == WebhookAuth::Hmac
                 && (header == &webhook.signature_header || header == &webhook.timestamp_header));
         if !is_header(header) {
-            problems.add(key("metadata_headers"), format!("{header:?} is not a lower-case header name"));
+            problems.add(
+                key("metadata_headers"),
+                format!("{header:?} is not a lower-case header name"),
+            );
         } else if credential {
             problems.add(
                 key("metadata_headers"),
-                format!("{header:?} carries credentials and is never handed to a mapper; remove it"),
+                format!(
+                    "{header:?} carries credentials and is never handed to a mapper; remove it"
+                ),
             );
         }
     }
     if let Some(mapper) = &webhook.mapper {
         if mapper.plugin.is_empty() {
-            problems.add(key("mapper.plugin"), "names no mapper: set it, e.g. to \"json-map\"");
+            problems.add(
+                key("mapper.plugin"),
+                "names no mapper: set it, e.g. to \"json-map\"",
+            );
         }
         let memory = mapper.limits.memory.as_u64();
         if !(4 << 20..=4 << 30).contains(&memory) {

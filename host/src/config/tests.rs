@@ -171,8 +171,14 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
         ("ingest.http", struct_fields::<HttpIngestSettings>()),
         ("ingest.outbox.<name>", struct_fields::<OutboxSettings>()),
         ("ingest.webhook.<name>", struct_fields::<WebhookSettings>()),
-        ("ingest.webhook.<name>.mapper", struct_fields::<MapperSettings>()),
-        ("ingest.webhook.<name>.mapper.limits", struct_fields::<MapperLimits>()),
+        (
+            "ingest.webhook.<name>.mapper",
+            struct_fields::<MapperSettings>(),
+        ),
+        (
+            "ingest.webhook.<name>.mapper.limits",
+            struct_fields::<MapperLimits>(),
+        ),
         ("plugins.<name>", struct_fields::<PluginSettings>()),
         ("plugins.<name>.limits", struct_fields::<LimitSettings>()),
         ("plugins.<name>.batch", struct_fields::<BatchSettings>()),
@@ -186,7 +192,10 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
     let webhook = "[ingest.webhook.shop]\nauth = \"hmac\"\nsecret = \"0123456789abcdef\"\n";
     let webhook_baseline = format!("{:?}", parse(&format!("{webhook}{MINIMAL}")).unwrap());
     let mapper = "[ingest.webhook.shop.mapper]\nplugin = \"json-map\"\n";
-    let mapper_baseline = format!("{:?}", parse(&format!("{webhook}{mapper}{MINIMAL}")).unwrap());
+    let mapper_baseline = format!(
+        "{:?}",
+        parse(&format!("{webhook}{mapper}{MINIMAL}")).unwrap()
+    );
     const REDACT_RULE: &str = "[[redact]]\nname = \"r\"\nkeys = [\"k\"]\n";
     let redact_baseline = format!("{:?}", parse(&format!("{REDACT_RULE}{MINIMAL}")).unwrap());
     let mut problems = Vec::new();
@@ -244,7 +253,9 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
                     &mapper_baseline,
                 ),
                 None if section == "ingest.webhook.<name>.mapper.limits" => (
-                    format!("{webhook}{mapper}[ingest.webhook.shop.mapper.limits]\n{key} = {toml}\n{MINIMAL}"),
+                    format!(
+                        "{webhook}{mapper}[ingest.webhook.shop.mapper.limits]\n{key} = {toml}\n{MINIMAL}"
+                    ),
                     &mapper_baseline,
                 ),
                 None if section == "ingest.outbox.<name>" => (
@@ -406,8 +417,13 @@ timeout = "1ms"
     }
     assert!(!error.contains("x-shop-topic"), "{error}");
     assert!(!error.contains("short-secret"), "{error}");
-    let unknown = parse(&format!("[ingest.webhook.shop]\nauth = \"hmac-v1\"\nsecret = \"0123456789abcdef\"\n{MINIMAL}"))
-        .unwrap_err()
-        .to_string();
-    assert!(unknown.contains("bearer") && unknown.contains("hub-signature"), "{unknown}");
+    let unknown = parse(&format!(
+        "[ingest.webhook.shop]\nauth = \"hmac-v1\"\nsecret = \"0123456789abcdef\"\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        unknown.contains("bearer") && unknown.contains("hub-signature"),
+        "{unknown}"
+    );
 }

@@ -12,7 +12,11 @@ pub(crate) fn open_for_append(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
     if ends_mid_line(&mut file)? {
         file.write_all(b"\n")?;
     }
@@ -40,9 +44,18 @@ mod tests {
         let path = dir.path().join("a/lines");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"one\ntw").unwrap();
-        open_for_append(&path).unwrap().write_all(b"three\n").unwrap();
-        open_for_append(&path).unwrap().write_all(b"four\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntw\nthree\nfour\n");
+        open_for_append(&path)
+            .unwrap()
+            .write_all(b"three\n")
+            .unwrap();
+        open_for_append(&path)
+            .unwrap()
+            .write_all(b"four\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "one\ntw\nthree\nfour\n"
+        );
         open_for_append(&dir.path().join("new/lines")).unwrap();
     }
 }

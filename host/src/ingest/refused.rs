@@ -18,10 +18,10 @@
 //! nothing), and the file never grows past its cap: past it, a record is
 //! not acknowledged (`503`) until the operator moves the file away.
 
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use base64::Engine;
@@ -111,12 +111,19 @@ impl RefusedRecords {
 
     /// Appends `refused` (records of `content_type`) and syncs them to
     /// disk, but for records kept recently; how many were new.
-    pub fn keep(&self, content_type: &str, refused: &[RefusedRecord<'_>]) -> Result<usize, KeepError> {
+    pub fn keep(
+        &self,
+        content_type: &str,
+        refused: &[RefusedRecord<'_>],
+    ) -> Result<usize, KeepError> {
         if refused.is_empty() {
             return Ok(0);
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let digests: Vec<[u8; 32]> = refused.iter().map(|r| Sha256::digest(&r.record.data).into()).collect();
+        let digests: Vec<[u8; 32]> = refused
+            .iter()
+            .map(|r| Sha256::digest(&r.record.data).into())
+            .collect();
         let refused_at = jiff::Timestamp::now().to_string();
         let mut text = Vec::new();
         let mut fresh = Vec::new();
@@ -149,7 +156,9 @@ impl RefusedRecords {
             state.file = Some(file);
         }
         if state.bytes + text.len() as u64 > self.max_bytes {
-            return Err(KeepError::Full { max_bytes: self.max_bytes });
+            return Err(KeepError::Full {
+                max_bytes: self.max_bytes,
+            });
         }
         let handle = state.file.as_mut().expect("opened above");
         let written = handle.write_all(&text).and_then(|()| handle.sync_data());
@@ -172,4 +181,3 @@ impl RefusedRecords {
         Ok(fresh.len())
     }
 }
-

@@ -55,7 +55,8 @@ impl Relay {
             Some(self.inner.metrics.plugin(label)),
         );
         let sandbox = Sandbox {
-            config_json: serde_json::to_string(&settings.config).expect("a TOML table always converts to JSON"),
+            config_json: serde_json::to_string(&settings.config)
+                .expect("a TOML table always converts to JSON"),
             memory_limit: settings.limits.memory.as_u64(),
             call_timeout: settings.limits.timeout,
             services: services.clone(),
@@ -67,7 +68,11 @@ impl Relay {
             .await
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
         let instance = started.map_err(|error: LaunchError| {
-            format!("{source}.mapper ({}): {}", plugin.path().display(), services.admit(&error.to_string()))
+            format!(
+                "{source}.mapper ({}): {}",
+                plugin.path().display(),
+                services.admit(&error.to_string())
+            )
         })?;
         Ok(SourceMapper {
             instance: Arc::new(tokio::sync::Mutex::new(instance)),

@@ -325,7 +325,10 @@ async fn start_exporter(
             (&wasm.path, started.map(AnyExporter::Wasm))
         }
         LoadedPlugin::Mapper(mapper) => {
-            return Err(format!("{}: is a mapper plugin, not an exporter", mapper.path.display()));
+            return Err(format!(
+                "{}: is a mapper plugin, not an exporter",
+                mapper.path.display()
+            ));
         }
         LoadedPlugin::Native(native) => {
             let settings = native_settings(settings, services);

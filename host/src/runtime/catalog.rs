@@ -93,8 +93,12 @@ impl LoadedPlugin {
     pub fn interface(&self) -> String {
         let wit = auditrelay_plugin_api::WIT_VERSION;
         match self {
-            LoadedPlugin::Wasm(_) => format!("auditrelay:plugin@{wit}, world exporter-plugin (WIT)"),
-            LoadedPlugin::Mapper(_) => format!("auditrelay:plugin@{wit}, world mapper-plugin (WIT)"),
+            LoadedPlugin::Wasm(_) => {
+                format!("auditrelay:plugin@{wit}, world exporter-plugin (WIT)")
+            }
+            LoadedPlugin::Mapper(_) => {
+                format!("auditrelay:plugin@{wit}, world mapper-plugin (WIT)")
+            }
             LoadedPlugin::Native(_) => format!(
                 "native ABI {} (include/auditrelay_plugin.h)",
                 native::ABI_VERSION

@@ -1,7 +1,9 @@
 //! WebAssembly glue of the `mapper-plugin` world: its bindings and the
 //! adapter behind [`export_mapper!`](crate::export_mapper).
 
-use super::{NOT_INITIALISED, drop_instance, init_context, keep_instance, to_wit_info, with_instance};
+use super::{
+    NOT_INITIALISED, drop_instance, init_context, keep_instance, to_wit_info, with_instance,
+};
 use crate::mapper::{Mapped, Mapper, Record};
 use crate::plugin::parse_config_as;
 

@@ -93,6 +93,12 @@ impl<M: Mapper> MapperHarness<M> {
 
     /// The current value of a mapper counter.
     pub fn counter(&self, name: &str) -> u64 {
-        self.host.counters.lock().unwrap().get(name).copied().unwrap_or(0)
+        self.host
+            .counters
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }

@@ -105,7 +105,10 @@ impl Config {
         let known = || format!("one of {} or metadata.<key>", FIELDS.join(", "));
         for (field, pointer) in &self.fields {
             if !is_field(field) {
-                problems.push(format!("config.fields.{field}: not an envelope field; use {}", known()));
+                problems.push(format!(
+                    "config.fields.{field}: not an envelope field; use {}",
+                    known()
+                ));
             }
             if !pointer.is_empty() && !pointer.starts_with('/') {
                 problems.push(format!(
@@ -115,7 +118,10 @@ impl Config {
         }
         for field in self.constants.keys() {
             if !is_field(field) {
-                problems.push(format!("config.constants.{field}: not an envelope field; use {}", known()));
+                problems.push(format!(
+                    "config.constants.{field}: not an envelope field; use {}",
+                    known()
+                ));
             }
         }
         for field in self.values.keys() {
@@ -129,7 +135,9 @@ impl Config {
             && !pointer.is_empty()
             && !pointer.starts_with('/')
         {
-            problems.push(format!("config.records: {pointer:?} is not a JSON pointer; write \"/{pointer}\""));
+            problems.push(format!(
+                "config.records: {pointer:?} is not a JSON pointer; write \"/{pointer}\""
+            ));
         }
         for &required in REQUIRED {
             if !self.fields.contains_key(required) && !self.constants.contains_key(required) {

@@ -72,7 +72,12 @@ impl Mapper for JsonMap {
         if !problems.is_empty() {
             return Err(InitError::new(problems.join("; ")));
         }
-        let mut filled: Vec<String> = config.fields.keys().chain(config.constants.keys()).cloned().collect();
+        let mut filled: Vec<String> = config
+            .fields
+            .keys()
+            .chain(config.constants.keys())
+            .cloned()
+            .collect();
         filled.sort();
         filled.dedup();
         Ok(JsonMap { config, filled })
@@ -87,8 +92,14 @@ impl Mapper for JsonMap {
             None => vec![&document],
             Some(pointer) => match document.pointer(pointer) {
                 Some(Value::Array(items)) => items.iter().collect(),
-                Some(_) => return Mapped::refused(format!("{pointer} is not an array (config.records)")),
-                None => return Mapped::refused(format!("the record has nothing at {pointer} (config.records)")),
+                Some(_) => {
+                    return Mapped::refused(format!("{pointer} is not an array (config.records)"));
+                }
+                None => {
+                    return Mapped::refused(format!(
+                        "the record has nothing at {pointer} (config.records)"
+                    ));
+                }
             },
         };
         let mut events = Vec::with_capacity(items.len());
@@ -116,11 +127,14 @@ impl JsonMap {
                 .and_then(|pointer| item.pointer(pointer))
                 .filter(|value| !value.is_null())
                 .cloned();
-            let Some(mut value) = found.or_else(|| self.config.constants.get(field).cloned()) else {
+            let Some(mut value) = found.or_else(|| self.config.constants.get(field).cloned())
+            else {
                 if let Some(pointer) = pointer
                     && config::REQUIRED.contains(&field.as_str())
                 {
-                    return Err(format!("`{field}` is required and the record has nothing at {pointer:?}"));
+                    return Err(format!(
+                        "`{field}` is required and the record has nothing at {pointer:?}"
+                    ));
                 }
                 continue;
             };
@@ -146,8 +160,17 @@ impl JsonMap {
         envelope
             .entry("id")
             .or_insert_with(|| Value::String(content_id(item)));
-        let kind = envelope.get("type").and_then(Value::as_str).unwrap_or_default();
-        if !self.config.types.is_empty() && !self.config.types.iter().any(|pattern| matches(pattern, kind)) {
+        let kind = envelope
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !self.config.types.is_empty()
+            && !self
+                .config
+                .types
+                .iter()
+                .any(|pattern| matches(pattern, kind))
+        {
             return Ok(None);
         }
         Ok(Some(Value::Object(envelope)))
@@ -222,14 +245,17 @@ fn content_id(item: &Value) -> String {
     }
     let mut canonical = String::new();
     write(item, &mut canonical);
-    format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    )
 }
 
 fn time(value: Value, format: TimeFormat) -> Result<Value, String> {
     let number = || {
-        value
-            .as_f64()
-            .ok_or_else(|| format!("`time` is {value}, not a number (config.time_format = {format:?})"))
+        value.as_f64().ok_or_else(|| {
+            format!("`time` is {value}, not a number (config.time_format = {format:?})")
+        })
     };
     let timestamp = match format {
         TimeFormat::Rfc3339 => return Ok(value),

@@ -40,7 +40,10 @@ fn every_field_lands_where_the_map_says() {
     let event = serde_json::to_value(&events[0]).unwrap();
     assert_eq!(event["id"], "evt_01HV6");
     assert_eq!(event["source"], "shop", "the relay source's name");
-    assert_eq!(event["type"], "order.cancelled", "mapped through values.type");
+    assert_eq!(
+        event["type"], "order.cancelled",
+        "mapped through values.type"
+    );
     assert_eq!(event["time"], "2026-12-01T10:00:00Z");
     assert_eq!(event["actor"]["id"], "4711", "a number becomes text");
     assert_eq!(event["actor"]["kind"], "user");
@@ -48,7 +51,10 @@ fn every_field_lands_where_the_map_says() {
     assert_eq!(event["actor"]["ip"], "192.0.2.7");
     assert_eq!(event["target"]["id"], "o-88");
     assert_eq!(event["target"]["kind"], "order");
-    assert_eq!(event["reason"], "none given", "null in the record: the constant");
+    assert_eq!(
+        event["reason"], "none given",
+        "null in the record: the constant"
+    );
     assert_eq!(event["payload"], json!({"id": "o-88", "total": 120.5}));
     assert_eq!(event["metadata"]["shop.total"], "120.5");
     assert_eq!(event["action"]["outcome"], "success");
@@ -61,13 +67,20 @@ fn the_same_record_maps_to_the_same_id_so_a_resend_deduplicates() {
         "constants": {"action.outcome": "success"},
     }))
     .unwrap();
-    let record = |id: Value| json!({"id": id, "t": "a.b", "at": "2026-12-01T10:00:00Z", "who": "x"});
+    let record =
+        |id: Value| json!({"id": id, "t": "a.b", "at": "2026-12-01T10:00:00Z", "who": "x"});
     let id_of = |mapped: Mapped| mapped.envelopes().unwrap()[0].id.to_string();
     assert_eq!(id_of(harness.map_json(&record(json!(12345)))), "12345");
     let spaced = id_of(harness.map_json(&record(json!("an id with spaces"))));
     assert!(spaced.starts_with("sha256:"), "{spaced}");
-    assert_eq!(spaced, id_of(harness.map_json(&record(json!("an id with spaces")))));
-    assert_ne!(spaced, id_of(harness.map_json(&record(json!("an id with spaces!")))));
+    assert_eq!(
+        spaced,
+        id_of(harness.map_json(&record(json!("an id with spaces"))))
+    );
+    assert_ne!(
+        spaced,
+        id_of(harness.map_json(&record(json!("an id with spaces!"))))
+    );
     let long = "x".repeat(129);
     assert!(id_of(harness.map_json(&record(json!(long)))).starts_with("sha256:"));
 
@@ -77,9 +90,12 @@ fn the_same_record_maps_to_the_same_id_so_a_resend_deduplicates() {
         "constants": {"action.outcome": "success"},
     }))
     .unwrap();
-    let first = id_of(unnamed.map_json(&json!({"t": "a.b", "at": "2026-12-01T10:00:00Z", "who": "x"})));
-    let reordered = id_of(unnamed.map_json(&json!({"who": "x", "at": "2026-12-01T10:00:00Z", "t": "a.b"})));
-    let other = id_of(unnamed.map_json(&json!({"t": "a.b", "at": "2026-12-01T10:00:01Z", "who": "x"})));
+    let first =
+        id_of(unnamed.map_json(&json!({"t": "a.b", "at": "2026-12-01T10:00:00Z", "who": "x"})));
+    let reordered =
+        id_of(unnamed.map_json(&json!({"who": "x", "at": "2026-12-01T10:00:00Z", "t": "a.b"})));
+    let other =
+        id_of(unnamed.map_json(&json!({"t": "a.b", "at": "2026-12-01T10:00:01Z", "who": "x"})));
     assert!(first.starts_with("sha256:"), "{first}");
     assert_eq!(first, reordered, "keys are sorted before the digest");
     assert_ne!(first, other);
@@ -96,9 +112,13 @@ fn the_type_allowlist_drops_the_rest_and_unmatched_values_do_as_told() {
             "unmatched": unmatched,
         })
     };
-    let signed_in = json!({"kind": "UserSignedIn", "at": "2026-12-01T10:00:00Z", "user": {"id": "ana"}});
+    let signed_in =
+        json!({"kind": "UserSignedIn", "at": "2026-12-01T10:00:00Z", "user": {"id": "ana"}});
     let mut keep = MapperHarness::<JsonMap>::new(config("keep")).unwrap();
-    assert_eq!(keep.map_json(&order_cancelled()).envelopes().unwrap().len(), 1);
+    assert_eq!(
+        keep.map_json(&order_cancelled()).envelopes().unwrap().len(),
+        1
+    );
     // Kept as "UserSignedIn", which the allowlist does not hold.
     assert_eq!(keep.map_json(&signed_in), Mapped::dropped());
     let mut drop = MapperHarness::<JsonMap>::new(config("drop")).unwrap();
@@ -129,7 +149,9 @@ fn a_body_of_many_events_maps_each_and_a_bad_element_names_its_position() {
     let bad = json!({"events": [{"id": "a", "type": "x.y", "ts": 1, "actor": "ana"}, {"id": "b", "type": "x.y", "ts": 2}]});
     assert_eq!(
         harness.map_json(&bad),
-        Mapped::refused("element 1: `actor.id` is required and the record has nothing at \"/actor\"")
+        Mapped::refused(
+            "element 1: `actor.id` is required and the record has nothing at \"/actor\""
+        )
     );
     assert_eq!(
         harness.map_json(&json!({"events": {}})),
@@ -141,8 +163,13 @@ fn a_body_of_many_events_maps_each_and_a_bad_element_names_its_position() {
 fn a_record_that_is_not_json_or_has_the_wrong_shape_is_refused_with_the_reason() {
     let mut harness = shop();
     let refused = harness.map_bytes(b"uid=1&kind=x", "application/x-www-form-urlencoded", &[]);
-    let Mapped::Refused(reason) = refused else { panic!("{refused:?}") };
-    assert!(reason.starts_with("the record is not the JSON expected"), "{reason}");
+    let Mapped::Refused(reason) = refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        reason.starts_with("the record is not the JSON expected"),
+        "{reason}"
+    );
     let mut record = order_cancelled();
     record["at"] = json!(17);
     // A time that is not one: the mapper passes it on, the relay's
@@ -184,6 +211,9 @@ fn a_bad_table_is_refused_with_every_problem_at_once() {
     ] {
         assert!(error.contains(problem), "{problem:?} in {error}");
     }
-    let typo = MapperHarness::<JsonMap>::new(json!({"feilds": {}})).err().expect("refused").to_string();
+    let typo = MapperHarness::<JsonMap>::new(json!({"feilds": {}}))
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(typo.contains("unknown field `feilds`"), "{typo}");
 }

@@ -81,10 +81,17 @@ fn default_stages() -> Vec<String> {
     vec!["ResponseComplete".into(), "Panic".into()]
 }
 fn default_verbs() -> Vec<String> {
-    ["create", "update", "patch", "delete", "deletecollection"].map(String::from).to_vec()
+    ["create", "update", "patch", "delete", "deletecollection"]
+        .map(String::from)
+        .to_vec()
 }
 
-const STAGES: &[&str] = &["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"];
+const STAGES: &[&str] = &[
+    "RequestReceived",
+    "ResponseStarted",
+    "ResponseComplete",
+    "Panic",
+];
 
 /// The mapper; see the crate docs.
 pub struct K8sAudit {
@@ -100,23 +107,45 @@ impl Mapper for K8sAudit {
             env!("CARGO_PKG_VERSION"),
             "Maps Kubernetes audit events (audit.k8s.io/v1 Event, EventList) to audit envelopes",
         )
-        .key(ConfigKey::optional("stages", "stages kept", "[\"ResponseComplete\", \"Panic\"]"))
+        .key(ConfigKey::optional(
+            "stages",
+            "stages kept",
+            "[\"ResponseComplete\", \"Panic\"]",
+        ))
         .key(ConfigKey::optional(
             "verbs",
             "verbs kept ([\"*\"]: all)",
             "[\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]",
         ))
-        .key(ConfigKey::optional("ignore_users", "usernames dropped (trailing * matches any suffix)", "[]"))
-        .key(ConfigKey::unset("cluster", "the cluster's name, in metadata k8s.cluster"))
-        .key(ConfigKey::optional("tenant_from_namespace", "the event's namespace is its tenant", "false"))
-        .key(ConfigKey::optional("keep_objects", "keep requestObject and responseObject in the payload", "false"))
+        .key(ConfigKey::optional(
+            "ignore_users",
+            "usernames dropped (trailing * matches any suffix)",
+            "[]",
+        ))
+        .key(ConfigKey::unset(
+            "cluster",
+            "the cluster's name, in metadata k8s.cluster",
+        ))
+        .key(ConfigKey::optional(
+            "tenant_from_namespace",
+            "the event's namespace is its tenant",
+            "false",
+        ))
+        .key(ConfigKey::optional(
+            "keep_objects",
+            "keep requestObject and responseObject in the payload",
+            "false",
+        ))
     }
 
     fn init(config: Config, _ctx: &InitContext) -> Result<Self, InitError> {
         let mut problems = Vec::new();
         for stage in &config.stages {
             if !STAGES.contains(&stage.as_str()) {
-                problems.push(format!("config.stages: {stage:?} is not a stage; use {}", STAGES.join(", ")));
+                problems.push(format!(
+                    "config.stages: {stage:?} is not a stage; use {}",
+                    STAGES.join(", ")
+                ));
             }
         }
         if config.stages.is_empty() {
@@ -163,7 +192,10 @@ impl Mapper for K8sAudit {
 }
 
 fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn matches(pattern: &str, value: &str) -> bool {
@@ -182,7 +214,11 @@ impl K8sAudit {
         let username = text(item, "/user/username").unwrap_or("system:anonymous");
         let kept = self.config.stages.iter().any(|s| s == stage)
             && self.config.verbs.iter().any(|v| v == "*" || v == verb)
-            && !self.config.ignore_users.iter().any(|p| matches(p, username));
+            && !self
+                .config
+                .ignore_users
+                .iter()
+                .any(|p| matches(p, username));
         if !kept {
             return Ok(None);
         }
@@ -216,7 +252,8 @@ impl K8sAudit {
         };
         let mut actor = json!({"id": username, "kind": kind});
         if let Some(Value::Array(groups)) = item.pointer("/user/groups") {
-            actor["groups"] = Value::Array(groups.iter().filter(|g| g.is_string()).cloned().collect());
+            actor["groups"] =
+                Value::Array(groups.iter().filter(|g| g.is_string()).cloned().collect());
         }
         if let Some(ip) = text(item, "/sourceIPs/0") {
             actor["ip"] = ip.into();
@@ -228,7 +265,14 @@ impl K8sAudit {
         // what (RBAC) and to secrets more than the rest.
         let sensitive = matches!(
             resource,
-            Some("secrets" | "roles" | "rolebindings" | "clusterroles" | "clusterrolebindings" | "serviceaccounts")
+            Some(
+                "secrets"
+                    | "roles"
+                    | "rolebindings"
+                    | "clusterroles"
+                    | "clusterrolebindings"
+                    | "serviceaccounts"
+            )
         );
         let severity = match outcome {
             "denied" => "medium",
@@ -244,7 +288,9 @@ impl K8sAudit {
         let target_id = match (namespace, name) {
             (Some(namespace), Some(name)) => Some(format!("{namespace}/{name}")),
             (None, Some(name)) => Some(name.to_owned()),
-            (_, None) if resource.is_none() => request_uri.map(|uri| uri.split('?').next().unwrap_or(uri).to_owned()),
+            (_, None) if resource.is_none() => {
+                request_uri.map(|uri| uri.split('?').next().unwrap_or(uri).to_owned())
+            }
             _ => None,
         };
         let id = if stage == "ResponseComplete" {
@@ -264,7 +310,9 @@ impl K8sAudit {
             }
         }
         let tenant = if self.config.tenant_from_namespace {
-            namespace.map(str::to_owned).or_else(|| self.config.cluster.clone())
+            namespace
+                .map(str::to_owned)
+                .or_else(|| self.config.cluster.clone())
         } else {
             self.config.cluster.clone()
         };
@@ -277,8 +325,11 @@ impl K8sAudit {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         };
-        let reason = annotation("authorization.k8s.io/reason")
-            .or_else(|| (outcome != "success").then(|| text(item, "/responseStatus/message")).flatten());
+        let reason = annotation("authorization.k8s.io/reason").or_else(|| {
+            (outcome != "success")
+                .then(|| text(item, "/responseStatus/message"))
+                .flatten()
+        });
         if let Some(reason) = reason {
             envelope["reason"] = cut(reason, 1000).into();
         }
@@ -294,7 +345,10 @@ impl K8sAudit {
         meta("api_group", text(item, "/objectRef/apiGroup"));
         meta("api_version", text(item, "/objectRef/apiVersion"));
         meta("namespace", namespace);
-        meta("impersonated_user", text(item, "/impersonatedUser/username"));
+        meta(
+            "impersonated_user",
+            text(item, "/impersonatedUser/username"),
+        );
         meta("decision", annotation("authorization.k8s.io/decision"));
         meta("cluster", self.config.cluster.as_deref());
         envelope["metadata"] = Value::Object(metadata);

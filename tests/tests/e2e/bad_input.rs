@@ -53,9 +53,7 @@ async fn served(home: &Home) -> (Relay, Endpoint, std::net::SocketAddr) {
         "[ingest.http]\nauth_token = \"{TOKEN}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let addr = http.local_addr().unwrap();
     tokio::spawn(http.serve(std::future::pending()));
     let endpoint = Endpoint {
@@ -96,9 +94,7 @@ grant_dir = "{{home}}/out"
 "#
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let endpoint = Endpoint {
         url: format!("http://{}/v1/events", http.local_addr().unwrap()),
         client: reqwest::Client::new(),
@@ -339,9 +335,7 @@ circuit_open_for = "200ms"
     // `stuck` keeps failing until later, so events pile up for it.
     let config = config_until(jiff::Timestamp::now() + Duration::from_secs(2));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let url = format!("http://{}/v1/events", http.local_addr().unwrap());
     tokio::spawn(http.serve(std::future::pending()));
 

@@ -26,9 +26,7 @@ max_wait = "20ms"
 "#,
     );
     let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let url = format!("http://{}/v1/events", http.local_addr().unwrap());
     let server = tokio::spawn(http.serve(std::future::pending()));
 

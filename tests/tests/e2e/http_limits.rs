@@ -49,9 +49,7 @@ async fn in_process_relay(
         "[ingest.http]\n{http}\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n[plugins.file.batch]\nmax_wait = \"10ms\"\n"
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let ingest = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let ingest = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let addr = ingest.local_addr().unwrap();
     let server = tokio::spawn(ingest.serve(std::future::pending()));
     (relay, addr, server)
@@ -446,9 +444,7 @@ fault_until = "{until}"
 "#
     ));
     let relay = Relay::start(config.clone()).await.unwrap();
-    let ingest = HttpIngest::bind(relay.clone(), &config)
-        .await
-        .unwrap();
+    let ingest = HttpIngest::bind(relay.clone(), &config).await.unwrap();
     let addr = ingest.local_addr().unwrap();
     tokio::spawn(ingest.serve(std::future::pending()));
     // Fill the spool (the last emit waits block_timeout, off the runtime).

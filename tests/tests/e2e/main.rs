@@ -22,6 +22,6 @@ mod outbox;
 mod redaction;
 mod sandbox;
 mod verify;
+mod webhook_attacks;
 mod webhooks;
 mod wit_versions;
-mod webhook_attacks;

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auditrelay::Relay;
 use auditrelay::internals::{
     ForeignRecord, MapperInstance, PluginServices, RecordBatch, Sandbox, Secret, WasmMapper,
     WasmRuntime,
 };
 use auditrelay_plugin_api::mapper::Mapped;
-use auditrelay::Relay;
 use auditrelay_tests::{Home, leaked_form, plugin_wasm};
 
 const TOKEN: &str = "mapper-secret-7f3a9c2e";
@@ -79,7 +79,9 @@ fn refusal(answer: &Mapped) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_crashes_the_mapper_is_refused_alone_and_the_rest_flow() {
-    let mut mapper = MapperInstance::start(faulty_mapper().await, sandbox()).await.unwrap();
+    let mut mapper = MapperInstance::start(faulty_mapper().await, sandbox())
+        .await
+        .unwrap();
     let orders = [
         "ok", "panic", "ok", "loop", "two", "oom", "drop", "garbage", "ok", "many", "refuse",
         "short", "ok", "leak", "ok",
@@ -89,7 +91,10 @@ async fn a_record_that_crashes_the_mapper_is_refused_alone_and_the_rest_flow() {
     for (n, (what, answer)) in orders.iter().zip(&answers).enumerate() {
         match *what {
             "ok" => assert_eq!(ids(answer), [format!("fixture-{n}")]),
-            "two" => assert_eq!(ids(answer), [format!("fixture-{n}-a"), format!("fixture-{n}-b")]),
+            "two" => assert_eq!(
+                ids(answer),
+                [format!("fixture-{n}-a"), format!("fixture-{n}-b")]
+            ),
             "drop" => assert_eq!(*answer, Mapped::dropped()),
             "refuse" => assert_eq!(refusal(answer), format!("fixture refuses record {n}")),
             // Not JSON: the mapper's answer is kept as given, and the
@@ -98,7 +103,10 @@ async fn a_record_that_crashes_the_mapper_is_refused_alone_and_the_rest_flow() {
             "many" => assert!(refusal(answer).contains("at most 1000"), "{answer:?}"),
             "panic" | "loop" | "oom" | "short" => {
                 let reason = refusal(answer);
-                assert!(reason.starts_with("the mapper crashed on this record"), "{what}: {reason}");
+                assert!(
+                    reason.starts_with("the mapper crashed on this record"),
+                    "{what}: {reason}"
+                );
             }
             "leak" => {
                 let reason = refusal(answer);
@@ -108,10 +116,23 @@ async fn a_record_that_crashes_the_mapper_is_refused_alone_and_the_rest_flow() {
             other => unreachable!("{other}"),
         }
     }
-    assert!(answers[1].envelopes().unwrap_err().contains("panic"), "{:?}", answers[1]);
+    assert!(
+        answers[1].envelopes().unwrap_err().contains("panic"),
+        "{:?}",
+        answers[1]
+    );
     assert!(refusal(&answers[3]).contains("200ms"), "{:?}", answers[3]);
-    assert!(refusal(&answers[11]).contains("answered 0 times for 1 records"), "{:?}", answers[11]);
-    assert!(answers[7].envelopes().unwrap_err().contains("would be refused"));
+    assert!(
+        refusal(&answers[11]).contains("answered 0 times for 1 records"),
+        "{:?}",
+        answers[11]
+    );
+    assert!(
+        answers[7]
+            .envelopes()
+            .unwrap_err()
+            .contains("would be refused")
+    );
 
     // The next batch runs on a fresh instance, at batch speed again.
     let answers = mapper.map(&batch(&["ok", "ok", "ok"])).await;
@@ -122,17 +143,25 @@ async fn a_record_that_crashes_the_mapper_is_refused_alone_and_the_rest_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapper_that_crashes_on_everything_costs_three_deadlines_not_one_per_record() {
-    let mut mapper = MapperInstance::start(faulty_mapper().await, sandbox()).await.unwrap();
+    let mut mapper = MapperInstance::start(faulty_mapper().await, sandbox())
+        .await
+        .unwrap();
     let orders = ["loop"; 20];
     let started = std::time::Instant::now();
     let answers = mapper.map(&batch(&orders)).await;
     let took = started.elapsed();
     assert_eq!(answers.len(), 20);
     for answer in &answers[..3] {
-        assert!(refusal(answer).starts_with("the mapper crashed on this record"), "{answer:?}");
+        assert!(
+            refusal(answer).starts_with("the mapper crashed on this record"),
+            "{answer:?}"
+        );
     }
     for answer in &answers[3..] {
-        assert!(refusal(answer).contains("faulted on the 3 records before this one"), "{answer:?}");
+        assert!(
+            refusal(answer).contains("faulted on the 3 records before this one"),
+            "{answer:?}"
+        );
     }
     // The batch, then three records alone: four deadlines of 200 ms, not 21.
     assert!(took < Duration::from_secs(3), "{took:?}");
@@ -172,7 +201,11 @@ async fn a_mapper_with_a_bad_config_names_every_problem_at_start() {
         config_json: r#"{"fields": {"type": "kind", "actor.idd": "/user"}}"#.into(),
         ..sandbox()
     };
-    let error = MapperInstance::start(mapper, sandbox).await.err().expect("refused").to_string();
+    let error = MapperInstance::start(mapper, sandbox)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
     for problem in [
         "config.fields.type: \"kind\" is not a JSON pointer; write \"/kind\"",
         "config.fields.actor.idd: not an envelope field",
@@ -188,7 +221,13 @@ async fn a_mapper_with_a_bad_config_names_every_problem_at_start() {
 async fn a_mapper_enabled_as_an_exporter_instance_is_refused_with_the_fix() {
     let home = Home::with_plugins(&["json-map"]);
     let config = home.config("[plugins.crm]\nplugin = \"json-map\"\n");
-    let error = format!("{:?}", Relay::start(config).await.err().expect("nothing to deliver to"));
+    let error = format!(
+        "{:?}",
+        Relay::start(config)
+            .await
+            .err()
+            .expect("nothing to deliver to")
+    );
     assert!(error.contains("is a mapper plugin"), "{error}");
     assert!(error.contains("name it as a source's mapper"), "{error}");
 }

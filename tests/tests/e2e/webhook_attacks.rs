@@ -92,7 +92,9 @@ impl Served {
     }
 
     async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
-        self.post_with(&reqwest::Client::new(), path, headers, body).await.unwrap()
+        self.post_with(&reqwest::Client::new(), path, headers, body)
+            .await
+            .unwrap()
     }
 
     async fn stored(&self) -> Vec<Value> {
@@ -152,7 +154,10 @@ secret = "{SECRET}"
     }
     let body = event_of("shop", 99_999);
     let ts = now().to_string();
-    let headers = vec![("x-webhook-timestamp", ts.clone()), ("x-webhook-signature", sign_v2(&ts, &body))];
+    let headers = vec![
+        ("x-webhook-timestamp", ts.clone()),
+        ("x-webhook-signature", sign_v2(&ts, &body)),
+    ];
     let first = {
         let (served_base, headers, body) = (served.base.clone(), headers.clone(), body.clone());
         tokio::spawn(async move {
@@ -167,7 +172,9 @@ secret = "{SECRET}"
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (second, answer) = served.post("/v1/sources/shop", &headers, body.clone()).await;
+    let (second, answer) = served
+        .post("/v1/sources/shop", &headers, body.clone())
+        .await;
     let first = first.await.unwrap();
     eprintln!("first: {first}, second: {second} {answer}");
     assert_eq!(first, 503, "the first could not be stored");
@@ -204,17 +211,33 @@ secret = "{SECRET}"
     .await;
     let body = event_of("shop", 7);
     let ts = now().to_string();
-    let headers = vec![("x-webhook-timestamp", ts.clone()), ("x-webhook-signature", sign_v2(&ts, &body))];
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(800)).build().unwrap();
-    let gone = served.post_with(&impatient, "/v1/sources/shop", &headers, body.clone()).await;
-    assert!(gone.is_err(), "expected the client to time out while the relay waits for the group commit: {gone:?}");
+    let headers = vec![
+        ("x-webhook-timestamp", ts.clone()),
+        ("x-webhook-signature", sign_v2(&ts, &body)),
+    ];
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    let gone = served
+        .post_with(&impatient, "/v1/sources/shop", &headers, body.clone())
+        .await;
+    assert!(
+        gone.is_err(),
+        "expected the client to time out while the relay waits for the group commit: {gone:?}"
+    );
     // Past the group commit: the first request's event is durable.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (status, answer) = served.post("/v1/sources/shop", &headers, body.clone()).await;
+    let (status, answer) = served
+        .post("/v1/sources/shop", &headers, body.clone())
+        .await;
     let stored = served.stored().await;
     let copies = stored.len();
     eprintln!("replay: {status} {answer}; stored {copies} time(s)");
-    assert_eq!(status, 409, "the replay of a request whose event is stored was accepted: {answer}; stored {copies} times");
+    assert_eq!(
+        status, 409,
+        "the replay of a request whose event is stored was accepted: {answer}; stored {copies} times"
+    );
     assert_eq!(copies, 1);
 }
 
@@ -240,15 +263,24 @@ plugin = "faulty-mapper"
     )
     .await;
     // A padded record (an attacker would use max_body_bytes).
-    let body = format!(r#"{{"n":1,"do":"refuse","pad":"{}"}}"#, "x".repeat(64 * 1024)).into_bytes();
+    let body = format!(
+        r#"{{"n":1,"do":"refuse","pad":"{}"}}"#,
+        "x".repeat(64 * 1024)
+    )
+    .into_bytes();
     let headers = vec![("x-hub-signature-256", sign_hub(&body))];
     for _ in 0..20 {
         let (status, answer) = served.post("/v1/sources/crm", &headers, body.clone()).await;
         assert_eq!(status, 202, "{answer}");
     }
     let lines = served.refused_lines("crm");
-    let bytes = std::fs::metadata(served.home.join("data/sources/crm/refused.ndjson")).map(|m| m.len()).unwrap_or(0);
-    assert!(lines <= 1, "one captured request, replayed 20 times, kept {lines} times ({bytes} bytes)");
+    let bytes = std::fs::metadata(served.home.join("data/sources/crm/refused.ndjson"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        lines <= 1,
+        "one captured request, replayed 20 times, kept {lines} times ({bytes} bytes)"
+    );
 }
 
 /// (b) A source without a mapper takes envelopes as they come: the
@@ -276,7 +308,11 @@ secret = "{SECRET}"
     event["source"] = json!("identity-provider");
     event["type"] = json!("user.login");
     let (status, answer) = served
-        .post("/v1/sources/billing", &[("authorization", format!("Bearer {SECRET}"))], serde_json::to_vec(&event).unwrap())
+        .post(
+            "/v1/sources/billing",
+            &[("authorization", format!("Bearer {SECRET}"))],
+            serde_json::to_vec(&event).unwrap(),
+        )
         .await;
     let stored = served.stored().await;
     let sources: Vec<&Value> = stored.iter().map(|e| &e["source"]).collect();
@@ -329,7 +365,14 @@ secret = "{SECRET}"
     let legit = || async {
         let body = serde_json::to_vec(&sample_envelope(1)).unwrap();
         served
-            .post("/v1/events", &[("authorization", "Bearer relay-ingest-token-0123456789abcdef".to_owned())], body)
+            .post(
+                "/v1/events",
+                &[(
+                    "authorization",
+                    "Bearer relay-ingest-token-0123456789abcdef".to_owned(),
+                )],
+                body,
+            )
             .await
     };
     // Control: the same stall on /v1/events without the token costs nothing.
@@ -343,7 +386,10 @@ secret = "{SECRET}"
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (status, answer) = legit().await;
     attacker.join().unwrap();
-    assert_eq!(status, 202, "an unauthenticated stalled webhook body made an authenticated POST /v1/events fail: {answer}");
+    assert_eq!(
+        status, 202,
+        "an unauthenticated stalled webhook body made an authenticated POST /v1/events fail: {answer}"
+    );
 }
 
 /// (a)/(f) A request whose mapping is cut short by the relay's shutdown:
@@ -398,11 +444,18 @@ timeout = "3s"
     let shutdown = tokio::spawn(async move { relay.shutdown().await });
     let (busy, queued) = (busy.await.unwrap(), queued.await.unwrap());
     shutdown.await.unwrap();
-    eprintln!("busy: {busy:?}\nqueued: {queued:?}\nrefused lines: {}", served.refused_lines("crm"));
+    eprintln!(
+        "busy: {busy:?}\nqueued: {queued:?}\nrefused lines: {}",
+        served.refused_lines("crm")
+    );
     let kept: Vec<String> = files_under(served.home.path())
         .into_iter()
         .filter(|(p, _)| p.ends_with("sources/crm/refused.ndjson"))
-        .flat_map(|(_, text)| text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["reason"].to_string()).collect::<Vec<_>>())
+        .flat_map(|(_, text)| {
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["reason"].to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     eprintln!("kept reasons: {kept:?}");
     // Answered 503 (retry) — yet kept as refused: a later replay of the
@@ -412,9 +465,10 @@ timeout = "3s"
         "records answered 503 were also kept as refused: {kept:?}"
     );
     let (status, answer) = queued;
-    let refused_for_shutdown = answer["refused"]
-        .as_array()
-        .is_some_and(|r| r.iter().any(|r| r["reason"].as_str().unwrap_or("").contains("shutting down")));
+    let refused_for_shutdown = answer["refused"].as_array().is_some_and(|r| {
+        r.iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains("shutting down"))
+    });
     assert!(
         !(status == 202 && refused_for_shutdown),
         "an 'ok' record was answered 202 and kept as refused because the relay was stopping: {answer}"

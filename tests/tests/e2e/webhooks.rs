@@ -108,7 +108,15 @@ impl Served {
     async fn signed(&self, body: Vec<u8>, at: i64) -> (u16, Value) {
         let ts = at.to_string();
         let signature = sign_v2(SECRET, &ts, &body);
-        self.post("shop", &[("x-webhook-timestamp", ts), ("x-webhook-signature", signature)], body).await
+        self.post(
+            "shop",
+            &[
+                ("x-webhook-timestamp", ts),
+                ("x-webhook-signature", signature),
+            ],
+            body,
+        )
+        .await
     }
 
     /// The events the file exporter wrote, once the relay is idle.
@@ -129,19 +137,42 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
         pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
     };
     let stale = (now() - 301).to_string();
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, u16, &str)> = vec![
-        ("missing headers", vec![], body.clone(), 401, "x-webhook-signature and x-webhook-timestamp: missing"),
-        ("missing signature", with(&[("x-webhook-timestamp", &ts)]), body.clone(), 401, "x-webhook-signature: missing"),
+    // (what, headers, body, status, the reason's start)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "missing headers",
+            vec![],
+            body.clone(),
+            401,
+            "x-webhook-signature and x-webhook-timestamp: missing",
+        ),
+        (
+            "missing signature",
+            with(&[("x-webhook-timestamp", &ts)]),
+            body.clone(),
+            401,
+            "x-webhook-signature: missing",
+        ),
         (
             "bad signature",
-            with(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", &"0".repeat(64))]),
+            with(&[
+                ("x-webhook-timestamp", &ts),
+                ("x-webhook-signature", &"0".repeat(64)),
+            ]),
             body.clone(),
             401,
             "x-webhook-signature: does not match",
         ),
         (
             "wrong secret",
-            with(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", &sign_v2("not-the-shops-secret-at-all", &ts, &body))]),
+            with(&[
+                ("x-webhook-timestamp", &ts),
+                (
+                    "x-webhook-signature",
+                    &sign_v2("not-the-shops-secret-at-all", &ts, &body),
+                ),
+            ]),
             body.clone(),
             401,
             "x-webhook-signature: does not match",
@@ -155,7 +186,10 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
         ),
         (
             "stale timestamp",
-            with(&[("x-webhook-timestamp", &stale), ("x-webhook-signature", &sign_v2(SECRET, &stale, &body))]),
+            with(&[
+                ("x-webhook-timestamp", &stale),
+                ("x-webhook-signature", &sign_v2(SECRET, &stale, &body)),
+            ]),
             body.clone(),
             401,
             "x-webhook-timestamp: signed 30",
@@ -177,23 +211,47 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
         assert_eq!(answer["accepted"], 0, "{what}");
         answers.push(answer.to_string());
     }
-    assert!(served.stored().await.is_empty(), "a refused request stored something");
+    assert!(
+        served.stored().await.is_empty(),
+        "a refused request stored something"
+    );
 
     // The genuine request, then the same bytes replayed.
     let headers = with(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", &good)]);
     let (status, answer) = served.post("shop", &headers, body.clone()).await;
-    assert_eq!((status, answer["accepted"].clone()), (202, json!(1)), "{answer}");
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (202, json!(1)),
+        "{answer}"
+    );
     let (status, answer) = served.post("shop", &headers, body.clone()).await;
     assert_eq!(status, 409, "{answer}");
-    assert!(answer["error"].as_str().unwrap().starts_with("x-webhook-signature: this signature"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("x-webhook-signature: this signature"),
+        "{answer}"
+    );
     answers.push(answer.to_string());
     // Sent again, signed afresh: accepted, stored once (the id dedups).
-    let (status, answer) = served.signed(body.clone(), ts.parse::<i64>().unwrap() - 2).await;
-    assert_eq!((status, answer["copies"].clone()), (202, json!(1)), "{answer}");
+    let (status, answer) = served
+        .signed(body.clone(), ts.parse::<i64>().unwrap() - 2)
+        .await;
+    assert_eq!(
+        (status, answer["copies"].clone()),
+        (202, json!(1)),
+        "{answer}"
+    );
     // No such source.
     let (status, answer) = served.post("nope", &headers, body.clone()).await;
     assert_eq!(status, 404, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("[ingest.webhook.<name>]"));
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("[ingest.webhook.<name>]")
+    );
 
     let stored = served.stored().await;
     assert_eq!(stored.len(), 1, "{stored:?}");
@@ -207,9 +265,19 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
     let mut outputs = answers;
     outputs.push(status);
     outputs.extend(log_text);
-    outputs.extend(files_under(served.home.path()).into_iter().filter(|(p, _)| !p.ends_with("relay.toml")).map(|(_, text)| text));
+    outputs.extend(
+        files_under(served.home.path())
+            .into_iter()
+            .filter(|(p, _)| !p.ends_with("relay.toml"))
+            .map(|(_, text)| text),
+    );
     for text in &outputs {
-        assert_eq!(leaked_form(text, SECRET), None, "the secret leaked: {}", &text[..text.len().min(300)]);
+        assert_eq!(
+            leaked_form(text, SECRET),
+            None,
+            "the secret leaked: {}",
+            &text[..text.len().min(300)]
+        );
     }
     served.relay.shutdown().await;
 }
@@ -220,7 +288,10 @@ async fn a_replay_cache_outlives_a_restart() {
     let config = home.config(SHOP);
     let body = order(7);
     let ts = now().to_string();
-    let headers = [("x-webhook-timestamp", ts.clone()), ("x-webhook-signature", sign_v2(SECRET, &ts, &body))];
+    let headers = [
+        ("x-webhook-timestamp", ts.clone()),
+        ("x-webhook-signature", sign_v2(SECRET, &ts, &body)),
+    ];
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for _ in 0..2 {
@@ -271,7 +342,10 @@ circuit_open_for = "200ms"
     }
     let body = order(9);
     let ts = now().to_string();
-    let headers = vec![("x-webhook-timestamp", ts.clone()), ("x-webhook-signature", sign_v2(SECRET, &ts, &body))];
+    let headers = vec![
+        ("x-webhook-timestamp", ts.clone()),
+        ("x-webhook-signature", sign_v2(SECRET, &ts, &body)),
+    ];
     let (status, answer) = served.post("shop", &headers, body.clone()).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["accepted"], 0);
@@ -284,7 +358,10 @@ circuit_open_for = "200ms"
             break answer;
         }
         assert_eq!(status, 503, "{answer}");
-        assert!(std::time::Instant::now() < deadline, "the spool never drained");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool never drained"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(answer["accepted"], 1);
@@ -321,11 +398,19 @@ memory = "16MiB"
     .await;
     let send = |n: usize, what: &str| {
         let body = format!(r#"{{"n":{n},"do":"{what}"}}"#).into_bytes();
-        let headers = vec![("x-hub-signature-256", sign_hub(SECRET, &body)), ("x-crm-delivery", format!("d-{n}"))];
+        let headers = vec![
+            ("x-hub-signature-256", sign_hub(SECRET, &body)),
+            ("x-crm-delivery", format!("d-{n}")),
+        ];
         (headers, body)
     };
     let mut accepted = 0;
-    for (n, what) in ["ok", "panic", "ok", "loop", "two", "oom", "garbage", "refuse", "ok"].iter().enumerate() {
+    for (n, what) in [
+        "ok", "panic", "ok", "loop", "two", "oom", "garbage", "refuse", "ok",
+    ]
+    .iter()
+    .enumerate()
+    {
         let (headers, body) = send(n, what);
         let (status, answer) = served.post("crm", &headers, body).await;
         assert_eq!(status, 202, "{what}: {answer}");
@@ -337,7 +422,9 @@ memory = "16MiB"
                 assert_eq!(refused.len(), 1, "{what}: {answer}");
                 let reason = refused[0]["reason"].as_str().unwrap();
                 let expected = match *what {
-                    "panic" | "loop" | "oom" => "the mapper refused it: the mapper crashed on this record",
+                    "panic" | "loop" | "oom" => {
+                        "the mapper refused it: the mapper crashed on this record"
+                    }
                     "garbage" => "mapped event 0 is not a valid envelope",
                     _ => "the mapper refused it: fixture refuses record 7",
                 };
@@ -348,13 +435,25 @@ memory = "16MiB"
     assert_eq!(accepted, 5);
     let stored = served.stored().await;
     let ids: Vec<&str> = stored.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["fixture-0", "fixture-2", "fixture-4-a", "fixture-4-b", "fixture-8"]);
+    assert_eq!(
+        ids,
+        [
+            "fixture-0",
+            "fixture-2",
+            "fixture-4-a",
+            "fixture-4-b",
+            "fixture-8"
+        ]
+    );
     // The refused records are kept, bytes, metadata and reason, synced.
     let (_, kept) = files_under(served.home.path())
         .into_iter()
         .find(|(path, _)| path.ends_with("sources/crm/refused.ndjson"))
         .expect("a refused-records file");
-    let kept: Vec<Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kept: Vec<Value> = kept
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let orders: Vec<&str> = kept.iter().map(|k| k["data"].as_str().unwrap()).collect();
     assert_eq!(
         orders,
@@ -368,8 +467,17 @@ memory = "16MiB"
     );
     assert_eq!(kept[0]["metadata"], json!([["x-crm-delivery", "d-1"]]));
     assert_eq!(kept[0]["source"], "crm");
-    let source = served.relay.status().sources.into_iter().find(|s| s.name == "webhook.crm").unwrap();
-    assert_eq!((source.state, source.refused_records, source.spooled_events), ("listening", 5, 5));
+    let source = served
+        .relay
+        .status()
+        .sources
+        .into_iter()
+        .find(|s| s.name == "webhook.crm")
+        .unwrap();
+    assert_eq!(
+        (source.state, source.refused_records, source.spooled_events),
+        ("listening", 5, 5)
+    );
     served.relay.shutdown().await;
 }
 
@@ -400,18 +508,40 @@ token = "{TOKEN}"
     let mut answers = Vec::new();
     for (n, what) in ["leak-event", "leak-invalid", "ok"].iter().enumerate() {
         let body = format!(r#"{{"n":{n},"do":"{what}"}}"#).into_bytes();
-        let (status, answer) = served.post("crm", &[("x-hub-signature-256", sign_hub(SECRET, &body))], body).await;
+        let (status, answer) = served
+            .post(
+                "crm",
+                &[("x-hub-signature-256", sign_hub(SECRET, &body))],
+                body,
+            )
+            .await;
         assert_eq!(status, 202, "{answer}");
         answers.push(answer);
     }
-    assert_eq!(answers[0]["refused"][0]["reason"], "mapped event 0 holds one of the mapper's secrets");
-    assert_eq!(answers[1]["refused"][0]["reason"], "mapped event 0 holds one of the mapper's secrets");
+    assert_eq!(
+        answers[0]["refused"][0]["reason"],
+        "mapped event 0 holds one of the mapper's secrets"
+    );
+    assert_eq!(
+        answers[1]["refused"][0]["reason"],
+        "mapped event 0 holds one of the mapper's secrets"
+    );
     let stored = served.stored().await;
     assert_eq!(stored.len(), 1);
     let mut outputs: Vec<String> = answers.iter().map(Value::to_string).collect();
-    outputs.extend(files_under(served.home.path()).into_iter().filter(|(p, _)| !p.ends_with("relay.toml")).map(|(_, t)| t));
+    outputs.extend(
+        files_under(served.home.path())
+            .into_iter()
+            .filter(|(p, _)| !p.ends_with("relay.toml"))
+            .map(|(_, t)| t),
+    );
     for text in &outputs {
-        assert_eq!(leaked_form(text, TOKEN), None, "{}", &text[..text.len().min(300)]);
+        assert_eq!(
+            leaked_form(text, TOKEN),
+            None,
+            "{}",
+            &text[..text.len().min(300)]
+        );
     }
     served.relay.shutdown().await;
 }
@@ -440,18 +570,48 @@ secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
         event.source = "billing".into();
     }
     let body = serde_json::to_vec(&events).unwrap();
-    let (status, answer) = served.post("billing", &[("authorization", format!("Bearer {SECRET}x"))], body.clone()).await;
+    let (status, answer) = served
+        .post(
+            "billing",
+            &[("authorization", format!("Bearer {SECRET}x"))],
+            body.clone(),
+        )
+        .await;
     assert_eq!(status, 401, "{answer}");
-    assert!(answer["error"].as_str().unwrap().starts_with("authorization: not the bearer token"));
-    let (status, answer) = served.post("billing", &[("authorization", format!("Bearer {SECRET}"))], body).await;
-    assert_eq!((status, answer["accepted"].clone()), (202, json!(3)), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("authorization: not the bearer token")
+    );
+    let (status, answer) = served
+        .post(
+            "billing",
+            &[("authorization", format!("Bearer {SECRET}"))],
+            body,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (202, json!(3)),
+        "{answer}"
+    );
     assert_eq!(served.stored().await.len(), 3);
     // A sender holding this source's secret writes no other source's events.
     let mut other = sample_envelope(9);
     other.source = "identity-provider".into();
-    let (status, answer) = served.post("billing", &[("authorization", format!("Bearer {SECRET}"))], serde_json::to_vec(&other).unwrap()).await;
+    let (status, answer) = served
+        .post(
+            "billing",
+            &[("authorization", format!("Bearer {SECRET}"))],
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .await;
     assert_eq!(status, 422, "{answer}");
-    assert_eq!(answer["rejected"][0]["errors"][0]["field"], "source", "{answer}");
+    assert_eq!(
+        answer["rejected"][0]["errors"][0]["field"], "source",
+        "{answer}"
+    );
     assert_eq!(served.stored().await.len(), 3);
     served.relay.shutdown().await;
 }
@@ -476,12 +636,24 @@ fields = { type = "kind" }
     )
     .await;
     let body = order(1);
-    let (status, answer) = served.post("shop", &[("x-hub-signature-256", sign_hub(SECRET, &body))], body).await;
+    let (status, answer) = served
+        .post(
+            "shop",
+            &[("x-hub-signature-256", sign_hub(SECRET, &body))],
+            body,
+        )
+        .await;
     assert_eq!(status, 503, "{answer}");
     let error = answer["error"].as_str().unwrap();
     assert!(error.contains("ingest.webhook.shop.mapper"), "{error}");
     assert!(error.contains("config.fields.type"), "{error}");
-    let source = served.relay.status().sources.into_iter().find(|s| s.name == "webhook.shop").unwrap();
+    let source = served
+        .relay
+        .status()
+        .sources
+        .into_iter()
+        .find(|s| s.name == "webhook.shop")
+        .unwrap();
     assert_eq!(source.state, "failing");
     assert!(source.error.unwrap().contains("config.fields.type"));
     served.relay.shutdown().await;
@@ -511,14 +683,23 @@ tenant_from_namespace = true
 "#,
     )
     .await;
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/k8s-audit/tests/samples/webhook-eventlist.json");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/k8s-audit/tests/samples/webhook-eventlist.json");
     let body = std::fs::read(sample).unwrap();
     let bearer = [("authorization", format!("Bearer {SECRET}"))];
     let (status, answer) = served.post("k8s", &bearer, body.clone()).await;
-    assert_eq!((status, answer["accepted"].clone()), (202, json!(2)), "{answer}");
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (202, json!(2)),
+        "{answer}"
+    );
     // The API server retries a batch it got no answer for: stored once.
     let (status, answer) = served.post("k8s", &bearer, body).await;
-    assert_eq!((status, answer["copies"].clone()), (202, json!(2)), "{answer}");
+    assert_eq!(
+        (status, answer["copies"].clone()),
+        (202, json!(2)),
+        "{answer}"
+    );
     let stored = served.stored().await;
     let types: Vec<&str> = stored.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["k8s.pods.create", "k8s.configmaps.delete"]);

@@ -30,7 +30,11 @@ max_wait = "5ms"
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let (delivered, dead) = loop {
-        let plugin = relay.status().plugin("old").cloned().expect("the instance runs");
+        let plugin = relay
+            .status()
+            .plugin("old")
+            .cloned()
+            .expect("the instance runs");
         if plugin.delivered + plugin.dead_letters >= 21 || Instant::now() > deadline {
             break (plugin.delivered, plugin.dead_letters);
         }
@@ -44,7 +48,11 @@ max_wait = "5ms"
     let said = logs
         .of_plugin("old")
         .iter()
-        .filter(|e| e["message"].as_str().is_some_and(|m| m == "1.0.0 exporter delivered 1 events"))
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m == "1.0.0 exporter delivered 1 events")
+        })
         .count();
     assert_eq!(said, 20, "its 1.0.0 log import works");
 }

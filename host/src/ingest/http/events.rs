@@ -64,8 +64,8 @@ pub(super) async fn post_events(
         return refusal;
     }
     // An unsupported type is refused before the body is read.
-    if let Err(refusal) = body_format(&headers) {
-        return refusal;
+    if let Err(error) = body_format(&headers) {
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error);
     }
     // Held until the events are dealt with: decoded events cost memory too.
     let (bytes, _budget) = match api.bodies.read(body).await {
@@ -79,7 +79,7 @@ pub(super) async fn post_events(
 /// the HTTP binding's binary mode (its attributes in `ce-*` headers,
 /// whatever the body's type, unless the type names a CloudEvents format:
 /// that is structured mode).
-fn body_format(headers: &HeaderMap) -> Result<(Format, bool), Response> {
+fn body_format(headers: &HeaderMap) -> Result<(Format, bool), String> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -88,7 +88,7 @@ fn body_format(headers: &HeaderMap) -> Result<(Format, bool), Response> {
     match Format::from_content_type(content_type) {
         Ok(format) => Ok((format, binary)),
         Err(_) if binary => Ok((Format::Json, true)),
-        Err(error) => Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string())),
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -96,10 +96,15 @@ fn body_format(headers: &HeaderMap) -> Result<(Format, bool), Response> {
 /// table above says: for `POST /v1/events`, or (`webhook`: its name) a
 /// webhook source without a mapper, which takes only events of its own
 /// source.
-pub(super) async fn store(api: &Api, headers: HeaderMap, bytes: Bytes, webhook: Option<&str>) -> Response {
+pub(super) async fn store(
+    api: &Api,
+    headers: HeaderMap,
+    bytes: Bytes,
+    webhook: Option<&str>,
+) -> Response {
     let (format, binary) = match body_format(&headers) {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(error) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, error),
     };
     let rules = api.relay.rules();
     let decoding = move || {

@@ -48,7 +48,11 @@ pub(super) async fn post_source(
     let stored = tokio::spawn(async move {
         let _budget = budget;
         let response = if webhook.maps() {
-            respond(webhook.store_mapped(&api.relay, &headers, bytes, api.ack_timeout).await)
+            respond(
+                webhook
+                    .store_mapped(&api.relay, &headers, bytes, api.ack_timeout)
+                    .await,
+            )
         } else {
             events::store(&api, headers, bytes, Some(webhook.name())).await
         };

@@ -27,8 +27,14 @@ fn v2(timestamp: &str, body: &[u8]) -> String {
 
 fn headers(ts: &str, signature: &str) -> HeaderMap {
     let mut map = HeaderMap::new();
-    map.insert(HeaderName::from_static("x-webhook-timestamp"), HeaderValue::from_str(ts).unwrap());
-    map.insert(HeaderName::from_static("x-webhook-signature"), HeaderValue::from_str(signature).unwrap());
+    map.insert(
+        HeaderName::from_static("x-webhook-timestamp"),
+        HeaderValue::from_str(ts).unwrap(),
+    );
+    map.insert(
+        HeaderName::from_static("x-webhook-signature"),
+        HeaderValue::from_str(signature).unwrap(),
+    );
     map
 }
 
@@ -94,7 +100,11 @@ fn one_signature_in_many_spellings_is_accepted_once() {
     ];
     let mut accepted = Vec::new();
     for (n, spelling) in spellings.iter().enumerate() {
-        let Proof::Signed { signature, timestamp } = verifier.verify(&headers(&ts, spelling), body, NOW).unwrap() else {
+        let Proof::Signed {
+            signature,
+            timestamp,
+        } = verifier.verify(&headers(&ts, spelling), body, NOW).unwrap()
+        else {
             panic!("signed")
         };
         match cache.reserve(signature, timestamp, NOW) {
@@ -118,7 +128,12 @@ fn a_timestamp_respelt_does_not_verify() {
     let body = br#"{"event":"x"}"#;
     let ts = NOW.to_string();
     let sig = v2(&ts, body);
-    for respelt in [format!("+{ts}"), format!("0{ts}"), format!("{ts}.0"), format!("{ts} ")] {
+    for respelt in [
+        format!("+{ts}"),
+        format!("0{ts}"),
+        format!("{ts}.0"),
+        format!("{ts} "),
+    ] {
         let result = verifier.verify(&headers(&respelt, &sig), body, NOW);
         // " 123 " is trimmed by the verifier to the signed text: the same
         // signature, so the same cache key (a replay, refused by the cache).
@@ -141,7 +156,10 @@ fn a_dropped_reservation_leaves_the_signature_usable() {
     let r = cache.reserve([9; 32], NOW, NOW).unwrap();
     // ... events appended here, then the handler future is dropped ...
     drop(r);
-    assert!(cache.reserve([9; 32], NOW, NOW).is_ok(), "documented behaviour: usable again");
+    assert!(
+        cache.reserve([9; 32], NOW, NOW).is_ok(),
+        "documented behaviour: usable again"
+    );
 }
 
 /// (c) A sender set up with the wrong scheme sends the shared secret
@@ -154,14 +172,22 @@ fn a_dropped_reservation_leaves_the_signature_usable() {
 fn a_secret_sent_as_the_signature_is_not_echoed_into_the_reason() {
     let verifier = Verifier::new(&settings());
     let ts = NOW.to_string();
-    let rejection = verifier.verify(&headers(&ts, SECRET), b"{}", NOW).unwrap_err();
-    assert!(!rejection.reason.contains(SECRET), "the reason (logged) quotes the secret: {}", rejection.reason);
+    let rejection = verifier
+        .verify(&headers(&ts, SECRET), b"{}", NOW)
+        .unwrap_err();
+    assert!(
+        !rejection.reason.contains(SECRET),
+        "the reason (logged) quotes the secret: {}",
+        rejection.reason
+    );
 }
 
 #[test]
 fn a_secret_sent_as_the_hub_signature_is_not_echoed_into_the_reason() {
-    let settings: WebhookSettings =
-        toml::from_str(&format!("auth = \"hub-signature\"\nsecret = \"{SECRET}\"\n")).unwrap();
+    let settings: WebhookSettings = toml::from_str(&format!(
+        "auth = \"hub-signature\"\nsecret = \"{SECRET}\"\n"
+    ))
+    .unwrap();
     let verifier = Verifier::new(&settings);
     let mut map = HeaderMap::new();
     map.insert(
@@ -169,5 +195,9 @@ fn a_secret_sent_as_the_hub_signature_is_not_echoed_into_the_reason() {
         HeaderValue::from_str(&format!("sha256={SECRET}")).unwrap(),
     );
     let rejection = verifier.verify(&map, b"{}", NOW).unwrap_err();
-    assert!(!rejection.reason.contains(SECRET), "the reason (logged) quotes the secret: {}", rejection.reason);
+    assert!(
+        !rejection.reason.contains(SECRET),
+        "the reason (logged) quotes the secret: {}",
+        rejection.reason
+    );
 }

@@ -128,7 +128,13 @@ impl Webhooks {
                 _ => None,
             };
             let report = relay.register_source(format!("webhook.{name}"));
-            report.update(|s| s.state = if settings.mapper.is_some() { "starting" } else { "listening" });
+            report.update(|s| {
+                s.state = if settings.mapper.is_some() {
+                    "starting"
+                } else {
+                    "listening"
+                }
+            });
             let webhook = Arc::new(Webhook {
                 name: name.clone(),
                 settings: settings.clone(),
@@ -167,7 +173,11 @@ impl Webhook {
     /// The mapper, started on first need; its failure is kept (a bad
     /// configuration needs a restart to change).
     async fn mapper(&self, relay: &Relay) -> Result<&SourceMapper, &str> {
-        let settings = self.settings.mapper.as_ref().expect("called for sources with a mapper");
+        let settings = self
+            .settings
+            .mapper
+            .as_ref()
+            .expect("called for sources with a mapper");
         let started = self
             .mapper
             .get_or_init(|| async {
@@ -194,15 +204,27 @@ impl Webhook {
 
     /// What the headers alone tell, before the body is read.
     pub fn precheck(&self, headers: &HeaderMap) -> Result<(), Rejection> {
-        self.verifier.precheck(headers, jiff::Timestamp::now().as_second())
+        self.verifier
+            .precheck(headers, jiff::Timestamp::now().as_second())
     }
 
     /// Authenticates a request and holds its signature; the proof of a
     /// request that may be stored.
-    pub fn admit(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<replay::Reservation>, Rejection> {
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<replay::Reservation>, Rejection> {
         let now = jiff::Timestamp::now().as_second();
         let proof = self.verifier.verify(headers, body, now)?;
-        let (Proof::Signed { signature, timestamp }, Some(cache)) = (proof, &self.replay) else {
+        let (
+            Proof::Signed {
+                signature,
+                timestamp,
+            },
+            Some(cache),
+        ) = (proof, &self.replay)
+        else {
             return Ok(None);
         };
         let header = &self.settings.signature_header;
@@ -235,7 +257,10 @@ impl Webhook {
         let mapper = match self.mapper(relay).await {
             Ok(mapper) => mapper,
             Err(error) => {
-                return Outcome::refused(StatusCode::SERVICE_UNAVAILABLE, format!("this source's mapper is not running: {error}"));
+                return Outcome::refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("this source's mapper is not running: {error}"),
+                );
             }
         };
         let content_type = headers
@@ -249,7 +274,10 @@ impl Webhook {
             .iter()
             .filter_map(|name| {
                 let value = headers.get(name)?;
-                Some((name.clone(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+                Some((
+                    name.clone(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ))
             })
             .collect();
         let batch = Arc::new(RecordBatch {
@@ -287,7 +315,12 @@ impl Webhook {
         };
         let arrivals = sorted.arrivals;
         let admitted = relay
-            .admit_durable(arrivals, Via::Webhook, Refusals::TakeTheValid, Some((ack_timeout, "ingest.http.ack_timeout")))
+            .admit_durable(
+                arrivals,
+                Via::Webhook,
+                Refusals::TakeTheValid,
+                Some((ack_timeout, "ingest.http.ack_timeout")),
+            )
             .await;
         let admitted = match admitted {
             Ok(admitted) => admitted,
@@ -335,7 +368,13 @@ struct Sorted {
 /// whole or refused whole. An envelope that is not valid, claims another
 /// `source` (a sender may only write its own name) or holds one of the
 /// mapper's secrets refuses its record.
-fn sort_out(relay: &Relay, mapper: &SourceMapper, name: &str, batch: &RecordBatch, answers: Vec<Mapped>) -> Sorted {
+fn sort_out(
+    relay: &Relay,
+    mapper: &SourceMapper,
+    name: &str,
+    batch: &RecordBatch,
+    answers: Vec<Mapped>,
+) -> Sorted {
     let rules = relay.rules();
     let mut sorted = Sorted {
         arrivals: Arrivals::new(rules.clone()),
@@ -345,7 +384,9 @@ fn sort_out(relay: &Relay, mapper: &SourceMapper, name: &str, batch: &RecordBatc
     for (at, answer) in answers.into_iter().enumerate().take(batch.records.len()) {
         let envelopes = match answer {
             Mapped::Refused(reason) => {
-                sorted.refused.push((at, format!("the mapper refused it: {reason}")));
+                sorted
+                    .refused
+                    .push((at, format!("the mapper refused it: {reason}")));
                 continue;
             }
             Mapped::Envelopes(envelopes) if envelopes.is_empty() => {
@@ -358,7 +399,9 @@ fn sort_out(relay: &Relay, mapper: &SourceMapper, name: &str, batch: &RecordBatc
         let mut problems = Vec::new();
         for (k, json) in envelopes.iter().enumerate() {
             if mapper.holds_secret(json) {
-                problems.push(format!("mapped event {k} holds one of the mapper's secrets"));
+                problems.push(format!(
+                    "mapped event {k} holds one of the mapper's secrets"
+                ));
                 continue;
             }
             match AuditEventEnvelope::from_json(json.as_bytes()) {
@@ -376,7 +419,9 @@ fn sort_out(relay: &Relay, mapper: &SourceMapper, name: &str, batch: &RecordBatc
         if problems.is_empty() {
             sorted.arrivals.append(own);
         } else {
-            sorted.refused.push((at, mapper.admit(&problems.join("; "))));
+            sorted
+                .refused
+                .push((at, mapper.admit(&problems.join("; "))));
         }
     }
     sorted

@@ -70,8 +70,12 @@ impl ReplayCache {
             Ok(text) => {
                 for line in text.lines() {
                     state.lines += 1;
-                    let Some((at, hex)) = line.split_once(' ') else { continue };
-                    let (Ok(at), Ok(bytes)) = (at.parse::<i64>(), hex::decode(hex)) else { continue };
+                    let Some((at, hex)) = line.split_once(' ') else {
+                        continue;
+                    };
+                    let (Ok(at), Ok(bytes)) = (at.parse::<i64>(), hex::decode(hex)) else {
+                        continue;
+                    };
                     if let Ok(signature) = Signature::try_from(bytes.as_slice())
                         && at >= now - window_secs
                     {
@@ -100,7 +104,12 @@ impl ReplayCache {
 
     /// Holds `signature` (signed at `timestamp`) for a request being
     /// stored, unless it was used before.
-    pub fn reserve(self: &Arc<Self>, signature: Signature, timestamp: i64, now: i64) -> Result<Reservation, Replayed> {
+    pub fn reserve(
+        self: &Arc<Self>,
+        signature: Signature,
+        timestamp: i64,
+        now: i64,
+    ) -> Result<Reservation, Replayed> {
         let mut state = self.lock();
         if let Some(&at) = state.seen.get(&signature) {
             return Err(Replayed::Accepted(at));
@@ -138,12 +147,19 @@ impl ReplayCache {
         let mut state = self.lock();
         state.pending.remove(&signature);
         state.seen.insert(signature, timestamp);
-        self.prune(&mut state, jiff::Timestamp::now().as_second().max(timestamp));
+        self.prune(
+            &mut state,
+            jiff::Timestamp::now().as_second().max(timestamp),
+        );
         let line = format!("{timestamp} {}\n", hex::encode(signature));
         if state.file.is_none() {
             state.file = Some(open_for_append(&self.path)?);
         }
-        let written = state.file.as_mut().expect("opened above").write_all(line.as_bytes());
+        let written = state
+            .file
+            .as_mut()
+            .expect("opened above")
+            .write_all(line.as_bytes());
         if written.is_err() {
             // Maybe a torn line: the next write reopens and ends it.
             state.file = None;
@@ -200,12 +216,21 @@ mod tests {
         let path = dir.path().join("shop/replay");
         let cache = ReplayCache::open(&path, 300, NOW).unwrap();
         let first = cache.reserve([1; 32], NOW, NOW).unwrap();
-        assert_eq!(cache.reserve([1; 32], NOW, NOW).err(), Some(Replayed::InFlight));
+        assert_eq!(
+            cache.reserve([1; 32], NOW, NOW).err(),
+            Some(Replayed::InFlight)
+        );
         first.commit().unwrap();
-        assert_eq!(cache.reserve([1; 32], NOW, NOW).err(), Some(Replayed::Accepted(NOW)));
+        assert_eq!(
+            cache.reserve([1; 32], NOW, NOW).err(),
+            Some(Replayed::Accepted(NOW))
+        );
         drop(cache);
         let reopened = ReplayCache::open(&path, 300, NOW + 10).unwrap();
-        assert_eq!(reopened.reserve([1; 32], NOW, NOW + 10).err(), Some(Replayed::Accepted(NOW)));
+        assert_eq!(
+            reopened.reserve([1; 32], NOW, NOW + 10).err(),
+            Some(Replayed::Accepted(NOW))
+        );
         // Past the window it is forgotten (the verifier refuses it as stale).
         let later = ReplayCache::open(&path, 300, NOW + 301).unwrap();
         assert_eq!(later.len(), 0);
@@ -232,7 +257,14 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let cache = ReplayCache::open(&path, 300, NOW).unwrap();
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.reserve([3; 32], NOW, NOW).err(), Some(Replayed::Accepted(NOW)));
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "compacted");
+        assert_eq!(
+            cache.reserve([3; 32], NOW, NOW).err(),
+            Some(Replayed::Accepted(NOW))
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            1,
+            "compacted"
+        );
     }
 }

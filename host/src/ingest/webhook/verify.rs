@@ -62,7 +62,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("auth", &self.auth).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,7 +132,9 @@ impl Verifier {
             ))
         })?;
         let hex = value.strip_prefix("sha256=").ok_or_else(|| {
-            Rejection::unauthorized(format!("{name}: must start with \"sha256=\", then the hex HMAC-SHA256 of the raw body"))
+            Rejection::unauthorized(format!(
+                "{name}: must start with \"sha256=\", then the hex HMAC-SHA256 of the raw body"
+            ))
         })?;
         signature_bytes(name, hex)
     }
@@ -150,17 +154,24 @@ impl Verifier {
 
     /// The v2 signature, its timestamp as sent and as a time, from the
     /// headers alone; a signing time outside the window is refused here.
-    fn v2_headers<'h>(&self, headers: &'h HeaderMap, now: i64) -> Result<(Vec<u8>, &'h str, i64), Rejection> {
+    fn v2_headers<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        now: i64,
+    ) -> Result<(Vec<u8>, &'h str, i64), Rejection> {
         let (sig_name, ts_name) = (&self.signature_header, &self.timestamp_header);
         let signature = text_header(headers, sig_name)?;
         let timestamp = text_header(headers, ts_name)?;
         let (signature, timestamp) = match (signature, timestamp) {
             (Some(signature), Some(timestamp)) => (signature, timestamp),
             (signature, timestamp) => {
-                let missing: Vec<&str> = [(signature.is_none(), sig_name), (timestamp.is_none(), ts_name)]
-                    .into_iter()
-                    .filter_map(|(missing, name)| missing.then_some(name.as_str()))
-                    .collect();
+                let missing: Vec<&str> = [
+                    (signature.is_none(), sig_name),
+                    (timestamp.is_none(), ts_name),
+                ]
+                .into_iter()
+                .filter_map(|(missing, name)| missing.then_some(name.as_str()))
+                .collect();
                 return Err(Rejection::unauthorized(format!(
                     "{}: missing; send {ts_name}: <Unix seconds> and {sig_name}: <hex HMAC-SHA256 of \"<timestamp>:<hex SHA-256 of the body>\">",
                     missing.join(" and ")
@@ -168,11 +179,18 @@ impl Verifier {
             }
         };
         let signed_at = signing_time(ts_name, timestamp)?;
-        let signature = signature_bytes(sig_name, signature.strip_prefix("sha256=").unwrap_or(signature))?;
+        let signature = signature_bytes(
+            sig_name,
+            signature.strip_prefix("sha256=").unwrap_or(signature),
+        )?;
         let skew = now.saturating_sub(signed_at);
         let max = i64::try_from(self.max_skew.as_secs()).unwrap_or(i64::MAX);
         if skew.abs() > max {
-            let when = if skew > 0 { "ago" } else { "ahead of the relay's clock" };
+            let when = if skew > 0 {
+                "ago"
+            } else {
+                "ahead of the relay's clock"
+            };
             return Err(Rejection::unauthorized(format!(
                 "{ts_name}: signed {}s {when}, more than max_skew ({max}s) allows; sign each request when sending it (and check the sender's clock)",
                 skew.unsigned_abs()
@@ -202,7 +220,8 @@ impl Verifier {
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(self.secret.expose().as_bytes()).expect("HMAC takes a key of any length")
+        Hmac::<Sha256>::new_from_slice(self.secret.expose().as_bytes())
+            .expect("HMAC takes a key of any length")
     }
 }
 
@@ -214,7 +233,9 @@ fn text_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Rejection::unauthorized(format!("{name}: sent more than once; send it once")));
+        return Err(Rejection::unauthorized(format!(
+            "{name}: sent more than once; send it once"
+        )));
     }
     value
         .to_str()

@@ -156,10 +156,9 @@ async fn instantiate(plugin: &WasmPlugin, sandbox: &Sandbox) -> Result<Live, Lau
         }),
         CallOutcome::Done((_, Err(message))) => Err(LaunchError::Init(message)),
         CallOutcome::TimedOut => Err(LaunchError::Fault(classify::deadline(sandbox.call_timeout))),
-        CallOutcome::Trapped(error) => Err(LaunchError::Fault(start_fault(
-            &error,
-            store.data_mut(),
-        ))),
+        CallOutcome::Trapped(error) => {
+            Err(LaunchError::Fault(start_fault(&error, store.data_mut())))
+        }
     }
 }
 

@@ -94,7 +94,10 @@ impl WasmRuntime {
 }
 
 /// The mapper in `compiled`, linked and described.
-pub(super) async fn from_compiled(path: &Path, compiled: Compiled) -> Result<WasmMapper, LoadError> {
+pub(super) async fn from_compiled(
+    path: &Path,
+    compiled: Compiled,
+) -> Result<WasmMapper, LoadError> {
     let fail = |reason: String| LoadError::new(path, reason);
     let pre = MapperPluginPre::new(compiled.pre.clone()).map_err(|e| {
         if exports(&compiled.pre, "auditrelay:plugin/exporter@1.1.0") {
@@ -197,22 +200,36 @@ impl MapperInstance {
     }
 
     /// One call for `records` of `batch`, its answer admitted.
-    async fn call(&mut self, batch: &RecordBatch, records: &[ForeignRecord]) -> Result<Vec<Mapped>, Fault> {
+    async fn call(
+        &mut self,
+        batch: &RecordBatch,
+        records: &[ForeignRecord],
+    ) -> Result<Vec<Mapped>, Fault> {
         if self.live.is_none() {
             if let Some(metrics) = self.sandbox.services.metrics() {
                 metrics.restart();
             }
-            self.live = Some(instantiate(&self.mapper, &self.sandbox).await.map_err(|e| match e {
-                LaunchError::Fault(fault) => fault,
-                other => Fault::new(FaultKind::Other, format!("restarting the mapper failed: {other}")),
-            })?);
+            self.live = Some(instantiate(&self.mapper, &self.sandbox).await.map_err(
+                |e| match e {
+                    LaunchError::Fault(fault) => fault,
+                    other => Fault::new(
+                        FaultKind::Other,
+                        format!("restarting the mapper failed: {other}"),
+                    ),
+                },
+            )?);
         }
         let live = self.live.as_mut().expect("set above");
         live.store.data_mut().limiter.take_refused();
         live.store.data().stderr.take_tail();
         let metadata: Vec<Vec<(&str, &str)>> = records
             .iter()
-            .map(|r| r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .map(|r| {
+                r.metadata
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            })
             .collect();
         let wit_records: Vec<wit_mapper::ForeignRecord<'_>> = records
             .iter()
@@ -234,7 +251,9 @@ impl MapperInstance {
         let outcome = with_deadline(self.sandbox.call_timeout, call).await;
         let answers = match outcome {
             CallOutcome::Done(answers) => answers,
-            CallOutcome::TimedOut => return Err(self.retire(classify::deadline(self.sandbox.call_timeout))),
+            CallOutcome::TimedOut => {
+                return Err(self.retire(classify::deadline(self.sandbox.call_timeout)));
+            }
             CallOutcome::Trapped(error) => {
                 let live = self.live.as_mut().expect("a call ran");
                 let fault = classify::classify(&error, evidence(live.store.data_mut()));
@@ -252,19 +271,26 @@ impl MapperInstance {
             );
             return Err(self.retire(fault));
         }
-        Ok(answers.into_iter().map(|answer| self.admit(answer)).collect())
+        Ok(answers
+            .into_iter()
+            .map(|answer| self.admit(answer))
+            .collect())
     }
 
     /// An answer as the relay keeps it: a refusal's text masked and capped
     /// like any text from a plugin; too many events refuse the record.
     fn admit(&self, answer: wit_mapper::Mapped) -> Mapped {
         match answer {
-            wit_mapper::Mapped::Envelopes(json) if json.len() > MAX_EVENTS_PER_RECORD => Mapped::refused(format!(
-                "the mapper made {} events of this record; at most {MAX_EVENTS_PER_RECORD} are kept per record",
-                json.len()
-            )),
+            wit_mapper::Mapped::Envelopes(json) if json.len() > MAX_EVENTS_PER_RECORD => {
+                Mapped::refused(format!(
+                    "the mapper made {} events of this record; at most {MAX_EVENTS_PER_RECORD} are kept per record",
+                    json.len()
+                ))
+            }
             wit_mapper::Mapped::Envelopes(json) => Mapped::Envelopes(json),
-            wit_mapper::Mapped::Refused(reason) => Mapped::Refused(self.sandbox.services.admit(&reason)),
+            wit_mapper::Mapped::Refused(reason) => {
+                Mapped::Refused(self.sandbox.services.admit(&reason))
+            }
         }
     }
 
@@ -283,9 +309,17 @@ impl MapperInstance {
     /// Lets the mapper release its resources.
     pub async fn shutdown(&mut self) {
         if let Some(live) = self.live.as_mut() {
-            let call = live.mapper.auditrelay_plugin_mapper().call_shutdown(&mut live.store);
-            if let CallOutcome::TimedOut | CallOutcome::Trapped(_) = with_deadline(self.sandbox.call_timeout, call).await {
-                tracing::warn!(mapper = &**self.sandbox.instance(), "mapper failed during shutdown");
+            let call = live
+                .mapper
+                .auditrelay_plugin_mapper()
+                .call_shutdown(&mut live.store);
+            if let CallOutcome::TimedOut | CallOutcome::Trapped(_) =
+                with_deadline(self.sandbox.call_timeout, call).await
+            {
+                tracing::warn!(
+                    mapper = &**self.sandbox.instance(),
+                    "mapper failed during shutdown"
+                );
             }
         }
         if let Some(live) = self.live.take() {
@@ -324,8 +358,12 @@ async fn instantiate(mapper: &WasmMapper, sandbox: &Sandbox) -> Result<Live, Lau
             store,
             mapper: bindings,
         }),
-        CallOutcome::Done((_, Err(message))) => Err(LaunchError::Init(sandbox.services.admit(&message))),
+        CallOutcome::Done((_, Err(message))) => {
+            Err(LaunchError::Init(sandbox.services.admit(&message)))
+        }
         CallOutcome::TimedOut => Err(LaunchError::Fault(classify::deadline(sandbox.call_timeout))),
-        CallOutcome::Trapped(error) => Err(LaunchError::Fault(start_fault(&error, store.data_mut()))),
+        CallOutcome::Trapped(error) => {
+            Err(LaunchError::Fault(start_fault(&error, store.data_mut())))
+        }
     }
 }

@@ -146,9 +146,13 @@ impl WasmRuntime {
     ) -> Result<WasmComponent, LoadError> {
         let compiled = self.compile(path, limits).await?;
         if exports(&compiled.pre, mapper::EXPORT) {
-            mapper::from_compiled(path, compiled).await.map(WasmComponent::Mapper)
+            mapper::from_compiled(path, compiled)
+                .await
+                .map(WasmComponent::Mapper)
         } else {
-            self.exporter(path, compiled).await.map(WasmComponent::Exporter)
+            self.exporter(path, compiled)
+                .await
+                .map(WasmComponent::Exporter)
         }
     }
 
@@ -179,7 +183,11 @@ impl WasmRuntime {
 
     /// Reads, compiles (or loads from the cache) and links a component of
     /// either world, within `limits`.
-    async fn compile(self: &Arc<Self>, path: &Path, limits: &LoadLimits) -> Result<Compiled, LoadError> {
+    async fn compile(
+        self: &Arc<Self>,
+        path: &Path,
+        limits: &LoadLimits,
+    ) -> Result<Compiled, LoadError> {
         let fail = |reason: String| LoadError::new(path, reason);
         let bytes = read_plugin_file(path, limits).await?;
         check_header(&bytes).map_err(fail)?;
