@@ -16,6 +16,7 @@ pub use auditrelay_plugin_api::testing::sample_envelope;
 
 pub mod postgres;
 pub mod receivers;
+pub mod webhooks;
 
 /// The workspace's `target` directory.
 pub fn target_dir() -> PathBuf {

@@ -7,26 +7,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use auditrelay::Relay;
-use auditrelay::http::HttpIngest;
-use auditrelay_tests::{Home, files_under, ndjson_values, sample_envelope};
-use hmac::{Hmac, Mac};
+use auditrelay_tests::webhooks::{ARCHIVE, SECRET, now, serve, sign_hub, sign_v2};
+use auditrelay_tests::{files_under, sample_envelope};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-const SECRET: &str = "whsec-4f1c9a7be2d3-shared-with-the-shop";
-
-fn sign_v2(timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}:{}", hex::encode(Sha256::digest(body))).as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn sign_hub(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 /// A sample envelope of `source`, as a body.
 fn event_of(source: &str, n: usize) -> Vec<u8> {
@@ -35,83 +18,6 @@ fn event_of(source: &str, n: usize) -> Vec<u8> {
     serde_json::to_vec(&event).unwrap()
 }
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
-const ARCHIVE: &str = r#"
-[plugins.archive]
-plugin = "file"
-grant_dir = "{home}/out"
-[plugins.archive.config]
-fsync = false
-[plugins.archive.batch]
-max_wait = "5ms"
-"#;
-
-struct Served {
-    relay: Relay,
-    home: Home,
-    base: String,
-    addr: std::net::SocketAddr,
-}
-
-async fn serve(plugins: &[&str], tables: &str) -> Served {
-    let home = Home::with_plugins(plugins);
-    let config = home.config(tables);
-    let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
-    let addr = http.local_addr().unwrap();
-    tokio::spawn(http.serve(std::future::pending()));
-    Served {
-        relay,
-        home,
-        base: format!("http://{addr}"),
-        addr,
-    }
-}
-
-impl Served {
-    async fn post_with(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Vec<u8>,
-    ) -> Result<(u16, Value), reqwest::Error> {
-        let mut request = client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
-        self.post_with(&reqwest::Client::new(), path, headers, body)
-            .await
-            .unwrap()
-    }
-
-    async fn stored(&self) -> Vec<Value> {
-        assert!(self.relay.idle(Duration::from_secs(30)).await);
-        ndjson_values(&self.home.join("out"))
-    }
-
-    fn refused_lines(&self, source: &str) -> usize {
-        files_under(self.home.path())
-            .into_iter()
-            .find(|(p, _)| p.ends_with(format!("sources/{source}/refused.ndjson")))
-            .map_or(0, |(_, text)| text.lines().count())
-    }
-}
-
-/// (a) Two identical deliveries in flight (a sender that timed out and
-/// retried while the first is still being stored): the second is answered
 /// `409 ... nothing was stored from this one`, a final-sounding 4xx most
 /// senders do not retry. The first then fails (here: the spool is full and
 /// stays full past block_timeout) — or its client is already gone. The
@@ -156,7 +62,7 @@ secret = "{SECRET}"
     let ts = now().to_string();
     let headers = vec![
         ("x-webhook-timestamp", ts.clone()),
-        ("x-webhook-signature", sign_v2(&ts, &body)),
+        ("x-webhook-signature", sign_v2(SECRET, &ts, &body)),
     ];
     let first = {
         let (served_base, headers, body) = (served.base.clone(), headers.clone(), body.clone());
@@ -213,7 +119,7 @@ secret = "{SECRET}"
     let ts = now().to_string();
     let headers = vec![
         ("x-webhook-timestamp", ts.clone()),
-        ("x-webhook-signature", sign_v2(&ts, &body)),
+        ("x-webhook-signature", sign_v2(SECRET, &ts, &body)),
     ];
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(800))
@@ -268,12 +174,12 @@ plugin = "faulty-mapper"
         "x".repeat(64 * 1024)
     )
     .into_bytes();
-    let headers = vec![("x-hub-signature-256", sign_hub(&body))];
+    let headers = vec![("x-hub-signature-256", sign_hub(SECRET, &body))];
     for _ in 0..20 {
         let (status, answer) = served.post("/v1/sources/crm", &headers, body.clone()).await;
         assert_eq!(status, 202, "{answer}");
     }
-    let lines = served.refused_lines("crm");
+    let lines = served.refused("crm").len();
     let bytes = std::fs::metadata(served.home.join("data/sources/crm/refused.ndjson"))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -420,7 +326,7 @@ timeout = "3s"
             let body = format!(r#"{{"n":1,"do":"{what}"}}"#).into_bytes();
             let response = reqwest::Client::new()
                 .post(format!("{base}/v1/sources/crm"))
-                .header("x-hub-signature-256", sign_hub(&body))
+                .header("x-hub-signature-256", sign_hub(SECRET, &body))
                 .body(body)
                 .send()
                 .await;
@@ -446,7 +352,7 @@ timeout = "3s"
     shutdown.await.unwrap();
     eprintln!(
         "busy: {busy:?}\nqueued: {queued:?}\nrefused lines: {}",
-        served.refused_lines("crm")
+        served.refused("crm").len()
     );
     let kept: Vec<String> = files_under(served.home.path())
         .into_iter()

@@ -14,30 +14,9 @@ use std::time::Duration;
 
 use auditrelay::Relay;
 use auditrelay::http::HttpIngest;
-use auditrelay_tests::{Home, files_under, leaked_form, logs, ndjson_values, sample_envelope};
-use hmac::{Hmac, Mac};
+use auditrelay_tests::webhooks::{ARCHIVE, SECRET, Served, now, serve, sign_hub, sign_v2};
+use auditrelay_tests::{Home, files_under, leaked_form, logs, sample_envelope};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-const SECRET: &str = "whsec-4f1c9a7be2d3-shared-with-the-shop";
-
-/// The v2 signature, written from the scheme's description: hex
-/// HMAC-SHA256 over `<timestamp>:<hex SHA-256 of the body>`.
-fn sign_v2(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}:{}", hex::encode(Sha256::digest(body))).as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn sign_hub(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
 
 /// A shop's webhook body: one order event.
 fn order(n: usize) -> Vec<u8> {
@@ -48,15 +27,11 @@ fn order(n: usize) -> Vec<u8> {
     .unwrap()
 }
 
-const SHOP: &str = r#"
-[plugins.archive]
-plugin = "file"
-grant_dir = "{home}/out"
-[plugins.archive.config]
-fsync = false
-[plugins.archive.batch]
-max_wait = "5ms"
-
+/// The `shop` source: v2 HMAC, mapped by json-map, beside the archive.
+fn shop() -> String {
+    [
+        ARCHIVE,
+        r#"
 [ingest.webhook.shop]
 auth = "hmac"
 secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
@@ -66,70 +41,26 @@ plugin = "json-map"
 fields = { id = "/uid", type = "/kind", time = "/at", "actor.id" = "/user/id" }
 constants = { "action.outcome" = "success" }
 values.type = { OrderCancelled = "order.cancelled" }
-"#;
-
-struct Served {
-    relay: Relay,
-    home: Home,
-    base: String,
-    client: reqwest::Client,
+"#,
+    ]
+    .concat()
 }
 
-async fn serve(plugins: &[&str], tables: &str) -> Served {
-    let home = Home::with_plugins(plugins);
-    let config = home.config(tables);
-    let relay = Relay::start(config.clone()).await.unwrap();
-    let http = HttpIngest::bind(relay.clone(), &config).await.unwrap();
-    let base = format!("http://{}", http.local_addr().unwrap());
-    tokio::spawn(http.serve(std::future::pending()));
-    Served {
-        relay,
-        home,
-        base,
-        client: reqwest::Client::new(),
-    }
-}
-
-impl Served {
-    async fn post(&self, source: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}/v1/sources/{source}", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn signed(&self, body: Vec<u8>, at: i64) -> (u16, Value) {
-        let ts = at.to_string();
-        let signature = sign_v2(SECRET, &ts, &body);
-        self.post(
-            "shop",
-            &[
-                ("x-webhook-timestamp", ts),
-                ("x-webhook-signature", signature),
-            ],
-            body,
-        )
-        .await
-    }
-
-    /// The events the file exporter wrote, once the relay is idle.
-    async fn stored(&self) -> Vec<Value> {
-        assert!(self.relay.idle(Duration::from_secs(30)).await);
-        ndjson_values(&self.home.join("out"))
-    }
+/// A v2-signed request to the `shop` source, signed at `at`.
+async fn signed(served: &Served, body: Vec<u8>, at: i64) -> (u16, Value) {
+    let ts = at.to_string();
+    let signature = sign_v2(SECRET, &ts, &body);
+    let headers = [
+        ("x-webhook-timestamp", ts),
+        ("x-webhook-signature", signature),
+    ];
+    served.source("shop", &headers, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
     let logs = logs();
-    let served = serve(&["file", "json-map"], SHOP).await;
+    let served = serve(&["file", "json-map"], &shop()).await;
     let body = order(1);
     let ts = now().to_string();
     let good = sign_v2(SECRET, &ts, &body);
@@ -204,7 +135,7 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
     ];
     let mut answers = Vec::new();
     for (what, headers, body, status, reason) in cases {
-        let (got, answer) = served.post("shop", &headers, body).await;
+        let (got, answer) = served.source("shop", &headers, body).await;
         assert_eq!(got, status, "{what}: {answer}");
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(error.starts_with(reason), "{what}: {error}");
@@ -218,13 +149,13 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
 
     // The genuine request, then the same bytes replayed.
     let headers = with(&[("x-webhook-timestamp", &ts), ("x-webhook-signature", &good)]);
-    let (status, answer) = served.post("shop", &headers, body.clone()).await;
+    let (status, answer) = served.source("shop", &headers, body.clone()).await;
     assert_eq!(
         (status, answer["accepted"].clone()),
         (202, json!(1)),
         "{answer}"
     );
-    let (status, answer) = served.post("shop", &headers, body.clone()).await;
+    let (status, answer) = served.source("shop", &headers, body.clone()).await;
     assert_eq!(status, 409, "{answer}");
     assert!(
         answer["error"]
@@ -235,16 +166,14 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
     );
     answers.push(answer.to_string());
     // Sent again, signed afresh: accepted, stored once (the id dedups).
-    let (status, answer) = served
-        .signed(body.clone(), ts.parse::<i64>().unwrap() - 2)
-        .await;
+    let (status, answer) = signed(&served, body.clone(), ts.parse::<i64>().unwrap() - 2).await;
     assert_eq!(
         (status, answer["copies"].clone()),
         (202, json!(1)),
         "{answer}"
     );
     // No such source.
-    let (status, answer) = served.post("nope", &headers, body.clone()).await;
+    let (status, answer) = served.source("nope", &headers, body.clone()).await;
     assert_eq!(status, 404, "{answer}");
     assert!(
         answer["error"]
@@ -285,7 +214,7 @@ async fn every_bad_request_is_refused_naming_its_header_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_cache_outlives_a_restart() {
     let home = Home::with_plugins(&["file", "json-map"]);
-    let config = home.config(SHOP);
+    let config = home.config(&shop());
     let body = order(7);
     let ts = now().to_string();
     let headers = [
@@ -313,10 +242,11 @@ async fn a_replay_cache_outlives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_spool_could_not_take_is_accepted_when_retried_with_its_signature() {
     let until = jiff::Timestamp::now() + Duration::from_secs(3);
+    let shop = shop();
     let served = serve(
         &["file", "json-map", "faulty"],
         &format!(
-            r#"{SHOP}
+            r#"{shop}
 [relay]
 max_event_bytes = "4KiB"
 [spool]
@@ -346,14 +276,14 @@ circuit_open_for = "200ms"
         ("x-webhook-timestamp", ts.clone()),
         ("x-webhook-signature", sign_v2(SECRET, &ts, &body)),
     ];
-    let (status, answer) = served.post("shop", &headers, body.clone()).await;
+    let (status, answer) = served.source("shop", &headers, body.clone()).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["accepted"], 0);
     // Once `stuck` recovers, the spool drains; the same request (same
     // signature) is then taken, not refused as a replay.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let answer = loop {
-        let (status, answer) = served.post("shop", &headers, body.clone()).await;
+        let (status, answer) = served.source("shop", &headers, body.clone()).await;
         if status == 202 {
             break answer;
         }
@@ -375,15 +305,9 @@ circuit_open_for = "200ms"
 async fn a_record_that_crashes_the_mapper_is_kept_with_its_reason_and_the_rest_flow() {
     let served = serve(
         &["file", "faulty-mapper"],
-        r#"
-[plugins.archive]
-plugin = "file"
-grant_dir = "{home}/out"
-[plugins.archive.config]
-fsync = false
-[plugins.archive.batch]
-max_wait = "5ms"
-
+        &[
+            ARCHIVE,
+            r#"
 [ingest.webhook.crm]
 auth = "hub-signature"
 secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
@@ -394,6 +318,8 @@ plugin = "faulty-mapper"
 timeout = "200ms"
 memory = "16MiB"
 "#,
+        ]
+        .concat(),
     )
     .await;
     let send = |n: usize, what: &str| {
@@ -412,7 +338,7 @@ memory = "16MiB"
     .enumerate()
     {
         let (headers, body) = send(n, what);
-        let (status, answer) = served.post("crm", &headers, body).await;
+        let (status, answer) = served.source("crm", &headers, body).await;
         assert_eq!(status, 202, "{what}: {answer}");
         accepted += answer["accepted"].as_u64().unwrap();
         let refused = answer["refused"].as_array().unwrap();
@@ -487,13 +413,7 @@ async fn a_mapper_that_writes_its_secret_into_an_event_has_the_record_refused_an
     let served = serve(
         &["file", "faulty-mapper"],
         &format!(
-            r#"
-[plugins.archive]
-plugin = "file"
-grant_dir = "{{home}}/out"
-[plugins.archive.batch]
-max_wait = "5ms"
-
+            r#"{ARCHIVE}
 [ingest.webhook.crm]
 auth = "hub-signature"
 secret = "{SECRET}"
@@ -509,7 +429,7 @@ token = "{TOKEN}"
     for (n, what) in ["leak-event", "leak-invalid", "ok"].iter().enumerate() {
         let body = format!(r#"{{"n":{n},"do":"{what}"}}"#).into_bytes();
         let (status, answer) = served
-            .post(
+            .source(
                 "crm",
                 &[("x-hub-signature-256", sign_hub(SECRET, &body))],
                 body,
@@ -550,19 +470,15 @@ token = "{TOKEN}"
 async fn a_source_without_a_mapper_takes_envelopes_behind_a_bearer_token() {
     let served = serve(
         &["file"],
-        r#"
-[plugins.archive]
-plugin = "file"
-grant_dir = "{home}/out"
-[plugins.archive.config]
-fsync = false
-[plugins.archive.batch]
-max_wait = "5ms"
-
+        &[
+            ARCHIVE,
+            r#"
 [ingest.webhook.billing]
 auth = "bearer"
 secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
 "#,
+        ]
+        .concat(),
     )
     .await;
     let mut events: Vec<_> = (0..3).map(sample_envelope).collect();
@@ -571,7 +487,7 @@ secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
     }
     let body = serde_json::to_vec(&events).unwrap();
     let (status, answer) = served
-        .post(
+        .source(
             "billing",
             &[("authorization", format!("Bearer {SECRET}x"))],
             body.clone(),
@@ -585,7 +501,7 @@ secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
             .starts_with("authorization: not the bearer token")
     );
     let (status, answer) = served
-        .post(
+        .source(
             "billing",
             &[("authorization", format!("Bearer {SECRET}"))],
             body,
@@ -601,7 +517,7 @@ secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
     let mut other = sample_envelope(9);
     other.source = "identity-provider".into();
     let (status, answer) = served
-        .post(
+        .source(
             "billing",
             &[("authorization", format!("Bearer {SECRET}"))],
             serde_json::to_vec(&other).unwrap(),
@@ -637,7 +553,7 @@ fields = { type = "kind" }
     .await;
     let body = order(1);
     let (status, answer) = served
-        .post(
+        .source(
             "shop",
             &[("x-hub-signature-256", sign_hub(SECRET, &body))],
             body,
@@ -663,15 +579,9 @@ fields = { type = "kind" }
 async fn the_api_servers_audit_webhook_lands_as_envelopes() {
     let served = serve(
         &["file", "k8s-audit"],
-        r#"
-[plugins.archive]
-plugin = "file"
-grant_dir = "{home}/out"
-[plugins.archive.config]
-fsync = false
-[plugins.archive.batch]
-max_wait = "5ms"
-
+        &[
+            ARCHIVE,
+            r#"
 [ingest.webhook.k8s]
 auth = "bearer"
 secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
@@ -681,20 +591,22 @@ plugin = "k8s-audit"
 cluster = "prod-eu"
 tenant_from_namespace = true
 "#,
+        ]
+        .concat(),
     )
     .await;
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/k8s-audit/tests/samples/webhook-eventlist.json");
     let body = std::fs::read(sample).unwrap();
     let bearer = [("authorization", format!("Bearer {SECRET}"))];
-    let (status, answer) = served.post("k8s", &bearer, body.clone()).await;
+    let (status, answer) = served.source("k8s", &bearer, body.clone()).await;
     assert_eq!(
         (status, answer["accepted"].clone()),
         (202, json!(2)),
         "{answer}"
     );
     // The API server retries a batch it got no answer for: stored once.
-    let (status, answer) = served.post("k8s", &bearer, body).await;
+    let (status, answer) = served.source("k8s", &bearer, body).await;
     assert_eq!(
         (status, answer["copies"].clone()),
         (202, json!(2)),
