@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::relay::start_instance;
+use crate::relay::{start_instance, start_mapper_instance};
 use crate::runtime::Exporter;
 use crate::runtime::catalog::{Catalog, CatalogEntry};
+use crate::runtime::services::PluginServices;
 use crate::runtime::wasm::WasmRuntime;
 
 /// Checks the config (already loaded, so valid), loads every plugin file
-/// and starts each enabled instance once, exactly as `run` would.
+/// and starts each enabled instance and each webhook source's mapper once,
+/// exactly as `run` would.
 pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
     println!("config {}: valid", config.origin);
     let runtime = Arc::new(WasmRuntime::new(Some(config.cache_dir()))?);
@@ -63,8 +65,26 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for (name, webhook) in config.ingest.webhook.iter().filter(|(_, w)| w.enabled) {
+        let Some(mapper) = &webhook.mapper else {
+            continue;
+        };
+        let source = format!("ingest.webhook.{name}");
+        let services =
+            PluginServices::new(&format!("webhook.{name}"), mapper.secrets.clone(), None);
+        match start_mapper_instance(&catalog, &source, mapper, services).await {
+            Ok(mut instance) => {
+                instance.shutdown().await;
+                println!("ok   [{source}.mapper]: {} starts", mapper.plugin);
+            }
+            Err(error) => {
+                failures += 1;
+                println!("FAIL [{source}.mapper]: {error}");
+            }
+        }
+    }
     if failures > 0 {
-        println!("{failures} enabled plugin instance(s) cannot start");
+        println!("{failures} enabled plugin instance(s) or source mapper(s) cannot start");
         return Ok(ExitCode::FAILURE);
     }
     println!("everything checks out");

@@ -25,7 +25,7 @@ use crate::spool::{
 };
 
 pub(crate) use intake::{Arrivals, Refusals, Refused, Rules};
-pub(crate) use mappers::SourceMapper;
+pub(crate) use mappers::{SourceMapper, start_mapper_instance};
 pub use sources::{SourceReport, SourceStatus};
 use start::{Instance, Starter, spool_options};
 #[cfg(feature = "cli")]

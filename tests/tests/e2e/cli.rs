@@ -65,6 +65,40 @@ fn check_passes_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
 }
 
 #[test]
+fn check_starts_each_webhook_sources_mapper_and_names_what_it_refuses() {
+    let home = Home::with_plugins(&["file", "json-map"]);
+    let webhook = |fields: &str| {
+        home.config_file(&format!(
+            "[plugins.file]\ngrant_dir = \"{{home}}/out\"\n\
+             [ingest.webhook.shop]\nauth = \"bearer\"\nsecret = \"0123456789abcdef\"\n\
+             [ingest.webhook.shop.mapper]\nplugin = \"json-map\"\n\
+             [ingest.webhook.shop.mapper.config]\nconstants = {{ \"action.outcome\" = \"success\" }}\n{fields}\n"
+        ))
+    };
+    let good = webhook("fields = { type = \"/kind\", time = \"/at\", \"actor.id\" = \"/user\" }");
+    let output = auditrelay(&["check", "-c", good.to_str().unwrap()]);
+    let report = text(&output.stdout);
+    assert!(output.status.success(), "{report}{}", text(&output.stderr));
+    assert!(
+        report.contains("ok   [ingest.webhook.shop.mapper]: json-map starts"),
+        "{report}"
+    );
+    let bad = webhook("fields = { type = \"kind\" }");
+    let output = auditrelay(&["check", "-c", bad.to_str().unwrap()]);
+    let report = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("FAIL [ingest.webhook.shop.mapper]"),
+        "{report}"
+    );
+    assert!(
+        report.contains("config.fields.type: \"kind\" is not a JSON pointer"),
+        "{report}"
+    );
+    assert!(report.contains("nothing fills `actor.id`"), "{report}");
+}
+
+#[test]
 fn plugins_lists_each_file_with_its_kind_interface_isolation_and_hash() {
     let home = Home::with_plugins(&["file", "json-map"]);
     home.add_native_plugin("auditrelay_plugin_file");
