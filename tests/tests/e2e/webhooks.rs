@@ -619,3 +619,50 @@ tenant_from_namespace = true
     assert!(stored.iter().all(|e| e["source"] == "k8s"));
     served.relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_waits_on_a_slow_mapper_no_longer_than_the_ack_timeout() {
+    let served = serve(
+        &["file", "faulty-mapper"],
+        &[
+            ARCHIVE,
+            r#"
+[ingest.http]
+ack_timeout = "300ms"
+[ingest.webhook.crm]
+auth = "hub-signature"
+secret = "whsec-4f1c9a7be2d3-shared-with-the-shop"
+[ingest.webhook.crm.mapper]
+plugin = "faulty-mapper"
+[ingest.webhook.crm.mapper.limits]
+timeout = "3s"
+"#,
+        ]
+        .concat(),
+    )
+    .await;
+    let body = br#"{"n":1,"do":"loop"}"#.to_vec();
+    let started = std::time::Instant::now();
+    let (status, answer) = served
+        .source(
+            "crm",
+            &[("x-hub-signature-256", sign_hub(SECRET, &body))],
+            body,
+        )
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.http.ack_timeout"),
+        "{answer}"
+    );
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(
+        served.refused("crm").is_empty(),
+        "nothing kept for a request not answered"
+    );
+    served.relay.shutdown().await;
+}

@@ -288,9 +288,20 @@ impl Webhook {
                 metadata,
             }],
         });
-        let answers = match mapper.map(batch.clone()).await {
-            Ok(answers) => answers,
-            Err(error) => return Outcome::refused(StatusCode::SERVICE_UNAVAILABLE, error),
+        // A sender waits on the mapper too: no longer than for durability.
+        // Past it nothing is kept or stored, and the retry maps afresh.
+        let answers = match tokio::time::timeout(ack_timeout, mapper.map(batch.clone())).await {
+            Ok(Ok(answers)) => answers,
+            Ok(Err(error)) => return Outcome::refused(StatusCode::SERVICE_UNAVAILABLE, error),
+            Err(_) => {
+                return Outcome::refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the mapper did not answer within {} (ingest.http.ack_timeout; it may be busy with other requests); nothing was stored, retry",
+                        humantime::format_duration(ack_timeout)
+                    ),
+                );
+            }
         };
         let sorted = sort_out(relay, mapper, &self.name, &batch, answers);
         let refused = sorted.refused;
