@@ -37,7 +37,8 @@ pub const REQUIRED: &[&str] = &["type", "time", "actor.id", "action.outcome"];
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Envelope field → JSON pointer into the record (`""`: the whole record).
+    /// Envelope field → JSON pointer into the record (`""`: the whole
+    /// record), or `@<name>`: the record's metadata `<name>`.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
     /// Envelope field → value, used where `fields` finds nothing.
@@ -110,9 +111,14 @@ impl Config {
                     known()
                 ));
             }
-            if !pointer.is_empty() && !pointer.starts_with('/') {
+            if pointer == "@" {
                 problems.push(format!(
-                    "config.fields.{field}: {pointer:?} is not a JSON pointer; write \"/{pointer}\" (RFC 6901), or \"\" for the whole record"
+                    "config.fields.{field}: \"@\" names no metadata; write \"@<name>\", e.g. \"@x-github-event\""
+                ));
+            } else if !pointer.is_empty() && !pointer.starts_with('/') && !pointer.starts_with('@')
+            {
+                problems.push(format!(
+                    "config.fields.{field}: {pointer:?} is not a JSON pointer; write \"/{pointer}\" (RFC 6901), \"\" for the whole record, or \"@<name>\" for a metadata value"
                 ));
             }
         }

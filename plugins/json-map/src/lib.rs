@@ -16,7 +16,7 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `fields` | `{}` | Envelope field (`type`, `actor.id`, `metadata.<key>`, ...) → JSON pointer (RFC 6901) into the record; `""` is the whole record. |
+//! | `fields` | `{}` | Envelope field (`type`, `actor.id`, `metadata.<key>`, ...) → JSON pointer (RFC 6901) into the record (`""` is the whole record), or `@<name>`: the record's metadata `<name>` (a webhook's `metadata_headers`, e.g. `type = "@x-github-event"`). |
 //! | `constants` | `{}` | Envelope field → value, for fields the record lacks (or `fields` finds empty). |
 //! | `values` | `{}` | Envelope field → (record value → envelope value). |
 //! | `unmatched` | `"keep"` | A value missing from its `values` map: `keep` it, `drop` the record, or `refuse` it. |
@@ -104,7 +104,7 @@ impl Mapper for JsonMap {
         };
         let mut events = Vec::with_capacity(items.len());
         for (at, item) in items.into_iter().enumerate() {
-            match self.event(item, record.source) {
+            match self.event(item, record) {
                 Ok(Some(event)) => events.push(event),
                 Ok(None) => {}
                 Err(reason) if self.config.records.is_some() => {
@@ -119,14 +119,21 @@ impl Mapper for JsonMap {
 
 impl JsonMap {
     /// The envelope `item` maps to; `None` when it is dropped on purpose.
-    fn event(&self, item: &Value, source: &str) -> Result<Option<Value>, String> {
+    fn event(&self, item: &Value, record: &Record<'_>) -> Result<Option<Value>, String> {
+        let source = record.source;
         let mut envelope = Map::new();
         for field in &self.filled {
             let pointer = self.config.fields.get(field);
+            // `@name`: the record's metadata (a request header), else a
+            // JSON pointer into the record.
             let found = pointer
-                .and_then(|pointer| item.pointer(pointer))
-                .filter(|value| !value.is_null())
-                .cloned();
+                .and_then(|pointer| match pointer.strip_prefix('@') {
+                    Some(name) => record
+                        .meta(name)
+                        .map(|value| Value::String(value.to_owned())),
+                    None => item.pointer(pointer).cloned(),
+                })
+                .filter(|value| !value.is_null());
             let Some(mut value) = found.or_else(|| self.config.constants.get(field).cloned())
             else {
                 if let Some(pointer) = pointer

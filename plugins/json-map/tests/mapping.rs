@@ -217,3 +217,53 @@ fn a_bad_table_is_refused_with_every_problem_at_once() {
         .to_string();
     assert!(typo.contains("unknown field `feilds`"), "{typo}");
 }
+
+#[test]
+fn metadata_fills_fields_a_body_does_not_carry() {
+    // GitHub names the event and the delivery in headers, not the body.
+    let mut harness = MapperHarness::<JsonMap>::new(json!({
+        "fields": {
+            "id": "@x-github-delivery", "type": "@x-github-event", "action.name": "/action",
+            "actor.id": "/sender/login", "time": "/pull_request/updated_at", "target.id": "/pull_request/html_url",
+        },
+        "constants": {"action.outcome": "success", "target.kind": "pull_request"},
+        "values": {"type": {"pull_request": "github.pull_request"}},
+    }))
+    .unwrap()
+    .source("github");
+    let body = serde_json::to_vec(&json!({
+        "action": "opened", "sender": {"login": "octocat"},
+        "pull_request": {"html_url": "https://github.com/o/r/pull/1", "updated_at": "2026-12-01T10:00:00Z"},
+    }))
+    .unwrap();
+    let metadata = [
+        ("x-github-event".to_owned(), "pull_request".to_owned()),
+        (
+            "x-github-delivery".to_owned(),
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_owned(),
+        ),
+    ];
+    let events = harness
+        .map_bytes(&body, "application/json", &metadata)
+        .envelopes()
+        .unwrap();
+    assert_eq!(
+        events[0].id.to_string(),
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    );
+    assert_eq!(events[0].event_type, "github.pull_request");
+    // Without the header the required field is missing: refused, by name.
+    let refused = harness.map_bytes(&body, "application/json", &metadata[1..]);
+    assert_eq!(
+        refused,
+        Mapped::refused("`type` is required and the record has nothing at \"@x-github-event\"")
+    );
+    let error = MapperHarness::<JsonMap>::new(json!({"fields": {"type": "@"}}))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("config.fields.type: \"@\" names no metadata"),
+        "{error}"
+    );
+}
