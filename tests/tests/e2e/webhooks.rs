@@ -241,7 +241,10 @@ async fn a_replay_cache_outlives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_spool_could_not_take_is_accepted_when_retried_with_its_signature() {
-    let until = jiff::Timestamp::now() + Duration::from_secs(3);
+    // `stuck` fails until then, so the spool stays full while the test
+    // fills it and posts; long enough for a relay starting on a loaded
+    // machine (3 s was not, in CI), short enough for the test to wait.
+    let until = jiff::Timestamp::now() + Duration::from_secs(10);
     let shop = shop();
     let served = serve(
         &["file", "json-map", "faulty"],
@@ -642,7 +645,6 @@ timeout = "3s"
     )
     .await;
     let body = br#"{"n":1,"do":"loop"}"#.to_vec();
-    let started = std::time::Instant::now();
     let (status, answer) = served
         .source(
             "crm",
@@ -650,7 +652,8 @@ timeout = "3s"
             body,
         )
         .await;
-    let waited = started.elapsed();
+    // Had it waited for the mapper's own 3 s deadline, the record would
+    // have been refused and kept (202): 503 is the ack_timeout.
     assert_eq!(status, 503, "{answer}");
     assert!(
         answer["error"]
@@ -659,7 +662,6 @@ timeout = "3s"
             .contains("ingest.http.ack_timeout"),
         "{answer}"
     );
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
     assert!(
         served.refused("crm").is_empty(),
         "nothing kept for a request not answered"
