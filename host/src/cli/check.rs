@@ -65,13 +65,24 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    for (name, webhook) in config.ingest.webhook.iter().filter(|(_, w)| w.enabled) {
-        let Some(mapper) = &webhook.mapper else {
+    let webhooks = config
+        .ingest
+        .webhook
+        .iter()
+        .filter(|(_, w)| w.enabled)
+        .map(|(name, w)| ("webhook", name, &w.mapper));
+    let files = config
+        .ingest
+        .file
+        .iter()
+        .filter(|(_, f)| f.enabled)
+        .map(|(name, f)| ("file", name, &f.mapper));
+    for (kind, name, mapper) in webhooks.chain(files) {
+        let Some(mapper) = mapper else {
             continue;
         };
-        let source = format!("ingest.webhook.{name}");
-        let services =
-            PluginServices::new(&format!("webhook.{name}"), mapper.secrets.clone(), None);
+        let source = format!("ingest.{kind}.{name}");
+        let services = PluginServices::new(&format!("{kind}.{name}"), mapper.secrets.clone(), None);
         match start_mapper_instance(&catalog, &source, mapper, services).await {
             Ok(mut instance) => {
                 instance.shutdown().await;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::ingest::file::FileIngest;
 use crate::ingest::http::HttpIngest;
 use crate::ingest::outbox::OutboxIngest;
 use crate::relay::Relay;
@@ -18,10 +19,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let relay = Relay::open(config.clone()).await?;
     let stop = CancellationToken::new();
     tokio::spawn(watch_signals(stop.clone()));
-    // Outbox rows are spooled as soon as the spool is open, like HTTP
-    // events; each reader finishes its cycle under way when stopped. They
-    // are registered before HTTP answers, so /v1/status lists them from
-    // its first answer.
+    // Outbox rows and file lines are spooled as soon as the spool is open,
+    // like HTTP events; each reader finishes its cycle under way when
+    // stopped. They are registered before HTTP answers, so /v1/status
+    // lists them from its first answer.
     let outboxes: Vec<_> = config
         .ingest
         .outbox
@@ -29,6 +30,20 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .filter(|(_, settings)| settings.enabled)
         .map(|(name, settings)| OutboxIngest::new(relay.clone(), name, settings))
         .collect::<Result<_, _>>()?;
+    let files: Vec<_> = config
+        .ingest
+        .file
+        .iter()
+        .filter(|(_, settings)| settings.enabled)
+        .map(|(name, settings)| {
+            FileIngest::new(
+                relay.clone(),
+                name,
+                settings,
+                &config.relay.data_dir.sources(),
+            )
+        })
+        .collect();
     let server = if config.ingest.http.enabled {
         let http = HttpIngest::bind(relay.clone(), &config).await?;
         let addr = http.local_addr()?;
@@ -48,6 +63,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let outboxes: Vec<_> = outboxes
         .into_iter()
         .map(|outbox| tokio::spawn(outbox.run(stop.clone())))
+        .chain(
+            files
+                .into_iter()
+                .map(|file| tokio::spawn(file.run(stop.clone()))),
+        )
         .collect();
 
     let mut failed = false;

@@ -94,8 +94,8 @@ pub async fn status(config: Config, args: Args) -> anyhow::Result<ExitCode> {
                 "source",
                 "state",
                 "spooled",
-                "rejected",
-                "pending rows",
+                "refused",
+                "pending",
                 "oldest pending",
                 "error",
             ]
@@ -112,8 +112,17 @@ pub async fn status(config: Config, args: Args) -> anyhow::Result<ExitCode> {
                 text("name"),
                 text("state"),
                 text("spooled_events"),
-                text("rejected_rows"),
-                text("pending_rows"),
+                (source["rejected_rows"].as_u64().unwrap_or(0)
+                    + source["refused_records"].as_u64().unwrap_or(0))
+                .to_string(),
+                match (
+                    source["pending_rows"].as_u64(),
+                    source["pending_bytes"].as_u64(),
+                ) {
+                    (Some(rows), _) => format!("{rows} rows"),
+                    (None, Some(bytes)) => bytesize::ByteSize(bytes).to_string(),
+                    (None, None) => "-".to_owned(),
+                },
                 source["oldest_pending_seconds"]
                     .as_f64()
                     .map_or("-".to_owned(), |s| format!("{s:.1}s")),

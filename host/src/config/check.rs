@@ -1,7 +1,8 @@
 //! Checks that go beyond types: ranges, name syntax, combinations.
 
 use super::{
-    AllowList, Config, ConfigError, OutboxSettings, PluginSettings, WebhookAuth, WebhookSettings,
+    AllowList, Config, ConfigError, FileSettings, LineFormat, MapperSettings, OutboxSettings,
+    PluginSettings, WebhookAuth, WebhookSettings,
 };
 
 /// Most identities the dedup window may remember (about 7 GB of memory).
@@ -128,6 +129,17 @@ impl Config {
         }
         for (name, webhook) in &self.ingest.webhook {
             check_webhook(name, webhook, &mut problems);
+        }
+        for (name, file) in &self.ingest.file {
+            check_file(name, file, &mut problems);
+            // A source's name is the `source` of its events and the
+            // directory of its state: one name, one source.
+            if self.ingest.webhook.contains_key(name) {
+                problems.add(
+                    format!("ingest.file.{name}"),
+                    format!("[ingest.webhook.{name}] has the same name; sources write their name into their events, so each needs its own: rename one"),
+                );
+            }
         }
         for (name, settings) in &self.plugins {
             if !is_instance_name(name) {
@@ -303,19 +315,79 @@ fn check_webhook(name: &str, webhook: &WebhookSettings, problems: &mut Problems)
         }
     }
     if let Some(mapper) = &webhook.mapper {
-        if mapper.plugin.is_empty() {
-            problems.add(
-                key("mapper.plugin"),
-                "names no mapper: set it, e.g. to \"json-map\"",
-            );
+        check_mapper(&format!("ingest.webhook.{name}"), mapper, problems);
+    }
+}
+
+fn check_mapper(source: &str, mapper: &MapperSettings, problems: &mut Problems) {
+    let key = |rest: &str| format!("{source}.mapper.{rest}");
+    if mapper.plugin.is_empty() {
+        problems.add(
+            key("plugin"),
+            "names no mapper: set it, e.g. to \"json-map\"",
+        );
+    }
+    let memory = mapper.limits.memory.as_u64();
+    if !(4 << 20..=4 << 30).contains(&memory) {
+        problems.add(key("limits.memory"), "must be between 4MiB and 4GiB");
+    }
+    if mapper.limits.timeout < std::time::Duration::from_millis(10) {
+        problems.add(key("limits.timeout"), "must be at least 10ms");
+    }
+}
+
+fn check_file(name: &str, file: &FileSettings, problems: &mut Problems) {
+    use std::time::Duration;
+    let key = |rest: &str| format!("ingest.file.{name}.{rest}");
+    if !is_instance_name(name) {
+        problems.add(
+            format!("ingest.file.{name}"),
+            "source names use lower-case letters, digits, '-' and '_' (at most 64)",
+        );
+    }
+    if file.paths.is_empty() {
+        problems.add(
+            key("paths"),
+            "names no file: list the files or globs to tail, e.g. [\"/var/log/app/audit.log*\"]",
+        );
+    }
+    for (i, path) in file.paths.iter().enumerate() {
+        let at = key(&format!("paths[{i}]"));
+        match path.to_str() {
+            None => problems.add(at, "is not UTF-8; globs must be text"),
+            Some(text) if text.ends_with('/') => problems.add(
+                at,
+                format!("{text:?} is a directory: name the files in it, e.g. \"{text}*.log\""),
+            ),
+            Some(text) => {
+                if let Err(error) = glob::Pattern::new(text) {
+                    problems.add(at, format!("{text:?} is not a glob: {error}"));
+                }
+            }
         }
-        let memory = mapper.limits.memory.as_u64();
-        if !(4 << 20..=4 << 30).contains(&memory) {
-            problems.add(key("mapper.limits.memory"), "must be between 4MiB and 4GiB");
-        }
-        if mapper.limits.timeout < std::time::Duration::from_millis(10) {
-            problems.add(key("mapper.limits.timeout"), "must be at least 10ms");
-        }
+    }
+    if file.mapper.is_none() && file.format == LineFormat::Lines {
+        problems.add(
+            key("format"),
+            "\"lines\" (plain text) needs a mapper to make envelopes of them: name one in [ingest.file.<name>.mapper], or use format = \"json-lines\" for lines that are envelopes",
+        );
+    }
+    if !(1..=100_000).contains(&file.batch) {
+        problems.add(key("batch"), "must be between 1 and 100000");
+    }
+    if !(1 << 10..=64 << 20).contains(&file.max_line_bytes.as_u64()) {
+        problems.add(key("max_line_bytes"), "must be between 1KiB and 64MiB");
+    }
+    if file.poll_interval < Duration::from_millis(10)
+        || file.poll_interval > Duration::from_secs(3600)
+    {
+        problems.add(key("poll_interval"), "must be between 10ms and 1h");
+    }
+    if file.rotate_wait > Duration::from_secs(86_400) {
+        problems.add(key("rotate_wait"), "must be at most 24h");
+    }
+    if let Some(mapper) = &file.mapper {
+        check_mapper(&format!("ingest.file.{name}"), mapper, problems);
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod check;
 mod data_dir;
+mod file;
 mod interpolate;
 mod units;
 mod webhook;
@@ -23,6 +24,7 @@ pub use crate::runtime::{Isolation, PluginKind};
 pub use crate::secret::Secret;
 pub use auditrelay_plugin_api::http::AllowList;
 pub use data_dir::DataDir;
+pub use file::{FileSettings, LineFormat, StartAt};
 pub use interpolate::interpolate;
 pub use webhook::{MapperLimits, MapperSettings, WebhookAuth, WebhookSettings};
 
@@ -294,6 +296,10 @@ pub struct IngestSettings {
     /// `POST /v1/sources/<name>` on the HTTP endpoint.
     #[serde(default)]
     pub webhook: BTreeMap<String, WebhookSettings>,
+    /// `[ingest.file.<name>]`: files other systems write audit lines to,
+    /// tailed through rotation.
+    #[serde(default)]
+    pub file: BTreeMap<String, FileSettings>,
 }
 
 /// `[ingest.outbox.<name>]`: an outbox table in the application's database
@@ -740,6 +746,9 @@ impl Config {
                 resolve(dir);
             }
         }
+        for settings in self.ingest.file.values_mut() {
+            settings.paths.iter_mut().for_each(resolve);
+        }
     }
 
     /// Replaces `${VAR}` references in every string an operator is likely
@@ -784,6 +793,31 @@ impl Config {
         for (name, outbox) in &mut self.ingest.outbox {
             let key = format!("ingest.outbox.{name}.url");
             outbox.url = expand_secret(&key, &outbox.url)?;
+        }
+        // A source's mapper is a plugin like the others: its secrets and
+        // config are templated the same way.
+        let expand_mapper = |key: &str,
+                             mapper: &mut Option<MapperSettings>|
+         -> Result<(), ConfigError> {
+            let Some(mapper) = mapper else {
+                return Ok(());
+            };
+            for (secret_name, secret) in &mut mapper.secrets {
+                *secret = expand_secret(&format!("{key}.mapper.secrets.{secret_name}"), secret)?;
+            }
+            expand_table(&format!("{key}.mapper.config"), &mut mapper.config, &expand)
+        };
+        for (name, webhook) in &mut self.ingest.webhook {
+            let key = format!("ingest.webhook.{name}");
+            webhook.secret = expand_secret(&format!("{key}.secret"), &webhook.secret)?;
+            expand_mapper(&key, &mut webhook.mapper)?;
+        }
+        for (name, file) in &mut self.ingest.file {
+            let key = format!("ingest.file.{name}");
+            for (i, path) in file.paths.iter_mut().enumerate() {
+                expand_path(&format!("{key}.paths[{i}]"), path)?;
+            }
+            expand_mapper(&key, &mut file.mapper)?;
         }
         for (i, rule) in self.redact.iter_mut().enumerate() {
             if let Some(secret) = &mut rule.hash_key {

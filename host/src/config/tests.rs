@@ -75,6 +75,39 @@ fn env_references_expand_and_missing_ones_are_named() {
     );
 }
 
+/// A source's secret, its mapper's secrets and config and a file source's
+/// paths are templated like a plugin's: a literal `${WEBHOOK_SECRET}`
+/// would otherwise be the HMAC key (it is long enough to pass the check).
+#[test]
+fn source_secrets_mapper_settings_and_paths_expand() {
+    let config = parse(&format!(
+        "[ingest.webhook.shop]\nauth = \"hmac\"\nsecret = \"${{HEC_TOKEN}}\"\n[ingest.webhook.shop.mapper]\nplugin = \"json-map\"\n[ingest.webhook.shop.mapper.secrets]\nkey = \"${{HEC_TOKEN}}\"\n[ingest.webhook.shop.mapper.config]\ntenant = \"${{TENANT:-acme}}\"\n[ingest.file.app]\npaths = [\"${{LOGS:-/var/log}}/audit.log\"]\n[ingest.file.app.mapper]\nplugin = \"json-map\"\n[ingest.file.app.mapper.secrets]\nkey = \"${{HEC_TOKEN}}\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let shop = &config.ingest.webhook["shop"];
+    assert_eq!(shop.secret.expose(), "0123456789abcdef-secret");
+    let mapper = shop.mapper.as_ref().unwrap();
+    assert_eq!(mapper.secrets["key"].expose(), "0123456789abcdef-secret");
+    assert_eq!(mapper.config["tenant"].as_str(), Some("acme"));
+    let file = &config.ingest.file["app"];
+    assert_eq!(file.paths[0], std::path::Path::new("/var/log/audit.log"));
+    let file_mapper = file.mapper.as_ref().unwrap();
+    assert_eq!(
+        file_mapper.secrets["key"].expose(),
+        "0123456789abcdef-secret"
+    );
+
+    let err = parse(&format!(
+        "[ingest.webhook.shop]\nauth = \"bearer\"\nsecret = \"${{NOPE}}\"\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("ingest.webhook.shop.secret: environment variable NOPE is not set"),
+        "{err}"
+    );
+}
+
 #[test]
 fn secrets_never_show_in_debug_output() {
     let config = parse(
@@ -163,7 +196,7 @@ fn relative_paths_follow_the_config_file() {
 #[test]
 fn the_configuration_reference_documents_every_key_with_its_real_default() {
     use auditrelay_plugin_api::testing::config_docs::struct_fields;
-    let sections: [(&str, &[&str]); 14] = [
+    let sections: [(&str, &[&str]); 17] = [
         ("redact", struct_fields::<crate::redact::RedactRule>()),
         ("integrity", struct_fields::<IntegritySettings>()),
         ("relay", struct_fields::<RelaySettings>()),
@@ -177,6 +210,15 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
         ),
         (
             "ingest.webhook.<name>.mapper.limits",
+            struct_fields::<MapperLimits>(),
+        ),
+        ("ingest.file.<name>", struct_fields::<FileSettings>()),
+        (
+            "ingest.file.<name>.mapper",
+            struct_fields::<MapperSettings>(),
+        ),
+        (
+            "ingest.file.<name>.mapper.limits",
             struct_fields::<MapperLimits>(),
         ),
         ("plugins.<name>", struct_fields::<PluginSettings>()),
@@ -195,6 +237,13 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
     let mapper_baseline = format!(
         "{:?}",
         parse(&format!("{webhook}{mapper}{MINIMAL}")).unwrap()
+    );
+    let file = "[ingest.file.app]\npaths = [\"/var/log/app/audit.log\"]\n";
+    let file_baseline = format!("{:?}", parse(&format!("{file}{MINIMAL}")).unwrap());
+    let file_mapper = "[ingest.file.app.mapper]\nplugin = \"json-map\"\n";
+    let file_mapper_baseline = format!(
+        "{:?}",
+        parse(&format!("{file}{file_mapper}{MINIMAL}")).unwrap()
     );
     const REDACT_RULE: &str = "[[redact]]\nname = \"r\"\nkeys = [\"k\"]\n";
     let redact_baseline = format!("{:?}", parse(&format!("{REDACT_RULE}{MINIMAL}")).unwrap());
@@ -257,6 +306,19 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
                         "{webhook}{mapper}[ingest.webhook.shop.mapper.limits]\n{key} = {toml}\n{MINIMAL}"
                     ),
                     &mapper_baseline,
+                ),
+                None if section == "ingest.file.<name>" => {
+                    (format!("{file}{key} = {toml}\n{MINIMAL}"), &file_baseline)
+                }
+                None if section == "ingest.file.<name>.mapper" => (
+                    format!("{file}{file_mapper}{key} = {toml}\n{MINIMAL}"),
+                    &file_mapper_baseline,
+                ),
+                None if section == "ingest.file.<name>.mapper.limits" => (
+                    format!(
+                        "{file}{file_mapper}[ingest.file.app.mapper.limits]\n{key} = {toml}\n{MINIMAL}"
+                    ),
+                    &file_mapper_baseline,
                 ),
                 None if section == "ingest.outbox.<name>" => (
                     format!("{outbox}{key} = {toml}\n{MINIMAL}"),
@@ -426,4 +488,27 @@ timeout = "1ms"
         unknown.contains("bearer") && unknown.contains("hub-signature"),
         "{unknown}"
     );
+}
+
+/// A file source's problems are named together, each with its key.
+#[test]
+fn file_source_problems_are_named_together() {
+    let err = parse(&format!(
+        "[ingest.file.Bad]\npaths = []\nformat = \"lines\"\nbatch = 0\nmax_line_bytes = \"10B\"\npoll_interval = \"1ms\"\n[ingest.file.app]\npaths = [\"logs/\", \"a[.log\"]\n[ingest.webhook.app]\nauth = \"bearer\"\nsecret = \"0123456789abcdef\"\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    for wanted in [
+        "ingest.file.Bad: source names use lower-case",
+        "ingest.file.Bad.paths: names no file",
+        "ingest.file.Bad.format: \"lines\" (plain text) needs a mapper",
+        "ingest.file.Bad.batch: must be between 1 and 100000",
+        "ingest.file.Bad.max_line_bytes: must be between 1KiB and 64MiB",
+        "ingest.file.Bad.poll_interval: must be between 10ms and 1h",
+        "ingest.file.app.paths[0]: \"logs/\" is a directory",
+        "ingest.file.app.paths[1]: \"a[.log\" is not a glob",
+        "ingest.file.app: [ingest.webhook.app] has the same name",
+    ] {
+        assert!(err.contains(wanted), "{wanted:?} missing from:\n{err}");
+    }
 }

@@ -127,7 +127,7 @@ fn default_signature_header() -> String {
 fn default_timestamp_header() -> String {
     "x-webhook-timestamp".into()
 }
-fn default_max_refused_bytes() -> ByteSize {
+pub(super) fn default_max_refused_bytes() -> ByteSize {
     ByteSize::gib(1)
 }
 fn default_skew() -> Duration {

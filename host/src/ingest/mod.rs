@@ -1,11 +1,13 @@
 //! Ways events come in besides [`Relay::emit`](crate::Relay::emit): HTTP,
-//! outbox tables in the application's database, and webhooks from other
-//! systems, mapped by mapper plugins.
+//! outbox tables in the application's database, and webhooks and files
+//! from other systems, mapped by mapper plugins.
 //!
 //! Every source ends in the same place: validated, canonical
 //! [`Record`](crate::spool::Record)s appended to the spool.
 
 pub mod decode;
+pub mod file;
+mod foreign;
 pub mod http;
 mod lines;
 pub mod outbox;

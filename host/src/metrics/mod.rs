@@ -103,6 +103,8 @@ pub enum Via {
     Outbox,
     /// A webhook source (`[ingest.webhook.<name>]`).
     Webhook,
+    /// A file source (`[ingest.file.<name>]`).
+    File,
 }
 
 impl Via {
@@ -112,6 +114,7 @@ impl Via {
             Via::Http => "http",
             Via::Outbox => "outbox",
             Via::Webhook => "webhook",
+            Via::File => "file",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! What the sources that run beside the relay (outbox readers, webhooks) report
+//! What the sources that run beside the relay (outbox readers, webhooks,
+//! file tails) report
 //! about themselves, for `GET /v1/status`. A source registers once and
 //! updates its entry; the relay only reads it.
 
@@ -9,7 +10,7 @@ use serde::Serialize;
 /// One source's state as `GET /v1/status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SourceStatus {
-    /// `outbox.<name>` or `webhook.<name>`.
+    /// `outbox.<name>`, `webhook.<name>` or `file.<name>`.
     pub name: String,
     /// `connecting`, `reading`, `standby` (another relay holds the table)
     /// or `failing` (see `error`; retried with backoff).
@@ -19,6 +20,10 @@ pub struct SourceStatus {
     pub error: Option<String>,
     /// Rows waiting in the table (counted up to 100,000), when last looked.
     pub pending_rows: Option<u64>,
+    /// File sources: bytes in the files not read yet, when last looked.
+    pub pending_bytes: Option<u64>,
+    /// File sources: how many files are being read.
+    pub files: Option<u64>,
     /// Age of the oldest waiting row, in seconds, when last looked.
     pub oldest_pending_seconds: Option<f64>,
     /// Events this source put in the spool since the relay started.

@@ -31,8 +31,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditrelay_plugin_api::envelope::AuditEventEnvelope;
-use auditrelay_plugin_api::mapper::Mapped;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::Serialize;
@@ -41,9 +39,9 @@ use tokio::sync::OnceCell;
 use self::replay::{ReplayCache, Replayed};
 use self::verify::{Proof, Rejection, Verifier};
 use crate::config::{Config, WebhookSettings};
-use crate::ingest::refused::{RefusedRecord, RefusedRecords};
+use crate::ingest::foreign::{Door, StoreFailure};
+use crate::ingest::refused::RefusedRecords;
 use crate::metrics::Via;
-use crate::relay::intake::{Arrivals, Refusals};
 use crate::relay::{EmitError, Relay, SourceMapper, SourceReport};
 use crate::runtime::wasm::{ForeignRecord, RecordBatch};
 
@@ -290,68 +288,42 @@ impl Webhook {
         });
         // A sender waits on the mapper too: no longer than for durability.
         // Past it nothing is kept or stored, and the retry maps afresh.
-        let answers = match tokio::time::timeout(ack_timeout, mapper.map(batch.clone())).await {
-            Ok(Ok(answers)) => answers,
-            Ok(Err(error)) => return Outcome::refused(StatusCode::SERVICE_UNAVAILABLE, error),
-            Err(_) => {
-                return Outcome::refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "the mapper did not answer within {} (ingest.http.ack_timeout; it may be busy with other requests); nothing was stored, retry",
-                        humantime::format_duration(ack_timeout)
-                    ),
-                );
-            }
+        let label = format!("webhook.{}", self.name);
+        let door = Door {
+            name: &self.name,
+            label: &label,
+            mapper: Some(mapper),
+            refused: &self.refused,
+            via: Via::Webhook,
         };
-        let sorted = sort_out(relay, mapper, &self.name, &batch, answers);
-        let refused = sorted.refused;
-        let kept: Vec<RefusedRecord<'_>> = refused
-            .iter()
-            .map(|(at, reason)| RefusedRecord {
-                record: &batch.records[*at],
-                reason: reason.clone(),
-            })
-            .collect();
-        let newly_kept = match self.refused.keep(&batch.content_type, &kept) {
-            Ok(newly) => newly,
-            Err(error) => {
-                return Outcome::refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "cannot keep a refused record in {}: {error}; nothing was acknowledged, retry",
-                        self.refused.path().display()
-                    ),
-                );
-            }
-        };
-        let arrivals = sorted.arrivals;
-        let admitted = relay
-            .admit_durable(
-                arrivals,
-                Via::Webhook,
-                Refusals::TakeTheValid,
-                Some((ack_timeout, "ingest.http.ack_timeout")),
+        let stored = door
+            .store(
+                relay,
+                batch,
+                ack_timeout,
+                (ack_timeout, "ingest.http.ack_timeout"),
             )
             .await;
-        let admitted = match admitted {
-            Ok(admitted) => admitted,
-            Err(error) => return unavailable(&error),
-        };
-        let accepted = admitted.receipt.len();
-        self.report.update(|s| {
-            s.spooled_events += (accepted - admitted.receipt.copies()) as u64;
-            s.refused_records += newly_kept as u64;
-            s.dropped_records += sorted.dropped as u64;
-        });
-        if newly_kept > 0 {
-            for (_, reason) in &refused {
-                tracing::warn!(source = %format!("webhook.{}", self.name), "a record was refused and kept in {}: {reason}", self.refused.path().display());
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(StoreFailure::Spool(error)) => return unavailable(&error),
+            Err(failure) => {
+                return Outcome::refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{failure} (ingest.http.ack_timeout bounds the wait); retry"),
+                );
             }
-        }
+        };
+        self.report.update(|s| {
+            s.spooled_events += (stored.accepted - stored.copies) as u64;
+            s.refused_records += stored.newly_kept as u64;
+            s.dropped_records += stored.dropped as u64;
+        });
         let answer = Answer {
-            accepted,
-            copies: admitted.receipt.copies(),
-            refused: refused
+            accepted: stored.accepted,
+            copies: stored.copies,
+            refused: stored
+                .refused
                 .into_iter()
                 .map(|(record, reason)| RecordRefusal { record, reason })
                 .collect(),
@@ -362,80 +334,6 @@ impl Webhook {
             retry_after: None,
         }
     }
-}
-
-/// A batch's answers sorted out.
-struct Sorted {
-    /// The events of every record whose answer holds only valid envelopes
-    /// of this source.
-    arrivals: Arrivals,
-    /// The other records, by position, with the reason (masked).
-    refused: Vec<(usize, String)>,
-    /// Records mapped to no event on purpose.
-    dropped: usize,
-}
-
-/// Sorts out `answers` to `batch` of source `name`: a record is taken
-/// whole or refused whole. An envelope that is not valid, claims another
-/// `source` (a sender may only write its own name) or holds one of the
-/// mapper's secrets refuses its record.
-fn sort_out(
-    relay: &Relay,
-    mapper: &SourceMapper,
-    name: &str,
-    batch: &RecordBatch,
-    answers: Vec<Mapped>,
-) -> Sorted {
-    let rules = relay.rules();
-    let mut sorted = Sorted {
-        arrivals: Arrivals::new(rules.clone()),
-        refused: Vec::new(),
-        dropped: 0,
-    };
-    for (at, answer) in answers.into_iter().enumerate().take(batch.records.len()) {
-        let envelopes = match answer {
-            Mapped::Refused(reason) => {
-                sorted
-                    .refused
-                    .push((at, format!("the mapper refused it: {reason}")));
-                continue;
-            }
-            Mapped::Envelopes(envelopes) if envelopes.is_empty() => {
-                sorted.dropped += 1;
-                continue;
-            }
-            Mapped::Envelopes(envelopes) => envelopes,
-        };
-        let mut own = Arrivals::new(rules.clone());
-        let mut problems = Vec::new();
-        for (k, json) in envelopes.iter().enumerate() {
-            if mapper.holds_secret(json) {
-                problems.push(format!(
-                    "mapped event {k} holds one of the mapper's secrets"
-                ));
-                continue;
-            }
-            match AuditEventEnvelope::from_json(json.as_bytes()) {
-                Ok(event) if event.source != name => problems.push(format!(
-                    "mapped event {k} has source {:?}; a webhook source writes only its own name ({name:?})",
-                    event.source
-                )),
-                Ok(event) => own.push(k, event),
-                Err(error) => problems.push(format!("mapped event {k} is not a valid envelope: {error}")),
-            }
-        }
-        if own.has_refused() {
-            problems.push(own.refusal_text());
-        }
-        if problems.is_empty() {
-            sorted.arrivals.append(own);
-        } else {
-            sorted
-                .refused
-                .push((at, mapper.admit(&problems.join("; "))));
-        }
-    }
-    sorted
 }
 
 /// A `503` for events that were not acknowledged.

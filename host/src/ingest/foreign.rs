@@ -1,0 +1,235 @@
+//! Records of other systems made events, the same way for every source
+//! (webhook, file): mapped by the source's mapper (or each read as one
+//! envelope when it names none), sorted out record by record, the refused
+//! ones kept with why ([`refused`](crate::ingest::refused)), the events
+//! made durable. A record is taken whole or refused whole, and only once
+//! both its events and its refusal are on disk is anything acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auditrelay_plugin_api::envelope::AuditEventEnvelope;
+use auditrelay_plugin_api::mapper::Mapped;
+
+use crate::ingest::decode;
+use crate::ingest::refused::{RefusedRecord, RefusedRecords};
+use crate::metrics::Via;
+use crate::relay::intake::{Arrivals, Refusals};
+use crate::relay::{EmitError, Relay, SourceMapper};
+use crate::runtime::wasm::RecordBatch;
+
+/// One source's way from records to events.
+pub(crate) struct Door<'a> {
+    /// The source's name: the only `source` its events may have.
+    pub name: &'a str,
+    /// How messages name it (`webhook source "shop"`, `file source "app"`).
+    pub label: &'a str,
+    /// Its mapper; none: each record is one envelope.
+    pub mapper: Option<&'a SourceMapper>,
+    /// Where its refused records are kept.
+    pub refused: &'a RefusedRecords,
+    /// How its events are counted.
+    pub via: Via,
+}
+
+/// What became of a batch whose events are durable.
+pub(crate) struct Stored {
+    /// Events taken (copies included).
+    pub accepted: usize,
+    /// Of those, events the spool held already (a resend).
+    pub copies: usize,
+    /// Records not made events, by position, with why (masked); kept.
+    pub refused: Vec<(usize, String)>,
+    /// Of those, records kept now (the others were kept before).
+    pub newly_kept: usize,
+    /// Records mapped to no event, on purpose.
+    pub dropped: usize,
+}
+
+/// Why nothing of a batch was acknowledged (all of it may be tried again).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreFailure {
+    /// The mapper did not answer (stopping, a host failure, too slow).
+    #[error("{0}")]
+    Mapper(String),
+    /// A refused record could not be kept.
+    #[error("cannot keep a refused record in {path}: {error}; nothing was acknowledged")]
+    Keep {
+        /// The source's `refused.ndjson`.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// The spool did not take the events, or not durably in time.
+    #[error(transparent)]
+    Spool(#[from] EmitError),
+}
+
+impl Door<'_> {
+    /// Maps `batch` (waiting on the mapper at most `map_within`), keeps
+    /// what is refused and spools the events, waiting for durability at
+    /// most `durable_within`.
+    pub async fn store(
+        &self,
+        relay: &Relay,
+        batch: Arc<RecordBatch>,
+        map_within: Duration,
+        durable_within: (Duration, &'static str),
+    ) -> Result<Stored, StoreFailure> {
+        let sorted = match self.mapper {
+            Some(mapper) => {
+                let answers = tokio::time::timeout(map_within, mapper.map(batch.clone()))
+                    .await
+                    .map_err(|_| {
+                        StoreFailure::Mapper(format!(
+                            "the mapper did not answer within {} (it may be busy with other records); nothing was stored",
+                            humantime::format_duration(map_within)
+                        ))
+                    })?
+                    .map_err(StoreFailure::Mapper)?;
+                self.sort_mapped(relay, mapper, &batch, answers)
+            }
+            None => self.sort_envelopes(relay, &batch),
+        };
+        let kept: Vec<RefusedRecord<'_>> = sorted
+            .refused
+            .iter()
+            .map(|(at, reason)| RefusedRecord {
+                record: &batch.records[*at],
+                reason: reason.clone(),
+            })
+            .collect();
+        let newly_kept = self
+            .refused
+            .keep(&batch.content_type, &kept)
+            .map_err(|error| StoreFailure::Keep {
+                path: self.refused.path().display().to_string(),
+                error: error.to_string(),
+            })?;
+        let admitted = relay
+            .admit_durable(
+                sorted.arrivals,
+                self.via,
+                Refusals::TakeTheValid,
+                Some(durable_within),
+            )
+            .await?;
+        if newly_kept > 0 {
+            for (_, reason) in &sorted.refused {
+                tracing::warn!(
+                    source = self.label,
+                    "a record was refused and kept in {}: {reason}",
+                    self.refused.path().display()
+                );
+            }
+        }
+        Ok(Stored {
+            accepted: admitted.receipt.len(),
+            copies: admitted.receipt.copies(),
+            refused: sorted.refused,
+            newly_kept,
+            dropped: sorted.dropped,
+        })
+    }
+
+    /// Sorts out the mapper's `answers` to `batch`. An envelope that is not
+    /// valid, claims another `source` (a source writes only its own name)
+    /// or holds one of the mapper's secrets refuses its record.
+    fn sort_mapped(
+        &self,
+        relay: &Relay,
+        mapper: &SourceMapper,
+        batch: &RecordBatch,
+        answers: Vec<Mapped>,
+    ) -> Sorted {
+        let rules = relay.rules();
+        let mut sorted = Sorted::new(relay);
+        for (at, answer) in answers.into_iter().enumerate().take(batch.records.len()) {
+            let envelopes = match answer {
+                Mapped::Refused(reason) => {
+                    sorted
+                        .refused
+                        .push((at, format!("the mapper refused it: {reason}")));
+                    continue;
+                }
+                Mapped::Envelopes(envelopes) if envelopes.is_empty() => {
+                    sorted.dropped += 1;
+                    continue;
+                }
+                Mapped::Envelopes(envelopes) => envelopes,
+            };
+            let mut own = Arrivals::new(rules.clone());
+            let mut problems = Vec::new();
+            for (k, json) in envelopes.iter().enumerate() {
+                if mapper.holds_secret(json) {
+                    problems.push(format!(
+                        "mapped event {k} holds one of the mapper's secrets"
+                    ));
+                    continue;
+                }
+                match AuditEventEnvelope::from_json(json.as_bytes()) {
+                    Ok(event) if event.source != self.name => problems.push(format!(
+                        "mapped event {k} has source {:?}; a source writes only its own name ({:?})",
+                        event.source, self.name
+                    )),
+                    Ok(event) => own.push(k, event),
+                    Err(error) => {
+                        problems.push(format!("mapped event {k} is not a valid envelope: {error}"))
+                    }
+                }
+            }
+            if own.has_refused() {
+                problems.push(own.refusal_text());
+            }
+            if problems.is_empty() {
+                sorted.arrivals.append(own);
+            } else {
+                sorted
+                    .refused
+                    .push((at, mapper.admit(&problems.join("; "))));
+            }
+        }
+        sorted
+    }
+
+    /// Reads each record of `batch` as one envelope of this source.
+    fn sort_envelopes(&self, relay: &Relay, batch: &RecordBatch) -> Sorted {
+        let mut sorted = Sorted::new(relay);
+        let door = self.label;
+        for (at, record) in batch.records.iter().enumerate() {
+            let mut own = Arrivals::new(relay.rules());
+            decode::push_json(&mut own, 0, &record.data);
+            own.confine_to(self.name, door);
+            if own.has_refused() {
+                let text = own.refusal_text();
+                let reason = text.strip_prefix("event 0: ").unwrap_or(&text);
+                sorted
+                    .refused
+                    .push((at, format!("not a valid envelope: {reason}")));
+            } else {
+                sorted.arrivals.append(own);
+            }
+        }
+        sorted
+    }
+}
+
+/// A batch's answers sorted out.
+struct Sorted {
+    /// The events of every record taken.
+    arrivals: Arrivals,
+    /// The other records, by position, with the reason.
+    refused: Vec<(usize, String)>,
+    /// Records mapped to no event on purpose.
+    dropped: usize,
+}
+
+impl Sorted {
+    fn new(relay: &Relay) -> Self {
+        Sorted {
+            arrivals: Arrivals::new(relay.rules()),
+            refused: Vec::new(),
+            dropped: 0,
+        }
+    }
+}
