@@ -142,6 +142,14 @@ pub mod outbox {
     pub use auditrelay_outbox::{DEFAULT_TABLE, Dialect, Outbox, TableNameError, WriteError};
 }
 
+/// Sources that read other systems' events where those systems leave them:
+/// [`FileIngest`](sources::FileIngest) tails files through rotation (what
+/// `[ingest.file.<name>]` runs). Webhook sources are served by
+/// [`http`](crate::http).
+pub mod sources {
+    pub use crate::ingest::file::FileIngest;
+}
+
 /// Internals the benchmarks and the end-to-end tests drive directly. Not
 /// part of the API: they change without notice.
 #[doc(hidden)]

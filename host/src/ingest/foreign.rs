@@ -69,14 +69,56 @@ impl Door<'_> {
     /// Maps `batch` (waiting on the mapper at most `map_within`), keeps
     /// what is refused and spools the events, waiting for durability at
     /// most `durable_within`.
+    ///
+    /// `refused_before` are records of `batch` the source refused itself
+    /// (a line too long), by position, with why: they are kept with the
+    /// others, in order, and never mapped.
     pub async fn store(
         &self,
         relay: &Relay,
         batch: Arc<RecordBatch>,
+        refused_before: Vec<(usize, String)>,
         map_within: Duration,
         durable_within: (Duration, &'static str),
     ) -> Result<Stored, StoreFailure> {
-        let sorted = match self.mapper {
+        let mut sorted = if refused_before.is_empty() {
+            self.sort(relay, batch.clone(), map_within).await?
+        } else {
+            // Only the others are mapped; their positions are the batch's.
+            let others: Vec<usize> = (0..batch.records.len())
+                .filter(|at| !refused_before.iter().any(|(r, _)| r == at))
+                .collect();
+            let mut sorted = if others.is_empty() {
+                Sorted::new(relay)
+            } else {
+                let sub = Arc::new(RecordBatch {
+                    source: batch.source.clone(),
+                    content_type: batch.content_type.clone(),
+                    records: others.iter().map(|&at| batch.records[at].clone()).collect(),
+                });
+                self.sort(relay, sub, map_within).await?
+            };
+            for (at, _) in &mut sorted.refused {
+                *at = others[*at];
+            }
+            sorted.refused.extend(refused_before);
+            sorted.refused.sort_by_key(|(at, _)| *at);
+            sorted
+        };
+        let refused = std::mem::take(&mut sorted.refused);
+        self.keep_and_spool(relay, &batch, sorted, refused, durable_within)
+            .await
+    }
+
+    /// Maps `batch` (or reads its records as envelopes) and sorts out
+    /// what came back.
+    async fn sort(
+        &self,
+        relay: &Relay,
+        batch: Arc<RecordBatch>,
+        map_within: Duration,
+    ) -> Result<Sorted, StoreFailure> {
+        Ok(match self.mapper {
             Some(mapper) => {
                 let answers = tokio::time::timeout(map_within, mapper.map(batch.clone()))
                     .await
@@ -90,9 +132,20 @@ impl Door<'_> {
                 self.sort_mapped(relay, mapper, &batch, answers)
             }
             None => self.sort_envelopes(relay, &batch),
-        };
-        let kept: Vec<RefusedRecord<'_>> = sorted
-            .refused
+        })
+    }
+
+    /// Keeps the `refused` records of `batch` and spools the events
+    /// `sorted` holds, durably.
+    async fn keep_and_spool(
+        &self,
+        relay: &Relay,
+        batch: &RecordBatch,
+        sorted: Sorted,
+        refused: Vec<(usize, String)>,
+        durable_within: (Duration, &'static str),
+    ) -> Result<Stored, StoreFailure> {
+        let kept: Vec<RefusedRecord<'_>> = refused
             .iter()
             .map(|(at, reason)| RefusedRecord {
                 record: &batch.records[*at],
@@ -115,7 +168,7 @@ impl Door<'_> {
             )
             .await?;
         if newly_kept > 0 {
-            for (_, reason) in &sorted.refused {
+            for (_, reason) in &refused {
                 tracing::warn!(
                     source = self.label,
                     "a record was refused and kept in {}: {reason}",
@@ -126,7 +179,7 @@ impl Door<'_> {
         Ok(Stored {
             accepted: admitted.receipt.len(),
             copies: admitted.receipt.copies(),
-            refused: sorted.refused,
+            refused,
             newly_kept,
             dropped: sorted.dropped,
         })

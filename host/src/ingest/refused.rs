@@ -16,7 +16,8 @@
 //! A record whose bytes were kept among the last [`RECENT`] is not kept
 //! again (a sender retrying, or replaying a captured request, adds
 //! nothing), and the file never grows past its cap: past it, a record is
-//! not acknowledged (`503`) until the operator moves the file away.
+//! not acknowledged (`503`; a file source stops where it is) until the operator
+//! moves the file away: the next record starts a new one.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -150,6 +151,15 @@ impl RefusedRecords {
         if fresh.is_empty() {
             return Ok(0);
         }
+        // The operator moves a full file away to make room: the next
+        // record starts a new one, not the moved file.
+        if state
+            .file
+            .as_ref()
+            .is_some_and(|file| !is_at(file, &self.path))
+        {
+            state.file = None;
+        }
         if state.file.is_none() {
             let file = open_for_append(&self.path).map_err(KeepError::Io)?;
             state.bytes = file.metadata().map_err(KeepError::Io)?.len();
@@ -179,5 +189,14 @@ impl RefusedRecords {
             }
         }
         Ok(fresh.len())
+    }
+}
+
+/// Whether `path` still names `file` (it was not moved away or replaced).
+fn is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
+        _ => false,
     }
 }

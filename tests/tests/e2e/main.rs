@@ -9,6 +9,7 @@ mod durability;
 mod end_to_end;
 mod exporters;
 mod faults;
+mod file_tail;
 mod full_disk;
 mod hostile;
 mod hostile_native;

@@ -33,7 +33,7 @@ use self::files::{Files, LineKind};
 use crate::config::FileSettings;
 use crate::dispatch::backoff::Backoff;
 use crate::ingest::foreign::Door;
-use crate::ingest::refused::{RefusedRecord, RefusedRecords};
+use crate::ingest::refused::RefusedRecords;
 use crate::metrics::Via;
 use crate::relay::{Relay, SourceMapper, SourceReport};
 use crate::runtime::wasm::{ForeignRecord, RecordBatch};
@@ -68,8 +68,6 @@ enum Failure {
     Read(std::io::Error),
     #[error("cannot save the cursor {path}: {error} (the lines are read again)")]
     Save { path: String, error: std::io::Error },
-    #[error("cannot keep a refused line in {path}: {error}")]
-    Keep { path: String, error: String },
 }
 
 impl FileIngest {
@@ -125,28 +123,25 @@ impl FileIngest {
         });
         let mut failures = 0u32;
         while !stop.is_cancelled() {
-            let (back, cycle) = self.cycle(files, mapper.as_ref()).await;
+            let Some((back, cycle)) = self.cycle(files, mapper.as_ref()).await else {
+                return;
+            };
             files = back;
             self.report.update(|s| {
                 s.pending_bytes = Some(files.pending_bytes());
                 s.files = Some(files.len() as u64);
             });
+            if cycle.is_ok() && failures > 0 {
+                failures = 0;
+                tracing::info!(source = self.label, "reading again");
+                self.report.update(|s| {
+                    s.state = "reading";
+                    s.error = None;
+                });
+            }
             let pause = match cycle {
-                Ok(Cycle::Full) => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(Cycle::Idle) => {
-                    if failures > 0 {
-                        failures = 0;
-                        tracing::info!(source = self.label, "reading again");
-                        self.report.update(|s| {
-                            s.state = "reading";
-                            s.error = None;
-                        });
-                    }
-                    self.settings.poll_interval
-                }
+                Ok(Cycle::Full) => continue,
+                Ok(Cycle::Idle) => self.settings.poll_interval,
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(source = self.label, "{error}; trying again");
@@ -243,12 +238,13 @@ impl FileIngest {
     }
 
     /// Scans, reads and stores one batch of lines, then commits and saves
-    /// the positions. The files come back whatever happened.
+    /// the positions. The files come back whatever happened; `None` only
+    /// when the runtime is shutting down (nothing was committed).
     async fn cycle(
         &self,
         files: Files,
         mapper: Option<&SourceMapper>,
-    ) -> (Files, Result<Cycle, Failure>) {
+    ) -> Option<(Files, Result<Cycle, Failure>)> {
         let (max_lines, max_bytes) = (
             self.settings.batch,
             // Canonical JSON can be longer than the line (an exponent
@@ -265,10 +261,10 @@ impl FileIngest {
             let read = files.read(max_lines, max_bytes);
             (files, read)
         })
-        .await;
+        .await?;
         let read = match read {
             Ok(read) => read,
-            Err(error) => return (files, Err(Failure::Read(error))),
+            Err(error) => return Some((files, Err(Failure::Read(error)))),
         };
         let full = read.lines.len() >= max_lines;
         let stored = if read.lines.is_empty() {
@@ -277,27 +273,27 @@ impl FileIngest {
             self.store(read.lines, mapper).await
         };
         if let Err(error) = stored {
-            return (files, Err(error));
+            return Some((files, Err(error)));
         }
         if !files.commit(&read.advances) {
-            return (files, Ok(Cycle::Idle));
+            return Some((files, Ok(Cycle::Idle)));
         }
         let cursor = files.cursor();
         let file = CursorFile::new(self.cursor.path().parent().expect("in a directory"));
-        let saved = blocking(move || file.save(&cursor)).await;
+        let saved = blocking(move || file.save(&cursor)).await?;
         if let Err(error) = saved {
             // The positions moved in memory: this process does not read the
             // lines again, a restart would (copies, not a loss).
-            return (
+            return Some((
                 files,
                 Err(Failure::Save {
                     path: self.cursor.path().display().to_string(),
                     error,
                 }),
-            );
+            ));
         }
         let busy = full || !read.advances.is_empty();
-        (files, Ok(if busy { Cycle::Full } else { Cycle::Idle }))
+        Some((files, Ok(if busy { Cycle::Full } else { Cycle::Idle })))
     }
 
     /// Makes events of `lines`, keeps what is refused, waits until the
@@ -308,48 +304,36 @@ impl FileIngest {
         mapper: Option<&SourceMapper>,
     ) -> Result<(), Failure> {
         let max_line = self.settings.max_line_bytes;
-        let (overlong, lines): (Vec<_>, Vec<_>) = lines
-            .into_iter()
-            .partition(|l| l.kind == LineKind::Overlong);
-        let record = |line: files::Line| ForeignRecord {
-            data: line.data,
-            metadata: vec![
+        let refused_before: Vec<(usize, String)> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| line.kind == LineKind::Overlong)
+            .map(|(at, line)| {
                 (
-                    "file.path".to_owned(),
-                    line.path.to_string_lossy().into_owned(),
-                ),
-                ("file.offset".to_owned(), line.offset.to_string()),
-            ],
-        };
-        let content_type = self.settings.format.content_type().to_owned();
-        if !overlong.is_empty() {
-            let records: Vec<ForeignRecord> = overlong.into_iter().map(record).collect();
-            let refused: Vec<RefusedRecord<'_>> = records
-                .iter()
-                .map(|r| RefusedRecord {
-                    record: r,
-                    reason: format!(
+                    at,
+                    format!(
                         "the line is longer than max_line_bytes ({max_line}); its first {} bytes are kept, the rest skipped",
-                        r.data.len()
+                        line.data.len()
                     ),
-                })
-                .collect();
-            let kept = self
-                .refused
-                .keep(&content_type, &refused)
-                .map_err(|error| Failure::Keep {
-                    path: self.refused.path().display().to_string(),
-                    error: error.to_string(),
-                })?;
-            self.report.update(|s| s.refused_records += kept as u64);
-        }
-        if lines.is_empty() {
-            return Ok(());
-        }
+                )
+            })
+            .collect();
         let batch = Arc::new(RecordBatch {
             source: self.name.clone(),
-            content_type,
-            records: lines.into_iter().map(record).collect(),
+            content_type: self.settings.format.content_type().to_owned(),
+            records: lines
+                .into_iter()
+                .map(|line| ForeignRecord {
+                    data: line.data,
+                    metadata: vec![
+                        (
+                            "file.path".to_owned(),
+                            line.path.to_string_lossy().into_owned(),
+                        ),
+                        ("file.offset".to_owned(), line.offset.to_string()),
+                    ],
+                })
+                .collect(),
         });
         let door = Door {
             name: &self.name,
@@ -362,6 +346,7 @@ impl FileIngest {
             .store(
                 &self.relay,
                 batch,
+                refused_before,
                 MAP_WITHIN,
                 (DURABLE_WITHIN, "the file source's wait for the spool (30s)"),
             )
@@ -383,11 +368,14 @@ enum Cycle {
     Idle,
 }
 
-/// Runs `work` on the blocking threads (file reads and syncs).
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+/// Runs `work` on the blocking threads (file reads and syncs); `None`
+/// when the runtime is shutting down and did not run it.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Some(done),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => None,
+    }
 }
 
 /// The directories change events are asked for: each glob's longest

@@ -300,6 +300,7 @@ impl Webhook {
             .store(
                 relay,
                 batch,
+                Vec::new(),
                 ack_timeout,
                 (ack_timeout, "ingest.http.ack_timeout"),
             )
