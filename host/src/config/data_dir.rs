@@ -43,8 +43,9 @@ impl DataDir {
         self.0.join("dead-letters")
     }
 
-    /// What a source keeps: `<name>/replay` (signatures used) and
-    /// `<name>/refused.ndjson` (records its mapper refused).
+    /// What a source keeps: `<name>/replay` (a webhook's signatures used),
+    /// `<name>/cursor.json` (a file source's positions) and
+    /// `<name>/refused.ndjson` (records it could not make events of).
     pub fn sources(&self) -> PathBuf {
         self.0.join("sources")
     }

@@ -2,7 +2,7 @@
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
-//! | `auditrelay_events_accepted_total` | `via` | events taken into the spool (`api`, `http` or `outbox`) |
+//! | `auditrelay_events_accepted_total` | `via` | events taken into the spool (`api`, `http`, `outbox`, `webhook` or `file`) |
 //! | `auditrelay_events_rejected_total` | `via`, `reason` | events refused at the door (`invalid`, `full`, `closed`) |
 //! | `auditrelay_events_set_aside_total` | `via` | events taken with optional fields that broke a rule set aside into `metadata["auditrelay.invalid"]` (`relay.invalid_optional`) |
 //! | `auditrelay_spool_events` | | events some plugin instance has not handled yet |

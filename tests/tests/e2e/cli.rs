@@ -65,7 +65,7 @@ fn check_passes_a_good_config_and_names_what_is_wrong_in_a_bad_one() {
 }
 
 #[test]
-fn check_starts_each_webhook_sources_mapper_and_names_what_it_refuses() {
+fn check_starts_each_sources_mapper_and_names_what_it_refuses() {
     let home = Home::with_plugins(&["file", "json-map"]);
     let webhook = |fields: &str| {
         home.config_file(&format!(
@@ -96,6 +96,18 @@ fn check_starts_each_webhook_sources_mapper_and_names_what_it_refuses() {
         "{report}"
     );
     assert!(report.contains("nothing fills `actor.id`"), "{report}");
+
+    // A file source's mapper is started the same way.
+    let file = home.config_file(
+        "[plugins.file]\ngrant_dir = \"{home}/out\"\n\
+         [ingest.file.ocis]\npaths = [\"{home}/logs/*.log\"]\n\
+         [ingest.file.ocis.mapper]\nplugin = \"json-map\"\n\
+         [ingest.file.ocis.mapper.config]\nfields = { type = \"kind\" }\n",
+    );
+    let output = auditrelay(&["check", "-c", file.to_str().unwrap()]);
+    let report = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL [ingest.file.ocis.mapper]"), "{report}");
 }
 
 #[test]

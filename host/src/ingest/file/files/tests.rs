@@ -427,3 +427,21 @@ proptest! {
         }
     }
 }
+
+/// With only the live name in `paths`, the lines a `copytruncate` took
+/// before the relay read them are found in the copy beside it.
+#[test]
+fn a_copytruncate_copy_beside_the_live_file_is_found_though_no_glob_matches_it() {
+    let dir = Dir::new();
+    dir.append("a.log", "1\n2\n");
+    let mut files = dir.files("a.log", None);
+    assert_eq!(cycle(&mut files), ["1", "2"]);
+    dir.append("a.log", "3\n4\n");
+    dir.copytruncate("a.log", "a.log.1");
+    dir.append("a.log", "5\n");
+    let mut read = cycle(&mut files);
+    read.sort();
+    assert_eq!(read, ["3", "4", "5"]);
+    assert_eq!(cycle(&mut files), Vec::<String>::new());
+    assert_eq!(files.len(), 1, "the copy, read and idle, was let go");
+}
