@@ -78,7 +78,10 @@ fn main() {
         } else {
             "envelopes"
         };
-        for (way, seconds) in [(format!("cat > /dev/null ({label})"), cat), (format!("file source ({label})"), tail)] {
+        for (way, seconds) in [
+            (format!("cat > /dev/null ({label})"), cat),
+            (format!("file source ({label})"), tail),
+        ] {
             println!(
                 "{:<34} {:>10.1} {:>12.0} {:>10.1} {:>9.1}×",
                 way,

@@ -359,6 +359,10 @@ fn check_file(name: &str, file: &FileSettings, problems: &mut Problems) {
                 at,
                 format!("{text:?} is a directory: name the files in it, e.g. \"{text}*.log\""),
             ),
+            Some(text) if text.contains("**") => problems.add(
+                at,
+                format!("{text:?}: recursive globs (**) are not followed (a symlink loop would never end); name the directories, e.g. \"/var/log/*/audit.log\""),
+            ),
             Some(text) => {
                 if let Err(error) = glob::Pattern::new(text) {
                     problems.add(at, format!("{text:?} is not a glob: {error}"));

@@ -494,7 +494,7 @@ timeout = "1ms"
 #[test]
 fn file_source_problems_are_named_together() {
     let err = parse(&format!(
-        "[ingest.file.Bad]\npaths = []\nformat = \"lines\"\nbatch = 0\nmax_line_bytes = \"10B\"\npoll_interval = \"1ms\"\n[ingest.file.app]\npaths = [\"logs/\", \"a[.log\"]\n[ingest.webhook.app]\nauth = \"bearer\"\nsecret = \"0123456789abcdef\"\n{MINIMAL}"
+        "[ingest.file.Bad]\npaths = []\nformat = \"lines\"\nbatch = 0\nmax_line_bytes = \"10B\"\npoll_interval = \"1ms\"\n[ingest.file.app]\npaths = [\"logs/\", \"a[.log\", \"logs/**/*.log\"]\n[ingest.webhook.app]\nauth = \"bearer\"\nsecret = \"0123456789abcdef\"\n{MINIMAL}"
     ))
     .unwrap_err()
     .to_string();
@@ -507,6 +507,7 @@ fn file_source_problems_are_named_together() {
         "ingest.file.Bad.poll_interval: must be between 10ms and 1h",
         "ingest.file.app.paths[0]: \"logs/\" is a directory",
         "ingest.file.app.paths[1]: \"a[.log\" is not a glob",
+        "ingest.file.app.paths[2]: \"logs/**/*.log\": recursive globs (**) are not followed",
         "ingest.file.app: [ingest.webhook.app] has the same name",
     ] {
         assert!(err.contains(wanted), "{wanted:?} missing from:\n{err}");

@@ -107,7 +107,10 @@ fn check_starts_each_sources_mapper_and_names_what_it_refuses() {
     let output = auditrelay(&["check", "-c", file.to_str().unwrap()]);
     let report = text(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{report}");
-    assert!(report.contains("FAIL [ingest.file.ocis.mapper]"), "{report}");
+    assert!(
+        report.contains("FAIL [ingest.file.ocis.mapper]"),
+        "{report}"
+    );
 }
 
 #[test]

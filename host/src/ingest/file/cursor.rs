@@ -60,6 +60,11 @@ pub struct Position {
     pub offset: u64,
     /// Its fingerprint when last read.
     pub head: Head,
+    /// The fingerprint of the KiB before `offset`: a file truncated and
+    /// written again past the position (same first bytes, other lines) is
+    /// told by it, and so is a copy of another generation.
+    #[serde(default, skip_serializing_if = "Head::is_empty")]
+    pub before: Head,
     /// Reading is inside a line longer than `max_line_bytes`, refused
     /// already: the bytes up to its end are skipped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -74,6 +79,12 @@ pub struct Ghost {
     pub head: Head,
     /// How far it was read.
     pub offset: u64,
+    /// The fingerprint of the KiB before `offset`.
+    #[serde(default, skip_serializing_if = "Head::is_empty")]
+    pub before: Head,
+    /// Whether `offset` is inside a refused overlong line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipping: bool,
     /// Where it was.
     pub path: PathBuf,
 }
@@ -181,6 +192,7 @@ mod tests {
             path: "/var/log/a.log".into(),
             offset: 42,
             head: Head::of(b"{\"id\":1}\n"),
+            before: Head::of(b"{\"id\":1}\n"),
             skipping: false,
         }
     }
@@ -196,6 +208,8 @@ mod tests {
             ghosts: vec![Ghost {
                 head: Head::of(b"x"),
                 offset: 7,
+                before: Head::default(),
+                skipping: true,
                 path: "/var/log/a.log".into(),
             }],
         };

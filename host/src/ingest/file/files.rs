@@ -22,8 +22,9 @@
 //!   are a known generation's is read from where that generation was left,
 //!   not from its beginning.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,6 +40,15 @@ pub struct Files {
     max_line: usize,
     /// Where to begin in files found by the very first scan (no cursor).
     start_at: Option<StartAt>,
+    /// The relay's own state: never read, whatever a glob matches.
+    exclude: Option<PathBuf>,
+    /// Files not read: compressed rotations, told once.
+    ignored: HashSet<(u64, u64)>,
+    /// New files that may be a copy still being written, since when.
+    deferred: HashMap<(u64, u64), Instant>,
+    /// Whether the positions changed since the last commit in a way a
+    /// scan made (a file found, rotated, truncated or let go).
+    dirty: bool,
 }
 
 struct Tracked {
@@ -50,6 +60,8 @@ struct Tracked {
     size: u64,
     modified: SystemTime,
     grew_at: Instant,
+    /// Since when no glob matches it.
+    unmatched_since: Option<Instant>,
 }
 
 /// One line of a file, as a record.
@@ -105,12 +117,27 @@ const OVERLONG_KEPT: usize = 4096;
 impl Files {
     /// The files matching `patterns`, positioned as `cursor` says (none:
     /// a first start, beginning as `start_at` says).
+    #[cfg(test)]
     pub fn new(
         patterns: Vec<String>,
         cursor: Option<Cursor>,
         start_at: StartAt,
         rotate_wait: Duration,
         max_line: usize,
+    ) -> Files {
+        Self::excluding(patterns, cursor, start_at, rotate_wait, max_line, None)
+    }
+
+    /// [`new`](Self::new), never reading a file under `exclude` (the
+    /// relay's data directory: a glob matching its cursor would feed on
+    /// itself).
+    pub fn excluding(
+        patterns: Vec<String>,
+        cursor: Option<Cursor>,
+        start_at: StartAt,
+        rotate_wait: Duration,
+        max_line: usize,
+        exclude: Option<&Path>,
     ) -> Files {
         let now = Instant::now();
         let (positions, ghosts, start_at) = match cursor {
@@ -128,12 +155,17 @@ impl Files {
                     size: 0,
                     modified: SystemTime::UNIX_EPOCH,
                     grew_at: now,
+                    unmatched_since: None,
                 })
                 .collect(),
             ghosts,
             rotate_wait,
             max_line,
             start_at,
+            exclude: exclude.map(|dir| dir.canonicalize().unwrap_or_else(|_| dir.to_owned())),
+            ignored: HashSet::new(),
+            deferred: HashMap::new(),
+            dirty: start_at.is_some(),
         }
     }
 
@@ -167,20 +199,106 @@ impl Files {
         for tracked in &mut self.tracked {
             tracked.matched = false;
         }
+        let ghosts = self.ghosts.len();
         for path in found {
             if let Err(error) = self.look_at(&path, &mut notes) {
                 notes.push(format!("cannot read {}: {error}", path.display()));
             }
         }
         self.start_at = None;
+        let now = Instant::now();
+        for tracked in &mut self.tracked {
+            if tracked.matched {
+                tracked.unmatched_since = None;
+            } else if tracked.unmatched_since.is_none() {
+                tracked.unmatched_since = Some(now);
+            }
+        }
         self.follow_unmatched(&mut notes);
+        self.find_copies(ghosts, &mut notes);
+        // Capped once every copy of this scan was looked for.
+        if self.ghosts.len() > GHOSTS {
+            let over = self.ghosts.len() - GHOSTS;
+            self.ghosts.drain(..over);
+        }
+        self.deferred
+            .retain(|_, since| since.elapsed() < Duration::from_secs(3600));
         notes
+    }
+
+    /// For the generations truncated in this scan (from `since` on) whose
+    /// copy no glob matched: looks for it in the file's directory, where
+    /// logrotate's `copytruncate` puts it, and reads it from where the
+    /// generation was left, so the lines not read before the truncation
+    /// are not lost even when `paths` names the live file only.
+    fn find_copies(&mut self, since: usize, notes: &mut Vec<Note>) {
+        let mut at = since;
+        while at < self.ghosts.len() {
+            let ghost = &self.ghosts[at];
+            let Some((file, path, first)) = self.find_copy(ghost) else {
+                at += 1;
+                continue;
+            };
+            let ghost = self.ghosts.remove(at);
+            self.dirty = true;
+            let meta = match file.metadata() {
+                Ok(meta) => meta,
+                Err(_) => continue,
+            };
+            notes.push(format!(
+                "{} begins as {} did before it was truncated: its copy (copytruncate); reading it from byte {}, where that was left",
+                path.display(),
+                ghost.path.display(),
+                ghost.offset
+            ));
+            self.tracked.push(Tracked {
+                pos: Position {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    path,
+                    offset: ghost.offset,
+                    head: Head::of(&first),
+                    before: ghost.before,
+                    skipping: ghost.skipping,
+                },
+                file: Some(file),
+                matched: false,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                grew_at: Instant::now(),
+                unmatched_since: Some(Instant::now()),
+            });
+        }
+    }
+
+    /// A file in `ghost`'s directory, read by no one here, that begins as
+    /// `ghost` did and is at least as long as it was read.
+    fn find_copy(&self, ghost: &Ghost) -> Option<(File, PathBuf, Vec<u8>)> {
+        let dir = ghost.path.parent()?;
+        std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            let known = self.find(meta.dev(), meta.ino()).is_some();
+            if !meta.is_file() || known || meta.len() < ghost.offset {
+                return None;
+            }
+            let file = open_regular(&entry.path()).ok()?;
+            let first = read_first(&file, meta.len()).ok()?;
+            let copies =
+                starts_as(&first, &ghost.head) && holds_at(&file, &ghost.before, ghost.offset);
+            copies.then(|| (file, entry.path(), first))
+        })
     }
 
     /// The paths the globs match now, each once, in name order.
     fn expand(&self, notes: &mut Vec<Note>) -> Vec<PathBuf> {
         let mut found = Vec::new();
         for pattern in &self.patterns {
+            // `**` follows symlinked directories: a loop never ends (the
+            // configuration refuses it; this guards a hand-built source).
+            if pattern.contains("**") {
+                notes.push(format!("{pattern:?}: recursive globs are not followed"));
+                continue;
+            }
             match glob::glob(pattern) {
                 Ok(paths) => {
                     for path in paths {
@@ -192,6 +310,12 @@ impl Files {
                 }
                 Err(error) => notes.push(format!("{pattern:?} is not a glob: {error}")),
             }
+        }
+        if let Some(exclude) = &self.exclude {
+            found.retain(|path| {
+                let real = path.canonicalize().unwrap_or_else(|_| path.clone());
+                !real.starts_with(exclude)
+            });
         }
         found.sort();
         found.dedup();
@@ -213,28 +337,48 @@ impl Files {
             }
             return self.refresh(at, notes);
         }
+        if self.ignored.contains(&(dev, ino)) {
+            return Ok(());
+        }
         // A file not read before (or not since the cursor was saved).
-        let file = File::open(path)?;
+        let file = open_regular(path)?;
         let meta = file.metadata()?;
         if (meta.dev(), meta.ino()) != (dev, ino) {
             // Replaced between the two looks: the next scan sees it.
             return Ok(());
         }
         let size = meta.len();
+        if size == 0 && self.start_at.is_none() {
+            // Nothing to read yet; a copy being made starts empty too.
+            return Ok(());
+        }
         let first = read_first(&file, size)?;
+        if is_compressed(&first) {
+            notes.push(format!(
+                "{} is compressed (a rotated file, compressed by logrotate?); it is not read: keep the first rotation uncompressed (delaycompress)",
+                path.display()
+            ));
+            self.ignored.insert((dev, ino));
+            return Ok(());
+        }
+        if self.may_be_a_copy_in_progress(&first, size, (dev, ino)) {
+            return Ok(());
+        }
+        self.deferred.remove(&(dev, ino));
         let head = Head::of(&first);
-        let offset = match self.generation_of(&first, size) {
-            Some((offset, from)) => {
+        let (offset, before, skipping) = match self.generation_of(&file, &first, size) {
+            Some((offset, from, before, skipping)) => {
                 notes.push(format!(
                     "{} begins as {} did: a copy of it (copytruncate); reading it from byte {offset}, where that was left",
                     path.display(),
                     from.display()
                 ));
-                offset
+                (offset, before, skipping)
             }
-            None if self.start_at == Some(StartAt::End) => size,
-            None => 0,
+            None if self.start_at == Some(StartAt::End) => (size, read_before(&file, size)?, false),
+            None => (0, Head::default(), false),
         };
+        self.dirty = true;
         self.tracked.push(Tracked {
             pos: Position {
                 dev,
@@ -242,15 +386,42 @@ impl Files {
                 path: path.to_owned(),
                 offset,
                 head,
-                skipping: false,
+                before,
+                skipping,
             },
             file: Some(file),
             matched: true,
             size,
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             grew_at: Instant::now(),
+            unmatched_since: None,
         });
         Ok(())
+    }
+
+    /// Whether a new file's bytes so far are the beginning of a known
+    /// generation, short of where it was read: a copy `cp` is still
+    /// writing. It is looked at again until it is not, or until it has
+    /// stayed so for `rotate_wait` (at least a second).
+    fn may_be_a_copy_in_progress(&mut self, first: &[u8], size: u64, id: (u64, u64)) -> bool {
+        if first.is_empty() {
+            return false;
+        }
+        let of_live = self.tracked.iter().any(|t| {
+            size < t.pos.offset
+                && t.file
+                    .as_ref()
+                    .is_some_and(|f| read_first(f, first.len() as u64).is_ok_and(|b| b == first))
+        });
+        let of_truncated = self
+            .ghosts
+            .iter()
+            .any(|g| size < g.offset && !g.head.is_empty() && starts_as(first, &g.head));
+        if !of_live && !of_truncated {
+            return false;
+        }
+        let since = *self.deferred.entry(id).or_insert_with(Instant::now);
+        since.elapsed() < self.rotate_wait.max(Duration::from_secs(1))
     }
 
     fn find(&self, dev: u64, ino: u64) -> Option<usize> {
@@ -265,7 +436,7 @@ impl Files {
     fn refresh(&mut self, at: usize, notes: &mut Vec<Note>) -> std::io::Result<()> {
         let tracked = &mut self.tracked[at];
         if tracked.file.is_none() {
-            let file = File::open(&tracked.pos.path)?;
+            let file = open_regular(&tracked.pos.path)?;
             let meta = file.metadata()?;
             if (meta.dev(), meta.ino()) != (tracked.pos.dev, tracked.pos.ino) {
                 return Ok(());
@@ -284,9 +455,10 @@ impl Files {
         // truncated and written again to the same size has moved on too.
         let first = read_first(file, size)?;
         let head = &tracked.pos.head;
-        let same_start =
-            (head.len as usize) <= first.len() && Head::of(&first[..head.len as usize]) == *head;
-        if size >= tracked.pos.offset && same_start {
+        let same_start = starts_as(&first, head);
+        let same_before =
+            size >= tracked.pos.offset && holds_at(file, &tracked.pos.before, tracked.pos.offset);
+        if same_start && same_before {
             if head.len < HEAD_BYTES && first.len() as u64 > head.len {
                 tracked.pos.head = Head::of(&first);
             }
@@ -297,8 +469,10 @@ impl Files {
                 "shrank to {size} bytes, below the {} read",
                 tracked.pos.offset
             )
-        } else {
+        } else if !same_start {
             "begins with other bytes than it did".to_owned()
+        } else {
+            "holds other bytes before the position read".to_owned()
         };
         notes.push(format!(
             "{} {why}: truncated or replaced; reading it again from its beginning",
@@ -308,49 +482,64 @@ impl Files {
             offset: 0,
             skipping: false,
             head: Head::of(&first),
+            before: Head::default(),
             ..tracked.pos.clone()
         };
         let old = std::mem::replace(&mut tracked.pos, fresh);
+        self.dirty = true;
         if !old.head.is_empty() {
             self.ghosts.push(Ghost {
                 head: old.head,
                 offset: old.offset,
+                before: old.before,
+                skipping: old.skipping,
                 path: old.path,
             });
-            if self.ghosts.len() > GHOSTS {
-                self.ghosts.remove(0);
-            }
         }
         Ok(())
     }
 
     /// For a new file whose first bytes are `first`: the position of the
-    /// generation it is a copy of, and where that was. A truncated
-    /// generation's copy is preferred to a live file's (a copy taken before
-    /// the truncation was seen).
-    fn generation_of(&mut self, first: &[u8], size: u64) -> Option<(u64, PathBuf)> {
-        let copies = |head: &Head, offset: u64| {
+    /// generation it is a copy of — same first bytes, and the same bytes
+    /// before where that generation was read — where that was, and its
+    /// fingerprint there. A truncated generation's copy is preferred to a
+    /// live file's (a copy taken before the truncation was seen).
+    #[allow(clippy::type_complexity)]
+    fn generation_of(
+        &mut self,
+        file: &File,
+        first: &[u8],
+        size: u64,
+    ) -> Option<(u64, PathBuf, Head, bool)> {
+        let copies = |head: &Head, before: &Head, offset: u64| {
             !head.is_empty()
-                && (head.len as usize) <= first.len()
                 && offset <= size
-                && Head::of(&first[..head.len as usize]) == *head
+                && starts_as(first, head)
+                && holds_at(file, before, offset)
         };
         let ghost = self
             .ghosts
             .iter()
             .enumerate()
-            .filter(|(_, g)| copies(&g.head, g.offset))
+            .filter(|(_, g)| copies(&g.head, &g.before, g.offset))
             .max_by_key(|(_, g)| g.offset)
             .map(|(at, _)| at);
         if let Some(at) = ghost {
             let ghost = self.ghosts.remove(at);
-            return Some((ghost.offset, ghost.path));
+            return Some((ghost.offset, ghost.path, ghost.before, ghost.skipping));
         }
         self.tracked
             .iter()
-            .filter(|t| copies(&t.pos.head, t.pos.offset) && t.pos.offset > 0)
+            .filter(|t| t.pos.offset > 0 && copies(&t.pos.head, &t.pos.before, t.pos.offset))
             .max_by_key(|t| t.pos.offset)
-            .map(|t| (t.pos.offset, t.pos.path.clone()))
+            .map(|t| {
+                (
+                    t.pos.offset,
+                    t.pos.path.clone(),
+                    t.pos.before.clone(),
+                    t.pos.skipping,
+                )
+            })
     }
 
     /// Files no glob matched: read on through their handle; without one
@@ -373,6 +562,7 @@ impl Files {
                             tracked.pos.offset
                         ));
                         self.tracked[at].pos.path = path;
+                        self.dirty = true;
                     }
                     None => {
                         notes.push(format!(
@@ -394,6 +584,7 @@ impl Files {
         }
         for at in gone.into_iter().rev() {
             self.tracked.remove(at);
+            self.dirty = true;
         }
     }
 
@@ -421,11 +612,17 @@ impl Files {
             if tracked.pos.offset >= tracked.size {
                 continue;
             }
-            let room = (max_bytes - bytes).max(max_line + 1);
+            // A line of `max_line` bytes and its `\r\n` always fit.
+            let room = (max_bytes - bytes).max(max_line + 2);
             let want = (tracked.size - tracked.pos.offset).min(room as u64) as usize;
             let mut buffer = vec![0u8; want];
             let got = read_at_most(file, &mut buffer, tracked.pos.offset)?;
             buffer.truncate(got);
+            // Truncated and written again since the scan: what was read
+            // may begin mid-line. The next scan sees it.
+            if !holds_at(file, &tracked.pos.before, tracked.pos.offset) {
+                continue;
+            }
             let at_end = tracked.pos.offset + got as u64 >= tracked.size;
             let advance = split_lines(
                 &tracked.pos,
@@ -449,7 +646,11 @@ impl Files {
     /// `rotate_wait`: what is left of it will never be a whole line.
     fn is_done_growing(&self, at: usize) -> bool {
         let t = &self.tracked[at];
-        !t.matched && t.grew_at.elapsed() >= self.rotate_wait
+        let wait = self.rotate_wait;
+        !t.matched
+            && t.grew_at.elapsed() >= wait
+            && t.unmatched_since
+                .is_some_and(|since| since.elapsed() >= wait)
     }
 
     /// Moves the positions as `advances` say (their lines' events are
@@ -458,16 +659,26 @@ impl Files {
     pub fn commit(&mut self, advances: &[Advance]) -> bool {
         for advance in advances {
             if let Some(at) = self.find(advance.dev, advance.ino) {
-                let pos = &mut self.tracked[at].pos;
-                pos.offset = advance.offset;
-                pos.skipping = advance.skipping;
+                let tracked = &mut self.tracked[at];
+                tracked.pos.offset = advance.offset;
+                tracked.pos.skipping = advance.skipping;
+                if let Some(file) = &tracked.file {
+                    // Unreadable now: no check (the head still guards).
+                    tracked.pos.before = read_before(file, advance.offset).unwrap_or_default();
+                }
             }
         }
-        let before = self.tracked.len();
-        let rotate_wait = self.rotate_wait;
-        self.tracked
-            .retain(|t| t.matched || t.pos.offset < t.size || t.grew_at.elapsed() < rotate_wait);
-        !advances.is_empty() || self.tracked.len() != before
+        let count = self.tracked.len();
+        let done: Vec<bool> = (0..count)
+            .map(|at| {
+                self.is_done_growing(at) && self.tracked[at].pos.offset >= self.tracked[at].size
+            })
+            .collect();
+        let mut done = done.into_iter();
+        self.tracked.retain(|_| !done.next().unwrap_or(false));
+        let changed = !advances.is_empty() || self.tracked.len() != count || self.dirty;
+        self.dirty = false;
+        changed
     }
 }
 
@@ -551,6 +762,54 @@ fn overlong(pos: &Position, offset: u64, bytes: &[u8]) -> Line {
     }
 }
 
+/// Opens `path` for reading if it is a regular file, without blocking
+/// (a FIFO swapped in after the look would otherwise block the open).
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Whether `first` (a file's first bytes) begins as `head` says.
+fn starts_as(first: &[u8], head: &Head) -> bool {
+    (head.len as usize) <= first.len() && Head::of(&first[..head.len as usize]) == *head
+}
+
+/// Whether the bytes of `file` before `offset` are the ones `before`
+/// fingerprints (nothing to check when it is empty).
+fn holds_at(file: &File, before: &Head, offset: u64) -> bool {
+    if before.is_empty() {
+        return true;
+    }
+    let Some(start) = offset.checked_sub(before.len) else {
+        return false;
+    };
+    let mut bytes = vec![0u8; before.len as usize];
+    matches!(read_at_most(file, &mut bytes, start), Ok(n) if n == bytes.len())
+        && Head::of(&bytes) == *before
+}
+
+/// The fingerprint of the KiB (at most) before `offset`.
+fn read_before(file: &File, offset: u64) -> std::io::Result<Head> {
+    let start = offset.saturating_sub(HEAD_BYTES);
+    let mut bytes = vec![0u8; (offset - start) as usize];
+    let got = read_at_most(file, &mut bytes, start)?;
+    bytes.truncate(got);
+    Ok(Head::of(&bytes))
+}
+
+/// Whether a file's first bytes are those of a compressed file (gzip,
+/// zstd, bzip2, xz): a rotated file logrotate compressed, not lines.
+fn is_compressed(first: &[u8]) -> bool {
+    const MAGIC: [&[u8]; 4] = [b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00"];
+    MAGIC.iter().any(|magic| first.starts_with(magic))
+}
+
 /// The file's first bytes, up to [`HEAD_BYTES`].
 fn read_first(file: &File, size: u64) -> std::io::Result<Vec<u8>> {
     let mut first = vec![0u8; size.min(HEAD_BYTES) as usize];
@@ -590,3 +849,7 @@ fn find_by_inode(was: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
 #[cfg(test)]
 #[path = "files/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "files/attacks.rs"]
+mod attacks;

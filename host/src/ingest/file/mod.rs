@@ -194,12 +194,21 @@ impl FileIngest {
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
-        Some(Files::new(
+        // The relay's data directory (the cursor's grandparent) is never
+        // read: a glob matching the cursor would feed on itself.
+        let data_dir = self
+            .cursor
+            .path()
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::parent);
+        Some(Files::excluding(
             patterns,
             cursor,
             self.settings.start_at,
             self.settings.rotate_wait,
             self.settings.max_line_bytes.as_u64() as usize,
+            data_dir,
         ))
     }
 
