@@ -5,86 +5,11 @@
 //! review of the tracker; each failed first and was fixed, but for the one
 //! marked `ignore` (a known limit: copies, never a loss).
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::symlink;
 
+use super::tests::{Dir, MAX_LINE, cycle, texts};
 use super::*;
 use crate::ingest::file::cursor::CursorFile;
-
-const MAX_LINE: usize = 64;
-
-struct Dir {
-    dir: tempfile::TempDir,
-}
-
-impl Dir {
-    fn new() -> Self {
-        Dir {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn glob(&self, glob: &str) -> String {
-        self.path(glob).to_string_lossy().into_owned()
-    }
-
-    fn append(&self, name: &str, text: &str) {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path(name))
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-
-    fn files(&self, globs: &[&str], cursor: Option<Cursor>, rotate_wait: Duration) -> Files {
-        Files::new(
-            globs.iter().map(|g| self.glob(g)).collect(),
-            cursor,
-            StartAt::Beginning,
-            rotate_wait,
-            MAX_LINE,
-        )
-    }
-
-    fn rename(&self, from: &str, to: &str) {
-        std::fs::rename(self.path(from), self.path(to)).unwrap();
-    }
-
-    fn truncate(&self, name: &str, len: u64) {
-        OpenOptions::new()
-            .write(true)
-            .open(self.path(name))
-            .unwrap()
-            .set_len(len)
-            .unwrap();
-    }
-
-    fn copytruncate(&self, from: &str, to: &str) {
-        std::fs::copy(self.path(from), self.path(to)).unwrap();
-        self.truncate(from, 0);
-    }
-}
-
-fn cycle(files: &mut Files) -> Vec<String> {
-    files.scan();
-    let read = files.read(1000, 1 << 20).unwrap();
-    files.commit(&read.advances);
-    texts(&read)
-}
-
-fn texts(read: &Read) -> Vec<String> {
-    read.lines
-        .iter()
-        .map(|l| String::from_utf8_lossy(&l.data).into_owned())
-        .collect()
-}
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -143,7 +68,7 @@ fn a_copy_seen_while_being_written_waits_and_is_not_read_again() {
     for line in &lines {
         dir.append("a.log", &format!("{line}\n"));
     }
-    let mut files = dir.files(&["a.log*"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log*"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files).len(), 100);
     dir.append("a.log", "last\n");
     // cp has written its first chunk when the relay looks.
@@ -172,7 +97,7 @@ fn a_copy_seen_while_being_written_waits_and_is_not_read_again() {
 fn a_copy_seen_while_still_empty_is_not_read_again() {
     let dir = Dir::new();
     dir.append("a.log", "1\n2\n");
-    let mut files = dir.files(&["a.log*"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log*"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files), ["1", "2"]);
     dir.append("a.log", "3\n");
     std::fs::File::create(dir.path("a.log.1")).unwrap();
@@ -195,7 +120,7 @@ fn a_copy_seen_while_still_empty_is_not_read_again() {
 fn a_copy_keeps_skipping_the_refused_overlong_line() {
     let dir = Dir::new();
     dir.append("a.log", &format!("ok\n{}", "x".repeat(100)));
-    let mut files = dir.files(&["a.log*"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log*"], None, Duration::ZERO);
     files.scan();
     let read = files.read(1000, 1 << 20).unwrap();
     let kinds: Vec<LineKind> = read.lines.iter().map(|l| l.kind).collect();
@@ -219,7 +144,7 @@ fn a_copy_keeps_skipping_the_refused_overlong_line() {
 fn a_file_moved_out_of_the_glob_and_back_is_read_on_whole() {
     let dir = Dir::new();
     dir.append("a.log", "1\n2\npar");
-    let mut files = dir.files(&["*.log"], None, Duration::from_millis(20));
+    let mut files = dir.files_with(&["*.log"], None, Duration::from_millis(20));
     assert_eq!(cycle(&mut files), ["1", "2"]);
     std::thread::sleep(Duration::from_millis(30)); // quiet for rotate_wait
     dir.rename("a.log", "a.log.tmp");
@@ -243,11 +168,11 @@ fn a_crlf_line_of_exactly_max_line_bytes_is_whole_at_a_buffer_edge() {
     let dir = Dir::new();
     let line = "x".repeat(MAX_LINE);
     dir.append("a.log", &format!("{line}\r\nnext\n"));
-    let mut roomy = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut roomy = dir.files_with(&["a.log"], None, Duration::ZERO);
     roomy.scan();
     let read = roomy.read(1000, 1 << 20).unwrap();
     assert_eq!(read.lines[0].kind, LineKind::Whole, "taken with room");
-    let mut tight = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut tight = dir.files_with(&["a.log"], None, Duration::ZERO);
     tight.scan();
     // A byte budget nearly used by other files: room is max_line + 1.
     let read = tight.read(1000, 1).unwrap();
@@ -276,7 +201,7 @@ fn a_new_file_with_a_known_files_first_kib_is_read_whole() {
         b.push_str(&format!("b-{n:04}\n"));
     }
     dir.append("a.log", &a);
-    let mut files = dir.files(&["*.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["*.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files).len(), 66);
     dir.append("b.log", &b);
     let read = cycle(&mut files);
@@ -303,7 +228,7 @@ fn truncated_above_the_head_and_rewritten_past_the_position_is_read_again() {
     for line in &written {
         dir.append("a.log", &format!("{line}\n"));
     }
-    let mut files = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files).len(), 200);
     let size = std::fs::metadata(dir.path("a.log")).unwrap().len();
     dir.truncate("a.log", 166 * 9); // at a line end, above HEAD_BYTES
@@ -340,7 +265,7 @@ fn truncated_between_scan_and_read_reads_no_cut_line() {
         written.push(format!("old-{n}"));
         dir.append("a.log", &format!("old-{n}\n"));
     }
-    let mut files = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files).len(), 10);
     for n in 10..13 {
         written.push(format!("old-{n}"));
@@ -369,7 +294,7 @@ fn truncated_between_scan_and_read_reads_no_cut_line() {
 fn more_than_32_copytruncates_in_one_scan_read_no_copy_again() {
     let dir = Dir::new();
     std::fs::create_dir(dir.path("old")).unwrap();
-    let mut files = dir.files(&["*.log", "old/*"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["*.log", "old/*"], None, Duration::ZERO);
     for n in 0..40 {
         dir.append(&format!("f{n:02}.log"), &format!("f{n:02}-1\n"));
     }
@@ -394,7 +319,7 @@ fn more_than_32_copytruncates_in_one_scan_read_no_copy_again() {
 fn two_copies_of_one_generation_in_one_scan_read_its_new_lines_twice() {
     let dir = Dir::new();
     dir.append("a.log", "1\n2\n");
-    let mut files = dir.files(&["a.log*"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log*"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files), ["1", "2"]);
     dir.append("a.log", "3\n");
     dir.copytruncate("a.log", "a.log.1");
@@ -480,7 +405,7 @@ fn a_file_under_two_names_is_read_once() {
     symlink(dir.path("a.log"), dir.path("current.log")).unwrap();
     std::fs::hard_link(dir.path("a.log"), dir.path("b.log")).unwrap();
     symlink(dir.path("nowhere"), dir.path("dangling.log")).unwrap();
-    let mut files = dir.files(&["*.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["*.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files), ["1"]);
     dir.append("a.log", "2\n");
     assert_eq!(cycle(&mut files), ["2"]);
@@ -495,7 +420,7 @@ fn a_fifo_or_directory_in_place_of_a_file_is_skipped_without_blocking() {
     let dir = Dir::new();
     dir.append("a.log", "1\n");
     dir.append("b.log", "b1\n");
-    let mut files = dir.files(&["*.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["*.log"], None, Duration::ZERO);
     assert_eq!(sorted(cycle(&mut files)), ["1", "b1"]);
     let saved = files.cursor();
     dir.append("a.log", "2\n");
@@ -505,7 +430,7 @@ fn a_fifo_or_directory_in_place_of_a_file_is_skipped_without_blocking() {
     let fifo = std::ffi::CString::new(dir.path("a.log").to_string_lossy().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     std::fs::create_dir(dir.path("b.log")).unwrap();
-    let mut again = dir.files(&["*.log"], Some(saved), Duration::ZERO);
+    let mut again = dir.files_with(&["*.log"], Some(saved), Duration::ZERO);
     assert_eq!(sorted(cycle(&mut again)), ["2", "b2"], "after a restart");
     assert_eq!(sorted(cycle(&mut files)), ["2", "b2"], "while running");
     assert_eq!(cycle(&mut files), Vec::<String>::new());
@@ -521,7 +446,7 @@ fn line_ends_at_the_buffer_edge_and_max_lines_mid_buffer() {
     let long = "L".repeat(MAX_LINE + 1);
     let exact = "E".repeat(MAX_LINE);
     dir.append("a.log", &format!("{long}\n{exact}\na\nb\nc\n"));
-    let mut files = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], None, Duration::ZERO);
     files.scan();
     // Room is max_line + 2: the buffer holds the long line's \n.
     let read = files.read(1000, 1).unwrap();
@@ -529,7 +454,7 @@ fn line_ends_at_the_buffer_edge_and_max_lines_mid_buffer() {
     assert_eq!(read.lines[0].kind, LineKind::Overlong);
     files.commit(&read.advances);
     // A restart keeps the position.
-    let mut files = dir.files(&["a.log"], Some(files.cursor()), Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], Some(files.cursor()), Duration::ZERO);
     files.scan();
     // The buffer is the exact line and its \n.
     let read = files.read(1000, 1).unwrap();
@@ -549,7 +474,7 @@ fn line_ends_at_the_buffer_edge_and_max_lines_mid_buffer() {
 fn crlf_split_across_reads_is_one_line() {
     let dir = Dir::new();
     dir.append("a.log", "abc\r");
-    let mut files = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files), Vec::<String>::new());
     dir.append("a.log", "\ndef\r\n");
     assert_eq!(cycle(&mut files), ["abc", "def"]);
@@ -563,7 +488,7 @@ fn crlf_split_across_reads_is_one_line() {
 fn truncated_at_the_position_and_recreated_under_the_same_name() {
     let dir = Dir::new();
     dir.append("a.log", "1\n2\n");
-    let mut files = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files), ["1", "2"]);
     dir.append("a.log", "unread\n");
     dir.truncate("a.log", 4);
@@ -589,7 +514,7 @@ fn truncated_at_the_position_and_recreated_under_the_same_name() {
 fn a_file_rotated_out_of_the_glob_while_down_is_found_by_inode() {
     let dir = Dir::new();
     dir.append("a.log", "1\n");
-    let mut files = dir.files(&["a.log"], None, Duration::ZERO);
+    let mut files = dir.files_with(&["a.log"], None, Duration::ZERO);
     assert_eq!(cycle(&mut files), ["1"]);
     let saved = files.cursor();
     drop(files);
@@ -598,6 +523,6 @@ fn a_file_rotated_out_of_the_glob_while_down_is_found_by_inode() {
     std::fs::hard_link(dir.path("a.log-20240101"), dir.path("keep")).unwrap();
     std::fs::remove_file(dir.path("a.log-20240101")).unwrap();
     dir.append("a.log", "3\n");
-    let mut again = dir.files(&["a.log"], Some(saved), Duration::ZERO);
+    let mut again = dir.files_with(&["a.log"], Some(saved), Duration::ZERO);
     assert_eq!(sorted(cycle(&mut again)), ["2", "3"]);
 }

@@ -11,24 +11,31 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// The longest line the tests' sources take.
+pub(super) const MAX_LINE: usize = 64;
+
 /// A directory with a log file in it, and a way to read it as a source
 /// would.
-struct Dir {
-    dir: tempfile::TempDir,
+pub(super) struct Dir {
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Dir {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Dir {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn append(&self, name: &str, text: &str) {
+    pub(super) fn glob(&self, glob: &str) -> String {
+        self.path(glob).to_string_lossy().into_owned()
+    }
+
+    pub(super) fn append(&self, name: &str, text: &str) {
         OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,43 +46,56 @@ impl Dir {
     }
 
     fn files(&self, glob: &str, cursor: Option<Cursor>) -> Files {
+        self.files_with(&[glob], cursor, Duration::ZERO)
+    }
+
+    pub(super) fn files_with(
+        &self,
+        globs: &[&str],
+        cursor: Option<Cursor>,
+        rotate_wait: Duration,
+    ) -> Files {
         Files::new(
-            vec![self.path(glob).to_string_lossy().into_owned()],
+            globs.iter().map(|g| self.glob(g)).collect(),
             cursor,
             StartAt::Beginning,
-            Duration::ZERO,
-            64,
+            rotate_wait,
+            MAX_LINE,
         )
     }
 
-    fn rename(&self, from: &str, to: &str) {
+    pub(super) fn rename(&self, from: &str, to: &str) {
         std::fs::rename(self.path(from), self.path(to)).unwrap();
     }
 
-    /// What logrotate's `copytruncate` does.
-    fn copytruncate(&self, from: &str, to: &str) {
-        std::fs::copy(self.path(from), self.path(to)).unwrap();
+    pub(super) fn truncate(&self, name: &str, len: u64) {
         OpenOptions::new()
             .write(true)
-            .open(self.path(from))
+            .open(self.path(name))
             .unwrap()
-            .set_len(0)
+            .set_len(len)
             .unwrap();
+    }
+
+    /// What logrotate's `copytruncate` does.
+    pub(super) fn copytruncate(&self, from: &str, to: &str) {
+        std::fs::copy(self.path(from), self.path(to)).unwrap();
+        self.truncate(from, 0);
     }
 }
 
 /// One cycle that succeeds: scan, read, commit; the lines' text.
-fn cycle(files: &mut Files) -> Vec<String> {
+pub(super) fn cycle(files: &mut Files) -> Vec<String> {
     files.scan();
     let read = files.read(1000, 1 << 20).unwrap();
     files.commit(&read.advances);
     texts(&read)
 }
 
-fn texts(read: &Read) -> Vec<String> {
+pub(super) fn texts(read: &Read) -> Vec<String> {
     read.lines
         .iter()
-        .map(|l| String::from_utf8(l.data.clone()).unwrap())
+        .map(|l| String::from_utf8_lossy(&l.data).into_owned())
         .collect()
 }
 
