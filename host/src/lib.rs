@@ -145,7 +145,7 @@ pub mod outbox {
 /// Sources that read other systems' events where those systems leave them:
 /// [`FileIngest`](sources::FileIngest) tails files through rotation (what
 /// `[ingest.file.<name>]` runs). Webhook sources are served by
-/// [`http`](crate::http).
+/// [`http`].
 pub mod sources {
     pub use crate::ingest::file::FileIngest;
 }
