@@ -118,6 +118,7 @@ pub enum Loaded {
 }
 
 /// The cursor file of a source whose state lives in `dir`.
+#[derive(Clone)]
 pub struct CursorFile {
     path: PathBuf,
 }

@@ -64,6 +64,18 @@ struct Tracked {
     unmatched_since: Option<Instant>,
 }
 
+impl Tracked {
+    /// Whether it is no longer matched and has not grown for `wait` since
+    /// it stopped matching: what is left of it will never be a whole line.
+    fn is_done_growing(&self, wait: Duration) -> bool {
+        !self.matched
+            && self.grew_at.elapsed() >= wait
+            && self
+                .unmatched_since
+                .is_some_and(|since| since.elapsed() >= wait)
+    }
+}
+
 /// One line of a file, as a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -283,9 +295,15 @@ impl Files {
             }
             let file = open_regular(&entry.path()).ok()?;
             let first = read_first(&file, meta.len()).ok()?;
-            let copies =
-                starts_as(&first, &ghost.head) && holds_at(&file, &ghost.before, ghost.offset);
-            copies.then(|| (file, entry.path(), first))
+            copies(
+                &file,
+                &first,
+                meta.len(),
+                &ghost.head,
+                &ghost.before,
+                ghost.offset,
+            )
+            .then(|| (file, entry.path(), first))
         })
     }
 
@@ -512,10 +530,7 @@ impl Files {
         size: u64,
     ) -> Option<(u64, PathBuf, Head, bool)> {
         let copies = |head: &Head, before: &Head, offset: u64| {
-            !head.is_empty()
-                && offset <= size
-                && starts_as(first, head)
-                && holds_at(file, before, offset)
+            copies(file, first, size, head, before, offset)
         };
         let ghost = self
             .ghosts
@@ -603,7 +618,7 @@ impl Files {
             if read.lines.len() >= max_lines || bytes >= max_bytes {
                 break;
             }
-            let letting_go = self.is_done_growing(at);
+            let letting_go = self.tracked[at].is_done_growing(self.rotate_wait);
             let max_line = self.max_line;
             let tracked = &mut self.tracked[at];
             let Some(file) = tracked.file.as_ref() else {
@@ -642,17 +657,6 @@ impl Files {
         Ok(read)
     }
 
-    /// Whether file `at` is no longer matched and has not grown for
-    /// `rotate_wait`: what is left of it will never be a whole line.
-    fn is_done_growing(&self, at: usize) -> bool {
-        let t = &self.tracked[at];
-        let wait = self.rotate_wait;
-        !t.matched
-            && t.grew_at.elapsed() >= wait
-            && t.unmatched_since
-                .is_some_and(|since| since.elapsed() >= wait)
-    }
-
     /// Moves the positions as `advances` say (their lines' events are
     /// durable), and lets go of the files no longer matched that are read
     /// to their end and done growing. Whether anything changed.
@@ -669,13 +673,9 @@ impl Files {
             }
         }
         let count = self.tracked.len();
-        let done: Vec<bool> = (0..count)
-            .map(|at| {
-                self.is_done_growing(at) && self.tracked[at].pos.offset >= self.tracked[at].size
-            })
-            .collect();
-        let mut done = done.into_iter();
-        self.tracked.retain(|_| !done.next().unwrap_or(false));
+        let wait = self.rotate_wait;
+        self.tracked
+            .retain(|t| !(t.is_done_growing(wait) && t.pos.offset >= t.size));
         let changed = !advances.is_empty() || self.tracked.len() != count || self.dirty;
         self.dirty = false;
         changed
@@ -773,6 +773,13 @@ fn open_regular(path: &Path) -> std::io::Result<File> {
         return Err(std::io::Error::other("not a regular file"));
     }
     Ok(file)
+}
+
+/// Whether `file` (`size` bytes, beginning with `first`) is a copy of the
+/// generation fingerprinted by `head`, read up to `offset` where its
+/// bytes were `before`.
+fn copies(file: &File, first: &[u8], size: u64, head: &Head, before: &Head, offset: u64) -> bool {
+    !head.is_empty() && offset <= size && starts_as(first, head) && holds_at(file, before, offset)
 }
 
 /// Whether `first` (a file's first bytes) begins as `head` says.

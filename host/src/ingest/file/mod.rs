@@ -54,6 +54,9 @@ pub struct FileIngest {
     name: String,
     label: String,
     settings: FileSettings,
+    /// The relay's data directory: never read, whatever a glob matches
+    /// (a glob matching the cursor would feed on itself).
+    data_dir: Option<PathBuf>,
     cursor: CursorFile,
     refused: RefusedRecords,
     report: SourceReport,
@@ -82,6 +85,7 @@ impl FileIngest {
             name: name.to_owned(),
             label,
             settings: settings.clone(),
+            data_dir: state_dir.parent().map(Path::to_owned),
             cursor: CursorFile::new(&dir),
             refused: RefusedRecords::new(&dir, name, settings.max_refused_bytes.as_u64()),
             report,
@@ -194,21 +198,13 @@ impl FileIngest {
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
-        // The relay's data directory (the cursor's grandparent) is never
-        // read: a glob matching the cursor would feed on itself.
-        let data_dir = self
-            .cursor
-            .path()
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::parent);
         Some(Files::excluding(
             patterns,
             cursor,
             self.settings.start_at,
             self.settings.rotate_wait,
             self.settings.max_line_bytes.as_u64() as usize,
-            data_dir,
+            self.data_dir.as_deref(),
         ))
     }
 
@@ -288,7 +284,7 @@ impl FileIngest {
             return Some((files, Ok(Cycle::Idle)));
         }
         let cursor = files.cursor();
-        let file = CursorFile::new(self.cursor.path().parent().expect("in a directory"));
+        let file = self.cursor.clone();
         let saved = blocking(move || file.save(&cursor)).await?;
         if let Err(error) = saved {
             // The positions moved in memory: this process does not read the
