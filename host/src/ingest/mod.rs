@@ -5,6 +5,7 @@
 //! Every source ends in the same place: validated, canonical
 //! [`Record`](crate::spool::Record)s appended to the spool.
 
+pub mod cursor;
 pub mod decode;
 pub mod file;
 mod foreign;

@@ -1,23 +1,20 @@
-//! Where a file source is in each of its files, kept in
-//! `<data_dir>/sources/<name>/cursor.json` and replaced whole (write a
-//! temporary file, sync it, rename it over, sync the directory) only once
-//! the events of the lines before each position are durable in the spool.
+//! Where a file source is in each of its files, kept in its
+//! [`CursorFile`](crate::ingest::cursor::CursorFile) only once the events
+//! of the lines before each position are durable in the spool.
 //!
 //! A file is known by its device and inode, which survive a rename, and by
 //! a fingerprint of its first bytes ([`Head`]), which tells a reused inode
 //! from the file that had it, and a copy (`copytruncate`) from a new file.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ingest::cursor::CursorState;
+
 /// Bytes of a file's beginning its fingerprint covers.
 pub const HEAD_BYTES: u64 = 1024;
-
-/// The format written; a cursor of another version is not read.
-const VERSION: u32 = 1;
 
 /// How many truncated generations are remembered to recognise their copy.
 pub const GHOSTS: usize = 32;
@@ -92,8 +89,6 @@ pub struct Ghost {
 /// Everything a file source remembers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// The format.
-    pub version: u32,
     /// The files being read.
     pub files: Vec<Position>,
     /// Truncated generations whose copy was not seen yet, newest last.
@@ -101,90 +96,14 @@ pub struct Cursor {
     pub ghosts: Vec<Ghost>,
 }
 
-/// What was found where the cursor is kept.
-pub enum Loaded {
-    /// No cursor: the source has never read (or its cursor was moved away).
-    Fresh,
-    /// The cursor.
-    Cursor(Cursor),
-    /// It could not be read; it was moved aside to `aside` so that the
-    /// files are read again from their beginning (copies, never a loss).
-    Unreadable {
-        /// Why.
-        error: String,
-        /// Where it is now.
-        aside: PathBuf,
-    },
-}
-
-/// The cursor file of a source whose state lives in `dir`.
-#[derive(Clone)]
-pub struct CursorFile {
-    path: PathBuf,
-}
-
-impl CursorFile {
-    /// The cursor in `dir` (`cursor.json`).
-    pub fn new(dir: &Path) -> Self {
-        CursorFile {
-            path: dir.join("cursor.json"),
-        }
-    }
-
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads it. A cursor that cannot be parsed (or is of another version)
-    /// is moved aside, never trusted: reading again from the beginning
-    /// makes copies, which `(source, id)` tells apart; skipping would lose.
-    pub fn load(&self) -> std::io::Result<Loaded> {
-        let text = match std::fs::read(&self.path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Fresh),
-            Err(error) => return Err(error),
-        };
-        let error = match serde_json::from_slice::<Cursor>(&text) {
-            Ok(cursor) if cursor.version == VERSION => return Ok(Loaded::Cursor(cursor)),
-            Ok(cursor) => format!(
-                "it is of version {}, this relay reads version {VERSION}",
-                cursor.version
-            ),
-            Err(error) => error.to_string(),
-        };
-        let aside = self.path.with_extension(format!(
-            "json.unreadable-{}",
-            jiff::Timestamp::now().as_second()
-        ));
-        std::fs::rename(&self.path, &aside)?;
-        Ok(Loaded::Unreadable { error, aside })
-    }
-
-    /// Replaces it with `cursor`, durably: after a crash the file is the
-    /// old cursor or the new one, whole.
-    pub fn save(&self, cursor: &Cursor) -> std::io::Result<()> {
-        let dir = self.path.parent().expect("the cursor is in a directory");
-        std::fs::create_dir_all(dir)?;
-        let temporary = self.path.with_extension("json.tmp");
-        let mut text = serde_json::to_vec(&Cursor {
-            version: VERSION,
-            ..cursor.clone()
-        })
-        .expect("a cursor serializes");
-        text.push(b'\n');
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&text)?;
-        file.sync_data()?;
-        drop(file);
-        std::fs::rename(&temporary, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
-    }
+impl CursorState for Cursor {
+    const VERSION: u32 = 1;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::cursor::{CursorFile, Loaded};
 
     fn position() -> Position {
         Position {
@@ -204,7 +123,6 @@ mod tests {
         let file = CursorFile::new(&dir.path().join("sources/app"));
         assert!(matches!(file.load().unwrap(), Loaded::Fresh));
         let cursor = Cursor {
-            version: VERSION,
             files: vec![position()],
             ghosts: vec![Ghost {
                 head: Head::of(b"x"),
@@ -227,7 +145,7 @@ mod tests {
     #[test]
     fn an_unreadable_cursor_is_moved_aside_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let file = CursorFile::new(dir.path());
+        let file = CursorFile::<Cursor>::new(dir.path());
         for bad in [
             &b"{\"version\":1,\"files\":[{\"dev\":1"[..],
             b"{\"version\":99,\"files\":[]}",

@@ -184,7 +184,6 @@ impl Files {
     /// What to save: every file's committed position.
     pub fn cursor(&self) -> Cursor {
         Cursor {
-            version: 0,
             files: self.tracked.iter().map(|t| t.pos.clone()).collect(),
             ghosts: self.ghosts.clone(),
         }

@@ -28,10 +28,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use self::cursor::{CursorFile, Loaded};
+use self::cursor::Cursor;
 use self::files::{Files, LineKind};
 use crate::config::FileSettings;
 use crate::dispatch::backoff::Backoff;
+use crate::ingest::cursor::{CursorFile, Loaded};
 use crate::ingest::foreign::Door;
 use crate::ingest::refused::RefusedRecords;
 use crate::metrics::Via;
@@ -57,7 +58,7 @@ pub struct FileIngest {
     /// The relay's data directory: never read, whatever a glob matches
     /// (a glob matching the cursor would feed on itself).
     data_dir: Option<PathBuf>,
-    cursor: CursorFile,
+    cursor: CursorFile<Cursor>,
     refused: RefusedRecords,
     report: SourceReport,
 }

@@ -9,7 +9,8 @@ use std::os::unix::fs::symlink;
 
 use super::tests::{Dir, MAX_LINE, cycle, texts};
 use super::*;
-use crate::ingest::file::cursor::CursorFile;
+use crate::ingest::cursor::CursorFile;
+use crate::ingest::file::cursor::Cursor;
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -346,7 +347,7 @@ fn a_glob_matching_the_relays_data_dir_never_reads_it() {
         MAX_LINE,
         Some(&data),
     );
-    let cursor = CursorFile::new(&data.join("sources/x"));
+    let cursor = CursorFile::<Cursor>::new(&data.join("sources/x"));
     let mut busy = 0;
     for _ in 0..20 {
         files.scan();
