@@ -144,10 +144,12 @@ pub mod outbox {
 
 /// Sources that read other systems' events where those systems leave them:
 /// [`FileIngest`](sources::FileIngest) tails files through rotation (what
-/// `[ingest.file.<name>]` runs). Webhook sources are served by
-/// [`http`].
+/// `[ingest.file.<name>]` runs), [`PollIngest`](sources::PollIngest) polls
+/// HTTP APIs page by page (`[ingest.poll.<name>]`). Webhook sources are
+/// served by [`http`].
 pub mod sources {
     pub use crate::ingest::file::FileIngest;
+    pub use crate::ingest::poll::{PollCursor, PollIngest};
 }
 
 /// Internals the benchmarks and the end-to-end tests drive directly. Not

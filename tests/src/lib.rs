@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 pub use auditrelay_plugin_api::testing::sample_envelope;
 
+pub mod pager;
 pub mod postgres;
 pub mod receivers;
 pub mod webhooks;

@@ -77,7 +77,13 @@ pub async fn check(config: Config) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|(_, f)| f.enabled)
         .map(|(name, f)| ("file", name, &f.mapper));
-    for (kind, name, mapper) in webhooks.chain(files) {
+    let polls = config
+        .ingest
+        .poll
+        .iter()
+        .filter(|(_, p)| p.enabled)
+        .map(|(name, p)| ("poll", name, &p.mapper));
+    for (kind, name, mapper) in webhooks.chain(files).chain(polls) {
         let Some(mapper) = mapper else {
             continue;
         };

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::ingest::file::FileIngest;
 use crate::ingest::http::HttpIngest;
 use crate::ingest::outbox::OutboxIngest;
+use crate::ingest::poll::PollIngest;
 use crate::relay::Relay;
 
 /// Runs until the first SIGINT/SIGTERM, then shuts down gracefully; a
@@ -44,6 +45,20 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
+    let polls: Vec<_> = config
+        .ingest
+        .poll
+        .iter()
+        .filter(|(_, settings)| settings.enabled)
+        .map(|(name, settings)| {
+            PollIngest::new(
+                relay.clone(),
+                name,
+                settings,
+                &config.relay.data_dir.sources(),
+            )
+        })
+        .collect();
     let server = if config.ingest.http.enabled {
         let http = HttpIngest::bind(relay.clone(), &config).await?;
         let addr = http.local_addr()?;
@@ -67,6 +82,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             files
                 .into_iter()
                 .map(|file| tokio::spawn(file.run(stop.clone()))),
+        )
+        .chain(
+            polls
+                .into_iter()
+                .map(|poll| tokio::spawn(poll.run(stop.clone()))),
         )
         .collect();
 

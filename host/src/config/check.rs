@@ -2,7 +2,7 @@
 
 use super::{
     AllowList, Config, ConfigError, FileSettings, LineFormat, MapperSettings, OutboxSettings,
-    PluginSettings, WebhookAuth, WebhookSettings,
+    PluginSettings, PollSettings, WebhookAuth, WebhookSettings,
 };
 
 /// Most identities the dedup window may remember (about 7 GB of memory).
@@ -132,13 +132,25 @@ impl Config {
         }
         for (name, file) in &self.ingest.file {
             check_file(name, file, &mut problems);
-            // A source's name is the `source` of its events and the
-            // directory of its state: one name, one source.
-            if self.ingest.webhook.contains_key(name) {
-                problems.add(
-                    format!("ingest.file.{name}"),
-                    format!("[ingest.webhook.{name}] has the same name; sources write their name into their events, so each needs its own: rename one"),
-                );
+        }
+        for (name, poll) in &self.ingest.poll {
+            check_poll(name, poll, &mut problems);
+        }
+        // A source's name is the `source` of its events and the directory
+        // of its state: one name, one source.
+        let kinds: [(&str, Vec<&String>); 3] = [
+            ("webhook", self.ingest.webhook.keys().collect()),
+            ("file", self.ingest.file.keys().collect()),
+            ("poll", self.ingest.poll.keys().collect()),
+        ];
+        for (i, (kind, names)) in kinds.iter().enumerate() {
+            for name in names {
+                if let Some((first, _)) = kinds[..i].iter().find(|(_, n)| n.contains(name)) {
+                    problems.add(
+                        format!("ingest.{kind}.{name}"),
+                        format!("[ingest.{first}.{name}] has the same name; sources write their name into their events, so each needs its own: rename one"),
+                    );
+                }
             }
         }
         for (name, settings) in &self.plugins {
@@ -393,6 +405,155 @@ fn check_file(name: &str, file: &FileSettings, problems: &mut Problems) {
     if let Some(mapper) = &file.mapper {
         check_mapper(&format!("ingest.file.{name}"), mapper, problems);
     }
+}
+
+fn check_poll(name: &str, poll: &PollSettings, problems: &mut Problems) {
+    use super::poll::{LINK_HEADER, PollAuth};
+    use std::time::Duration;
+    let key = |rest: &str| format!("ingest.poll.{name}.{rest}");
+    if !is_instance_name(name) {
+        problems.add(
+            format!("ingest.poll.{name}"),
+            "source names use lower-case letters, digits, '-' and '_' (at most 64)",
+        );
+    }
+    let credentials = poll.secret.is_some() || !poll.headers.is_empty();
+    match reqwest::Url::parse(&poll.url) {
+        Err(error) => problems.add(
+            key("url"),
+            format!("{:?} is not a URL ({error}); e.g. \"https://idp.example.com/api/v3/events/events/?ordering=created\"", poll.url),
+        ),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => problems.add(
+            key("url"),
+            format!("uses {:?}; only https:// (or http:// to a loopback address) is polled", url.scheme()),
+        ),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => problems.add(
+            key("url"),
+            "holds credentials: put them in auth, username and secret (a URL is logged and reported)",
+        ),
+        Ok(url) if url.scheme() == "http" && credentials && !is_loopback(&url) => problems.add(
+            key("url"),
+            "is plain http:// to another machine, and the requests carry credentials: use https://",
+        ),
+        Ok(_) => {}
+    }
+    match (&poll.cursor, &poll.next) {
+        (Some(_), Some(_)) => problems.add(
+            format!("ingest.poll.{name}"),
+            "sets both cursor and next: page either by a field of the records ([ingest.poll.<name>.cursor]) or by the link to the next page (next), not both",
+        ),
+        (None, None) => problems.add(
+            format!("ingest.poll.{name}"),
+            "says neither how to page nor where it stopped: set [ingest.poll.<name>.cursor] (field = \"/created\", param = \"created__gte\") or next = \"/next\" (or \"link-header\")",
+        ),
+        _ => {}
+    }
+    if let Some(cursor) = &poll.cursor {
+        if !is_pointer(&cursor.field) || cursor.field.is_empty() {
+            problems.add(
+                key("cursor.field"),
+                format!(
+                    "{:?} is not a JSON pointer to a field of a record: e.g. \"/created\"",
+                    cursor.field
+                ),
+            );
+        }
+        if cursor.param.is_empty() {
+            problems.add(
+                key("cursor.param"),
+                "names no query parameter: e.g. \"created__gte\"",
+            );
+        }
+    }
+    if let Some(next) = &poll.next
+        && next != LINK_HEADER
+        && (!is_pointer(next) || next.is_empty())
+    {
+        problems.add(
+            key("next"),
+            format!(
+                "{next:?} is neither a JSON pointer into the page (\"/next\") nor \"{LINK_HEADER}\""
+            ),
+        );
+    }
+    if !is_pointer(&poll.records) {
+        problems.add(
+            key("records"),
+            format!(
+                "{:?} is not a JSON pointer: e.g. \"/results\", or \"\" when the page is the array",
+                poll.records
+            ),
+        );
+    }
+    match (poll.auth, &poll.secret) {
+        (PollAuth::None, Some(_)) => problems.add(
+            key("secret"),
+            "is set but auth = \"none\": say how to send it (auth = \"bearer\" or \"basic\")",
+        ),
+        (PollAuth::Bearer | PollAuth::Basic, None) => problems.add(
+            key("secret"),
+            "is missing: the token (bearer) or password (basic), usually \"${ENV}\"",
+        ),
+        _ => {}
+    }
+    match (poll.auth, &poll.username) {
+        (PollAuth::Basic, None) => problems.add(key("username"), "is missing (auth = \"basic\")"),
+        (PollAuth::None | PollAuth::Bearer, Some(_)) => {
+            problems.add(key("username"), "is only used with auth = \"basic\"")
+        }
+        _ => {}
+    }
+    for (header, value) in &poll.headers {
+        let at = key(&format!("headers.{header}"));
+        let name = http::HeaderName::from_bytes(header.as_bytes());
+        match name {
+            Err(_) => problems.add(at.clone(), "is not a header name"),
+            Ok(name) if name == http::header::AUTHORIZATION && poll.auth != PollAuth::None => {
+                problems.add(
+                    at.clone(),
+                    "is set by auth already: drop it, or set auth = \"none\"",
+                )
+            }
+            Ok(name) if name == http::header::HOST || name == http::header::CONTENT_LENGTH => {
+                problems.add(at.clone(), "is set by the relay itself")
+            }
+            Ok(_) => {}
+        }
+        if http::HeaderValue::from_str(value.expose()).is_err() {
+            problems.add(at, "holds characters a header value cannot (a line break?)");
+        }
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&poll.interval) {
+        problems.add(key("interval"), "must be between 100ms and 24h");
+    }
+    if !(1..=10_000).contains(&poll.max_pages) {
+        problems.add(key("max_pages"), "must be between 1 and 10000");
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&poll.timeout) {
+        problems.add(key("timeout"), "must be between 100ms and 10m");
+    }
+    if !(1 << 10..=256 << 20).contains(&poll.max_page_bytes.as_u64()) {
+        problems.add(key("max_page_bytes"), "must be between 1KiB and 256MiB");
+    }
+    if let Some(mapper) = &poll.mapper {
+        check_mapper(&format!("ingest.poll.{name}"), mapper, problems);
+    }
+}
+
+/// A JSON pointer (RFC 6901): empty, or `/`-separated tokens.
+fn is_pointer(text: &str) -> bool {
+    text.is_empty() || text.starts_with('/')
+}
+
+/// Whether `url` names this machine.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn check_outbox(name: &str, outbox: &OutboxSettings, problems: &mut Problems) {

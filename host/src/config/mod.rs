@@ -9,6 +9,7 @@ mod check;
 mod data_dir;
 mod file;
 mod interpolate;
+mod poll;
 mod units;
 mod webhook;
 
@@ -26,6 +27,7 @@ pub use auditrelay_plugin_api::http::AllowList;
 pub use data_dir::DataDir;
 pub use file::{FileSettings, LineFormat, StartAt};
 pub use interpolate::interpolate;
+pub use poll::{FieldCursor, LINK_HEADER, PollAuth, PollSettings};
 pub use webhook::{MapperLimits, MapperSettings, WebhookAuth, WebhookSettings};
 
 /// The embedded default configuration used when no file is given.
@@ -300,6 +302,10 @@ pub struct IngestSettings {
     /// tailed through rotation.
     #[serde(default)]
     pub file: BTreeMap<String, FileSettings>,
+    /// `[ingest.poll.<name>]`: HTTP APIs of other systems, polled for
+    /// their audit records.
+    #[serde(default)]
+    pub poll: BTreeMap<String, PollSettings>,
 }
 
 /// `[ingest.outbox.<name>]`: an outbox table in the application's database
@@ -818,6 +824,20 @@ impl Config {
                 expand_path(&format!("{key}.paths[{i}]"), path)?;
             }
             expand_mapper(&key, &mut file.mapper)?;
+        }
+        for (name, poll) in &mut self.ingest.poll {
+            let key = format!("ingest.poll.{name}");
+            poll.url = expand(&format!("{key}.url"), &poll.url)?;
+            if let Some(secret) = &mut poll.secret {
+                *secret = expand_secret(&format!("{key}.secret"), secret)?;
+            }
+            if let Some(username) = &mut poll.username {
+                *username = expand(&format!("{key}.username"), username)?;
+            }
+            for (header, value) in &mut poll.headers {
+                *value = expand_secret(&format!("{key}.headers.{header}"), value)?;
+            }
+            expand_mapper(&key, &mut poll.mapper)?;
         }
         for (i, rule) in self.redact.iter_mut().enumerate() {
             if let Some(secret) = &mut rule.hash_key {

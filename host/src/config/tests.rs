@@ -196,7 +196,7 @@ fn relative_paths_follow_the_config_file() {
 #[test]
 fn the_configuration_reference_documents_every_key_with_its_real_default() {
     use auditrelay_plugin_api::testing::config_docs::struct_fields;
-    let sections: [(&str, &[&str]); 17] = [
+    let sections: [(&str, &[&str]); 21] = [
         ("redact", struct_fields::<crate::redact::RedactRule>()),
         ("integrity", struct_fields::<IntegritySettings>()),
         ("relay", struct_fields::<RelaySettings>()),
@@ -219,6 +219,16 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
         ),
         (
             "ingest.file.<name>.mapper.limits",
+            struct_fields::<MapperLimits>(),
+        ),
+        ("ingest.poll.<name>", struct_fields::<PollSettings>()),
+        ("ingest.poll.<name>.cursor", struct_fields::<FieldCursor>()),
+        (
+            "ingest.poll.<name>.mapper",
+            struct_fields::<MapperSettings>(),
+        ),
+        (
+            "ingest.poll.<name>.mapper.limits",
             struct_fields::<MapperLimits>(),
         ),
         ("plugins.<name>", struct_fields::<PluginSettings>()),
@@ -244,6 +254,15 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
     let file_mapper_baseline = format!(
         "{:?}",
         parse(&format!("{file}{file_mapper}{MINIMAL}")).unwrap()
+    );
+    let poll = "[ingest.poll.idp]\nurl = \"https://idp.example/api/events\"\nnext = \"/next\"\n";
+    let poll_baseline = format!("{:?}", parse(&format!("{poll}{MINIMAL}")).unwrap());
+    let poll_cursor = "[ingest.poll.idp]\nurl = \"https://idp.example/api/events\"\n[ingest.poll.idp.cursor]\nfield = \"/created\"\nparam = \"created__gte\"\n";
+    let poll_cursor_baseline = format!("{:?}", parse(&format!("{poll_cursor}{MINIMAL}")).unwrap());
+    let poll_mapper = "[ingest.poll.idp.mapper]\nplugin = \"json-map\"\n";
+    let poll_mapper_baseline = format!(
+        "{:?}",
+        parse(&format!("{poll}{poll_mapper}{MINIMAL}")).unwrap()
     );
     const REDACT_RULE: &str = "[[redact]]\nname = \"r\"\nkeys = [\"k\"]\n";
     let redact_baseline = format!("{:?}", parse(&format!("{REDACT_RULE}{MINIMAL}")).unwrap());
@@ -319,6 +338,23 @@ fn the_configuration_reference_documents_every_key_with_its_real_default() {
                         "{file}{file_mapper}[ingest.file.app.mapper.limits]\n{key} = {toml}\n{MINIMAL}"
                     ),
                     &file_mapper_baseline,
+                ),
+                None if section == "ingest.poll.<name>" => {
+                    (format!("{poll}{key} = {toml}\n{MINIMAL}"), &poll_baseline)
+                }
+                None if section == "ingest.poll.<name>.cursor" => (
+                    format!("{poll_cursor}{key} = {toml}\n{MINIMAL}"),
+                    &poll_cursor_baseline,
+                ),
+                None if section == "ingest.poll.<name>.mapper" => (
+                    format!("{poll}{poll_mapper}{key} = {toml}\n{MINIMAL}"),
+                    &poll_mapper_baseline,
+                ),
+                None if section == "ingest.poll.<name>.mapper.limits" => (
+                    format!(
+                        "{poll}{poll_mapper}[ingest.poll.idp.mapper.limits]\n{key} = {toml}\n{MINIMAL}"
+                    ),
+                    &poll_mapper_baseline,
                 ),
                 None if section == "ingest.outbox.<name>" => (
                     format!("{outbox}{key} = {toml}\n{MINIMAL}"),
@@ -491,6 +527,66 @@ timeout = "1ms"
 }
 
 /// A file source's problems are named together, each with its key.
+#[test]
+fn poller_problems_are_named_together() {
+    let err = parse(&format!(
+        "[ingest.poll.Bad]\nurl = \"ftp://x\"\ninterval = \"1ms\"\nmax_pages = 0\ntimeout = \"1h\"\nmax_page_bytes = \"1B\"\nrecords = \"results\"\n\
+         [ingest.poll.idp]\nurl = \"http://idp.example/api\"\nauth = \"bearer\"\nsecret = \"t0ken-t0ken-t0ken\"\nnext = \"next\"\nusername = \"u\"\n\
+         [ingest.poll.idp.headers]\nAuthorization = \"Bearer x\"\n\"bad header\" = \"v\"\n[ingest.poll.idp.cursor]\nfield = \"created\"\nparam = \"\"\n\
+         [ingest.poll.creds]\nurl = \"https://u:p@idp.example/api\"\nauth = \"basic\"\n[ingest.poll.creds.cursor]\nfield = \"/pk\"\nparam = \"pk__gt\"\n\
+         [ingest.poll.loop]\nurl = \"http://127.0.0.1:9/api\"\nsecret = \"s3cret-s3cret\"\nnext = \"link-header\"\n\
+         [ingest.file.loop]\npaths = [\"/var/log/a.log\"]\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    for wanted in [
+        "ingest.poll.Bad: source names use lower-case",
+        "ingest.poll.Bad.url: uses \"ftp\"; only https://",
+        "ingest.poll.Bad: says neither how to page nor where it stopped",
+        "ingest.poll.Bad.records: \"results\" is not a JSON pointer",
+        "ingest.poll.Bad.interval: must be between 100ms and 24h",
+        "ingest.poll.Bad.max_pages: must be between 1 and 10000",
+        "ingest.poll.Bad.timeout: must be between 100ms and 10m",
+        "ingest.poll.Bad.max_page_bytes: must be between 1KiB and 256MiB",
+        "ingest.poll.idp.url: is plain http:// to another machine, and the requests carry credentials",
+        "ingest.poll.idp: sets both cursor and next",
+        "ingest.poll.idp.cursor.field: \"created\" is not a JSON pointer",
+        "ingest.poll.idp.cursor.param: names no query parameter",
+        "ingest.poll.idp.next: \"next\" is neither a JSON pointer",
+        "ingest.poll.idp.username: is only used with auth = \"basic\"",
+        "ingest.poll.idp.headers.Authorization: is set by auth already",
+        "ingest.poll.idp.headers.bad header: is not a header name",
+        "ingest.poll.creds.url: holds credentials",
+        "ingest.poll.creds.secret: is missing",
+        "ingest.poll.creds.username: is missing",
+        "ingest.poll.loop.secret: is set but auth = \"none\"",
+        "ingest.poll.loop: [ingest.file.loop] has the same name",
+    ] {
+        assert!(err.contains(wanted), "{wanted:?} missing from:\n{err}");
+    }
+    // Neither the secrets nor the URL's password are quoted back.
+    for secret in ["t0ken-t0ken-t0ken", "s3cret-s3cret", "Bearer x"] {
+        assert!(!err.contains(secret), "{secret} in:\n{err}");
+    }
+}
+
+/// A poller's URL, user name, secret and header values expand.
+#[test]
+fn poller_settings_expand() {
+    let config = parse(&format!(
+        "[ingest.poll.idp]\nurl = \"https://${{IDP:-idp.example}}/api/v3/events/events/\"\nauth = \"basic\"\nusername = \"${{TENANT:-relay}}\"\nsecret = \"${{HEC_TOKEN}}\"\nnext = \"/next\"\n[ingest.poll.idp.headers]\nX-Api-Key = \"${{HEC_TOKEN}}\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let idp = &config.ingest.poll["idp"];
+    assert_eq!(idp.url, "https://idp.example/api/v3/events/events/");
+    assert_eq!(idp.username.as_deref(), Some("relay"));
+    assert_eq!(
+        idp.secret.as_ref().unwrap().expose(),
+        "0123456789abcdef-secret"
+    );
+    assert_eq!(idp.headers["X-Api-Key"].expose(), "0123456789abcdef-secret");
+}
+
 #[test]
 fn file_source_problems_are_named_together() {
     let err = parse(&format!(

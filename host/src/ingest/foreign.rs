@@ -11,12 +11,41 @@ use std::time::Duration;
 use auditrelay_plugin_api::envelope::AuditEventEnvelope;
 use auditrelay_plugin_api::mapper::Mapped;
 
+use crate::config::MapperSettings;
 use crate::ingest::decode;
 use crate::ingest::refused::{RefusedRecord, RefusedRecords};
 use crate::metrics::Via;
 use crate::relay::intake::{Arrivals, Refusals};
-use crate::relay::{EmitError, Relay, SourceMapper};
+use crate::relay::{EmitError, Relay, SourceMapper, SourceReport};
 use crate::runtime::wasm::RecordBatch;
+
+/// Starts a reading source's mapper (none when it names none). A mapper
+/// that cannot start is a configuration problem, which only a restart
+/// changes: it is logged and reported as the source's error, and the
+/// source does not read (`Err`); `idle` says so (`the files are not read`).
+pub(crate) async fn start_mapper(
+    relay: &Relay,
+    key: &str,
+    label: &str,
+    settings: Option<&MapperSettings>,
+    report: &SourceReport,
+    idle: &str,
+) -> Result<Option<SourceMapper>, ()> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    match relay.start_mapper(key, label, settings).await {
+        Ok(mapper) => Ok(Some(mapper)),
+        Err(error) => {
+            tracing::error!(source = label, "the mapper cannot start; {idle}: {error}");
+            report.update(|s| {
+                s.state = "failing";
+                s.error = Some(error);
+            });
+            Err(())
+        }
+    }
+}
 
 /// One source's way from records to events.
 pub(crate) struct Door<'a> {

@@ -12,5 +12,6 @@ mod foreign;
 pub mod http;
 mod lines;
 pub mod outbox;
+pub mod poll;
 pub(crate) mod refused;
 pub mod webhook;

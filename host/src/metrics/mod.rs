@@ -105,6 +105,8 @@ pub enum Via {
     Webhook,
     /// A file source (`[ingest.file.<name>]`).
     File,
+    /// A poller (`[ingest.poll.<name>]`).
+    Poll,
 }
 
 impl Via {
@@ -115,6 +117,7 @@ impl Via {
             Via::Outbox => "outbox",
             Via::Webhook => "webhook",
             Via::File => "file",
+            Via::Poll => "poll",
         }
     }
 }

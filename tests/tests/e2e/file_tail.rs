@@ -13,14 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use auditrelay::Relay;
-use auditrelay::sources::FileIngest;
-use auditrelay::status::SourceStatus;
 use auditrelay_tests::webhooks::ARCHIVE;
 use auditrelay_tests::{Home, RelayProcess, free_port, ndjson_values, sample_envelope, tally};
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+
+use crate::sources::Sources;
 
 /// Lines the writer appends.
 const LINES: usize = 100_000;
@@ -179,95 +177,9 @@ async fn every_line_arrives_through_rotations_and_kill_9() {
     assert_eq!(result.distinct, LINES, "events arrived that no line holds");
 }
 
-/// A relay of `tables` in this process, its file sources running.
-struct Tailing {
-    relay: Relay,
-    home: Home,
-    stop: CancellationToken,
-    sources: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Tailing {
-    async fn start(home: Home, tables: &str) -> Tailing {
-        let config = home.config(tables);
-        let relay = Relay::start(config.clone()).await.unwrap();
-        let stop = CancellationToken::new();
-        let sources = config
-            .ingest
-            .file
-            .iter()
-            .map(|(name, settings)| {
-                let source = FileIngest::new(
-                    relay.clone(),
-                    name,
-                    settings,
-                    &config.relay.data_dir.sources(),
-                );
-                tokio::spawn(source.run(stop.clone()))
-            })
-            .collect();
-        Tailing {
-            relay,
-            home,
-            stop,
-            sources,
-        }
-    }
-
-    fn append(&self, text: &str) {
-        append(&self.home.join("logs/app.log"), text.as_bytes());
-    }
-
-    fn status(&self, name: &str) -> SourceStatus {
-        self.relay
-            .status()
-            .sources
-            .into_iter()
-            .find(|s| s.name == format!("file.{name}"))
-            .expect("the source is in the status")
-    }
-
-    /// Waits until `done` holds of the source's status (at most 30 s).
-    async fn until(&self, name: &str, done: impl Fn(&SourceStatus) -> bool) -> SourceStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = self.status(name);
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the source never got there: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// What the archive holds, once the relay is idle.
-    async fn stored(&self) -> Vec<Value> {
-        assert!(self.relay.idle(Duration::from_secs(30)).await);
-        ndjson_values(&self.home.join("out"))
-    }
-
-    fn refused(&self, name: &str) -> Vec<Value> {
-        std::fs::read_to_string(
-            self.home
-                .join(&format!("data/sources/{name}/refused.ndjson")),
-        )
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-    }
-
-    async fn stop(self) -> Home {
-        self.stop.cancel();
-        for source in self.sources {
-            source.await.unwrap();
-        }
-        self.relay.shutdown().await;
-        self.home
-    }
+/// Appends `text` to the test's `logs/app.log`.
+fn append_app(sources: &Sources, text: &str) {
+    append(&sources.home.join("logs/app.log"), text.as_bytes());
 }
 
 fn home_with_logs(plugins: &[&str]) -> Home {
@@ -283,7 +195,7 @@ fn home_with_logs(plugins: &[&str]) -> Home {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_are_mapped_and_what_is_refused_is_kept_with_why() {
     let home = home_with_logs(&["file", "json-map"]);
-    let tailing = Tailing::start(
+    let tailing = Sources::start(
         home,
         &format!(
             r#"{ARCHIVE}
@@ -307,12 +219,15 @@ types = ["user.*"]
     };
     let long = format!("{{\"uid\":\"u-long\",\"pad\":\"{}\"}}", "x".repeat(2000));
     let last = event("u3", "UserSignedIn");
-    tailing.append(&format!(
-        "{}\nnot json at all\n{long}\n{}\n{}",
-        event("u1", "UserSignedIn"),
-        event("u2", "Other"),
-        &last[..10]
-    ));
+    append_app(
+        &tailing,
+        &format!(
+            "{}\nnot json at all\n{long}\n{}\n{}",
+            event("u1", "UserSignedIn"),
+            event("u2", "Other"),
+            &last[..10]
+        ),
+    );
     let status = tailing
         .until("crm", |s| s.spooled_events == 1 && s.refused_records == 2)
         .await;
@@ -321,8 +236,8 @@ types = ["user.*"]
     assert_eq!(status.state, "reading");
     // The partial line is not read: its bytes are what is pending.
     assert_eq!(status.pending_bytes, Some(10), "{status:?}");
-    tailing.append(&format!("{}\n", &last[10..]));
-    tailing.until("crm", |s| s.spooled_events == 2).await;
+    append_app(&tailing, &format!("{}\n", &last[10..]));
+    tailing.until("file.crm", |s| s.spooled_events == 2).await;
 
     let stored = tailing.stored().await;
     let ids: Vec<&str> = stored.iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -365,7 +280,7 @@ types = ["user.*"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_lines_are_held_to_the_envelope_rules_and_their_own_source() {
     let home = home_with_logs(&["file"]);
-    let tailing = Tailing::start(
+    let tailing = Sources::start(
         home,
         &format!(
             "{ARCHIVE}\n[ingest.file.access-api]\npaths = [\"{{home}}/logs/app.log\"]\npoll_interval = \"20ms\"\n"
@@ -374,11 +289,10 @@ async fn envelope_lines_are_held_to_the_envelope_rules_and_their_own_source() {
     .await;
     let mut other = serde_json::to_value(sample_envelope(2)).unwrap();
     other["source"] = "billing".into();
-    tailing.append(&format!(
-        "{}{{\"id\":\"x\"}}\n{other}\n{}",
-        line(1),
-        line(3)
-    ));
+    append_app(
+        &tailing,
+        &format!("{}{{\"id\":\"x\"}}\n{other}\n{}", line(1), line(3)),
+    );
     tailing
         .until("access-api", |s| {
             s.spooled_events == 2 && s.refused_records == 2
@@ -413,7 +327,7 @@ async fn envelope_lines_are_held_to_the_envelope_rules_and_their_own_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_whose_refused_lines_cannot_be_kept_stops_where_it_is_and_loses_nothing() {
     let home = home_with_logs(&["file"]);
-    let tailing = Tailing::start(
+    let tailing = Sources::start(
         home,
         &format!(
             "{ARCHIVE}\n[ingest.file.access-api]\npaths = [\"{{home}}/logs/app.log\"]\npoll_interval = \"20ms\"\nbatch = 1\nmax_refused_bytes = \"3KiB\"\n"
@@ -422,12 +336,14 @@ async fn a_source_whose_refused_lines_cannot_be_kept_stops_where_it_is_and_loses
     .await;
     // Each kept line is about 2 KiB: one fits, two do not.
     let bad = |n: &str| format!("bad line {n} {}\n", "z".repeat(1500));
-    tailing.append(&format!("{}{}", line(1), bad("one")));
+    append_app(&tailing, &format!("{}{}", line(1), bad("one")));
     tailing
         .until("access-api", |s| s.refused_records == 1)
         .await;
-    tailing.append(&format!("{}{}", bad("two"), line(2)));
-    let status = tailing.until("access-api", |s| s.state == "failing").await;
+    append_app(&tailing, &format!("{}{}", bad("two"), line(2)));
+    let status = tailing
+        .until("file.access-api", |s| s.state == "failing")
+        .await;
     let error = status.error.unwrap();
     assert!(
         error.contains("refused.ndjson") && error.contains("max_refused_bytes"),
@@ -464,17 +380,23 @@ async fn an_unreadable_cursor_costs_copies_never_lines() {
         "{ARCHIVE}\n[ingest.file.access-api]\npaths = [\"{{home}}/logs/app.log\"]\npoll_interval = \"20ms\"\nstart_at = \"end\"\n"
     );
     let home = home_with_logs(&["file"]);
-    let tailing = Tailing::start(home, &tables).await;
-    tailing.until("access-api", |s| s.files == Some(0)).await;
-    tailing.append(&format!("{}{}", line(1), line(2)));
-    tailing.until("access-api", |s| s.spooled_events == 2).await;
+    let tailing = Sources::start(home, &tables).await;
+    tailing
+        .until("file.access-api", |s| s.files == Some(0))
+        .await;
+    append_app(&tailing, &format!("{}{}", line(1), line(2)));
+    tailing
+        .until("file.access-api", |s| s.spooled_events == 2)
+        .await;
     let home = tailing.stop().await;
     let cursor = home.join("data/sources/access-api/cursor.json");
     std::fs::write(&cursor, b"{\"version\":1,\"files\":[{\"dev\":").unwrap();
     append(&home.join("logs/app.log"), line(3).as_bytes());
 
-    let tailing = Tailing::start(home, &tables).await;
-    tailing.until("access-api", |s| s.spooled_events == 1).await;
+    let tailing = Sources::start(home, &tables).await;
+    tailing
+        .until("file.access-api", |s| s.spooled_events == 1)
+        .await;
     let stored = tailing.stored().await;
     let ids: Vec<&str> = stored.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(

@@ -33,7 +33,7 @@ use self::files::{Files, LineKind};
 use crate::config::FileSettings;
 use crate::dispatch::backoff::Backoff;
 use crate::ingest::cursor::{CursorFile, Loaded};
-use crate::ingest::foreign::Door;
+use crate::ingest::foreign::{Door, start_mapper};
 use crate::ingest::refused::RefusedRecords;
 use crate::metrics::Via;
 use crate::relay::{Relay, SourceMapper, SourceReport};
@@ -96,26 +96,18 @@ impl FileIngest {
     /// Reads the files until `stop`; the cycle under way when it comes is
     /// finished first (its positions saved).
     pub async fn run(self, stop: CancellationToken) {
-        let mapper = match &self.settings.mapper {
-            None => None,
-            Some(settings) => {
-                let key = format!("ingest.file.{}", self.name);
-                match self.relay.start_mapper(&key, &self.label, settings).await {
-                    Ok(mapper) => Some(mapper),
-                    Err(error) => {
-                        // A configuration problem: it needs a restart to change.
-                        tracing::error!(
-                            source = self.label,
-                            "the mapper cannot start; the files are not read: {error}"
-                        );
-                        self.report.update(|s| {
-                            s.state = "failing";
-                            s.error = Some(error);
-                        });
-                        return;
-                    }
-                }
-            }
+        let key = format!("ingest.file.{}", self.name);
+        let Ok(mapper) = start_mapper(
+            &self.relay,
+            &key,
+            &self.label,
+            self.settings.mapper.as_ref(),
+            &self.report,
+            "the files are not read",
+        )
+        .await
+        else {
+            return;
         };
         let Some(mut files) = self.open().await else {
             return;
