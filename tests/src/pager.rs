@@ -39,6 +39,9 @@ pub struct PagerState {
     pub records: Vec<Value>,
     /// Share of requests answered with a fault (0 to 1).
     pub fault_rate: f64,
+    /// Serve only this kind of fault (`"echo-500"`, `"429"`, `"503"`,
+    /// `"cut"`, `"slow"`, `"html-200"`); none: any.
+    pub only: Option<&'static str>,
     /// Faults served, by kind.
     pub faults: std::collections::BTreeMap<&'static str, usize>,
     /// Requests answered with records.
@@ -148,8 +151,9 @@ async fn gate(state: &Arc<Mutex<PagerState>>, headers: &HeaderMap) -> Option<Res
         let mut state = state.lock().unwrap();
         let mut rng = rand::rng();
         let fault = (rng.random::<f64>() < state.fault_rate).then(|| {
-            let kind =
-                ["echo-500", "429", "503", "cut", "slow", "html-200"][rng.random_range(0..6)];
+            let kind = state.only.unwrap_or(
+                ["echo-500", "429", "503", "cut", "slow", "html-200"][rng.random_range(0..6)],
+            );
             *state.faults.entry(kind).or_default() += 1;
             kind
         });

@@ -53,7 +53,7 @@ pub fn next_in_link_header<'a>(values: impl IntoIterator<Item = &'a str>) -> Opt
                 .find('<')
                 .map_or(after.len(), |next| close + next);
             let params = &after[close + 1..params_end];
-            if params.split(';').any(|param| is_rel_next(param)) {
+            if params.split(';').any(is_rel_next) {
                 return Some(target.trim().to_owned());
             }
             rest = &after[params_end..];
