@@ -32,6 +32,7 @@ mod relay_api;
 mod run;
 mod spool;
 mod status;
+mod tail;
 mod verify;
 
 use std::path::PathBuf;
@@ -87,6 +88,10 @@ enum Command {
     /// Show every plugin instance: state, circuit, lag, dead letters, last
     /// error (from the running relay, or from the files of a stopped one)
     Status(status::Args),
+    /// Print the running relay's events as they become durable (its live
+    /// stream, GET /v1/stream), filtered by type, tenant or source;
+    /// reconnects without a gap
+    Tail(tail::Args),
     /// List, show, replay or purge dead letters
     #[command(subcommand)]
     Dlq(dlq::Command),
@@ -163,6 +168,7 @@ pub fn main() -> ExitCode {
             Command::Plugins(args) => plugins::plugins(load_config(&cli.config)?, args).await,
             Command::Emit(args) => emit::emit(args).await,
             Command::Status(args) => status::status(load_config(&cli.config)?, args).await,
+            Command::Tail(args) => tail::tail(load_config(&cli.config)?, args).await,
             Command::Dlq(command) => dlq::dlq(load_config(&cli.config)?, command).await,
             Command::Spool(command) => spool::spool(load_config(&cli.config)?, command).await,
             Command::Outbox(command) => outbox::outbox(load_config(&cli.config)?, command).await,

@@ -60,17 +60,28 @@ impl RelayApi {
         })
     }
 
+    /// A request to `path`, with the token when the config has one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Where it listens (`http://<addr>`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends a request and returns the JSON answer, or the relay's error.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
     ) -> anyhow::Result<serde_json::Value> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
+        let response = self
+            .request(method, path)
             .send()
             .await
             .with_context(|| format!("cannot reach the running relay at {}", self.base))?;

@@ -378,6 +378,15 @@ pub struct HttpIngestSettings {
     /// answer.
     #[serde(default = "default_body_timeout", with = "units::duration")]
     pub body_timeout: Duration,
+    /// Most live streams (`GET /v1/stream`) open at once; past it a new
+    /// one is answered `503`.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// How long a live stream waits for a client that does not read
+    /// before it ends the stream, with a last event saying so (the client
+    /// reconnects with `Last-Event-ID` and misses nothing the spool holds).
+    #[serde(default = "default_stream_stall", with = "units::duration")]
+    pub stream_stall: Duration,
     /// Slowest pace a body may arrive at, in bytes per second (after its
     /// first two seconds); slower is answered `408`. `0` allows any pace.
     #[serde(default = "default_min_body_rate")]
@@ -519,6 +528,9 @@ pub struct FilterSettings {
     /// only `""`.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// Sources (the envelope's `source`); `*` matches any suffix.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// `[plugins.<name>.retry]`
@@ -599,6 +611,12 @@ fn default_ack_timeout() -> Duration {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_streams() -> usize {
+    128
+}
+fn default_stream_stall() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)

@@ -28,11 +28,13 @@ impl Pattern {
 
 /// An event passes if it matches every non-empty list: its type one of
 /// `types`, its tenant one of `tenants` (an event without a tenant matches
-/// only `""`). A trailing `*` matches any suffix.
+/// only `""`), its source one of `sources`. A trailing `*` matches any
+/// suffix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     types: Vec<Pattern>,
     tenants: Vec<Pattern>,
+    sources: Vec<Pattern>,
 }
 
 impl EventFilter {
@@ -41,12 +43,13 @@ impl EventFilter {
         EventFilter {
             types: settings.types.iter().map(|t| Pattern::parse(t)).collect(),
             tenants: settings.tenants.iter().map(|t| Pattern::parse(t)).collect(),
+            sources: settings.sources.iter().map(|t| Pattern::parse(t)).collect(),
         }
     }
 
     /// Whether everything passes.
     pub fn is_open(&self) -> bool {
-        self.types.is_empty() && self.tenants.is_empty()
+        self.types.is_empty() && self.tenants.is_empty() && self.sources.is_empty()
     }
 
     /// Whether `event` passes.
@@ -55,7 +58,9 @@ impl EventFilter {
             self.types.is_empty() || self.types.iter().any(|p| p.matches(event.event_type));
         let tenant = event.tenant.unwrap_or("");
         let tenant_ok = self.tenants.is_empty() || self.tenants.iter().any(|p| p.matches(tenant));
-        type_ok && tenant_ok
+        let source_ok =
+            self.sources.is_empty() || self.sources.iter().any(|p| p.matches(event.source));
+        type_ok && tenant_ok && source_ok
     }
 }
 
@@ -79,6 +84,7 @@ mod tests {
         let filter = EventFilter::new(&FilterSettings {
             types: vec!["group.*".into(), "user.login".into()],
             tenants: vec!["acme".into(), "".into()],
+            sources: Vec::new(),
         });
         assert!(filter.matches(&record("group.member_added", Some("acme"))));
         assert!(filter.matches(&record("user.login", None)));
@@ -86,5 +92,21 @@ mod tests {
         assert!(!filter.matches(&record("group.deleted", Some("globex"))));
         assert!(EventFilter::default().matches(&record("anything", Some("x"))));
         assert!(EventFilter::default().is_open());
+    }
+
+    #[test]
+    fn matches_sources_with_prefixes() {
+        let filter = EventFilter::new(&FilterSettings {
+            sources: vec!["poll.*".into(), "shop".into()],
+            ..FilterSettings::default()
+        });
+        let from = |source| Event {
+            source,
+            ..record("user.login", None)
+        };
+        assert!(filter.matches(&from("shop")));
+        assert!(filter.matches(&from("poll.idp")));
+        assert!(!filter.matches(&from("shopping")));
+        assert!(!filter.is_open());
     }
 }

@@ -13,7 +13,7 @@
 pub(crate) mod backoff;
 mod circuit;
 mod dead_letter;
-mod filter;
+pub(crate) mod filter;
 mod status;
 mod telemetry;
 mod worker;

@@ -14,6 +14,8 @@
 //! | `auditrelay_dedup_window_ids` | | identities the dedup window remembers now (`spool.dedup_ids` at most) |
 //! | `auditrelay_http_connections` | | HTTP connections open now |
 //! | `auditrelay_http_connections_closed_total` | `reason` | connections the relay closed or turned away: `evicted_idle` (the longest-idle one, to make room), `refused_full` (every connection busy) |
+//! | `auditrelay_streams` | | live streams (`GET /v1/stream`) open now |
+//! | `auditrelay_streams_ended_total` | `reason` | live streams the relay ended: `slow` (the client read too slowly), `stopping` (the relay stopped) |
 //! | `auditrelay_outbox_pending_rows` | `outbox` | rows committed to the outbox table and not yet spooled (counted up to 100,000) |
 //! | `auditrelay_outbox_oldest_pending_seconds` | `outbox` | age of the oldest such row (0 when none) |
 //! | `auditrelay_outbox_rejected_rows_total` | `outbox` | rows moved to the rejected table (their envelope was refused) |
@@ -138,6 +140,8 @@ pub struct Metrics {
     duplicates: Family<ContentLabels, Counter>,
     http_connections: Gauge,
     http_closed: Family<ReasonLabels, Counter>,
+    streams: Gauge,
+    streams_ended: Family<ReasonLabels, Counter>,
     outbox_pending: Family<OutboxLabels, Gauge>,
     outbox_oldest: Family<OutboxLabels, FloatGauge>,
     outbox_rejected: Family<OutboxLabels, Counter>,
@@ -185,6 +189,8 @@ impl Metrics {
             duplicates: Family::default(),
             http_connections: Gauge::default(),
             http_closed: Family::default(),
+            streams: Gauge::default(),
+            streams_ended: Family::default(),
             outbox_pending: Family::default(),
             outbox_oldest: Family::default(),
             outbox_rejected: Family::default(),
@@ -262,6 +268,16 @@ impl Metrics {
             "http_connections_closed",
             "HTTP connections closed to make room (evicted_idle) or turned away (refused_full)",
             metrics.http_closed.clone(),
+        );
+        r.register(
+            "streams",
+            "Live streams (GET /v1/stream) open now",
+            metrics.streams.clone(),
+        );
+        r.register(
+            "streams_ended",
+            "Live streams the relay ended, by why: slow (the client read too slowly), stopping",
+            metrics.streams_ended.clone(),
         );
         r.register(
             "outbox_pending_rows",
@@ -385,6 +401,18 @@ impl Metrics {
     /// Sets how many HTTP connections are open.
     pub fn http_connections(&self, open: i64) {
         self.http_connections.set(open);
+    }
+
+    /// Counts a live stream opened (`1`) or closed (`-1`).
+    pub fn stream_opened(&self, change: i64) {
+        self.streams.inc_by(change);
+    }
+
+    /// Counts a live stream the relay ended, by why.
+    pub fn stream_ended(&self, reason: &'static str) {
+        self.streams_ended
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts an HTTP connection closed or turned away for room.

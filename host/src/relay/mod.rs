@@ -557,6 +557,11 @@ impl Relay {
     /// The most bytes of events one call may bring
     /// (`relay.max_buffered_bytes`); sources that gather events in batches
     /// keep each batch below it.
+    /// The spool, for the readers that follow no instance (live streams).
+    pub(crate) fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
     pub(crate) fn max_batch_bytes(&self) -> usize {
         self.inner.spool.max_append_bytes()
     }

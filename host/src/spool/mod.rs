@@ -940,6 +940,14 @@ impl Spool {
         ConsumerId(state.consumers.len() - 1)
     }
 
+    /// A reader from `from_seq` that follows no instance (a live stream's
+    /// own, ephemeral cursor). It keeps no segment from being deleted: one
+    /// that falls behind finds the events it had not read gone, and goes on
+    /// after them (its sequence numbers jump).
+    pub fn follower(&self, from_seq: u64) -> Reader {
+        Reader::from_seq(self.shared.clone(), from_seq)
+    }
+
     /// A reader for `consumer`, starting at its cursor.
     pub fn reader(&self, consumer: ConsumerId) -> Reader {
         Reader::new(self.shared.clone(), consumer)

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /v1/events` | accepts events ([`events`]) |
 //! | `POST /v1/sources/{name}` | a webhook source's requests, with its own authentication ([`webhook`](crate::ingest::webhook)) |
+//! | `GET /v1/stream` | the durable events as they come, as Server-Sent Events ([`stream`]) |
 //! | `GET /v1/status` | every plugin instance's state, as JSON |
 //! | `GET /v1/dead-letters/{instance}` | an instance's dead letters (`?limit=`, `?offset=`) |
 //! | `POST /v1/dead-letters/{instance}/replay` | delivers them again |
@@ -27,6 +28,7 @@ mod connections;
 pub mod events;
 pub mod server;
 mod sources;
+pub mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,6 +56,7 @@ struct Api {
     bodies: body::BodyBounds,
     ack_timeout: Duration,
     webhooks: Webhooks,
+    streams: stream::Streams,
 }
 
 /// A bound HTTP listener, ready to serve.
@@ -62,6 +65,9 @@ pub struct HttpIngest {
     router: Router,
     bounds: server::Bounds,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Ends the live streams when serving stops (they never end by
+    /// themselves, and the server waits for busy answers).
+    streams_stop: CancellationToken,
 }
 
 impl HttpIngest {
@@ -94,10 +100,12 @@ impl HttpIngest {
                 );
             }
         }
+        let streams_stop = CancellationToken::new();
         Ok(HttpIngest {
             listener,
             metrics: relay.metrics().clone(),
-            router: router(relay, config)?,
+            router: routes(relay, config, streams_stop.clone())?,
+            streams_stop,
             bounds: server::Bounds {
                 max_connections,
                 header_timeout: settings.header_timeout,
@@ -121,16 +129,28 @@ impl HttpIngest {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let stop = CancellationToken::new();
         let trigger = stop.clone();
+        let streams = self.streams_stop;
         tokio::spawn(async move {
             shutdown.await;
+            streams.cancel();
             trigger.cancel();
         });
         server::serve(self.listener, self.router, self.bounds, self.metrics, stop).await
     }
 }
 
-/// The routes, for serving or testing.
+/// The routes, for serving or testing (live streams end when the relay
+/// stops).
 pub fn router(relay: Relay, config: &Config) -> std::io::Result<Router> {
+    routes(relay, config, CancellationToken::new())
+}
+
+/// The routes; `streams_stop` ends the live streams.
+fn routes(
+    relay: Relay,
+    config: &Config,
+    streams_stop: CancellationToken,
+) -> std::io::Result<Router> {
     let settings = &config.ingest.http;
     let webhooks = Webhooks::open(&relay, config)?;
     let api = Api {
@@ -144,10 +164,12 @@ pub fn router(relay: Relay, config: &Config) -> std::io::Result<Router> {
         ),
         ack_timeout: settings.ack_timeout,
         webhooks,
+        streams: stream::Streams::new(settings.max_streams, settings.stream_stall, streams_stop),
     };
     Ok(Router::new()
         .route("/v1/events", post(events::post_events))
         .route("/v1/sources/{name}", post(sources::post_source))
+        .route("/v1/stream", get(stream::stream))
         .route("/v1/status", get(admin::status))
         .route(
             "/v1/dead-letters/{instance}",
