@@ -417,7 +417,7 @@ fn check_poll(name: &str, poll: &PollSettings, problems: &mut Problems) {
             "source names use lower-case letters, digits, '-' and '_' (at most 64)",
         );
     }
-    let credentials = poll.secret.is_some() || !poll.headers.is_empty();
+    let credentials = poll.secret.is_some() || !poll.secret_headers.is_empty();
     match reqwest::Url::parse(&poll.url) {
         Err(error) => problems.add(
             key("url"),
@@ -503,23 +503,38 @@ fn check_poll(name: &str, poll: &PollSettings, problems: &mut Problems) {
         }
         _ => {}
     }
-    for (header, value) in &poll.headers {
-        let at = key(&format!("headers.{header}"));
-        let name = http::HeaderName::from_bytes(header.as_bytes());
-        match name {
+    let headers = poll
+        .headers
+        .iter()
+        .map(|(name, value)| ("headers", name, value.as_str()))
+        .chain(
+            poll.secret_headers
+                .iter()
+                .map(|(name, value)| ("secret_headers", name, value.expose())),
+        );
+    for (table, header, value) in headers {
+        let at = key(&format!("{table}.{header}"));
+        match http::HeaderName::from_bytes(header.as_bytes()) {
             Err(_) => problems.add(at.clone(), "is not a header name"),
             Ok(name) if name == http::header::AUTHORIZATION && poll.auth != PollAuth::None => {
-                problems.add(
-                    at.clone(),
-                    "is set by auth already: drop it, or set auth = \"none\"",
-                )
+                problems.add(at.clone(), "is set by auth already: drop it, or set auth = \"none\"")
             }
             Ok(name) if name == http::header::HOST || name == http::header::CONTENT_LENGTH => {
                 problems.add(at.clone(), "is set by the relay itself")
             }
+            Ok(name) if table == "headers" && name == http::header::AUTHORIZATION => problems.add(
+                at.clone(),
+                "carries credentials: move it to secret_headers (or use auth and secret), so it is never shown",
+            ),
             Ok(_) => {}
         }
-        if http::HeaderValue::from_str(value.expose()).is_err() {
+        if poll.headers.contains_key(header)
+            && poll.secret_headers.contains_key(header)
+            && table == "secret_headers"
+        {
+            problems.add(at.clone(), "is also in headers: keep one");
+        }
+        if http::HeaderValue::from_str(value).is_err() {
             problems.add(at, "holds characters a header value cannot (a line break?)");
         }
     }

@@ -853,7 +853,10 @@ impl Config {
                 *username = expand(&format!("{key}.username"), username)?;
             }
             for (header, value) in &mut poll.headers {
-                *value = expand_secret(&format!("{key}.headers.{header}"), value)?;
+                *value = expand(&format!("{key}.headers.{header}"), value)?;
+            }
+            for (header, value) in &mut poll.secret_headers {
+                *value = expand_secret(&format!("{key}.secret_headers.{header}"), value)?;
             }
             expand_mapper(&key, &mut poll.mapper)?;
         }

@@ -54,10 +54,15 @@ pub struct PollSettings {
     /// never logged or reported, and masked out of what the API answers.
     #[serde(default)]
     pub secret: Option<Secret>,
-    /// More request headers (`Accept`, an API-key header); their values
-    /// are treated as secrets.
+    /// More request headers, sent as they are and shown as they are
+    /// (`Accept = "application/vnd.github+json"`).
     #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
+    pub headers: BTreeMap<String, String>,
+    /// Request headers that carry credentials (`X-Api-Key = "${KEY}"`):
+    /// never logged or reported, and masked out of what the API answers,
+    /// as `secret` is.
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, Secret>,
     /// The longest a request may take, answer included.
     #[serde(default = "default_timeout", with = "units::duration")]
     pub timeout: Duration,
@@ -97,7 +102,7 @@ pub struct FieldCursor {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PollAuth {
-    /// No credentials (or only those in `headers`).
+    /// No credentials (or only those in `secret_headers`).
     #[default]
     None,
     /// `Authorization: Bearer <secret>`.

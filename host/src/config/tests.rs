@@ -532,7 +532,7 @@ fn poller_problems_are_named_together() {
     let err = parse(&format!(
         "[ingest.poll.Bad]\nurl = \"ftp://x\"\ninterval = \"1ms\"\nmax_pages = 0\ntimeout = \"1h\"\nmax_page_bytes = \"1B\"\nrecords = \"results\"\n\
          [ingest.poll.idp]\nurl = \"http://idp.example/api\"\nauth = \"bearer\"\nsecret = \"t0ken-t0ken-t0ken\"\nnext = \"next\"\nusername = \"u\"\n\
-         [ingest.poll.idp.headers]\nAuthorization = \"Bearer x\"\n\"bad header\" = \"v\"\n[ingest.poll.idp.cursor]\nfield = \"created\"\nparam = \"\"\n\
+         [ingest.poll.idp.secret_headers]\nAuthorization = \"Bearer x\"\n\"bad header\" = \"v\"\n[ingest.poll.idp.cursor]\nfield = \"created\"\nparam = \"\"\n\
          [ingest.poll.creds]\nurl = \"https://u:p@idp.example/api\"\nauth = \"basic\"\n[ingest.poll.creds.cursor]\nfield = \"/pk\"\nparam = \"pk__gt\"\n\
          [ingest.poll.loop]\nurl = \"http://127.0.0.1:9/api\"\nsecret = \"s3cret-s3cret\"\nnext = \"link-header\"\n\
          [ingest.file.loop]\npaths = [\"/var/log/a.log\"]\n{MINIMAL}"
@@ -554,8 +554,8 @@ fn poller_problems_are_named_together() {
         "ingest.poll.idp.cursor.param: names no query parameter",
         "ingest.poll.idp.next: \"next\" is neither a JSON pointer",
         "ingest.poll.idp.username: is only used with auth = \"basic\"",
-        "ingest.poll.idp.headers.Authorization: is set by auth already",
-        "ingest.poll.idp.headers.bad header: is not a header name",
+        "ingest.poll.idp.secret_headers.Authorization: is set by auth already",
+        "ingest.poll.idp.secret_headers.bad header: is not a header name",
         "ingest.poll.creds.url: holds credentials",
         "ingest.poll.creds.secret: is missing",
         "ingest.poll.creds.username: is missing",
@@ -574,7 +574,7 @@ fn poller_problems_are_named_together() {
 #[test]
 fn poller_settings_expand() {
     let config = parse(&format!(
-        "[ingest.poll.idp]\nurl = \"https://${{IDP:-idp.example}}/api/v3/events/events/\"\nauth = \"basic\"\nusername = \"${{TENANT:-relay}}\"\nsecret = \"${{HEC_TOKEN}}\"\nnext = \"/next\"\n[ingest.poll.idp.headers]\nX-Api-Key = \"${{HEC_TOKEN}}\"\n{MINIMAL}"
+        "[ingest.poll.idp]\nurl = \"https://${{IDP:-idp.example}}/api/v3/events/events/\"\nauth = \"basic\"\nusername = \"${{TENANT:-relay}}\"\nsecret = \"${{HEC_TOKEN}}\"\nnext = \"/next\"\n[ingest.poll.idp.headers]\nAccept = \"${{ACCEPT:-application/json}}\"\n[ingest.poll.idp.secret_headers]\nX-Api-Key = \"${{HEC_TOKEN}}\"\n{MINIMAL}"
     ))
     .unwrap();
     let idp = &config.ingest.poll["idp"];
@@ -584,7 +584,11 @@ fn poller_settings_expand() {
         idp.secret.as_ref().unwrap().expose(),
         "0123456789abcdef-secret"
     );
-    assert_eq!(idp.headers["X-Api-Key"].expose(), "0123456789abcdef-secret");
+    assert_eq!(idp.headers["Accept"], "application/json");
+    assert_eq!(
+        idp.secret_headers["X-Api-Key"].expose(),
+        "0123456789abcdef-secret"
+    );
 }
 
 #[test]

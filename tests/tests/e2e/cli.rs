@@ -23,7 +23,7 @@ fn help_lists_every_command() {
     let output = auditrelay(&["--help"]);
     assert!(output.status.success());
     let help = text(&output.stdout);
-    for command in ["run", "check", "plugins", "emit", "demo", "outbox"] {
+    for command in ["run", "check", "plugins", "emit", "tail", "demo", "outbox"] {
         assert!(help.contains(&format!("  {command}")), "{help}");
     }
 }
@@ -534,4 +534,114 @@ fn an_interpolation_error_in_the_outbox_url_never_shows_the_password() {
             args[0]
         );
     }
+}
+
+/// `auditrelay tail` prints the events of a type as they come, and goes on
+/// across a restart of the relay without printing one twice or missing one
+/// (it reconnects with `Last-Event-ID`).
+#[test]
+fn tail_prints_filtered_events_across_a_relay_restart() {
+    let home = Home::with_plugins(&["file"]);
+    let port = auditrelay_tests::free_port();
+    let config = home.config_file(&format!(
+        "[ingest.http]\nlisten = \"127.0.0.1:{port}\"\n[plugins.file]\ngrant_dir = \"{{home}}/out\"\n"
+    ));
+    let mut relay = start_relay(&config);
+    let config_arg = config.to_str().unwrap();
+    let mut tail = Command::new(relay_binary())
+        .args([
+            "tail",
+            "-c",
+            config_arg,
+            "--type",
+            "group.*",
+            "--earliest",
+            "--json",
+            "--count",
+            "4",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let emit = |relay: &Running, events: &[(usize, &str)]| {
+        let path = home.join("tail-events.ndjson");
+        let lines: Vec<String> = events
+            .iter()
+            .map(|(n, event_type)| {
+                let mut event = sample_envelope(*n);
+                event.id = format!("tail-{n}");
+                event.event_type = (*event_type).to_owned();
+                String::from_utf8(event.to_canonical_json()).unwrap()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let output = auditrelay(&["emit", path.to_str().unwrap(), "--url", &relay.url]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    emit(
+        &relay,
+        &[
+            (1, "group.created"),
+            (2, "user.login"),
+            (3, "group.member_added"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = Command::new("kill")
+        .args(["-TERM", &relay.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(relay.child.wait().unwrap().success());
+    relay = start_relay(&config);
+    emit(
+        &relay,
+        &[
+            (4, "group.deleted"),
+            (5, "role.granted"),
+            (6, "group.renamed"),
+        ],
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = tail.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = tail.kill();
+            panic!("tail did not print 4 events");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = tail.wait_with_output().unwrap();
+    assert!(status.success(), "{}", text(&output.stderr));
+    let ids: Vec<String> = text(&output.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        ["tail-1", "tail-3", "tail-4", "tail-6"],
+        "{}",
+        text(&output.stderr)
+    );
+    let said = text(&output.stderr);
+    assert!(
+        said.contains("ended the stream")
+            || said.contains("broke off")
+            || said.contains("cannot reach"),
+        "{said}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &relay.child.id().to_string()])
+        .status();
+    let _ = relay.child.wait();
 }

@@ -57,12 +57,19 @@ const MAP_WITHIN: Duration = Duration::from_secs(300);
 const BATCH: usize = 1000;
 /// Bytes of an error answer quoted in the status.
 const QUOTED: usize = 300;
+/// Most record digests a cursor keeps (a page with more relies on the
+/// spool's dedup window for the rest).
+const SEEN: usize = 10_000;
 
 /// Where a poller is: kept in `<data_dir>/sources/<name>/cursor.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PollCursor {
     /// The configured `url` it belongs to: another URL starts over.
     pub url: String,
+    /// How it pages (`records`, `cursor`, `next`): another way starts over
+    /// (a saved time sent as an id would wedge the poller).
+    #[serde(default)]
+    pub paging: String,
     /// Paging by a field: the greatest value stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Value>,
@@ -70,6 +77,12 @@ pub struct PollCursor {
     /// it linked to none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Digests of the records stored at the position — those sharing
+    /// `after`, or the last page's — which the next poll is answered
+    /// again: they are skipped, however long the API stays quiet (the
+    /// spool's dedup window forgets; this does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
 }
 
 impl CursorState for PollCursor {
@@ -86,9 +99,17 @@ pub struct PollIngest {
     origin: Url,
     /// The credentials' masks, for everything the API answers.
     mask: SecretMask,
+    /// The credentials by the key that holds them (`secret`,
+    /// `secret_headers.<name>`): a next-page link that carries one (as
+    /// some APIs' do) is saved with a placeholder in its place.
+    secrets: Vec<(String, String)>,
     cursor: CursorFile<PollCursor>,
     refused: RefusedRecords,
     report: SourceReport,
+    /// The most records a page has held: a page that long whose records
+    /// all share the value it was asked from is where a field cursor
+    /// cannot move on.
+    longest_page: std::sync::atomic::AtomicUsize,
 }
 
 /// Why a page was not stored, or its cursor not saved: the poll stops and
@@ -132,11 +153,27 @@ impl PollIngest {
         let dir = state_dir.join(name);
         let label = format!("poll.{name}");
         let report = relay.register_source(label.clone());
-        let mut secrets: Vec<&str> = settings.headers.values().map(|s| s.expose()).collect();
+        let mut secrets: Vec<&str> = settings
+            .secret_headers
+            .values()
+            .map(|s| s.expose())
+            .collect();
         secrets.extend(settings.secret.as_ref().map(|s| s.expose()));
+        let mut named: Vec<(String, String)> = settings
+            .secret_headers
+            .iter()
+            .map(|(name, value)| (format!("secret_headers.{name}"), value.expose().to_owned()))
+            .collect();
+        named.extend(
+            settings
+                .secret
+                .as_ref()
+                .map(|s| ("secret".to_owned(), s.expose().to_owned())),
+        );
         PollIngest {
             origin: Url::parse(&settings.url).expect("the config's checks parse the url"),
             mask: SecretMask::new(secrets),
+            secrets: named,
             relay,
             name: name.to_owned(),
             label,
@@ -144,6 +181,7 @@ impl PollIngest {
             cursor: CursorFile::new(&dir),
             refused: RefusedRecords::new(&dir, name, settings.max_refused_bytes.as_u64()),
             report,
+            longest_page: Default::default(),
         }
     }
 
@@ -208,7 +246,10 @@ impl PollIngest {
                         s.state = "failing";
                         s.error = Some(failure.text);
                     });
-                    backoff.delay(failures, failure.retry_after)
+                    // The API's Retry-After wins over the backoff's cap: asking
+                    // a rate-limited API sooner risks the token.
+                    let delay = backoff.delay(failures, None);
+                    delay.max(failure.retry_after.unwrap_or_default())
                 }
             };
             tokio::select! {
@@ -233,15 +274,25 @@ impl PollIngest {
     fn open(&self) -> Option<PollCursor> {
         let fresh = PollCursor {
             url: self.settings.url.clone(),
+            paging: self.paging(),
             ..PollCursor::default()
         };
         match self.cursor.load() {
             Ok(Loaded::Fresh) => Some(fresh),
-            Ok(Loaded::Cursor(cursor)) if cursor.url == self.settings.url => Some(cursor),
-            Ok(Loaded::Cursor(_)) => {
+            Ok(Loaded::Cursor(cursor))
+                if cursor.url == fresh.url && cursor.paging == fresh.paging =>
+            {
+                Some(cursor)
+            }
+            Ok(Loaded::Cursor(cursor)) => {
+                let changed = if cursor.url == fresh.url {
+                    "how it pages"
+                } else {
+                    "the url"
+                };
                 tracing::warn!(
                     source = self.label,
-                    "the url changed since the cursor was saved; polling from its first page (records read again are stored once)"
+                    "{changed} changed since the cursor was saved; polling from the first page (records read again are stored once)"
                 );
                 Some(fresh)
             }
@@ -268,6 +319,23 @@ impl PollIngest {
         }
     }
 
+    /// How the source pages, as the cursor records it.
+    fn paging(&self) -> String {
+        let cursor = self
+            .settings
+            .cursor
+            .as_ref()
+            .map(|c| format!(" cursor={} param={}", c.field, c.param))
+            .unwrap_or_default();
+        let next = self
+            .settings
+            .next
+            .as_ref()
+            .map(|n| format!(" next={n}"))
+            .unwrap_or_default();
+        format!("records={:?}{cursor}{next}", self.settings.records)
+    }
+
     /// One poll: pages until caught up, `max_pages`, or `stop`.
     async fn poll(
         &self,
@@ -276,26 +344,37 @@ impl PollIngest {
         mapper: Option<&SourceMapper>,
         stop: &CancellationToken,
     ) -> Result<(), Failure> {
+        let mut visited = std::collections::HashSet::new();
         for _ in 0..self.settings.max_pages {
             if stop.is_cancelled() {
                 break;
             }
-            if let Step::CaughtUp = self.page(client, at, mapper).await? {
+            if let Step::CaughtUp = self.page(client, at, mapper, &mut visited, stop).await? {
                 break;
             }
         }
         Ok(())
     }
 
-    /// Asks for one page, stores its records, moves and saves the cursor.
+    /// Asks for one page, stores its records (those not stored already),
+    /// moves and saves the cursor. `visited`: the pages this poll read.
     async fn page(
         &self,
         client: &reqwest::Client,
         at: &mut PollCursor,
         mapper: Option<&SourceMapper>,
+        visited: &mut std::collections::HashSet<Url>,
+        stop: &CancellationToken,
     ) -> Result<Step, Failure> {
         let url = self.request_url(at)?;
-        let Answer { mut page, link } = self.fetch(client, &url).await?;
+        // Nothing is stored before the answer is whole: a stop abandons
+        // the request safely (the page is asked for again).
+        let answer = tokio::select! {
+            answer = self.fetch(client, &url) => answer?,
+            () = stop.cancelled() => return Ok(Step::CaughtUp),
+        };
+        let Answer { mut page, link } = answer;
+        visited.insert(url.clone());
         // Where the poll goes next is read before the records are taken
         // out of the page, and acted on only once they are stored.
         let next = match &self.settings.next {
@@ -303,27 +382,80 @@ impl PollIngest {
             Some(how) if how == LINK_HEADER => link,
             Some(pointer) => page::next_in_body(&page, pointer).map_err(Failure::new)?,
         };
-        let records = page::records(&mut page, &self.settings.records).map_err(Failure::new)?;
-        let moved = match &self.settings.cursor {
+        let mut records = page::records(&mut page, &self.settings.records).map_err(Failure::new)?;
+        let mut masked = false;
+        for record in &mut records {
+            masked |= mask_value(&self.mask, record);
+        }
+        if masked {
+            tracing::warn!(
+                source = self.label,
+                "a page from {} holds a credential of this source; it was masked before anything was stored",
+                self.mask.mask(url.as_str())
+            );
+        }
+        let datas: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| serde_json::to_vec(r).expect("a JSON value serializes"))
+            .collect();
+        let digests: Vec<String> = datas.iter().map(|d| digest(d)).collect();
+        let fresh: Vec<Vec<u8>> = datas
+            .into_iter()
+            .zip(&digests)
+            .filter(|(_, d)| !at.seen.contains(d))
+            .map(|(data, _)| data)
+            .collect();
+        let read = records.len();
+        let longest = self
+            .longest_page
+            .fetch_max(read, std::sync::atomic::Ordering::Relaxed)
+            .max(read);
+        let stored_new = fresh.len();
+        self.store(fresh, &url, mapper).await?;
+
+        let before = at.clone();
+        let step = match &self.settings.cursor {
             Some(cursor) => {
                 let since = at
                     .after
                     .clone()
                     .or_else(|| cursor.start.as_deref().map(start_value));
-                page::greatest(&records, &cursor.field, since.as_ref())
-            }
-            None => Ok(None),
-        };
-        let read = records.len();
-        self.store(records, &url, mapper).await?;
-
-        let before = at.clone();
-        let step = match &self.settings.cursor {
-            Some(_) => {
                 // Stored, and then refused to move: records newest first
                 // must not move the cursor past the ones not seen.
-                let greatest = moved.map_err(Failure::new)?;
-                let progress = greatest.is_some() && greatest != at.after;
+                let greatest = page::greatest(&records, &cursor.field, since.as_ref())
+                    .map_err(Failure::new)?;
+                if let Some(since) = &since
+                    && let Some(older) = page::first_before(&records, &cursor.field, since)
+                {
+                    return Err(Failure::new(format!(
+                        "the API answered a record with {} {older}, before the {since} it was asked from: does it read {}? The cursor stays",
+                        cursor.field, cursor.param
+                    )));
+                }
+                let progress = greatest.is_some() && greatest != since;
+                let at_value = |record: &Value| {
+                    record.pointer(&cursor.field).filter(|v| !v.is_null()) == greatest.as_ref()
+                };
+                let here = records.iter().zip(&digests).filter(|(r, _)| at_value(r));
+                if progress {
+                    at.seen = here.map(|(_, d)| d.clone()).collect();
+                } else {
+                    at.seen.extend(here.map(|(_, d)| d.clone()));
+                    at.seen.sort();
+                    at.seen.dedup();
+                    if read > 1
+                        && stored_new == 0
+                        && read >= longest
+                        && records.iter().all(at_value)
+                    {
+                        return Err(Failure::new(format!(
+                            "every record of a full page ({read}) has {} {}, and all were stored already: more records share it than a page holds, so paging by {} cannot get past them; page by a unique field (or ask for larger pages)",
+                            cursor.field,
+                            greatest.as_ref().map(Value::to_string).unwrap_or_default(),
+                            cursor.field
+                        )));
+                    }
+                }
                 at.after = greatest;
                 if read > 0 && progress {
                     Step::More
@@ -335,21 +467,31 @@ impl PollIngest {
                 Some(link) => {
                     let next = page::follow(&url, &link, &self.origin)
                         .map_err(|e| Failure::new(self.mask.mask(&e).into_owned()))?;
-                    let step = if next == url {
+                    if next == url {
+                        // A page that links to itself is the last one.
+                        at.next = Some(self.seal(&url)?);
+                        at.seen = digests;
                         Step::CaughtUp
+                    } else if visited.contains(&next) {
+                        return Err(Failure::new(format!(
+                            "the API's next-page links go in a circle: {} was read already in this poll; the poll stops there (its records are stored)",
+                            self.mask.mask(next.as_str())
+                        )));
                     } else {
+                        at.next = Some(self.seal(&next)?);
+                        at.seen.clear();
                         Step::More
-                    };
-                    at.next = Some(next.into());
-                    step
+                    }
                 }
                 // The last page: asked for again next time, for what it gains.
                 None => {
-                    at.next = Some(url.into());
+                    at.next = Some(self.seal(&url)?);
+                    at.seen = digests;
                     Step::CaughtUp
                 }
             },
         };
+        at.seen.truncate(SEEN);
         if *at != before {
             let (file, state) = (self.cursor.clone(), at.clone());
             let saved = tokio::task::spawn_blocking(move || file.save(&state))
@@ -365,6 +507,39 @@ impl PollIngest {
             }
         }
         Ok(step)
+    }
+
+    /// `url` as the cursor keeps it: each credential it carries (a next
+    /// link with `access_token=…`) replaced by a placeholder naming its
+    /// key, so that no credential is written to disk. A credential in a
+    /// form the placeholder cannot stand for (cut, encoded otherwise)
+    /// fails the poll rather than being saved.
+    fn seal(&self, url: &Url) -> Result<String, Failure> {
+        let mut text = url.as_str().to_owned();
+        for (key, value) in &self.secrets {
+            let placeholder = format!("%7Bauditrelay:{key}%7D");
+            for form in [value.clone(), percent_encode(value)] {
+                if !form.is_empty() {
+                    text = text.replace(&form, &placeholder);
+                }
+            }
+        }
+        if self.mask.mask(&text) != text.as_str() {
+            return Err(Failure::new(format!(
+                "the next-page link ({}) holds a credential of this source in a form that cannot be kept out of the cursor file; it is not saved: ask the API to page without it",
+                self.mask.mask(&text)
+            )));
+        }
+        Ok(text)
+    }
+
+    /// A URL the cursor keeps, its credentials put back.
+    fn unseal(&self, stored: &str) -> String {
+        let mut text = stored.to_owned();
+        for (key, value) in &self.secrets {
+            text = text.replace(&format!("%7Bauditrelay:{key}%7D"), &percent_encode(value));
+        }
+        text
     }
 
     /// The page the cursor points at.
@@ -385,7 +560,7 @@ impl PollIngest {
         match &at.next {
             // Checked when it was followed; checked again, as the file
             // may have been edited.
-            Some(next) => page::follow(&self.origin, next, &self.origin)
+            Some(next) => page::follow(&self.origin, &self.unseal(next), &self.origin)
                 .map_err(|e| Failure::new(self.mask.mask(&e).into_owned())),
             None => Ok(self.origin.clone()),
         }
@@ -453,9 +628,16 @@ impl PollIngest {
             }
         }
         let text = String::from_utf8_lossy(&body);
-        let masked = self.mask.mask(&text);
         if !status.is_success() {
-            let quoted = self.mask.admit(&text, QUOTED);
+            // A JSON error answer is masked as parsed too: an escaped
+            // credential (`\u0026`) is not found in its text.
+            let quoted = match serde_json::from_str::<Value>(&text) {
+                Ok(mut error) => {
+                    mask_value(&self.mask, &mut error);
+                    self.mask.admit(&error.to_string(), QUOTED)
+                }
+                Err(_) => self.mask.admit(&text, QUOTED),
+            };
             let hint = match status.as_u16() {
                 401 | 403 => " (check auth, username and secret)",
                 300..=399 => " (redirects are not followed: set url to where it points)",
@@ -467,13 +649,9 @@ impl PollIngest {
                 retry_after,
             });
         }
-        if matches!(masked, std::borrow::Cow::Owned(_)) {
-            tracing::warn!(
-                source = self.label,
-                "the page from {shown} holds a credential of this source; it was masked before anything was stored"
-            );
-        }
-        let page = serde_json::from_str::<Value>(&masked).map_err(|error| {
+        // Masked once parsed, string by string (see `page`): masking the
+        // text could break its JSON, and misses escaped credentials.
+        let page = serde_json::from_str::<Value>(&text).map_err(|error| {
             Failure::new(format!(
                 "GET {shown}: the page is not JSON ({error}); is url an API endpoint? It begins: {}",
                 self.mask.admit(&text, 80)
@@ -490,13 +668,21 @@ impl PollIngest {
             reqwest::header::ACCEPT,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in &self.settings.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
         let mut insert = |name: HeaderName, value: &str| {
             if let Ok(mut value) = HeaderValue::from_str(value) {
                 value.set_sensitive(true);
                 headers.insert(name, value);
             }
         };
-        for (name, value) in &self.settings.headers {
+        for (name, value) in &self.settings.secret_headers {
             if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
                 insert(name, value.expose());
             }
@@ -521,11 +707,11 @@ impl PollIngest {
         headers
     }
 
-    /// Makes events of a page's `records` (in batches), keeps what is
-    /// refused, waits until the events are durable.
+    /// Makes events of a page's `records` (their JSON, in batches), keeps
+    /// what is refused, waits until the events are durable.
     async fn store(
         &self,
-        records: Vec<Value>,
+        records: Vec<Vec<u8>>,
         url: &Url,
         mapper: Option<&SourceMapper>,
     ) -> Result<(), Failure> {
@@ -533,8 +719,8 @@ impl PollIngest {
         // Canonical JSON can be longer than the record: a sixth of the
         // spool's limit always fits (as for file lines).
         let max_bytes = self.relay.max_batch_bytes() / 6;
-        let mut records = records.into_iter().map(|record| ForeignRecord {
-            data: serde_json::to_vec(&record).expect("a JSON value serializes"),
+        let mut records = records.into_iter().map(|data| ForeignRecord {
+            data,
             metadata: vec![("poll.url".to_owned(), shown.clone())],
         });
         let mut next = records.next();
@@ -591,6 +777,54 @@ impl PollIngest {
         });
         Ok(())
     }
+}
+
+/// Masks every string (and key) of `value` in place; whether any changed.
+fn mask_value(mask: &SecretMask, value: &mut Value) -> bool {
+    match value {
+        Value::String(text) => match mask.mask(text) {
+            std::borrow::Cow::Owned(masked) => {
+                *text = masked;
+                true
+            }
+            std::borrow::Cow::Borrowed(_) => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, item| mask_value(mask, item) | changed),
+        Value::Object(map) => {
+            let mut changed = false;
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                let masked = mask.mask(&key).into_owned();
+                let mut item = map.remove(&key).expect("a key just listed");
+                changed |= mask_value(mask, &mut item) | (masked != key);
+                map.insert(masked, item);
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
+/// `text` percent-encoded as a query value (everything but RFC 3986's
+/// unreserved characters).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A record's digest, as the cursor keeps it: 16 bytes of SHA-256, hex.
+fn digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(data)[..16])
 }
 
 /// `start` as a cursor value: a number where it reads as one.

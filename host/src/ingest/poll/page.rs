@@ -110,37 +110,74 @@ pub fn greatest(
     field: &str,
     since: Option<&Value>,
 ) -> Result<Option<Value>, String> {
-    let mut greatest = since.cloned();
-    let mut previous: Option<&Value> = None;
+    let mut greatest: Option<&Value> = None;
     let mut found = 0usize;
     for (at, record) in records.iter().enumerate() {
         let Some(value) = record.pointer(field).filter(|v| !v.is_null()) else {
             continue;
         };
         found += 1;
-        if let Some(before) = previous
-            && compare(before, value)? == Ordering::Greater
-        {
-            return Err(format!(
-                "record {at} has {field} {value} after {before}: the API returns them newest first, so paging by {field} would skip records; ask for oldest first (e.g. ordering=created)"
-            ));
+        // Oldest first: each value at least the greatest before it.
+        if let Some(before) = greatest {
+            match compare(before, value)? {
+                Ordering::Greater => {
+                    return Err(format!(
+                        "record {at} has {field} {value} after {before}: the API returns them newest first, so paging by {field} would skip records; ask for oldest first (e.g. ordering=created)"
+                    ));
+                }
+                _ => greatest = Some(value),
+            }
+        } else {
+            greatest = Some(value);
         }
-        previous = Some(value);
-        greatest = Some(match greatest {
-            Some(max) if compare(&max, value)? != Ordering::Less => max,
-            _ => value.clone(),
-        });
     }
     if found == 0 && !records.is_empty() {
         return Err(format!(
             "no record has {field}: the cursor cannot move (is the pointer right?)"
         ));
     }
-    Ok(greatest)
+    Ok(match (greatest, since) {
+        (Some(value), Some(since)) if compare_to_since(value, since) == Ordering::Less => {
+            Some(since.clone())
+        }
+        (Some(value), _) => Some(value.clone()),
+        (None, since) => since.cloned(),
+    })
 }
 
-/// Orders two cursor values: numbers as numbers, RFC 3339 times as times,
-/// other strings as text.
+/// The first value of `field` in `records` before `since`: an API that
+/// answers those ignored the cursor parameter.
+pub fn first_before(records: &[Value], field: &str, since: &Value) -> Option<Value> {
+    records
+        .iter()
+        .filter_map(|record| record.pointer(field).filter(|v| !v.is_null()))
+        .find(|value| compare_to_since(value, since) == Ordering::Less)
+        .cloned()
+}
+
+/// Orders a record's value against the value a page was asked from,
+/// which may be the configured `start` — text, even for a numeric field —
+/// and then compares as a number where it reads as one. A value of
+/// another kind is never "before".
+fn compare_to_since(value: &Value, since: &Value) -> Ordering {
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match (value, since) {
+        (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
+            match (number(value), number(since)) {
+                (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+                _ => Ordering::Equal,
+            }
+        }
+        _ => compare(value, since).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Orders two values of the cursor field: numbers as numbers, RFC 3339
+/// times as times, other strings as text; two kinds are an error.
 pub fn compare(a: &Value, b: &Value) -> Result<Ordering, String> {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => Ok(match (x.as_i64(), y.as_i64()) {
