@@ -17,6 +17,7 @@ mod http_limits;
 mod kill9;
 mod mappers;
 mod middleware;
+mod mobius;
 mod native_abi;
 mod native_plugins;
 mod outbox;

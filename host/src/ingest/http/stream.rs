@@ -30,7 +30,7 @@
 //! ```
 //!
 //! A client that reads slower than events come fills its stream's queue
-//! (a few hundred KiB); after `ingest.http.stream_stall` with the queue
+//! (4 chunks of at most 32 KiB of events, beside the socket's buffers); after `ingest.http.stream_stall` with the queue
 //! full the stream is ended with an `event: end` that says why — the
 //! memory a stream holds is bounded, and it never slows anyone else.
 //! `: keepalive` comments every 15 s keep proxies from closing an idle
@@ -65,9 +65,9 @@ use crate::relay::Relay;
 use crate::spool::{Confirmation, Reader};
 
 /// Chunks of frames a stream's queue holds (each up to [`CHUNK_JSON`]).
-const QUEUE: usize = 8;
+const QUEUE: usize = 4;
 /// Most envelope bytes read from the spool into one chunk.
-const CHUNK_JSON: usize = 64 * 1024;
+const CHUNK_JSON: usize = 32 * 1024;
 /// Most events read at once.
 const CHUNK_EVENTS: usize = 512;
 /// A comment sent this often while no event comes.
