@@ -229,7 +229,7 @@ types = ["user.*"]
         ),
     );
     let status = tailing
-        .until("crm", |s| s.spooled_events == 1 && s.refused_records == 2)
+        .until("file.crm", |s| s.spooled_events == 1 && s.refused_records == 2)
         .await;
     assert_eq!(status.dropped_records, 1, "{status:?}");
     assert_eq!(status.files, Some(1));
@@ -294,7 +294,7 @@ async fn envelope_lines_are_held_to_the_envelope_rules_and_their_own_source() {
         &format!("{}{{\"id\":\"x\"}}\n{other}\n{}", line(1), line(3)),
     );
     tailing
-        .until("access-api", |s| {
+        .until("file.access-api", |s| {
             s.spooled_events == 2 && s.refused_records == 2
         })
         .await;
@@ -338,7 +338,7 @@ async fn a_source_whose_refused_lines_cannot_be_kept_stops_where_it_is_and_loses
     let bad = |n: &str| format!("bad line {n} {}\n", "z".repeat(1500));
     append_app(&tailing, &format!("{}{}", line(1), bad("one")));
     tailing
-        .until("access-api", |s| s.refused_records == 1)
+        .until("file.access-api", |s| s.refused_records == 1)
         .await;
     append_app(&tailing, &format!("{}{}", bad("two"), line(2)));
     let status = tailing
@@ -363,7 +363,7 @@ async fn a_source_whose_refused_lines_cannot_be_kept_stops_where_it_is_and_loses
     let kept = tailing.home.join("data/sources/access-api/refused.ndjson");
     std::fs::rename(&kept, tailing.home.join("refused-moved-away.ndjson")).unwrap();
     let status = tailing
-        .until("access-api", |s| {
+        .until("file.access-api", |s| {
             s.spooled_events == 2 && s.state == "reading"
         })
         .await;
