@@ -79,6 +79,13 @@ pub async fn tail(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         if !status.is_success() {
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let error = body["error"].as_str().unwrap_or("no details");
+            if status == reqwest::StatusCode::BAD_REQUEST && last_id.is_some() {
+                // An id of another relay or of a replaced spool: go on
+                // without it, saying so.
+                eprintln!("{error}; going on without it");
+                last_id = None;
+                continue;
+            }
             if status.is_client_error() {
                 bail!("the relay refused the stream (HTTP {status}): {error}");
             }
@@ -193,12 +200,19 @@ impl SseParser {
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
-                if let Some(data) = self.data.take() {
-                    events.push(SseEvent {
+                match self.data.take() {
+                    Some(data) => events.push(SseEvent {
                         id: self.id.take(),
                         kind: self.kind.take().unwrap_or_else(|| "message".into()),
                         data,
-                    });
+                    }),
+                    // No event, but a new last event id all the same.
+                    None if self.id.is_some() => events.push(SseEvent {
+                        id: self.id.take(),
+                        kind: String::new(),
+                        data: String::new(),
+                    }),
+                    None => {}
                 }
                 self.id = None;
                 self.kind = None;
@@ -232,7 +246,7 @@ mod tests {
 
     #[test]
     fn events_are_read_across_chunk_boundaries() {
-        let text = "retry: 2000\n\n: keepalive\n\nid: 41\nevent: audit\ndata: {\"id\":\"a\"}\n\nevent: gap\ndata: {\"from\":42,\"to\":44}\n\nid: 45\r\nevent: audit\r\ndata: one\r\ndata: two\r\n\r\n";
+        let text = "retry: 2000\n\n: keepalive\nid: 40\n\nid: 41\nevent: audit\ndata: {\"id\":\"a\"}\n\nevent: gap\ndata: {\"from\":42,\"to\":44}\n\nid: 45\r\nevent: audit\r\ndata: one\r\ndata: two\r\n\r\n";
         for cut in 0..text.len() {
             let mut parser = SseParser::default();
             let mut events = parser.push(&text.as_bytes()[..cut]);
@@ -240,6 +254,11 @@ mod tests {
             assert_eq!(
                 events,
                 [
+                    SseEvent {
+                        id: Some("40".into()),
+                        kind: String::new(),
+                        data: String::new()
+                    },
                     SseEvent {
                         id: Some("41".into()),
                         kind: "audit".into(),

@@ -28,6 +28,8 @@ pub struct Reader {
     next_seq: u64,
     at: Option<Position>,
     buf: Vec<u8>,
+    /// Bytes read from a segment at a time (more when one event is larger).
+    chunk: u64,
 }
 
 /// What the reader needs to know about the segment it reads.
@@ -61,7 +63,14 @@ impl Reader {
             next_seq,
             at: None,
             buf: Vec::new(),
+            chunk: CHUNK,
         }
+    }
+
+    /// Reads at most `chunk` bytes of a segment at a time (a live stream's
+    /// reader, which holds its buffer for a moment only, reads little).
+    pub fn with_chunk(self, chunk: u64) -> Self {
+        Reader { chunk, ..self }
     }
 
     /// The sequence number this reader reads next.
@@ -110,7 +119,7 @@ impl Reader {
             return Ok(batch);
         }
         let mut json = 0usize;
-        let mut chunk = CHUNK.max((max_json as u64).saturating_add(4096));
+        let mut chunk = self.chunk.max((max_json as u64).saturating_add(4096));
         'segments: while let Some(target) = self.target() {
             if self
                 .at

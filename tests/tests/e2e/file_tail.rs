@@ -229,7 +229,9 @@ types = ["user.*"]
         ),
     );
     let status = tailing
-        .until("file.crm", |s| s.spooled_events == 1 && s.refused_records == 2)
+        .until("file.crm", |s| {
+            s.spooled_events == 1 && s.refused_records == 2
+        })
         .await;
     assert_eq!(status.dropped_records, 1, "{status:?}");
     assert_eq!(status.files, Some(1));

@@ -27,6 +27,7 @@ mod redaction;
 mod sandbox;
 mod sources;
 mod stream;
+mod stream_attacks;
 mod verify;
 mod webhook_attacks;
 mod webhooks;

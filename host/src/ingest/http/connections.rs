@@ -129,6 +129,7 @@ impl Connections {
             table: self.clone(),
             id,
             close,
+            streaming: Default::default(),
         };
         match evicted {
             Some(closed) => Admission::AfterEviction(slot, closed),
@@ -154,9 +155,23 @@ pub(super) struct Slot {
     table: Arc<Connections>,
     id: u64,
     close: CancellationToken,
+    /// Whether it carries a live stream, an answer that never ends by
+    /// itself: on shutdown it is given a moment, not `body_timeout`.
+    streaming: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
+    /// Marks the connection as carrying a live stream.
+    pub(super) fn set_streaming(&self) {
+        self.streaming
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it carries a live stream.
+    pub(super) fn is_streaming(&self) -> bool {
+        self.streaming.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Resolves when the table gives this connection's place to another.
     pub(super) async fn evicted(&self) {
         self.close.cancelled().await

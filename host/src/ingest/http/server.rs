@@ -6,6 +6,7 @@
 //! | a request's headers, and the wait for the next request on a kept-alive connection | `ingest.http.header_timeout` | the connection is closed |
 //! | a request's body | `ingest.http.body_timeout` | `408`, connection closed |
 //! | a client that stops reading an answer | `ingest.http.body_timeout` | the connection is closed |
+//! | a live stream at shutdown | 1 s after its last event | the connection is closed |
 //! | open connections | `ingest.http.max_connections`, and the descriptors the process may open | the longest-idle connection is closed to make room; if all are busy, `503` and close |
 //!
 //! The connection cap is also how the relay keeps file descriptors for
@@ -46,6 +47,9 @@ const EVICTION_WAIT: Duration = Duration::from_millis(200);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes of a refused request read (and dropped) before closing.
 const MAX_DRAINED: usize = 1024 * 1024;
+/// How long a live stream's connection is given at shutdown to take its
+/// last event.
+const STREAM_GRACE: Duration = Duration::from_secs(1);
 /// A failed accept (out of descriptors) is logged at most this often.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -220,7 +224,14 @@ impl Connection {
             () = slot.evicted() => {}
             () = shutdown.cancelled() => {
                 connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
+                // A live stream ends at shutdown with a last event; a client
+                // that does not read it cannot hold the server for the
+                // whole `body_timeout` a slow upload may take.
+                if slot.is_streaming() {
+                    let _ = tokio::time::timeout(STREAM_GRACE, connection).await;
+                } else {
+                    let _ = connection.await;
+                }
             }
         }
     }
@@ -241,6 +252,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let busy = self.slot.busy();
+        if request.uri().path() == "/v1/stream" {
+            self.slot.set_streaming();
+        }
         let mut router = self.router.clone();
         Box::pin(async move {
             let response =

@@ -68,6 +68,10 @@ use crate::spool::{Confirmation, Reader};
 const QUEUE: usize = 4;
 /// Most envelope bytes read from the spool into one chunk.
 const CHUNK_JSON: usize = 32 * 1024;
+/// Spool reads at once, across every stream.
+const READS: usize = 2;
+/// Bytes of a segment read at a time.
+const READ_BYTES: u64 = 64 * 1024;
 /// Most events read at once.
 const CHUNK_EVENTS: usize = 512;
 /// A comment sent this often while no event comes.
@@ -82,6 +86,9 @@ pub(super) struct Streams {
     max: usize,
     stall: Duration,
     stop: CancellationToken,
+    /// Spool reads under way at once, across every stream: a hundred
+    /// streams catching up take two blocking threads, not a hundred.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Streams {
@@ -93,6 +100,7 @@ impl Streams {
             max,
             stall,
             stop,
+            reads: Arc::new(tokio::sync::Semaphore::new(READS)),
         }
     }
 
@@ -243,7 +251,16 @@ pub(super) async fn stream(
     };
     let stats = api.relay.spool().stats();
     let from = match request.from {
-        From::After(seq) => seq.saturating_add(1),
+        From::After(seq) if seq >= stats.next_seq => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Last-Event-ID {seq} is past this relay's last event ({}): it came from another relay, or from a spool since replaced; connect without it (from=earliest reads everything this spool holds)",
+                    stats.next_seq.saturating_sub(1)
+                ),
+            );
+        }
+        From::After(seq) => seq + 1,
         From::At(seq) => seq,
         From::Now => stats.durable_seq,
         From::Earliest => stats.first_seq,
@@ -253,12 +270,13 @@ pub(super) async fn stream(
     let feed = Feed {
         relay: api.relay.clone(),
         filter: EventFilter::new(&request.filter),
-        reader: Some(api.relay.spool().follower(from)),
         expected: from,
+        queued: from,
         queue,
         last: last.clone(),
         stall: api.streams.stall,
         stop: api.streams.stop.clone(),
+        reads: api.streams.reads.clone(),
     };
     tokio::spawn(feed.run());
     let body = EventStream {
@@ -282,16 +300,18 @@ pub(super) async fn stream(
 struct Feed {
     relay: Relay,
     filter: EventFilter,
-    /// `None` only while a read runs on the blocking threads.
-    reader: Option<Reader>,
     /// The sequence number the next event should have: a larger one means
     /// events were gone before this stream read them.
     expected: u64,
+    /// Everything before it is in the queue (sent, or filtered out): where
+    /// a client that reconnects goes on.
+    queued: u64,
     queue: mpsc::Sender<Bytes>,
     /// The stream's last words, sent after the queue drains.
     last: Arc<Mutex<Option<Bytes>>>,
     stall: Duration,
     stop: CancellationToken,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a feed stops.
@@ -313,36 +333,55 @@ impl Feed {
         };
         if let Stop::End { reason, metric } = stop {
             self.relay.metrics().stream_ended(metric);
-            let last_event_id = self.expected.checked_sub(1);
+            let last_event_id = self.queued.checked_sub(1);
             let data = serde_json::json!({ "reason": reason, "last_event_id": last_event_id });
+            // The `id:` line moves the client's Last-Event-ID here even when
+            // the filter let nothing through.
+            let id = last_event_id
+                .map(|id| format!("id: {id}\n"))
+                .unwrap_or_default();
             *self.last.lock().expect("never poisoned") =
-                Some(Bytes::from(format!("event: end\ndata: {data}\n\n")));
+                Some(Bytes::from(format!("{id}event: end\ndata: {data}\n\n")));
         }
         // Dropping the queue ends the body once it is drained.
     }
 
     async fn feed(&mut self) -> Result<Infallible, Stop> {
-        self.send(Bytes::from_static(b"retry: 2000\n\n")).await?;
+        let mut first = String::from("retry: 2000\n");
+        if let Some(before) = self.queued.checked_sub(1) {
+            // A client that gets no event before it reconnects still goes
+            // on from here, not from "now" again.
+            first.push_str(&format!("id: {before}\n"));
+        }
+        first.push('\n');
+        self.send(Bytes::from(first), self.queued).await?;
         loop {
             let durable = self.relay.spool().stats().durable_seq;
-            let next = self.reader.as_ref().expect("kept between reads").next_seq();
-            if next < durable {
-                let frames = self.read((durable - next) as usize).await?;
+            if self.expected < durable {
+                let (frames, through) = self.read(durable).await?;
                 if !frames.is_empty() {
-                    self.send(Bytes::from(frames)).await?;
+                    self.send(Bytes::from(frames), through).await?;
+                } else {
+                    self.queued = through;
                 }
                 continue;
             }
             tokio::select! {
-                confirmation = self.relay.spool().durable(next) => match confirmation {
+                confirmation = self.relay.spool().durable(self.expected) => match confirmation {
                     Confirmation::Durable => {}
                     Confirmation::Failing(_) => tokio::time::sleep(FAILING_WAIT).await,
                     Confirmation::Stopped => return Err(stopping()),
                 },
                 () = tokio::time::sleep(KEEPALIVE) => {
+                    // With the position: a client whose filter lets little
+                    // through resumes past what it was shown nothing of.
+                    let keepalive = match self.queued.checked_sub(1) {
+                        Some(id) => format!(": keepalive\nid: {id}\n\n"),
+                        None => ": keepalive\n\n".to_owned(),
+                    };
                     // A full queue already shows the client is there.
                     if let Err(mpsc::error::TrySendError::Closed(_)) =
-                        self.queue.try_send(Bytes::from_static(b": keepalive\n\n"))
+                        self.queue.try_send(Bytes::from(keepalive))
                     {
                         return Err(Stop::Gone);
                     }
@@ -353,27 +392,50 @@ impl Feed {
         }
     }
 
-    /// Reads up to `durable` events and renders those that pass the filter
-    /// (and a gap notice where events were gone).
-    async fn read(&mut self, durable: usize) -> Result<Vec<u8>, Stop> {
-        let mut reader = self.reader.take().expect("kept between reads");
-        let (reader, read) = tokio::task::spawn_blocking(move || {
-            let read = reader.read(durable.min(CHUNK_EVENTS), CHUNK_JSON, true);
-            (reader, read)
+    /// Reads the events from `expected` to before `durable` (some of them)
+    /// and renders those that pass the filter, and a gap notice where
+    /// events were gone; and where the stream is after them.
+    ///
+    /// A reader is made for each read and dropped after it: it holds no
+    /// segment file open between reads (a slow client would keep deleted
+    /// segments on disk) and no read buffer.
+    async fn read(&mut self, durable: u64) -> Result<(Vec<u8>, u64), Stop> {
+        let mut reader: Reader = self
+            .relay
+            .spool()
+            .follower(self.expected)
+            .with_chunk(READ_BYTES);
+        let max = (durable - self.expected).min(CHUNK_EVENTS as u64) as usize;
+        let turn = self
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| stopping())?;
+        let read = tokio::task::spawn_blocking(move || {
+            let read = reader.read(max, CHUNK_JSON, true);
+            drop(turn);
+            read
         })
         .await
         .map_err(|_| stopping())?;
-        self.reader = Some(reader);
         let batch = match read {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, "a live stream cannot read the spool; trying again");
                 tokio::time::sleep(FAILING_WAIT).await;
-                return Ok(Vec::new());
+                return Ok((Vec::new(), self.queued));
             }
         };
         let mut frames = Vec::with_capacity(batch.json_bytes() + batch.len() * 32);
+        let mut beyond = false;
         for (seq, event) in batch.events() {
+            if seq >= durable {
+                // Past a jump over deleted segments the reader reads from
+                // where they ended; what is not durable yet waits.
+                beyond = true;
+                break;
+            }
             self.gap_until(seq, &mut frames);
             self.expected = seq + 1;
             if self.filter.matches(&event) {
@@ -385,8 +447,10 @@ impl Feed {
                 frames.extend_from_slice(b"\n\n");
             }
         }
-        self.gap_until(batch.end_seq(), &mut frames);
-        Ok(frames)
+        if !beyond {
+            self.gap_until(batch.end_seq().min(durable), &mut frames);
+        }
+        Ok((frames, self.expected))
     }
 
     /// Says which events were gone before the stream read them, if any
@@ -404,11 +468,17 @@ impl Feed {
         self.expected = seq;
     }
 
-    /// Queues `chunk`, waiting at most `stall` for room.
-    async fn send(&self, chunk: Bytes) -> Result<(), Stop> {
-        match tokio::time::timeout(self.stall, self.queue.reserve()).await {
+    /// Queues `chunk` (the events before `through`), waiting at most
+    /// `stall` for room — or until the server stops.
+    async fn send(&mut self, chunk: Bytes, through: u64) -> Result<(), Stop> {
+        let room = tokio::select! {
+            room = tokio::time::timeout(self.stall, self.queue.reserve()) => room,
+            () = self.stop.cancelled() => return Err(stopping()),
+        };
+        match room {
             Ok(Ok(permit)) => {
                 permit.send(chunk);
+                self.queued = through;
                 Ok(())
             }
             Ok(Err(_)) => Err(Stop::Gone),
