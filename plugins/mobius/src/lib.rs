@@ -46,12 +46,24 @@
 //! | `target.kind`, `target.id` | `objectref.resource`; `objectref.resourceid`, else the route (`action.name` when it is one), else the resource |
 //! | `metadata` | `mobius.specversion`, `mobius.method` (`action.method`), `mobius.apiversion` (`objectref.apiversion`), `mobius.compliance_category`, `mobius.sensitive` (`eventdata.metadata.issensitive`), `mobius.hash` (`security.hash`, checked), `mobius.signed` (`true` when `security.signature` is there; the HMAC key is the publisher's, not checked here), `k8s.namespace`, `k8s.pod`, `k8s.container`, `k8s.node` |
 //! | `payload` | `{"request": eventdata.requestpayload, "response": eventdata.responsepayload}`, each when present |
+//!
+//! The event is read as Python reads JSON (integers of any size, `NaN` and
+//! `Infinity`, lone surrogates, duplicate keys: the last wins) so that the
+//! hash is checked over exactly what was sealed. What JSON cannot carry is
+//! then written as it can: `NaN`/`Infinity` as those strings (noted in
+//! `metadata["mobius.non_finite"]`), integers past 64 bits as floats, lone
+//! surrogates as U+FFFD. Members with empty values are dropped before
+//! mapping, as before sealing: one added afterwards is not stored.
 
 use auditrelay_plugin_api::mapper::{Mapped, Mapper, Record};
 use auditrelay_plugin_api::prelude::*;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+
+mod python;
+
+use python::Py;
 
 /// The `config` table.
 #[derive(Debug, Default, Deserialize)]
@@ -88,21 +100,20 @@ impl Mapper for Mobius {
     }
 
     fn map(&mut self, record: &Record<'_>) -> Mapped {
-        let document: Value = match record.json() {
+        // Read as Python reads it: the seal covers Python's text of it.
+        let document = match python::loads(record.data) {
             Ok(document) => document,
             Err(reason) => return Mapped::refused(reason),
         };
-        let items: Vec<&Value> = match &document {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
+        let (items, many) = match document {
+            Py::Array(items) => (items, true),
+            other => (vec![other], false),
         };
         let mut events = Vec::with_capacity(items.len());
-        for (at, item) in items.into_iter().enumerate() {
+        for (at, item) in items.iter().enumerate() {
             match self.event(item, record.source) {
                 Ok(event) => events.push(event),
-                Err(reason) if matches!(document, Value::Array(_)) => {
-                    return Mapped::refused(format!("event {at}: {reason}"));
-                }
+                Err(reason) if many => return Mapped::refused(format!("event {at}: {reason}")),
                 Err(reason) => return Mapped::refused(reason),
             }
         }
@@ -119,16 +130,22 @@ fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
 
 impl Mobius {
     /// The envelope of one mobius event.
-    fn event(&self, item: &Value, source: &str) -> Result<Value, String> {
-        if !item.is_object() {
+    fn event(&self, event: &Py, source: &str) -> Result<Value, String> {
+        if !matches!(event, Py::Object(_)) {
             return Err(
                 "not a mobius audit event (an object with id, timestamp, subject, action, ...)"
                     .into(),
             );
         }
+        let hash = check_hash(event, self.config.require_hash)?;
+        // Mapped from what the seal covers: members added empty after
+        // sealing (which the hash, over the pruned event, cannot see) are
+        // not stored.
+        let mut non_finite = false;
+        let sealed = event.pruned().to_value(&mut non_finite);
+        let item = &sealed;
         let id = text(item, "/id").ok_or("it has no id")?;
         let time = text(item, "/timestamp").ok_or("it has no timestamp")?;
-        let hash = check_hash(item, self.config.require_hash)?;
 
         let action_name = text(item, "/action/name");
         let method = text(item, "/action/method");
@@ -236,7 +253,13 @@ impl Mobius {
         meta("mobius.hash", hash.as_deref());
         meta(
             "mobius.signed",
-            text(item, "/security/signature").map(|_| "true"),
+            hash.as_ref()
+                .and(text(item, "/security/signature"))
+                .map(|_| "true"),
+        );
+        meta(
+            "mobius.non_finite",
+            non_finite.then_some("NaN or Infinity written as strings"),
         );
         meta("k8s.namespace", text(item, "/kubernetes/namespacename"));
         meta("k8s.pod", text(item, "/kubernetes/podname"));
@@ -292,23 +315,36 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// Checks `security.hash` against the event's content; the hash when
-/// there is one (and it matches).
-fn check_hash(item: &Value, required: bool) -> Result<Option<String>, String> {
-    let Some(claimed) = text(item, "/security/hash") else {
+/// Checks `security.hash` against the event's content, rebuilt as Python
+/// wrote it; the hash when there is one (and it matches).
+fn check_hash(item: &Py, required: bool) -> Result<Option<String>, String> {
+    let claimed = match item.get("security") {
+        None | Some(Py::Null) => None,
+        Some(security @ Py::Object(_)) => match security.get("hash") {
+            None | Some(Py::Null) => None,
+            Some(Py::Str(hash))
+                if hash.len() == 64
+                    && hash
+                        .iter()
+                        .all(|&u| u < 0x80 && (u as u8).is_ascii_hexdigit()) =>
+            {
+                Some(String::from_utf16_lossy(hash))
+            }
+            Some(_) => {
+                return Err("its security.hash is not a SHA-256 (64 hex digits): it is not what the publisher seals with".into());
+            }
+        },
+        Some(_) => return Err("its security is not an object of hash and signature".into()),
+    };
+    let Some(claimed) = claimed else {
         if required {
             return Err("it has no security.hash (require_hash = true): was it published by the mobius publisher?".into());
         }
         return Ok(None);
     };
-    let mut unsealed = item.clone();
-    if let Value::Object(map) = &mut unsealed {
-        map.remove("security");
-    }
-    let mut canonical = String::new();
-    python_json(&prune(unsealed), &mut canonical);
+    let canonical = item.without("security").pruned().dumps();
     let actual = hex::encode(Sha256::digest(canonical.as_bytes()));
-    if !actual.eq_ignore_ascii_case(claimed) {
+    if !actual.eq_ignore_ascii_case(&claimed) {
         return Err(format!(
             "its security.hash ({claimed}) is not the SHA-256 of its content ({actual}): it was changed after it was sealed"
         ));
@@ -316,145 +352,4 @@ fn check_hash(item: &Value, required: bool) -> Result<Option<String>, String> {
     Ok(Some(actual))
 }
 
-/// The package's `prune_empty`: empty values dropped, recursively (not
-/// inside lists, whose items it prunes but keeps).
-fn prune(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, prune(v)))
-                .filter(|(_, v)| !is_empty(v))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(prune).collect()),
-        other => other,
-    }
-}
-
-/// JSON as Python's `json.dumps(value, sort_keys=True,
-/// separators=(",", ":"))` writes it: keys sorted (by code point, which
-/// for the BMP is UTF-16 order too), every non-ASCII character escaped
-/// (`ensure_ascii`), floats as Python's `repr`.
-fn python_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            if n.is_f64() {
-                out.push_str(&python_float(n.as_f64().unwrap_or(f64::NAN)));
-            } else {
-                out.push_str(&n.to_string());
-            }
-        }
-        Value::String(s) => python_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                python_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                python_string(key, out);
-                out.push(':');
-                python_json(&map[key], out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn python_string(text: &str, out: &mut String) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// A float as Python's `repr`: the shortest digits that read back, fixed
-/// notation for exponents from -4 to 15, else `1e+16`, `1.5e-07`.
-fn python_float(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".into();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    // `{:e}` gives the shortest round-trip digits: `1.5e16`, `-2e-7`.
-    let sci = format!("{x:e}");
-    let (mantissa, exponent) = sci.split_once('e').expect("{:e} has an exponent");
-    let exponent: i32 = exponent.parse().expect("an integer exponent");
-    if (-4..16).contains(&exponent) {
-        let fixed = format!("{x}");
-        if fixed.contains('.') {
-            fixed
-        } else {
-            format!("{fixed}.0")
-        }
-    } else {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exponent.abs())
-    }
-}
-
 export_mapper!(Mobius);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What Python 3.11 prints for `repr` of each (checked by hand).
-    #[test]
-    fn floats_are_written_as_python_writes_them() {
-        for (x, python) in [
-            (0.1, "0.1"),
-            (1.0, "1.0"),
-            (-2.5, "-2.5"),
-            (1e16, "1e+16"),
-            (1.5e16, "1.5e+16"),
-            (1e15, "1000000000000000.0"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1.5e-7, "1.5e-07"),
-            (123456.789, "123456.789"),
-        ] {
-            assert_eq!(python_float(x), python, "{x}");
-        }
-    }
-
-    #[test]
-    fn strings_are_escaped_as_ensure_ascii_does() {
-        let mut out = String::new();
-        python_string("a\"b\\c\nd\u{1}é😀/\u{7f}", &mut out);
-        assert_eq!(
-            out,
-            "\"a\\\"b\\\\c\\nd\\u0001\\u00e9\\ud83d\\ude00/\\u007f\""
-        );
-    }
-}

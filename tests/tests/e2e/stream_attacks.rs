@@ -461,9 +461,10 @@ async fn tail_misses_events_across_a_restart_when_it_had_not_printed_one_yet() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let mut relay = RelayProcess::start(&config, &[]);
     post(2, "rare.thing").await;
-    // Once tail is connected again, the event is printed at once or never.
-    wait_metric(&base, "auditrelay_streams", |n| n == 1.0).await;
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // Once tail is connected again (it backs off a few seconds), the
+    // event is printed at once or never; printed, tail exits (`--count 1`),
+    // so its stream may be gone before any gauge shows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let printed = loop {
         if tail.try_wait().unwrap().is_some() {
             break true;
