@@ -432,7 +432,9 @@ impl Feed {
         for (seq, event) in batch.events() {
             if seq >= durable {
                 // Past a jump over deleted segments the reader reads from
-                // where they ended; what is not durable yet waits.
+                // where they ended; what is not durable yet waits, and what
+                // the jump passed over before it is gone.
+                self.gap_until(durable, &mut frames);
                 beyond = true;
                 break;
             }
