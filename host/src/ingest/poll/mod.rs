@@ -399,12 +399,14 @@ impl PollIngest {
             .map(|r| serde_json::to_vec(r).expect("a JSON value serializes"))
             .collect();
         let digests: Vec<String> = datas.iter().map(|d| digest(d)).collect();
+        let seen: std::collections::HashSet<&String> = at.seen.iter().collect();
         let fresh: Vec<Vec<u8>> = datas
             .into_iter()
             .zip(&digests)
-            .filter(|(_, d)| !at.seen.contains(d))
+            .filter(|(_, d)| !seen.contains(d))
             .map(|(data, _)| data)
             .collect();
+        drop(seen);
         let read = records.len();
         let longest = self
             .longest_page
