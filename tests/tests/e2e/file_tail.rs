@@ -228,9 +228,11 @@ types = ["user.*"]
             &last[..10]
         ),
     );
+    // The counts are reported as the lines are stored, the files and the
+    // bytes pending once the cycle is over: wait for both.
     let status = tailing
         .until("file.crm", |s| {
-            s.spooled_events == 1 && s.refused_records == 2
+            s.spooled_events == 1 && s.refused_records == 2 && s.pending_bytes == Some(10)
         })
         .await;
     assert_eq!(status.dropped_records, 1, "{status:?}");
