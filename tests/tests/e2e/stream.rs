@@ -5,13 +5,16 @@
 //! it; the stream cap, the token, the relay stopping, and events the spool
 //! no longer holds. What a client got is counted by the client.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use auditrelay::Relay;
 use auditrelay::envelope::AuditEventEnvelope;
 use auditrelay_tests::webhooks::{ARCHIVE, Served, serve};
 use auditrelay_tests::{metric, sample_envelope};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// One event as a client read it.
 #[derive(Debug, Clone)]
@@ -82,12 +85,73 @@ impl Client {
     }
 }
 
-fn event(n: usize, event_type: &str, tenant: Option<&str>) -> AuditEventEnvelope {
+/// Event `n` with a readable id, of `event_type` and `tenant`.
+pub(crate) fn event(n: usize, event_type: &str, tenant: Option<&str>) -> AuditEventEnvelope {
     let mut event = sample_envelope(n);
     event.id = format!("evt-{n:06}");
     event.event_type = event_type.to_owned();
     event.tenant = tenant.map(str::to_owned);
     event
+}
+
+/// Events `range` of `event_type`, without a tenant.
+pub(crate) fn events(range: std::ops::Range<usize>, event_type: &str) -> Vec<AuditEventEnvelope> {
+    range.map(|n| event(n, event_type, None)).collect()
+}
+
+/// Emits `count` `user.login` events in batches of `batch` (not waiting
+/// for them).
+pub(crate) fn emit_logins(relay: &Relay, count: usize, batch: usize) {
+    for start in (0..count).step_by(batch) {
+        relay
+            .emit_batch(events(start..(start + batch).min(count), "user.login"))
+            .unwrap();
+    }
+}
+
+/// The relay's metrics at `base`.
+pub(crate) async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 30 s) until `series` reads `wanted`.
+pub(crate) async fn wait_metric(base: &str, series: &str, wanted: impl Fn(f64) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics(base).await;
+        if metric(&text, series).is_some_and(&wanted) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never got there in 30 s:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with("auditrelay_s"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A raw client of `GET path` with a small receive buffer, that reads only
+/// when told to.
+pub(crate) async fn raw_stream(addr: SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: relay\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream
 }
 
 async fn emit_durably(served: &Served, events: Vec<AuditEventEnvelope>) {
@@ -106,11 +170,9 @@ async fn a_client_resuming_with_last_event_id_misses_nothing() {
         let relay = served.relay.clone();
         tokio::spawn(async move {
             for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
-                let events = chunk
-                    .iter()
-                    .map(|&n| event(n, "user.login", None))
-                    .collect();
-                relay.emit_batch(events).unwrap();
+                relay
+                    .emit_batch(events(chunk[0]..chunk[0] + chunk.len(), "user.login"))
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -209,36 +271,18 @@ async fn a_client_that_does_not_read_is_ended_with_a_notice() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Far more than the queue and the socket buffers hold.
     let started = Instant::now();
-    for chunk in (0..20_000).collect::<Vec<_>>().chunks(500) {
-        let events = chunk
-            .iter()
-            .map(|&n| event(n, "user.login", None))
-            .collect();
-        served.relay.emit_batch(events).unwrap();
-    }
+    emit_logins(&served.relay, 20_000, 500);
     assert!(served.relay.idle(Duration::from_secs(60)).await);
     eprintln!(
         "20,000 events taken in {:?} beside a client that reads nothing",
         started.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let metrics = reqwest::get(format!("{}/metrics", served.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metric(&metrics, "auditrelay_streams_ended_total{reason=\"slow\"}") == Some(1.0) {
-            break metrics;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream was never ended:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _ = text;
+    wait_metric(
+        &served.base,
+        "auditrelay_streams_ended_total{reason=\"slow\"}",
+        |n| n == 1.0,
+    )
+    .await;
     let mut read = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut read))
         .await
@@ -331,12 +375,11 @@ async fn events_the_spool_no_longer_holds_are_named_as_a_gap() {
         &format!("{ARCHIVE}\n[spool]\nsegment_size = \"64KiB\"\ndedup_ids = 100\n"),
     )
     .await;
-    for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
-        let events = chunk
-            .iter()
-            .map(|&n| event(n, "user.login", None))
-            .collect();
-        served.relay.emit_batch(events).unwrap();
+    for start in (0..3000).step_by(100) {
+        served
+            .relay
+            .emit_batch(events(start..start + 100, "user.login"))
+            .unwrap();
         assert!(served.relay.idle(Duration::from_secs(30)).await);
     }
     let mut client = Client::open(&served, "", Some(0)).await;

@@ -6,17 +6,18 @@
 //! do not read.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use auditrelay::Relay;
 use auditrelay::envelope::AuditEventEnvelope;
 use auditrelay::http::HttpIngest;
 use auditrelay_tests::webhooks::{ARCHIVE, serve};
-use auditrelay_tests::{Home, RelayProcess, free_port, metric, relay_binary, sample_envelope};
+use auditrelay_tests::{Home, RelayProcess, free_port, metric, relay_binary};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::stream::{emit_logins, event, events, metrics, raw_stream, wait_metric};
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone)]
@@ -108,21 +109,6 @@ impl Client {
     }
 }
 
-/// A raw client of `GET path` with a small receive buffer, that reads only
-/// when told to.
-async fn raw_stream(addr: SocketAddr, path: &str) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: relay\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    stream
-}
-
 /// The body of a whole HTTP/1.1 answer (chunked or not).
 fn body_of(answer: &[u8]) -> String {
     let Some(head_end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -148,47 +134,6 @@ fn body_of(answer: &[u8]) -> String {
         body = &body[size + 2.min(body.len() - size)..];
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn event(n: usize, event_type: &str, tenant: Option<&str>) -> AuditEventEnvelope {
-    let mut event = sample_envelope(n);
-    event.id = format!("evt-{n:06}");
-    event.event_type = event_type.to_owned();
-    event.tenant = tenant.map(str::to_owned);
-    event
-}
-
-fn events(range: std::ops::Range<usize>, event_type: &str) -> Vec<AuditEventEnvelope> {
-    range.map(|n| event(n, event_type, None)).collect()
-}
-
-async fn metrics(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Waits (up to 30 s) until `series` reads `wanted`.
-async fn wait_metric(base: &str, series: &str, wanted: impl Fn(f64) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = metrics(base).await;
-        if metric(&text, series).is_some_and(&wanted) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never got there in 30 s:\n{}",
-            text.lines()
-                .filter(|l| l.starts_with("auditrelay_s"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// **Only durable events are sent** — except right after a resume from
@@ -264,13 +209,7 @@ async fn the_end_notice_points_past_events_the_client_never_got() {
     .await;
     let mut socket = raw_stream(served.addr, "/v1/stream").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for chunk in (0..20_000).collect::<Vec<_>>().chunks(500) {
-        let batch = chunk
-            .iter()
-            .map(|&n| event(n, "user.login", None))
-            .collect();
-        served.relay.emit_batch(batch).unwrap();
-    }
+    emit_logins(&served.relay, 20_000, 500);
     assert!(served.relay.idle(Duration::from_secs(60)).await);
     wait_metric(
         &served.base,
@@ -329,13 +268,7 @@ async fn a_client_that_stopped_reading_holds_up_the_shutdown() {
     }));
     let socket = raw_stream(addr, "/v1/stream").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for chunk in (0..20_000).collect::<Vec<_>>().chunks(500) {
-        let batch = chunk
-            .iter()
-            .map(|&n| event(n, "user.login", None))
-            .collect();
-        relay.emit_batch(batch).unwrap();
-    }
+    emit_logins(&relay, 20_000, 500);
     assert!(relay.idle(Duration::from_secs(60)).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = Instant::now();
@@ -924,13 +857,7 @@ async fn a_stream_holds_far_more_memory_than_its_queue() {
         &format!("{ARCHIVE}\n[ingest.http]\nstream_stall = \"60s\"\nmax_streams = 64\n"),
     )
     .await;
-    for chunk in (0..10_000).collect::<Vec<_>>().chunks(500) {
-        let batch = chunk
-            .iter()
-            .map(|&n| event(n, "user.login", None))
-            .collect();
-        served.relay.emit_batch(batch).unwrap();
-    }
+    emit_logins(&served.relay, 10_000, 500);
     assert!(served.relay.idle(Duration::from_secs(60)).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut per_stream = Vec::new();

@@ -146,12 +146,12 @@ impl Drop for Open {
 #[derive(Debug)]
 struct Request {
     filter: FilterSettings,
-    from: From,
+    start: Start,
 }
 
 /// Where a stream begins.
 #[derive(Debug, PartialEq)]
-enum From {
+enum Start {
     /// After the event the client got last.
     After(u64),
     /// At this sequence number.
@@ -194,30 +194,30 @@ impl Request {
             };
             list.extend(value.split(',').map(|v| v.trim().to_owned()));
         }
-        let from = match (last.filter(|l| !l.is_empty()), from.as_deref()) {
+        let start = match (last.filter(|l| !l.is_empty()), from.as_deref()) {
             (Some(last), _) => match last.parse::<u64>() {
-                Ok(seq) => From::After(seq),
+                Ok(seq) => Start::After(seq),
                 Err(_) => {
                     problems.push(format!(
                         "Last-Event-ID {last:?} is not an event id of this stream (a sequence number)"
                     ));
-                    From::Now
+                    Start::Now
                 }
             },
-            (None, None | Some("now")) => From::Now,
-            (None, Some("earliest")) => From::Earliest,
+            (None, None | Some("now")) => Start::Now,
+            (None, Some("earliest")) => Start::Earliest,
             (None, Some(other)) => match other.parse::<u64>() {
-                Ok(seq) => From::At(seq),
+                Ok(seq) => Start::At(seq),
                 Err(_) => {
                     problems.push(format!(
                         "from={other:?}: use now, earliest or a sequence number"
                     ));
-                    From::Now
+                    Start::Now
                 }
             },
         };
         if problems.is_empty() {
-            Ok(Request { filter, from })
+            Ok(Request { filter, start })
         } else {
             Err(problems.join("; "))
         }
@@ -250,8 +250,8 @@ pub(super) async fn stream(
         return response;
     };
     let stats = api.relay.spool().stats();
-    let from = match request.from {
-        From::After(seq) if seq >= stats.next_seq => {
+    let from = match request.start {
+        Start::After(seq) if seq >= stats.next_seq => {
             return refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -260,10 +260,10 @@ pub(super) async fn stream(
                 ),
             );
         }
-        From::After(seq) => seq + 1,
-        From::At(seq) => seq,
-        From::Now => stats.durable_seq,
-        From::Earliest => stats.first_seq,
+        Start::After(seq) => seq + 1,
+        Start::At(seq) => seq,
+        Start::Now => stats.durable_seq,
+        Start::Earliest => stats.first_seq,
     };
     let (queue, chunks) = mpsc::channel(QUEUE);
     let last = Arc::new(Mutex::new(None));
@@ -553,15 +553,18 @@ mod tests {
         assert_eq!(request.filter.types, ["group.*", "user.login", "role.*"]);
         assert_eq!(request.filter.tenants, ["acme"]);
         assert_eq!(request.filter.sources, ["shop"]);
-        assert_eq!(request.from, From::Now);
-        assert_eq!(parse("from=earliest", None).unwrap().from, From::Earliest);
-        assert_eq!(parse("from=12", None).unwrap().from, From::At(12));
+        assert_eq!(request.start, Start::Now);
+        assert_eq!(parse("from=earliest", None).unwrap().start, Start::Earliest);
+        assert_eq!(parse("from=12", None).unwrap().start, Start::At(12));
         // The header wins: it is what a reconnecting EventSource sends.
         assert_eq!(
-            parse("from=earliest", Some("41")).unwrap().from,
-            From::After(41)
+            parse("from=earliest", Some("41")).unwrap().start,
+            Start::After(41)
         );
-        assert_eq!(parse("last_event_id=7", None).unwrap().from, From::After(7));
+        assert_eq!(
+            parse("last_event_id=7", None).unwrap().start,
+            Start::After(7)
+        );
         assert_eq!(
             parse("type=group.%2A", None).unwrap().filter.types,
             ["group.*"]
